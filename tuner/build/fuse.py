@@ -1,0 +1,21 @@
+"""Conv-BatchNorm folding: the BN's affine transform merged into the conv's weights and bias."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from tuner.errors import CandidateBuildError
+
+
+def fold_bn(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` with every conv -> BN pair folded (via torch.fx, so any topology works)."""
+    from torch.fx.experimental.optimization import fuse
+
+    try:
+        folded = fuse(model.eval(), inplace=False)
+    except Exception as err:  # fx cannot trace data-dependent control flow
+        first = str(err).splitlines()[0][:160] if str(err) else type(err).__name__
+        raise CandidateBuildError(f"fold_bn needs a model torch.fx can trace ({first}); "
+                                  "search with fold_bn: false for this model.") from None
+    return folded
+

@@ -1,0 +1,63 @@
+"""Precision conversion: ORT static int8 (QDQ, per-channel), fp16 ONNX, and torch fp16/bf16 casts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+from tuner.build.export import INPUT
+from tuner.data import Dataset
+from tuner.errors import CandidateBuildError
+
+CALIBRATION_BATCH = 32
+TORCH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def cast_torch(model: nn.Module, precision: str) -> nn.Module:
+    return model.to(TORCH_DTYPES[precision])
+
+
+class _Calibration:
+    """onnxruntime's CalibrationDataReader protocol over the calibration split."""
+
+    def __init__(self, data: Dataset):
+        self._batches: Iterator[tuple[np.ndarray, np.ndarray]] = data.batches(data.calib, CALIBRATION_BATCH)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        batch = next(self._batches, None)
+        return None if batch is None else {INPUT: batch[0]}
+
+
+def quantize_int8(fp32_onnx: Path, data: Dataset, out: Path) -> Path:
+    """Static int8: QUInt8 activations, per-channel QInt8 weights, MinMax-calibrated on the calib split."""
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    prepared = out.with_name("preprocessed.onnx")
+    try:
+        # Shape inference + ORT's own graph cleanup first: quantization then sees fused ops.
+        quant_pre_process(str(fp32_onnx), str(prepared), skip_symbolic_shape=True)
+        quantize_static(
+            str(prepared), str(out), _Calibration(data), quant_format=QuantFormat.QDQ, per_channel=True,
+            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+        )
+    except Exception as err:
+        first = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
+        raise CandidateBuildError(f"int8 static quantization failed ({first}); try another precision.") from None
+    finally:
+        prepared.unlink(missing_ok=True)
+    return out
+
+
+def convert_fp16(fp32_onnx: Path, out: Path) -> Path:
+    """fp16 weights and compute, fp32 inputs/outputs (GPU placements only)."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = convert_float_to_float16(onnx.load(str(fp32_onnx)), keep_io_types=True)
+    onnx.save(model, str(out))
+    return out

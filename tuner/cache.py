@@ -1,0 +1,59 @@
+"""Content-addressed cache for expensive build steps (baseline, pruned+recovered weights, ONNX files).
+
+A key is the SHA-256 of the sorted JSON of everything that determines the output, including
+the key of the step's input, so keys chain: one pruned model serves every precision and
+placement. Entries are written to a temporary directory and renamed into place, so workers
+that share ``studies/`` never see half an entry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+
+def make_key(**parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+class Cache:
+    def __init__(self, root: Path | None):
+        self.root = root  # None: nothing is kept (each call builds into a fresh temporary directory)
+        self.hits = 0
+        self.misses = 0
+        self._scratch: list[Path] = []
+
+    def entry(self, key: str, build: Callable[[Path], None]) -> Path:
+        """The directory holding ``key``'s files, calling ``build(dir)`` to fill it on a miss."""
+        if self.root is None:
+            out = Path(tempfile.mkdtemp(prefix="tuner-"))
+            self._scratch.append(out)
+            self.misses += 1
+            build(out)
+            return out
+        final = self.root / key
+        if final.is_dir():
+            self.hits += 1
+            return final
+        self.misses += 1
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=self.root))
+        try:
+            build(tmp)
+            os.replace(tmp, final)
+        except OSError:
+            if not final.is_dir():  # a real failure, not another worker that got there first
+                raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return final
+
+    def cleanup(self) -> None:
+        for d in self._scratch:
+            shutil.rmtree(d, ignore_errors=True)
+        self._scratch.clear()

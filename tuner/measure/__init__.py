@@ -1,0 +1,62 @@
+"""Measure a built candidate in its real runtime: accuracy, latency, size, executed precision."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from tuner import hardware, runtimes
+from tuner.build import Built
+from tuner.data import Dataset
+from tuner.measure.accuracy import top1
+from tuner.measure.latency import LatencyPolicy, LatencyStats, time_calls
+
+
+@dataclass(frozen=True)
+class Metrics:
+    accuracy: float  # top-1 on the whole validation split, 0..1
+    latency_ms: float  # median per batch
+    latency_p95_ms: float
+    latency_ci_ms: tuple[float, float]  # 95% CI of the median
+    samples: int  # timed calls behind the latency figures
+    per_sample_ms: float  # median per batch / batch size
+    throughput: float  # samples per second at the median
+    batch_size: int
+    params: int
+    macs: int  # per sample
+    size_mb: float  # artifact size
+    executed_precision: str  # as read back from the runtime
+    threads: int
+    measure_seconds: float  # wall time of this measurement (accuracy + latency)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["latency_ci_ms"] = list(self.latency_ci_ms)
+        return d
+
+
+def resolve_threads(threads: int) -> int:
+    return threads or hardware.cores()
+
+
+def measure(built: Built, data: Dataset, policy: LatencyPolicy = LatencyPolicy()) -> Metrics:
+    c = built.candidate
+    threads = resolve_threads(c.threads)
+    start = time.perf_counter()
+    session = runtimes.PLACEMENTS[c.placement].open(built.model, built.onnx_path, c.precision, c.graph_opt, threads)
+    try:
+        accuracy = top1(session, data, c.batch_size)
+        prepared = session.prepare(data.example(c.batch_size))  # real images, prepared outside the timed loop
+        lat: LatencyStats = time_calls(session.run, prepared, policy)
+        executed = session.executed_precision
+    finally:
+        session.close()
+    return Metrics(
+        accuracy=accuracy, latency_ms=lat.median_ms, latency_p95_ms=lat.p95_ms,
+        latency_ci_ms=(lat.ci_low_ms, lat.ci_high_ms), samples=lat.samples,
+        per_sample_ms=lat.median_ms / c.batch_size, throughput=1000.0 * c.batch_size / lat.median_ms,
+        batch_size=c.batch_size, params=built.params, macs=built.macs, size_mb=built.artifact_mb,
+        executed_precision=executed, threads=threads, measure_seconds=time.perf_counter() - start,
+    )

@@ -1,0 +1,89 @@
+"""Objectives: which metrics the study optimizes (with direction) and which are constraints."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tuner.candidate import read_yaml
+from tuner.errors import ConfigError
+
+OBJECTIVES_DIR = Path(__file__).resolve().parent.parent / "objectives"
+# Every metric a trial reports that can be optimized or constrained (see tuner.measure.Metrics).
+METRICS = ("accuracy", "accuracy_drop", "latency_ms", "latency_p95_ms", "per_sample_ms", "throughput",
+           "params", "macs", "size_mb")
+DIRECTIONS = ("maximize", "minimize")
+
+
+@dataclass(frozen=True)
+class Constraint:
+    metric: str
+    max: float | None = None
+    min: float | None = None
+
+    def violation(self, metrics: dict[str, float]) -> float:
+        """Optuna's convention: <= 0 is feasible, > 0 is by how much it is violated."""
+        value = metrics[self.metric]
+        over = value - self.max if self.max is not None else float("-inf")
+        under = self.min - value if self.min is not None else float("-inf")
+        return max(over, under)
+
+    def __str__(self) -> str:
+        parts = ([f"{self.metric} <= {self.max:g}"] if self.max is not None else []) + \
+                ([f"{self.metric} >= {self.min:g}"] if self.min is not None else [])
+        return " and ".join(parts)
+
+
+@dataclass(frozen=True)
+class Objectives:
+    source: str
+    names: tuple[str, ...]
+    directions: tuple[str, ...]
+    constraints: tuple[Constraint, ...]
+
+    def values(self, metrics: dict[str, float]) -> list[float]:
+        return [float(metrics[n]) for n in self.names]
+
+    def feasible(self, metrics: dict[str, float]) -> bool:
+        return all(c.violation(metrics) <= 0 for c in self.constraints)
+
+
+def resolve(name_or_path: str) -> Path:
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") or p.parent != Path("."):
+        return p
+    return OBJECTIVES_DIR / f"{name_or_path}.yaml"
+
+
+def load_objectives(name_or_path: str) -> Objectives:
+    path = resolve(name_or_path)
+    raw = read_yaml(path)
+    if not isinstance(raw, dict) or set(raw) - {"objectives", "constraints"}:
+        raise ConfigError(f"{path}: expected the keys `objectives` (metric: maximize|minimize) and "
+                          "optionally `constraints` (metric: {max: X} or {min: X}).")
+    objectives = raw.get("objectives")
+    if not isinstance(objectives, dict) or not objectives:
+        raise ConfigError(f"{path}: objectives must map one or more metrics to maximize or minimize.")
+    for metric, direction in objectives.items():
+        _check_metric(path, "objectives", metric)
+        if direction not in DIRECTIONS:
+            raise ConfigError(f"{path}: objectives: {metric} must be maximize or minimize, got {direction!r}.")
+    constraints = []
+    for metric, bound in (raw.get("constraints") or {}).items():
+        _check_metric(path, "constraints", metric)
+        if not isinstance(bound, dict) or not bound or set(bound) - {"max", "min"} \
+                or not all(_is_number(v) for v in bound.values()):
+            raise ConfigError(f"{path}: constraints: {metric} must be {{max: NUMBER}} and/or {{min: NUMBER}}, "
+                              f"got {bound!r}.")
+        constraints.append(Constraint(metric, bound.get("max"), bound.get("min")))
+    return Objectives(str(path), tuple(objectives), tuple(objectives.values()), tuple(constraints))
+
+
+def _check_metric(path: Path, section: str, metric: Any) -> None:
+    if metric not in METRICS:
+        raise ConfigError(f"{path}: {section}: unknown metric {metric!r}; allowed: {', '.join(METRICS)}.")
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)

@@ -1,0 +1,28 @@
+"""One trial's work, Optuna-free: build the candidate, measure it, return plain data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from tuner.build import build
+from tuner.candidate import Candidate
+from tuner.measure import measure
+from tuner.workload import Workload
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    candidate: dict[str, Any]
+    metrics: dict[str, Any]  # tuner.measure.Metrics as a dict
+    build_seconds: dict[str, float] = field(default_factory=dict)
+    cache_hits: int = 0
+    cache_misses: int = 0
+
+
+def evaluate(workload: Workload, candidate: Candidate) -> Evaluation:
+    hits, misses = workload.cache.hits, workload.cache.misses
+    built = build(workload, candidate)
+    metrics = measure(built, workload.data)
+    return Evaluation(candidate.to_dict(), metrics.to_dict(), built.seconds,
+                      workload.cache.hits - hits, workload.cache.misses - misses)

@@ -1,0 +1,37 @@
+"""Placement registry: a new runtime is one module plus one line here."""
+
+from __future__ import annotations
+
+from tuner.candidate import Candidate
+from tuner.errors import UnsupportedCombination
+from tuner.runtimes.base import Placement, Session
+from tuner.runtimes.ort import OrtPlacement
+from tuner.runtimes.torch_runtime import TorchPlacement
+
+PLACEMENTS: dict[str, Placement] = {
+    p.name: p
+    for p in (
+        TorchPlacement("cpu"),
+        OrtPlacement("cpu"),
+        TorchPlacement("cuda"),
+        OrtPlacement("cuda"),
+        OrtPlacement("tensorrt"),
+    )
+}
+
+
+def check_supported(candidate: Candidate) -> Placement:
+    """The candidate's placement, or UnsupportedCombination saying why it cannot run here."""
+    placement = PLACEMENTS[candidate.placement]
+    reason = placement.unavailable() or placement.refuse(candidate.precision)
+    if reason:
+        raise UnsupportedCombination(f"{candidate.precision} on {candidate.placement} is refused: {reason}.")
+    return placement
+
+
+def available() -> dict[str, str | None]:
+    """Every placement with the reason it is unavailable here (None when it runs)."""
+    return {name: p.unavailable() for name, p in PLACEMENTS.items()}
+
+
+__all__ = ["PLACEMENTS", "Placement", "Session", "available", "check_supported"]

@@ -1,0 +1,60 @@
+"""The two small contracts every runtime implements: a Placement (what it can run, here) and a
+Session (a loaded model: prepare inputs untimed, run them timed)."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+# What a placement asks the builder for, per precision.
+TORCH_MODULE, ONNX_FP32, ONNX_FP16, ONNX_INT8 = "torch", "onnx-fp32", "onnx-fp16", "onnx-int8"
+
+
+class Session(ABC):
+    executed_precision: str = "fp32"  # read back from the runtime: fp32 | fp16 | bf16 | int8 | mixed
+
+    @abstractmethod
+    def prepare(self, x: np.ndarray) -> Any:
+        """Put a normalized float32 batch where and how the model reads it (not timed)."""
+
+    @abstractmethod
+    def run(self, prepared: Any) -> Any:
+        """The model call alone: this is what latency times; returns once outputs are ready."""
+
+    @abstractmethod
+    def to_numpy(self, outputs: Any) -> np.ndarray:
+        """Logits as float32 numpy (not timed)."""
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return self.to_numpy(self.run(self.prepare(x)))
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        pass
+
+
+class Placement(ABC):
+    name: str
+    precisions: tuple[str, ...]  # every precision this runtime can run on some machine
+
+    @abstractmethod
+    def unavailable(self) -> str | None:
+        """Why this placement cannot run on this machine, or None when it can."""
+
+    def refuse(self, precision: str) -> str | None:
+        """Why ``precision`` cannot run here, or None. Checked before any build work."""
+        if precision not in self.precisions:
+            return f"{self.name} does not run {precision} (it runs {', '.join(self.precisions)})"
+        return None
+
+    @abstractmethod
+    def artifact(self, precision: str) -> str:
+        """Which artifact the builder must produce (TORCH_MODULE or an ONNX_* kind)."""
+
+    @abstractmethod
+    def open(self, model: nn.Module | None, onnx_path: Path | None, precision: str, graph_opt: str,
+             threads: int) -> Session:
+        """Load the built artifact into the runtime, configured as the candidate says."""

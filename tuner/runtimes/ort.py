@@ -1,0 +1,127 @@
+"""ONNX Runtime on CPU, CUDA or TensorRT, with the executed precision read back from the optimized graph."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from tuner.build.export import INPUT, OUTPUT
+from tuner.errors import MeasurementError
+from tuner.runtimes.base import ONNX_FP16, ONNX_FP32, ONNX_INT8, Placement, Session
+
+_PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
+_COMPUTE = {"Conv", "FusedConv", "ConvTranspose", "Gemm", "FusedGemm", "MatMul", "FusedMatMul"}
+
+
+def graph_level(name: str) -> Any:
+    import onnxruntime as ort
+
+    levels = ort.GraphOptimizationLevel
+    return {"disable": levels.ORT_DISABLE_ALL, "basic": levels.ORT_ENABLE_BASIC,
+            "extended": levels.ORT_ENABLE_EXTENDED, "all": levels.ORT_ENABLE_ALL}[name]
+
+
+def executed_precision(onnx_path: Path) -> str:
+    """fp32 | fp16 | int8 | mixed, from the compute ops of a (runtime-optimized) graph.
+
+    An int8 QDQ graph that ORT did not fuse (graph_opt=disable) still runs float convs between
+    Quantize/Dequantize pairs: that executes as fp32, and is reported so.
+    """
+    import onnx
+
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    half = {i.name for i in graph.initializer if i.data_type == onnx.TensorProto.FLOAT16}
+    kinds = set()
+    for node in graph.node:
+        if node.op_type.startswith("QLinear") or node.op_type in {"ConvInteger", "MatMulInteger", "QGemm"}:
+            kinds.add("int8")
+        elif node.op_type in _COMPUTE:
+            kinds.add("fp16" if any(i in half for i in node.input) else "fp32")
+    return kinds.pop() if len(kinds) == 1 else ("mixed" if kinds else "fp32")
+
+
+class OrtSession(Session):
+    def __init__(self, onnx_path: Path, provider: str, provider_options: dict[str, Any], graph_opt: str,
+                 threads: int, requested: str):
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = graph_level(graph_opt)
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        with tempfile.TemporaryDirectory() as tmp:
+            optimized = Path(tmp) / "optimized.onnx"
+            if provider == _PROVIDERS["cpu"]:  # GPU EPs compile partitions: no inspectable graph
+                opts.optimized_model_filepath = str(optimized)
+            providers = [(provider, provider_options)] + ([] if provider == _PROVIDERS["cpu"] else [_PROVIDERS["cpu"]])
+            self.session = ort.InferenceSession(str(onnx_path), opts, providers=providers)
+            self.executed_precision = executed_precision(optimized) if optimized.is_file() else requested
+        if self.session.get_providers()[0] != provider:
+            raise MeasurementError(f"ONNX Runtime could not start {provider} (got {self.session.get_providers()}); "
+                                   "install onnxruntime-gpu with matching CUDA/TensorRT libraries.")
+        self.on_gpu = provider != _PROVIDERS["cpu"]
+
+    def prepare(self, x: np.ndarray) -> Any:
+        import onnxruntime as ort
+
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        return ort.OrtValue.ortvalue_from_numpy(x, "cuda", 0) if self.on_gpu else {INPUT: x}
+
+    def run(self, prepared: Any) -> Any:
+        if self.on_gpu:  # input already on the GPU: time the model, not the host-to-device copy
+            return self.session.run_with_ort_values([OUTPUT], {INPUT: prepared})[0]
+        return self.session.run([OUTPUT], prepared)[0]
+
+    def to_numpy(self, outputs: Any) -> np.ndarray:
+        return np.asarray(outputs.numpy() if hasattr(outputs, "numpy") else outputs, dtype=np.float32)
+
+    def close(self) -> None:
+        del self.session  # frees the intra-op pool, whose threads otherwise keep spinning
+
+
+class OrtPlacement(Placement):
+    def __init__(self, device: str):
+        self.device = device
+        self.name = f"ort-{device}"
+        self.provider = _PROVIDERS[device]
+        self.precisions = ("fp32", "int8") if device == "cpu" else ("fp32", "fp16", "int8")
+
+    def unavailable(self) -> str | None:
+        import onnxruntime as ort
+
+        if self.provider not in ort.get_available_providers():
+            return f"{self.name} needs onnxruntime's {self.provider}; install onnxruntime-gpu on a machine with a GPU"
+        if self.device != "cpu":
+            import torch
+
+            if not torch.cuda.is_available():
+                return f"{self.name} needs a CUDA GPU; none found"
+        return None
+
+    def refuse(self, precision: str) -> str | None:
+        if self.device == "cpu" and precision in ("fp16", "bf16"):
+            return (f"ONNX Runtime's CPU provider has no {precision} kernels for most ops (it would insert casts "
+                    "and run fp32); use torch-cpu for bf16, or int8/fp32 on ort-cpu")
+        return super().refuse(precision)
+
+    def artifact(self, precision: str) -> str:
+        if precision == "int8":
+            return ONNX_INT8
+        if precision == "fp16" and self.device == "cuda":
+            return ONNX_FP16
+        return ONNX_FP32  # TensorRT builds fp16 engines itself from the fp32 graph
+
+    def open(self, model: nn.Module | None, onnx_path: Path | None, precision: str, graph_opt: str,
+             threads: int) -> Session:
+        assert onnx_path is not None
+        options: dict[str, Any] = {}
+        if self.device == "tensorrt":
+            cache = onnx_path.parent / "trt"
+            options = {"trt_fp16_enable": precision == "fp16", "trt_int8_enable": precision == "int8",
+                       "trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache)}
+        return OrtSession(onnx_path, self.provider, options, graph_opt, threads, precision)

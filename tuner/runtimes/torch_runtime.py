@@ -1,0 +1,69 @@
+"""PyTorch eager on CPU or CUDA."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from tuner import hardware
+from tuner.build.quantize import TORCH_DTYPES
+from tuner.runtimes.base import TORCH_MODULE, Placement, Session
+
+_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
+
+
+class TorchSession(Session):
+    def __init__(self, model: nn.Module, device: str, dtype: torch.dtype, threads: int):
+        if device == "cpu":
+            torch.set_num_threads(threads)  # process-wide: trials run one at a time per process
+        self.device, self.dtype = torch.device(device), dtype
+        self.model = model.to(self.device).eval()
+        found = {_NAMES.get(p.dtype, str(p.dtype)) for p in self.model.parameters() if p.is_floating_point()}
+        self.executed_precision = found.pop() if len(found) == 1 else "mixed"
+
+    def prepare(self, x: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(x).to(self.device, self.dtype)
+
+    def run(self, prepared: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            out = self.model(prepared)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()  # kernels are async: time until the result exists
+        return out
+
+    def to_numpy(self, outputs: Any) -> np.ndarray:
+        return outputs.float().cpu().numpy()
+
+
+class TorchPlacement(Placement):
+    def __init__(self, device: str):
+        self.device = device
+        self.name = f"torch-{device}"
+        self.precisions = ("fp32", "bf16") if device == "cpu" else ("fp32", "fp16", "bf16")
+
+    def unavailable(self) -> str | None:
+        if self.device == "cuda" and not torch.cuda.is_available():
+            return "torch-cuda needs a CUDA GPU and a CUDA build of torch; none found"
+        return None
+
+    def refuse(self, precision: str) -> str | None:
+        if precision == "int8":
+            return f"{self.name} does not run int8; int8 runs through ONNX Runtime (placement ort-cpu)"
+        if self.device == "cpu" and precision == "bf16" and not hardware.has_cpu_bf16():
+            return "bf16 on torch-cpu needs a CPU with AVX512-BF16 or AMX; this CPU would emulate it slowly"
+        if self.device == "cuda" and precision == "bf16" and torch.cuda.is_available() \
+                and not torch.cuda.is_bf16_supported():
+            return "bf16 on torch-cuda needs an Ampere or newer GPU"
+        return super().refuse(precision)
+
+    def artifact(self, precision: str) -> str:
+        return TORCH_MODULE
+
+    def open(self, model: nn.Module | None, onnx_path: Path | None, precision: str, graph_opt: str,
+             threads: int) -> Session:
+        assert model is not None
+        return TorchSession(model, self.device, TORCH_DTYPES[precision], threads)

@@ -1,0 +1,180 @@
+"""Search spaces: read a declarative YAML file, drop what this machine cannot run, sample Candidates.
+
+This module and ``study.py`` are the only ones that touch ``optuna.Trial``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tuner import hardware
+from tuner.candidate import Candidate, read_yaml
+from tuner.errors import ConfigError
+
+SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
+FIELDS = {f.name: f for f in dataclasses.fields(Candidate)}
+_KEYS = {"choices", "low", "high", "step", "log", "when", "per"}
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str  # candidate field
+    choices: tuple[Any, ...] | dict[str, tuple[Any, ...]] | None = None  # dict when per is set
+    low: float | None = None
+    high: float | None = None
+    step: float | None = None
+    log: bool = False
+    fixed: Any = None
+    when: dict[str, tuple[Any, ...]] | None = None
+    per: str | None = None
+
+    def optuna_name(self, values: dict[str, Any]) -> str:
+        return f"{self.name}@{values[self.per]}" if self.per else self.name
+
+    def applies(self, values: dict[str, Any]) -> bool:
+        return all(values.get(k) in allowed for k, allowed in (self.when or {}).items())
+
+    def sample(self, trial: Any, values: dict[str, Any]) -> Any:
+        name = self.optuna_name(values)
+        if self.fixed is not None:
+            return self.fixed
+        if self.choices is not None:
+            choices = self.choices[values[self.per]] if isinstance(self.choices, dict) else self.choices
+            return trial.suggest_categorical(name, list(choices))
+        if isinstance(self.low, int) and isinstance(self.high, int) and (self.step is None or isinstance(self.step, int)):
+            return trial.suggest_int(name, self.low, self.high, step=self.step or 1, log=self.log)
+        return trial.suggest_float(name, self.low, self.high, step=self.step, log=self.log)
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    source: str
+    params: tuple[Param, ...]  # in sampling order: a param's `when`/`per` refer to earlier ones
+    dropped: tuple[str, ...] = ()  # "ort-cuda: needs a CUDA GPU" and the like, for the screen
+
+    def sample(self, trial: Any) -> Candidate:
+        values: dict[str, Any] = {}
+        for p in self.params:
+            if p.applies(values):
+                values[p.name] = p.sample(trial, values)
+        return Candidate(**values)
+
+    @property
+    def placements(self) -> tuple[str, ...]:
+        for p in self.params:
+            if p.name == "placement":
+                return tuple(p.choices) if p.choices is not None else (p.fixed,)  # type: ignore[arg-type]
+        return (Candidate().placement,)
+
+
+def resolve(name_or_path: str) -> Path:
+    """``default`` -> search_spaces/default.yaml; anything with a suffix or a slash is a path."""
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") or p.parent != Path("."):
+        return p
+    return SPACES_DIR / f"{name_or_path}.yaml"
+
+
+def load_space(name_or_path: str) -> SearchSpace:
+    path = resolve(name_or_path)
+    raw = read_yaml(path)
+    if not isinstance(raw, dict) or not raw:
+        raise ConfigError(f"{path}: a search space is a mapping of candidate fields ({', '.join(FIELDS)}).")
+    params: list[Param] = []
+    for name, spec in raw.items():
+        params.append(_parse_param(path, name, spec, [p.name for p in params]))
+    return _drop_unavailable(SearchSpace(str(path), tuple(params)))
+
+
+def _parse_param(path: Path, name: Any, spec: Any, earlier: list[str]) -> Param:
+    where = f"{path}: {name}"
+    if name not in FIELDS:
+        raise ConfigError(f"{path}: unknown key {name!r}; allowed: {', '.join(FIELDS)}.")
+    if not isinstance(spec, dict):  # a fixed value
+        _validate_value(where, name, spec)
+        return Param(name, fixed=spec)
+    unknown = set(spec) - _KEYS
+    if unknown:
+        raise ConfigError(f"{where}: unknown setting(s) {', '.join(sorted(map(str, unknown)))}; "
+                          f"allowed: {', '.join(sorted(_KEYS))}.")
+    when = spec.get("when")
+    if when is not None:
+        if not isinstance(when, dict) or any(k not in earlier or not isinstance(v, list) for k, v in when.items()):
+            raise ConfigError(f"{where}: `when` must map earlier keys ({', '.join(earlier) or 'none'}) to lists.")
+        when = {k: tuple(v) for k, v in when.items()}
+    per = spec.get("per")
+    if per is not None and per not in earlier:
+        raise ConfigError(f"{where}: `per: {per}` must name an earlier key ({', '.join(earlier) or 'none'}).")
+    if "choices" in spec:
+        choices = spec["choices"]
+        if per is not None:
+            if not isinstance(choices, dict) or not all(isinstance(v, list) and v for v in choices.values()):
+                raise ConfigError(f"{where}: with `per`, choices must map each {per} value to a non-empty list.")
+            for values in choices.values():
+                for v in values:
+                    _validate_value(where, name, v)
+            return Param(name, choices={k: tuple(v) for k, v in choices.items()}, when=when, per=per)
+        if not isinstance(choices, list) or not choices:
+            raise ConfigError(f"{where}: choices must be a non-empty list.")
+        for v in choices:
+            _validate_value(where, name, v)
+        return Param(name, choices=tuple(choices), when=when)
+    if "low" in spec and "high" in spec:
+        high = hardware.cores() if spec["high"] == "cores" else spec["high"]
+        low, step = spec["low"], spec.get("step")
+        for v in (low, high):
+            _validate_value(where, name, v)
+        if not (isinstance(low, (int, float)) and isinstance(high, (int, float)) and low <= high):
+            raise ConfigError(f"{where}: `low <= high` must hold, but got low={low!r}, high={high!r}.")
+        if step is not None and not (isinstance(step, (int, float)) and step > 0):
+            raise ConfigError(f"{where}: step must be a number > 0, got {step!r}.")
+        return Param(name, low=low, high=high, step=step, log=bool(spec.get("log", False)), when=when)
+    raise ConfigError(f"{where}: give a fixed value, `choices: [...]`, or `low:` and `high:`.")
+
+
+def _validate_value(where: str, name: str, value: Any) -> None:
+    """Check one value by building a Candidate with it: the Candidate is the one source of rules."""
+    try:
+        Candidate(**{name: value})
+    except ConfigError as err:
+        raise ConfigError(f"{where}: {err}") from None
+    except TypeError:
+        raise ConfigError(f"{where}: {value!r} is not a valid {name}.") from None
+
+
+def _drop_unavailable(space: SearchSpace) -> SearchSpace:
+    """Remove placements this machine lacks and precisions a placement refuses here."""
+    from tuner.runtimes import PLACEMENTS
+
+    dropped: list[str] = []
+    runnable = {}  # placement -> its runnable precisions
+    for name in space.placements:
+        reason = PLACEMENTS[name].unavailable()
+        if reason:
+            dropped.append(f"{name}: {reason}")
+        else:
+            runnable[name] = {x for x in ("fp32", "fp16", "bf16", "int8") if not PLACEMENTS[name].refuse(x)}
+    params = {p.name: p for p in space.params}
+    precision = params.get("precision")
+    if precision is not None and isinstance(precision.choices, dict):
+        kept = {}
+        for placement, wanted in precision.choices.items():
+            if placement not in runnable:
+                continue
+            dropped += [f"{x} on {placement}: {PLACEMENTS[placement].refuse(x)}" for x in wanted
+                        if x not in runnable[placement]]
+            if any(x in runnable[placement] for x in wanted):
+                kept[placement] = tuple(x for x in wanted if x in runnable[placement])
+        runnable = {k: v for k, v in runnable.items() if k in kept}
+        params["precision"] = dataclasses.replace(precision, choices=kept)
+    placement = params.get("placement")
+    if placement is not None and placement.choices is not None:
+        params["placement"] = dataclasses.replace(placement, choices=tuple(c for c in placement.choices if c in runnable))
+    result = SearchSpace(space.source, tuple(params.values()), tuple(dropped))
+    if not result.placements or not all(a in runnable for a in result.placements):
+        raise ConfigError(f"{space.source}: no placement in this space runs on this machine "
+                          f"({'; '.join(dropped)}); add torch-cpu or ort-cpu.")
+    return result

@@ -1,0 +1,266 @@
+"""Optuna wiring: storage, sampler, the enqueued baseline, the objective, resume and Ctrl-C.
+
+Only this module and ``space.py`` know Optuna. A trial samples a Candidate, hands it to the
+worker process (build + measure), and records metrics, constraints and the hardware fingerprint.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import optuna
+from optuna.trial import TrialState
+
+from tuner import hardware
+from tuner.candidate import Candidate
+from tuner.errors import CandidateBuildError, ConfigError, MeasurementError, UnsupportedCombination
+from tuner.objectives import Objectives
+from tuner.space import SearchSpace
+from tuner.worker import Worker
+from tuner.workload import WorkloadSpec
+
+# The reference point every speedup is against: what the user has before tuning.
+BASELINE = Candidate(prune_ratio=0.0, precision="fp32", fold_bn=False, graph_opt="disable", batch_size=1,
+                     placement="torch-cpu", threads=0)
+SAMPLERS = ("tpe", "nsga2", "gp", "random")
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+@dataclass(frozen=True)
+class StudySettings:
+    name: str
+    storage: str
+    space: SearchSpace
+    objectives: Objectives
+    workload: WorkloadSpec
+    sampler: str = "tpe"
+    seed: int = 0
+    n_trials: int = 30
+    timeout: float | None = None
+
+
+@dataclass
+class Progress:
+    """What the screen shows after each trial (kept apart from how it is drawn)."""
+
+    done: int = 0
+    pareto: int = 0
+    best_speedup: float | None = None
+    last: str = ""
+    stop_requested: bool = False
+
+
+def default_study_name(spec: WorkloadSpec, resolution: int) -> str:
+    model = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(spec.model.split(":")[-1]).stem if ":" in spec.model else spec.model)
+    data = "digits" if spec.data == "digits" else Path(spec.data).resolve().name
+    return f"{model}-{re.sub(r'[^A-Za-z0-9._-]+', '_', data)}-{resolution}px-{hardware.fingerprint_id()}"
+
+
+def check_study_name(name: str) -> str:
+    if not _NAME.match(name) or ".." in name:
+        raise ConfigError(f"study name {name!r} is not allowed; use letters, digits, '.', '_' and '-' only "
+                          "(no path separators), at most 128 characters.")
+    return name
+
+
+def default_storage(studies_dir: str, name: str) -> str:
+    Path(studies_dir).mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{Path(studies_dir) / name}.db"
+
+
+def mask_url(url: str) -> str:
+    """The storage URL with its password replaced, for anything printed or written."""
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+
+
+def make_sampler(name: str, seed: int, n_trials: int) -> optuna.samplers.BaseSampler:
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(3, n_trials // 4)))
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=max(4, min(50, n_trials // 4)))
+    if name == "gp":
+        return optuna.samplers.GPSampler(seed=seed)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    raise ConfigError(f"unknown sampler {name!r}; use one of {', '.join(SAMPLERS)}.")
+
+
+def open_study(s: StudySettings) -> tuple[optuna.Study, bool]:
+    """Create the study (enqueueing the baseline) or load it to resume; returns (study, created)."""
+    check_study_name(s.name)
+    directions = list(s.objectives.directions)
+    try:
+        storage = optuna.storages.get_storage(s.storage)
+    except Exception as err:
+        raise ConfigError(f"cannot open storage {mask_url(s.storage)} ({type(err).__name__}); "
+                          "check the --storage URL and that its server is reachable.") from None
+    try:
+        study = optuna.create_study(study_name=s.name, storage=storage, directions=directions)
+        created = True
+    except optuna.exceptions.DuplicatedStudyError:
+        study = optuna.load_study(study_name=s.name, storage=storage)
+        created = False
+        if [d.name.lower() for d in study.directions] != directions:
+            raise ConfigError(f"study {s.name} optimizes {study.metric_names} with other directions; "
+                              "use its objectives file again, or a new --study name.") from None
+        if study.metric_names and list(study.metric_names) != list(s.objectives.names):
+            raise ConfigError(f"study {s.name} optimizes {', '.join(study.metric_names)}, not "
+                              f"{', '.join(s.objectives.names)}; use its objectives, or a new --study name.")
+    if created:  # only the creator enqueues: a resumed or joined study never gets a second baseline
+        study.set_metric_names(list(s.objectives.names))
+        study.set_user_attr("fingerprint", hardware.fingerprint())
+        study.set_user_attr("workload", {k: v for k, v in vars(s.workload).items() if k != "cache_dir"})
+        study.enqueue_trial({}, user_attrs={"baseline": True})
+    return study, created
+
+
+def finished_trials(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=FINISHED))
+
+
+class Objective:
+    """Optuna's objective: sample -> evaluate in the worker -> record."""
+
+    def __init__(self, settings: StudySettings, worker: Worker, reference_accuracy: float):
+        self.s = settings
+        self.worker = worker
+        self.reference_accuracy = reference_accuracy
+        self.fingerprint = hardware.fingerprint()
+
+    def __call__(self, trial: optuna.Trial) -> list[float]:
+        candidate = BASELINE if trial.user_attrs.get("baseline") else self.s.space.sample(trial)
+        trial.set_user_attr("candidate", candidate.to_dict())
+        trial.set_user_attr("hardware", self.fingerprint)
+        try:
+            from tuner.runtimes import check_supported
+
+            check_supported(candidate)
+        except UnsupportedCombination as err:  # refused before any work; the sampler learns from it
+            trial.set_user_attr("error", str(err))
+            raise optuna.TrialPruned(str(err)) from None
+        duplicate = self._measured_before(trial, candidate)
+        if duplicate is not None:
+            metrics = dict(duplicate.user_attrs["metrics"])
+            trial.set_user_attr("duplicate_of", duplicate.number)
+        else:
+            try:
+                ev = self.worker.evaluate(candidate)
+            except (CandidateBuildError, MeasurementError) as err:
+                trial.set_user_attr("error", str(err))
+                raise
+            metrics = dict(ev.metrics)
+            trial.set_user_attr("build_seconds", ev.build_seconds)
+            trial.set_user_attr("cache", {"hits": ev.cache_hits, "misses": ev.cache_misses})
+        metrics["accuracy_drop"] = self.reference_accuracy - metrics["accuracy"]
+        trial.set_user_attr("metrics", metrics)
+        for c in self.s.objectives.constraints:
+            trial.set_constraint(c.metric, c.violation(metrics))
+        return self.s.objectives.values(metrics)
+
+    @staticmethod
+    def _measured_before(trial: optuna.Trial, candidate: Candidate) -> optuna.trial.FrozenTrial | None:
+        """A completed trial with the very same candidate: reuse its figures, don't rebuild."""
+        wanted = candidate.to_dict()
+        for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            if t.user_attrs.get("candidate") == wanted and "metrics" in t.user_attrs:
+                return t
+        return None
+
+
+def run_study(s: StudySettings, on_progress: Callable[[Progress], None] = lambda p: None,
+              log: Callable[[str], None] = print) -> optuna.Study:
+    """Run (or resume) the study until it holds ``n_trials`` finished trials or the timeout passes."""
+    done_before = 0
+    worker = Worker(s.workload)
+    try:
+        reference = worker.reference()  # loads data and model in the worker: bad input fails here, before Optuna
+        study, created = open_study(s)
+        done_before = finished_trials(study)
+        if study.user_attrs.get("reference") is None:
+            study.set_user_attr("reference", reference)
+        reference_accuracy = float(study.user_attrs["reference"]["accuracy"])
+        if not created:
+            log(f"resuming study {s.name}: {done_before} of {s.n_trials} trials already finished")
+        # Re-seed per resume, or a seeded sampler would replay the first run's random proposals.
+        study.sampler = make_sampler(s.sampler, s.seed + done_before, s.n_trials)
+        progress = Progress(done=done_before)
+        previous = signal.getsignal(signal.SIGINT)
+
+        def on_sigint(signum: int, frame: Any) -> None:
+            if progress.stop_requested:
+                raise KeyboardInterrupt
+            progress.stop_requested = True
+            log("\nCtrl-C: finishing and recording the running trial (Ctrl-C again aborts it)")
+
+        def after_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+            progress.done = finished_trials(study)
+            front = study.best_trials
+            progress.pareto = len(front)
+            progress.best_speedup = best_speedup(study)
+            progress.last = describe_trial(trial)
+            on_progress(progress)
+            if progress.stop_requested or progress.done >= s.n_trials:
+                study.stop()
+
+        remaining = s.n_trials - done_before
+        if remaining > 0:
+            signal.signal(signal.SIGINT, on_sigint)
+            try:
+                study.optimize(Objective(s, worker, reference_accuracy), n_trials=remaining, timeout=s.timeout,
+                               callbacks=[after_trial], catch=(CandidateBuildError, MeasurementError),
+                               gc_after_trial=False)
+            finally:
+                signal.signal(signal.SIGINT, previous)
+        return study
+    finally:
+        worker.close()
+
+
+# ---------------------------------------------------------------- reading results (shared by CLI and report)
+
+
+def baseline_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if t.user_attrs.get("baseline"):
+            return t
+    return None
+
+
+def is_feasible(t: optuna.trial.FrozenTrial) -> bool:
+    values = [v for k, v in t.system_attrs.items() if k.startswith("constraints:")]
+    return all(v <= 0 for v in values)
+
+
+def best_feasible(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
+    """The fastest (per sample) completed trial that meets every constraint."""
+    ok = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+          if is_feasible(t) and "metrics" in t.user_attrs]
+    return min(ok, key=lambda t: t.user_attrs["metrics"]["per_sample_ms"], default=None)
+
+
+def speedup(study: optuna.Study, t: optuna.trial.FrozenTrial) -> float | None:
+    base = baseline_trial(study)
+    if base is None or "metrics" not in t.user_attrs:
+        return None
+    return base.user_attrs["metrics"]["per_sample_ms"] / t.user_attrs["metrics"]["per_sample_ms"]
+
+
+def best_speedup(study: optuna.Study) -> float | None:
+    best = best_feasible(study)
+    return speedup(study, best) if best is not None else None
+
+
+def describe_trial(t: optuna.trial.FrozenTrial) -> str:
+    c = t.user_attrs.get("candidate", {})
+    what = (f"{c.get('placement')} {c.get('precision')} prune {c.get('prune_ratio', 0):.2f} "
+            f"bs {c.get('batch_size')}" if c else "")
+    if t.state == TrialState.COMPLETE:
+        m = t.user_attrs["metrics"]
+        return f"#{t.number} {what}: {m['accuracy']:.2%}, {m['per_sample_ms']:.3f} ms/sample"
+    reason = t.user_attrs.get("error") or t.system_attrs.get("fail_reason", "")
+    return f"#{t.number} {what}: {t.state.name.lower()} ({str(reason).splitlines()[0][:120] if reason else ''})"

@@ -1,0 +1,106 @@
+"""The workload: what the user brings (model, weights, data) resolved into ready-to-build pieces.
+
+``WorkloadSpec`` is plain data (it crosses into trial worker processes); ``load_workload``
+turns it into a ``Workload`` with the data decoded and the reference weights in hand,
+training a baseline once (cached) when no ``--weights`` are given.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from tuner import models
+from tuner.cache import Cache, make_key
+from tuner.data import Dataset, load_dataset
+from tuner.errors import ModelError
+
+
+@dataclass(frozen=True)
+class WorkloadSpec:
+    model: str = "resnet18"
+    data: str = "digits"
+    weights: str | None = None
+    resolution: int | None = None  # None: the data set's default (digits 32, ImageFolder 224)
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
+    seed: int = 0
+    train_steps: int = 120  # baseline training budget, only used without --weights
+    recover_steps: int = 60  # distillation steps after pruning
+    cache_dir: str | None = "studies/cache"  # None: cache nothing
+
+
+@dataclass
+class Workload:
+    spec: WorkloadSpec
+    data: Dataset
+    builder: Callable[..., nn.Module]
+    state_dict: dict[str, torch.Tensor]  # the reference (unpruned fp32) weights
+    key: str  # content key of model + weights + data: the root of every cache key
+    cache: Cache
+
+    def reference_model(self) -> nn.Module:
+        model = self.builder(num_classes=self.data.num_classes)
+        model.load_state_dict(self.state_dict)
+        return model.eval()
+
+
+def load_workload(spec: WorkloadSpec, log: Callable[[str], None] = print) -> Workload:
+    cache_root = Path(spec.cache_dir) if spec.cache_dir else None
+    data = load_dataset(spec.data, spec.resolution, spec.mean, spec.std, spec.seed, cache_root)
+    builder = models.resolve_builder(spec.model)
+    model = models.create_model(spec.model, data.num_classes)
+    cache = Cache(cache_root)
+    if spec.weights:
+        state = models.read_state_dict(spec.weights)
+        n = models.classifier_classes(state)
+        if n is not None and n != data.num_classes:
+            raise ModelError(f"weights {spec.weights} have a {n}-class classifier but the data has "
+                             f"{data.num_classes} classes; pass weights trained on this data's classes.")
+        models.load_weights(model, state, spec.weights)
+        weights_id = _tensor_hash(state)
+    else:
+        weights_id = f"trained:{spec.train_steps}:{spec.seed}"
+        state = _baseline(spec, data, model, cache, log)
+        model.load_state_dict(state)
+    key = make_key(model=spec.model, weights=weights_id, data=data.fingerprint, torch=torch.__version__)
+    return Workload(spec, data, lambda num_classes: models.create_model(spec.model, num_classes),
+                    model.state_dict(), key, cache)
+
+
+def _baseline(spec: WorkloadSpec, data: Dataset, model: nn.Module, cache: Cache,
+              log: Callable[[str], None]) -> dict[str, torch.Tensor]:
+    """Train a baseline once per (model, data, resolution, budget, seed); later runs load it."""
+    from tuner.train import torch_accuracy, train
+
+    key = make_key(stage="baseline", model=spec.model, data=data.fingerprint, steps=spec.train_steps,
+                   seed=spec.seed, torch=torch.__version__)
+
+    def build(out: Path) -> None:
+        log(f"no --weights given: training a {spec.model} baseline on {data.name} at {data.resolution} px "
+            f"({spec.train_steps} steps, seed {spec.seed}); done once, then cached")
+        start = time.perf_counter()
+        torch.manual_seed(spec.seed)
+        train(model, data, spec.train_steps, lr=2e-3, seed=spec.seed)
+        torch.save(model.state_dict(), out / "weights.pt")
+        log(f"baseline trained in {time.perf_counter() - start:.0f} s: top-1 {torch_accuracy(model, data):.2%} on "
+            f"{len(data.val)} validation images")
+
+    entry = cache.entry(key, build)
+    if cache.hits and cache.root is not None:
+        log(f"using the cached baseline {entry / 'weights.pt'}")
+    return torch.load(entry / "weights.pt", map_location="cpu", weights_only=True)
+
+
+def _tensor_hash(state: dict[str, torch.Tensor]) -> str:
+    h = hashlib.sha256()
+    for k in sorted(state):
+        h.update(k.encode())
+        h.update(state[k].detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:20]

@@ -52,7 +52,7 @@ class Param:
 @dataclass(frozen=True)
 class SearchSpace:
     source: str
-    params: tuple[Param, ...]  # in sampling order: a param's `when`/`per` refer to earlier ones
+    params: tuple[Param, ...]  # in sampling order: a param's `when`/`per` keys come before it
     dropped: tuple[str, ...] = ()  # "ort-cuda: needs a CUDA GPU" and the like, for the screen
 
     def sample(self, trial: Any) -> Candidate:
@@ -83,13 +83,26 @@ def load_space(name_or_path: str) -> SearchSpace:
     raw = read_yaml(path)
     if not isinstance(raw, dict) or not raw:
         raise ConfigError(f"{path}: a search space is a mapping of candidate fields ({', '.join(FIELDS)}).")
-    params: list[Param] = []
-    for name, spec in raw.items():
-        params.append(_parse_param(path, name, spec, [p.name for p in params]))
-    return _drop_unavailable(SearchSpace(str(path), tuple(params)))
+    params = [_parse_param(path, name, spec, [k for k in raw if k != name]) for name, spec in raw.items()]
+    return _drop_unavailable(SearchSpace(str(path), _in_dependency_order(path, params)))
 
 
-def _parse_param(path: Path, name: Any, spec: Any, earlier: list[str]) -> Param:
+def _in_dependency_order(path: Path, params: list[Param]) -> tuple[Param, ...]:
+    """Order params so each one's `when`/`per` keys are sampled before it (the file's order is free)."""
+    ordered: list[Param] = []
+    pending = list(params)
+    while pending:
+        done = {p.name for p in ordered}
+        ready = [p for p in pending if set(p.when or {}) | ({p.per} if p.per else set()) <= done]
+        if not ready:
+            raise ConfigError(f"{path}: {', '.join(p.name for p in pending)} depend on each other through "
+                              "`when`/`per`; remove the cycle.")
+        ordered += ready
+        pending = [p for p in pending if p not in ready]
+    return tuple(ordered)
+
+
+def _parse_param(path: Path, name: Any, spec: Any, others: list[str]) -> Param:
     where = f"{path}: {name}"
     if name not in FIELDS:
         raise ConfigError(f"{path}: unknown key {name!r}; allowed: {', '.join(FIELDS)}.")
@@ -102,12 +115,12 @@ def _parse_param(path: Path, name: Any, spec: Any, earlier: list[str]) -> Param:
                           f"allowed: {', '.join(sorted(_KEYS))}.")
     when = spec.get("when")
     if when is not None:
-        if not isinstance(when, dict) or any(k not in earlier or not isinstance(v, list) for k, v in when.items()):
-            raise ConfigError(f"{where}: `when` must map earlier keys ({', '.join(earlier) or 'none'}) to lists.")
+        if not isinstance(when, dict) or any(k not in others or not isinstance(v, list) for k, v in when.items()):
+            raise ConfigError(f"{where}: `when` must map other keys of this file ({', '.join(others)}) to lists.")
         when = {k: tuple(v) for k, v in when.items()}
     per = spec.get("per")
-    if per is not None and per not in earlier:
-        raise ConfigError(f"{where}: `per: {per}` must name an earlier key ({', '.join(earlier) or 'none'}).")
+    if per is not None and per not in others:
+        raise ConfigError(f"{where}: `per: {per}` must name another key of this file ({', '.join(others)}).")
     if "choices" in spec:
         choices = spec["choices"]
         if per is not None:

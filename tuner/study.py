@@ -216,6 +216,9 @@ def run_study(s: StudySettings, on_progress: Callable[[Progress], None] = lambda
                                gc_after_trial=False)
             finally:
                 signal.signal(signal.SIGINT, previous)
+            if progress.stop_requested:
+                log(f"stopped by Ctrl-C after {finished_trials(study)} of {s.n_trials} trials; "
+                    "run the same command to resume")
         return study
     finally:
         worker.close()

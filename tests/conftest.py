@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = str(ROOT / "tests" / "tiny_models.py")
+
+
+def make_image_folder(root: Path, classes: int = 3, per_class: int = 12, size: int = 20, split: bool = True) -> Path:
+    """A learnable ImageFolder: each class is a colour with a noisy stripe pattern."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for part, n in ((("train", per_class), ("val", per_class // 2)) if split else ((".", per_class),)):
+        for c in range(classes):
+            d = root / part / f"class_{c}"
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                img = rng.integers(0, 60, (size, size, 3), dtype=np.uint8)
+                img[:, :, c % 3] += 150
+                img[c::classes + 1, :, :] = 255
+                Image.fromarray(img).save(d / f"{i}.png")
+    return root
+
+
+@pytest.fixture(scope="session")
+def image_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_image_folder(tmp_path_factory.mktemp("images"))
+
+
+@pytest.fixture(scope="session")
+def studies_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One studies/ (and cache) for the session: trained baselines are reused across tests."""
+    return tmp_path_factory.mktemp("studies")
+
+
+@pytest.fixture(scope="session")
+def workload(studies_dir: Path):
+    """The tiny CNN on digits at 16 px with a short trained baseline, shared by build/measure tests."""
+    from tuner.workload import WorkloadSpec, load_workload
+
+    spec = WorkloadSpec(model=f"{TINY}:conv_net", data="digits", resolution=16, train_steps=80, recover_steps=20,
+                        cache_dir=str(studies_dir / "cache"))
+    return load_workload(spec, log=lambda m: None)
+
+
+def run_tuner(*args: str, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "tuner", *args], capture_output=True, text=True, cwd=cwd or ROOT,
+                          env=env, timeout=timeout)

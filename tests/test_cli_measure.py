@@ -1,0 +1,93 @@
+"""`tuner measure` end to end, and its one-line errors (exit 2, no traceback)."""
+
+import json
+
+import pytest
+import torch
+import yaml
+
+from tests.conftest import TINY, run_tuner
+
+
+def _config(tmp_path, **fields):
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(fields))
+    return str(path)
+
+
+def _workload_args(studies_dir):
+    return ["--model", f"{TINY}:conv_net", "--resolution", "16", "--train-steps", "80", "--recover-steps", "20",
+            "--studies-dir", str(studies_dir)]
+
+
+def test_measure_json_end_to_end(tmp_path, studies_dir):
+    config = _config(tmp_path, precision="int8", placement="ort-cpu", batch_size=2, prune_ratio=0.25)
+    r = run_tuner("measure", *_workload_args(studies_dir), "--config", config, "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    for key in ("accuracy", "latency_ms", "latency_p95_ms", "latency_ci_ms", "samples", "per_sample_ms",
+                "throughput", "params", "macs", "config", "executed_precision"):
+        assert key in out
+    assert out["config"]["precision"] == "int8" and out["executed_precision"] == "int8"
+    assert out["latency_ci_ms"][0] <= out["latency_ms"] <= out["latency_ci_ms"][1]
+    assert out["accuracy"] > 0.5
+
+
+def test_measure_on_an_image_folder(tmp_path, image_folder):
+    config = _config(tmp_path, placement="ort-cpu")
+    r = run_tuner("measure", "--model", f"{TINY}:mobile_net", "--data", str(image_folder), "--resolution", "20",
+                  "--train-steps", "20", "--studies-dir", str(tmp_path / "s"), "--config", config)
+    assert r.returncode == 0, r.stderr
+    assert "training a" in r.stderr and "accuracy" in r.stdout
+
+
+def _expect_one_line_error(r, needle):
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("tuner: error:") and needle in lines[0], r.stderr
+
+
+def test_error_unknown_model(tmp_path):
+    _expect_one_line_error(run_tuner("measure", "--model", "resnet19", "--config", _config(tmp_path)), "unknown model")
+
+
+def test_error_missing_data_dir(tmp_path):
+    r = run_tuner("measure", "--data", str(tmp_path / "nope"), "--config", _config(tmp_path))
+    _expect_one_line_error(r, "does not exist")
+
+
+def test_error_bad_weights_file(tmp_path):
+    weights = tmp_path / "w.pt"
+    weights.write_text("garbage")
+    r = run_tuner("measure", "--weights", str(weights), "--config", _config(tmp_path))
+    _expect_one_line_error(r, "not a loadable PyTorch state_dict")
+
+
+def test_error_weights_with_other_class_count(tmp_path):
+    from tuner.models import create_model
+
+    weights = tmp_path / "w.pt"
+    torch.save(create_model("resnet18", 1000).state_dict(), weights)
+    r = run_tuner("measure", "--weights", str(weights), "--config", _config(tmp_path))
+    _expect_one_line_error(r, "1000-class classifier but the data has 10 classes")
+
+
+@pytest.mark.parametrize("fields,needle", [
+    ({"precision": "bf16", "placement": "ort-cpu"}, "refused"),
+    ({"precision": "int8", "placement": "torch-cpu"}, "refused"),
+])
+def test_error_unsupported_combination(tmp_path, fields, needle):
+    _expect_one_line_error(run_tuner("measure", "--config", _config(tmp_path, **fields)), needle)
+
+
+def test_error_malformed_config(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("precision: [fp32\n")
+    _expect_one_line_error(run_tuner("measure", "--config", str(bad)), "not valid YAML")
+    _expect_one_line_error(run_tuner("measure", "--config", _config(tmp_path, prune_ratio=1.5)), "prune_ratio")
+    _expect_one_line_error(run_tuner("measure", "--config", _config(tmp_path, speed="max")), "unknown key")
+
+
+def test_error_bad_flag():
+    _expect_one_line_error(run_tuner("measure", "--resolution", "abc", "--config", "x.yaml"), "invalid int value")

@@ -1,0 +1,83 @@
+"""A short real study end to end (real Optuna storage, real builds), and resume after Ctrl-C."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import optuna
+import yaml
+
+from tests.conftest import ROOT, TINY, run_tuner
+
+SPACE = {
+    "placement": {"choices": ["torch-cpu", "ort-cpu"]},
+    "precision": {"per": "placement", "choices": {"torch-cpu": ["fp32"], "ort-cpu": ["fp32", "int8"]}},
+    "prune_ratio": {"choices": [0.0, 0.5]},
+    "fold_bn": {"choices": [False, True]},
+    "graph_opt": {"choices": ["disable", "all"], "when": {"placement": ["ort-cpu"]}},
+    "batch_size": {"choices": [1, 8]},
+    "threads": 1,
+}
+
+
+def _args(tmp_path, studies_dir, n_trials, name):
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump(SPACE))
+    return ["--model", f"{TINY}:conv_net", "--resolution", "16", "--train-steps", "80", "--recover-steps", "20",
+            "--studies-dir", str(studies_dir), "--space", str(space), "--n-trials", str(n_trials),
+            "--study", name, "--seed", "3"]
+
+
+def test_short_study_end_to_end(tmp_path, studies_dir):
+    r = run_tuner(*_args(tmp_path, studies_dir, 8, "short"), "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["study"] == "short" and out["storage"].startswith("sqlite:///")
+    assert out["baseline"]["accuracy"] > 0.5 and out["trials"]["complete"] >= 7
+    assert out["pareto"], "a Pareto front"
+    for entry in out["pareto"]:
+        assert entry["feasible"] and {"placement", "precision", "prune_ratio"} <= set(entry["params"])
+        assert "latency_ci_ms" in entry["metrics"]
+    best = out["best_feasible"]
+    assert best["metrics"]["accuracy_drop"] <= 0.01 and best["speedup"] > 0
+    study = optuna.load_study(study_name="short", storage=out["storage"])
+    assert sorted(t.number for t in study.best_trials) == [e["number"] for e in out["pareto"]]
+    trial0 = study.trials[0]
+    assert trial0.user_attrs["baseline"] and trial0.user_attrs["candidate"]["placement"] == "torch-cpu"
+    assert all("hardware" in t.user_attrs for t in study.trials)
+    assert study.metric_names == ["accuracy", "per_sample_ms"]
+
+
+def test_ctrl_c_then_resume(tmp_path, studies_dir):
+    args = _args(tmp_path, studies_dir, 7, "resume")
+    storage = f"sqlite:///{studies_dir}/resume.db"
+    proc = subprocess.Popen([sys.executable, "-m", "tuner", *args], cwd=ROOT, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+    deadline = time.time() + 300
+    finished = 0
+    while time.time() < deadline and finished < 2:
+        time.sleep(0.5)
+        try:
+            study = optuna.load_study(study_name="resume", storage=storage)
+            finished = sum(t.state.is_finished() for t in study.trials)
+        except KeyError:
+            continue
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert "stopped by Ctrl-C" in err and "Traceback" not in err
+    study = optuna.load_study(study_name="resume", storage=storage)
+    kept = [t for t in study.trials if t.state.is_finished()]
+    assert 2 <= len(kept) < 7
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in kept)  # the running trial was finished, not lost
+
+    r = run_tuner(*args)
+    assert r.returncode == 0, r.stderr
+    assert "resuming study resume" in r.stderr
+    study = optuna.load_study(study_name="resume", storage=storage)
+    assert sum(t.state.is_finished() for t in study.trials) == 7
+    assert sum(bool(t.user_attrs.get("baseline")) for t in study.trials) == 1
+    assert [t.number for t in kept] == [t.number for t in study.trials[:len(kept)]]

@@ -54,3 +54,30 @@ def run_tuner(*args: str, cwd: Path | None = None, timeout: float = 600) -> subp
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.run([sys.executable, "-m", "tuner", *args], capture_output=True, text=True, cwd=cwd or ROOT,
                           env=env, timeout=timeout)
+
+
+# A small real study shared by the report and export tests: torch-cpu and ort-cpu (fp32/int8) on the
+# tiny CNN. Seed 3 puts an ort-cpu int8 trial and several torch-cpu trials among the first 8.
+SMALL_SPACE = {
+    "placement": {"choices": ["torch-cpu", "ort-cpu"]},
+    "precision": {"per": "placement", "choices": {"torch-cpu": ["fp32"], "ort-cpu": ["fp32", "int8"]}},
+    "prune_ratio": {"choices": [0.0, 0.5]},
+    "fold_bn": {"choices": [False, True]},
+    "graph_opt": {"choices": ["disable", "all"], "when": {"placement": ["ort-cpu"]}},
+    "batch_size": {"choices": [1, 8]},
+    "threads": 1,
+}
+
+
+@pytest.fixture(scope="session")
+def small_study(studies_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """{"name", "studies_dir", "storage"} of an 8-trial study run once per session through the CLI."""
+    import yaml
+
+    space = tmp_path_factory.mktemp("small_space") / "space.yaml"
+    space.write_text(yaml.safe_dump(SMALL_SPACE))
+    r = run_tuner("--model", f"{TINY}:conv_net", "--resolution", "16", "--train-steps", "80", "--recover-steps", "20",
+                  "--studies-dir", str(studies_dir), "--space", str(space), "--n-trials", "8", "--study", "small",
+                  "--seed", "3")
+    assert r.returncode == 0, r.stderr
+    return {"name": "small", "studies_dir": str(studies_dir), "storage": f"sqlite:///{studies_dir}/small.db"}

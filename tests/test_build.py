@@ -16,6 +16,7 @@ from tuner.build.quantize import quantize_int8
 from tuner.build.recover import recover
 from tuner.candidate import Candidate
 from tuner.errors import UnsupportedCombination
+from tuner.hardware import has_cpu_vnni
 from tuner.runtimes.ort import executed_precision
 from tuner.train import torch_accuracy
 
@@ -48,7 +49,7 @@ def test_recover_restores_accuracy(workload):
     student = workload.reference_model()
     prune(student, 0.5, torch.from_numpy(workload.data.example(1)))
     pruned_acc = torch_accuracy(student, workload.data)
-    recover(student, reference, workload.data, steps=40)
+    recover(student, reference, workload.data, steps=40, ratio=0.5)
     recovered = torch_accuracy(student, workload.data)
     assert recovered > pruned_acc or recovered >= base_acc - 0.05
     assert recovered >= base_acc - 0.1
@@ -79,7 +80,7 @@ def test_export_runs_in_ort_with_any_batch(tmp_path):
 def test_int8_quantization_is_real_and_accurate(workload, tmp_path):
     model = workload.reference_model()
     fp32 = export_onnx(model, torch.from_numpy(workload.data.example(1)), tmp_path / "fp32.onnx")
-    int8 = quantize_int8(fp32, workload.data, tmp_path / "int8.onnx")
+    int8 = quantize_int8(fp32, workload.data, tmp_path / "int8.onnx", reduce_range=not has_cpu_vnni())
     ops = {n.op_type for n in onnx.load(str(int8)).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
     weights = [i for i in onnx.load(str(int8)).graph.initializer if i.data_type == onnx.TensorProto.INT8]
@@ -97,7 +98,7 @@ def test_int8_quantization_is_real_and_accurate(workload, tmp_path):
 def test_mobile_net_quantizes(tmp_path, workload):
     model = mobile_net(num_classes=10).eval()
     fp32 = export_onnx(model, torch.from_numpy(workload.data.example(1)), tmp_path / "fp32.onnx")
-    int8 = quantize_int8(fp32, workload.data, tmp_path / "int8.onnx")
+    int8 = quantize_int8(fp32, workload.data, tmp_path / "int8.onnx", reduce_range=not has_cpu_vnni())
     session = ort.InferenceSession(str(int8), providers=["CPUExecutionProvider"])
     assert session.run(None, {"input": workload.data.example(4)})[0].shape == (4, 10)
 

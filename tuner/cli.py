@@ -116,10 +116,15 @@ class Run(Command):
         g.add_argument("--sampler", default="tpe", help="tpe | nsga2 | gp | random")
         g.add_argument("--n-trials", type=int, default=30, help="total trials in the study, baseline included")
         g.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
+        g.add_argument("--heartbeat", type=float, default=10.0,
+                       help="seconds between a running trial's heartbeats; 3 missed ones mark its worker dead")
+        g.add_argument("--max-retries", type=int, default=1, help="re-runs of a trial whose worker died or crashed")
+        g.add_argument("--allow-mixed-hardware", action="store_true",
+                       help="join a study started on other hardware (its latencies are then not comparable)")
         parser.add_argument("--json", action="store_true", help="print one JSON object")
 
     def run(self, args: argparse.Namespace) -> int:
-        from tuner import report
+        from tuner import summary
         from tuner.data import DEFAULT_RESOLUTION
         from tuner.objectives import load_objectives
         from tuner.space import load_space
@@ -139,20 +144,105 @@ class Run(Command):
             "".join(f"\n  dropped {d}" for d in space.dropped))
         log(f"objectives: {', '.join(f'{d} {n}' for n, d in zip(objectives.names, objectives.directions))}"
             + (f"; subject to {', '.join(map(str, objectives.constraints))}" if objectives.constraints else ""))
+        if args.heartbeat <= 0 or args.max_retries < 0:
+            raise TunerError("--heartbeat must be > 0 and --max-retries >= 0.")
         settings = StudySettings(name, storage, space, objectives, spec, args.sampler, args.seed, args.n_trials,
-                                 args.timeout)
-        with report.ProgressBar(args.n_trials) as bar:
+                                 args.timeout, args.heartbeat, args.max_retries, args.allow_mixed_hardware)
+        with summary.ProgressBar(args.n_trials) as bar:
             study = run_study(settings, bar.update, log)
-        summary = report.summarize(study, objectives)
+        found = summary.summarize(study, objectives)
         if args.json:
-            print(json.dumps({"study": name, "storage": mask_url(storage), **summary}))
+            print(json.dumps({"study": name, "storage": mask_url(storage), **found}))
         else:
-            print(report.pareto_table(summary))
+            print(summary.pareto_table(found))
             print(f"\nstorage: {mask_url(storage)}  (optuna.load_study(study_name={name!r}, storage=...))")
         return 0
 
 
-COMMANDS: dict[str, type[Command]] = {"run": Run, "measure": Measure}
+def _add_study_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--study", required=True, help="the study name `tuner run` printed")
+    parser.add_argument("--storage", help="its Optuna storage URL (default: sqlite under --studies-dir)")
+    parser.add_argument("--studies-dir", default="studies", help="where studies, caches and artifacts live")
+
+
+class Report(Command):
+    """Write one self-contained HTML page of a study: Pareto front, hypervolume, importances, trials, findings."""
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        _add_study_args(parser)
+        parser.add_argument("--out", help="the HTML file (default: <studies-dir>/<study>.html)")
+        parser.add_argument("--csv", help="also write the trial table as CSV here")
+
+    def run(self, args: argparse.Namespace) -> int:
+        from pathlib import Path
+
+        from tuner.report import load_existing_study, write_report
+
+        study = load_existing_study(args.study, args.storage, args.studies_dir)
+        out = Path(args.out or Path(args.studies_dir) / f"{args.study}.html")
+        info = write_report(study, out, args.csv)
+        print("\n".join(f"- {f}" for f in info.findings))
+        print(f"report: {out}" + (f"\ntrials: {args.csv}" if args.csv else ""))
+        return 0
+
+
+class Export(Command):
+    """Rebuild one study point (by trial or budget), re-measure it, and write config.yaml + the model."""
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        _add_study_args(parser)
+        pick = parser.add_mutually_exclusive_group(required=True)
+        pick.add_argument("--trial", type=int, help="export this trial number")
+        pick.add_argument("--max-drop", type=float, metavar="POINTS",
+                          help="the fastest feasible trial losing at most this many accuracy points")
+        pick.add_argument("--max-latency-ms", type=float, metavar="MS",
+                          help="the most accurate trial at or under this per-sample latency")
+        parser.add_argument("--out", required=True, help="directory to write (new, empty, or a previous export)")
+        parser.add_argument("--torch-format", default="export", choices=("export", "state_dict"),
+                            help="torch placements: a torch.export program (falls back to state_dict) or a state_dict")
+
+    def run(self, args: argparse.Namespace) -> int:
+        from pathlib import Path
+
+        from tuner.artifact import CONFIG, check_out, export, select_trial
+        from tuner.report import load_existing_study
+
+        check_out(Path(args.out))
+        study = load_existing_study(args.study, args.storage, args.studies_dir)
+        trial, why = select_trial(study, args.trial, args.max_drop, args.max_latency_ms)
+        done = export(study, trial, why, args.out, args.studies_dir, args.storage, args.torch_format, log)
+        m = done.config["metrics"]["export"]
+        print(f"exported trial #{done.trial} ({why}) to {done.out}: {done.artifact} ({done.kind}), {CONFIG}\n"
+              f"re-measured: {m['accuracy']:.2%}, {m['per_sample_ms']:.4f} ms/sample "
+              f"(study: {done.config['metrics']['study']['per_sample_ms']:.4f}); check it with "
+              f"`tuner verify {done.out}`")
+        return 0
+
+
+EXIT_NOT_REPRODUCED = 1
+
+
+class Verify(Command):
+    """Reload an export in its runtime, re-measure accuracy and latency, compare with its config.yaml."""
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("dir", help="a directory written by `tuner export`")
+        parser.add_argument("--latency-tolerance", type=float, default=0.10, metavar="FRACTION",
+                            help="latency reproduces within the recorded 95%% CI or this fraction of it (default 0.10)")
+
+    def run(self, args: argparse.Namespace) -> int:
+        from tuner.artifact import checks_table, verify
+
+        if args.latency_tolerance < 0:
+            raise TunerError(f"--latency-tolerance must be >= 0, got {args.latency_tolerance}.")
+        ok, checks = verify(args.dir, log, args.latency_tolerance)
+        print(checks_table(checks))
+        print("reproduces" if ok else "does NOT reproduce")
+        return 0 if ok else EXIT_NOT_REPRODUCED
+
+
+COMMANDS: dict[str, type[Command]] = {"run": Run, "measure": Measure, "report": Report, "export": Export,
+                                      "verify": Verify}
 DEFAULT_COMMAND = "run"
 
 

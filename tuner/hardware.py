@@ -47,6 +47,12 @@ def has_cpu_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def has_cpu_vnni() -> bool:
+    """True when int8 dot products accumulate in 32 bits (VNNI); without it AVX2 kernels saturate at 16."""
+    flags = _cpuinfo()[1]
+    return "avx512_vnni" in flags or "avx_vnni" in flags or "amx_int8" in flags
+
+
 def cores() -> int:
     """Cores this process may run on (affinity aware, as the CI container restricts them)."""
     try:

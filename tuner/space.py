@@ -62,6 +62,32 @@ class SearchSpace:
                 values[p.name] = p.sample(trial, values)
         return Candidate(**values)
 
+    def params_of(self, candidate: Candidate) -> dict[str, Any] | None:
+        """The Optuna params that make ``sample`` return ``candidate``, or None if the space cannot."""
+        want, values, params = candidate.to_dict(), {}, {}
+        for p in self.params:
+            if not p.applies(values):
+                if want[p.name] != FIELDS[p.name].default:
+                    return None
+                continue
+            value = want[p.name]
+            if p.fixed is not None:
+                if value != p.fixed:
+                    return None
+            elif p.choices is not None:
+                choices = p.choices.get(values.get(p.per), ()) if isinstance(p.choices, dict) else p.choices
+                if value not in choices:
+                    return None
+                params[p.optuna_name(values)] = value
+            else:
+                assert p.low is not None and p.high is not None
+                on_step = p.step is None or abs((value - p.low) / p.step - round((value - p.low) / p.step)) < 1e-9
+                if not (p.low <= value <= p.high and on_step):
+                    return None
+                params[p.name] = value
+            values[p.name] = value
+        return params
+
     @property
     def placements(self) -> tuple[str, ...]:
         for p in self.params:

@@ -6,8 +6,11 @@ worker process (build + measure), and records metrics, constraints and the hardw
 
 from __future__ import annotations
 
+import os
 import re
+import socket
 import signal
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -20,12 +23,15 @@ from tuner.candidate import Candidate
 from tuner.errors import CandidateBuildError, ConfigError, MeasurementError, UnsupportedCombination
 from tuner.objectives import Objectives
 from tuner.space import SearchSpace
-from tuner.worker import Worker
+from tuner.worker import TrialCrashed, Worker
 from tuner.workload import WorkloadSpec
 
-# The reference point every speedup is against: what the user has before tuning.
-BASELINE = Candidate(prune_ratio=0.0, precision="fp32", fold_bn=False, graph_opt="disable", batch_size=1,
-                     placement="torch-cpu", threads=0)
+
+
+def baseline_candidate() -> Candidate:
+    """The reference point every speedup is against: what the user has before tuning."""
+    return Candidate(prune_ratio=0.0, precision="fp32", fold_bn=False, batch_size=1, placement="torch-cpu",
+                     threads=hardware.cores())
 SAMPLERS = ("tpe", "nsga2", "gp", "random")
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -42,6 +48,9 @@ class StudySettings:
     seed: int = 0
     n_trials: int = 30
     timeout: float | None = None
+    heartbeat: float = 10.0  # seconds; a trial silent for 3 heartbeats is stale (its worker died)
+    max_retries: int = 1  # how often a stale or crashed trial is run again
+    allow_mixed_hardware: bool = False
 
 
 @dataclass
@@ -94,11 +103,7 @@ def open_study(s: StudySettings) -> tuple[optuna.Study, bool]:
     """Create the study (enqueueing the baseline) or load it to resume; returns (study, created)."""
     check_study_name(s.name)
     directions = list(s.objectives.directions)
-    try:
-        storage = optuna.storages.get_storage(s.storage)
-    except Exception as err:
-        raise ConfigError(f"cannot open storage {mask_url(s.storage)} ({type(err).__name__}); "
-                          "check the --storage URL and that its server is reachable.") from None
+    storage = make_storage(s.storage, s.heartbeat, s.max_retries)
     try:
         study = optuna.create_study(study_name=s.name, storage=storage, directions=directions)
         created = True
@@ -111,16 +116,76 @@ def open_study(s: StudySettings) -> tuple[optuna.Study, bool]:
         if study.metric_names and list(study.metric_names) != list(s.objectives.names):
             raise ConfigError(f"study {s.name} optimizes {', '.join(study.metric_names)}, not "
                               f"{', '.join(s.objectives.names)}; use its objectives, or a new --study name.")
+        _check_same_hardware(study, s)
     if created:  # only the creator enqueues: a resumed or joined study never gets a second baseline
         study.set_metric_names(list(s.objectives.names))
         study.set_user_attr("fingerprint", hardware.fingerprint())
         study.set_user_attr("workload", {k: v for k, v in vars(s.workload).items() if k != "cache_dir"})
-        study.enqueue_trial({}, user_attrs={"baseline": True})
+        # With its params in the space's own names, samplers learn from the baseline like any trial
+        # (NSGA-II's intersection search space would otherwise be empty); else it runs as a fixed point.
+        params = s.space.params_of(baseline_candidate())
+        study.enqueue_trial(params or {}, user_attrs={"baseline": True, "fixed_point": params is None})
     return study, created
 
 
+def make_storage(url: str, heartbeat: float, max_retries: int) -> optuna.storages.BaseStorage:
+    """An RDB storage with heartbeats: a dead worker's RUNNING trial is failed and re-queued."""
+    if not re.match(r"^(sqlite|postgresql|mysql)(\+\w+)?://", url):
+        raise ConfigError(f"--storage {mask_url(url)} is not a database URL; use sqlite:///PATH.db or "
+                          "postgresql://USER:PASSWORD@HOST/DB.")
+    engine: dict[str, Any] = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+    try:
+        return optuna.storages.RDBStorage(
+            url, engine_kwargs=engine, heartbeat_interval=max(1, round(heartbeat)),
+            grace_period=max(3, round(3 * heartbeat)),
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retries),
+        )
+    except Exception as err:  # driver missing, server down, bad credentials: all one line
+        first = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
+        raise ConfigError(f"cannot open storage {mask_url(url)}: {mask_url(first)}; check the URL and that the "
+                          "database server is reachable.") from None
+
+
+def _check_same_hardware(study: optuna.Study, s: StudySettings) -> None:
+    """Latencies from different machines are not comparable: joining needs the same fingerprint."""
+    theirs, ours = study.user_attrs.get("fingerprint"), hardware.fingerprint()
+    if theirs is None or theirs == ours or s.allow_mixed_hardware:
+        return
+    diff = ", ".join(f"{k}: {theirs.get(k)} here {ours.get(k)}" for k in ours if theirs.get(k) != ours.get(k))
+    raise ConfigError(f"study {s.name} was started on other hardware ({diff[:300]}); its latencies would not be "
+                      "comparable: run on the same kind of machine, or pass --allow-mixed-hardware.")
+
+
+def _retried(trials: list[optuna.trial.FrozenTrial]) -> set[int]:
+    """Numbers of failed trials that were queued again (by the stale-trial callback or after a crash)."""
+    return {t.system_attrs["failed_trial"] for t in trials if "failed_trial" in t.system_attrs} | \
+           {t.user_attrs["retry_of"] for t in trials if "retry_of" in t.user_attrs}
+
+
+def count_trials(study: optuna.Study) -> tuple[int, int, int]:
+    """(accounted, running, waiting): a failed trial that was retried is accounted for by its retry."""
+    trials = study.get_trials(deepcopy=False)
+    retried = _retried(trials)
+    accounted = sum(t.state in FINISHED and t.number not in retried for t in trials)
+    return (accounted, sum(t.state == TrialState.RUNNING for t in trials),
+            sum(t.state == TrialState.WAITING for t in trials))
+
+
 def finished_trials(study: optuna.Study) -> int:
-    return len(study.get_trials(deepcopy=False, states=FINISHED))
+    return count_trials(study)[0]
+
+
+def _retry_after_crash(study: optuna.Study, trial: optuna.trial.FrozenTrial, max_retries: int) -> None:
+    """A process crash may be transient (memory pressure): run the same candidate again, a bounded number of times."""
+    if trial.state != TrialState.FAIL or not trial.user_attrs.get("crashed"):
+        return
+    chain, t = 0, trial
+    trials = {x.number: x for x in study.get_trials(deepcopy=False)}
+    while "retry_of" in t.user_attrs and chain <= max_retries:
+        chain, t = chain + 1, trials[t.user_attrs["retry_of"]]
+    if chain < max_retries:
+        attrs = {k: v for k, v in trial.user_attrs.items() if k in ("baseline",)}
+        study.enqueue_trial(trial.params, user_attrs={**attrs, "retry_of": trial.number})
 
 
 class Objective:
@@ -133,9 +198,10 @@ class Objective:
         self.fingerprint = hardware.fingerprint()
 
     def __call__(self, trial: optuna.Trial) -> list[float]:
-        candidate = BASELINE if trial.user_attrs.get("baseline") else self.s.space.sample(trial)
+        candidate = baseline_candidate() if trial.user_attrs.get("fixed_point") else self.s.space.sample(trial)
         trial.set_user_attr("candidate", candidate.to_dict())
         trial.set_user_attr("hardware", self.fingerprint)
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         try:
             from tuner.runtimes import check_supported
 
@@ -152,6 +218,7 @@ class Objective:
                 ev = self.worker.evaluate(candidate)
             except (CandidateBuildError, MeasurementError) as err:
                 trial.set_user_attr("error", str(err))
+                trial.set_user_attr("crashed", isinstance(err, TrialCrashed))
                 raise
             metrics = dict(ev.metrics)
             trial.set_user_attr("build_seconds", ev.build_seconds)
@@ -198,27 +265,35 @@ def run_study(s: StudySettings, on_progress: Callable[[Progress], None] = lambda
             log("\nCtrl-C: finishing and recording the running trial (Ctrl-C again aborts it)")
 
         def after_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+            _retry_after_crash(study, trial, s.max_retries)
             progress.done = finished_trials(study)
-            front = study.best_trials
-            progress.pareto = len(front)
+            progress.pareto = len(study.best_trials)
             progress.best_speedup = best_speedup(study)
             progress.last = describe_trial(trial)
             on_progress(progress)
-            if progress.stop_requested or progress.done >= s.n_trials:
-                study.stop()
 
-        remaining = s.n_trials - done_before
-        if remaining > 0:
-            signal.signal(signal.SIGINT, on_sigint)
-            try:
-                study.optimize(Objective(s, worker, reference_accuracy), n_trials=remaining, timeout=s.timeout,
-                               callbacks=[after_trial], catch=(CandidateBuildError, MeasurementError),
-                               gc_after_trial=False)
-            finally:
-                signal.signal(signal.SIGINT, previous)
-            if progress.stop_requested:
-                log(f"stopped by Ctrl-C after {finished_trials(study)} of {s.n_trials} trials; "
-                    "run the same command to resume")
+        objective = Objective(s, worker, reference_accuracy)
+        deadline = time.monotonic() + s.timeout if s.timeout else float("inf")
+        signal.signal(signal.SIGINT, on_sigint)
+        try:
+            # One trial at a time until the study holds n_trials accounted for. Other workers may share
+            # the study: when the rest are running elsewhere, wait, since one of them may die and its
+            # trial come back (stale -> failed -> re-queued) for whoever is still here.
+            while not progress.stop_requested and time.monotonic() < deadline:
+                optuna.storages.fail_stale_trials(study)
+                accounted, running, waiting = count_trials(study)
+                if accounted >= s.n_trials:
+                    break
+                if accounted + running >= s.n_trials and not waiting:
+                    time.sleep(min(1.0, s.heartbeat))
+                    continue
+                study.optimize(objective, n_trials=1, callbacks=[after_trial], gc_after_trial=False,
+                               catch=(CandidateBuildError, MeasurementError))
+        finally:
+            signal.signal(signal.SIGINT, previous)
+        if progress.stop_requested:
+            log(f"stopped by Ctrl-C after {finished_trials(study)} of {s.n_trials} trials; "
+                "run the same command to resume")
         return study
     finally:
         worker.close()

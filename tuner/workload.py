@@ -55,6 +55,7 @@ def load_workload(spec: WorkloadSpec, log: Callable[[str], None] = print) -> Wor
     cache_root = Path(spec.cache_dir) if spec.cache_dir else None
     data = load_dataset(spec.data, spec.resolution, spec.mean, spec.std, spec.seed, cache_root)
     builder = models.resolve_builder(spec.model)
+    torch.manual_seed(spec.seed)  # the baseline's initial weights, so a trained baseline is reproducible
     model = models.create_model(spec.model, data.num_classes)
     cache = Cache(cache_root)
     if spec.weights:
@@ -86,7 +87,6 @@ def _baseline(spec: WorkloadSpec, data: Dataset, model: nn.Module, cache: Cache,
         log(f"no --weights given: training a {spec.model} baseline on {data.name} at {data.resolution} px "
             f"({spec.train_steps} steps, seed {spec.seed}); done once, then cached")
         start = time.perf_counter()
-        torch.manual_seed(spec.seed)
         train(model, data, spec.train_steps, lr=2e-3, seed=spec.seed)
         torch.save(model.state_dict(), out / "weights.pt")
         log(f"baseline trained in {time.perf_counter() - start:.0f} s: top-1 {torch_accuracy(model, data):.2%} on "

@@ -15,12 +15,12 @@ import torch
 import torch_pruning
 from torch import nn
 
-from tuner import runtimes
+from tuner import hardware, runtimes
 from tuner.build.export import export_onnx
 from tuner.build.fuse import fold_bn
 from tuner.build.prune import count, prune
 from tuner.build.quantize import cast_torch, convert_fp16, quantize_int8
-from tuner.build.recover import recover
+from tuner.build.recover import learning_rate, recover
 from tuner.cache import make_key
 from tuner.candidate import Candidate
 from tuner.runtimes.base import ONNX_FP16, ONNX_INT8, TORCH_MODULE
@@ -64,9 +64,12 @@ def build(w: Workload, c: Candidate) -> Built:
     if kind == ONNX_INT8:
         import onnxruntime
 
-        key = make_key(stage="int8", input=key, calib=w.data.fingerprint, ort=onnxruntime.__version__)
+        reduce_range = not hardware.has_cpu_vnni()
+        key = make_key(stage="int8", input=key, calib=w.data.fingerprint, ort=onnxruntime.__version__,
+                       reduce_range=reduce_range)
         with _timed(seconds, "calibrate"):
-            path = w.cache.entry(key, lambda d: quantize_int8(path, w.data, d / "model.onnx")) / "model.onnx"
+            path = w.cache.entry(key, lambda d: quantize_int8(path, w.data, d / "model.onnx", reduce_range)) \
+                / "model.onnx"
     elif kind == ONNX_FP16:
         key = make_key(stage="fp16", input=key)
         with _timed(seconds, "convert"):
@@ -83,10 +86,10 @@ def _pruned_and_recovered(w: Workload, ratio: float, example: torch.Tensor,
     with _timed(seconds, "prune"):
         prune(model, ratio, example)  # deterministic: rebuilds the cached entry's architecture
     key = make_key(stage="prune", input=w.key, ratio=round(ratio, 6), steps=w.spec.recover_steps,
-                   seed=w.spec.seed, tp=torch_pruning.__version__)
+                   lr=learning_rate(ratio), seed=w.spec.seed, tp=torch_pruning.__version__)
 
     def fine_tune(out: Path) -> None:
-        recover(model, w.reference_model(), w.data, w.spec.recover_steps, w.spec.seed)
+        recover(model, w.reference_model(), w.data, w.spec.recover_steps, ratio, w.spec.seed)
         torch.save(model.state_dict(), out / "weights.pt")
 
     with _timed(seconds, "recover"):

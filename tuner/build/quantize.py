@@ -32,8 +32,12 @@ class _Calibration:
         return None if batch is None else {INPUT: batch[0]}
 
 
-def quantize_int8(fp32_onnx: Path, data: Dataset, out: Path) -> Path:
-    """Static int8: QUInt8 activations, per-channel QInt8 weights, MinMax-calibrated on the calib split."""
+def quantize_int8(fp32_onnx: Path, data: Dataset, out: Path, reduce_range: bool) -> Path:
+    """Static int8: QUInt8 activations, per-channel QInt8 weights, MinMax-calibrated on the calib split.
+
+    ``reduce_range`` (7-bit weights) is for CPUs without VNNI, whose u8 x s8 kernels sum pairs in
+    saturating 16-bit registers: full-range weights overflow there and cost points of accuracy.
+    """
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -43,7 +47,7 @@ def quantize_int8(fp32_onnx: Path, data: Dataset, out: Path) -> Path:
         quant_pre_process(str(fp32_onnx), str(prepared), skip_symbolic_shape=True)
         quantize_static(
             str(prepared), str(out), _Calibration(data), quant_format=QuantFormat.QDQ, per_channel=True,
-            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, reduce_range=reduce_range,
         )
     except Exception as err:
         first = str(err).splitlines()[0][:200] if str(err) else type(err).__name__

@@ -5,6 +5,7 @@ from __future__ import annotations
 from tuner.candidate import Candidate
 from tuner.errors import UnsupportedCombination
 from tuner.runtimes.base import Placement, Session
+from tuner.runtimes.openvino import OpenVinoPlacement
 from tuner.runtimes.ort import OrtPlacement
 from tuner.runtimes.torch_runtime import TorchPlacement
 
@@ -16,6 +17,7 @@ PLACEMENTS: dict[str, Placement] = {
         TorchPlacement("cuda"),
         OrtPlacement("cuda"),
         OrtPlacement("tensorrt"),
+        OpenVinoPlacement(),
     )
 }
 

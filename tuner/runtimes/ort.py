@@ -54,6 +54,7 @@ class OrtSession(Session):
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.log_severity_level = 3  # errors only: saving the optimized graph warns on every session
         with tempfile.TemporaryDirectory() as tmp:
             optimized = Path(tmp) / "optimized.onnx"
             if provider == _PROVIDERS["cpu"]:  # GPU EPs compile partitions: no inspectable graph

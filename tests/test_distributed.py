@@ -1,0 +1,155 @@
+"""Many workers on one PostgreSQL study, a worker killed mid-trial, a crashing candidate, kill -9 and resume.
+
+PostgreSQL is real: .ci/run installs Debian's package; this module starts a throwaway server on
+loopback. Without the package the tests skip locally and fail under CI (CI never skips them).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+
+from tests.conftest import ROOT, TINY, run_tuner
+from tuner.study import count_trials
+
+SPACE = {
+    "placement": {"choices": ["torch-cpu", "ort-cpu"]},
+    "precision": {"per": "placement", "choices": {"torch-cpu": ["fp32"], "ort-cpu": ["fp32", "int8"]}},
+    "prune_ratio": {"choices": [0.0, 0.5]},
+    "batch_size": {"choices": [1, 4, 16]},
+    "graph_opt": {"choices": ["basic", "all"], "when": {"placement": ["ort-cpu"]}},
+    "threads": 1,
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _as_postgres(cmd: list[str]) -> list[str]:
+    return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
+
+
+@pytest.fixture(scope="module")
+def postgres_url():
+    bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    if not bins:
+        message = "PostgreSQL is not installed: apt-get install postgresql (Debian), or see README"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    bindir = Path(bins[-1]).parent
+    data = Path(tempfile.mkdtemp(prefix="tuner-pg-"))
+    if os.geteuid() == 0:
+        shutil.chown(data, "postgres", "postgres")
+    port = _free_port()
+    subprocess.run(_as_postgres([str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust"]),
+                   check=True, capture_output=True)
+    subprocess.run(_as_postgres([str(bindir / "pg_ctl"), "-D", str(data), "-w", "-l", str(data / "log"), "-o",
+                                 f"-p {port} -k {data} -c listen_addresses=127.0.0.1", "start"]),
+                   check=True, capture_output=True)
+    try:
+        yield f"postgresql+psycopg2://postgres:s3cret@127.0.0.1:{port}/postgres"  # trust auth: any password works
+    finally:
+        subprocess.run(_as_postgres([str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"]),
+                       capture_output=True)
+        shutil.rmtree(data, ignore_errors=True)
+
+
+def _args(tmp_path: Path, studies_dir: Path, study: str, n_trials: int, model: str = "conv_net",
+          space: dict | None = None) -> list[str]:
+    path = tmp_path / f"space-{study}.yaml"
+    path.write_text(yaml.safe_dump(space or SPACE, sort_keys=False))
+    return ["--model", f"{TINY}:{model}", "--resolution", "16", "--train-steps", "80", "--recover-steps", "20",
+            "--studies-dir", str(studies_dir), "--space", str(path), "--study", study,
+            "--n-trials", str(n_trials), "--heartbeat", "1", "--max-retries", "2"]
+
+
+def _spawn(args: list[str]) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "tuner", *args], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+def _wait_for_running_trial(study_name: str, storage: str, pids: list[int], timeout: float = 300) -> tuple[int, int]:
+    """(trial number, worker pid) of a trial (not the baseline) that one of ``pids`` is running."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            for t in optuna.load_study(study_name=study_name, storage=storage).get_trials(deepcopy=False):
+                pid = int(t.user_attrs.get("worker", ":0").rsplit(":", 1)[1])
+                if t.state == optuna.trial.TrialState.RUNNING and pid in pids and t.number > 0:
+                    return t.number, pid
+        except KeyError:  # the study is not created yet
+            pass
+        time.sleep(0.1)
+    raise AssertionError("no worker was seen running a trial")
+
+
+def _check_accounted(study: optuna.Study, n_trials: int, killed: int) -> None:
+    trials = study.get_trials(deepcopy=False)
+    numbers = [t.number for t in trials]
+    assert len(numbers) == len(set(numbers)), "no duplicate trial numbers"
+    assert not [t for t in trials if t.state in (optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)]
+    assert study.trials[killed].state == optuna.trial.TrialState.FAIL
+    retries = [t for t in trials if t.system_attrs.get("failed_trial") == killed]
+    assert retries and retries[0].state.is_finished(), "the killed trial was run again"
+    assert retries[0].params == study.trials[killed].params
+    assert count_trials(study)[0] >= n_trials
+    assert sum(bool(t.user_attrs.get("baseline")) and t.state == optuna.trial.TrialState.COMPLETE
+               for t in trials) == 1
+
+
+def test_four_workers_on_postgres_one_killed(tmp_path, studies_dir, postgres_url):
+    n_trials = 14
+    args = _args(tmp_path, studies_dir, "pg-shared", n_trials) + ["--storage", postgres_url]
+    workers = [_spawn(args) for _ in range(4)]
+    killed, pid = _wait_for_running_trial("pg-shared", postgres_url, [w.pid for w in workers])
+    os.kill(pid, signal.SIGKILL)
+    outputs = [w.communicate(timeout=600)[1] for w in workers]
+    assert sorted(w.returncode for w in workers) == [-signal.SIGKILL, 0, 0, 0], \
+        [e[-3000:] for w, e in zip(workers, outputs) if w.returncode not in (0, -signal.SIGKILL)]
+    assert all("Traceback" not in e for e in outputs)
+    assert all("s3cret" not in e for e in outputs) and any("postgres:***@" in e for e in outputs)
+    study = optuna.load_study(study_name="pg-shared", storage=postgres_url)
+    _check_accounted(study, n_trials, killed)
+
+
+def test_kill_9_then_same_command_completes(tmp_path, studies_dir):
+    args = _args(tmp_path, studies_dir, "killed", 6)
+    storage = f"sqlite:///{studies_dir}/killed.db"
+    proc = _spawn(args)
+    killed, _ = _wait_for_running_trial("killed", storage, [proc.pid])
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    r = run_tuner(*args)
+    assert r.returncode == 0, r.stderr
+    _check_accounted(optuna.load_study(study_name="killed", storage=storage), 6, killed)
+
+
+def test_a_crashing_candidate_fails_one_trial_and_the_study_goes_on(tmp_path, studies_dir):
+    space = {"placement": "torch-cpu", "batch_size": {"choices": [1, 8]}, "prune_ratio": {"choices": [0.0, 0.5]},
+             "threads": 1}
+    args = _args(tmp_path, studies_dir, "crashing", 6, model="crashing_net", space=space)
+    r = run_tuner(*args, "--json", "--sampler", "random", "--seed", "1")
+    assert r.returncode == 0, r.stderr
+    study = optuna.load_study(study_name="crashing", storage=f"sqlite:///{studies_dir}/crashing.db")
+    failed = [t for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
+    assert failed and all("the trial's process" in t.user_attrs["error"] for t in failed)
+    assert any("SIGSEGV" in t.user_attrs["error"] for t in failed)
+    assert all(t.params["batch_size"] == 8 for t in failed)
+    assert any(t.state == optuna.trial.TrialState.COMPLETE and t.params.get("batch_size") == 1 for t in study.trials)
+    assert count_trials(study)[0] == 6

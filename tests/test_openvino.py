@@ -1,0 +1,106 @@
+"""ov-cpu: real OpenVINO on the shared tiny workload, executed precision read back, no mocks."""
+
+import numpy as np
+import pytest
+
+from tuner import hardware
+from tuner.build import build
+from tuner.candidate import Candidate
+from tuner.errors import UnsupportedCombination
+from tuner.measure import measure
+from tuner.measure.latency import LatencyPolicy
+from tuner.runtimes import PLACEMENTS, check_supported
+from tuner.space import load_space
+
+ov = pytest.importorskip("openvino")
+QUICK = LatencyPolicy(warmup=2, min_samples=10, max_samples=30, max_seconds=0.5)
+
+
+def test_fp32_executes_in_f32_read_back(workload):
+    built = build(workload, Candidate(placement="ov-cpu", threads=1))
+    session = PLACEMENTS["ov-cpu"].open(None, built.onnx_path, "fp32", "all", 1)
+    try:
+        x = workload.data.example(3)
+        logits = session.predict(x)
+        assert logits.shape == (3, workload.data.num_classes)
+        # The explicit hint and the compute nodes both say f32 (never bf16, even on a BF16 CPU).
+        assert session.inference_precision_hint == "fp32"
+        assert session.executed_precision == "fp32"
+        # Same numbers as ONNX Runtime on the same file.
+        reference = PLACEMENTS["ort-cpu"].open(None, built.onnx_path, "fp32", "all", 1)
+        np.testing.assert_allclose(logits, reference.predict(x), atol=1e-3, rtol=1e-3)
+        reference.close()
+    finally:
+        session.close()
+    m = measure(built, workload.data, QUICK)
+    assert m.executed_precision == "fp32" and 0 < m.latency_ms and m.samples >= 10
+
+
+def test_static_batch_handles_the_partial_last_batch(workload):
+    """batch 32 over a validation split that is not a multiple of 32: padded, sliced, same accuracy."""
+    assert len(workload.data.val) % 32
+    fp32 = measure(build(workload, Candidate(placement="ov-cpu", threads=1)), workload.data, QUICK)
+    batched = measure(build(workload, Candidate(placement="ov-cpu", threads=1, batch_size=32)), workload.data, QUICK)
+    assert batched.accuracy == pytest.approx(fp32.accuracy, abs=1e-9)
+    assert batched.batch_size == 32 and batched.executed_precision == "fp32"
+
+
+# tuner quantizes with reduce_range on CPUs without VNNI (see tuner/build/quantize.py), so int8 holds
+# within 2 points on every CPU.
+INT8_TOLERANCE = 0.02
+
+
+def test_int8_reuses_the_ort_qdq_file_and_runs_int8(workload):
+    ort_built = build(workload, Candidate(precision="int8", placement="ort-cpu", threads=1))
+    ov_built = build(workload, Candidate(precision="int8", placement="ov-cpu", threads=1))
+    assert ov_built.onnx_path == ort_built.onnx_path  # one calibrated build, two runtimes
+    int8 = measure(ov_built, workload.data, QUICK)
+    fp32 = measure(build(workload, Candidate(placement="ov-cpu", threads=1)), workload.data, QUICK)
+    assert int8.executed_precision == "int8"
+    assert fp32.executed_precision == "fp32"
+    assert int8.accuracy >= fp32.accuracy - INT8_TOLERANCE
+
+
+@pytest.mark.skipif(hardware.has_cpu_bf16(), reason="this CPU has BF16: bf16 runs (see the next test)")
+def test_bf16_is_refused_without_cpu_bf16(workload):
+    reason = PLACEMENTS["ov-cpu"].refuse("bf16")
+    assert reason and "AVX512-BF16" in reason
+    misses = workload.cache.misses
+    with pytest.raises(UnsupportedCombination, match="refused"):
+        build(workload, Candidate(precision="bf16", placement="ov-cpu"))
+    assert workload.cache.misses == misses
+
+
+@pytest.mark.skipif(not hardware.has_cpu_bf16(), reason="needs a CPU with AVX512-BF16 or AMX")
+def test_bf16_runs_and_reports_bf16_on_a_bf16_cpu(workload):
+    check_supported(Candidate(precision="bf16", placement="ov-cpu"))
+    m = measure(build(workload, Candidate(precision="bf16", placement="ov-cpu", threads=1)), workload.data, QUICK)
+    assert m.executed_precision == "bf16"
+
+
+def test_default_space_includes_ov_cpu():
+    space = load_space("default")
+    assert "ov-cpu" in space.placements
+    precision = next(p for p in space.params if p.name == "precision")
+    assert {"fp32", "int8"} <= set(precision.choices["ov-cpu"])
+    assert ("bf16" in precision.choices["ov-cpu"]) == hardware.has_cpu_bf16()
+
+
+@pytest.mark.parametrize("quantized_ops, expected", [(["MaxPool"], "fp32"), (["Gemm"], "mixed")])
+def test_qdq_that_does_not_run_int8_is_reported_as_run(workload, tmp_path, quantized_ops, expected):
+    """QDQ pairs only around a pooling op leave every conv/FC in float: read back as fp32, not int8."""
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    from tuner.build.quantize import _Calibration
+
+    fp32 = build(workload, Candidate(placement="ov-cpu", threads=1)).onnx_path
+    partial = tmp_path / "partial.onnx"
+    quantize_static(str(fp32), str(partial), _Calibration(workload.data), quant_format=QuantFormat.QDQ,
+                    per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    op_types_to_quantize=quantized_ops)
+    session = PLACEMENTS["ov-cpu"].open(None, partial, "int8", "all", 1)
+    try:
+        session.predict(workload.data.example(2))
+        assert session.executed_precision == expected
+    finally:
+        session.close()

@@ -1,0 +1,95 @@
+"""Re-measuring a real study's Pareto set and baseline in fresh processes, and storing it on finished trials."""
+
+import optuna
+import pytest
+import yaml
+
+from tests.conftest import SMALL_SPACE, TINY, run_tuner
+from tuner.measure.latency import LatencyPolicy
+from tuner.remeasure import (RemeasureEntry, RemeasureSummary, format_remeasure, remeasure_pareto,
+                             set_finished_trial_user_attr)
+
+
+def test_remeasure_real_study(tmp_path, studies_dir):
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump(SMALL_SPACE))
+    name = "remeasure-pareto"
+    r = run_tuner("--model", f"{TINY}:conv_net", "--resolution", "16", "--train-steps", "80", "--recover-steps", "20",
+                  "--studies-dir", str(studies_dir), "--space", str(space), "--n-trials", "6", "--study", name,
+                  "--seed", "3")
+    assert r.returncode == 0, r.stderr
+    storage = f"sqlite:///{studies_dir}/{name}.db"
+    study = optuna.load_study(study_name=name, storage=storage)
+    lines: list[str] = []
+
+    # A shorter timing budget than the study's (3 s) keeps the test quick on a loaded machine.
+    summary = remeasure_pareto(study, str(studies_dir / "cache"), rounds=2, log=lines.append,
+                               policy=LatencyPolicy(max_seconds=1.0))
+
+    pareto = {t.number for t in study.best_trials}
+    baseline = next(t.number for t in study.trials if t.user_attrs.get("baseline")
+                    and t.state == optuna.trial.TrialState.COMPLETE)
+    assert {e.number for e in summary.entries} == pareto | {baseline}
+    assert sum(e.baseline for e in summary.entries) == 1
+    for e in summary.entries:
+        assert e.error is None, e.error
+        assert len(e.round_ms) == 2 and e.median_ms > 0 and e.min_ms <= e.median_ms <= e.max_ms
+        assert e.per_sample_ms == pytest.approx(e.median_ms / e.candidate["batch_size"])
+        assert isinstance(e.outside_ci, bool) and isinstance(e.within_5pct, bool)
+    assert 0.0 <= summary.fraction_within_5pct <= 1.0
+    assert set(summary.stored.values()) == {"trial"}
+    assert sum(line.lstrip().startswith("round ") for line in lines) == 2 * len(
+        {str(sorted(e.candidate.items())) for e in summary.entries})
+
+    # Stored on the (finished) trials themselves, readable by anyone loading the study.
+    again = optuna.load_study(study_name=name, storage=storage)
+    by_number = {t.number: t for t in again.trials}
+    for e in summary.entries:
+        stored = by_number[e.number].user_attrs["remeasure"]
+        assert stored["median_ms"] == pytest.approx(e.median_ms) and stored["rounds"] == 2
+        assert stored["within_5pct"] == e.within_5pct and len(stored["round_ms"]) == 2
+    assert again.user_attrs["remeasure"]["fraction_within_5pct"] == summary.fraction_within_5pct
+    # ... and the study object that was passed in sees them too, without a reload.
+    assert all("remeasure" in t.user_attrs for t in study.best_trials)
+
+    table = format_remeasure(summary)
+    assert all(f"#{e.number}" in table for e in summary.entries) and "within 5%" in table
+
+
+@pytest.mark.parametrize("storage", ["sqlite", "memory"])
+def test_user_attr_on_a_finished_trial(tmp_path, storage):
+    url = f"sqlite:///{tmp_path}/s.db" if storage == "sqlite" else None
+    study = optuna.create_study(study_name="s", storage=url)
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+    trial = study.trials[1]
+    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):  # why the workaround exists
+        study._storage.set_trial_user_attr(trial._trial_id, "k", 1)
+    assert set_finished_trial_user_attr(study, trial, "k", {"a": (1, 2)})
+    assert set_finished_trial_user_attr(study, trial, "k", {"a": [3]})  # overwrites
+    assert study.trials[1].user_attrs["k"] == {"a": [3]}
+    if url:
+        assert optuna.load_study(study_name="s", storage=url).trials[1].user_attrs["k"] == {"a": [3]}
+
+
+def test_format_remeasure():
+    ok = RemeasureEntry(0, True, False, {"placement": "torch-cpu", "precision": "fp32", "batch_size": 1}, 1.0,
+                        (0.98, 1.02), (1.01, 1.03), 1.02, 1.01, 1.03, 0.02, False, True)
+    off = RemeasureEntry(3, False, True, {"placement": "ort-cpu", "precision": "int8", "batch_size": 8}, 4.0,
+                         (3.9, 4.1), (4.8, 5.0), 4.9, 4.8, 5.0, 0.225, True, False)
+    bad = RemeasureEntry(5, False, True, {"placement": "ort-cpu", "precision": "fp32", "batch_size": 1}, 1.0,
+                         (0.9, 1.1), error="MeasurementError: boom")
+    table = format_remeasure(RemeasureSummary(2, (ok, off, bad), 0.5, True, 1.0))
+    assert "#0 base" in table and "ort-cpu/int8/8" in table and "0.5000" in table and "0.6125 (0.6000-0.6250)" in table
+    assert "+22.5" in table and ">5% off, outside CI" in table and "error: MeasurementError: boom" in table
+    assert "1 of 2 trials within 5%" in table
+
+
+def test_a_failing_measurement_is_one_error_line():
+    from tuner.candidate import Candidate
+    from tuner.errors import MeasurementError
+    from tuner.remeasure import _in_fresh_process
+    from tuner.workload import WorkloadSpec
+
+    spec = WorkloadSpec(model="no_such_model_xyz", data="digits", resolution=16, cache_dir=None)
+    with pytest.raises(MeasurementError, match="ModelError"):
+        _in_fresh_process(spec, Candidate().to_dict(), LatencyPolicy(), timeout=300)

@@ -1,0 +1,156 @@
+"""The study report: its data (Pareto front, baseline, hypervolume, findings) from a real study, the CSV,
+and the HTML page rendered by a real headless browser."""
+
+import html
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+
+from tests.conftest import run_tuner
+from tuner.report import ReportInfo, TrialRow, _report_info, findings
+from tuner.study import best_feasible
+
+
+@pytest.fixture(scope="module")
+def study(small_study):
+    return optuna.load_study(study_name=small_study["name"], storage=small_study["storage"])
+
+
+@pytest.fixture(scope="module")
+def report_files(small_study, tmp_path_factory):
+    out = tmp_path_factory.mktemp("report")
+    r = run_tuner("report", "--study", small_study["name"], "--studies-dir", small_study["studies_dir"],
+                  "--out", str(out / "report.html"), "--csv", str(out / "trials.csv"))
+    assert r.returncode == 0, r.stderr
+    return out / "report.html", out / "trials.csv", r.stdout
+
+
+def test_report_info_from_study(study):
+    info = _report_info(study)
+    assert [r.number for r in info.trials] == [t.number for t in study.trials]
+    assert info.baseline == 0 and info.row(0).baseline and info.reference_accuracy > 0.5
+    # The objectives are accuracy (max) and per_sample_ms (min) with an accuracy-drop constraint, so the
+    # feasible front of the report is exactly Optuna's own constrained Pareto front.
+    assert set(info.pareto) == {t.number for t in study.best_trials} and info.pareto
+    front = [info.row(n) for n in info.pareto]
+    assert all(r.feasible and r.pareto for r in front)
+    assert [r.ms for r in front] == sorted(r.ms for r in front)
+    for r in info.completed:
+        if r.feasible and not r.pareto:  # dominated by some front point
+            assert any(f.accuracy >= r.accuracy and f.ms <= r.ms for f in front)
+        lo, hi = r.ms_ci
+        assert lo <= r.ms <= hi
+    assert len(info.hypervolume) == len(info.completed)
+    values = [v for _, v in info.hypervolume]
+    assert values == sorted(values) and values[-1] > 0
+    best = best_feasible(study)
+    assert info.findings and f"#{best.number}" in info.findings[0] and "fastest feasible" in info.findings[0]
+    placements = {r.params["placement"] for r in info.completed}
+    if len(placements) > 1:
+        assert any("at the accuracy both reach" in f for f in info.findings)
+    if info.importances:
+        assert set(info.importances) <= set(study.metric_names)
+        for imp in info.importances.values():
+            assert abs(sum(imp.values()) - 1) < 1e-6 and all(v >= 0 for v in imp.values())
+    else:
+        assert info.importance_notes
+
+
+def test_report_cli_writes_html_and_csv(study, report_files):
+    html_path, csv_path, stdout = report_files
+    info = _report_info(study)
+    page = html_path.read_text()
+    assert "Plotly.newPlot" in page and not re.search(r"<script[^>]+src=", page)  # plotly.js inline: works offline
+    assert f"Study {study.study_name}" in page and 'id="trials"' in page
+    for f in info.findings:
+        assert html.escape(f) in page
+    assert "prune_ratio: " in page and "per sample: " in page and "95% CI" in page  # the hover texts
+    trials = pd.read_csv(csv_path)
+    assert list(trials["trial"]) == [t.number for t in study.trials]
+    assert set(trials.loc[trials["pareto"], "trial"]) == set(info.pareto)
+    assert {"placement", "precision", "accuracy", "ms/sample", "ci_low", "ci_high", "metric.latency_ms"} <= set(trials)
+    assert trials.loc[trials["trial"] == 0, "baseline"].item()
+    assert "report: " in stdout
+
+
+def test_report_of_missing_study_is_one_line(tmp_path):
+    r = run_tuner("report", "--study", "nothing-here", "--studies-dir", str(tmp_path))
+    assert r.returncode == 2
+    assert r.stderr.strip().count("\n") == 0 and "no study 'nothing-here'" in r.stderr
+    assert not list(tmp_path.iterdir())  # no empty database created
+
+
+def _chromium() -> str:
+    found = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
+    if found is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not installed; .ci/run installs it (apt-get install chromium)")
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    return found
+
+
+def _browser(tmp_path: Path, page: Path, *mode: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         f"--user-data-dir={tmp_path / 'chrome'}", "--enable-logging=stderr", "--v=0",
+         "--virtual-time-budget=5000", "--window-size=1400,3200", *mode, page.resolve().as_uri()],
+        capture_output=True, text=True, timeout=120)
+
+
+def test_report_renders_in_headless_chromium(study, report_files, tmp_path):
+    html_path = report_files[0]
+    dom = _browser(tmp_path, html_path, "--dump-dom")
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert "Uncaught" not in dom.stderr, dom.stderr[-2000:]
+    completed = len(_report_info(study).completed)
+    # plotly drew every completed trial as a point (plus the front's rings and the baseline star)
+    assert dom.stdout.count('class="point"') >= completed + 1
+    assert 'class="main-svg"' in dom.stdout and "hypervolume" in dom.stdout.lower()
+    shot = tmp_path / "report.png"
+    png = _browser(tmp_path, html_path, f"--screenshot={shot}")
+    assert png.returncode == 0 and "Uncaught" not in png.stderr
+    assert shot.stat().st_size > 50_000  # a drawn page, not a blank one
+
+
+# ---------------------------------------------------------------- the findings rules on a designed table
+
+
+def _row(n, placement, precision, prune, bs, acc, ms, baseline=False):
+    lat = ms * bs
+    return TrialRow(
+        number=n, state="complete",
+        params={"placement": placement, "precision": precision, "prune_ratio": prune, "batch_size": bs,
+                "fold_bn": False, "graph_opt": "all", "threads": 1},
+        metrics={"accuracy": acc, "per_sample_ms": ms, "latency_ms": lat, "latency_ci_ms": [lat * 0.98, lat * 1.02],
+                 "executed_precision": precision, "accuracy_drop": 0.95 - acc},
+        feasible=0.95 - acc <= 0.01, pareto=False, baseline=baseline, speedup=None, duplicate_of=None, note="")
+
+
+def test_findings_state_what_the_table_shows():
+    rows = [_row(0, "torch-cpu", "fp32", 0.0, 1, 0.95, 7.0, baseline=True),
+            _row(1, "ort-cpu", "fp32", 0.0, 32, 0.95, 1.0),
+            _row(2, "ort-cpu", "int8", 0.0, 32, 0.945, 1.5),
+            _row(3, "ort-cpu", "fp32", 0.1, 32, 0.95, 1.0),
+            _row(4, "ort-cpu", "fp32", 0.2, 32, 0.95, 1.01),
+            _row(5, "ort-cpu", "fp32", 0.5, 32, 0.93, 0.6),
+            _row(6, "ort-cpu", "fp32", 0.0, 1, 0.95, 2.0)]
+    info = ReportInfo(study="designed", objectives={}, reference_accuracy=0.95, validation_images=400, hardware={},
+                      workload={}, trials=rows, pareto=[], baseline=0, hypervolume=[], hypervolume_reference=None,
+                      importances={}, importance_notes=[], findings=[])
+    text = "\n".join(findings(info))
+    assert "int8 on ort-cpu was slower than fp32 at batch 32 (1.5x" in text
+    assert "pruning below 0.50 bought no latency (ratios 0.10, 0.20" in text
+    assert "pruning 0.50 cut per-sample latency 1.7x and cost 2.0 points of accuracy" in text
+    assert "ort-cpu beat torch-cpu by 7.0x at the accuracy both reach" in text
+    assert "batch 32 cut per-sample latency 2.0x vs batch 1 on ort-cpu fp32" in text
+    assert "the fastest feasible trial, #1 ort-cpu fp32" in text and "7.0x faster than the baseline" in text
+    assert "1 of 7 completed trials broke a constraint (#5)" in text
+    # nothing claimed that the table does not show
+    assert "fp16" not in text and "bf16" not in text and "torch-cuda" not in text

@@ -1,0 +1,164 @@
+"""OpenVINO on CPU: fp32 / bf16 from the fp32 ONNX file, int8 from the same calibrated QDQ ONNX file as ort-cpu.
+
+* The precision is always set explicitly (``INFERENCE_PRECISION_HINT``): left alone, the CPU plugin
+  silently runs an fp32 model in bf16 on CPUs with BF16 instructions. int8 runs with an f32 hint, so
+  whatever the QDQ graph leaves in float runs in fp32 as it does on ort-cpu.
+* The executed precision is read back from the compiled model: the runtime precision of its compute
+  nodes (Convolution, FullyConnected, MatMul, ...), so a QDQ graph OpenVINO did not run in int8 is
+  reported as what it ran; the precision hint read back is the fallback when no compute node is found.
+* Shapes are static: the model is reshaped to the batch it is given and compiled then (``prepare``
+  is not timed). A smaller batch (the accuracy loop's last one) is zero-padded to the compiled batch
+  and the outputs sliced back; a larger batch compiles the model once more at that size.
+* ``graph_opt`` does not apply: OpenVINO always runs its own graph transformations (fusions, QDQ
+  folding into int8 kernels, layout choice) and has no knob to turn them down; the value is ignored.
+* ``PERFORMANCE_HINT=LATENCY`` (one stream) and ``INFERENCE_NUM_THREADS`` = the candidate's threads.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from tuner import hardware
+from tuner.runtimes.base import ONNX_FP32, ONNX_INT8, Placement, Session
+
+DEVICE = "CPU"
+HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # int8: the non-quantized remainder runs fp32
+_PRECISION_NAMES = {"f32": "fp32", "f16": "fp16", "bf16": "bf16", "i8": "int8", "u8": "int8"}
+# CPU-plugin layer types that carry the MACs; their runtime precision is what the model executes in.
+_COMPUTE = {"Convolution", "GroupConvolution", "Deconvolution", "FullyConnected", "MatMul", "Gemm"}
+
+
+@functools.lru_cache(maxsize=1)
+def _core() -> Any:
+    import openvino as ov
+
+    return ov.Core()
+
+
+def runtime_precisions(compiled: Any) -> set[str]:
+    """The precisions (fp32 | fp16 | bf16 | int8) the compute nodes of a compiled model execute in."""
+    found = set()
+    for op in compiled.get_runtime_model().get_ordered_ops():
+        rt = op.get_rt_info()
+        if "layerType" not in rt or rt["layerType"].astype(str) not in _COMPUTE:
+            continue
+        precision = rt["runtimePrecision"].astype(str) if "runtimePrecision" in rt else ""
+        if precision in _PRECISION_NAMES:
+            found.add(_PRECISION_NAMES[precision])
+    return found
+
+
+def hint_precision(compiled: Any) -> str:
+    """The INFERENCE_PRECISION_HINT the compiled model ended up with, as fp32 | fp16 | bf16."""
+    hint = compiled.get_property("INFERENCE_PRECISION_HINT")
+    name = hint.get_type_name() if hasattr(hint, "get_type_name") else str(hint)
+    return _PRECISION_NAMES.get(name, name)
+
+
+@dataclass
+class _Prepared:
+    request: Any  # the infer request of the compiled model this batch runs on
+    inputs: dict[int, np.ndarray]
+    n: int  # real rows; the rest is padding
+
+
+class OpenVinoSession(Session):
+    def __init__(self, onnx_path: Path, precision: str, threads: int):
+        import openvino as ov
+
+        core = _core()
+        self.model = core.read_model(str(onnx_path))
+        if len(self.model.inputs) != 1:
+            raise ValueError(f"{onnx_path} has {len(self.model.inputs)} inputs; ov-cpu runs single-input models")
+        self.input_name = self.model.inputs[0].get_any_name()
+        self.input_shape = self.model.inputs[0].get_partial_shape()
+        self.config = {"INFERENCE_PRECISION_HINT": HINTS[precision], "PERFORMANCE_HINT": "LATENCY",
+                       "INFERENCE_NUM_THREADS": int(threads)}
+        self.requested = precision
+        self._ov = ov
+        self._compiled: dict[int, Any] = {}  # batch size -> compiled model
+        self._requests: dict[int, Any] = {}
+
+    def _compile(self, batch: int) -> None:
+        shape = self._ov.PartialShape([batch, *list(self.input_shape)[1:]])
+        model = self.model.clone()
+        model.reshape({self.input_name: shape})
+        compiled = _core().compile_model(model, DEVICE, self.config)
+        self._compiled[batch] = compiled
+        self._requests[batch] = compiled.create_infer_request()
+
+    def _batch_for(self, n: int) -> int:
+        """The smallest compiled batch that holds ``n`` rows, compiling one for ``n`` if none does."""
+        fits = [b for b in self._compiled if b >= n]
+        if not fits:
+            self._compile(n)
+            return n
+        return min(fits)
+
+    @property
+    def executed_precision(self) -> str:  # type: ignore[override]
+        if not self._compiled:
+            self._compile(1)
+        kinds: set[str] = set()
+        for compiled in self._compiled.values():
+            kinds |= runtime_precisions(compiled) or {hint_precision(compiled)}
+        return kinds.pop() if len(kinds) == 1 else "mixed"
+
+    @property
+    def inference_precision_hint(self) -> str:
+        """The hint as read back from the compiled model (fp32 | bf16 | ...)."""
+        if not self._compiled:
+            self._compile(1)
+        return hint_precision(next(iter(self._compiled.values())))
+
+    def prepare(self, x: np.ndarray) -> _Prepared:
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        n = x.shape[0]
+        batch = self._batch_for(n)
+        if batch > n:
+            x = np.concatenate([x, np.zeros((batch - n, *x.shape[1:]), np.float32)])
+        return _Prepared(self._requests[batch], {0: x}, n)
+
+    def run(self, prepared: _Prepared) -> Any:
+        prepared.request.infer(prepared.inputs, share_inputs=True, share_outputs=True)
+        return prepared
+
+    def to_numpy(self, outputs: Any) -> np.ndarray:
+        logits = outputs.request.get_output_tensor(0).data
+        return np.array(logits[:outputs.n], dtype=np.float32)  # a copy: the next infer reuses the buffer
+
+    def close(self) -> None:
+        self._requests.clear()  # frees the streams executor's threads
+        self._compiled.clear()
+
+
+class OpenVinoPlacement(Placement):
+    name = "ov-cpu"
+    precisions = ("fp32", "bf16", "int8")
+
+    def unavailable(self) -> str | None:
+        try:
+            import openvino  # noqa: F401
+        except ImportError as err:
+            return f"ov-cpu needs the openvino package ({err}); pip install openvino"
+        return None
+
+    def refuse(self, precision: str) -> str | None:
+        if precision == "bf16" and not hardware.has_cpu_bf16():
+            return ("bf16 on ov-cpu needs a CPU with AVX512-BF16 or AMX; on this CPU OpenVINO would emulate "
+                    "it or run fp32")
+        return super().refuse(precision)
+
+    def artifact(self, precision: str) -> str:
+        return ONNX_INT8 if precision == "int8" else ONNX_FP32  # int8: the same QDQ file as ort-cpu
+
+    def open(self, model: nn.Module | None, onnx_path: Path | None, precision: str, graph_opt: str,
+             threads: int) -> Session:
+        assert onnx_path is not None
+        return OpenVinoSession(onnx_path, precision, threads)  # graph_opt: no OpenVINO equivalent, ignored

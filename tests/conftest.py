@@ -77,7 +77,7 @@ def small_study(studies_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     space = tmp_path_factory.mktemp("small_space") / "space.yaml"
     space.write_text(yaml.safe_dump(SMALL_SPACE))
     r = run_tuner("--model", f"{TINY}:conv_net", "--resolution", "16", "--train-steps", "80", "--recover-steps", "20",
-                  "--studies-dir", str(studies_dir), "--space", str(space), "--n-trials", "8", "--study", "small",
+                  "--studies-dir", str(studies_dir), "--space", str(space), "--n-trials", "8", "--study", "small", "--remeasure-rounds", "0",
                   "--seed", "3")
     assert r.returncode == 0, r.stderr
     return {"name": "small", "studies_dir": str(studies_dir), "storage": f"sqlite:///{studies_dir}/small.db"}

@@ -63,7 +63,7 @@ def postgres_url():
                                  f"-p {port} -k {data} -c listen_addresses=127.0.0.1", "start"]),
                    check=True, capture_output=True)
     try:
-        yield f"postgresql+psycopg2://postgres:s3cret@127.0.0.1:{port}/postgres"  # trust auth: any password works
+        yield f"postgresql://postgres:s3cret@127.0.0.1:{port}/postgres"  # trust auth: any password works
     finally:
         subprocess.run(_as_postgres([str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"]),
                        capture_output=True)
@@ -76,7 +76,7 @@ def _args(tmp_path: Path, studies_dir: Path, study: str, n_trials: int, model: s
     path.write_text(yaml.safe_dump(space or SPACE, sort_keys=False))
     return ["--model", f"{TINY}:{model}", "--resolution", "16", "--train-steps", "80", "--recover-steps", "20",
             "--studies-dir", str(studies_dir), "--space", str(path), "--study", study,
-            "--n-trials", str(n_trials), "--heartbeat", "1", "--max-retries", "2"]
+            "--n-trials", str(n_trials), "--heartbeat", "1", "--max-retries", "2", "--remeasure-rounds", "0"]
 
 
 def _spawn(args: list[str]) -> subprocess.Popen:

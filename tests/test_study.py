@@ -31,7 +31,7 @@ def _args(tmp_path, studies_dir, n_trials, name):
 
 
 def test_short_study_end_to_end(tmp_path, studies_dir):
-    r = run_tuner(*_args(tmp_path, studies_dir, 8, "short"), "--json")
+    r = run_tuner(*_args(tmp_path, studies_dir, 8, "short"), "--json", "--remeasure-rounds", "1")
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["study"] == "short" and out["storage"].startswith("sqlite:///")
@@ -48,10 +48,14 @@ def test_short_study_end_to_end(tmp_path, studies_dir):
     assert trial0.user_attrs["baseline"] and trial0.user_attrs["candidate"]["placement"] == "torch-cpu"
     assert all("hardware" in t.user_attrs for t in study.trials)
     assert study.metric_names == ["accuracy", "per_sample_ms"]
+    assert out["remeasure"]["rounds"] == 1
+    assert {str(t.number) for t in study.best_trials} <= set(out["remeasure"]["trials"])
+    for t in study.best_trials:  # the Pareto set was re-timed in fresh processes and the figures stored
+        assert t.user_attrs["remeasure"]["median_ms"] > 0, t.user_attrs["remeasure"]
 
 
 def test_ctrl_c_then_resume(tmp_path, studies_dir):
-    args = _args(tmp_path, studies_dir, 7, "resume")
+    args = [*_args(tmp_path, studies_dir, 7, "resume"), "--remeasure-rounds", "0"]
     storage = f"sqlite:///{studies_dir}/resume.db"
     proc = subprocess.Popen([sys.executable, "-m", "tuner", *args], cwd=ROOT, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,

@@ -119,6 +119,9 @@ class Run(Command):
         g.add_argument("--heartbeat", type=float, default=10.0,
                        help="seconds between a running trial's heartbeats; 3 missed ones mark its worker dead")
         g.add_argument("--max-retries", type=int, default=1, help="re-runs of a trial whose worker died or crashed")
+        g.add_argument("--remeasure-rounds", type=int, default=2,
+                       help="when the study is complete, re-time the Pareto set in fresh processes, interleaved, "
+                            "this many rounds (0: skip)")
         g.add_argument("--allow-mixed-hardware", action="store_true",
                        help="join a study started on other hardware (its latencies are then not comparable)")
         parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -127,9 +130,10 @@ class Run(Command):
         from tuner import summary
         from tuner.data import DEFAULT_RESOLUTION
         from tuner.objectives import load_objectives
+        from tuner.remeasure import format_remeasure, remeasure_pareto
         from tuner.space import load_space
         from tuner.study import (SAMPLERS, StudySettings, check_study_name, default_storage, default_study_name,
-                                 mask_url, run_study)
+                                 finished_trials, mask_url, run_study)
 
         if args.sampler not in SAMPLERS:
             raise TunerError(f"unknown sampler {args.sampler!r}; use one of {', '.join(SAMPLERS)}.")
@@ -148,13 +152,22 @@ class Run(Command):
             raise TunerError("--heartbeat must be > 0 and --max-retries >= 0.")
         settings = StudySettings(name, storage, space, objectives, spec, args.sampler, args.seed, args.n_trials,
                                  args.timeout, args.heartbeat, args.max_retries, args.allow_mixed_hardware)
+        if args.remeasure_rounds < 0:
+            raise TunerError(f"--remeasure-rounds must be >= 0, got {args.remeasure_rounds}.")
         with summary.ProgressBar(args.n_trials) as bar:
             study = run_study(settings, bar.update, log)
+        remeasured = None
+        if args.remeasure_rounds and finished_trials(study) >= args.n_trials:
+            log(f"re-timing the Pareto set and the baseline in fresh processes ({args.remeasure_rounds} rounds)")
+            remeasured = remeasure_pareto(study, spec.cache_dir, rounds=args.remeasure_rounds, log=log)
         found = summary.summarize(study, objectives)
         if args.json:
-            print(json.dumps({"study": name, "storage": mask_url(storage), **found}))
+            print(json.dumps({"study": name, "storage": mask_url(storage), **found,
+                              "remeasure": remeasured.to_dict() if remeasured else None}))
         else:
             print(summary.pareto_table(found))
+            if remeasured:
+                print("\n" + format_remeasure(remeasured))
             print(f"\nstorage: {mask_url(storage)}  (optuna.load_study(study_name={name!r}, storage=...))")
         return 0
 

@@ -99,11 +99,11 @@ def make_sampler(name: str, seed: int, n_trials: int) -> optuna.samplers.BaseSam
     raise ConfigError(f"unknown sampler {name!r}; use one of {', '.join(SAMPLERS)}.")
 
 
-def open_study(s: StudySettings) -> tuple[optuna.Study, bool]:
+def open_study(s: StudySettings, storage: optuna.storages.BaseStorage | None = None) -> tuple[optuna.Study, bool]:
     """Create the study (enqueueing the baseline) or load it to resume; returns (study, created)."""
     check_study_name(s.name)
     directions = list(s.objectives.directions)
-    storage = make_storage(s.storage, s.heartbeat, s.max_retries)
+    storage = storage or make_storage(s.storage, s.heartbeat, s.max_retries)
     try:
         study = optuna.create_study(study_name=s.name, storage=storage, directions=directions)
         created = True
@@ -140,7 +140,10 @@ def make_storage(url: str, heartbeat: float, max_retries: int) -> optuna.storage
             grace_period=max(3, round(3 * heartbeat)),
             heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retries),
         )
-    except Exception as err:  # driver missing, server down, bad credentials: all one line
+    except ImportError:
+        raise ConfigError(f"--storage {mask_url(url)} needs its database driver; for PostgreSQL: "
+                          "pip install 'psycopg[binary]' (or the tuner[postgres] extra).") from None
+    except Exception as err:  # server down, bad credentials: one line
         first = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
         raise ConfigError(f"cannot open storage {mask_url(url)}: {mask_url(first)}; check the URL and that the "
                           "database server is reachable.") from None
@@ -245,8 +248,13 @@ def run_study(s: StudySettings, on_progress: Callable[[Progress], None] = lambda
     done_before = 0
     worker = Worker(s.workload)
     try:
-        reference = worker.reference()  # loads data and model in the worker: bad input fails here, before Optuna
-        study, created = open_study(s)
+        check_study_name(s.name)
+        # A database server is checked first (an unreachable one should not wait for a baseline to train);
+        # a SQLite file only once the workload loaded, so bad input leaves no empty study file behind.
+        local = s.storage.startswith("sqlite")
+        storage = None if local else make_storage(s.storage, s.heartbeat, s.max_retries)
+        reference = worker.reference()  # data and model load in the worker: bad input fails before any write
+        study, created = open_study(s, storage)
         done_before = finished_trials(study)
         if study.user_attrs.get("reference") is None:
             study.set_user_attr("reference", reference)

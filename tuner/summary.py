@@ -59,11 +59,14 @@ class ProgressBar:
     """A tqdm bar on stderr: trials done, Pareto size, best feasible speedup, the last trial."""
 
     def __init__(self, total: int):
-        from tqdm import tqdm
-
-        self.bar = tqdm(total=total, unit="trial", file=sys.stderr, dynamic_ncols=True)
+        self.total = total
+        self.bar: Any = None  # drawn at the first finished trial, so setup errors stay one line
 
     def update(self, p: Progress) -> None:
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=self.total, unit="trial", file=sys.stderr, dynamic_ncols=True)
         self.bar.n = min(p.done, self.bar.total)
         self.bar.set_postfix_str(f"pareto {p.pareto}, best {p.best_speedup:.1f}x" if p.best_speedup
                                  else f"pareto {p.pareto}")
@@ -73,4 +76,5 @@ class ProgressBar:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.bar.close()
+        if self.bar is not None:
+            self.bar.close()

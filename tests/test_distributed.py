@@ -141,8 +141,7 @@ def test_kill_9_then_same_command_completes(tmp_path, studies_dir):
 
 
 def test_a_crashing_candidate_fails_one_trial_and_the_study_goes_on(tmp_path, studies_dir):
-    space = {"placement": "torch-cpu", "batch_size": {"choices": [1, 8]}, "prune_ratio": {"choices": [0.0, 0.5]},
-             "threads": 1}
+    space = {"placement": "torch-cpu", "batch_size": {"choices": [1, 8]}, "threads": 1}
     args = _args(tmp_path, studies_dir, "crashing", 6, model="crashing_net", space=space)
     r = run_tuner(*args, "--json", "--sampler", "random", "--seed", "1")
     assert r.returncode == 0, r.stderr

@@ -50,3 +50,20 @@ def test_unfused_int8_reports_what_really_ran(workload):
     """With graph optimization off, ORT runs QDQ as float convs: the figure is not counted as int8."""
     c = Candidate(placement="ort-cpu", precision="int8", graph_opt="disable")
     assert measure(build(workload, c), workload.data, LatencyPolicy(max_seconds=0.3)).executed_precision == "fp32"
+
+
+def test_hopeless_accuracy_pass_stops_early(workload):
+    """An untrained model cannot reach 90%: the pass stops long before the end of the split."""
+    import torch
+
+    from tuner.errors import HopelessCandidate
+    from tuner.measure.accuracy import top1
+    from tuner.runtimes.torch_runtime import TorchSession
+
+    torch.manual_seed(0)
+    session = TorchSession(workload.builder(num_classes=10), "cpu", torch.float32, threads=1)
+    with pytest.raises(HopelessCandidate, match=r"stopped after (\d+) of 359") as err:
+        top1(session, workload.data, batch_size=8, min_accuracy=0.9)
+    seen = int(str(err.value).split("after ")[1].split(" of")[0])
+    assert seen < 100
+    assert top1(session, workload.data, batch_size=8, min_accuracy=0.0) < 0.9  # without a bound it runs to the end

@@ -114,7 +114,7 @@ class Run(Command):
         g.add_argument("--study", help="study name (default: model-data-resolution-hardware)")
         g.add_argument("--storage", help="any Optuna storage URL (default: sqlite under --studies-dir)")
         g.add_argument("--sampler", default="tpe", help="tpe | nsga2 | gp | random")
-        g.add_argument("--n-trials", type=int, default=30, help="total trials in the study, baseline included")
+        g.add_argument("--n-trials", type=int, default=20, help="total trials in the study, baseline included")
         g.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
         g.add_argument("--heartbeat", type=float, default=10.0,
                        help="seconds between a running trial's heartbeats; 3 missed ones mark its worker dead")

@@ -34,3 +34,7 @@ class CandidateBuildError(TunerError):
 
 class MeasurementError(TunerError):
     """Measuring one candidate failed; the trial fails, the study goes on."""
+
+
+class HopelessCandidate(TunerError):
+    """The accuracy pass showed the candidate cannot meet the accuracy constraint: stopped early."""

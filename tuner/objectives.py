@@ -45,6 +45,12 @@ class Objectives:
     def values(self, metrics: dict[str, float]) -> list[float]:
         return [float(metrics[n]) for n in self.names]
 
+    def min_accuracy(self, reference_accuracy: float) -> float | None:
+        """The lowest accuracy any feasible trial can have, from the accuracy constraints (None: no bound)."""
+        bounds = [c.min for c in self.constraints if c.metric == "accuracy" and c.min is not None]
+        bounds += [reference_accuracy - c.max for c in self.constraints if c.metric == "accuracy_drop" and c.max is not None]
+        return max(bounds) if bounds else None
+
     def feasible(self, metrics: dict[str, float]) -> bool:
         return all(c.violation(metrics) <= 0 for c in self.constraints)
 

@@ -20,9 +20,9 @@ class Evaluation:
     cache_misses: int = 0
 
 
-def evaluate(workload: Workload, candidate: Candidate) -> Evaluation:
+def evaluate(workload: Workload, candidate: Candidate, min_accuracy: float | None = None) -> Evaluation:
     hits, misses = workload.cache.hits, workload.cache.misses
     built = build(workload, candidate)
-    metrics = measure(built, workload.data)
+    metrics = measure(built, workload.data, min_accuracy=min_accuracy)
     return Evaluation(candidate.to_dict(), metrics.to_dict(), built.seconds,
                       workload.cache.hits - hits, workload.cache.misses - misses)

@@ -20,7 +20,8 @@ from optuna.trial import TrialState
 
 from tuner import hardware
 from tuner.candidate import Candidate
-from tuner.errors import CandidateBuildError, ConfigError, MeasurementError, UnsupportedCombination
+from tuner.errors import (CandidateBuildError, ConfigError, HopelessCandidate, MeasurementError,
+                          UnsupportedCombination)
 from tuner.objectives import Objectives
 from tuner.space import SearchSpace
 from tuner.worker import TrialCrashed, Worker
@@ -46,7 +47,7 @@ class StudySettings:
     workload: WorkloadSpec
     sampler: str = "tpe"
     seed: int = 0
-    n_trials: int = 30
+    n_trials: int = 20
     timeout: float | None = None
     heartbeat: float = 10.0  # seconds; a trial silent for 3 heartbeats is stale (its worker died)
     max_retries: int = 1  # how often a stale or crashed trial is run again
@@ -218,7 +219,13 @@ class Objective:
             trial.set_user_attr("duplicate_of", duplicate.number)
         else:
             try:
-                ev = self.worker.evaluate(candidate)
+                # The baseline is measured in full: it is the reference, never "hopeless".
+                floor = None if trial.user_attrs.get("baseline") else \
+                    self.s.objectives.min_accuracy(self.reference_accuracy)
+                ev = self.worker.evaluate(candidate, floor)
+            except HopelessCandidate as err:  # cannot be feasible: stopped early, not a failure
+                trial.set_user_attr("error", str(err))
+                raise optuna.TrialPruned(str(err)) from None
             except (CandidateBuildError, MeasurementError) as err:
                 trial.set_user_attr("error", str(err))
                 trial.set_user_attr("crashed", isinstance(err, TrialCrashed))

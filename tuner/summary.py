@@ -66,7 +66,8 @@ class ProgressBar:
         if self.bar is None:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=self.total, unit="trial", file=sys.stderr, dynamic_ncols=True)
+            self.bar = tqdm(total=self.total, unit="trial", file=sys.stderr, dynamic_ncols=True,
+                            bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} trials [{elapsed}{postfix}]")
         self.bar.n = min(p.done, self.bar.total)
         self.bar.set_postfix_str(f"pareto {p.pareto}, best {p.best_speedup:.1f}x" if p.best_speedup
                                  else f"pareto {p.pareto}")

@@ -66,10 +66,10 @@ def _reference(spec: WorkloadSpec) -> dict[str, Any]:
             "validation_images": len(w.data.val)}
 
 
-def _evaluate(spec: WorkloadSpec, candidate: dict[str, Any]) -> Evaluation:
+def _evaluate(spec: WorkloadSpec, candidate: dict[str, Any], min_accuracy: float | None) -> Evaluation:
     from tuner.pipeline import evaluate
 
-    return evaluate(_load(spec), Candidate(**candidate))
+    return evaluate(_load(spec), Candidate(**candidate), min_accuracy)
 
 
 class Worker:
@@ -96,8 +96,8 @@ class Worker:
         """Load the workload in the child (training a baseline if needed) and score the reference model."""
         return self._submit(_reference)
 
-    def evaluate(self, candidate: Candidate) -> Evaluation:
-        return self._submit(_evaluate, candidate.to_dict())
+    def evaluate(self, candidate: Candidate, min_accuracy: float | None = None) -> Evaluation:
+        return self._submit(_evaluate, candidate.to_dict(), min_accuracy)
 
     def close(self) -> None:
         if self._pool is not None:

@@ -31,7 +31,7 @@ class WorkloadSpec:
     mean: tuple[float, float, float] | None = None
     std: tuple[float, float, float] | None = None
     seed: int = 0
-    train_steps: int = 120  # baseline training budget, only used without --weights
+    train_steps: int = 100  # baseline training budget, only used without --weights
     recover_steps: int = 60  # distillation steps after pruning
     cache_dir: str | None = "studies/cache"  # None: cache nothing
 

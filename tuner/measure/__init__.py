@@ -41,13 +41,14 @@ def resolve_threads(threads: int) -> int:
     return threads or hardware.cores()
 
 
-def measure(built: Built, data: Dataset, policy: LatencyPolicy = LatencyPolicy()) -> Metrics:
+def measure(built: Built, data: Dataset, policy: LatencyPolicy = LatencyPolicy(),
+            min_accuracy: float | None = None) -> Metrics:
     c = built.candidate
     threads = resolve_threads(c.threads)
     start = time.perf_counter()
     session = runtimes.PLACEMENTS[c.placement].open(built.model, built.onnx_path, c.precision, c.graph_opt, threads)
     try:
-        accuracy = top1(session, data, c.batch_size)
+        accuracy = top1(session, data, c.batch_size, min_accuracy)  # first: a hopeless one skips timing
         prepared = session.prepare(data.example(c.batch_size))  # real images, prepared outside the timed loop
         lat: LatencyStats = time_calls(session.run, prepared, policy)
         executed = session.executed_precision

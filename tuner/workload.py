@@ -53,8 +53,8 @@ class Workload:
 
 def load_workload(spec: WorkloadSpec, log: Callable[[str], None] = print) -> Workload:
     cache_root = Path(spec.cache_dir) if spec.cache_dir else None
+    models.resolve_builder(spec.model)  # an unknown model fails before a large data set is decoded
     data = load_dataset(spec.data, spec.resolution, spec.mean, spec.std, spec.seed, cache_root)
-    builder = models.resolve_builder(spec.model)
     torch.manual_seed(spec.seed)  # the baseline's initial weights, so a trained baseline is reproducible
     model = models.create_model(spec.model, data.num_classes)
     cache = Cache(cache_root)

@@ -95,6 +95,7 @@ def summarize(params: dict, rounds: list[dict], study_figure: dict | None = None
         "executed_precision": "/".join(sorted({r["executed_precision"] for r in good})),
         "threads": good[0]["threads"],
         "size_mb": good[0]["size_mb"],
+        "param_count": good[0]["params"],  # "params" is the configuration
     })
     if study_figure is not None:
         out["study"] = study_figure

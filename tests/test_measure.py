@@ -1,9 +1,13 @@
+import dataclasses
+import time
+
 import numpy as np
 import pytest
 
+from tuner import hardware
 from tuner.build import build
 from tuner.candidate import Candidate
-from tuner.measure import measure
+from tuner.measure import host, measure
 from tuner.measure.latency import LatencyPolicy, median_ci, summarize, time_calls
 
 
@@ -27,9 +31,66 @@ def test_summarize_known_values():
 
 def test_time_calls_stops_when_ci_is_tight():
     calls = []
-    stats = time_calls(lambda x: calls.append(x), 1, LatencyPolicy(warmup=3, min_samples=20, max_samples=500))
-    assert len(calls) == 3 + stats.samples
-    assert 20 <= stats.samples <= 500
+    stats = time_calls(lambda x: calls.append(x), 1, LatencyPolicy(warmup=3, min_samples=20, max_samples=500,
+                                                                  block_seconds=0.001))
+    assert 20 <= stats.samples <= 500 and stats.samples < len(calls)  # warm-up and one wake-up call per block
+    assert stats.quiet and 0.0 <= stats.contended_share <= 1.0
+
+
+def _spin(ms: float) -> None:
+    end = time.perf_counter() + ms / 1000
+    while time.perf_counter() < end:
+        pass
+
+
+class _Host:
+    """A host that is contended in every `period`-th probe window and then runs `spin` twice as slow."""
+
+    def __init__(self, contended_every: int, reported: bool = True):
+        self.n, self.every, self.reported, self.slow = 0, contended_every, reported, False
+
+    def probe(self) -> host.HostState:
+        self.n += 1
+        self.slow = self.every > 0 and self.n % self.every == 0
+        return host.HostState((0.2 if self.slow and self.reported else 0.1, 0.1), 0.1)
+
+    def run(self, _: object) -> None:
+        _spin(2.0 if self.slow else 1.0)
+
+
+@pytest.mark.parametrize("reported", [True, False], ids=["canary-sees-it", "only-the-block-shows-it"])
+def test_time_calls_drops_contended_blocks(reported):
+    """Contention the probe sees, or that only makes a whole block slow, is left out of the figures."""
+    h = _Host(contended_every=3, reported=reported)
+    policy = LatencyPolicy(warmup=2, min_samples=30, max_seconds=1.0, rel_ci=0.0, block_seconds=0.01)
+    stats = time_calls(h.run, None, policy, probe=h.probe)
+    assert stats.quiet
+    assert 0.9 < stats.median_ms < 1.3 and stats.p95_ms < 1.5  # the 2 ms blocks are gone
+    assert 0.2 < stats.contended_share < 0.5 if reported else stats.contended_share == 0.0  # every third block
+    probes = h.n
+    unguarded = time_calls(h.run, None, dataclasses.replace(policy, quiet_host=False), probe=h.probe)
+    assert h.n == probes and unguarded.contended_share == 0.0  # no probing, nothing dropped
+
+
+def test_time_calls_on_a_host_that_never_goes_quiet_says_so():
+    h = _Host(contended_every=1)
+    policy = LatencyPolicy(warmup=1, min_samples=10, max_seconds=0.2, max_wait_seconds=0.3, block_seconds=0.01)
+    start = time.perf_counter()
+    stats = time_calls(h.run, None, policy, probe=h.probe)
+    assert time.perf_counter() - start < 2.0  # gave up waiting
+    assert not stats.quiet and stats.contended_share == 1.0 and stats.median_ms > 1.8
+
+
+def test_host_probe_reads_every_cpu_and_keeps_the_fastest(monkeypatch):
+    monkeypatch.setattr(host, "_fastest_ms", None)  # this process's full speed is restored afterwards
+    state = host.probe()
+    assert len(state.canary_ms) == hardware.cores() and min(state.canary_ms) > 0
+    assert state.reference_ms == host.reference_ms() <= min(state.canary_ms)
+    host.remember(state.reference_ms / 2)  # an earlier process saw the host faster: that is full speed
+    assert host.reference_ms() == state.reference_ms / 2
+    host.remember(state.reference_ms * 4)  # a slower one changes nothing
+    assert host.reference_ms() == state.reference_ms / 2
+    assert host.probe().slowdown >= 1.0
 
 
 @pytest.mark.parametrize("candidate", [

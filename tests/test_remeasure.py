@@ -1,13 +1,20 @@
 """Re-measuring a real study's Pareto set and baseline in fresh processes, and storing it on finished trials."""
 
+import dataclasses
+
 import optuna
 import pytest
 import yaml
 
 from tests.conftest import SMALL_SPACE, TINY, run_tuner
 from tuner.measure.latency import LatencyPolicy
-from tuner.remeasure import (RemeasureEntry, RemeasureSummary, format_remeasure, remeasure_pareto,
-                             set_finished_trial_user_attr)
+from tuner.remeasure import (
+    RemeasureEntry,
+    RemeasureSummary,
+    format_remeasure,
+    remeasure_pareto,
+    set_finished_trial_user_attr,
+)
 
 
 def test_remeasure_real_study(tmp_path, studies_dir):
@@ -82,6 +89,9 @@ def test_format_remeasure():
     assert "#0 base" in table and "ort-cpu/int8/8" in table and "0.5000" in table and "0.6125 (0.6000-0.6250)" in table
     assert "+22.5" in table and ">5% off, outside CI" in table and "error: MeasurementError: boom" in table
     assert "1 of 2 trials within 5%" in table
+    noisy = dataclasses.replace(ok, number=7, baseline=False, contended_rounds=1)
+    table = format_remeasure(RemeasureSummary(2, (ok, off, noisy), 2 / 3, True, 1.0))
+    assert "1 contended rounds" in table and "2 of 3 timed on a quiet host every time, 1 of them within 5%" in table
 
 
 def test_a_failing_measurement_is_one_error_line():

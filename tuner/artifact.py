@@ -422,7 +422,7 @@ def verify(directory: str | Path, log: Log = print,
            latency_tolerance: float = LATENCY_TOLERANCE) -> tuple[bool, list[Check]]:
     """Re-measure an export; (reproduces?, the checks behind the answer)."""
     from tuner.data import load_dataset
-    from tuner.measure import resolve_threads
+    from tuner.measure import host, resolve_threads
     from tuner.measure.accuracy import top1
     from tuner.measure.latency import LatencyPolicy, time_calls
     from tuner.runtimes import check_supported
@@ -444,6 +444,8 @@ def verify(directory: str | Path, log: Log = print,
                         data.fingerprint == want["fingerprint"] and len(data.val) == want["validation_images"]))
 
     same_machine = hardware.fingerprint_id(config.get("hardware") or {}) == hardware.fingerprint_id()
+    if same_machine:
+        host.remember(rec.get("host_reference_ms"))  # full speed as the export saw it (a quiet-host reference)
     threads = resolve_threads(c.threads)
     log(f"verifying {d}: {art['kind']} on {c.placement}, batch {c.batch_size}, {threads} threads")
     session = open_artifact(d, config, data, threads)

@@ -55,6 +55,8 @@ class RemeasureEntry:
     outside_ci: bool | None = None  # the re-measured median is outside the study's 95% CI
     within_5pct: bool | None = None
     error: str | None = None  # why this trial could not be re-measured
+    study_quiet: bool = True  # False: the study's figure was timed on a contended host (tuner.measure.host)
+    contended_rounds: int = 0  # rounds whose process found no quiet period (their figure includes contention)
 
     @property
     def batch_size(self) -> int:
@@ -95,9 +97,20 @@ class RemeasureSummary:
         m = self.measured
         return sum(bool(e.outside_ci) for e in m) / len(m) if m else None
 
+    @property
+    def quiet(self) -> tuple[RemeasureEntry, ...]:
+        """The entries timed on a quiet host every time (in the study and in every round)."""
+        return tuple(e for e in self.measured if e.study_quiet and not e.contended_rounds)
+
+    @property
+    def fraction_within_5pct_quiet(self) -> float | None:
+        q = self.quiet
+        return sum(bool(e.within_5pct) for e in q) / len(q) if q else None
+
     def to_dict(self) -> dict[str, Any]:
         return {"rounds": self.rounds, "fraction_within_5pct": self.fraction_within_5pct,
-                "fraction_outside_ci": self.fraction_outside_ci, "hardware_matches": self.hardware_matches,
+                "fraction_outside_ci": self.fraction_outside_ci, "quiet_trials": len(self.quiet),
+                "fraction_within_5pct_quiet": self.fraction_within_5pct_quiet, "hardware_matches": self.hardware_matches,
                 "seconds": self.seconds, "trials": {str(e.number): e.to_dict() for e in self.entries}}
 
 
@@ -126,7 +139,9 @@ def remeasure_pareto(study: optuna.Study, cache_dir: str | None, rounds: int = 3
         log(f"re-measuring latency of {len(trials)} trials ({len(groups)} distinct builds: the Pareto set and the "
             f"baseline) in fresh processes, {rounds} interleaved rounds")
     results: dict[str, list[float]] = {k: [] for k in groups}
+    contended: dict[str, list[bool]] = {k: [] for k in groups}  # per round: no quiet period came
     errors: dict[str, str] = {}
+    full_speed = _study_full_speed(study)
     for r in range(rounds):
         for key, group in groups.items():
             if key in errors:
@@ -134,20 +149,23 @@ def remeasure_pareto(study: optuna.Study, cache_dir: str | None, rounds: int = 3
             candidate = group[0].user_attrs["candidate"]
             label = "/".join(f"#{t.number}" for t in group)
             try:
-                out = _in_fresh_process(spec, candidate, policy, timeout)
+                out = _in_fresh_process(spec, candidate, policy, timeout, full_speed)
             except MeasurementError as err:
                 errors[key] = str(err)
                 log(f"  round {r + 1}/{rounds} {label} {_what(candidate)}: failed: {err}")
                 continue
             results[key].append(out["median_ms"])
+            contended[key].append(not out["quiet"])
+            full_speed = min(filter(None, (full_speed, out["host_reference_ms"])), default=None)
             log(f"  round {r + 1}/{rounds} {label} {_what(candidate)}: "
-                f"{out['median_ms'] / candidate['batch_size']:.4f} ms/sample (n={out['samples']})")
+                f"{out['median_ms'] / candidate['batch_size']:.4f} ms/sample (n={out['samples']}"
+                + ("" if out["quiet"] else ", host contended throughout") + ")")
 
     pareto = {t.number for t in study.best_trials}
     entries = []
     for key, group in groups.items():
         for t in group:
-            entries.append(_entry(t, t.number in pareto, results[key], errors.get(key)))
+            entries.append(_entry(t, t.number in pareto, results[key], sum(contended[key]), errors.get(key)))
     entries.sort(key=lambda e: e.number)
     measured = [e for e in entries if e.median_ms is not None]
     fraction = sum(bool(e.within_5pct) for e in measured) / len(measured) if measured else None
@@ -198,13 +216,21 @@ def _same_hardware(study: optuna.Study, log: Callable[[str], None]) -> bool:
     return False
 
 
-def _entry(t: FrozenTrial, pareto: bool, round_ms: list[float], error: str | None) -> RemeasureEntry:
+def _study_full_speed(study: optuna.Study) -> float | None:
+    """The fastest host-probe canary the study's workers saw: full speed, for the fresh processes to start from."""
+    seen = [t.user_attrs.get("metrics", {}).get("host_reference_ms") for t in study.get_trials(deepcopy=False)]
+    return min((float(x) for x in seen if isinstance(x, (int, float)) and x > 0), default=None)
+
+
+def _entry(t: FrozenTrial, pareto: bool, round_ms: list[float], contended_rounds: int,
+           error: str | None) -> RemeasureEntry:
     m = t.user_attrs["metrics"]
     study_ms = float(m["latency_ms"])
     lo, hi = (float(x) for x in m.get("latency_ci_ms", (study_ms, study_ms)))
     base = dict(number=t.number, baseline=bool(t.user_attrs.get("baseline")), pareto=pareto,
                 candidate=dict(t.user_attrs["candidate"]), study_ms=study_ms, study_ci_ms=(lo, hi),
-                round_ms=tuple(round_ms))
+                round_ms=tuple(round_ms), study_quiet=bool(m.get("latency_quiet", True)),
+                contended_rounds=contended_rounds)
     if not round_ms:
         return RemeasureEntry(**base, error=error or "not measured")
     median = _median(round_ms)
@@ -300,13 +326,17 @@ def _rdb_upsert_user_attr(backend: optuna.storages.RDBStorage, trial_id: int, ke
 
 
 def _in_fresh_process(spec: WorkloadSpec, candidate: dict[str, Any], policy: LatencyPolicy,
-                      timeout: float) -> dict[str, Any]:
-    """Run one measurement in a new interpreter, and end it whatever happens (timeout, Ctrl-C)."""
+                      timeout: float, full_speed_ms: float | None = None) -> dict[str, Any]:
+    """Run one measurement in a new interpreter, and end it whatever happens (timeout, Ctrl-C).
+
+    ``full_speed_ms``: the host probe's full-speed canary time seen by earlier processes, so that a process
+    starting while the host is contended does not take that for full speed.
+    """
     import subprocess
     from pathlib import Path
 
     job = {"spec": dataclasses.asdict(spec), "candidate": candidate, "policy": dataclasses.asdict(policy),
-           "sys_path": [p for p in sys.path if p]}
+           "sys_path": [p for p in sys.path if p], "full_speed_ms": full_speed_ms}
     root = str(Path(__file__).resolve().parent.parent)  # the very `tuner` this process runs
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, *filter(None, [os.environ.get("PYTHONPATH")])])}
     proc = subprocess.Popen([sys.executable, "-m", "tuner.remeasure"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -351,7 +381,8 @@ def _child_main() -> int:
     sys.path[:0] = [p for p in job["sys_path"] if p not in sys.path]  # e.g. the caller's cwd for module:callable
     spec = WorkloadSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in job["spec"].items()})
     try:
-        result = {"ok": True, **_time_latency(spec, job["candidate"], LatencyPolicy(**job["policy"]))}
+        result = {"ok": True, **_time_latency(spec, job["candidate"], LatencyPolicy(**job["policy"]),
+                                              job.get("full_speed_ms"))}
     except Exception as err:  # noqa: BLE001 - reported to the parent as this trial's error
         first = str(err).strip().splitlines()[0][:300] if str(err).strip() else ""
         result = {"ok": False, "error": f"{type(err).__name__}: {first}" if first else type(err).__name__}
@@ -374,14 +405,17 @@ def _die_with_parent() -> None:
         os._exit(1)
 
 
-def _time_latency(spec: WorkloadSpec, candidate: dict[str, Any], policy: LatencyPolicy) -> dict[str, Any]:
+def _time_latency(spec: WorkloadSpec, candidate: dict[str, Any], policy: LatencyPolicy,
+                  full_speed_ms: float | None = None) -> dict[str, Any]:
     """Load the workload, build the candidate (from the cache), time ``session.run`` on a prepared real batch."""
     from tuner import runtimes
     from tuner.build import build
     from tuner.candidate import Candidate
-    from tuner.measure import resolve_threads
+    from tuner.measure import host, resolve_threads
     from tuner.measure.latency import time_calls
     from tuner.workload import load_workload
+
+    host.remember(full_speed_ms)
 
     workload = load_workload(spec, log=lambda message: None)
     c = Candidate(**candidate)
@@ -397,6 +431,7 @@ def _time_latency(spec: WorkloadSpec, candidate: dict[str, Any], policy: Latency
     finally:
         session.close()
     return {"median_ms": lat.median_ms, "ci_ms": [lat.ci_low_ms, lat.ci_high_ms], "samples": lat.samples,
+            "quiet": lat.quiet, "contended_share": lat.contended_share, "host_reference_ms": host.reference_ms(),
             "pid": os.getpid()}
 
 
@@ -422,6 +457,10 @@ def format_remeasure(summary: RemeasureSummary) -> str:
             flags.append("outside CI")
         if e.error:
             flags.append(f"{len(e.round_ms)}/{summary.rounds} rounds")
+        if not e.study_quiet:
+            flags.append("study timed on a contended host")
+        if e.contended_rounds:
+            flags.append(f"{e.contended_rounds} contended rounds")
         diff = f"{100 * e.rel_diff:+.1f}"  # type: ignore[operator]
         rows.append((tag, what, study, now, diff, ", ".join(flags) or "ok"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
@@ -434,6 +473,11 @@ def format_remeasure(summary: RemeasureSummary) -> str:
         n = len(summary.measured)
         tail = (f"{round(summary.fraction_within_5pct * n)} of {n} trials within 5% of the study's figure "
                 f"({summary.fraction_within_5pct:.0%}); {summary.fraction_outside_ci:.0%} outside the study's 95% CI")
+        if len(summary.quiet) < n:
+            q = summary.quiet
+            tail += (f"\n{len(q)} of {n} timed on a quiet host every time" + (
+                f", {round(summary.fraction_within_5pct_quiet * len(q))} of them within 5%" if q else "")
+                + " (the host was contended by other tenants during the rest; see tuner/measure/host.py)")
     return "\n".join([head, *lines, tail])
 
 

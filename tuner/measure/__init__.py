@@ -10,6 +10,7 @@ from typing import Any
 from tuner import hardware, runtimes
 from tuner.build import Built
 from tuner.data import Dataset
+from tuner.measure import host
 from tuner.measure.accuracy import top1
 from tuner.measure.latency import LatencyPolicy, LatencyStats, time_calls
 
@@ -21,6 +22,9 @@ class Metrics:
     latency_p95_ms: float
     latency_ci_ms: tuple[float, float]  # 95% CI of the median
     samples: int  # timed calls behind the latency figures
+    latency_contended_share: float  # share of timed blocks during which the host probe found a CPU contended
+    latency_quiet: bool  # False: the host never went quiet within the budget; the figures include contention
+    host_reference_ms: float | None  # the host probe's full-speed canary time (handed to re-measure processes)
     per_sample_ms: float  # median per batch / batch size
     throughput: float  # samples per second at the median
     batch_size: int
@@ -57,6 +61,7 @@ def measure(built: Built, data: Dataset, policy: LatencyPolicy = LatencyPolicy()
     return Metrics(
         accuracy=accuracy, latency_ms=lat.median_ms, latency_p95_ms=lat.p95_ms,
         latency_ci_ms=(lat.ci_low_ms, lat.ci_high_ms), samples=lat.samples,
+        latency_contended_share=lat.contended_share, latency_quiet=lat.quiet, host_reference_ms=host.reference_ms(),
         per_sample_ms=lat.median_ms / c.batch_size, throughput=1000.0 * c.batch_size / lat.median_ms,
         batch_size=c.batch_size, params=built.params, macs=built.macs, size_mb=built.artifact_mb,
         executed_precision=executed, threads=threads, measure_seconds=time.perf_counter() - start,

@@ -1,4 +1,4 @@
-"""Latency statistics, in one place: warm-up, adaptive repeats, median, p95 and the median's CI."""
+"""Latency statistics, in one place: warm-up, adaptive repeats on a quiet host, median, p95 and the median's CI."""
 
 from __future__ import annotations
 
@@ -9,14 +9,25 @@ from typing import Any, Callable
 
 import numpy as np
 
+from tuner.measure import host
+
 
 @dataclass(frozen=True)
 class LatencyPolicy:
     warmup: int = 5  # calls before timing: lazy init, allocator and cache warm-up
     min_samples: int = 30
-    max_samples: int = 1000
+    max_samples: int = 100_000  # a memory cap; time and the CI end the timing first
+    min_seconds: float = 1.0  # observe at least this long, so that a quiet phase of the host can show
     max_seconds: float = 3.0  # timing budget per candidate, warm-up excluded
     rel_ci: float = 0.02  # stop once the 95% CI of the median is within +-2% of it
+    block_seconds: float = 0.05  # calls timed between two host probes (at least BLOCK_CALLS)
+    quiet_host: bool = True  # keep only blocks timed while every CPU ran at full speed (tuner.measure.host)
+    max_wait_seconds: float = 1.0  # beyond min_seconds, wait this long for a quiet host, then time it as it is
+
+
+BLOCK_CALLS = 5
+MIN_QUIET_SAMPLES = 10
+FAST_CLUSTER = 1.10  # a quiet block within 10% of the fastest quiet block: the host left it alone  # fewer quiet samples than this when time is up: report the contended figures
 
 
 @dataclass(frozen=True)
@@ -28,6 +39,8 @@ class LatencyStats:
     mean_ms: float
     std_ms: float
     samples: int
+    contended_share: float = 0.0  # share of timed blocks during which the probe found a CPU contended
+    quiet: bool = True  # False: no quiet phase came in time; the figures are the fastest phase seen
 
 
 def median_ci(sorted_ms: np.ndarray, confidence: float = 0.95) -> tuple[float, float]:
@@ -40,28 +53,65 @@ def median_ci(sorted_ms: np.ndarray, confidence: float = 0.95) -> tuple[float, f
     return float(sorted_ms[lo]), float(sorted_ms[hi])
 
 
-def summarize(samples_ms: list[float] | np.ndarray) -> LatencyStats:
+def summarize(samples_ms: list[float] | np.ndarray, contended_share: float = 0.0, quiet: bool = True) -> LatencyStats:
     s = np.sort(np.asarray(samples_ms, dtype=np.float64))
     lo, hi = median_ci(s)
     return LatencyStats(float(np.median(s)), float(np.percentile(s, 95)), lo, hi, float(s.mean()),
-                        float(s.std(ddof=1)) if len(s) > 1 else 0.0, len(s))
+                        float(s.std(ddof=1)) if len(s) > 1 else 0.0, len(s), contended_share, quiet)
 
 
-def time_calls(run: Callable[[Any], Any], prepared: Any, policy: LatencyPolicy = LatencyPolicy()) -> LatencyStats:
-    """Time ``run(prepared)`` alone (inputs were prepared beforehand) until the CI is tight."""
+def _tight(samples: list[float], rel_ci: float) -> bool:
+    s = np.sort(samples)
+    lo, hi = median_ci(s)
+    return (hi - lo) / 2 <= rel_ci * float(np.median(s))
+
+
+def time_calls(run: Callable[[Any], Any], prepared: Any, policy: LatencyPolicy = LatencyPolicy(),
+               probe: Callable[[], host.HostState] = host.probe) -> LatencyStats:
+    """Time ``run(prepared)`` alone (inputs were prepared beforehand) until the CI is tight.
+
+    Calls are timed in blocks, the host probed before each. With ``quiet_host`` a block counts when
+    every CPU ran at full speed and the block is not clearly slower (> FAST_CLUSTER) than the fastest
+    such block: contention the scalar canary cannot see (memory bandwidth, caches) shows only as a slow
+    block. Stops once the kept samples' CI is tight (after ``min_seconds``) or the budget is spent. With
+    no quiet phase within ``max_wait_seconds`` beyond ``min_seconds`` it keeps the fastest phase seen
+    among all blocks instead and reports ``quiet=False``: the figure then includes the neighbours' load.
+    """
     for _ in range(policy.warmup):
         run(prepared)
-    samples: list[float] = []
-    deadline = time.perf_counter() + policy.max_seconds
-    while len(samples) < policy.max_samples:
-        start = time.perf_counter_ns()
-        run(prepared)
-        samples.append((time.perf_counter_ns() - start) / 1e6)
-        if len(samples) >= policy.min_samples and len(samples) % 10 == 0:
-            if time.perf_counter() > deadline:
-                break
-            s = np.sort(samples)
-            lo, hi = median_ci(s)
-            if (hi - lo) / 2 <= policy.rel_ci * float(np.median(s)):
-                break
-    return summarize(samples)
+    blocks: list[tuple[bool, float, list[float]]] = []  # (host quiet, block median, samples)
+    select = _fast_cluster if policy.quiet_host else _every
+    start = time.perf_counter()
+    while True:
+        state = probe() if policy.quiet_host else None
+        run(prepared)  # untimed: wakes the runtime's threads after the probe
+        block: list[float] = []
+        end = time.perf_counter() + policy.block_seconds
+        while len(block) < BLOCK_CALLS or time.perf_counter() < end:
+            t0 = time.perf_counter_ns()
+            run(prepared)
+            block.append((time.perf_counter_ns() - t0) / 1e6)
+        blocks.append((state is None or state.quiet, float(np.median(block)), block))
+        elapsed = time.perf_counter() - start
+        quiet = select([b for b in blocks if b[0]])
+        waited = elapsed >= policy.min_seconds + policy.max_wait_seconds
+        kept = quiet if len(quiet) >= policy.min_samples or not waited else select(blocks)
+        if len(kept) >= policy.min_samples and (len(kept) >= policy.max_samples or elapsed >= policy.max_seconds
+                                                or (elapsed >= policy.min_seconds and _tight(kept, policy.rel_ci))):
+            break
+        if elapsed >= policy.max_seconds + policy.max_wait_seconds:
+            break
+    share = 1 - sum(1 for b in blocks if b[0]) / len(blocks)
+    if len(quiet) >= min(MIN_QUIET_SAMPLES, policy.min_samples):
+        return summarize(quiet[:policy.max_samples], share, True)
+    return summarize(select(blocks)[:policy.max_samples], share, False)
+
+
+def _every(blocks: list[tuple[bool, float, list[float]]]) -> list[float]:
+    return [x for _, _, samples in blocks for x in samples]
+
+
+def _fast_cluster(blocks: list[tuple[bool, float, list[float]]]) -> list[float]:
+    """The samples of the blocks within FAST_CLUSTER of the fastest block: the host's best phase seen."""
+    bar = FAST_CLUSTER * min((median for _, median, _ in blocks), default=math.inf)
+    return [x for _, median, samples in blocks if median <= bar for x in samples]

@@ -1,7 +1,7 @@
 """What a default study costs: wall time, trials, and where a trial's time goes (prune, recovery, calibration,
 export, measuring), the overhead beyond measuring, and the build cache's hit rate.
 
-Full figures (the default study: resnet18 on digits at 32 px, 30 trials, TPE, from an empty cache):
+Full figures (the default study: resnet18 on digits at 32 px, 20 trials, TPE, from an empty cache):
 
     python benchmarks/study_cost.py
 
@@ -41,7 +41,8 @@ STEPS = {"prune": ("prune",), "recovery": ("recover",), "fold/convert": ("fuse",
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_workload_args(p, studies_dir=None)
-    p.add_argument("--n-trials", type=int, default=30, help="trials in the study, baseline included (default 30)")
+    p.add_argument("--n-trials", type=int, default=20,
+                   help="trials in the study, baseline included (default 20, as `tuner run`)")
     p.add_argument("--sampler", default="tpe", help="tpe | nsga2 | gp | random (default tpe)")
     p.add_argument("--space", default="default", help="search space name or YAML path (default: default)")
     p.add_argument("--objectives", default="accuracy_latency", help="objectives name or YAML path")

@@ -88,9 +88,11 @@ def test_format_remeasure():
     table = format_remeasure(RemeasureSummary(2, (ok, off, bad), 0.5, True, 1.0))
     assert "#0 base" in table and "ort-cpu/int8/8" in table and "0.5000" in table and "0.6125 (0.6000-0.6250)" in table
     assert "+22.5" in table and ">5% off, outside CI" in table and "error: MeasurementError: boom" in table
-    assert "1 of 2 trials within 5%" in table
-    noisy = dataclasses.replace(ok, number=7, baseline=False, contended_rounds=1)
-    table = format_remeasure(RemeasureSummary(2, (ok, off, noisy), 2 / 3, True, 1.0))
+    assert "1 of 2 points within 5%" in table
+    noisy = dataclasses.replace(ok, number=7, baseline=False, contended_rounds=1,
+                                candidate={**ok.candidate, "threads": 1})
+    again = dataclasses.replace(off, number=9)  # a duplicate trial of #3: the same point, counted once
+    table = format_remeasure(RemeasureSummary(2, (ok, off, noisy, again), 2 / 3, True, 1.0))
     assert "1 contended rounds" in table and "2 of 3 timed on a quiet host every time, 1 of them within 5%" in table
 
 

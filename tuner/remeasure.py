@@ -83,14 +83,19 @@ class RemeasureEntry:
 class RemeasureSummary:
     rounds: int
     entries: tuple[RemeasureEntry, ...]  # by trial number
-    fraction_within_5pct: float | None  # over the entries that were re-measured; None when none was
+    fraction_within_5pct: float | None  # over the distinct points re-measured; None when none was
     hardware_matches: bool  # False: the study ran on other hardware, the comparison means little
     seconds: float  # wall time of the whole re-measurement
     stored: dict[int, str] = field(default_factory=dict)  # trial number -> "trial" | "study" (where the attr went)
 
     @property
     def measured(self) -> tuple[RemeasureEntry, ...]:
-        return tuple(e for e in self.entries if e.median_ms is not None)
+        """The points re-measured: one entry per distinct candidate (a duplicate trial repeats its figures)."""
+        seen: dict[str, RemeasureEntry] = {}
+        for e in self.entries:
+            if e.median_ms is not None:
+                seen.setdefault(json.dumps(e.candidate, sort_keys=True), e)
+        return tuple(seen.values())
 
     @property
     def fraction_outside_ci(self) -> float | None:
@@ -167,13 +172,13 @@ def remeasure_pareto(study: optuna.Study, cache_dir: str | None, rounds: int = 3
         for t in group:
             entries.append(_entry(t, t.number in pareto, results[key], sum(contended[key]), errors.get(key)))
     entries.sort(key=lambda e: e.number)
-    measured = [e for e in entries if e.median_ms is not None]
+    summary = RemeasureSummary(rounds, tuple(entries), None, hardware_matches, time.perf_counter() - start)
+    measured = summary.measured
     fraction = sum(bool(e.within_5pct) for e in measured) / len(measured) if measured else None
-    summary = RemeasureSummary(rounds, tuple(entries), fraction, hardware_matches, time.perf_counter() - start)
-    stored = _store(study, summary, {t.number: t for t in trials})
-    summary = dataclasses.replace(summary, stored=stored)
+    stored = _store(study, dataclasses.replace(summary, fraction_within_5pct=fraction), {t.number: t for t in trials})
+    summary = dataclasses.replace(summary, fraction_within_5pct=fraction, stored=stored)
     if fraction is not None:
-        log(f"re-measured {len(measured)} trials in {summary.seconds:.0f} s: {fraction:.0%} within 5% of the "
+        log(f"re-measured {len(measured)} points in {summary.seconds:.0f} s: {fraction:.0%} within 5% of the "
             f"study's figure, {summary.fraction_outside_ci:.0%} outside its 95% CI")
     return summary
 
@@ -471,7 +476,7 @@ def format_remeasure(summary: RemeasureSummary) -> str:
         tail = "nothing could be re-measured"
     else:
         n = len(summary.measured)
-        tail = (f"{round(summary.fraction_within_5pct * n)} of {n} trials within 5% of the study's figure "
+        tail = (f"{round(summary.fraction_within_5pct * n)} of {n} points within 5% of the study's figure "
                 f"({summary.fraction_within_5pct:.0%}); {summary.fraction_outside_ci:.0%} outside the study's 95% CI")
         if len(summary.quiet) < n:
             q = summary.quiet

@@ -104,7 +104,7 @@ class RemeasureSummary:
 
     @property
     def quiet(self) -> tuple[RemeasureEntry, ...]:
-        """The entries timed on a quiet host every time (in the study and in every round)."""
+        """The points timed on a quiet host every time (in the study and in every round)."""
         return tuple(e for e in self.measured if e.study_quiet and not e.contended_rounds)
 
     @property
@@ -114,7 +114,7 @@ class RemeasureSummary:
 
     def to_dict(self) -> dict[str, Any]:
         return {"rounds": self.rounds, "fraction_within_5pct": self.fraction_within_5pct,
-                "fraction_outside_ci": self.fraction_outside_ci, "quiet_trials": len(self.quiet),
+                "fraction_outside_ci": self.fraction_outside_ci, "quiet_points": len(self.quiet),
                 "fraction_within_5pct_quiet": self.fraction_within_5pct_quiet, "hardware_matches": self.hardware_matches,
                 "seconds": self.seconds, "trials": {str(e.number): e.to_dict() for e in self.entries}}
 
@@ -223,7 +223,7 @@ def _same_hardware(study: optuna.Study, log: Callable[[str], None]) -> bool:
 
 def _study_full_speed(study: optuna.Study) -> float | None:
     """The fastest host-probe canary the study's workers saw: full speed, for the fresh processes to start from."""
-    seen = [t.user_attrs.get("metrics", {}).get("host_reference_ms") for t in study.get_trials(deepcopy=False)]
+    seen = [(t.user_attrs.get("metrics") or {}).get("host_reference_ms") for t in study.get_trials(deepcopy=False)]
     return min((float(x) for x in seen if isinstance(x, (int, float)) and x > 0), default=None)
 
 

@@ -1,8 +1,8 @@
 """Is each CPU running at full speed right now? A canary probe, so that latency is timed on a quiet host.
 
 Cloud vCPUs share physical cores with other tenants. Measured on this project's 2-vCPU VM: each vCPU
-independently switches, for seconds at a time, between full speed and ~1.9x slower (a busy SMT sibling
-on the host), which moved one model's latency between 1.08 and 1.65 ms within one process and spread
+independently switches, for seconds at a time, between full speed and ~1.9x slower (most likely a busy SMT
+sibling on the host), which moved one model's latency between 1.08 and 1.65 ms within one process and spread
 fresh-process medians by 50%. No statistic over a contended window recovers the candidate's own cost, so
 ``time_calls`` asks this probe before each block of calls and keeps the blocks timed while every CPU was
 at full speed.

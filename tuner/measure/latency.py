@@ -26,8 +26,8 @@ class LatencyPolicy:
 
 
 BLOCK_CALLS = 5
-MIN_QUIET_SAMPLES = 10
-FAST_CLUSTER = 1.10  # a quiet block within 10% of the fastest quiet block: the host left it alone  # fewer quiet samples than this when time is up: report the contended figures
+MIN_QUIET_SAMPLES = 10  # fewer quiet samples than this when time is up: report the fastest phase seen instead
+FAST_CLUSTER = 1.10  # a block within 10% of the fastest block: the host left it alone
 
 
 @dataclass(frozen=True)

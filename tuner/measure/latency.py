@@ -93,6 +93,8 @@ def time_calls(run: Callable[[Any], Any], prepared: Any, policy: LatencyPolicy =
             block.append((time.perf_counter_ns() - t0) / 1e6)
         blocks.append((state is None or state.quiet, float(np.median(block)), block))
         elapsed = time.perf_counter() - start
+        if elapsed < policy.min_seconds and elapsed < policy.max_seconds:
+            continue  # nothing may stop yet: skip sorting a growing sample list after every block
         quiet = select([b for b in blocks if b[0]])
         waited = elapsed >= policy.min_seconds + policy.max_wait_seconds
         kept = quiet if len(quiet) >= policy.min_samples or not waited else select(blocks)

@@ -81,6 +81,7 @@ def time_calls(run: Callable[[Any], Any], prepared: Any, policy: LatencyPolicy =
         run(prepared)
     blocks: list[tuple[bool, float, list[float]]] = []  # (host quiet, block median, samples)
     select = _fast_cluster if policy.quiet_host else _every
+    timed = 0
     start = time.perf_counter()
     while True:
         state = probe() if policy.quiet_host else None
@@ -93,7 +94,8 @@ def time_calls(run: Callable[[Any], Any], prepared: Any, policy: LatencyPolicy =
             block.append((time.perf_counter_ns() - t0) / 1e6)
         blocks.append((state is None or state.quiet, float(np.median(block)), block))
         elapsed = time.perf_counter() - start
-        if elapsed < policy.min_seconds and elapsed < policy.max_seconds:
+        timed += len(block)
+        if elapsed < min(policy.min_seconds, policy.max_seconds) and timed < policy.max_samples:
             continue  # nothing may stop yet: skip sorting a growing sample list after every block
         quiet = select([b for b in blocks if b[0]])
         waited = elapsed >= policy.min_seconds + policy.max_wait_seconds

@@ -72,6 +72,17 @@ def test_time_calls_drops_contended_blocks(reported):
     assert h.n == probes and unguarded.contended_share == 0.0  # no probing, nothing dropped
 
 
+def test_fast_cluster_keeps_enough_samples_past_one_lucky_block():
+    from tuner.measure.latency import _fast_cluster
+
+    lucky, usual = (True, 1.0, [1.0] * 5), (True, 1.3, [1.3] * 5)  # 1.3 > FAST_CLUSTER x the lucky block
+    blocks = [usual] * 4 + [lucky] + [usual] * 6 + [(True, 2.6, [2.6] * 5)] * 3
+    assert _fast_cluster(blocks, at_least=5) == [1.0] * 5  # enough: the fast phase alone
+    kept = _fast_cluster(blocks, at_least=30)  # not enough: the next fastest blocks, never the slow phase
+    assert len(kept) == 30 and kept[:5] == [1.0] * 5 and max(kept) == 1.3
+    assert len(_fast_cluster(blocks[:3], at_least=30)) == 15  # fewer samples than asked: all there are
+
+
 def test_time_calls_on_a_host_that_never_goes_quiet_says_so():
     h = _Host(contended_every=1)
     policy = LatencyPolicy(warmup=1, min_samples=10, max_seconds=0.2, max_wait_seconds=0.3, block_seconds=0.01)

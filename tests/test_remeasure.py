@@ -43,7 +43,10 @@ def test_remeasure_real_study(tmp_path, studies_dir):
         assert len(e.round_ms) == 2 and e.median_ms > 0 and e.min_ms <= e.median_ms <= e.max_ms
         assert e.per_sample_ms == pytest.approx(e.median_ms / e.candidate["batch_size"])
         assert isinstance(e.outside_ci, bool) and isinstance(e.within_5pct, bool)
-    assert 0.0 <= summary.fraction_within_5pct <= 1.0
+    points = summary.pareto_points
+    assert {e.number for e in points} <= pareto and len(points) == len({str(sorted(e.candidate.items())) for e in
+                                                                       summary.entries if e.pareto})
+    assert summary.fraction_within_5pct == sum(e.within_5pct for e in points) / len(points)
     assert set(summary.stored.values()) == {"trial"}
     assert sum(line.lstrip().startswith("round ") for line in lines) == 2 * len(
         {str(sorted(e.candidate.items())) for e in summary.entries})
@@ -85,15 +88,19 @@ def test_format_remeasure():
                          (3.9, 4.1), (4.8, 5.0), 4.9, 4.8, 5.0, 0.225, True, False)
     bad = RemeasureEntry(5, False, True, {"placement": "ort-cpu", "precision": "fp32", "batch_size": 1}, 1.0,
                          (0.9, 1.1), error="MeasurementError: boom")
-    table = format_remeasure(RemeasureSummary(2, (ok, off, bad), 0.5, True, 1.0))
-    assert "#0 base" in table and "ort-cpu/int8/8" in table and "0.5000" in table and "0.6125 (0.6000-0.6250)" in table
-    assert "+22.5" in table and ">5% off, outside CI" in table and "error: MeasurementError: boom" in table
-    assert "1 of 2 points within 5%" in table
-    noisy = dataclasses.replace(ok, number=7, baseline=False, contended_rounds=1,
+    table = format_remeasure(RemeasureSummary(2, (ok, off, bad), 0.0, True, 1.0))
+    assert "#0 base (not Pareto)" in table and "ort-cpu/int8/8" in table and "0.5000" in table
+    assert "0.6125 (0.6000-0.6250)" in table and "+22.5" in table and ">5% off, outside CI" in table
+    assert "error: MeasurementError: boom" in table
+    assert "0 of 1 Pareto points within 5%" in table  # the baseline off the front is shown, not counted
+    noisy = dataclasses.replace(ok, number=7, baseline=False, pareto=True, contended_rounds=1,
                                 candidate={**ok.candidate, "threads": 1})
     again = dataclasses.replace(off, number=9)  # a duplicate trial of #3: the same point, counted once
-    table = format_remeasure(RemeasureSummary(2, (ok, off, noisy, again), 2 / 3, True, 1.0))
-    assert "1 contended rounds" in table and "2 of 3 timed on a quiet host every time, 1 of them within 5%" in table
+    summary = RemeasureSummary(2, (ok, off, noisy, again), 0.5, True, 1.0)
+    assert [e.number for e in summary.measured] == [0, 3, 7] and [e.number for e in summary.pareto_points] == [3, 7]
+    table = format_remeasure(summary)
+    assert "1 of 2 Pareto points" in table and "1 contended rounds" in table
+    assert "1 of 2 timed on a quiet host every time, 0 of them within 5%" in table
 
 
 def test_a_failing_measurement_is_one_error_line():

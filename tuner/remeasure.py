@@ -83,7 +83,7 @@ class RemeasureEntry:
 class RemeasureSummary:
     rounds: int
     entries: tuple[RemeasureEntry, ...]  # by trial number
-    fraction_within_5pct: float | None  # over the distinct points re-measured; None when none was
+    fraction_within_5pct: float | None  # over the distinct Pareto points re-measured; None when none was
     hardware_matches: bool  # False: the study ran on other hardware, the comparison means little
     seconds: float  # wall time of the whole re-measurement
     stored: dict[int, str] = field(default_factory=dict)  # trial number -> "trial" | "study" (where the attr went)
@@ -91,21 +91,30 @@ class RemeasureSummary:
     @property
     def measured(self) -> tuple[RemeasureEntry, ...]:
         """The points re-measured: one entry per distinct candidate (a duplicate trial repeats its figures)."""
-        seen: dict[str, RemeasureEntry] = {}
+        return tuple(group[0] for group in self._points())
+
+    @property
+    def pareto_points(self) -> tuple[RemeasureEntry, ...]:
+        """The measured points on the Pareto front: what the agreement figures are about. The baseline is
+        re-timed for the speedups; it counts here only where it is on the front itself."""
+        return tuple(group[0] for group in self._points() if any(e.pareto for e in group))
+
+    def _points(self) -> list[list[RemeasureEntry]]:
+        groups: dict[str, list[RemeasureEntry]] = {}
         for e in self.entries:
             if e.median_ms is not None:
-                seen.setdefault(json.dumps(e.candidate, sort_keys=True), e)
-        return tuple(seen.values())
+                groups.setdefault(json.dumps(e.candidate, sort_keys=True), []).append(e)
+        return list(groups.values())
 
     @property
     def fraction_outside_ci(self) -> float | None:
-        m = self.measured
+        m = self.pareto_points
         return sum(bool(e.outside_ci) for e in m) / len(m) if m else None
 
     @property
     def quiet(self) -> tuple[RemeasureEntry, ...]:
-        """The points timed on a quiet host every time (in the study and in every round)."""
-        return tuple(e for e in self.measured if e.study_quiet and not e.contended_rounds)
+        """The Pareto points timed on a quiet host every time (in the study and in every round)."""
+        return tuple(e for e in self.pareto_points if e.study_quiet and not e.contended_rounds)
 
     @property
     def fraction_within_5pct_quiet(self) -> float | None:
@@ -114,9 +123,10 @@ class RemeasureSummary:
 
     def to_dict(self) -> dict[str, Any]:
         return {"rounds": self.rounds, "fraction_within_5pct": self.fraction_within_5pct,
-                "fraction_outside_ci": self.fraction_outside_ci, "quiet_points": len(self.quiet),
-                "fraction_within_5pct_quiet": self.fraction_within_5pct_quiet, "hardware_matches": self.hardware_matches,
-                "seconds": self.seconds, "trials": {str(e.number): e.to_dict() for e in self.entries}}
+                "fraction_outside_ci": self.fraction_outside_ci, "pareto_points": len(self.pareto_points),
+                "quiet_points": len(self.quiet), "fraction_within_5pct_quiet": self.fraction_within_5pct_quiet,
+                "hardware_matches": self.hardware_matches, "seconds": self.seconds,
+                "trials": {str(e.number): e.to_dict() for e in self.entries}}
 
 
 # ---------------------------------------------------------------- the parent: choose, interleave, compare, store
@@ -173,13 +183,14 @@ def remeasure_pareto(study: optuna.Study, cache_dir: str | None, rounds: int = 3
             entries.append(_entry(t, t.number in pareto, results[key], sum(contended[key]), errors.get(key)))
     entries.sort(key=lambda e: e.number)
     summary = RemeasureSummary(rounds, tuple(entries), None, hardware_matches, time.perf_counter() - start)
-    measured = summary.measured
-    fraction = sum(bool(e.within_5pct) for e in measured) / len(measured) if measured else None
+    points = summary.pareto_points
+    fraction = sum(bool(e.within_5pct) for e in points) / len(points) if points else None
     stored = _store(study, dataclasses.replace(summary, fraction_within_5pct=fraction), {t.number: t for t in trials})
     summary = dataclasses.replace(summary, fraction_within_5pct=fraction, stored=stored)
     if fraction is not None:
-        log(f"re-measured {len(measured)} points in {summary.seconds:.0f} s: {fraction:.0%} within 5% of the "
-            f"study's figure, {summary.fraction_outside_ci:.0%} outside its 95% CI")
+        log(f"re-measured {len(summary.measured)} points in {summary.seconds:.0f} s: {fraction:.0%} of the "
+            f"{len(points)} Pareto points within 5% of the study's figure, {summary.fraction_outside_ci:.0%} outside "
+            f"its 95% CI")
     return summary
 
 
@@ -450,7 +461,7 @@ def format_remeasure(summary: RemeasureSummary) -> str:
     for e in summary.entries:
         bs = e.batch_size
         c = e.candidate
-        tag = f"#{e.number}" + (" base" if e.baseline else "")
+        tag = f"#{e.number}" + (" base" if e.baseline else "") + ("" if e.pareto else " (not Pareto)")
         what = f"{c.get('placement')}/{c.get('precision')}/{bs}"
         study = f"{e.study_per_sample_ms:.4f}"
         if e.median_ms is None:
@@ -473,10 +484,10 @@ def format_remeasure(summary: RemeasureSummary) -> str:
     head = (f"Latency re-measured in fresh processes ({summary.rounds} interleaved rounds; median of round medians"
             + ("" if summary.hardware_matches else "; NOTE: the study ran on other hardware") + "):")
     if summary.fraction_within_5pct is None:
-        tail = "nothing could be re-measured"
+        tail = "no Pareto point could be re-measured"
     else:
-        n = len(summary.measured)
-        tail = (f"{round(summary.fraction_within_5pct * n)} of {n} points within 5% of the study's figure "
+        n = len(summary.pareto_points)
+        tail = (f"{round(summary.fraction_within_5pct * n)} of {n} Pareto points within 5% of the study's figure "
                 f"({summary.fraction_within_5pct:.0%}); {summary.fraction_outside_ci:.0%} outside the study's 95% CI")
         if len(summary.quiet) < n:
             q = summary.quiet

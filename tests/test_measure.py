@@ -77,10 +77,22 @@ def test_fast_cluster_keeps_enough_samples_past_one_lucky_block():
 
     lucky, usual = (True, 1.0, [1.0] * 5), (True, 1.3, [1.3] * 5)  # 1.3 > FAST_CLUSTER x the lucky block
     blocks = [usual] * 4 + [lucky] + [usual] * 6 + [(True, 2.6, [2.6] * 5)] * 3
-    assert _fast_cluster(blocks, at_least=5) == [1.0] * 5  # enough: the fast phase alone
+    assert _fast_cluster(blocks, at_least=5) == [lucky]  # enough: the fast phase alone
     kept = _fast_cluster(blocks, at_least=30)  # not enough: the next fastest blocks, never the slow phase
-    assert len(kept) == 30 and kept[:5] == [1.0] * 5 and max(kept) == 1.3
-    assert len(_fast_cluster(blocks[:3], at_least=30)) == 15  # fewer samples than asked: all there are
+    assert kept == [lucky] + [usual] * 5
+    assert len(_fast_cluster(blocks[:3], at_least=30)) == 3  # fewer samples than asked: all there are
+
+
+def test_ci_counts_blocks_not_calls():
+    """Calls in one block share the host's moment: the CI of the median comes from the block medians."""
+    rng = np.random.default_rng(0)
+    levels = rng.uniform(1.0, 1.1, 20)  # the host's state per block: +-5%
+    samples = [x for level in levels for x in level + rng.normal(0, 0.002, 50)]
+    per_call = summarize(samples)
+    per_block = summarize(samples, block_medians_ms=[float(np.median(level + np.zeros(50))) for level in levels])
+    assert per_call.median_ms == per_block.median_ms and per_call.samples == per_block.samples == 1000
+    assert (per_block.ci_high_ms - per_block.ci_low_ms) > 4 * (per_call.ci_high_ms - per_call.ci_low_ms)
+    assert per_block.ci_low_ms <= per_block.median_ms <= per_block.ci_high_ms
 
 
 def test_time_calls_on_a_host_that_never_goes_quiet_says_so():

@@ -119,7 +119,7 @@ class Run(Command):
         g.add_argument("--heartbeat", type=float, default=10.0,
                        help="seconds between a running trial's heartbeats; 3 missed ones mark its worker dead")
         g.add_argument("--max-retries", type=int, default=1, help="re-runs of a trial whose worker died or crashed")
-        g.add_argument("--remeasure-rounds", type=int, default=2,
+        g.add_argument("--remeasure-rounds", type=int, default=3,  # a median of 3 outlasts one round in a slow phase
                        help="when the study is complete, re-time the Pareto set in fresh processes, interleaved, "
                             "this many rounds (0: skip)")
         g.add_argument("--allow-mixed-hardware", action="store_true",

@@ -57,17 +57,39 @@ def median_ci(sorted_ms: np.ndarray, confidence: float = 0.95) -> tuple[float, f
     return float(sorted_ms[lo]), float(sorted_ms[hi])
 
 
-def summarize(samples_ms: list[float] | np.ndarray, contended_share: float = 0.0, quiet: bool = True) -> LatencyStats:
+def summarize(samples_ms: list[float] | np.ndarray, contended_share: float = 0.0, quiet: bool = True,
+              block_medians_ms: list[float] | None = None) -> LatencyStats:
+    """Median, p95, mean, spread and the 95% CI of the median.
+
+    With ``block_medians_ms`` (two or more) the CI is that of the median of the block medians (the batch
+    means method): calls timed in one block share the host's state of that moment, so counting each call
+    as an independent draw gives a CI far narrower than what a later measurement reproduces."""
     s = np.sort(np.asarray(samples_ms, dtype=np.float64))
-    lo, hi = median_ci(s)
-    return LatencyStats(float(np.median(s)), float(np.percentile(s, 95)), lo, hi, float(s.mean()),
+    median = float(np.median(s))
+    if block_medians_ms is not None and len(block_medians_ms) >= 2:
+        lo, hi = median_ci(np.sort(np.asarray(block_medians_ms, dtype=np.float64)))
+        lo, hi = min(lo, median), max(hi, median)
+    else:
+        lo, hi = median_ci(s)
+    return LatencyStats(median, float(np.percentile(s, 95)), lo, hi, float(s.mean()),
                         float(s.std(ddof=1)) if len(s) > 1 else 0.0, len(s), contended_share, quiet)
 
 
-def _tight(samples: list[float], rel_ci: float) -> bool:
-    s = np.sort(samples)
-    lo, hi = median_ci(s)
-    return (hi - lo) / 2 <= rel_ci * float(np.median(s))
+Block = tuple[bool, float, list[float]]  # (host quiet when it began, median, samples) of one block of calls
+
+
+def _count(blocks: list[Block]) -> int:
+    return sum(len(samples) for _, _, samples in blocks)
+
+
+def _summarize_blocks(blocks: list[Block], contended_share: float, quiet: bool, max_samples: int) -> LatencyStats:
+    samples = [x for _, _, block in blocks for x in block][:max_samples]
+    return summarize(samples, contended_share, quiet, [median for _, median, _ in blocks])
+
+
+def _tight(blocks: list[Block], rel_ci: float) -> bool:
+    stats = _summarize_blocks(blocks, 0.0, True, _count(blocks))
+    return (stats.ci_high_ms - stats.ci_low_ms) / 2 <= rel_ci * stats.median_ms
 
 
 def time_calls(run: Callable[[Any], Any], prepared: Any, policy: LatencyPolicy = LatencyPolicy(),
@@ -86,9 +108,10 @@ def time_calls(run: Callable[[Any], Any], prepared: Any, policy: LatencyPolicy =
         if i >= policy.warmup and time.perf_counter() >= warm_until:
             break
         run(prepared)
-    blocks: list[tuple[bool, float, list[float]]] = []  # (host quiet, block median, samples)
-    def select(chosen: list[tuple[bool, float, list[float]]]) -> list[float]:
-        return _fast_cluster(chosen, policy.min_samples) if policy.quiet_host else _every(chosen)
+    blocks: list[Block] = []
+
+    def select(chosen: list[Block]) -> list[Block]:
+        return _fast_cluster(chosen, policy.min_samples) if policy.quiet_host else chosen
 
     timed = 0
     start = time.perf_counter()
@@ -108,33 +131,32 @@ def time_calls(run: Callable[[Any], Any], prepared: Any, policy: LatencyPolicy =
             continue  # nothing may stop yet: skip sorting a growing sample list after every block
         quiet = select([b for b in blocks if b[0]])
         waited = elapsed >= policy.min_seconds + policy.max_wait_seconds
-        kept = quiet if len(quiet) >= policy.min_samples or not waited else select(blocks)
-        if len(kept) >= policy.min_samples and (len(kept) >= policy.max_samples or elapsed >= policy.max_seconds
-                                                or (elapsed >= policy.min_seconds and _tight(kept, policy.rel_ci))):
+        kept = quiet if _count(quiet) >= policy.min_samples or not waited else select(blocks)
+        n = _count(kept)
+        if n >= policy.min_samples and (n >= policy.max_samples or elapsed >= policy.max_seconds
+                                        or (elapsed >= policy.min_seconds and _tight(kept, policy.rel_ci))):
             break
         if elapsed >= policy.max_seconds + policy.max_wait_seconds:
             break
     share = 1 - sum(1 for b in blocks if b[0]) / len(blocks)
-    if len(quiet) >= min(MIN_QUIET_SAMPLES, policy.min_samples):
-        return summarize(quiet[:policy.max_samples], share, True)
-    return summarize(select(blocks)[:policy.max_samples], share, False)
+    if _count(quiet) >= min(MIN_QUIET_SAMPLES, policy.min_samples):
+        return _summarize_blocks(quiet, share, True, policy.max_samples)
+    return _summarize_blocks(select(blocks), share, False, policy.max_samples)
 
 
-def _every(blocks: list[tuple[bool, float, list[float]]]) -> list[float]:
-    return [x for _, _, samples in blocks for x in samples]
-
-
-def _fast_cluster(blocks: list[tuple[bool, float, list[float]]], at_least: int) -> list[float]:
-    """The samples of the blocks within FAST_CLUSTER of the fastest block: the host's best phase seen.
+def _fast_cluster(blocks: list[Block], at_least: int) -> list[Block]:
+    """The blocks within FAST_CLUSTER of the fastest block: the host's best phase seen.
 
     Fastest blocks first, and at least ``at_least`` samples where there are that many: a slow call timed
     in few blocks (5 calls of 14 ms each) can have one lucky block, which alone would leave a handful of
     samples and a figure that the next process does not reproduce."""
-    kept: list[float] = []
-    bar = math.inf
-    for _, median, samples in sorted(blocks, key=lambda b: b[1]):
-        bar = min(bar, FAST_CLUSTER * median)
-        if median > bar and len(kept) >= at_least:
+    ordered = sorted(blocks, key=lambda b: b[1])
+    bar = FAST_CLUSTER * ordered[0][1] if ordered else math.inf
+    kept: list[Block] = []
+    n = 0
+    for block in ordered:
+        if block[1] > bar and n >= at_least:
             break
-        kept.extend(samples)
+        kept.append(block)
+        n += len(block[2])
     return kept

@@ -38,7 +38,7 @@ FAST_CLUSTER = 1.10  # a block within 10% of the fastest block: the host left it
 class LatencyStats:
     median_ms: float
     p95_ms: float
-    ci_low_ms: float  # 95% distribution-free confidence interval of the median
+    ci_low_ms: float  # 95% distribution-free CI of the median (over block medians where timed in blocks)
     ci_high_ms: float
     mean_ms: float
     std_ms: float
@@ -99,7 +99,7 @@ def time_calls(run: Callable[[Any], Any], prepared: Any, policy: LatencyPolicy =
     Calls are timed in blocks, the host probed before each. With ``quiet_host`` a block counts when
     every CPU ran at full speed and the block is not clearly slower (> FAST_CLUSTER) than the fastest
     such block: contention the scalar canary cannot see (memory bandwidth, caches) shows only as a slow
-    block. Stops once the kept samples' CI is tight (after ``min_seconds``) or the budget is spent. With
+    block. Stops once the kept blocks' CI is tight (after ``min_seconds``) or the budget is spent. With
     no quiet phase within ``max_wait_seconds`` beyond ``min_seconds`` it keeps the fastest phase seen
     among all blocks instead and reports ``quiet=False``: the figure then includes the neighbours' load.
     """

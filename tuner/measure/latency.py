@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import math
 import time
 from dataclasses import dataclass
@@ -104,9 +103,9 @@ def time_calls(run: Callable[[Any], Any], prepared: Any, policy: LatencyPolicy =
     among all blocks instead and reports ``quiet=False``: the figure then includes the neighbours' load.
     """
     warm_until = time.perf_counter() + policy.warmup_seconds
-    for i in itertools.count():
-        if i >= policy.warmup and time.perf_counter() >= warm_until:
-            break
+    for _ in range(policy.warmup):
+        run(prepared)
+    while time.perf_counter() < warm_until:
         run(prepared)
     blocks: list[Block] = []
 

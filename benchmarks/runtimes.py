@@ -82,7 +82,7 @@ def child(job: dict) -> None:
     try:
         prepared = session.prepare(x)
         open_s = time.perf_counter() - start
-        lat = time_calls(session.run, prepared, LatencyPolicy(max_seconds=job["seconds"]))
+        lat = time_calls(session.run, prepared, LatencyPolicy(max_seconds=job["seconds"]), threads=job["threads"])
         executed = session.executed_precision
     finally:
         session.close()

@@ -17,7 +17,7 @@ differ only in which candidates they propose. Each run is an in-memory Optuna st
 with tuner.study.make_sampler(name, seed, max budget) (the sampler a study of that many trials gets),
 the baseline enqueued as trial 0 as `tuner run` does, candidates from tuner.space.load_space(--space),
 objectives and the accuracy-drop constraint from --objectives (set on each trial as the study does).
-"After N trials" counts the baseline, as --n-trials does.
+"After N trials" counts the baseline and leaves out repeats, as --n-trials does.
 
 The baseline is enqueued with its params in the space's names, as `tuner run` does, so samplers learn
 from it (NSGA-II's relative search space is the unconditional params: placement, prune_ratio, fold_bn,
@@ -109,32 +109,45 @@ class Oracle:
 
 def run_sampler(name: str, seed: int, n_trials: int, sampler_trials: int, space: Any, objectives: Any,
                 oracle: Oracle, baseline: bool = True, log_every: int = 0) -> list[dict | None]:
-    """One in-memory study by ask/tell; returns each trial's metrics (None when failed or pruned)."""
+    """One in-memory study by ask/tell; returns each counted trial's metrics (None when failed or pruned).
+
+    Repeats are handled as `tuner run` does: a repeated candidate gets its earlier outcome, is not counted,
+    and the next proposal is random (tuner.study.next_sampler); a run of repeats ends the run
+    (tuner.study.space_exhausted)."""
     import optuna
     from optuna.trial import TrialState
 
-    from tuner.study import baseline_candidate, make_sampler
+    from tuner.study import baseline_candidate, make_sampler, next_sampler, space_exhausted
 
-    study = optuna.create_study(directions=list(objectives.directions),
-                                sampler=make_sampler(name, seed, sampler_trials))
+    sampler = make_sampler(name, seed, sampler_trials)
+    study = optuna.create_study(directions=list(objectives.directions), sampler=sampler)
     if baseline:
         params = space.params_of(baseline_candidate())
         study.enqueue_trial(params or {}, user_attrs={"baseline": True, "fixed_point": params is None})
     history: list[dict | None] = []
-    for i in range(n_trials):
+    tried: set[Any] = set()
+    repeat, repeats, streak = False, 0, 0
+    while len(history) < n_trials and not space_exhausted(streak, n_trials):
+        study.sampler = next_sampler(sampler, repeat, seed + len(history) + repeats)
         trial = study.ask()
         candidate = baseline_candidate() if trial.user_attrs.get("fixed_point") else space.sample(trial)
         status, result = oracle(candidate)
+        repeat = candidate in tried
+        if status != "fail":  # a study builds a failed candidate again
+            tried.add(candidate)
         if status == "ok":
             for c in objectives.constraints:
                 trial.set_constraint(c.metric, c.violation(result))
             study.tell(trial, objectives.values(result))
-            history.append(result)
         else:
             study.tell(trial, state=TrialState.PRUNED if status == "pruned" else TrialState.FAIL)
-            history.append(None)
-        if log_every and (i + 1) % log_every == 0:
-            print(f"    {i + 1}/{n_trials} trials, {len(oracle.memo)} distinct candidates measured "
+        streak = streak + 1 if repeat else 0
+        if repeat:
+            repeats += 1
+            continue
+        history.append(result if status == "ok" else None)
+        if log_every and len(history) % log_every == 0:
+            print(f"    {len(history)}/{n_trials} trials, {len(oracle.memo)} distinct candidates measured "
                   f"({oracle.seconds:.0f} s measuring)", flush=True)
     return history
 

@@ -15,8 +15,8 @@ baseline is trained and every build is made inside the measured wall time) unles
 temporary SQLite file (kept with --keep) that is read back afterwards: per trial, user_attrs["build_seconds"]
 (prune / recover / fuse / convert / export / calibrate), user_attrs["metrics"]["measure_seconds"],
 user_attrs["cache"] and datetime_start / datetime_complete. A trial whose candidate was measured before
-reuses those figures (user_attrs["duplicate_of"]); it is counted, but the per-step split is over the trials
-that really built and measured.
+reuses those figures (user_attrs["duplicate_of"]); such a repeat does not count towards --n-trials, and the
+per-step split is over the trials that really built and measured.
 """
 
 from __future__ import annotations
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> None:
         "states": states,
         "measured_trials": len(measured),
         "duplicate_trials": duplicates,
-        "median_trial_s": median([t["total_s"] for t in trials if t["state"] == "complete"]),
+        "median_trial_s": median([t["total_s"] for t in trials if t["state"] == "complete" and not t["duplicate"]]),
         "median_measured_trial_s": median([t["total_s"] for t in measured]),
         "median_step_s": step_median,
         "step_share": {s: (step_sum[s] / measured_total if measured_total else None) for s in step_names},
@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> None:
           f"{remeasure_s:.1f} s)")
     print(f"trials              {len(trials):8d}    ({', '.join(f'{k} {v}' for k, v in states.items())}; "
           f"{len(measured)} built and measured, {duplicates} reused an earlier measurement)")
-    print(f"median trial        {fmt(result['median_trial_s'], '8.2f')} s  (complete trials; "
+    print(f"median trial        {fmt(result['median_trial_s'], '8.2f')} s  (complete trials, repeats left out; "
           f"built-and-measured ones: {fmt(result['median_measured_trial_s'], '.2f')} s)")
     print("per built-and-measured trial:")
     print(f"  {'step':<13} {'median s':>9} {'share of trial time':>20}")

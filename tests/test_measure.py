@@ -151,3 +151,24 @@ def test_hopeless_accuracy_pass_stops_early(workload):
     seen = int(str(err.value).split("after ")[1].split(" of")[0])
     assert seen < 100
     assert top1(session, workload.data, batch_size=8, min_accuracy=0.0) < 0.9  # without a bound it runs to the end
+
+
+@pytest.mark.skipif(host.ALLOWED is None or len(host.ALLOWED) < 2, reason="needs two CPUs to choose between")
+def test_a_runtime_on_fewer_threads_follows_the_quietest_cpu():
+    import os
+    import threading
+
+    a, b = host.ALLOWED[:2]
+    pool = threading.Thread(target=time.sleep, args=(2,))  # stands in for a runtime's worker thread
+    pool.start()
+    with host.QuietestCpus(threads=1) as cpus:
+        assert cpus.follow(host.HostState((0.2, 0.1), 0.1, (a, b))) == (b,)  # a is contended: run on b
+        assert os.sched_getaffinity(0) == {b} and os.sched_getaffinity(pool.native_id) == {b}
+        assert cpus.follow(host.HostState((0.1, 0.1), 0.1, (a, b))) == (b,)  # b still quiet: stay
+        assert cpus.follow(host.HostState((0.1, 0.2), 0.1, (a, b))) == (a,)  # b went slow: move
+        assert os.sched_getaffinity(0) == {a}
+    assert os.sched_getaffinity(0) == os.sched_getaffinity(pool.native_id) == set(host.ALLOWED)  # given back
+    with host.QuietestCpus(threads=len(host.ALLOWED)) as every:  # a runtime on every CPU is never pinned
+        assert every.follow(host.HostState((0.2, 0.1), 0.1, (a, b))) is None
+    assert host.HostState((0.2, 0.1), 0.1, (a, b)).quiet_on((b,)) and not host.HostState((0.2, 0.1), 0.1).quiet
+    pool.join()

@@ -122,3 +122,24 @@ def test_openvino_starts_no_telemetry_process():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["0", "None"]
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs to choose between")
+def test_a_one_thread_model_stays_where_the_timing_put_it(workload):
+    """OpenVINO's own thread pinning would move its threads back after a few calls (it is turned off)."""
+    from tuner.measure import host
+
+    built = build(workload, Candidate(placement="ov-cpu", threads=1))
+    session = PLACEMENTS["ov-cpu"].open(None, built.onnx_path, "fp32", "all", 1)
+    prepared = session.prepare(workload.data.example(1))
+    cpu = host.ALLOWED[-1]
+    try:
+        session.run(prepared)
+        host.pin_process({cpu})
+        for _ in range(20):
+            session.run(prepared)
+        placed = {tuple(sorted(os.sched_getaffinity(int(t)))) for t in os.listdir("/proc/self/task")}
+        assert placed == {(cpu,)}, placed
+    finally:
+        host.pin_process(host.ALLOWED)
+        session.close()

@@ -10,6 +10,7 @@ import optuna
 import yaml
 
 from tests.conftest import ROOT, TINY, run_tuner
+from tuner.study import count_trials, pareto_trials
 
 SPACE = {
     "placement": {"choices": ["torch-cpu", "ort-cpu"]},
@@ -35,7 +36,7 @@ def test_short_study_end_to_end(tmp_path, studies_dir):
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["study"] == "short" and out["storage"].startswith("sqlite:///")
-    assert out["baseline"]["accuracy"] > 0.5 and sum(out["trials"].values()) == 8
+    assert out["baseline"]["accuracy"] > 0.5 and sum(out["trials"].values()) - out["repeats"] == 8
     assert out["trials"]["complete"] >= 4 and "fail" not in out["trials"]  # the rest stopped early as hopeless
     assert out["pareto"], "a Pareto front"
     for entry in out["pareto"]:
@@ -44,7 +45,7 @@ def test_short_study_end_to_end(tmp_path, studies_dir):
     best = out["best_feasible"]
     assert best["metrics"]["accuracy_drop"] <= 0.01 and best["speedup"] > 0
     study = optuna.load_study(study_name="short", storage=out["storage"])
-    assert sorted(t.number for t in study.best_trials) == [e["number"] for e in out["pareto"]]
+    assert sorted(t.number for t in pareto_trials(study)) == [e["number"] for e in out["pareto"]]
     trial0 = study.trials[0]
     assert trial0.user_attrs["baseline"] and trial0.user_attrs["candidate"]["placement"] == "torch-cpu"
     assert all("hardware" in t.user_attrs for t in study.trials)
@@ -84,6 +85,30 @@ def test_ctrl_c_then_resume(tmp_path, studies_dir):
     assert r.returncode == 0, r.stderr
     assert "resuming study resume" in r.stderr
     study = optuna.load_study(study_name="resume", storage=storage)
-    assert sum(t.state.is_finished() for t in study.trials) == 7
+    assert count_trials(study).accounted == 7
     assert sum(bool(t.user_attrs.get("baseline")) for t in study.trials) == 1
     assert [t.number for t in kept] == [t.number for t in study.trials[:len(kept)]]
+
+
+def test_repeats_are_free_and_a_small_space_ends(tmp_path, studies_dir):
+    """A sampler's repeat reuses the earlier outcome, is not counted, and a space smaller than --n-trials ends."""
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump({"placement": "ort-cpu", "precision": "fp32", "prune_ratio": 0.0,
+                                     "graph_opt": {"choices": ["disable", "all"]}, "batch_size": 1, "threads": 1}))
+    r = run_tuner("--model", f"{TINY}:conv_net", "--resolution", "16", "--train-steps", "80", "--studies-dir",
+                  str(studies_dir), "--space", str(space), "--n-trials", "5", "--study", "tiny-space", "--json",
+                  "--remeasure-rounds", "0")
+    assert r.returncode == 0, r.stderr
+    assert "5 proposals in a row of candidates measured before" in r.stderr
+    study = optuna.load_study(study_name="tiny-space", storage=f"sqlite:///{studies_dir}/tiny-space.db")
+    counts = count_trials(study)
+    assert counts.accounted == 3 and counts.repeat_streak == 5  # the baseline + the space's two candidates
+    first = {}
+    for t in study.trials:
+        key = json.dumps(t.user_attrs["candidate"], sort_keys=True)
+        if "duplicate_of" in t.user_attrs:
+            assert first[key].number == t.user_attrs["duplicate_of"] and "build_seconds" not in t.user_attrs
+            assert t.values == first[key].values
+        else:
+            assert key not in first and "build_seconds" in t.user_attrs
+            first[key] = t

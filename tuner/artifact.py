@@ -461,7 +461,7 @@ def verify(directory: str | Path, log: Log = print,
         lo, hi = rec["latency_ci_ms"]
         median = rec["latency_ms"]
         for attempt in range(1, LATENCY_ATTEMPTS + 1):
-            stats = time_calls(session.run, prepared, LatencyPolicy())
+            stats = time_calls(session.run, prepared, LatencyPolicy(), threads=threads)
             inside = latency_reproduces(stats.median_ms, median, (lo, hi), latency_tolerance)
             if inside or not same_machine or attempt == LATENCY_ATTEMPTS:
                 break

@@ -133,7 +133,7 @@ class Run(Command):
         from tuner.remeasure import format_remeasure, remeasure_pareto
         from tuner.space import load_space
         from tuner.study import (SAMPLERS, StudySettings, check_study_name, default_storage, default_study_name,
-                                 finished_trials, mask_url, run_study)
+                                 count_trials, mask_url, run_study, study_complete)
 
         if args.sampler not in SAMPLERS:
             raise TunerError(f"unknown sampler {args.sampler!r}; use one of {', '.join(SAMPLERS)}.")
@@ -157,7 +157,7 @@ class Run(Command):
         with summary.ProgressBar(args.n_trials) as bar:
             study = run_study(settings, bar.update, log)
         remeasured = None
-        if args.remeasure_rounds and finished_trials(study) >= args.n_trials:
+        if args.remeasure_rounds and study_complete(count_trials(study), args.n_trials):
             log(f"re-timing the Pareto set and the baseline in fresh processes ({args.remeasure_rounds} rounds)")
             remeasured = remeasure_pareto(study, spec.cache_dir, rounds=args.remeasure_rounds, log=log)
         found = summary.summarize(study, objectives)

@@ -4,9 +4,10 @@ A study times each candidate once, in whatever state the machine and the worker 
 that moment. ``remeasure_pareto`` re-times every Pareto trial and the baseline again, each
 measurement in a new spawned process (load workload -> build from the cache -> open the runtime ->
 time the prepared real input; no accuracy pass), interleaved round-robin (A B C A B C ...) so that
-slow drift of the machine hits every candidate alike. Per trial it keeps the median of the round
-medians and the min-max across rounds, compares them with the study's figure and its 95% CI, stores
-the result on the trial (user attr ``remeasure``) and returns a typed summary.
+slow drift of the machine hits every candidate alike. A round whose process never found the host quiet
+(tuner.measure.host) is run once more at the end; per trial it keeps the median of the quiet rounds'
+medians (of all rounds where none was quiet) and their min-max, compares them with the study's figure
+and its 95% CI, stores the result on the trial (user attr ``remeasure``) and returns a typed summary.
 
 Finished trials are read-only through Optuna's public API (``set_trial_user_attr`` raises
 ``UpdateFinishedTrialError``), so on an RDB storage the attribute is written through Optuna's own
@@ -47,16 +48,17 @@ class RemeasureEntry:
     candidate: dict[str, Any]
     study_ms: float  # the study's median per batch
     study_ci_ms: tuple[float, float]  # the study's 95% CI of that median
-    round_ms: tuple[float, ...] = ()  # this run: the median of each round, in round order
-    median_ms: float | None = None  # median of the round medians
-    min_ms: float | None = None  # min / max across rounds
+    round_ms: tuple[float, ...] = ()  # this run: the median of each round, in order (contended ones run again)
+    median_ms: float | None = None  # median of the quiet rounds' medians (of all rounds where none was quiet)
+    min_ms: float | None = None  # min / max across those rounds
     max_ms: float | None = None
     rel_diff: float | None = None  # (median_ms - study_ms) / study_ms
     outside_ci: bool | None = None  # the re-measured median is outside the study's 95% CI
     within_5pct: bool | None = None
     error: str | None = None  # why this trial could not be re-measured
     study_quiet: bool = True  # False: the study's figure was timed on a contended host (tuner.measure.host)
-    contended_rounds: int = 0  # rounds whose process found no quiet period (their figure includes contention)
+    contended_rounds: int = 0  # rounds behind median_ms that found no quiet period (figures include contention)
+    rounds_used: int = 0  # rounds behind median_ms: the quiet ones, or all where none was quiet
 
     @property
     def batch_size(self) -> int:
@@ -113,7 +115,7 @@ class RemeasureSummary:
 
     @property
     def quiet(self) -> tuple[RemeasureEntry, ...]:
-        """The Pareto points timed on a quiet host every time (in the study and in every round)."""
+        """The Pareto points whose figures both come from quiet timings (the study's, and the rounds used)."""
         return tuple(e for e in self.pareto_points if e.study_quiet and not e.contended_rounds)
 
     @property
@@ -157,30 +159,41 @@ def remeasure_pareto(study: optuna.Study, cache_dir: str | None, rounds: int = 3
     contended: dict[str, list[bool]] = {k: [] for k in groups}  # per round: no quiet period came
     errors: dict[str, str] = {}
     full_speed = _study_full_speed(study)
+
+    def measure(key: str, step: str) -> None:
+        nonlocal full_speed
+        if key in errors:
+            return
+        candidate = groups[key][0].user_attrs["candidate"]
+        label = "/".join(f"#{t.number}" for t in groups[key])
+        try:
+            out = _in_fresh_process(spec, candidate, policy, timeout, full_speed)
+        except MeasurementError as err:
+            errors[key] = str(err)
+            log(f"  {step} {label} {_what(candidate)}: failed: {err}")
+            return
+        results[key].append(out["median_ms"])
+        contended[key].append(not out["quiet"])
+        full_speed = min(filter(None, (full_speed, out["host_reference_ms"])), default=None)
+        log(f"  {step} {label} {_what(candidate)}: {out['median_ms'] / candidate['batch_size']:.4f} ms/sample "
+            f"(n={out['samples']}" + ("" if out["quiet"] else ", host contended throughout") + ")")
+
     for r in range(rounds):
-        for key, group in groups.items():
-            if key in errors:
-                continue
-            candidate = group[0].user_attrs["candidate"]
-            label = "/".join(f"#{t.number}" for t in group)
-            try:
-                out = _in_fresh_process(spec, candidate, policy, timeout, full_speed)
-            except MeasurementError as err:
-                errors[key] = str(err)
-                log(f"  round {r + 1}/{rounds} {label} {_what(candidate)}: failed: {err}")
-                continue
-            results[key].append(out["median_ms"])
-            contended[key].append(not out["quiet"])
-            full_speed = min(filter(None, (full_speed, out["host_reference_ms"])), default=None)
-            log(f"  round {r + 1}/{rounds} {label} {_what(candidate)}: "
-                f"{out['median_ms'] / candidate['batch_size']:.4f} ms/sample (n={out['samples']}"
-                + ("" if out["quiet"] else ", host contended throughout") + ")")
+        for key in groups:
+            measure(key, f"round {r + 1}/{rounds}")
+    # A round that never found the host quiet timed the neighbours' load too: once more per such round, now
+    # that time has passed (interleaved again); an entry's figure then comes from its quiet rounds.
+    again = {key: sum(flags) for key, flags in contended.items()}
+    for i in range(max(again.values(), default=0)):
+        for key in groups:
+            if again[key] > i:
+                measure(key, f"again {i + 1} (a contended round)")
 
     pareto = {t.number for t in study.best_trials}
     entries = []
     for key, group in groups.items():
         for t in group:
-            entries.append(_entry(t, t.number in pareto, results[key], sum(contended[key]), errors.get(key)))
+            entries.append(_entry(t, t.number in pareto, results[key], contended[key], errors.get(key)))
     entries.sort(key=lambda e: e.number)
     summary = RemeasureSummary(rounds, tuple(entries), None, hardware_matches, time.perf_counter() - start)
     points = summary.pareto_points
@@ -238,20 +251,22 @@ def _study_full_speed(study: optuna.Study) -> float | None:
     return min((float(x) for x in seen if isinstance(x, (int, float)) and x > 0), default=None)
 
 
-def _entry(t: FrozenTrial, pareto: bool, round_ms: list[float], contended_rounds: int,
+def _entry(t: FrozenTrial, pareto: bool, round_ms: list[float], contended: list[bool],
            error: str | None) -> RemeasureEntry:
     m = t.user_attrs["metrics"]
     study_ms = float(m["latency_ms"])
     lo, hi = (float(x) for x in m.get("latency_ci_ms", (study_ms, study_ms)))
     base = dict(number=t.number, baseline=bool(t.user_attrs.get("baseline")), pareto=pareto,
                 candidate=dict(t.user_attrs["candidate"]), study_ms=study_ms, study_ci_ms=(lo, hi),
-                round_ms=tuple(round_ms), study_quiet=bool(m.get("latency_quiet", True)),
-                contended_rounds=contended_rounds)
+                round_ms=tuple(round_ms), study_quiet=bool(m.get("latency_quiet", True)))
     if not round_ms:
         return RemeasureEntry(**base, error=error or "not measured")
-    median = _median(round_ms)
+    quiet = [ms for ms, busy in zip(round_ms, contended) if not busy]
+    used = quiet or round_ms  # the quiet rounds; all of them where none was quiet
+    median = _median(used)
     rel = (median - study_ms) / study_ms
-    return RemeasureEntry(**base, median_ms=median, min_ms=min(round_ms), max_ms=max(round_ms), rel_diff=rel,
+    return RemeasureEntry(**base, median_ms=median, min_ms=min(used), max_ms=max(used), rel_diff=rel,
+                          rounds_used=len(used), contended_rounds=0 if quiet else len(used),
                           outside_ci=not lo <= median <= hi, within_5pct=abs(rel) <= WITHIN,
                           error=error)  # an error after some rounds: the figures cover the rounds that ran
 
@@ -443,7 +458,7 @@ def _time_latency(spec: WorkloadSpec, candidate: dict[str, Any], policy: Latency
         end = time.perf_counter() + WARMUP_SECONDS  # stands in for the study's accuracy pass before timing
         while time.perf_counter() < end:
             session.run(prepared)
-        lat = time_calls(session.run, prepared, policy)
+        lat = time_calls(session.run, prepared, policy, threads=threads)
     finally:
         session.close()
     return {"median_ms": lat.median_ms, "ci_ms": [lat.ci_low_ms, lat.ci_high_ms], "samples": lat.samples,
@@ -481,7 +496,8 @@ def format_remeasure(summary: RemeasureSummary) -> str:
         rows.append((tag, what, study, now, diff, ", ".join(flags) or "ok"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows]
-    head = (f"Latency re-measured in fresh processes ({summary.rounds} interleaved rounds; median of round medians"
+    head = (f"Latency re-measured in fresh processes ({summary.rounds} interleaved rounds, a contended one run again; "
+            "median of the quiet rounds' medians"
             + ("" if summary.hardware_matches else "; NOTE: the study ran on other hardware") + "):")
     if summary.fraction_within_5pct is None:
         tail = "no Pareto point could be re-measured"
@@ -491,7 +507,7 @@ def format_remeasure(summary: RemeasureSummary) -> str:
                 f"({summary.fraction_within_5pct:.0%}); {summary.fraction_outside_ci:.0%} outside the study's 95% CI")
         if len(summary.quiet) < n:
             q = summary.quiet
-            tail += (f"\n{len(q)} of {n} timed on a quiet host every time" + (
+            tail += (f"\n{len(q)} of {n} timed on a quiet host (the study and the rounds used)" + (
                 f", {round(summary.fraction_within_5pct_quiet * len(q))} of them within 5%" if q else "")
                 + " (the host was contended by other tenants during the rest; see tuner/measure/host.py)")
     return "\n".join([head, *lines, tail])

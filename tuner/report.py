@@ -415,10 +415,11 @@ def _bookkeeping(info: ReportInfo) -> list[str]:
     if infeasible:
         out.append(f"{len(infeasible)} of {len(done)} completed trials broke a constraint "
                    f"({', '.join(f'#{r.number}' for r in infeasible)}).")
-    dup = [r for r in done if r.duplicate_of is not None]
+    dup = [r for r in info.trials if r.duplicate_of is not None]
     if dup:
         out.append(f"{len(dup)} trial{'s' if len(dup) > 1 else ''} repeated an earlier configuration and reused its "
-                   "figures: the sampler is running out of new points in this space.")
+                   "outcome (not counted in --n-trials; a random proposal followed each): the sampler is running "
+                   "out of new points in this space.")
     reasons = Counter(r.note for r in info.trials if r.state in ("pruned", "fail"))
     for note, n in reasons.most_common(3):
         out.append(f"{n} trial{'s were' if n > 1 else ' was'} refused or failed: {note or 'no reason recorded'}")

@@ -13,7 +13,7 @@ import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import optuna
 from optuna.trial import TrialState
@@ -59,6 +59,7 @@ class Progress:
     """What the screen shows after each trial (kept apart from how it is drawn)."""
 
     done: int = 0
+    repeats: int = 0  # trials that repeated a measured candidate (not counted in done)
     pareto: int = 0
     best_speedup: float | None = None
     last: str = ""
@@ -98,6 +99,12 @@ def make_sampler(name: str, seed: int, n_trials: int) -> optuna.samplers.BaseSam
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     raise ConfigError(f"unknown sampler {name!r}; use one of {', '.join(SAMPLERS)}.")
+
+
+def next_sampler(sampler: optuna.samplers.BaseSampler, after_repeat: bool, seed: int) -> optuna.samplers.BaseSampler:
+    """A sampler that proposed a candidate tried before has settled on what it knows: the next proposal is
+    drawn at random instead (the repeat itself reused the earlier outcome and is not counted)."""
+    return optuna.samplers.RandomSampler(seed=seed) if after_repeat else sampler
 
 
 def open_study(s: StudySettings, storage: optuna.storages.BaseStorage | None = None) -> tuple[optuna.Study, bool]:
@@ -166,17 +173,40 @@ def _retried(trials: list[optuna.trial.FrozenTrial]) -> set[int]:
            {t.user_attrs["retry_of"] for t in trials if "retry_of" in t.user_attrs}
 
 
-def count_trials(study: optuna.Study) -> tuple[int, int, int]:
-    """(accounted, running, waiting): a failed trial that was retried is accounted for by its retry."""
+class TrialCounts(NamedTuple):
+    accounted: int  # finished trials that count towards n_trials
+    running: int
+    waiting: int
+    repeats: int  # finished trials that repeated an earlier candidate: they reused its outcome, spent nothing
+    repeat_streak: int  # repeats in a row at the end of the finished trials (by trial number)
+
+
+def count_trials(study: optuna.Study) -> TrialCounts:
+    """A failed trial that was retried is accounted for by its retry; a repeat is not accounted at all:
+    it cost no build and no measurement, so it does not spend the user's ``--n-trials``."""
     trials = study.get_trials(deepcopy=False)
     retried = _retried(trials)
-    accounted = sum(t.state in FINISHED and t.number not in retried for t in trials)
-    return (accounted, sum(t.state == TrialState.RUNNING for t in trials),
-            sum(t.state == TrialState.WAITING for t in trials))
+    finished = sorted((t for t in trials if t.state in FINISHED and t.number not in retried), key=lambda t: t.number)
+    is_repeat = ["duplicate_of" in t.user_attrs for t in finished]
+    streak = next((i for i, r in enumerate(reversed(is_repeat)) if not r), len(is_repeat))
+    return TrialCounts(len(finished) - sum(is_repeat), sum(t.state == TrialState.RUNNING for t in trials),
+                       sum(t.state == TrialState.WAITING for t in trials), sum(is_repeat), streak)
 
 
 def finished_trials(study: optuna.Study) -> int:
-    return count_trials(study)[0]
+    return count_trials(study).accounted
+
+
+def space_exhausted(repeat_streak: int, n_trials: int) -> bool:
+    """After a repeat the next proposal is random, so a long run of repeats means random draws keep landing on
+    measured candidates: 50 in a row leave under 6% of the space unmeasured at 95% confidence. Counting repeats
+    in a row, not in all, keeps a large space searched when several workers each propose a few repeats."""
+    return repeat_streak >= min(n_trials, 50)
+
+
+def study_complete(counts: TrialCounts, n_trials: int) -> bool:
+    """n_trials candidates measured, or the space (nearly) exhausted."""
+    return counts.accounted >= n_trials or space_exhausted(counts.repeat_streak, n_trials)
 
 
 def _retry_after_crash(study: optuna.Study, trial: optuna.trial.FrozenTrial, max_retries: int) -> None:
@@ -206,6 +236,13 @@ class Objective:
         trial.set_user_attr("candidate", candidate.to_dict())
         trial.set_user_attr("hardware", self.fingerprint)
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+        earlier = self._outcome_before(trial, candidate)
+        if earlier is not None:  # a repeat: the earlier outcome stands, nothing is built or timed again
+            trial.set_user_attr("duplicate_of", earlier.number)
+            if earlier.state == TrialState.PRUNED:
+                reason = earlier.user_attrs.get("error", "")
+                trial.set_user_attr("error", reason)
+                raise optuna.TrialPruned(reason)
         try:
             from tuner.runtimes import check_supported
 
@@ -213,10 +250,8 @@ class Objective:
         except UnsupportedCombination as err:  # refused before any work; the sampler learns from it
             trial.set_user_attr("error", str(err))
             raise optuna.TrialPruned(str(err)) from None
-        duplicate = self._measured_before(trial, candidate)
-        if duplicate is not None:
-            metrics = dict(duplicate.user_attrs["metrics"])
-            trial.set_user_attr("duplicate_of", duplicate.number)
+        if earlier is not None:
+            metrics = dict(earlier.user_attrs["metrics"])
         else:
             try:
                 # The baseline is measured in full: it is the reference, never "hopeless".
@@ -240,11 +275,12 @@ class Objective:
         return self.s.objectives.values(metrics)
 
     @staticmethod
-    def _measured_before(trial: optuna.Trial, candidate: Candidate) -> optuna.trial.FrozenTrial | None:
-        """A completed trial with the very same candidate: reuse its figures, don't rebuild."""
+    def _outcome_before(trial: optuna.Trial, candidate: Candidate) -> optuna.trial.FrozenTrial | None:
+        """The first trial of the very same candidate that was measured, refused or stopped early as hopeless."""
         wanted = candidate.to_dict()
-        for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-            if t.user_attrs.get("candidate") == wanted and "metrics" in t.user_attrs:
+        for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+            if t.user_attrs.get("candidate") == wanted and "duplicate_of" not in t.user_attrs and (
+                    t.state == TrialState.PRUNED or "metrics" in t.user_attrs):
                 return t
         return None
 
@@ -269,8 +305,9 @@ def run_study(s: StudySettings, on_progress: Callable[[Progress], None] = lambda
         if not created:
             log(f"resuming study {s.name}: {done_before} of {s.n_trials} trials already finished")
         # Re-seed per resume, or a seeded sampler would replay the first run's random proposals.
-        study.sampler = make_sampler(s.sampler, s.seed + done_before, s.n_trials)
+        sampler = make_sampler(s.sampler, s.seed + done_before, s.n_trials)
         progress = Progress(done=done_before)
+        explore = False  # the last trial repeated a measured candidate
         previous = signal.getsignal(signal.SIGINT)
 
         def on_sigint(signum: int, frame: Any) -> None:
@@ -280,9 +317,11 @@ def run_study(s: StudySettings, on_progress: Callable[[Progress], None] = lambda
             log("\nCtrl-C: finishing and recording the running trial (Ctrl-C again aborts it)")
 
         def after_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+            nonlocal explore
             _retry_after_crash(study, trial, s.max_retries)
-            progress.done = finished_trials(study)
-            progress.pareto = len(study.best_trials)
+            explore = "duplicate_of" in trial.user_attrs
+            progress.done, _, _, progress.repeats, _ = count_trials(study)
+            progress.pareto = len(pareto_trials(study))
             progress.best_speedup = best_speedup(study)
             progress.last = describe_trial(trial)
             on_progress(progress)
@@ -296,19 +335,23 @@ def run_study(s: StudySettings, on_progress: Callable[[Progress], None] = lambda
             # trial come back (stale -> failed -> re-queued) for whoever is still here.
             while not progress.stop_requested and time.monotonic() < deadline:
                 optuna.storages.fail_stale_trials(study)
-                accounted, running, waiting = count_trials(study)
-                if accounted >= s.n_trials:
+                counts = count_trials(study)
+                if study_complete(counts, s.n_trials):
                     break
-                if accounted + running >= s.n_trials and not waiting:
+                if counts.accounted + counts.running >= s.n_trials and not counts.waiting:
                     time.sleep(min(1.0, s.heartbeat))
                     continue
+                study.sampler = next_sampler(sampler, explore, s.seed + counts.accounted + counts.repeats)
                 study.optimize(objective, n_trials=1, callbacks=[after_trial], gc_after_trial=False,
                                catch=(CandidateBuildError, MeasurementError))
         finally:
             signal.signal(signal.SIGINT, previous)
+        counts = count_trials(study)
         if progress.stop_requested:
-            log(f"stopped by Ctrl-C after {finished_trials(study)} of {s.n_trials} trials; "
-                "run the same command to resume")
+            log(f"stopped by Ctrl-C after {counts.accounted} of {s.n_trials} trials; run the same command to resume")
+        elif counts.accounted < s.n_trials and space_exhausted(counts.repeat_streak, s.n_trials):
+            log(f"stopped after {counts.repeat_streak} proposals in a row of candidates measured before: "
+                f"the search space holds few more than the {counts.accounted} measured")
         return study
     finally:
         worker.close()
@@ -322,6 +365,11 @@ def baseline_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
         if t.user_attrs.get("baseline"):
             return t
     return None
+
+
+def pareto_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """``study.best_trials``, each point once: a repeat has its original's values and is left out."""
+    return [t for t in study.best_trials if "duplicate_of" not in t.user_attrs]
 
 
 def is_feasible(t: optuna.trial.FrozenTrial) -> bool:

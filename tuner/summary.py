@@ -9,7 +9,8 @@ import optuna
 from optuna.trial import TrialState
 
 from tuner.objectives import Objectives
-from tuner.study import Progress, baseline_trial, best_feasible, is_feasible, speedup
+from tuner.study import (Progress, baseline_trial, best_feasible, count_trials, is_feasible, pareto_trials,
+                         speedup)
 
 
 def _trial_entry(study: optuna.Study, t: optuna.trial.FrozenTrial) -> dict[str, Any]:
@@ -27,7 +28,8 @@ def summarize(study: optuna.Study, objectives: Objectives) -> dict[str, Any]:
         "reference_accuracy": (study.user_attrs.get("reference") or {}).get("accuracy"),
         "baseline": _trial_entry(study, base)["metrics"] if base else None,
         "trials": {s.name.lower(): states.count(s) for s in TrialState if states.count(s)},
-        "pareto": sorted((_trial_entry(study, t) for t in study.best_trials), key=lambda e: e["number"]),
+        "repeats": count_trials(study).repeats,  # finished trials that reused an earlier trial's outcome
+        "pareto": sorted((_trial_entry(study, t) for t in pareto_trials(study)), key=lambda e: e["number"]),
         "best_feasible": _trial_entry(study, best) if best else None,
     }
 
@@ -69,8 +71,8 @@ class ProgressBar:
             self.bar = tqdm(total=self.total, unit="trial", file=sys.stderr, dynamic_ncols=True,
                             bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} trials [{elapsed}{postfix}]")
         self.bar.n = min(p.done, self.bar.total)
-        self.bar.set_postfix_str(f"pareto {p.pareto}, best {p.best_speedup:.1f}x" if p.best_speedup
-                                 else f"pareto {p.pareto}")
+        self.bar.set_postfix_str(f"pareto {p.pareto}" + (f", best {p.best_speedup:.1f}x" if p.best_speedup else "")
+                                 + (f", {p.repeats} repeats not counted" if p.repeats else ""))
         self.bar.write(p.last, file=sys.stderr)
 
     def __enter__(self) -> ProgressBar:

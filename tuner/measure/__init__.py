@@ -54,7 +54,7 @@ def measure(built: Built, data: Dataset, policy: LatencyPolicy = LatencyPolicy()
     try:
         accuracy = top1(session, data, c.batch_size, min_accuracy)  # first: a hopeless one skips timing
         prepared = session.prepare(data.example(c.batch_size))  # real images, prepared outside the timed loop
-        lat: LatencyStats = time_calls(session.run, prepared, policy)
+        lat: LatencyStats = time_calls(session.run, prepared, policy, threads=threads)
         executed = session.executed_precision
     finally:
         session.close()

@@ -7,6 +7,11 @@ fresh-process medians by 50%. No statistic over a contended window recovers the 
 ``time_calls`` asks this probe before each block of calls and keeps the blocks timed while every CPU was
 at full speed.
 
+A candidate that runs on fewer threads than there are CPUs is kept on the quietest ones (``QuietestCpus``):
+one vCPU was seen contended for tens of minutes while the other stayed at full speed, and a single-threaded
+model that the scheduler moves between them gives figures no later process reproduces. Its blocks then count
+when the CPUs it runs on are at full speed.
+
 The canary is a fixed pure-Python loop run pinned to each CPU in turn (min of a few repeats: the first
 one after a migration pays for waking the CPU). Full speed is the fastest canary this process has seen,
 or one handed over from an earlier process (``remember``): a fresh process that starts in a contended
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 
 CANARY_LOOPS = 3000  # ~0.13 ms on a 2020s x86 core: cheap next to a timing block
@@ -31,15 +37,28 @@ _fastest_ms: float | None = None  # full speed: the fastest canary seen in this 
 class HostState:
     canary_ms: tuple[float, ...]  # per CPU this process may run on
     reference_ms: float  # full speed, as known when probed
+    cpus: tuple[int, ...] = ()  # the CPU of each canary reading (empty where CPUs cannot be told apart)
+
+    def slowdown_on(self, cpus: Collection[int] | None = None) -> float:
+        """How much slower than full speed the slowest of ``cpus`` (default: every CPU) is now (1.0 = quiet)."""
+        readings = [ms for cpu, ms in zip(self.cpus, self.canary_ms) if cpu in cpus] if cpus and self.cpus else []
+        return max(readings or self.canary_ms) / self.reference_ms
 
     @property
     def slowdown(self) -> float:
-        """How much slower than full speed the slowest CPU is right now (1.0 = quiet)."""
-        return max(self.canary_ms) / self.reference_ms
+        return self.slowdown_on()
+
+    def quiet_on(self, cpus: Collection[int] | None = None) -> bool:
+        return self.slowdown_on(cpus) <= SLOW
 
     @property
     def quiet(self) -> bool:
-        return self.slowdown <= SLOW
+        return self.quiet_on()
+
+    def quietest(self, n: int) -> tuple[int, ...]:
+        """The ``n`` CPUs whose canary ran fastest, in CPU order."""
+        ranked = sorted(zip(self.canary_ms, self.cpus))
+        return tuple(sorted(cpu for _, cpu in ranked[:n]))
 
 
 def _canary() -> float:
@@ -50,32 +69,76 @@ def _canary() -> float:
     return (time.perf_counter_ns() - start) / 1e6
 
 
-def _cpus() -> list[int] | None:
+def _cpus() -> tuple[int, ...] | None:
     try:
-        return sorted(os.sched_getaffinity(0))
+        return tuple(sorted(os.sched_getaffinity(0)))
     except AttributeError:  # not Linux: probe wherever the thread runs
         return None
+
+
+ALLOWED = _cpus()  # the CPUs this process may run on, as given at start (before any pinning below)
 
 
 def probe() -> HostState:
     """Time the canary on each CPU (this thread pinned to it in turn, then given its CPUs back)."""
     global _fastest_ms
     time.sleep(IDLE_SECONDS)
-    cpus = _cpus()
-    if cpus is None:
+    if ALLOWED is None:
         readings = [min(_canary() for _ in range(REPEATS))]
     else:
         readings = []
+        before = os.sched_getaffinity(0)
         try:
-            for cpu in cpus:
+            for cpu in ALLOWED:
                 os.sched_setaffinity(0, {cpu})  # pid 0 = this thread only
                 readings.append(min(_canary() for _ in range(REPEATS)))
         finally:
-            os.sched_setaffinity(0, cpus)
+            os.sched_setaffinity(0, before)
     fastest = min(readings)
     if _fastest_ms is None or fastest < _fastest_ms:
         _fastest_ms = fastest
-    return HostState(tuple(readings), _fastest_ms)
+    return HostState(tuple(readings), _fastest_ms, ALLOWED or ())
+
+
+def pin_process(cpus: Collection[int]) -> None:
+    """Move every thread of this process (the runtime's pools included) onto ``cpus``."""
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            os.sched_setaffinity(int(tid), cpus)
+        except (ProcessLookupError, PermissionError):  # a thread that just ended, or one we may not move
+            pass
+
+
+class QuietestCpus:
+    """Keeps a candidate timed on ``threads`` CPUs, fewer than the process may use, on the quietest ones.
+
+    ``follow(state)`` after each probe: where the CPUs in use went slow and others are faster, every thread
+    moves there. Returns the CPUs in use (None: all of them, nothing pinned). Leaving the ``with`` block
+    gives every thread all the process's CPUs back."""
+
+    def __init__(self, threads: int | None):
+        usable = ALLOWED is not None and os.path.isdir("/proc/self/task")
+        self.n = threads if usable and threads and threads < len(ALLOWED or ()) else None
+        self.current: tuple[int, ...] | None = None
+
+    def follow(self, state: HostState) -> tuple[int, ...] | None:
+        if self.n is None or not state.cpus:
+            return None
+        if self.current is None or not state.quiet_on(self.current):
+            best = state.quietest(self.n)
+            if best != self.current and (self.current is None or
+                                         state.slowdown_on(best) < state.slowdown_on(self.current)):
+                pin_process(best)
+                self.current = best
+        return self.current
+
+    def __enter__(self) -> QuietestCpus:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.current is not None and ALLOWED is not None:
+            pin_process(ALLOWED)
+            self.current = None
 
 
 def reference_ms() -> float | None:

@@ -92,21 +92,29 @@ def _tight(blocks: list[Block], rel_ci: float) -> bool:
 
 
 def time_calls(run: Callable[[Any], Any], prepared: Any, policy: LatencyPolicy = LatencyPolicy(),
-               probe: Callable[[], host.HostState] = host.probe) -> LatencyStats:
+               probe: Callable[[], host.HostState] = host.probe, threads: int | None = None) -> LatencyStats:
     """Time ``run(prepared)`` alone (inputs were prepared beforehand) until the CI is tight.
 
     Calls are timed in blocks, the host probed before each. With ``quiet_host`` a block counts when
-    every CPU ran at full speed and the block is not clearly slower (> FAST_CLUSTER) than the fastest
-    such block: contention the scalar canary cannot see (memory bandwidth, caches) shows only as a slow
-    block. Stops once the kept blocks' CI is tight (after ``min_seconds``) or the budget is spent. With
-    no quiet phase within ``max_wait_seconds`` beyond ``min_seconds`` it keeps the fastest phase seen
-    among all blocks instead and reports ``quiet=False``: the figure then includes the neighbours' load.
+    every CPU it ran on was at full speed and the block is not clearly slower (> FAST_CLUSTER) than the
+    fastest such block: contention the scalar canary cannot see (memory bandwidth, caches) shows only as
+    a slow block. A runtime on ``threads`` CPUs, fewer than the host has, is kept on the quietest ones
+    (host.QuietestCpus), then only those need to be at full speed. Stops once the kept blocks' CI is tight
+    (after ``min_seconds``) or the budget is spent. With no quiet phase within ``max_wait_seconds`` beyond
+    ``min_seconds`` it keeps the fastest phase seen among all blocks instead and reports ``quiet=False``:
+    the figure then includes the neighbours' load.
     """
     warm_until = time.perf_counter() + policy.warmup_seconds
     for _ in range(policy.warmup):
         run(prepared)
     while time.perf_counter() < warm_until:
         run(prepared)
+    with host.QuietestCpus(threads if policy.quiet_host else None) as cpus:
+        return _time_blocks(run, prepared, policy, probe, cpus)
+
+
+def _time_blocks(run: Callable[[Any], Any], prepared: Any, policy: LatencyPolicy,
+                 probe: Callable[[], host.HostState], cpus: host.QuietestCpus) -> LatencyStats:
     blocks: list[Block] = []
 
     def select(chosen: list[Block]) -> list[Block]:
@@ -116,14 +124,15 @@ def time_calls(run: Callable[[Any], Any], prepared: Any, policy: LatencyPolicy =
     start = time.perf_counter()
     while True:
         state = probe() if policy.quiet_host else None
-        run(prepared)  # untimed: wakes the runtime's threads after the probe
+        in_use = cpus.follow(state) if state is not None else None
+        run(prepared)  # untimed: wakes the runtime's threads after the probe (and warms a CPU it moved to)
         block: list[float] = []
         end = time.perf_counter() + policy.block_seconds
         while len(block) < BLOCK_CALLS or time.perf_counter() < end:
             t0 = time.perf_counter_ns()
             run(prepared)
             block.append((time.perf_counter_ns() - t0) / 1e6)
-        blocks.append((state is None or state.quiet, float(np.median(block)), block))
+        blocks.append((state is None or state.quiet_on(in_use), float(np.median(block)), block))
         elapsed = time.perf_counter() - start
         timed += len(block)
         if elapsed < min(policy.min_seconds, policy.max_seconds) and timed < policy.max_samples:

@@ -12,6 +12,11 @@
 * ``graph_opt`` does not apply: OpenVINO always runs its own graph transformations (fusions, QDQ
   folding into int8 kernels, layout choice) and has no knob to turn them down; the value is ignored.
 * ``PERFORMANCE_HINT=LATENCY`` (one stream) and ``INFERENCE_NUM_THREADS`` = the candidate's threads.
+* ``ENABLE_CPU_PINNING=False``: with a thread count set, the plugin pins its threads to cores of its
+  choosing, whether or not another tenant loads them, and re-pins them as they enter its arena, undoing
+  the timing's move onto the quietest CPUs (``tuner.measure.host.QuietestCpus``; seen on OpenVINO
+  2026.4: a 1-thread model's threads were back on both CPUs after a few calls). The OS places its
+  threads as it places every other runtime's.
 * OpenVINO's usage telemetry is kept out (``_openvino``): ``import openvino`` otherwise spawns a whole Python
   process to post an event, which competes for the CPUs while the first candidate is timed.
 """
@@ -96,7 +101,7 @@ class OpenVinoSession(Session):
         self.input_name = self.model.inputs[0].get_any_name()
         self.input_shape = self.model.inputs[0].get_partial_shape()
         self.config = {"INFERENCE_PRECISION_HINT": HINTS[precision], "PERFORMANCE_HINT": "LATENCY",
-                       "INFERENCE_NUM_THREADS": int(threads)}
+                       "INFERENCE_NUM_THREADS": int(threads), "ENABLE_CPU_PINNING": False}
         self.requested = precision
         self._ov = ov
         self._compiled: dict[int, Any] = {}  # batch size -> compiled model

@@ -10,7 +10,7 @@ import optuna
 import yaml
 
 from tests.conftest import ROOT, TINY, run_tuner
-from tuner.study import count_trials, pareto_trials
+from tuner.study import count_trials, pareto_trials, study_complete
 
 SPACE = {
     "placement": {"choices": ["torch-cpu", "ort-cpu"]},
@@ -112,3 +112,21 @@ def test_repeats_are_free_and_a_small_space_ends(tmp_path, studies_dir):
         else:
             assert key not in first and "build_seconds" in t.user_attrs
             first[key] = t
+
+
+def test_only_repeats_in_a_row_end_a_study():
+    """Workers sharing a study each propose a few repeats: spread among measured trials, they never end it."""
+    study = optuna.create_study(directions=["maximize", "minimize"])
+
+    def add(*repeats: bool) -> None:
+        for r in repeats:
+            study.add_trial(optuna.trial.create_trial(values=[0.9, 1.0], user_attrs={"duplicate_of": 0} if r else {}))
+
+    add(False, True, True, False, True, True, False, True, True, False)  # 6 repeats in all, never 3 in a row
+    counts = count_trials(study)
+    assert (counts.accounted, counts.repeats, counts.repeat_streak) == (4, 6, 0)
+    assert not study_complete(counts, 5)
+    add(True, True, True, True)
+    assert count_trials(study).repeat_streak == 4 and not study_complete(count_trials(study), 5)
+    add(True)
+    assert study_complete(count_trials(study), 5)  # 5 proposals in a row repeated: the space is exhausted

@@ -193,10 +193,6 @@ def count_trials(study: optuna.Study) -> TrialCounts:
                        sum(t.state == TrialState.WAITING for t in trials), sum(is_repeat), streak)
 
 
-def finished_trials(study: optuna.Study) -> int:
-    return count_trials(study).accounted
-
-
 def space_exhausted(repeat_streak: int, n_trials: int) -> bool:
     """After a repeat the next proposal is random, so a long run of repeats means random draws keep landing on
     measured candidates: 50 in a row leave under 6% of the space unmeasured at 95% confidence. Counting repeats
@@ -298,7 +294,7 @@ def run_study(s: StudySettings, on_progress: Callable[[Progress], None] = lambda
         storage = None if local else make_storage(s.storage, s.heartbeat, s.max_retries)
         reference = worker.reference()  # data and model load in the worker: bad input fails before any write
         study, created = open_study(s, storage)
-        done_before = finished_trials(study)
+        done_before = count_trials(study).accounted
         if study.user_attrs.get("reference") is None:
             study.set_user_attr("reference", reference)
         reference_accuracy = float(study.user_attrs["reference"]["accuracy"])

@@ -15,6 +15,7 @@ from tuner.remeasure import (
     remeasure_pareto,
     set_finished_trial_user_attr,
 )
+from tuner.report import _hover, _report_info
 
 
 def test_remeasure_real_study(tmp_path, studies_dir):
@@ -66,6 +67,18 @@ def test_remeasure_real_study(tmp_path, studies_dir):
 
     table = format_remeasure(summary)
     assert all(f"#{e.number}" in table for e in summary.entries) and "within 5%" in table
+
+    # The report shows both figures of each re-timed trial, read back from the storage.
+    info = _report_info(again)
+    for e in summary.entries:
+        row = info.row(e.number)
+        assert row.remeasured_ms == pytest.approx(e.per_sample_ms)
+        assert f"re-measured: {e.per_sample_ms:.4f} ms/sample" in _hover(row, info.reference_accuracy)
+    assert all(info.row(t.number).remeasured_ms is None for t in again.trials
+               if t.number not in {e.number for e in summary.entries})
+    agree = round(summary.fraction_within_5pct * len(points))
+    assert any(f.startswith(f"re-timed in fresh processes (2 interleaved rounds): {agree} of {len(points)} Pareto")
+               for f in info.findings)
 
 
 @pytest.mark.parametrize("storage", ["sqlite", "memory"])

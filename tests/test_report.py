@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from tests.conftest import run_tuner
-from tuner.report import ReportInfo, TrialRow, _report_info, findings
+from tuner.report import ReportInfo, TrialRow, _report_info, findings, table_rows
 from tuner.study import best_feasible
 
 
@@ -154,3 +154,28 @@ def test_findings_state_what_the_table_shows():
     assert "1 of 7 completed trials broke a constraint (#5)" in text
     # nothing claimed that the table does not show
     assert "fp16" not in text and "bf16" not in text and "torch-cuda" not in text
+
+
+def test_findings_report_the_remeasure():
+    """Both figures of each re-timed Pareto point, the agreement, and a pick the re-measure reorders."""
+    def again(row, ms, within, outside):
+        bs = row.params["batch_size"]
+        rel = (ms - row.ms) / row.ms
+        return TrialRow(**{**row.__dict__, "pareto": True, "remeasure": {
+            "per_sample_ms": ms, "median_ms": ms * bs, "min_ms": ms * bs * 0.99, "max_ms": ms * bs * 1.01,
+            "rel_diff": rel, "within_5pct": within, "outside_ci": outside, "rounds": 3, "rounds_used": 3}})
+
+    base = _row(0, "torch-cpu", "fp32", 0.0, 1, 0.95, 7.0, baseline=True)
+    fast = again(_row(1, "ort-cpu", "int8", 0.0, 1, 0.948, 1.00), 1.20, False, True)  # 20% slower when re-timed
+    next_ = again(_row(2, "ort-cpu", "fp32", 0.0, 1, 0.95, 1.10), 1.11, True, False)
+    info = ReportInfo(study="designed", objectives={}, reference_accuracy=0.95, validation_images=400, hardware={},
+                      workload={}, trials=[base, fast, next_], pareto=[1, 2], baseline=0, hypervolume=[],
+                      hypervolume_reference=None, importances={}, importance_notes=[], findings=[])
+    text = "\n".join(findings(info))
+    assert ("re-timed in fresh processes (3 interleaved rounds): 1 of 2 Pareto points within 5% of the study's "
+            "figure (#1 +20.0%, #2 +0.9%); 1 outside the study's 95% CI") in text
+    assert "the fastest feasible point is #2 (1.1100 ms/sample), not #1" in text and "--trial 2" in text
+    rows = {r["trial"]: r for r in table_rows(info)}
+    assert rows[1]["re-measured ms/sample"] == 1.20 and round(rows[1]["re-measure diff %"], 6) == 20.0
+    assert "re-measure >5% off" in rows[1]["flags"] and "re-measure" not in rows[2]["flags"]
+    assert rows[0]["re-measured ms/sample"] is None

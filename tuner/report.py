@@ -74,6 +74,7 @@ class TrialRow:
     speedup: float | None  # baseline per-sample latency / this one
     duplicate_of: int | None  # the earlier trial whose figures it reused
     note: str  # why it failed or was refused
+    remeasure: dict[str, Any] | None = None  # the end-of-study re-measure (tuner.remeasure.RemeasureEntry.to_dict())
 
     @property
     def complete(self) -> bool:
@@ -93,6 +94,17 @@ class TrialRow:
         lo, hi = self.metrics.get("latency_ci_ms") or (self.metrics["latency_ms"],) * 2
         bs = self.params.get("batch_size") or self.metrics.get("batch_size") or 1
         return lo / bs, hi / bs
+
+    @property
+    def remeasured_ms(self) -> float | None:
+        """The re-measured per-sample median (fresh processes, interleaved rounds), where there is one."""
+        value = (self.remeasure or {}).get("per_sample_ms")
+        return float(value) if isinstance(value, (int, float)) else None
+
+    @property
+    def remeasured_diff(self) -> float:
+        """(re-measured - study) / study; 0 where not re-measured."""
+        return float((self.remeasure or {}).get("rel_diff") or 0.0)
 
     def label(self) -> str:
         c = self.params
@@ -128,6 +140,7 @@ class ReportInfo:
 
 def _report_info(study: optuna.Study) -> ReportInfo:
     trials = study.get_trials(deepcopy=False)
+    remeasured = _remeasured(study)
     base = baseline_trial(study)
     base_ms = base.user_attrs["metrics"]["per_sample_ms"] if base is not None and "metrics" in base.user_attrs else None
     raw = []
@@ -139,7 +152,7 @@ def _report_info(study: optuna.Study) -> ReportInfo:
                         baseline=bool(t.user_attrs.get("baseline")),
                         speedup=(base_ms / metrics["per_sample_ms"]
                                  if base_ms and metrics.get("per_sample_ms") else None),
-                        duplicate_of=t.user_attrs.get("duplicate_of"),
+                        duplicate_of=t.user_attrs.get("duplicate_of"), remeasure=remeasured.get(t.number),
                         note=str(reason).splitlines()[0][:200] if reason else ""))
     front = _pareto([(r["number"], r["metrics"]["accuracy"], r["metrics"]["per_sample_ms"])
                      for r in raw if r["feasible"] and "per_sample_ms" in r["metrics"]])
@@ -159,6 +172,17 @@ def _report_info(study: optuna.Study) -> ReportInfo:
         states=dict(Counter(r.state for r in rows)),
     )
     return ReportInfo(**{**info.__dict__, "findings": findings(info)})
+
+
+def _remeasured(study: optuna.Study) -> dict[int, dict[str, Any]]:
+    """Trial number -> its re-measure: on the trial itself, or (storages that cannot annotate a finished trial)
+    in the study's summary."""
+    kept = (study.user_attrs.get("remeasure") or {}).get("trials") or {}
+    out = {int(n): e for n, e in kept.items() if isinstance(e, dict)}
+    for t in study.get_trials(deepcopy=False):
+        if isinstance(t.user_attrs.get("remeasure"), dict):
+            out[t.number] = t.user_attrs["remeasure"]
+    return {n: e for n, e in out.items() if isinstance(e.get("per_sample_ms"), (int, float))}
 
 
 def _pareto(points: list[tuple[int, float, float]]) -> set[int]:
@@ -273,6 +297,7 @@ def findings(info: ReportInfo) -> list[str]:
     out += _pruning_rule(rows)
     out += _batch_rule(rows)
     out += _executed_precision_rule(rows)
+    out += _remeasure_rule(info, rows)
     out += _bookkeeping(info)
     return out
 
@@ -408,6 +433,28 @@ def _executed_precision_rule(rows: list[TrialRow]) -> list[str]:
             for (pl, p, ex), g in sorted(odd.items())]
 
 
+def _remeasure_rule(info: ReportInfo, rows: list[TrialRow]) -> list[str]:
+    """How the Pareto points' figures held up when timed again in fresh processes (tuner.remeasure)."""
+    points = [r for r in rows if r.pareto and r.remeasured_ms is not None]
+    if not points:
+        return []
+    entries = [r.remeasure or {} for r in points]
+    rounds = max(int(e.get("rounds") or 0) for e in entries)
+    agree = sum(bool(e.get("within_5pct")) for e in entries)
+    outside = sum(bool(e.get("outside_ci")) for e in entries)
+    diffs = ", ".join(f"#{r.number} {100 * r.remeasured_diff:+.1f}%" for r in points)
+    out = [f"re-timed in fresh processes ({rounds} interleaved rounds): {agree} of {len(points)} Pareto "
+           f"points within 5% of the study's figure ({diffs}); {outside} outside the study's 95% CI, which "
+           "covers one process's timing, not the spread between processes."]
+    by_study = _fastest(r for r in points if r.feasible) if any(r.feasible for r in points) else None
+    by_again = min((r for r in points if r.feasible), key=lambda r: (r.remeasured_ms, r.number), default=None)
+    if by_study is not None and by_again is not None and by_again.number != by_study.number:
+        out.append(f"by the re-measured figures the fastest feasible point is #{by_again.number} "
+                   f"({by_again.remeasured_ms:.4f} ms/sample), not #{by_study.number} ({by_study.remeasured_ms:.4f} "
+                   f"re-measured, {by_study.ms:.4f} in the study): export it with --trial {by_again.number}.")
+    return out
+
+
 def _bookkeeping(info: ReportInfo) -> list[str]:
     out = []
     done = info.completed
@@ -448,6 +495,12 @@ def _hover(r: TrialRow, reference: float | None) -> str:
               f"executed {m['executed_precision']}, {m['threads']} threads"]
     if r.speedup:
         lines.append(f"speedup vs baseline: {r.speedup:.2f}x")
+    if r.remeasured_ms is not None:
+        e, bs = r.remeasure or {}, m.get("batch_size") or c.get("batch_size") or 1
+        spread = (f" ({e['min_ms'] / bs:.4f}-{e['max_ms'] / bs:.4f} over {e.get('rounds_used')} rounds)"
+                  if e.get("min_ms") is not None and e.get("max_ms") is not None else "")
+        lines.append(f"re-measured: {r.remeasured_ms:.4f} ms/sample{spread}, {100 * r.remeasured_diff:+.1f}% vs the "
+                     "study" + (", outside its CI" if e.get("outside_ci") else ""))
     if r.duplicate_of is not None:
         lines.append(f"same configuration as #{r.duplicate_of}")
     return "<br>".join(lines)
@@ -534,8 +587,8 @@ def importance_figure(info: ReportInfo) -> Any | None:
 
 
 _COLUMNS = ("trial", "state", "flags", "placement", "precision", "prune", "batch", "fold_bn", "graph_opt", "threads",
-            "accuracy", "drop (pts)", "ms/sample", "95% CI", "speedup", "p95 ms/batch", "samples/s", "MB", "executed",
-            "note")
+            "accuracy", "drop (pts)", "ms/sample", "95% CI", "re-measured ms/sample", "re-measure diff %", "speedup",
+            "p95 ms/batch", "samples/s", "MB", "executed", "note")
 
 
 def table_rows(info: ReportInfo) -> list[dict[str, Any]]:
@@ -548,13 +601,18 @@ def table_rows(info: ReportInfo) -> list[dict[str, Any]]:
                                  ("infeasible", r.complete and not r.feasible)) if on]
         if r.duplicate_of is not None:
             flags.append(f"dup of #{r.duplicate_of}")
+        if r.remeasured_ms is not None and not (r.remeasure or {}).get("within_5pct"):
+            flags.append("re-measure >5% off")
         out.append({
             "trial": r.number, "state": r.state, "flags": " ".join(flags), "placement": c.get("placement"),
             "precision": c.get("precision"), "prune": c.get("prune_ratio"), "batch": c.get("batch_size"),
             "fold_bn": c.get("fold_bn"), "graph_opt": c.get("graph_opt"), "threads": m.get("threads", c.get("threads")),
             "accuracy": m.get("accuracy"),
             "drop (pts)": 100 * m["accuracy_drop"] if "accuracy_drop" in m else None,
-            "ms/sample": m.get("per_sample_ms"), "ci_low": lo, "ci_high": hi, "speedup": r.speedup,
+            "ms/sample": m.get("per_sample_ms"), "ci_low": lo, "ci_high": hi,
+            "re-measured ms/sample": r.remeasured_ms,
+            "re-measure diff %": 100 * r.remeasured_diff if r.remeasured_ms is not None else None,
+            "speedup": r.speedup,
             "p95 ms/batch": m.get("latency_p95_ms"), "samples/s": m.get("throughput"), "MB": m.get("size_mb"),
             "executed": m.get("executed_precision"), "note": r.note,
         })
@@ -587,8 +645,8 @@ def _cell(value: Any, kind: str) -> str:
 
 
 def _table_html(info: ReportInfo) -> str:
-    kinds = {"accuracy": "pct", "drop (pts)": "pts", "ms/sample": "ms", "speedup": "x", "p95 ms/batch": "ms",
-             "samples/s": "int", "MB": "mb"}
+    kinds = {"accuracy": "pct", "drop (pts)": "pts", "ms/sample": "ms", "re-measured ms/sample": "ms",
+             "re-measure diff %": "pts", "speedup": "x", "p95 ms/batch": "ms", "samples/s": "int", "MB": "mb"}
     head = "".join(f'<th title="click to sort">{html.escape(c)}</th>' for c in _COLUMNS)
     body = []
     for rec, r in zip(table_rows(info), info.trials):
@@ -616,7 +674,7 @@ th,td{padding:3px 6px;border-bottom:1px solid #eee;text-align:right;white-space:
 .scroll{overflow-x:auto}
 th{cursor:pointer;background:#f4f4f4;position:sticky;top:0;user-select:none}
 th.asc:after{content:" \\25B2"} th.desc:after{content:" \\25BC"}
-td:nth-child(-n+5),th:nth-child(-n+5),td:nth-child(20),th:nth-child(20){text-align:left}
+td:nth-child(-n+5),th:nth-child(-n+5),td:last-child,th:last-child{text-align:left}
 tr.pareto{background:#eef7ee} tr.baseline{background:#fff7d6} tr.muted{color:#888}
 .note{color:#777;font-size:.9em}
 """

@@ -7,6 +7,7 @@ import pytest
 import yaml
 
 from tests.conftest import SMALL_SPACE, TINY, run_tuner
+from tuner.artifact import select_trial
 from tuner.measure.latency import LatencyPolicy
 from tuner.remeasure import (
     RemeasureEntry,
@@ -16,6 +17,7 @@ from tuner.remeasure import (
     set_finished_trial_user_attr,
 )
 from tuner.report import _hover, _report_info
+from tuner.study import is_feasible
 
 
 def test_remeasure_real_study(tmp_path, studies_dir):
@@ -79,6 +81,14 @@ def test_remeasure_real_study(tmp_path, studies_dir):
     agree = round(summary.fraction_within_5pct * len(points))
     assert any(f.startswith(f"re-timed in fresh processes (2 interleaved rounds): {agree} of {len(points)} Pareto")
                for f in info.findings)
+
+    # `export --max-drop` decides among the re-timed points by their re-measured figures.
+    picked, why = select_trial(again, max_drop=1)
+    timed = {e.number: e for e in summary.entries}
+    ok = [t for t in again.trials if t.number in timed and is_feasible(t)
+          and t.user_attrs["metrics"]["accuracy_drop"] <= 0.01 + 1e-12]
+    expected = min(ok, key=lambda t: (timed[t.number].per_sample_ms, -t.user_attrs["metrics"]["accuracy"], t.number))
+    assert picked.number == expected.number and "re-measured latency" in why
 
 
 @pytest.mark.parametrize("storage", ["sqlite", "memory"])

@@ -299,6 +299,17 @@ def _store(study: optuna.Study, summary: RemeasureSummary, trials: dict[int, Fro
     return where
 
 
+def remeasured_trials(study: optuna.Study) -> dict[int, dict[str, Any]]:
+    """Trial number -> its stored re-measure (``RemeasureEntry.to_dict()``) where it holds a figure: from the
+    trial itself, or from the study's summary on a storage that cannot annotate finished trials."""
+    kept = (study.user_attrs.get(ATTR) or {}).get("trials") or {}
+    found = {int(n): e for n, e in kept.items() if isinstance(e, dict)}
+    for t in study.get_trials(deepcopy=False):
+        if isinstance(t.user_attrs.get(ATTR), dict):
+            found[t.number] = t.user_attrs[ATTR]
+    return {n: e for n, e in found.items() if isinstance(e.get("per_sample_ms"), (int, float))}
+
+
 def set_finished_trial_user_attr(study: optuna.Study, trial: FrozenTrial, key: str, value: Any) -> bool:
     """Set a user attr on a trial even when it has finished; False when this storage cannot persist it.
 

@@ -21,6 +21,7 @@ import optuna
 from optuna.trial import TrialState
 
 from tuner.errors import ConfigError
+from tuner.remeasure import remeasured_trials
 from tuner.study import baseline_trial, check_study_name, is_feasible, mask_url
 
 # Two medians count as different only when their 95% CIs do not overlap AND they differ by this much.
@@ -140,7 +141,7 @@ class ReportInfo:
 
 def _report_info(study: optuna.Study) -> ReportInfo:
     trials = study.get_trials(deepcopy=False)
-    remeasured = _remeasured(study)
+    remeasured = remeasured_trials(study)
     base = baseline_trial(study)
     base_ms = base.user_attrs["metrics"]["per_sample_ms"] if base is not None and "metrics" in base.user_attrs else None
     raw = []
@@ -172,17 +173,6 @@ def _report_info(study: optuna.Study) -> ReportInfo:
         states=dict(Counter(r.state for r in rows)),
     )
     return ReportInfo(**{**info.__dict__, "findings": findings(info)})
-
-
-def _remeasured(study: optuna.Study) -> dict[int, dict[str, Any]]:
-    """Trial number -> its re-measure: on the trial itself, or (storages that cannot annotate a finished trial)
-    in the study's summary."""
-    kept = (study.user_attrs.get("remeasure") or {}).get("trials") or {}
-    out = {int(n): e for n, e in kept.items() if isinstance(e, dict)}
-    for t in study.get_trials(deepcopy=False):
-        if isinstance(t.user_attrs.get("remeasure"), dict):
-            out[t.number] = t.user_attrs["remeasure"]
-    return {n: e for n, e in out.items() if isinstance(e.get("per_sample_ms"), (int, float))}
 
 
 def _pareto(points: list[tuple[int, float, float]]) -> set[int]:

@@ -14,7 +14,7 @@ Cheap and honest: every distinct candidate is REALLY built and measured, once, i
 (tuner.workload.load_workload + tuner.pipeline.evaluate, as a study's worker does), and its metrics are
 memoized by candidate, so all runs and the reference replay the same real measurements: the samplers
 differ only in which candidates they propose. Each run is an in-memory Optuna study driven by ask/tell
-with tuner.study.make_sampler(name, seed, max budget) (the sampler a study of that many trials gets),
+with tuner.study.loop.make_sampler(name, seed, max budget) (the sampler a study of that many trials gets),
 the baseline enqueued as trial 0 as `tuner run` does, candidates from tuner.space.load_space(--space),
 objectives and the accuracy-drop constraint from --objectives (set on each trial as the study does).
 "After N trials" counts the baseline and leaves out repeats, as --n-trials does.
@@ -112,12 +112,13 @@ def run_sampler(name: str, seed: int, n_trials: int, sampler_trials: int, space:
     """One in-memory study by ask/tell; returns each counted trial's metrics (None when failed or pruned).
 
     Repeats are handled as `tuner run` does: a repeated candidate gets its earlier outcome, is not counted,
-    and the next proposal is random (tuner.study.next_sampler); a run of repeats ends the run
-    (tuner.study.space_exhausted)."""
+    and the next proposal is random (tuner.study.loop.next_sampler); a run of repeats ends the run
+    (tuner.study.counts.space_exhausted)."""
     import optuna
     from optuna.trial import TrialState
 
-    from tuner.study import baseline_candidate, make_sampler, next_sampler, space_exhausted
+    from tuner.study.counts import space_exhausted
+    from tuner.study.loop import baseline_candidate, make_sampler, next_sampler
 
     sampler = make_sampler(name, seed, sampler_trials)
     study = optuna.create_study(directions=list(objectives.directions), sampler=sampler)

@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT, TINY, run_tuner
-from tuner.study import count_trials
+from tuner.study.counts import count_trials
 
 SPACE = {
     "placement": {"choices": ["torch-cpu", "ort-cpu"]},

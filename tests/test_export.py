@@ -11,7 +11,7 @@ import yaml
 
 from tests.conftest import run_tuner
 from tuner.artifact import checks_table, export, latency_reproduces, select_trial, verify
-from tuner.study import is_feasible
+from tuner.results import is_feasible
 
 # torch's own import-time deprecation notice (torch.jit), not ours
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")

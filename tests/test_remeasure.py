@@ -1,4 +1,4 @@
-"""Re-measuring a real study's Pareto set and baseline in fresh processes, and storing it on finished trials."""
+"""Re-measuring a real study's Pareto set and baseline in fresh processes, and keeping the result on the study."""
 
 import dataclasses
 
@@ -9,15 +9,11 @@ import yaml
 from tests.conftest import SMALL_SPACE, TINY, run_tuner
 from tuner.artifact import select_trial
 from tuner.measure.latency import LatencyPolicy
-from tuner.remeasure import (
-    RemeasureEntry,
-    RemeasureSummary,
-    format_remeasure,
-    remeasure_pareto,
-    set_finished_trial_user_attr,
-)
-from tuner.report import _hover, _report_info
-from tuner.study import is_feasible
+from tuner import results
+from tuner.remeasure import RemeasureEntry, RemeasureSummary, format_remeasure, remeasure_pareto
+from tuner.report import report_info
+from tuner.report.figures import _hover
+from tuner.study.storage import read_remeasure, write_remeasure
 
 
 def test_remeasure_real_study(tmp_path, studies_dir):
@@ -36,7 +32,7 @@ def test_remeasure_real_study(tmp_path, studies_dir):
     summary = remeasure_pareto(study, str(studies_dir / "cache"), rounds=2, log=lines.append,
                                policy=LatencyPolicy(max_seconds=1.0))
 
-    pareto = {t.number for t in study.best_trials}
+    pareto = {t.number for t in results.front(study)}
     baseline = next(t.number for t in study.trials if t.user_attrs.get("baseline")
                     and t.state == optuna.trial.TrialState.COMPLETE)
     assert {e.number for e in summary.entries} == pareto | {baseline}
@@ -52,26 +48,24 @@ def test_remeasure_real_study(tmp_path, studies_dir):
     assert {e.number for e in points} <= pareto and len(points) == len({str(sorted(e.candidate.items())) for e in
                                                                        summary.entries if e.pareto})
     assert summary.fraction_within_5pct == sum(e.within_5pct for e in points) / len(points)
-    assert set(summary.stored.values()) == {"trial"}
     assert sum(line.lstrip().startswith("round ") for line in lines) == 2 * len(
         {str(sorted(e.candidate.items())) for e in summary.entries})
 
-    # Stored on the (finished) trials themselves, readable by anyone loading the study.
+    # Kept on the study (public API), per trial, readable by anyone loading the study.
     again = optuna.load_study(study_name=name, storage=storage)
-    by_number = {t.number: t for t in again.trials}
+    stored_all = read_remeasure(again)
+    assert set(stored_all) == {e.number for e in summary.entries}
     for e in summary.entries:
-        stored = by_number[e.number].user_attrs["remeasure"]
+        stored = stored_all[e.number]
         assert stored["median_ms"] == pytest.approx(e.median_ms) and stored["rounds"] == 2
         assert stored["within_5pct"] == e.within_5pct and len(stored["round_ms"]) == len(e.round_ms)
     assert again.user_attrs["remeasure"]["fraction_within_5pct"] == summary.fraction_within_5pct
-    # ... and the study object that was passed in sees them too, without a reload.
-    assert all("remeasure" in t.user_attrs for t in study.best_trials)
 
     table = format_remeasure(summary)
     assert all(f"#{e.number}" in table for e in summary.entries) and "within 5%" in table
 
     # The report shows both figures of each re-timed trial, read back from the storage.
-    info = _report_info(again)
+    info = report_info(again)
     for e in summary.entries:
         row = info.row(e.number)
         assert row.remeasured_ms == pytest.approx(e.per_sample_ms)
@@ -85,25 +79,21 @@ def test_remeasure_real_study(tmp_path, studies_dir):
     # `export --max-drop` decides among the re-timed points by their re-measured figures.
     picked, why = select_trial(again, max_drop=1)
     timed = {e.number: e for e in summary.entries}
-    ok = [t for t in again.trials if t.number in timed and is_feasible(t)
+    ok = [t for t in again.trials if t.number in timed and results.is_feasible(t)
           and t.user_attrs["metrics"]["accuracy_drop"] <= 0.01 + 1e-12]
-    expected = min(ok, key=lambda t: (timed[t.number].per_sample_ms, -t.user_attrs["metrics"]["accuracy"], t.number))
-    assert picked.number == expected.number and "re-measured latency" in why
+    assert picked.number in timed and "re-measured latency" in why
+    assert all(timed[picked.number].per_sample_ms <= timed[t.number].per_sample_ms for t in ok)
 
 
-@pytest.mark.parametrize("storage", ["sqlite", "memory"])
-def test_user_attr_on_a_finished_trial(tmp_path, storage):
-    url = f"sqlite:///{tmp_path}/s.db" if storage == "sqlite" else None
+def test_remeasure_record_round_trips_through_the_storage(tmp_path):
+    """The record is a study user attr (public API): a fresh load reads every entry that holds a figure."""
+    url = f"sqlite:///{tmp_path}/s.db"
     study = optuna.create_study(study_name="s", storage=url)
     study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
-    trial = study.trials[1]
-    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):  # why the workaround exists
-        study._storage.set_trial_user_attr(trial._trial_id, "k", 1)
-    assert set_finished_trial_user_attr(study, trial, "k", {"a": (1, 2)})
-    assert set_finished_trial_user_attr(study, trial, "k", {"a": [3]})  # overwrites
-    assert study.trials[1].user_attrs["k"] == {"a": [3]}
-    if url:
-        assert optuna.load_study(study_name="s", storage=url).trials[1].user_attrs["k"] == {"a": [3]}
+    write_remeasure(study, {"rounds": 3, "trials": {"0": {"per_sample_ms": 0.5, "median_ms": 0.5},
+                                                    "1": {"per_sample_ms": None, "error": "boom"}}})
+    loaded = read_remeasure(optuna.load_study(study_name="s", storage=url))
+    assert loaded == {0: {"per_sample_ms": 0.5, "median_ms": 0.5, "rounds": 3}}  # #1 holds no figure
 
 
 def test_format_remeasure():
@@ -131,12 +121,12 @@ def test_format_remeasure():
 def test_a_failing_measurement_is_one_error_line():
     from tuner.candidate import Candidate
     from tuner.errors import MeasurementError
-    from tuner.remeasure import _in_fresh_process
+    from tuner.remeasure.runner import measure_in_fresh_process
     from tuner.workload import WorkloadSpec
 
     spec = WorkloadSpec(model="no_such_model_xyz", data="digits", resolution=16, cache_dir=None)
     with pytest.raises(MeasurementError, match="ModelError"):
-        _in_fresh_process(spec, Candidate().to_dict(), LatencyPolicy(), timeout=300)
+        measure_in_fresh_process(spec, Candidate().to_dict(), LatencyPolicy(), timeout=300)
 
 
 def test_a_contended_round_does_not_make_the_figure():

@@ -1,4 +1,4 @@
-"""Candidate: the one configuration type that flows from the search space to build and measure."""
+"""Candidate: the one configuration type that flows from the search space to build and measure (torch-free)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from tuner.errors import ConfigError
-
-PRECISIONS = ("fp32", "fp16", "bf16", "int8")
-GRAPH_OPTS = ("disable", "basic", "extended", "all")
+from tuner.names import GRAPH_OPTS, PLACEMENTS, PRECISIONS
 
 
 @dataclass(frozen=True)
@@ -37,8 +35,6 @@ class Candidate:
                f"graph_opt must be one of {', '.join(GRAPH_OPTS)}, but got {self.graph_opt!r}.")
         _check(_is_int(self.batch_size) and self.batch_size >= 1,
                f"batch_size must be an integer >= 1, but got {self.batch_size!r}.")
-        from tuner.runtimes import PLACEMENTS  # the registry is the one list of placements
-
         _check(self.placement in PLACEMENTS,
                f"placement must be one of {', '.join(PLACEMENTS)}, but got {self.placement!r}.")
         _check(_is_int(self.threads) and self.threads >= 0,

@@ -132,8 +132,9 @@ class Run(Command):
         from tuner.objectives import load_objectives
         from tuner.remeasure import format_remeasure, remeasure_pareto
         from tuner.space import load_space
-        from tuner.study import (SAMPLERS, StudySettings, check_study_name, default_storage, default_study_name,
-                                 count_trials, mask_url, run_study, study_complete)
+        from tuner.study.counts import count_trials, study_complete
+        from tuner.study.loop import SAMPLERS, StudySettings, run_study
+        from tuner.study.storage import check_study_name, default_storage, default_study_name, mask_url
 
         if args.sampler not in SAMPLERS:
             raise TunerError(f"unknown sampler {args.sampler!r}; use one of {', '.join(SAMPLERS)}.")
@@ -189,7 +190,8 @@ class Report(Command):
     def run(self, args: argparse.Namespace) -> int:
         from pathlib import Path
 
-        from tuner.report import load_existing_study, write_report
+        from tuner.report import write_report
+        from tuner.study.storage import load_existing_study
 
         study = load_existing_study(args.study, args.storage, args.studies_dir)
         out = Path(args.out or Path(args.studies_dir) / f"{args.study}.html")
@@ -217,15 +219,16 @@ class Export(Command):
     def run(self, args: argparse.Namespace) -> int:
         from pathlib import Path
 
-        from tuner.artifact import CONFIG, check_out, export, select_trial
-        from tuner.report import load_existing_study
+        from tuner.artifact import check_out, export, select_trial
+        from tuner.names import CONFIG_FILE
+        from tuner.study.storage import load_existing_study
 
         check_out(Path(args.out))
         study = load_existing_study(args.study, args.storage, args.studies_dir)
         trial, why = select_trial(study, args.trial, args.max_drop, args.max_latency_ms)
         done = export(study, trial, why, args.out, args.studies_dir, args.storage, args.torch_format, log)
         m = done.config["metrics"]["export"]
-        print(f"exported trial #{done.trial} ({why}) to {done.out}: {done.artifact} ({done.kind}), {CONFIG}\n"
+        print(f"exported trial #{done.trial} ({why}) to {done.out}: {done.artifact} ({done.kind}), {CONFIG_FILE}\n"
               f"re-measured: {m['accuracy']:.2%}, {m['per_sample_ms']:.4f} ms/sample "
               f"(study: {done.config['metrics']['study']['per_sample_ms']:.4f}); check it with "
               f"`tuner verify {done.out}`")

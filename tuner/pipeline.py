@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from tuner.build import build
-from tuner.candidate import Candidate
-from tuner.measure import measure
-from tuner.workload import Workload
+if TYPE_CHECKING:
+    from tuner.candidate import Candidate
+    from tuner.workload import Workload
 
 
 @dataclass(frozen=True)
@@ -21,6 +20,9 @@ class Evaluation:
 
 
 def evaluate(workload: Workload, candidate: Candidate, min_accuracy: float | None = None) -> Evaluation:
+    from tuner.build import build  # torch and the runtimes load in the trial's process, not its parent's
+    from tuner.measure import measure
+
     hits, misses = workload.cache.hits, workload.cache.misses
     built = build(workload, candidate)
     metrics = measure(built, workload.data, min_accuracy=min_accuracy)

@@ -3,34 +3,43 @@
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 from optuna.trial import TrialState
 
-from tuner.objectives import Objectives
-from tuner.study import (Progress, baseline_trial, best_feasible, count_trials, is_feasible, pareto_trials,
-                         speedup)
+from tuner import results
+from tuner.study.counts import count_trials
+from tuner.table import aligned
+
+if TYPE_CHECKING:
+    from tuner.objectives import Objectives
+    from tuner.study.loop import Progress
 
 
-def _trial_entry(study: optuna.Study, t: optuna.trial.FrozenTrial) -> dict[str, Any]:
-    return {"number": t.number, "params": t.user_attrs.get("candidate", {}), "metrics": t.user_attrs.get("metrics", {}),
-            "feasible": is_feasible(t), "speedup": speedup(study, t), "baseline": bool(t.user_attrs.get("baseline"))}
+def _trial_entry(t: optuna.trial.FrozenTrial, baseline_ms: float | None) -> dict[str, Any]:
+    metrics = t.user_attrs.get("metrics", {})
+    return {"number": t.number, "params": t.user_attrs.get("candidate", {}), "metrics": metrics,
+            "feasible": results.is_feasible(t), "speedup": results.speedup(baseline_ms, metrics.get("per_sample_ms")),
+            "baseline": bool(t.user_attrs.get("baseline"))}
 
 
 def summarize(study: optuna.Study, objectives: Objectives) -> dict[str, Any]:
-    base = baseline_trial(study)
-    best = best_feasible(study)
+    base = results.baseline_trial(study)
+    base_ms = base.user_attrs["metrics"]["per_sample_ms"] if base is not None else None
+    pick = results.fastest_feasible(results.points(study))
     states = [t.state for t in study.get_trials(deepcopy=False)]
+    best = next((t for t in results.completed(study) if t.number == pick.point.number), None) if pick else None
     return {
         "objectives": dict(zip(objectives.names, objectives.directions)),
         "constraints": [str(c) for c in objectives.constraints],
         "reference_accuracy": (study.user_attrs.get("reference") or {}).get("accuracy"),
-        "baseline": _trial_entry(study, base)["metrics"] if base else None,
+        "baseline": base.user_attrs["metrics"] if base else None,
         "trials": {s.name.lower(): states.count(s) for s in TrialState if states.count(s)},
         "repeats": count_trials(study).repeats,  # finished trials that reused an earlier trial's outcome
-        "pareto": sorted((_trial_entry(study, t) for t in pareto_trials(study)), key=lambda e: e["number"]),
-        "best_feasible": _trial_entry(study, best) if best else None,
+        "pareto": sorted((_trial_entry(t, base_ms) for t in results.front(study)), key=lambda e: e["number"]),
+        "best_feasible": {**_trial_entry(best, base_ms), "by_remeasure": pick.by_remeasure}  # type: ignore[union-attr]
+        if best is not None else None,
     }
 
 
@@ -40,7 +49,7 @@ def pareto_table(summary: dict[str, Any]) -> str:
     ref = summary["reference_accuracy"] or 0.0
     for e in summary["pareto"]:
         c, m = e["params"], e["metrics"]
-        lo, hi = (x / c["batch_size"] for x in m["latency_ci_ms"])
+        lo, hi = results.per_sample_ci(m)
         rows.append((f"#{e['number']}", c["placement"], c["precision"] + ("" if m["executed_precision"] == c["precision"]
                                                                            else f" (ran {m['executed_precision']})"),
                      f"{c['prune_ratio']:.2f}", str(c["batch_size"]), "y" if c["fold_bn"] else "n",
@@ -48,13 +57,13 @@ def pareto_table(summary: dict[str, Any]) -> str:
                      f"{m['accuracy']:.2%}", f"{100 * (ref - m['accuracy']):+.2f}",
                      f"{m['per_sample_ms']:.3f} ({lo:.3f}-{hi:.3f})",
                      f"{e['speedup']:.1f}x" if e["speedup"] else "-"))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in rows]
-    head = f"Pareto front ({len(summary['pareto'])} feasible trials; drop in points vs {ref:.2%}):"
+    head = f"Pareto front ({len(summary['pareto'])} trials; drop in points vs {ref:.2%}):"
     best = summary["best_feasible"]
     tail = (f"fastest feasible: trial #{best['number']}, {best['metrics']['per_sample_ms']:.3f} ms/sample, "
-            f"{best['speedup']:.1f}x the baseline" if best and best["speedup"] else "no feasible trial yet")
-    return "\n".join([head, *lines, tail])
+            f"{best['speedup']:.1f}x the baseline" + (" (chosen by the re-measured figures)" if best["by_remeasure"]
+                                                       else "")
+            if best and best["speedup"] else "no feasible trial yet")
+    return "\n".join([head, *aligned(rows), tail])
 
 
 class ProgressBar:

@@ -4,14 +4,13 @@ study, and the parent (which only talks to Optuna) never starts torch or ORT thr
 from __future__ import annotations
 
 import multiprocessing
-import os
-import signal
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from tuner.candidate import Candidate
+from tuner.child import describe_death, init_child
 from tuner.errors import MeasurementError
 from tuner.pipeline import Evaluation
 from tuner.workload import Workload, WorkloadSpec
@@ -25,27 +24,6 @@ class TrialCrashed(MeasurementError):
 
 def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-def _init_child() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's: it finishes the trial first
-    _die_with_parent()
-
-
-def _die_with_parent() -> None:
-    """If the parent is killed (kill -9), end too: an orphan would keep building a trial nobody records,
-    burn the cores other workers measure on, and hold the parent's stdout open."""
-    if not sys.platform.startswith("linux"):
-        return
-    import ctypes
-
-    PR_SET_PDEATHSIG = 1
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):
-        return
-    if os.getppid() == 1:  # the parent died before prctl took effect
-        os._exit(1)
 
 
 def _load(spec: WorkloadSpec) -> Workload:
@@ -81,7 +59,7 @@ class Worker:
 
     def _submit(self, fn: Any, *args: Any) -> Any:
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(1, multiprocessing.get_context("spawn"), initializer=_init_child)
+            self._pool = ProcessPoolExecutor(1, multiprocessing.get_context("spawn"), initializer=init_child)
         future = self._pool.submit(fn, self.spec, *args)
         processes = list((self._pool._processes or {}).values())  # noqa: SLF001 - to read the exit code
         try:
@@ -90,7 +68,8 @@ class Worker:
             self.close()
             for p in processes:
                 p.join(timeout=5)
-            raise TrialCrashed(_describe_death([p.exitcode for p in processes])) from None
+            code = next((p.exitcode for p in processes if p.exitcode), None)
+            raise TrialCrashed(describe_death(code)) from None
 
     def reference(self) -> dict[str, Any]:
         """Load the workload in the child (training a baseline if needed) and score the reference model."""
@@ -103,17 +82,3 @@ class Worker:
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
-
-
-def _describe_death(exit_codes: list[int | None]) -> str:
-    code = next((c for c in exit_codes if c), None)
-    if code is not None and code < 0:
-        try:
-            name = signal.Signals(-code).name
-        except ValueError:
-            name = f"signal {-code}"
-        hint = " (likely out of memory)" if name == "SIGKILL" else ""
-        return f"the trial's process was killed by {name}{hint}"
-    if code is None:
-        return "the trial's process died unexpectedly (a crash such as a segfault, or out of memory)"
-    return f"the trial's process died (exit code {code})"

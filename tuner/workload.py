@@ -7,19 +7,20 @@ training a baseline once (cached) when no ``--weights`` are given.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-import torch
-from torch import nn
-
-from tuner import models
 from tuner.cache import Cache, make_key
 from tuner.data import Dataset, load_dataset
-from tuner.errors import ModelError
+from tuner.errors import ConfigError, ModelError
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,18 @@ class WorkloadSpec:
     recover_steps: int = 60  # distillation steps after pruning
     cache_dir: str | None = "studies/cache"  # None: cache nothing
 
+    def to_record(self) -> dict[str, Any]:
+        """What a study records of its workload (the cache directory is the reader's own)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k != "cache_dir"}
+
+    @classmethod
+    def from_record(cls, record: Any, cache_dir: str | None, source: str = "the study") -> WorkloadSpec:
+        if not isinstance(record, dict):
+            raise ConfigError(f"{source} records no workload; was it created by `tuner run`?")
+        known = {f.name for f in dataclasses.fields(cls)} - {"cache_dir"}
+        kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in record.items() if k in known}  # JSON lists
+        return cls(**kwargs, cache_dir=cache_dir)
+
 
 @dataclass
 class Workload:
@@ -45,13 +58,17 @@ class Workload:
     key: str  # content key of model + weights + data: the root of every cache key
     cache: Cache
 
-    def reference_model(self) -> nn.Module:
+    def reference_model(self) -> nn.Module:  # a fresh copy: build steps prune and fold it in place
         model = self.builder(num_classes=self.data.num_classes)
         model.load_state_dict(self.state_dict)
         return model.eval()
 
 
 def load_workload(spec: WorkloadSpec, log: Callable[[str], None] = print) -> Workload:
+    import torch
+
+    from tuner import models
+
     cache_root = Path(spec.cache_dir) if spec.cache_dir else None
     models.resolve_builder(spec.model)  # an unknown model fails before a large data set is decoded
     data = load_dataset(spec.data, spec.resolution, spec.mean, spec.std, spec.seed, cache_root)
@@ -78,6 +95,8 @@ def load_workload(spec: WorkloadSpec, log: Callable[[str], None] = print) -> Wor
 def _baseline(spec: WorkloadSpec, data: Dataset, model: nn.Module, cache: Cache,
               log: Callable[[str], None]) -> dict[str, torch.Tensor]:
     """Train a baseline once per (model, data, resolution, budget, seed); later runs load it."""
+    import torch
+
     from tuner.train import torch_accuracy, train
 
     key = make_key(stage="baseline", model=spec.model, data=data.fingerprint, steps=spec.train_steps,
@@ -99,6 +118,8 @@ def _baseline(spec: WorkloadSpec, data: Dataset, model: nn.Module, cache: Cache,
 
 
 def _tensor_hash(state: dict[str, torch.Tensor]) -> str:
+    import torch
+
     h = hashlib.sha256()
     for k in sorted(state):
         h.update(k.encode())

@@ -1,17 +1,25 @@
-"""Export: the torch module to an ONNX file with a dynamic batch axis (for ORT placements)."""
+"""Export: the torch module to an ONNX file with a dynamic batch axis (for ONNX Runtime and OpenVINO)."""
 
 from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
+from tuner.cache import make_key
 from tuner.errors import CandidateBuildError
+from tuner.names import INPUT, OUTPUT
+
+from tuner.build.step import Artifact
+
+if TYPE_CHECKING:
+    from tuner.build.step import StepContext
 
 OPSET = 17
-INPUT, OUTPUT = "input", "logits"
+ONNX_NAME = "model.onnx"
 
 
 def export_onnx(model: nn.Module, example: torch.Tensor, path: Path) -> Path:
@@ -29,3 +37,11 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: Path) -> Path:
         first = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
         raise CandidateBuildError(f"ONNX export failed ({first}); use a torch placement for this model.") from None
     return path
+
+
+def onnx_fp32_step(ctx: StepContext, model: nn.Module, key: str) -> Artifact:
+    """The artifact step for ONNX_FP32: the module exported once per (module, folding), cached."""
+    key = make_key(stage="onnx", input=key, fold_bn=ctx.candidate.fold_bn, torch=torch.__version__)
+    with ctx.timed("export"):
+        entry = ctx.workload.cache.entry(key, lambda d: export_onnx(model, ctx.example, d / ONNX_NAME))
+    return Artifact(None, entry / ONNX_NAME, key)

@@ -1,24 +1,59 @@
-"""Precision conversion: ORT static int8 (QDQ, per-channel), fp16 ONNX, and torch fp16/bf16 casts."""
+"""Precision conversion: ORT static int8 (QDQ, per-channel), fp16 ONNX, and torch fp16/bf16 casts; the
+artifact steps for ONNX_INT8, ONNX_FP16 and TORCH_MODULE."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 import torch
 from torch import nn
 
-from tuner.build.export import INPUT
-from tuner.data import Dataset
+from tuner import hardware
+from tuner.build.export import ONNX_NAME, onnx_fp32_step
+from tuner.build.step import Artifact
+from tuner.cache import make_key
 from tuner.errors import CandidateBuildError
+from tuner.names import INPUT, TORCH_DTYPES
+
+if TYPE_CHECKING:
+    from tuner.build.step import StepContext
+    from tuner.data import Dataset
 
 CALIBRATION_BATCH = 32
-TORCH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def cast_torch(model: nn.Module, precision: str) -> nn.Module:
-    return model.to(TORCH_DTYPES[precision])
+    return model.to(getattr(torch, TORCH_DTYPES[precision]))
+
+
+def torch_step(ctx: StepContext, model: nn.Module, key: str) -> Artifact:
+    """The artifact step for TORCH_MODULE: the module cast to the candidate's precision (nothing cached)."""
+    with ctx.timed("convert"):
+        return Artifact(cast_torch(model, ctx.candidate.precision), None, key)
+
+
+def int8_step(ctx: StepContext, model: nn.Module, key: str) -> Artifact:
+    """The artifact step for ONNX_INT8: the fp32 ONNX file, calibrated and quantized once per content."""
+    import onnxruntime
+
+    fp32 = onnx_fp32_step(ctx, model, key)
+    data, reduce_range = ctx.workload.data, not hardware.has_cpu_vnni()
+    key = make_key(stage="int8", input=fp32.key, calib=data.fingerprint, ort=onnxruntime.__version__,
+                   reduce_range=reduce_range)
+    with ctx.timed("calibrate"):
+        entry = ctx.workload.cache.entry(key, lambda d: quantize_int8(fp32.path, data, d / ONNX_NAME, reduce_range))
+    return Artifact(None, entry / ONNX_NAME, key)
+
+
+def fp16_step(ctx: StepContext, model: nn.Module, key: str) -> Artifact:
+    """The artifact step for ONNX_FP16 (GPU placements): the fp32 ONNX file converted once per content."""
+    fp32 = onnx_fp32_step(ctx, model, key)
+    key = make_key(stage="fp16", input=fp32.key)
+    with ctx.timed("convert"):
+        entry = ctx.workload.cache.entry(key, lambda d: convert_fp16(fp32.path, d / ONNX_NAME))
+    return Artifact(None, entry / ONNX_NAME, key)
 
 
 class _Calibration:

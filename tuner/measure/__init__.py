@@ -1,18 +1,25 @@
-"""Measure a built candidate in its real runtime: accuracy, latency, size, executed precision."""
+"""Measure a built candidate in its real runtime: accuracy, latency, size, executed precision.
+
+``open_session`` and ``time_session`` are the one path to open and time an artifact: the study's trials,
+the re-measure's fresh processes, export and verify all go through them.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tuner import hardware, runtimes
-from tuner.build import Built
-from tuner.data import Dataset
 from tuner.measure import host
 from tuner.measure.accuracy import top1
 from tuner.measure.latency import LatencyPolicy, LatencyStats, time_calls
+
+if TYPE_CHECKING:
+    from tuner.build import Built
+    from tuner.data import Dataset
+    from tuner.runtimes import Session
 
 
 @dataclass(frozen=True)
@@ -45,16 +52,33 @@ def resolve_threads(threads: int) -> int:
     return threads or hardware.cores()
 
 
+def open_session(built: Built) -> Session:
+    """The built artifact loaded in its candidate's runtime, configured as the candidate says."""
+    c = built.candidate
+    return runtimes.PLACEMENTS[c.placement].open(built.model, built.onnx_path, c.precision, c.graph_opt,
+                                                  resolve_threads(c.threads))
+
+
+def time_session(session: Session, data: Dataset, batch_size: int, threads: int,
+                 policy: LatencyPolicy = LatencyPolicy(), warm_for: float = 0.0) -> LatencyStats:
+    """Time ``session.run`` on a prepared batch of real validation images (prepared outside the timed loop).
+    ``warm_for`` seconds of calls first stand in for an accuracy pass where none ran before."""
+    prepared = session.prepare(data.example(batch_size))
+    end = time.perf_counter() + warm_for
+    while time.perf_counter() < end:
+        session.run(prepared)
+    return time_calls(session.run, prepared, policy, threads=threads)
+
+
 def measure(built: Built, data: Dataset, policy: LatencyPolicy = LatencyPolicy(),
             min_accuracy: float | None = None) -> Metrics:
     c = built.candidate
     threads = resolve_threads(c.threads)
     start = time.perf_counter()
-    session = runtimes.PLACEMENTS[c.placement].open(built.model, built.onnx_path, c.precision, c.graph_opt, threads)
+    session = open_session(built)
     try:
         accuracy = top1(session, data, c.batch_size, min_accuracy)  # first: a hopeless one skips timing
-        prepared = session.prepare(data.example(c.batch_size))  # real images, prepared outside the timed loop
-        lat: LatencyStats = time_calls(session.run, prepared, policy, threads=threads)
+        lat = time_session(session, data, c.batch_size, threads, policy)
         executed = session.executed_precision
     finally:
         session.close()

@@ -1,13 +1,17 @@
-"""Placement registry: a new runtime is one module plus one line here."""
+"""Placement registry: a new runtime is one module plus one line here (and its row in ``tuner.names``)."""
 
 from __future__ import annotations
 
-from tuner.candidate import Candidate
+from typing import TYPE_CHECKING
+
 from tuner.errors import UnsupportedCombination
 from tuner.runtimes.base import Placement, Session
 from tuner.runtimes.openvino import OpenVinoPlacement
 from tuner.runtimes.ort import OrtPlacement
 from tuner.runtimes.torch_runtime import TorchPlacement
+
+if TYPE_CHECKING:
+    from tuner.candidate import Candidate
 
 PLACEMENTS: dict[str, Placement] = {
     p.name: p

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from torch import nn
 
-# What a placement asks the builder for, per precision.
-TORCH_MODULE, ONNX_FP32, ONNX_FP16, ONNX_INT8 = "torch", "onnx-fp32", "onnx-fp16", "onnx-int8"
+from tuner.names import PLACEMENTS, PlacementInfo, artifact_kind
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 class Session(ABC):
@@ -37,8 +38,16 @@ class Session(ABC):
 
 
 class Placement(ABC):
-    name: str
-    precisions: tuple[str, ...]  # every precision this runtime can run on some machine
+    """A runtime on a device. What it is comes from ``tuner.names.PLACEMENTS``; what runs here, from probes."""
+
+    def __init__(self, name: str):
+        self.info: PlacementInfo = PLACEMENTS[name]
+        self.name = name
+
+    @property
+    def precisions(self) -> tuple[str, ...]:
+        """Every precision this runtime can run on some machine."""
+        return self.info.precisions
 
     @abstractmethod
     def unavailable(self) -> str | None:
@@ -50,9 +59,9 @@ class Placement(ABC):
             return f"{self.name} does not run {precision} (it runs {', '.join(self.precisions)})"
         return None
 
-    @abstractmethod
     def artifact(self, precision: str) -> str:
         """Which artifact the builder must produce (TORCH_MODULE or an ONNX_* kind)."""
+        return artifact_kind(self.name, precision)
 
     @abstractmethod
     def open(self, model: nn.Module | None, onnx_path: Path | None, precision: str, graph_opt: str,

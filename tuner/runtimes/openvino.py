@@ -27,13 +27,15 @@ import functools
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from torch import nn
 
 from tuner import hardware
-from tuner.runtimes.base import ONNX_FP32, ONNX_INT8, Placement, Session
+from tuner.runtimes.base import Placement, Session
+
+if TYPE_CHECKING:
+    from torch import nn
 
 DEVICE = "CPU"
 HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # int8: the non-quantized remainder runs fp32
@@ -161,8 +163,8 @@ class OpenVinoSession(Session):
 
 
 class OpenVinoPlacement(Placement):
-    name = "ov-cpu"
-    precisions = ("fp32", "bf16", "int8")
+    def __init__(self) -> None:
+        super().__init__("ov-cpu")
 
     def unavailable(self) -> str | None:
         try:
@@ -176,9 +178,6 @@ class OpenVinoPlacement(Placement):
             return ("bf16 on ov-cpu needs a CPU with AVX512-BF16 or AMX; on this CPU OpenVINO would emulate "
                     "it or run fp32")
         return super().refuse(precision)
-
-    def artifact(self, precision: str) -> str:
-        return ONNX_INT8 if precision == "int8" else ONNX_FP32  # int8: the same QDQ file as ort-cpu
 
     def open(self, model: nn.Module | None, onnx_path: Path | None, precision: str, graph_opt: str,
              threads: int) -> Session:

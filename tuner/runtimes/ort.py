@@ -6,12 +6,16 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from torch import nn
+from typing import TYPE_CHECKING
 
-from tuner.build.export import INPUT, OUTPUT
+import numpy as np
+
 from tuner.errors import MeasurementError
-from tuner.runtimes.base import ONNX_FP16, ONNX_FP32, ONNX_INT8, Placement, Session
+from tuner.names import INPUT, OUTPUT
+from tuner.runtimes.base import Placement, Session
+
+if TYPE_CHECKING:
+    from torch import nn
 
 _PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
 _COMPUTE = {"Conv", "FusedConv", "ConvTranspose", "Gemm", "FusedGemm", "MatMul", "FusedMatMul"}
@@ -87,10 +91,9 @@ class OrtSession(Session):
 
 class OrtPlacement(Placement):
     def __init__(self, device: str):
+        super().__init__(f"ort-{device}")
         self.device = device
-        self.name = f"ort-{device}"
         self.provider = _PROVIDERS[device]
-        self.precisions = ("fp32", "int8") if device == "cpu" else ("fp32", "fp16", "int8")
 
     def unavailable(self) -> str | None:
         import onnxruntime as ort
@@ -109,13 +112,6 @@ class OrtPlacement(Placement):
             return (f"ONNX Runtime's CPU provider has no {precision} kernels for most ops (it would insert casts "
                     "and run fp32); use torch-cpu for bf16, or int8/fp32 on ort-cpu")
         return super().refuse(precision)
-
-    def artifact(self, precision: str) -> str:
-        if precision == "int8":
-            return ONNX_INT8
-        if precision == "fp16" and self.device == "cuda":
-            return ONNX_FP16
-        return ONNX_FP32  # TensorRT builds fp16 engines itself from the fp32 graph
 
     def open(self, model: nn.Module | None, onnx_path: Path | None, precision: str, graph_opt: str,
              threads: int) -> Session:

@@ -10,10 +10,12 @@ import torch
 from torch import nn
 
 from tuner import hardware
-from tuner.build.quantize import TORCH_DTYPES
-from tuner.runtimes.base import TORCH_MODULE, Placement, Session
+from tuner.names import PRECISION_OF_DTYPE, TORCH_DTYPES
+from tuner.runtimes.base import Placement, Session
 
-_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
+
+def torch_dtype(precision: str) -> torch.dtype:
+    return getattr(torch, TORCH_DTYPES[precision])
 
 
 class TorchSession(Session):
@@ -21,8 +23,9 @@ class TorchSession(Session):
         if device == "cpu":
             torch.set_num_threads(threads)  # process-wide: trials run one at a time per process
         self.device, self.dtype = torch.device(device), dtype
-        self.model = model.to(self.device).eval()
-        found = {_NAMES.get(p.dtype, str(p.dtype)) for p in self.model.parameters() if p.is_floating_point()}
+        self.model = _eval(model.to(self.device))
+        found = {PRECISION_OF_DTYPE.get(str(p.dtype), str(p.dtype)) for p in self.model.parameters()
+                 if p.is_floating_point()}
         self.executed_precision = found.pop() if len(found) == 1 else "mixed"
 
     def prepare(self, x: np.ndarray) -> torch.Tensor:
@@ -41,9 +44,8 @@ class TorchSession(Session):
 
 class TorchPlacement(Placement):
     def __init__(self, device: str):
+        super().__init__(f"torch-{device}")
         self.device = device
-        self.name = f"torch-{device}"
-        self.precisions = ("fp32", "bf16") if device == "cpu" else ("fp32", "fp16", "bf16")
 
     def unavailable(self) -> str | None:
         if self.device == "cuda" and not torch.cuda.is_available():
@@ -60,10 +62,15 @@ class TorchPlacement(Placement):
             return "bf16 on torch-cuda needs an Ampere or newer GPU"
         return super().refuse(precision)
 
-    def artifact(self, precision: str) -> str:
-        return TORCH_MODULE
-
     def open(self, model: nn.Module | None, onnx_path: Path | None, precision: str, graph_opt: str,
              threads: int) -> Session:
         assert model is not None
-        return TorchSession(model, self.device, TORCH_DTYPES[precision], threads)
+        return TorchSession(model, self.device, torch_dtype(precision), threads)
+
+
+def _eval(model: nn.Module) -> nn.Module:
+    """Inference mode for the module; a torch.export program's module refuses ``eval()`` and needs none."""
+    try:
+        return model.eval()
+    except (NotImplementedError, RuntimeError):
+        return model

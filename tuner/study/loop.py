@@ -1,41 +1,41 @@
-"""Optuna wiring: storage, sampler, the enqueued baseline, the objective, resume and Ctrl-C.
+"""The run loop: sampler, the enqueued baseline, the objective, resume, retries and Ctrl-C.
 
-Only this module and ``space.py`` know Optuna. A trial samples a Candidate, hands it to the
-worker process (build + measure), and records metrics, constraints and the hardware fingerprint.
+A trial samples a Candidate, hands it to the worker process (build + measure), and records metrics,
+constraints and the hardware fingerprint.
 """
 
 from __future__ import annotations
 
 import os
-import re
-import socket
 import signal
+import socket
 import time
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Callable, NamedTuple
+from typing import TYPE_CHECKING, Any, Callable
 
 import optuna
 from optuna.trial import TrialState
 
-from tuner import hardware
+from tuner import hardware, results
 from tuner.candidate import Candidate
 from tuner.errors import (CandidateBuildError, ConfigError, HopelessCandidate, MeasurementError,
                           UnsupportedCombination)
-from tuner.objectives import Objectives
-from tuner.space import SearchSpace
+from tuner.study.counts import count_trials, space_exhausted, study_complete
+from tuner.study.storage import check_study_name, make_storage
 from tuner.worker import TrialCrashed, Worker
-from tuner.workload import WorkloadSpec
 
+if TYPE_CHECKING:
+    from tuner.objectives import Objectives
+    from tuner.space import SearchSpace
+    from tuner.workload import WorkloadSpec
+
+SAMPLERS = ("tpe", "nsga2", "gp", "random")
 
 
 def baseline_candidate() -> Candidate:
     """The reference point every speedup is against: what the user has before tuning."""
     return Candidate(prune_ratio=0.0, precision="fp32", fold_bn=False, batch_size=1, placement="torch-cpu",
                      threads=hardware.cores())
-SAMPLERS = ("tpe", "nsga2", "gp", "random")
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 @dataclass(frozen=True)
@@ -64,29 +64,6 @@ class Progress:
     best_speedup: float | None = None
     last: str = ""
     stop_requested: bool = False
-
-
-def default_study_name(spec: WorkloadSpec, resolution: int) -> str:
-    model = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(spec.model.split(":")[-1]).stem if ":" in spec.model else spec.model)
-    data = "digits" if spec.data == "digits" else Path(spec.data).resolve().name
-    return f"{model}-{re.sub(r'[^A-Za-z0-9._-]+', '_', data)}-{resolution}px-{hardware.fingerprint_id()}"
-
-
-def check_study_name(name: str) -> str:
-    if not _NAME.match(name) or ".." in name:
-        raise ConfigError(f"study name {name!r} is not allowed; use letters, digits, '.', '_' and '-' only "
-                          "(no path separators), at most 128 characters.")
-    return name
-
-
-def default_storage(studies_dir: str, name: str) -> str:
-    Path(studies_dir).mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{Path(studies_dir) / name}.db"
-
-
-def mask_url(url: str) -> str:
-    """The storage URL with its password replaced, for anything printed or written."""
-    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
 
 
 def make_sampler(name: str, seed: int, n_trials: int) -> optuna.samplers.BaseSampler:
@@ -128,33 +105,12 @@ def open_study(s: StudySettings, storage: optuna.storages.BaseStorage | None = N
     if created:  # only the creator enqueues: a resumed or joined study never gets a second baseline
         study.set_metric_names(list(s.objectives.names))
         study.set_user_attr("fingerprint", hardware.fingerprint())
-        study.set_user_attr("workload", {k: v for k, v in vars(s.workload).items() if k != "cache_dir"})
+        study.set_user_attr("workload", s.workload.to_record())
         # With its params in the space's own names, samplers learn from the baseline like any trial
         # (NSGA-II's intersection search space would otherwise be empty); else it runs as a fixed point.
         params = s.space.params_of(baseline_candidate())
         study.enqueue_trial(params or {}, user_attrs={"baseline": True, "fixed_point": params is None})
     return study, created
-
-
-def make_storage(url: str, heartbeat: float, max_retries: int) -> optuna.storages.BaseStorage:
-    """An RDB storage with heartbeats: a dead worker's RUNNING trial is failed and re-queued."""
-    if not re.match(r"^(sqlite|postgresql|mysql)(\+\w+)?://", url):
-        raise ConfigError(f"--storage {mask_url(url)} is not a database URL; use sqlite:///PATH.db or "
-                          "postgresql://USER:PASSWORD@HOST/DB.")
-    engine: dict[str, Any] = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
-    try:
-        return optuna.storages.RDBStorage(
-            url, engine_kwargs=engine, heartbeat_interval=max(1, round(heartbeat)),
-            grace_period=max(3, round(3 * heartbeat)),
-            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retries),
-        )
-    except ImportError:
-        raise ConfigError(f"--storage {mask_url(url)} needs its database driver; for PostgreSQL: "
-                          "pip install 'psycopg[binary]' (or the tuner[postgres] extra).") from None
-    except Exception as err:  # server down, bad credentials: one line
-        first = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
-        raise ConfigError(f"cannot open storage {mask_url(url)}: {mask_url(first)}; check the URL and that the "
-                          "database server is reachable.") from None
 
 
 def _check_same_hardware(study: optuna.Study, s: StudySettings) -> None:
@@ -165,44 +121,6 @@ def _check_same_hardware(study: optuna.Study, s: StudySettings) -> None:
     diff = ", ".join(f"{k}: {theirs.get(k)} here {ours.get(k)}" for k in ours if theirs.get(k) != ours.get(k))
     raise ConfigError(f"study {s.name} was started on other hardware ({diff[:300]}); its latencies would not be "
                       "comparable: run on the same kind of machine, or pass --allow-mixed-hardware.")
-
-
-def _retried(trials: list[optuna.trial.FrozenTrial]) -> set[int]:
-    """Numbers of failed trials that were queued again (by the stale-trial callback or after a crash)."""
-    return {t.system_attrs["failed_trial"] for t in trials if "failed_trial" in t.system_attrs} | \
-           {t.user_attrs["retry_of"] for t in trials if "retry_of" in t.user_attrs}
-
-
-class TrialCounts(NamedTuple):
-    accounted: int  # finished trials that count towards n_trials
-    running: int
-    waiting: int
-    repeats: int  # finished trials that repeated an earlier candidate: they reused its outcome, spent nothing
-    repeat_streak: int  # repeats in a row at the end of the finished trials (by trial number)
-
-
-def count_trials(study: optuna.Study) -> TrialCounts:
-    """A failed trial that was retried is accounted for by its retry; a repeat is not accounted at all:
-    it cost no build and no measurement, so it does not spend the user's ``--n-trials``."""
-    trials = study.get_trials(deepcopy=False)
-    retried = _retried(trials)
-    finished = sorted((t for t in trials if t.state in FINISHED and t.number not in retried), key=lambda t: t.number)
-    is_repeat = ["duplicate_of" in t.user_attrs for t in finished]
-    streak = next((i for i, r in enumerate(reversed(is_repeat)) if not r), len(is_repeat))
-    return TrialCounts(len(finished) - sum(is_repeat), sum(t.state == TrialState.RUNNING for t in trials),
-                       sum(t.state == TrialState.WAITING for t in trials), sum(is_repeat), streak)
-
-
-def space_exhausted(repeat_streak: int, n_trials: int) -> bool:
-    """After a repeat the next proposal is random, so a long run of repeats means random draws keep landing on
-    measured candidates: 50 in a row leave under 6% of the space unmeasured at 95% confidence. Counting repeats
-    in a row, not in all, keeps a large space searched when several workers each propose a few repeats."""
-    return repeat_streak >= min(n_trials, 50)
-
-
-def study_complete(counts: TrialCounts, n_trials: int) -> bool:
-    """n_trials candidates measured, or the space (nearly) exhausted."""
-    return counts.accounted >= n_trials or space_exhausted(counts.repeat_streak, n_trials)
 
 
 def _retry_after_crash(study: optuna.Study, trial: optuna.trial.FrozenTrial, max_retries: int) -> None:
@@ -240,7 +158,7 @@ class Objective:
                 trial.set_user_attr("error", reason)
                 raise optuna.TrialPruned(reason)
         try:
-            from tuner.runtimes import check_supported
+            from tuner.runtimes import check_supported  # the parent loads the runtimes only when it samples
 
             check_supported(candidate)
         except UnsupportedCombination as err:  # refused before any work; the sampler learns from it
@@ -317,9 +235,9 @@ def run_study(s: StudySettings, on_progress: Callable[[Progress], None] = lambda
             _retry_after_crash(study, trial, s.max_retries)
             explore = "duplicate_of" in trial.user_attrs
             progress.done, _, _, progress.repeats, _ = count_trials(study)
-            progress.pareto = len(pareto_trials(study))
+            progress.pareto = len(results.front(study))
             progress.best_speedup = best_speedup(study)
-            progress.last = describe_trial(trial)
+            progress.last = results.describe_trial(trial)
             on_progress(progress)
 
         objective = Objective(s, worker, reference_accuracy)
@@ -353,51 +271,10 @@ def run_study(s: StudySettings, on_progress: Callable[[Progress], None] = lambda
         worker.close()
 
 
-# ---------------------------------------------------------------- reading results (shared by CLI and report)
-
-
-def baseline_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
-    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        if t.user_attrs.get("baseline"):
-            return t
-    return None
-
-
-def pareto_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    """``study.best_trials``, each point once: a repeat has its original's values and is left out."""
-    return [t for t in study.best_trials if "duplicate_of" not in t.user_attrs]
-
-
-def is_feasible(t: optuna.trial.FrozenTrial) -> bool:
-    values = [v for k, v in t.system_attrs.items() if k.startswith("constraints:")]
-    return all(v <= 0 for v in values)
-
-
-def best_feasible(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
-    """The fastest (per sample) completed trial that meets every constraint."""
-    ok = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-          if is_feasible(t) and "metrics" in t.user_attrs]
-    return min(ok, key=lambda t: t.user_attrs["metrics"]["per_sample_ms"], default=None)
-
-
-def speedup(study: optuna.Study, t: optuna.trial.FrozenTrial) -> float | None:
-    base = baseline_trial(study)
-    if base is None or "metrics" not in t.user_attrs:
-        return None
-    return base.user_attrs["metrics"]["per_sample_ms"] / t.user_attrs["metrics"]["per_sample_ms"]
-
-
 def best_speedup(study: optuna.Study) -> float | None:
-    best = best_feasible(study)
-    return speedup(study, best) if best is not None else None
-
-
-def describe_trial(t: optuna.trial.FrozenTrial) -> str:
-    c = t.user_attrs.get("candidate", {})
-    what = (f"{c.get('placement')} {c.get('precision')} prune {c.get('prune_ratio', 0):.2f} "
-            f"bs {c.get('batch_size')}" if c else "")
-    if t.state == TrialState.COMPLETE:
-        m = t.user_attrs["metrics"]
-        return f"#{t.number} {what}: {m['accuracy']:.2%}, {m['per_sample_ms']:.3f} ms/sample"
-    reason = t.user_attrs.get("error") or t.system_attrs.get("fail_reason", "")
-    return f"#{t.number} {what}: {t.state.name.lower()} ({str(reason).splitlines()[0][:120] if reason else ''})"
+    """The fastest feasible point's speedup over the baseline (for the progress line)."""
+    pick = results.fastest_feasible(results.points(study))
+    base = results.baseline_trial(study)
+    if pick is None or base is None:
+        return None
+    return results.speedup(base.user_attrs["metrics"]["per_sample_ms"], pick.point.per_sample_ms)

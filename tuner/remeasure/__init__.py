@@ -1,5 +1,8 @@
 """Trustworthy latency: re-measure a finished study's Pareto set (and its baseline) in fresh processes.
 
+This module orchestrates (choose, interleave, compare, keep the record on the study); ``runner`` is one
+measurement in a fresh interpreter.
+
 A study times each candidate once, in whatever state the machine and the worker process were in at
 that moment. ``remeasure_pareto`` re-times every Pareto trial and the baseline again, each
 measurement in a new spawned process (load workload -> build from the cache -> open the runtime ->
@@ -9,32 +12,30 @@ slow drift of the machine hits every candidate alike. A round whose process neve
 medians (of all rounds where none was quiet) and their min-max, compares them with the study's figure
 and its 95% CI, stores the result on the trial (user attr ``remeasure``) and returns a typed summary.
 
-Finished trials are read-only through Optuna's public API (``set_trial_user_attr`` raises
-``UpdateFinishedTrialError``), so on an RDB storage the attribute is written through Optuna's own
-table model; every storage also gets the whole result as the study user attr ``remeasure``.
+Finished trials are read-only through Optuna's public API, so the result is kept on the study
+(``tuner.study.storage.write_remeasure``), per trial number.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import signal
-import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
+from tuner import results
 from tuner.errors import ConfigError, MeasurementError
 from tuner.measure.latency import LatencyPolicy
+from tuner.remeasure.runner import measure_in_fresh_process
+from tuner.study.storage import write_remeasure
+from tuner.table import aligned
 from tuner.workload import WorkloadSpec
 
-ATTR = "remeasure"
 WITHIN = 0.05  # "agrees" = the re-measured median is within 5% of the study's
-WARMUP_SECONDS = 0.5  # the study's figure came after a whole accuracy pass: warm up for a while too
 TIMEOUT_SECONDS = 600.0  # one measurement (load + build from cache + timing) in its fresh process
 
 
@@ -88,7 +89,6 @@ class RemeasureSummary:
     fraction_within_5pct: float | None  # over the distinct Pareto points re-measured; None when none was
     hardware_matches: bool  # False: the study ran on other hardware, the comparison means little
     seconds: float  # wall time of the whole re-measurement
-    stored: dict[int, str] = field(default_factory=dict)  # trial number -> "trial" | "study" (where the attr went)
 
     @property
     def measured(self) -> tuple[RemeasureEntry, ...]:
@@ -137,15 +137,15 @@ class RemeasureSummary:
 def remeasure_pareto(study: optuna.Study, cache_dir: str | None, rounds: int = 3,
                      log: Callable[[str], None] = print, *, policy: LatencyPolicy = LatencyPolicy(),
                      timeout: float = TIMEOUT_SECONDS) -> RemeasureSummary:
-    """Re-time ``study.best_trials`` and the baseline in fresh processes, ``rounds`` interleaved rounds.
+    """Re-time the study's front (``results.front``) and the baseline in fresh processes, ``rounds`` interleaved rounds.
 
     ``cache_dir`` is the build cache the study used (``WorkloadSpec.cache_dir``, ``<studies-dir>/cache``),
-    so that each process rebuilds from it in seconds. Stores ``remeasure`` on every trial it re-times.
+    so that each process rebuilds from it in seconds. Keeps the result on the study (``write_remeasure``).
     """
     if not isinstance(rounds, int) or isinstance(rounds, bool) or rounds < 1:
         raise ConfigError(f"rounds must be an integer >= 1, got {rounds!r}.")
     start = time.perf_counter()
-    spec = _study_workload(study, cache_dir)
+    spec = WorkloadSpec.from_record(study.user_attrs.get("workload"), cache_dir, f"study {study.study_name}")
     trials = _chosen_trials(study, log)
     hardware_matches = _same_hardware(study, log)
     # One measurement per distinct candidate (duplicate trials share their figures).
@@ -155,7 +155,7 @@ def remeasure_pareto(study: optuna.Study, cache_dir: str | None, rounds: int = 3
     if trials:
         log(f"re-measuring latency of {len(trials)} trials ({len(groups)} distinct builds: the Pareto set and the "
             f"baseline) in fresh processes, {rounds} interleaved rounds")
-    results: dict[str, list[float]] = {k: [] for k in groups}
+    timings: dict[str, list[float]] = {k: [] for k in groups}
     contended: dict[str, list[bool]] = {k: [] for k in groups}  # per round: no quiet period came
     errors: dict[str, str] = {}
     full_speed = _study_full_speed(study)
@@ -167,15 +167,15 @@ def remeasure_pareto(study: optuna.Study, cache_dir: str | None, rounds: int = 3
         candidate = groups[key][0].user_attrs["candidate"]
         label = "/".join(f"#{t.number}" for t in groups[key])
         try:
-            out = _in_fresh_process(spec, candidate, policy, timeout, full_speed)
+            out = measure_in_fresh_process(spec, candidate, policy, timeout, full_speed)
         except MeasurementError as err:
             errors[key] = str(err)
-            log(f"  {step} {label} {_what(candidate)}: failed: {err}")
+            log(f"  {step} {label} {results.label(candidate)}: failed: {err}")
             return
-        results[key].append(out["median_ms"])
+        timings[key].append(out["median_ms"])
         contended[key].append(not out["quiet"])
         full_speed = min(filter(None, (full_speed, out["host_reference_ms"])), default=None)
-        log(f"  {step} {label} {_what(candidate)}: {out['median_ms'] / candidate['batch_size']:.4f} ms/sample "
+        log(f"  {step} {label} {results.label(candidate)}: {out['median_ms'] / candidate['batch_size']:.4f} ms/sample "
             f"(n={out['samples']}" + ("" if out["quiet"] else ", host contended throughout") + ")")
 
     for r in range(rounds):
@@ -189,17 +189,17 @@ def remeasure_pareto(study: optuna.Study, cache_dir: str | None, rounds: int = 3
             if again[key] > i:
                 measure(key, f"again {i + 1} (a contended round)")
 
-    pareto = {t.number for t in study.best_trials}
+    pareto = {t.number for t in results.front(study)}
     entries = []
     for key, group in groups.items():
         for t in group:
-            entries.append(_entry(t, t.number in pareto, results[key], contended[key], errors.get(key)))
+            entries.append(_entry(t, t.number in pareto, timings[key], contended[key], errors.get(key)))
     entries.sort(key=lambda e: e.number)
     summary = RemeasureSummary(rounds, tuple(entries), None, hardware_matches, time.perf_counter() - start)
     points = summary.pareto_points
     fraction = sum(bool(e.within_5pct) for e in points) / len(points) if points else None
-    stored = _store(study, dataclasses.replace(summary, fraction_within_5pct=fraction), {t.number: t for t in trials})
-    summary = dataclasses.replace(summary, fraction_within_5pct=fraction, stored=stored)
+    summary = dataclasses.replace(summary, fraction_within_5pct=fraction)
+    write_remeasure(study, {**summary.to_dict(), "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
     if fraction is not None:
         log(f"re-measured {len(summary.measured)} points in {summary.seconds:.0f} s: {fraction:.0%} of the "
             f"{len(points)} Pareto points within 5% of the study's figure, {summary.fraction_outside_ci:.0%} outside "
@@ -207,23 +207,11 @@ def remeasure_pareto(study: optuna.Study, cache_dir: str | None, rounds: int = 3
     return summary
 
 
-def _study_workload(study: optuna.Study, cache_dir: str | None) -> WorkloadSpec:
-    attrs = study.user_attrs.get("workload")
-    if not isinstance(attrs, dict):
-        raise ConfigError(f"study {study.study_name} records no workload; was it created by `tuner run`?")
-    known = {f.name for f in dataclasses.fields(WorkloadSpec)} - {"cache_dir"}
-    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in attrs.items() if k in known}  # JSON lists
-    return WorkloadSpec(**kwargs, cache_dir=cache_dir)
-
-
 def _chosen_trials(study: optuna.Study, log: Callable[[str], None]) -> list[FrozenTrial]:
-    """The baseline (first COMPLETE trial marked baseline) and the Pareto set, by number, each once."""
-    chosen: dict[int, FrozenTrial] = {}
-    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        if t.user_attrs.get("baseline"):
-            chosen[t.number] = t
-            break
-    for t in study.best_trials:
+    """The baseline and the Pareto front, by number, each once."""
+    base = results.baseline_trial(study)
+    chosen: dict[int, FrozenTrial] = {base.number: base} if base is not None else {}
+    for t in results.front(study):
         chosen.setdefault(t.number, t)
     usable = []
     for number in sorted(chosen):
@@ -277,206 +265,6 @@ def _median(values: list[float]) -> float:
     return s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2
 
 
-def _what(c: dict[str, Any]) -> str:
-    return f"{c.get('placement')} {c.get('precision')} prune {c.get('prune_ratio', 0):.2f} bs {c.get('batch_size')}"
-
-
-# ---------------------------------------------------------------- storing on finished trials
-
-
-def _store(study: optuna.Study, summary: RemeasureSummary, trials: dict[int, FrozenTrial]) -> dict[int, str]:
-    """Write ``remeasure`` on each trial where the storage allows it, and the whole result on the study.
-
-    Returns trial number -> "trial" (readable as ``trial.user_attrs["remeasure"]`` after load_study)
-    or "study" (only under ``study.user_attrs["remeasure"]["trials"]``, e.g. on a journal storage).
-    """
-    where = {}
-    for e in summary.entries:
-        value = {**e.to_dict(), "rounds": summary.rounds, "hardware_matches": summary.hardware_matches,
-                 "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        where[e.number] = "trial" if set_finished_trial_user_attr(study, trials[e.number], ATTR, value) else "study"
-    study.set_user_attr(ATTR, summary.to_dict())
-    return where
-
-
-def remeasured_trials(study: optuna.Study) -> dict[int, dict[str, Any]]:
-    """Trial number -> its stored re-measure (``RemeasureEntry.to_dict()``) where it holds a figure: from the
-    trial itself, or from the study's summary on a storage that cannot annotate finished trials."""
-    kept = (study.user_attrs.get(ATTR) or {}).get("trials") or {}
-    found = {int(n): e for n, e in kept.items() if isinstance(e, dict)}
-    for t in study.get_trials(deepcopy=False):
-        if isinstance(t.user_attrs.get(ATTR), dict):
-            found[t.number] = t.user_attrs[ATTR]
-    return {n: e for n, e in found.items() if isinstance(e.get("per_sample_ms"), (int, float))}
-
-
-def set_finished_trial_user_attr(study: optuna.Study, trial: FrozenTrial, key: str, value: Any) -> bool:
-    """Set a user attr on a trial even when it has finished; False when this storage cannot persist it.
-
-    Optuna refuses to update finished trials (``UpdateFinishedTrialError``), so on an ``RDBStorage``
-    (wrapped or not in Optuna's cache) the row is upserted through Optuna's own table model. The
-    in-process copy (the cached or in-memory FrozenTrial) is updated too, so that this ``study``
-    object sees the attribute without being loaded again.
-    """
-    storage = study._storage  # noqa: SLF001 - Optuna has no public way to annotate a finished trial
-    value = json.loads(json.dumps(value))  # what a reload gives back (tuples -> lists); fails early if not JSON
-    persisted = False
-    try:
-        storage.set_trial_user_attr(trial._trial_id, key, value)  # noqa: SLF001 - works where allowed
-        persisted = True
-    except optuna.exceptions.UpdateFinishedTrialError:
-        backend = getattr(storage, "_backend", storage)
-        if isinstance(backend, optuna.storages.RDBStorage):
-            _rdb_upsert_user_attr(backend, trial._trial_id, key, value)  # noqa: SLF001
-            persisted = True
-        elif isinstance(backend, optuna.storages.InMemoryStorage):
-            persisted = True  # the in-process copy below is the storage
-    if persisted:
-        try:
-            storage.get_trial(trial._trial_id).user_attrs[key] = value  # noqa: SLF001 - the cached object
-        except Exception:  # noqa: BLE001 - only a convenience for this process; the row is written
-            pass
-        trial.user_attrs[key] = value
-    return persisted
-
-
-def _rdb_upsert_user_attr(backend: optuna.storages.RDBStorage, trial_id: int, key: str, value: Any) -> None:
-    from optuna.storages._rdb import models
-
-    session = backend.scoped_session()
-    try:
-        row = models.TrialModel.find_or_raise_by_id(trial_id, session)
-        attr = models.TrialUserAttributeModel.find_by_trial_and_key(row, key, session)
-        if attr is None:
-            session.add(models.TrialUserAttributeModel(trial_id=trial_id, key=key, value_json=json.dumps(value)))
-        else:
-            attr.value_json = json.dumps(value)
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
-
-
-# ---------------------------------------------------------------- one measurement, in a fresh process
-#
-# Each measurement is `python -m tuner.remeasure` (a new interpreter: nothing inherited, not even the
-# caller's main module, which a multiprocessing "spawn" child would import again). The job goes in as
-# JSON on stdin; the result comes back as the one JSON line on stdout (the child sends everything else
-# it or its libraries print to stderr, which the parent keeps for the error message).
-
-
-def _in_fresh_process(spec: WorkloadSpec, candidate: dict[str, Any], policy: LatencyPolicy,
-                      timeout: float, full_speed_ms: float | None = None) -> dict[str, Any]:
-    """Run one measurement in a new interpreter, and end it whatever happens (timeout, Ctrl-C).
-
-    ``full_speed_ms``: the host probe's full-speed canary time seen by earlier processes, so that a process
-    starting while the host is contended does not take that for full speed.
-    """
-    import subprocess
-    from pathlib import Path
-
-    job = {"spec": dataclasses.asdict(spec), "candidate": candidate, "policy": dataclasses.asdict(policy),
-           "sys_path": [p for p in sys.path if p], "full_speed_ms": full_speed_ms}
-    root = str(Path(__file__).resolve().parent.parent)  # the very `tuner` this process runs
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, *filter(None, [os.environ.get("PYTHONPATH")])])}
-    proc = subprocess.Popen([sys.executable, "-m", "tuner.remeasure"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env,
-                            start_new_session=True)  # the terminal's Ctrl-C is the parent's alone
-    try:
-        out, err = proc.communicate(json.dumps(job), timeout=timeout)
-    except subprocess.TimeoutExpired:
-        raise MeasurementError(f"no result within {timeout:.0f} s") from None
-    finally:
-        if proc.poll() is None:  # timed out, or the parent is being interrupted
-            proc.kill()
-            proc.communicate()
-    lines = out.strip().splitlines()
-    if proc.returncode == 0 and lines:
-        result = json.loads(lines[-1])
-        if result.get("ok"):
-            return result
-        raise MeasurementError(result.get("error") or "unknown error")
-    last = next((line.strip() for line in reversed(err.splitlines()) if line.strip()), "")
-    raise MeasurementError(_death(proc.returncode) + (f": {last[:200]}" if last else ""))
-
-
-def _death(code: int | None) -> str:
-    if code is not None and code < 0:
-        try:
-            name = signal.Signals(-code).name
-        except ValueError:
-            name = f"signal {-code}"
-        return f"the measuring process was killed by {name}" + (" (likely out of memory)" if name == "SIGKILL" else "")
-    return f"the measuring process died (exit code {code})"
-
-
-def _child_main() -> int:
-    """``python -m tuner.remeasure``: one job from stdin, one JSON line on stdout."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _die_with_parent()
-    result_fd = os.dup(1)
-    os.dup2(2, 1)  # anything printed while working (Python or C level) goes to stderr
-    sys.stdout = sys.stderr
-    job = json.loads(sys.stdin.read())
-    sys.path[:0] = [p for p in job["sys_path"] if p not in sys.path]  # e.g. the caller's cwd for module:callable
-    spec = WorkloadSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in job["spec"].items()})
-    try:
-        result = {"ok": True, **_time_latency(spec, job["candidate"], LatencyPolicy(**job["policy"]),
-                                              job.get("full_speed_ms"))}
-    except Exception as err:  # noqa: BLE001 - reported to the parent as this trial's error
-        first = str(err).strip().splitlines()[0][:300] if str(err).strip() else ""
-        result = {"ok": False, "error": f"{type(err).__name__}: {first}" if first else type(err).__name__}
-    with os.fdopen(result_fd, "w") as out:
-        out.write(json.dumps(result) + "\n")
-    return 0
-
-
-def _die_with_parent() -> None:
-    """If the parent is killed (kill -9), end too instead of burning the cores others measure on."""
-    if not sys.platform.startswith("linux"):
-        return
-    import ctypes
-
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        return
-    if os.getppid() == 1:
-        os._exit(1)
-
-
-def _time_latency(spec: WorkloadSpec, candidate: dict[str, Any], policy: LatencyPolicy,
-                  full_speed_ms: float | None = None) -> dict[str, Any]:
-    """Load the workload, build the candidate (from the cache), time ``session.run`` on a prepared real batch."""
-    from tuner import runtimes
-    from tuner.build import build
-    from tuner.candidate import Candidate
-    from tuner.measure import host, resolve_threads
-    from tuner.measure.latency import time_calls
-    from tuner.workload import load_workload
-
-    host.remember(full_speed_ms)
-
-    workload = load_workload(spec, log=lambda message: None)
-    c = Candidate(**candidate)
-    built = build(workload, c)
-    threads = resolve_threads(c.threads)
-    session = runtimes.PLACEMENTS[c.placement].open(built.model, built.onnx_path, c.precision, c.graph_opt, threads)
-    try:
-        prepared = session.prepare(workload.data.example(c.batch_size))  # real images, outside the timed loop
-        end = time.perf_counter() + WARMUP_SECONDS  # stands in for the study's accuracy pass before timing
-        while time.perf_counter() < end:
-            session.run(prepared)
-        lat = time_calls(session.run, prepared, policy, threads=threads)
-    finally:
-        session.close()
-    return {"median_ms": lat.median_ms, "ci_ms": [lat.ci_low_ms, lat.ci_high_ms], "samples": lat.samples,
-            "quiet": lat.quiet, "contended_share": lat.contended_share, "host_reference_ms": host.reference_ms(),
-            "pid": os.getpid()}
-
-
 # ---------------------------------------------------------------- text
 
 
@@ -505,8 +293,7 @@ def format_remeasure(summary: RemeasureSummary) -> str:
             flags.append(f"{e.contended_rounds} contended rounds")
         diff = f"{100 * e.rel_diff:+.1f}"  # type: ignore[operator]
         rows.append((tag, what, study, now, diff, ", ".join(flags) or "ok"))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows]
+    lines = aligned(rows)
     head = (f"Latency re-measured in fresh processes ({summary.rounds} interleaved rounds, a contended one run again; "
             "median of the quiet rounds' medians"
             + ("" if summary.hardware_matches else "; NOTE: the study ran on other hardware") + "):")
@@ -524,5 +311,3 @@ def format_remeasure(summary: RemeasureSummary) -> str:
     return "\n".join([head, *lines, tail])
 
 
-if __name__ == "__main__":
-    sys.exit(_child_main())

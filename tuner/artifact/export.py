@@ -1,0 +1,237 @@
+"""Export a study's chosen point: rebuild it exactly as the study did (same workload, same cached build steps),
+re-measure it, and write ``config.yaml`` plus the artifact: ``model.onnx`` for ONNX Runtime and OpenVINO
+placements, a ``torch.export`` program (``model.pt2``) for torch ones, or, when torch.export cannot capture
+the model, its ``state_dict.pt`` and what it takes to rebuild the module. Everything is written to a temporary
+directory first and moved into place only when complete; a previous export is replaced, nothing else."""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import os
+import platform
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import optuna
+
+from tuner import hardware, results
+from tuner.candidate import Candidate
+from tuner.errors import ConfigError
+from tuner.names import CONFIG_FILE, EXPORT_FORMAT, INPUT, ONNX_FILE, OUTPUT, PROGRAM_FILE, STATE_FILE
+from tuner.study.storage import mask_url
+from tuner.workload import WorkloadSpec
+
+Log = Callable[[str], None]
+EXPORT_FILES = (ONNX_FILE, PROGRAM_FILE, STATE_FILE, CONFIG_FILE)  # all an export writes, and may replace
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    import yaml
+
+    value = yaml.safe_load(path.read_text(encoding="utf-8"))
+    return value if isinstance(value, dict) else {}
+
+
+def is_export(path: Path) -> bool:
+    """A directory a previous ``tuner export`` wrote (and so one that export may replace)."""
+    try:
+        return (path / CONFIG_FILE).is_file() and read_config_file(path / CONFIG_FILE).get("format") == EXPORT_FORMAT
+    except Exception:  # noqa: BLE001 - unreadable: not an export
+        return False
+
+
+def check_out(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; pass a directory to create.")
+    if out.is_dir() and any(out.iterdir()) and not is_export(out):
+        raise ConfigError(f"--out {out} is not empty and not a previous export; pass a new or empty directory.")
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _plain(value: Any) -> Any:
+    """YAML-safe: tuples to lists, numpy scalars to Python numbers, paths to strings."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (Path, str)):  # str subclasses too (torch.__version__ is a TorchVersion)
+        return str(value)
+    return value
+
+
+def _with_per_sample_ci(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {**metrics, "per_sample_ci_ms": list(results.per_sample_ci(metrics))} if "latency_ms" in metrics \
+        else dict(metrics)
+
+
+def library_versions() -> dict[str, str]:
+    import onnxruntime
+    import torch
+
+    return {**hardware.library_versions(), "python": platform.python_version(), "numpy": np.__version__,
+            "torch (imported)": torch.__version__, "onnxruntime (imported)": onnxruntime.__version__}
+
+
+@dataclass(frozen=True)
+class Exported:
+    out: Path
+    trial: int
+    artifact: str  # file name inside out
+    kind: str  # onnx | torch.export | state_dict
+    config: dict[str, Any]
+
+
+def export(study: optuna.Study, trial: optuna.trial.FrozenTrial, why: str, out: str | Path,
+           studies_dir: str | Path = "studies", storage: str | None = None, torch_format: str = "export",
+           log: Log = print) -> Exported:
+    """Rebuild ``trial``, re-measure it, and write ``out/config.yaml`` plus its artifact."""
+    import torch
+
+    from tuner.build import build
+    from tuner.measure import measure
+    from tuner.runtimes import check_supported
+    from tuner.workload import load_workload
+
+    if torch_format not in ("export", "state_dict"):
+        raise ConfigError(f"--torch-format must be export or state_dict, got {torch_format!r}.")
+    out = Path(out)
+    check_out(out)
+    spec = WorkloadSpec.from_record(study.user_attrs.get("workload"), f"{studies_dir}/cache",
+                                    f"study {study.study_name}")
+    candidate = Candidate.from_dict(trial.user_attrs["candidate"], source=f"trial #{trial.number}")
+    check_supported(candidate)  # a study from another machine may hold placements this one cannot run
+    here, there = hardware.fingerprint(), trial.user_attrs.get("hardware") or study.user_attrs.get("fingerprint")
+    if there and hardware.fingerprint_id(there) != hardware.fingerprint_id(here):
+        log("note: the study was measured on other hardware or libraries; this re-measure is what this machine does")
+    log(f"rebuilding trial #{trial.number} ({why}): {candidate}")
+    workload = load_workload(spec, log)
+    built = build(workload, candidate)
+    metrics = measure(built, workload.data).to_dict()
+    recorded = trial.user_attrs["metrics"]
+    reference = (study.user_attrs.get("reference") or {}).get("accuracy")
+    if reference is not None:
+        metrics["accuracy_drop"] = reference - metrics["accuracy"]
+    n_val = len(workload.data.val)
+    if abs(metrics["accuracy"] - recorded["accuracy"]) > 1.0 / n_val + 1e-9:
+        log(f"warning: the rebuilt model scores {metrics['accuracy']:.2%}, the study recorded "
+            f"{recorded['accuracy']:.2%}; the cache under {spec.cache_dir} may have been rebuilt differently")
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the export is an ordinary directory
+    try:
+        rebuild: dict[str, Any] | None = None
+        if built.onnx_path is not None:
+            kind, artifact = "onnx", ONNX_FILE
+            shutil.copyfile(built.onnx_path, tmp / ONNX_FILE)
+            input_dtype = "float32"
+        else:
+            assert built.model is not None
+            model = built.model.to("cpu").eval()
+            dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+            input_dtype = str(dtype).replace("torch.", "")
+            example = torch.from_numpy(workload.data.example(max(2, candidate.batch_size))).to(dtype)
+            kind = _save_torch(model, example, tmp, torch_format, log)
+            artifact = PROGRAM_FILE if kind == "torch.export" else STATE_FILE
+            if kind == "state_dict":
+                rebuild = {"model": spec.model, "num_classes": workload.data.num_classes,
+                           "prune_ratio": candidate.prune_ratio, "fold_bn": candidate.fold_bn,
+                           "precision": candidate.precision,
+                           "steps": "create_model(model, num_classes) -> prune(ratio, example) -> fold_bn "
+                                    "-> cast(precision) -> load_state_dict"}
+        data = workload.data
+        config = _plain({
+            "format": EXPORT_FORMAT,
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "study": {"name": study.study_name, "storage": mask_url(storage) if storage else None,
+                      "trial": trial.number, "selected_by": why, "duplicate_of": trial.user_attrs.get("duplicate_of")},
+            "candidate": candidate.to_dict(),
+            "artifact": {"file": artifact, "kind": kind, "runtime": candidate.placement,
+                         "sha256": sha256_file(tmp / artifact), "bytes": (tmp / artifact).stat().st_size,
+                         "input": {"name": INPUT, "shape": ["batch", 3, data.resolution, data.resolution],
+                                   "dtype": input_dtype,
+                                   "preprocessing": "RGB uint8 NCHW -> (x / 255 - mean) / std per channel"},
+                         "output": {"name": OUTPUT, "shape": ["batch", data.num_classes]},
+                         "rebuild": rebuild},
+            "metrics": {"study": _with_per_sample_ci(recorded), "export": _with_per_sample_ci(metrics)},
+            "reference_accuracy": reference,
+            "workload": spec.to_record(),
+            "data": {"name": data.name, "fingerprint": data.fingerprint, "resolution": data.resolution,
+                     "mean": data.mean, "std": data.std, "classes": list(data.classes),
+                     "validation_images": len(data.val)},
+            "weights": ({"path": str(Path(spec.weights).resolve()), "sha256": sha256_file(spec.weights)}
+                        if spec.weights else None),
+            "hardware": here,
+            "study_hardware": there,
+            "libraries": library_versions(),
+        })
+        import yaml
+
+        (tmp / CONFIG_FILE).write_text("# written by `tuner export`; check it with `tuner verify DIR`\n"
+                                  + yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+        _move_into_place(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return Exported(out, trial.number, artifact, kind, config)
+
+
+def _save_torch(model: Any, example: Any, tmp: Path, torch_format: str, log: Log) -> str:
+    """torch.export the module with a dynamic batch axis and check it reloads; else a state_dict."""
+    import torch
+
+    if torch_format == "export":
+        try:
+            dim = torch.export.Dim.DYNAMIC if hasattr(torch.export.Dim, "DYNAMIC") else torch.export.Dim("batch")
+            with torch.no_grad():
+                program = torch.export.export(model, (example,), dynamic_shapes=({0: dim},))
+            torch.export.save(program, str(tmp / PROGRAM_FILE))
+            loaded = torch.export.load(str(tmp / PROGRAM_FILE)).module()
+            with torch.inference_mode():
+                for x in (example, example[:1]):  # two batch sizes: the batch axis really is dynamic
+                    want, got = model(x).float(), loaded(x).float()
+                    if not torch.allclose(want, got, rtol=1e-3, atol=1e-3 * float(want.abs().max()) + 1e-5):
+                        raise RuntimeError("the reloaded program's outputs differ from the module's")
+            return "torch.export"
+        except Exception as err:
+            first = str(err).splitlines()[0][:160] if str(err) else type(err).__name__
+            log(f"torch.export did not work ({type(err).__name__}: {first}); writing a state_dict and the "
+                "config to rebuild the module instead")
+            (tmp / PROGRAM_FILE).unlink(missing_ok=True)
+    torch.save(model.state_dict(), str(tmp / STATE_FILE))
+    return "state_dict"
+
+
+def _move_into_place(tmp: Path, out: Path) -> None:
+    """The new export's files into ``out``. A previous export there loses only the files an export writes
+    (the artifact kinds and config.yaml, written last); anything else the user keeps there stays."""
+    if not out.is_dir() or not any(out.iterdir()):
+        if out.is_dir():
+            out.rmdir()
+        tmp.rename(out)
+        return
+    if not is_export(out):  # checked again: something may have appeared while we built
+        raise ConfigError(f"--out {out} is not empty and not a previous export; pass a new directory.")
+    new = {p.name for p in tmp.iterdir()}
+    for name in EXPORT_FILES:
+        if name not in new:
+            (out / name).unlink(missing_ok=True)
+    for name in sorted(new, key=lambda n: n == CONFIG_FILE):  # config.yaml last: it marks the export complete
+        os.replace(tmp / name, out / name)
+    tmp.rmdir()

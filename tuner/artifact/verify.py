@@ -1,0 +1,152 @@
+"""Verify an export: reload its artifact in its runtime through the same path a trial measures by
+(``tuner.measure.open_session`` / ``time_session``), re-measure accuracy and latency on the same data,
+and compare both with ``config.yaml``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tuner import hardware
+from tuner.artifact.export import Log, read_config_file, sha256_file
+from tuner.candidate import Candidate
+from tuner.errors import ConfigError
+from tuner.names import CONFIG_FILE, EXPORT_FORMAT
+from tuner.table import aligned
+
+if TYPE_CHECKING:
+    from tuner.build import Built
+    from tuner.data import Dataset
+
+LATENCY_TOLERANCE = 0.10  # latency reproduces within the recorded 95% CI or within 10% of the median
+LATENCY_ATTEMPTS = 3  # a latency outside tolerance is re-timed (a neighbour's burst is not a regression)
+
+
+def read_config(directory: str | Path) -> dict[str, Any]:
+    """An export's config.yaml, checked to be complete; ConfigError (exit 2: cannot verify) otherwise."""
+    d = Path(directory)
+    if not (d / CONFIG_FILE).is_file():
+        raise ConfigError(f"{d} has no {CONFIG_FILE}; pass a directory written by `tuner export`.")
+    try:
+        config = read_config_file(d / CONFIG_FILE)
+    except Exception as err:  # noqa: BLE001 - any unreadable file is one line
+        raise ConfigError(f"{d / CONFIG_FILE} is not readable YAML ({type(err).__name__}).") from None
+    if config.get("format") != EXPORT_FORMAT:
+        raise ConfigError(f"{d / CONFIG_FILE} is not a {EXPORT_FORMAT} export (format {config.get('format')!r}).")
+    missing = [k for k in ("candidate", "artifact", "metrics", "workload", "data") if not isinstance(config.get(k), dict)]
+    if missing or not isinstance(config["metrics"].get("export"), dict):
+        raise ConfigError(f"{d / CONFIG_FILE} is incomplete (no {', '.join(missing) or 'metrics.export'}); "
+                          "export again.")
+    if not (d / str(config["artifact"].get("file"))).is_file():
+        raise ConfigError(f"{d} lacks its artifact {config['artifact'].get('file')}; export again.")
+    return config
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    recorded: str
+    now: str
+    ok: bool | None  # None: informational, not compared
+    note: str = ""
+
+
+def load_built(directory: Path, config: dict[str, Any], data: Dataset) -> Built:
+    """The exported artifact as a ``Built`` (what ``measure`` opens): the ONNX file as is, the torch.export
+    program's module, or the module rebuilt by ``tuner.build.rebuild_module`` from its state_dict."""
+    import torch
+
+    from tuner.build import Built, rebuild_module
+
+    c = Candidate.from_dict(config["candidate"], source=str(directory / CONFIG_FILE))
+    art = config["artifact"]
+    path = directory / art["file"]
+    size = path.stat().st_size
+    if art["kind"] == "onnx":
+        return Built(c, None, path, 0, 0, size)
+    if art["kind"] == "torch.export":
+        return Built(c, torch.export.load(str(path)).module(), None, 0, 0, size)
+    if art["kind"] == "state_dict":
+        from tuner import models
+
+        r = art["rebuild"]
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+        module = rebuild_module(models.create_model(r["model"], int(r["num_classes"])), c,
+                                torch.from_numpy(data.example(1)), state)
+        return Built(c, module, None, 0, 0, size)
+    raise ConfigError(f"{directory / CONFIG_FILE}: unknown artifact kind {art['kind']!r}.")
+
+
+def latency_reproduces(now_ms: float, recorded_ms: float, ci: tuple[float, float],
+                       tolerance: float = LATENCY_TOLERANCE) -> bool:
+    """A re-timed median reproduces when it falls in the recorded 95% CI or within ``tolerance`` of it."""
+    return ci[0] <= now_ms <= ci[1] or abs(now_ms - recorded_ms) <= tolerance * recorded_ms
+
+
+def verify(directory: str | Path, log: Log = print,
+           latency_tolerance: float = LATENCY_TOLERANCE) -> tuple[bool, list[Check]]:
+    """Re-measure an export; (reproduces?, the checks behind the answer)."""
+    from tuner.data import load_dataset
+    from tuner.measure import host, open_session, resolve_threads, time_session
+    from tuner.measure.accuracy import top1
+    from tuner.runtimes import check_supported
+
+    d = Path(directory)
+    config = read_config(d)
+    c = Candidate.from_dict(config["candidate"], source=str(d / CONFIG_FILE))
+    check_supported(c)  # cannot run here: say so (exit 2), do not call it "not reproduced"
+    art, rec = config["artifact"], config["metrics"]["export"]
+    checks: list[Check] = []
+    digest = sha256_file(d / art["file"])
+    checks.append(Check("artifact sha256", str(art.get("sha256"))[:16], digest[:16], digest == art.get("sha256")))
+
+    w = config["workload"]
+    data = load_dataset(w["data"], w.get("resolution"), tuple(w["mean"]) if w.get("mean") else None,
+                        tuple(w["std"]) if w.get("std") else None, int(w.get("seed", 0)), None)
+    want = config["data"]
+    checks.append(Check("data", f"{want['name']} {want['fingerprint']}", f"{data.name} {data.fingerprint}",
+                        data.fingerprint == want["fingerprint"] and len(data.val) == want["validation_images"]))
+
+    same_machine = hardware.fingerprint_id(config.get("hardware") or {}) == hardware.fingerprint_id()
+    if same_machine:
+        host.remember(rec.get("host_reference_ms"))  # full speed as the export saw it (a quiet-host reference)
+    threads = resolve_threads(c.threads)
+    log(f"verifying {d}: {art['kind']} on {c.placement}, batch {c.batch_size}, {threads} threads")
+    session = open_session(load_built(d, config, data))
+    try:
+        accuracy = top1(session, data, c.batch_size)
+        tol = 1.0 / len(data.val)
+        checks.append(Check("accuracy", f"{rec['accuracy']:.4%}", f"{accuracy:.4%}",
+                            abs(accuracy - rec["accuracy"]) <= tol + 1e-9,
+                            f"within 1 of {len(data.val)} images ({100 * tol:.2f} points)"))
+        checks.append(Check("executed precision", str(rec.get("executed_precision")), session.executed_precision,
+                            session.executed_precision == rec.get("executed_precision")))
+        lo, hi = rec["latency_ci_ms"]
+        median = rec["latency_ms"]
+        for attempt in range(1, LATENCY_ATTEMPTS + 1):
+            stats = time_session(session, data, c.batch_size, threads)
+            inside = latency_reproduces(stats.median_ms, median, (lo, hi), latency_tolerance)
+            if inside or not same_machine or attempt == LATENCY_ATTEMPTS:
+                break
+            log(f"latency {stats.median_ms:.4f} ms/batch is outside {lo:.4f}-{hi:.4f} and "
+                f"{latency_tolerance:.0%} of {median:.4f}; timing again ({attempt + 1}/{LATENCY_ATTEMPTS})")
+    finally:
+        session.close()
+    note = (f"within the 95% CI {lo:.4f}-{hi:.4f} or {latency_tolerance:.0%}" if same_machine else
+            "not compared: exported on other hardware or libraries")
+    if attempt > 1:
+        note += f"; {attempt} timing runs"
+    checks.append(Check("latency ms/batch", f"{median:.4f}", f"{stats.median_ms:.4f}", inside if same_machine else None,
+                        note))
+    bs = c.batch_size
+    checks.append(Check("per sample ms", f"{median / bs:.4f}", f"{stats.median_ms / bs:.4f}", None,
+                        f"study recorded {config['metrics']['study']['per_sample_ms']:.4f}"))
+    ok = all(ch.ok is not False for ch in checks)
+    return ok, checks
+
+
+def checks_table(checks: list[Check]) -> str:
+    rows = [("check", "recorded", "now", "result", "")] + [
+        (ch.name, ch.recorded, ch.now, {True: "ok", False: "DIFFERS", None: "-"}[ch.ok], ch.note) for ch in checks]
+    return "\n".join(aligned(rows))

@@ -1,0 +1,66 @@
+"""The project's names in one torch-free table: precisions, placements, artifact kinds, I/O names, file names.
+
+Everything here is plain data, so that ``Candidate``, the search space, the report and the CLI can validate
+and show names without loading torch or a runtime. What a placement can do *on this machine* is the
+runtimes' business (``tuner.runtimes``); what it is, is written here once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+GRAPH_OPTS = ("disable", "basic", "extended", "all")  # ONNX Runtime graph optimization levels
+
+# Precision -> the torch dtype's attribute name (torch.float32, ...): the one dtype map. int8 never runs in torch.
+TORCH_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+PRECISION_OF_DTYPE = {f"torch.{v}": k for k, v in TORCH_DTYPES.items()}  # str(torch.bfloat16) -> "bf16"
+
+# Artifact kinds: what a placement asks the builder for.
+TORCH_MODULE, ONNX_FP32, ONNX_FP16, ONNX_INT8 = "torch", "onnx-fp32", "onnx-fp16", "onnx-int8"
+
+# The model's input and output names in every ONNX file and export.
+INPUT, OUTPUT = "input", "logits"
+
+# Files of an export directory (tuner export / verify).
+EXPORT_FORMAT = "tuner-export/1"
+CONFIG_FILE, ONNX_FILE, PROGRAM_FILE, STATE_FILE = "config.yaml", "model.onnx", "model.pt2", "state_dict.pt"
+
+
+@dataclass(frozen=True)
+class PlacementInfo:
+    """What a placement is: its runtime and device, the precisions it runs somewhere, the artifact each needs."""
+
+    name: str
+    runtime: str  # torch | ort | openvino
+    device: str  # cpu | cuda | tensorrt
+    artifacts: dict[str, str]  # precision -> artifact kind
+
+    @property
+    def precisions(self) -> tuple[str, ...]:
+        return tuple(self.artifacts)
+
+    @property
+    def gpu(self) -> bool:
+        return self.device != "cpu"
+
+
+def _onnx(precisions: tuple[str, ...], fp16_file: bool = False) -> dict[str, str]:
+    kind = {"fp32": ONNX_FP32, "int8": ONNX_INT8, "fp16": ONNX_FP16 if fp16_file else ONNX_FP32,
+            "bf16": ONNX_FP32}  # OpenVINO runs bf16 from the fp32 file; TensorRT builds fp16 engines itself
+    return {p: kind[p] for p in precisions}
+
+
+PLACEMENTS: dict[str, PlacementInfo] = {p.name: p for p in (
+    PlacementInfo("torch-cpu", "torch", "cpu", {p: TORCH_MODULE for p in ("fp32", "bf16")}),
+    PlacementInfo("ort-cpu", "ort", "cpu", _onnx(("fp32", "int8"))),
+    PlacementInfo("torch-cuda", "torch", "cuda", {p: TORCH_MODULE for p in ("fp32", "fp16", "bf16")}),
+    PlacementInfo("ort-cuda", "ort", "cuda", _onnx(("fp32", "fp16", "int8"), fp16_file=True)),
+    PlacementInfo("ort-tensorrt", "ort", "tensorrt", _onnx(("fp32", "fp16", "int8"))),
+    PlacementInfo("ov-cpu", "openvino", "cpu", _onnx(("fp32", "bf16", "int8"))),
+)}
+
+
+def artifact_kind(placement: str, precision: str) -> str:
+    """The artifact ``placement`` runs ``precision`` from (KeyError for a combination it never runs)."""
+    return PLACEMENTS[placement].artifacts[precision]

@@ -1,0 +1,109 @@
+"""Where studies live: names, storage URLs, creating or opening a study, and the annotations the tuner adds
+to a finished study, all through Optuna's public API."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import optuna
+
+from tuner import hardware
+from tuner.errors import ConfigError
+
+if TYPE_CHECKING:
+    from tuner.workload import WorkloadSpec
+
+REMEASURE_ATTR = "remeasure"  # study user attr: the end-of-study re-measure (tuner.remeasure.RemeasureSummary)
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def check_study_name(name: str) -> str:
+    if not _NAME.match(name) or ".." in name:
+        raise ConfigError(f"study name {name!r} is not allowed; use letters, digits, '.', '_' and '-' only "
+                          "(no path separators), at most 128 characters.")
+    return name
+
+
+def default_study_name(spec: WorkloadSpec, resolution: int) -> str:
+    model = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(spec.model.split(":")[-1]).stem if ":" in spec.model else spec.model)
+    data = "digits" if spec.data == "digits" else Path(spec.data).resolve().name
+    return f"{model}-{re.sub(r'[^A-Za-z0-9._-]+', '_', data)}-{resolution}px-{hardware.fingerprint_id()}"
+
+
+def default_storage(studies_dir: str, name: str) -> str:
+    Path(studies_dir).mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{Path(studies_dir) / name}.db"
+
+
+def mask_url(url: str) -> str:
+    """The storage URL with its password replaced, for anything printed or written."""
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+
+
+def make_storage(url: str, heartbeat: float, max_retries: int) -> optuna.storages.BaseStorage:
+    """An RDB storage with heartbeats: a dead worker's RUNNING trial is failed and re-queued."""
+    if not re.match(r"^(sqlite|postgresql|mysql)(\+\w+)?://", url):
+        raise ConfigError(f"--storage {mask_url(url)} is not a database URL; use sqlite:///PATH.db or "
+                          "postgresql://USER:PASSWORD@HOST/DB.")
+    engine: dict[str, Any] = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+    try:
+        return optuna.storages.RDBStorage(
+            url, engine_kwargs=engine, heartbeat_interval=max(1, round(heartbeat)),
+            grace_period=max(3, round(3 * heartbeat)),
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retries),
+        )
+    except ImportError:
+        raise ConfigError(f"--storage {mask_url(url)} needs its database driver; for PostgreSQL: "
+                          "pip install 'psycopg[binary]' (or the tuner[postgres] extra).") from None
+    except Exception as err:  # noqa: BLE001 - server down, bad credentials: one line
+        first = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
+        raise ConfigError(f"cannot open storage {mask_url(url)}: {mask_url(first)}; check the URL and that the "
+                          "database server is reachable.") from None
+
+
+def existing_storage(name: str, storage: str | None, studies_dir: str) -> str:
+    """The storage URL of an existing study (``run``'s default: SQLite under --studies-dir)."""
+    check_study_name(name)
+    if storage:
+        return storage
+    path = Path(studies_dir) / f"{name}.db"
+    if not path.is_file():  # optuna would silently create an empty database here
+        raise ConfigError(f"no study {name!r}: {path} does not exist; pass the --study name that `tuner run` "
+                          "printed, and its --studies-dir or --storage.")
+    return f"sqlite:///{path}"
+
+
+def load_existing_study(name: str, storage: str | None, studies_dir: str) -> optuna.Study:
+    url = existing_storage(name, storage, studies_dir)
+    try:
+        return optuna.load_study(study_name=name, storage=url)
+    except KeyError:
+        try:
+            known = [s.study_name for s in optuna.get_all_study_summaries(storage=url)]
+        except Exception:  # noqa: BLE001 - only a hint for the message
+            known = []
+        raise ConfigError(f"no study {name!r} in {mask_url(url)}"
+                          + (f"; it holds {', '.join(known)}." if known else ".")) from None
+    except Exception as err:  # noqa: BLE001 - any storage failure is one line for the user
+        raise ConfigError(f"cannot open storage {mask_url(url)} ({type(err).__name__}); "
+                          "check the --storage URL.") from None
+
+
+# ---------------------------------------------------------------- annotations of a finished study
+# Optuna keeps finished trials read-only, so what the tuner learns after a trial ended (the re-measure) is
+# kept on the study, keyed by trial number: public API, on every storage.
+
+
+def write_remeasure(study: optuna.Study, record: dict[str, Any]) -> None:
+    """Keep the end-of-study re-measure (``RemeasureSummary.to_dict()``: per trial under ``trials``)."""
+    study.set_user_attr(REMEASURE_ATTR, record)
+
+
+def read_remeasure(study: optuna.Study) -> dict[int, dict[str, Any]]:
+    """Trial number -> its re-measure entry (``RemeasureEntry.to_dict()``), for entries that hold a figure."""
+    record = study.user_attrs.get(REMEASURE_ATTR) or {}
+    kept = record.get("trials") or {}
+    found = {int(n): {**e, "rounds": record.get("rounds")} for n, e in kept.items() if isinstance(e, dict)}
+    return {n: e for n, e in found.items() if isinstance(e.get("per_sample_ms"), (int, float))}

@@ -49,8 +49,15 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import TINY, add_workload_args, describe_workload, machine_json, median, print_machine  # noqa: E402
-from _common import workload_spec  # noqa: E402
+from _common import (
+    TINY,
+    add_workload_args,
+    describe_workload,
+    machine_json,
+    median,
+    print_machine,
+    workload_spec,
+)
 
 SAMPLERS = ("tpe", "nsga2", "random")
 
@@ -97,7 +104,7 @@ class Oracle:
                 self.memo[candidate] = ("ok", metrics)
             except UnsupportedCombination as err:
                 self.memo[candidate] = ("pruned", str(err))
-            except Exception as err:  # a build or runtime failure fails that trial, as in a study
+            except Exception as err:  # noqa: BLE001 - a build or runtime failure fails that trial, as in a study
                 self.memo[candidate] = ("fail", f"{type(err).__name__}: {str(err).splitlines()[0][:200]}")
                 print(f"    failed: {candidate}: {self.memo[candidate][1]}", flush=True)
             self.seconds += time.perf_counter() - start
@@ -156,17 +163,6 @@ def run_sampler(name: str, seed: int, n_trials: int, sampler_trials: int, space:
 # ---------------------------------------------------------------- hypervolume
 
 
-def hv2d(losses: list[tuple[float, float]], ref: tuple[float, float] = (1.0, 1.0)) -> float:
-    """Exact 2-D hypervolume (both minimized) of the points dominating ``ref``: a sorted sweep."""
-    pts = sorted((a, b) for a, b in losses if a < ref[0] and b < ref[1])
-    volume, best_b = 0.0, ref[1]
-    for a, b in pts:  # ascending first loss: a point adds area only if its second loss is a new best
-        if b < best_b:
-            volume += (ref[0] - a) * (best_b - b)
-            best_b = b
-    return volume
-
-
 class Scale:
     """The fixed normalizations (see the docstring), set from every measured point."""
 
@@ -189,22 +185,9 @@ class Scale:
 
     def hv(self, points: list[dict], kind: str) -> float:
         norm = self.linear if kind == "linear" else self.log
-        return hv2d([norm(p) for p in points if self.feasible(p)])
+        from tuner.report.data import hypervolume
 
-
-def _check_hv() -> None:
-    """Our sweep against Optuna's own hypervolume (optuna._hypervolume.compute_hypervolume), when it exists."""
-    try:
-        import numpy as np
-        from optuna._hypervolume import compute_hypervolume
-    except ImportError:
-        return
-    rng = np.random.default_rng(0)
-    pts = rng.random((25, 2)) * 1.2
-    inside = pts[(pts < 1.0).all(axis=1)]
-    ours = hv2d([tuple(p) for p in pts])
-    theirs = float(compute_hypervolume(inside, np.array([1.0, 1.0]))) if len(inside) else 0.0
-    assert abs(ours - theirs) < 1e-9, (ours, theirs)
+        return hypervolume([norm(p) for p in points if self.feasible(p)], (1.0, 1.0))
 
 
 # ---------------------------------------------------------------- main
@@ -221,7 +204,6 @@ def main(argv: list[str] | None = None) -> None:
     from tuner.train import torch_accuracy
     from tuner.workload import load_workload
 
-    _check_hv()
     fp = print_machine()
     space, objectives = load_space(args.space), load_objectives(args.objectives)
     dirs = dict(zip(objectives.names, objectives.directions))
@@ -248,7 +230,7 @@ def main(argv: list[str] | None = None) -> None:
     start = time.perf_counter()
 
     print(f"reference: random search, {args.reference_trials} trials", flush=True)
-    reference_run = run_sampler("random", args.reference_seed, args.reference_trials, args.reference_trials, space,
+    run_sampler("random", args.reference_seed, args.reference_trials, args.reference_trials, space,
                                 objectives, oracle, not args.no_baseline, log_every=25)
     reference_keys = set(oracle.memo)
     runs: dict[tuple[str, int], list[dict | None]] = {}
@@ -295,8 +277,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"best known front: fastest feasible {fastest[latency]:.4f} {latency} "
               f"(accuracy {fastest['accuracy']:.2%}); the {args.reference_trials}-trial random search alone reaches "
               f"{reference_share['linear']:.1f}% (linear) / {reference_share['log']:.1f}% (log) of its hypervolume")
-    header = f"{'sampler':<8} {'trials':>6}  {'hv_linear % (median; seeds)':<34} {'hv_log % (median; seeds)':<34} " \
-             f"{'fastest feasible ' + latency:>24}"
+    header = (f"{'sampler':<8} {'trials':>6}  {'hv_linear % (median; seeds)':<34} {'hv_log % (median; seeds)':<34} "
+              f"{'fastest feasible ' + latency:>24}")
     print(header)
     print("-" * len(header))
     for name in args.samplers:

@@ -30,8 +30,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import (add_workload_args, describe_workload, fmt, machine_json, median, print_machine,  # noqa: E402
-                     run_tuner, workload_cli_args)
+from _common import (
+    add_workload_args,
+    describe_workload,
+    fmt,
+    machine_json,
+    median,
+    print_machine,
+    run_tuner,
+    workload_cli_args,
+)
 
 # What the report calls each step, and the build_seconds keys behind it (measure comes from the metrics).
 STEPS = {"prune": ("prune",), "recovery": ("recover",), "fold/convert": ("fuse", "convert"),

@@ -40,8 +40,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import (add_workload_args, describe_workload, fmt, machine_json, median, print_machine,  # noqa: E402
-                     run_tuner, tuner_env, workload_cli_args)
+from _common import (
+    add_workload_args,
+    describe_workload,
+    fmt,
+    machine_json,
+    median,
+    print_machine,
+    run_tuner,
+    tuner_env,
+    workload_cli_args,
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -1,3 +1,5 @@
+"""`python -m tuner`: the command line (tuner.cli)."""
+
 import sys
 
 from tuner.cli import main

@@ -7,10 +7,10 @@ batch, so a trial never decodes a JPEG twice; decoded ImageFolders are cached on
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -124,7 +125,7 @@ def create_model(name: str, num_classes: int) -> nn.Module:
     builder = resolve_builder(name)
     try:
         model = builder(num_classes=num_classes)
-    except Exception as err:  # a user's callable can raise anything; report it in one line
+    except Exception as err:  # noqa: BLE001 - a user's callable can raise anything; report it in one line
         raise ModelError(f"model {name!r} could not be built with num_classes={num_classes}: {err}") from None
     if not isinstance(model, nn.Module):
         raise ModelError(f"model {name!r} returned {type(model).__name__}, not a torch.nn.Module.")
@@ -147,7 +148,7 @@ def _user_callable(spec: str) -> Callable[..., nn.Module]:
             module = importlib.import_module(target)
     except ModelError:
         raise
-    except Exception as err:
+    except Exception as err:  # noqa: BLE001 - a user's module can raise anything on import
         raise ModelError(f"cannot import {target!r} for model {spec!r}: {type(err).__name__}: {err}") from None
     builder = getattr(module, attr, None)
     if not callable(builder):
@@ -158,7 +159,7 @@ def _user_callable(spec: str) -> Callable[..., nn.Module]:
 def _torchvision_builder(name: str) -> Callable[..., nn.Module] | None:
     try:
         import torchvision.models as tvm
-    except Exception:  # not installed, or an ABI-mismatched build: treat as absent
+    except Exception:  # noqa: BLE001 - not installed, or an ABI-mismatched build: treat as absent
         return None
     if name not in tvm.list_models():
         return None
@@ -168,7 +169,7 @@ def _torchvision_builder(name: str) -> Callable[..., nn.Module] | None:
 def _timm_builder(name: str) -> Callable[..., nn.Module] | None:
     try:
         import timm
-    except Exception:
+    except Exception:  # noqa: BLE001 - as torchvision above
         return None
     if not timm.is_model(name):
         return None
@@ -185,7 +186,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         raise ModelError(f"weights file {p} does not exist; pass --weights with a saved state_dict.")
     try:
         obj: Any = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as err:
+    except Exception as err:  # noqa: BLE001 - a file that is not a state_dict fails in many ways
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ModelError(f"weights file {p} is not a loadable PyTorch state_dict ({first[:160]}); "
                          "save it with torch.save(model.state_dict(), PATH).") from None

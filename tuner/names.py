@@ -52,9 +52,9 @@ def _onnx(precisions: tuple[str, ...], fp16_file: bool = False) -> dict[str, str
 
 
 PLACEMENTS: dict[str, PlacementInfo] = {p.name: p for p in (
-    PlacementInfo("torch-cpu", "torch", "cpu", {p: TORCH_MODULE for p in ("fp32", "bf16")}),
+    PlacementInfo("torch-cpu", "torch", "cpu", dict.fromkeys(("fp32", "bf16"), TORCH_MODULE)),
     PlacementInfo("ort-cpu", "ort", "cpu", _onnx(("fp32", "int8"))),
-    PlacementInfo("torch-cuda", "torch", "cuda", {p: TORCH_MODULE for p in ("fp32", "fp16", "bf16")}),
+    PlacementInfo("torch-cuda", "torch", "cuda", dict.fromkeys(("fp32", "fp16", "bf16"), TORCH_MODULE)),
     PlacementInfo("ort-cuda", "ort", "cuda", _onnx(("fp32", "fp16", "int8"), fp16_file=True)),
     PlacementInfo("ort-tensorrt", "ort", "tensorrt", _onnx(("fp32", "fp16", "int8"))),
     PlacementInfo("ov-cpu", "openvino", "cpu", _onnx(("fp32", "bf16", "int8"))),

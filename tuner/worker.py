@@ -61,7 +61,7 @@ class Worker:
         if self._pool is None:
             self._pool = ProcessPoolExecutor(1, multiprocessing.get_context("spawn"), initializer=init_child)
         future = self._pool.submit(fn, self.spec, *args)
-        processes = list((self._pool._processes or {}).values())  # noqa: SLF001 - to read the exit code
+        processes = list((self._pool._processes or {}).values())
         try:
             return future.result()
         except BrokenProcessPool:

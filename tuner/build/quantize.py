@@ -3,8 +3,9 @@ artifact steps for ONNX_INT8, ONNX_FP16 and TORCH_MODULE."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -84,7 +85,7 @@ def quantize_int8(fp32_onnx: Path, data: Dataset, out: Path, reduce_range: bool)
             str(prepared), str(out), _Calibration(data), quant_format=QuantFormat.QDQ, per_channel=True,
             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, reduce_range=reduce_range,
         )
-    except Exception as err:
+    except Exception as err:  # noqa: BLE001 - any quantizer failure fails this candidate only
         first = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
         raise CandidateBuildError(f"int8 static quantization failed ({first}); try another precision.") from None
     finally:

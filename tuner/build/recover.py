@@ -8,7 +8,6 @@ from tuner.data import Dataset
 from tuner.train import train
 
 
-
 def learning_rate(ratio: float) -> float:
     """Gentle for light pruning, stronger for heavy: a converged model fine-tuned at a high rate loses
     accuracy it never had to lose. Measured on digits/ResNet18, 60 steps: at ratio 0.2, lr 1e-4 kept

@@ -20,6 +20,7 @@ phase would otherwise take that phase for full speed.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Collection
@@ -103,10 +104,8 @@ def probe() -> HostState:
 def pin_process(cpus: Collection[int]) -> None:
     """Move every thread of this process (the runtime's pools included) onto ``cpus``."""
     for tid in os.listdir("/proc/self/task"):
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):  # a thread that just ended, or one we may not move
             os.sched_setaffinity(int(tid), cpus)
-        except (ProcessLookupError, PermissionError):  # a thread that just ended, or one we may not move
-            pass
 
 
 class QuietestCpus:

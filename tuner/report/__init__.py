@@ -7,9 +7,9 @@ As in ``optuna.visualization``, the figures are drawn from a data object compute
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable
 
 import optuna
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import optuna
 from optuna.trial import TrialState
@@ -190,8 +191,8 @@ def _importances(study: optuna.Study, rows: list[TrialRow]) -> tuple[dict[str, d
         return {}, ["no importances: the study has no named objectives"]
     varied = [p for p in PARAMS if len({json.dumps(r.params.get(p)) for r in done}) > 1]
     if len(done) < 4 or not varied:
-        return {}, [f"no parameter importances: {len(done)} distinct completed trials "
-                    f"{'vary no parameter' if done and not varied else 'are too few (4 needed)'}"]
+        why = "vary no parameter" if done and not varied else "are too few (4 needed)"
+        return {}, [f"no parameter importances: {len(done)} distinct completed trials {why}"]
     distributions = {p: optuna.distributions.CategoricalDistribution(
         sorted({r.params[p] for r in done}, key=lambda v: (str(type(v)), v))) for p in varied}
     out: dict[str, dict[str, float]] = {}

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import statistics
 from collections import Counter, defaultdict
-from typing import Iterable
+from collections.abc import Iterable
 
 from tuner import results
 from tuner.report.data import ReportInfo, TrialRow, group_by
@@ -196,9 +196,9 @@ def _remeasure_rule(info: ReportInfo, rows: list[TrialRow]) -> list[str]:
     agree = sum(bool(e.get("within_5pct")) for e in entries)
     outside = sum(bool(e.get("outside_ci")) for e in entries)
     diffs = ", ".join(f"#{r.number} {100 * r.remeasured_diff:+.1f}%" for r in points)
-    out = [f"re-timed in fresh processes ({rounds} interleaved rounds): {agree} of {len(points)} Pareto "
+    out = [(f"re-timed in fresh processes ({rounds} interleaved rounds): {agree} of {len(points)} Pareto "
            f"points within 5% of the study's figure ({diffs}); {outside} outside the study's 95% CI, which "
-           "covers one process's timing, not the spread between processes."]
+           "covers one process's timing, not the spread between processes.")]
     pick = results.fastest_feasible(r.point for r in rows)
     if pick is not None and pick.reordered:
         by_study, by_again = info.row(pick.study_point.number), info.row(pick.point.number)

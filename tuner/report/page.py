@@ -134,7 +134,7 @@ def render_html(info: ReportInfo) -> str:
         if fig is None:
             parts.append("".join(f'<p class="note">{html.escape(n)}</p>' for n in info.importance_notes))
             continue
-        parts.append(fig.to_html(full_html=False, include_plotlyjs=True if first else False,
+        parts.append(fig.to_html(full_html=False, include_plotlyjs=first,
                                  config={"displaylogo": False, "responsive": True}))
         first = False
         if title == "Parameter importances":

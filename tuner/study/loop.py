@@ -10,16 +10,16 @@ import os
 import signal
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import optuna
 from optuna.trial import TrialState
 
 from tuner import hardware, results
 from tuner.candidate import Candidate
-from tuner.errors import (CandidateBuildError, ConfigError, HopelessCandidate, MeasurementError,
-                          UnsupportedCombination)
+from tuner.errors import CandidateBuildError, ConfigError, HopelessCandidate, MeasurementError, UnsupportedCombination
 from tuner.study.counts import count_trials, space_exhausted, study_complete
 from tuner.study.storage import check_study_name, make_storage
 from tuner.worker import TrialCrashed, Worker
@@ -100,7 +100,7 @@ def open_study(s: StudySettings, storage: optuna.storages.BaseStorage | None = N
                               "use its objectives file again, or a new --study name.") from None
         if study.metric_names and list(study.metric_names) != list(s.objectives.names):
             raise ConfigError(f"study {s.name} optimizes {', '.join(study.metric_names)}, not "
-                              f"{', '.join(s.objectives.names)}; use its objectives, or a new --study name.")
+                              f"{', '.join(s.objectives.names)}; use its objectives, or a new --study name.") from None
         _check_same_hardware(study, s)
     if created:  # only the creator enqueues: a resumed or joined study never gets a second baseline
         study.set_metric_names(list(s.objectives.names))

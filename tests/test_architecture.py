@@ -1,0 +1,99 @@
+"""The house rules, checked on the source: small modules with a stated job, imports that point down only,
+no private Optuna, and the light entry points (a Candidate, the report) that load no torch."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "tuner"
+MAX_LINES = 400
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = list(path.relative_to(ROOT).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        out[".".join(parts)] = path
+    return out
+
+
+MODULES = _modules()
+
+
+def _imports(path: Path, name: str) -> list[tuple[str, int]]:
+    """(imported module, line) for every import in the file, the ones inside functions too, resolved to modules."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found += [(a.name, node.lineno) for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+            for a in node.names:  # `from tuner.measure import host` imports the module tuner.measure.host
+                sub = f"{base}.{a.name}"
+                found.append((sub if sub in MODULES else base, node.lineno))
+    return found
+
+
+def test_every_module_is_small_and_says_its_job():
+    for name, path in MODULES.items():
+        source = path.read_text()
+        assert len(source.splitlines()) <= MAX_LINES, f"{name} has {len(source.splitlines())} lines"
+        doc = ast.get_docstring(ast.parse(source))
+        assert doc and len(doc.split()) >= 4, f"{name} does not open with a docstring saying its job"
+
+
+def test_imports_point_down_only():
+    """No cycle among tuner's modules, counting the imports inside functions (a lazy import is still an edge)."""
+    graph = {name: {m for m, _ in _imports(path, name) if m in MODULES and m != name}
+             for name, path in MODULES.items()}
+    # A package's __init__ may re-export its own submodules; a submodule importing its package is the cycle.
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                pytest.fail("import cycle: " + " -> ".join([*stack[stack.index(nxt):], nxt]))
+            if nxt not in state:
+                visit(nxt)
+        stack.pop()
+        state[node] = 2
+
+    for name in sorted(graph):
+        if name not in state:
+            visit(name)
+    assert graph["tuner.candidate"] <= {"tuner.errors", "tuner.names"}  # the configuration type sits at the bottom
+
+
+def test_no_private_optuna_anywhere():
+    for folder in ("tuner", "tests", "benchmarks"):
+        for path in (ROOT / folder).rglob("*.py"):
+            for module, line in _imports(path, "x.y"):
+                assert not (module.startswith("optuna") and any(p.startswith("_") for p in module.split("."))), \
+                    f"{path.relative_to(ROOT)}:{line} imports the private {module}"
+
+
+@pytest.mark.parametrize("code", [
+    "from tuner.candidate import Candidate; Candidate()",
+    "import tuner.report",
+    "import tuner.cli",
+    "import tuner.results, tuner.summary, tuner.study.loop",
+])
+def test_light_entry_points_load_no_torch(code):
+    check = (f"import sys; {code}; heavy = [m for m in ('torch', 'onnxruntime', 'openvino') if m in sys.modules]; "
+             "assert not heavy, heavy")
+    r = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert r.returncode == 0, r.stderr[-1000:]

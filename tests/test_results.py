@@ -1,0 +1,100 @@
+"""The rules of tuner.results: the report's front is the study's own for every shipped objectives file, and
+the fastest-feasible pick with its re-measure reordering and tie-break."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+
+from tuner import results
+from tuner.objectives import load_objectives
+from tuner.report import report_info
+from tuner.report.page import render_html
+
+OBJECTIVES = sorted(p.stem for p in (Path(__file__).resolve().parent.parent / "objectives").glob("*.yaml"))
+
+
+def _metrics(rng: np.random.Generator, reference: float) -> dict:
+    bs = int(rng.choice([1, 8, 32]))
+    per_sample = float(rng.uniform(0.05, 5.0))
+    accuracy = float(reference - rng.uniform(0.0, 0.04))
+    return {"accuracy": accuracy, "accuracy_drop": reference - accuracy, "per_sample_ms": per_sample,
+            "latency_ms": per_sample * bs, "latency_p95_ms": per_sample * bs * rng.uniform(1.0, 1.5),
+            "latency_ci_ms": [per_sample * bs * 0.97, per_sample * bs * 1.03], "batch_size": bs,
+            "throughput": 1000.0 / per_sample, "size_mb": float(rng.uniform(0.5, 50)), "params": 1000,
+            "macs": int(rng.integers(10**6, 10**9)), "executed_precision": "fp32", "threads": 1, "samples": 30}
+
+
+def _study(objectives_name: str, n: int = 40, seed: int = 0) -> optuna.Study:
+    """A study recorded the way tuner.study.loop.Objective records a trial: values and constraints from the
+    objectives file, metrics and candidate as user attrs."""
+    objectives = load_objectives(objectives_name)
+    study = optuna.create_study(directions=list(objectives.directions))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(list(objectives.names))
+    study.set_user_attr("reference", {"accuracy": 0.95, "validation_images": 400})
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        m = _metrics(rng, 0.95)
+        trial = optuna.trial.create_trial(
+            values=objectives.values(m), user_attrs={"metrics": m, "baseline": i == 0, "candidate": {
+                "placement": "ort-cpu", "precision": "fp32", "prune_ratio": 0.0, "batch_size": m["batch_size"],
+                "fold_bn": False, "graph_opt": "all", "threads": 1}})
+        for c in objectives.constraints:
+            trial.set_constraint(c.metric, c.violation(m))
+        study.add_trial(trial)
+    return study
+
+
+@pytest.mark.parametrize("name", OBJECTIVES)
+def test_report_front_is_the_studys_front(name):
+    study = _study(name)
+    info = report_info(study)
+    best = {t.number for t in study.best_trials}
+    assert best and set(info.pareto) == best == {t.number for t in results.front(study)}
+    assert all(info.row(n).feasible for n in info.pareto)  # best_trials is feasible-only under constraints
+    assert not any(r.pareto for r in info.trials if r.number not in best)
+    page = render_html(info)  # drawn over the file's own two objectives
+    assert "Plotly.newPlot" in page and all(n in page for n in load_objectives(name).names)
+
+
+@pytest.mark.parametrize("name", OBJECTIVES)
+def test_fastest_feasible_is_feasible_and_fastest(name):
+    study = _study(name, seed=1)
+    pick = results.fastest_feasible(results.points(study))
+    feasible = [t for t in study.trials if results.is_feasible(t)]
+    assert pick is not None and not pick.reordered and not pick.by_remeasure
+    chosen = study.trials[pick.point.number]
+    assert results.is_feasible(chosen)
+    assert chosen.user_attrs["metrics"]["per_sample_ms"] == min(t.user_attrs["metrics"]["per_sample_ms"]
+                                                                for t in feasible)
+
+
+def _p(number, ms, accuracy=0.9, again=None, feasible=True, drop=0.0):
+    return results.Point(number, accuracy, drop, ms, feasible, again)
+
+
+def test_the_remeasure_reorders_the_pick_among_re_timed_points():
+    pts = [_p(0, 1.00, again=1.20), _p(1, 1.05, again=1.10), _p(2, 1.01), _p(3, 0.5, feasible=False)]
+    pick = results.fastest_feasible(pts)
+    assert pick.point.number == 1 and pick.study_point.number == 0 and pick.reordered and pick.by_remeasure
+    # A study pick that was not re-timed stands: the re-measure only reorders what it timed.
+    pick = results.fastest_feasible([_p(0, 1.00), _p(1, 1.05, again=0.9)])
+    assert pick.point.number == 0 and not pick.reordered and not pick.by_remeasure
+
+
+def test_ties_go_to_the_more_accurate_then_the_earlier_trial():
+    assert results.fastest_feasible([_p(4, 1.0, 0.90), _p(2, 1.0, 0.92), _p(1, 1.0, 0.92)]).point.number == 1
+    assert results.fastest_feasible([_p(0, 1.0, drop=0.02), _p(1, 2.0, drop=0.005)], max_drop=0.01).point.number == 1
+    assert results.fastest_feasible([_p(0, 1.0, drop=0.02)], max_drop=0.01) is None
+
+
+def test_most_accurate_within_a_budget():
+    pts = [_p(0, 0.5, 0.90), _p(1, 0.9, 0.95), _p(2, 1.5, 0.99)]
+    assert results.most_accurate_within(pts, 1.0).number == 1
+    assert results.most_accurate_within(pts, 0.1) is None

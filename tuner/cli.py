@@ -120,6 +120,8 @@ class Run(Command):
         g.add_argument("--heartbeat", type=float, default=10.0,
                        help="seconds between a running trial's heartbeats; 3 missed ones mark its worker dead")
         g.add_argument("--max-retries", type=int, default=1, help="re-runs of a trial whose worker died or crashed")
+        g.add_argument("--trial-timeout", type=float, metavar="SECONDS",
+                       help="stop a trial (and fail it) after this long; default: 30x the setup time, at least 900 s")
         g.add_argument("--remeasure-rounds", type=int, default=3,  # a median of 3 outlasts one round in a slow phase
                        help="when the study is complete, re-time the Pareto set in fresh processes, interleaved, "
                             "this many rounds (0: skip)")
@@ -153,7 +155,10 @@ class Run(Command):
         if args.heartbeat <= 0 or args.max_retries < 0:
             raise TunerError("--heartbeat must be > 0 and --max-retries >= 0.")
         settings = StudySettings(name, storage, space, objectives, spec, args.sampler, args.seed, args.n_trials,
-                                 args.timeout, args.heartbeat, args.max_retries, args.allow_mixed_hardware)
+                                 args.timeout, args.heartbeat, args.max_retries, args.allow_mixed_hardware,
+                                 args.trial_timeout)
+        if args.trial_timeout is not None and not 0 < args.trial_timeout < float("inf"):
+            raise TunerError(f"--trial-timeout must be a number of seconds > 0, got {args.trial_timeout}.")
         if args.remeasure_rounds < 0:
             raise TunerError(f"--remeasure-rounds must be >= 0, got {args.remeasure_rounds}.")
         with summary.ProgressBar(args.n_trials) as bar:
@@ -269,7 +274,8 @@ def _quiet_libraries() -> None:
 
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # ERROR: a failed trial is one line of ours with its reason; Optuna would add its traceback as a warning.
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 

@@ -1,17 +1,19 @@
-"""Trials run in a child process: a segfault or out-of-memory kill there fails one trial, not the
-study, and the parent (which only talks to Optuna) never starts torch or ORT thread pools."""
+"""Trials run in a child process: whatever goes wrong there (an exception from the user's model or a runtime,
+a segfault, an out-of-memory kill, a hang past the trial timeout) fails one trial with a one-line reason, not
+the study; and the parent (which only talks to Optuna) never starts torch or ORT thread pools."""
 
 from __future__ import annotations
 
 import multiprocessing
 import sys
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from tuner.candidate import Candidate
 from tuner.child import describe_death, init_child
-from tuner.errors import MeasurementError
+from tuner.errors import CandidateBuildError, MeasurementError, TunerError
 from tuner.pipeline import Evaluation
 from tuner.workload import Workload, WorkloadSpec
 
@@ -20,6 +22,16 @@ _workload: Workload | None = None  # the child's workload, loaded once per proce
 
 class TrialCrashed(MeasurementError):
     """The child process died while building or measuring (signal, out of memory)."""
+
+
+class TrialTimedOut(MeasurementError):
+    """The trial ran past its wall-clock limit; its process was stopped."""
+
+
+def one_line(err: BaseException) -> str:
+    """``Type: first line of the message`` (at most 300 characters): how a foreign error is recorded."""
+    first = str(err).strip().splitlines()[0][:300] if str(err).strip() else ""
+    return f"{type(err).__name__}: {first}" if first else type(err).__name__
 
 
 def _log(message: str) -> None:
@@ -47,7 +59,15 @@ def _reference(spec: WorkloadSpec) -> dict[str, Any]:
 def _evaluate(spec: WorkloadSpec, candidate: dict[str, Any], min_accuracy: float | None) -> Evaluation:
     from tuner.pipeline import evaluate
 
-    return evaluate(_load(spec), Candidate(**candidate), min_accuracy)
+    w = _load(spec)  # outside the guard: a workload that cannot load is the study's setup failing
+    try:
+        return evaluate(w, Candidate(**candidate), min_accuracy)
+    except TunerError:
+        raise
+    except MemoryError:
+        raise MeasurementError("out of memory while building or measuring this candidate") from None
+    except Exception as err:  # noqa: BLE001 - the user's model or a runtime raised: this candidate fails
+        raise CandidateBuildError(one_line(err)) from None
 
 
 class Worker:
@@ -57,13 +77,20 @@ class Worker:
         self.spec = spec
         self._pool: ProcessPoolExecutor | None = None
 
-    def _submit(self, fn: Any, *args: Any) -> Any:
+    def _submit(self, fn: Any, *args: Any, timeout: float | None = None) -> Any:
         if self._pool is None:
             self._pool = ProcessPoolExecutor(1, multiprocessing.get_context("spawn"), initializer=init_child)
         future = self._pool.submit(fn, self.spec, *args)
-        processes = list((self._pool._processes or {}).values())
+        processes = list((self._pool._processes or {}).values())  # to read exit codes, and stop a hung child
         try:
-            return future.result()
+            return future.result(timeout=timeout)
+        except FutureTimeout:
+            for p in processes:  # a hung child: stop it; the next trial starts a fresh one
+                p.kill()
+                p.join(timeout=5)
+            self.close()
+            raise TrialTimedOut(f"no result within {timeout:.0f} s: the trial's process was stopped (a hang, or "
+                                "a candidate slower than --trial-timeout allows)") from None
         except BrokenProcessPool:
             self.close()
             for p in processes:
@@ -71,12 +98,13 @@ class Worker:
             code = next((p.exitcode for p in processes if p.exitcode), None)
             raise TrialCrashed(describe_death(code)) from None
 
-    def reference(self) -> dict[str, Any]:
+    def reference(self, timeout: float | None = None) -> dict[str, Any]:
         """Load the workload in the child (training a baseline if needed) and score the reference model."""
-        return self._submit(_reference)
+        return self._submit(_reference, timeout=timeout)
 
-    def evaluate(self, candidate: Candidate, min_accuracy: float | None = None) -> Evaluation:
-        return self._submit(_evaluate, candidate.to_dict(), min_accuracy)
+    def evaluate(self, candidate: Candidate, min_accuracy: float | None = None,
+                 timeout: float | None = None) -> Evaluation:
+        return self._submit(_evaluate, candidate.to_dict(), min_accuracy, timeout=timeout)
 
     def close(self) -> None:
         if self._pool is not None:

@@ -24,7 +24,7 @@ from tuner import hardware, results
 from tuner.candidate import Candidate
 from tuner.errors import ConfigError
 from tuner.names import CONFIG_FILE, EXPORT_FORMAT, INPUT, ONNX_FILE, OUTPUT, PROGRAM_FILE, STATE_FILE
-from tuner.study.storage import mask_url
+from tuner.study.storage import mask_url, read_remeasure
 from tuner.workload import WorkloadSpec
 
 Log = Callable[[str], None]
@@ -131,6 +131,10 @@ def export(study: optuna.Study, trial: optuna.trial.FrozenTrial, why: str, out: 
         log(f"warning: the rebuilt model scores {metrics['accuracy']:.2%}, the study recorded "
             f"{recorded['accuracy']:.2%}; the cache under {spec.cache_dir} may have been rebuilt differently")
 
+    trust = latency_trust(metrics, recorded, read_remeasure(study).get(trial.number))
+    for note in trust["notes"]:
+        log(f"note: {note}")
+
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     umask = os.umask(0)
@@ -171,6 +175,7 @@ def export(study: optuna.Study, trial: optuna.trial.FrozenTrial, why: str, out: 
                          "output": {"name": OUTPUT, "shape": ["batch", data.num_classes]},
                          "rebuild": rebuild},
             "metrics": {"study": _with_per_sample_ci(recorded), "export": _with_per_sample_ci(metrics)},
+            "latency_trust": trust,
             "reference_accuracy": reference,
             "workload": spec.to_record(),
             "data": {"name": data.name, "fingerprint": data.fingerprint, "resolution": data.resolution,
@@ -191,6 +196,29 @@ def export(study: optuna.Study, trial: optuna.trial.FrozenTrial, why: str, out: 
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return Exported(out, trial.number, artifact, kind, config)
+
+
+def latency_trust(now: dict[str, Any], study: dict[str, Any], again: dict[str, Any] | None) -> dict[str, Any]:
+    """How far the latency figures of this point can be trusted: whether the export timed it on a quiet host, and
+    where the study's figure, its re-measure in fresh processes and the export's own disagree beyond the study's
+    95% CI. ``range_ms`` (per batch) spans every figure recorded, so that ``verify`` judges a new timing against
+    what this machine was seen to do, not against one draw."""
+    figures = {"study": float(study["latency_ms"]), "export": float(now["latency_ms"])}
+    if again and isinstance(again.get("median_ms"), (int, float)):
+        figures["re-measure"] = float(again["median_ms"])
+    lo, hi = (float(x) for x in study.get("latency_ci_ms") or (figures["study"],) * 2)
+    notes = []
+    if not now.get("latency_quiet", True):
+        notes.append("the export's timing never found the host quiet: its latency includes other tenants' load")
+    if not study.get("latency_quiet", True):
+        notes.append("the study timed this point on a contended host")
+    outside = {k: v for k, v in figures.items() if k != "study" and not lo <= v <= hi}
+    if outside:
+        notes.append(f"outside the study's 95% CI {lo:.4f}-{hi:.4f} ms/batch: " + ", ".join(
+            f"{k} {v:.4f}" for k, v in outside.items()) + f" (study {figures['study']:.4f}); one process's timing "
+            "is one draw of this machine's speed")
+    return {"quiet": bool(now.get("latency_quiet", True)), "figures_ms": figures,
+            "range_ms": [min(figures.values()), max(figures.values())], "notes": notes}
 
 
 def _save_torch(model: Any, example: Any, tmp: Path, torch_format: str, log: Log) -> str:

@@ -52,6 +52,7 @@ class StudySettings:
     heartbeat: float = 10.0  # seconds; a trial silent for 3 heartbeats is stale (its worker died)
     max_retries: int = 1  # how often a stale or crashed trial is run again
     allow_mixed_hardware: bool = False
+    trial_timeout: float | None = None  # wall-clock seconds per trial; None: default_trial_timeout(setup time)
 
 
 @dataclass
@@ -64,6 +65,13 @@ class Progress:
     best_speedup: float | None = None
     last: str = ""
     stop_requested: bool = False
+
+
+def default_trial_timeout(setup_seconds: float) -> float:
+    """Generous, scaled to the workload: a trial builds and measures one candidate, which takes a small share of
+    what loading the data and training a baseline took; 15 minutes at the least (a first deep prune's
+    recovery on real photos), 30 times the setup beyond that."""
+    return max(900.0, 30.0 * setup_seconds)
 
 
 def make_sampler(name: str, seed: int, n_trials: int) -> optuna.samplers.BaseSampler:
@@ -139,10 +147,11 @@ def _retry_after_crash(study: optuna.Study, trial: optuna.trial.FrozenTrial, max
 class Objective:
     """Optuna's objective: sample -> evaluate in the worker -> record."""
 
-    def __init__(self, settings: StudySettings, worker: Worker, reference_accuracy: float):
+    def __init__(self, settings: StudySettings, worker: Worker, reference_accuracy: float, trial_timeout: float):
         self.s = settings
         self.worker = worker
         self.reference_accuracy = reference_accuracy
+        self.trial_timeout = trial_timeout
         self.fingerprint = hardware.fingerprint()
 
     def __call__(self, trial: optuna.Trial) -> list[float]:
@@ -171,7 +180,7 @@ class Objective:
                 # The baseline is measured in full: it is the reference, never "hopeless".
                 floor = None if trial.user_attrs.get("baseline") else \
                     self.s.objectives.min_accuracy(self.reference_accuracy)
-                ev = self.worker.evaluate(candidate, floor)
+                ev = self.worker.evaluate(candidate, floor, timeout=self.trial_timeout)
             except HopelessCandidate as err:  # cannot be feasible: stopped early, not a failure
                 trial.set_user_attr("error", str(err))
                 raise optuna.TrialPruned(str(err)) from None
@@ -210,7 +219,10 @@ def run_study(s: StudySettings, on_progress: Callable[[Progress], None] = lambda
         # a SQLite file only once the workload loaded, so bad input leaves no empty study file behind.
         local = s.storage.startswith("sqlite")
         storage = None if local else make_storage(s.storage, s.heartbeat, s.max_retries)
-        reference = worker.reference()  # data and model load in the worker: bad input fails before any write
+        started = time.monotonic()
+        # Data and model load in the worker: bad input fails before any write. A hang here is bounded too.
+        reference = worker.reference(timeout=max(3600.0, s.trial_timeout or 0.0))
+        trial_timeout = s.trial_timeout or default_trial_timeout(time.monotonic() - started)
         study, created = open_study(s, storage)
         done_before = count_trials(study).accounted
         if study.user_attrs.get("reference") is None:
@@ -240,7 +252,7 @@ def run_study(s: StudySettings, on_progress: Callable[[Progress], None] = lambda
             progress.last = results.describe_trial(trial)
             on_progress(progress)
 
-        objective = Objective(s, worker, reference_accuracy)
+        objective = Objective(s, worker, reference_accuracy, trial_timeout)
         deadline = time.monotonic() + s.timeout if s.timeout else float("inf")
         signal.signal(signal.SIGINT, on_sigint)
         try:

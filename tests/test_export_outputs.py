@@ -1,0 +1,45 @@
+"""What export writes and how far its latency figures are trusted: a previous export is replaced but a user's own
+file beside it stays; disagreeing or contended figures are said on screen and in config.yaml, and verify judges a
+new timing against the range this machine was seen to give."""
+
+from __future__ import annotations
+
+import optuna
+import yaml
+
+from tuner.artifact import export, latency_reproduces
+from tuner.artifact.export import latency_trust
+
+
+def test_export_over_a_previous_export_keeps_the_users_own_file(small_study, tmp_path):
+    study = optuna.load_study(study_name=small_study["name"], storage=small_study["storage"])
+    out = tmp_path / "deploy"
+    export(study, study.trials[0], "test", out, small_study["studies_dir"], torch_format="state_dict",
+           log=lambda m: None)
+    (out / "notes.txt").write_text("mine")
+    done = export(study, study.trials[0], "test again", out, small_study["studies_dir"], log=lambda m: None)
+    # the old export's state_dict.pt is gone (an export wrote it), the new program is there, the user's file stays
+    assert done.artifact == "model.pt2"
+    assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "model.pt2", "notes.txt"]
+    assert (out / "notes.txt").read_text() == "mine"
+    assert yaml.safe_load((out / "config.yaml").read_text())["study"]["selected_by"] == "test again"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["deploy"]  # no partial directory left
+
+
+def _m(ms, lo, hi, quiet=True):
+    return {"latency_ms": ms, "latency_ci_ms": [lo, hi], "latency_quiet": quiet}
+
+
+def test_latency_trust_says_when_figures_disagree():
+    agree = latency_trust(_m(1.01, 0.9, 1.1), _m(1.0, 0.95, 1.05), {"median_ms": 1.02})
+    assert agree["notes"] == [] and agree["quiet"] and agree["range_ms"] == [1.0, 1.02]
+    apart = latency_trust(_m(1.3, 1.2, 1.4, quiet=False), _m(1.0, 0.95, 1.05), {"median_ms": 1.2})
+    assert not apart["quiet"] and apart["range_ms"] == [1.0, 1.3]
+    text = " ".join(apart["notes"])
+    assert "never found the host quiet" in text and "export 1.3000" in text and "re-measure 1.2000" in text
+
+
+def test_verify_judges_against_the_recorded_range_only_when_figures_disagreed():
+    assert not latency_reproduces(1.25, 1.0, (0.95, 1.05), 0.1)
+    assert latency_reproduces(1.25, 1.0, (0.95, 1.05), 0.1, seen=(1.0, 1.3))
+    assert not latency_reproduces(1.6, 1.0, (0.95, 1.05), 0.1, seen=(1.0, 1.3))

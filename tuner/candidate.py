@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tuner.errors import ConfigError
-from tuner.names import GRAPH_OPTS, PLACEMENTS, PRECISIONS
+from tuner.names import CALIBRATIONS, GRAPH_OPTS, PLACEMENTS, PRECISIONS
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,8 @@ class Candidate:
     batch_size: int = 1
     placement: str = "torch-cpu"  # runtime + device, see tuner.runtimes
     threads: int = 0  # intra-op threads; 0 = one per physical core of this machine
+    calibration: str = "minmax"  # int8 only: minmax | entropy | percentile activation ranges
+    float_layers: int = 0  # int8 only: the k layers most sensitive to int8 stay in float (0 = uniform int8)
 
     def __post_init__(self) -> None:
         _check(isinstance(self.prune_ratio, (int, float)) and not isinstance(self.prune_ratio, bool)
@@ -39,6 +42,13 @@ class Candidate:
                f"placement must be one of {', '.join(PLACEMENTS)}, but got {self.placement!r}.")
         _check(_is_int(self.threads) and self.threads >= 0,
                f"threads must be an integer >= 0 (0 = all cores), but got {self.threads!r}.")
+        _check(self.calibration in CALIBRATIONS,
+               f"calibration must be one of {', '.join(CALIBRATIONS)}, but got {self.calibration!r}.")
+        _check(_is_int(self.float_layers) and self.float_layers >= 0,
+               f"float_layers must be an integer >= 0, but got {self.float_layers!r}.")
+        _check(self.precision == "int8" or (self.calibration, self.float_layers) == ("minmax", 0),
+               f"calibration and float_layers apply to int8 only, but got precision={self.precision!r} with "
+               f"calibration={self.calibration!r}, float_layers={self.float_layers!r}.")
         object.__setattr__(self, "prune_ratio", round(float(self.prune_ratio), 6))  # 0.30000000000000004 -> 0.3
 
     def to_dict(self) -> dict[str, Any]:
@@ -47,7 +57,8 @@ class Candidate:
     @classmethod
     def from_dict(cls, data: Any, source: str = "config") -> Candidate:
         if not isinstance(data, dict):
-            raise ConfigError(f"{source}: expected a mapping of candidate keys, got {type(data).__name__}.")
+            got = "an empty file" if data is None else f"a YAML {type(data).__name__}"
+            raise ConfigError(f"{source}: expected a mapping of candidate keys (precision: fp32, ...), got {got}.")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -65,17 +76,64 @@ class Candidate:
 
 
 def read_yaml(path: str | Path) -> Any:
+    """Parse a YAML file strictly: UTF-8 text, and a key given twice in one mapping is refused (YAML's
+    last-one-wins would silently drop the first value)."""
     import yaml
 
     p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"{p} is a directory; pass the path of a YAML file.")
     if not p.is_file():
         raise ConfigError(f"{p}: no such file; pass the path of a YAML file.")
     try:
-        return yaml.safe_load(p.read_text())
+        raw = p.read_bytes()
+    except OSError as err:
+        raise ConfigError(f"{p}: cannot read it ({err.strerror or err}); check its permissions.") from None
+    try:
+        text = raw.decode("utf-8-sig")  # a byte-order mark is fine
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{p}: not UTF-8 text (byte 0x{raw[err.start]:02x} at offset {err.start}); "
+                          "save the file as UTF-8.") from None
+    try:
+        return yaml.load(text, Loader=_strict_loader())  # a SafeLoader subclass: no code runs
+    except _DuplicateKey as err:
+        raise ConfigError(f"{p}: {err}") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         raise ConfigError(f"{p}: not valid YAML{where}; fix the syntax.") from None
+    except RecursionError:  # deeply nested flow collections
+        raise ConfigError(f"{p}: nested too deeply to be a configuration; flatten it.") from None
+
+
+@functools.lru_cache(maxsize=1)
+def _strict_loader() -> type:
+    import yaml
+
+    class StrictLoader(yaml.SafeLoader):
+        def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
+            if isinstance(node, yaml.MappingNode):
+                seen: dict[Any, int] = {}
+                for key_node, _ in node.value:
+                    if key_node.tag == "tag:yaml.org,2002:merge":
+                        continue  # `<<: *base` then overriding a key of base is what merge keys are for
+                    key = self.construct_object(key_node, deep=True)
+                    try:
+                        hash(key)
+                    except TypeError:
+                        continue  # SafeLoader reports unhashable keys itself
+                    line = key_node.start_mark.line + 1
+                    if key in seen:
+                        raise _DuplicateKey(f"key {key!r} is given twice (lines {seen[key]} and {line}); "
+                                            "YAML would silently keep the last one: keep one of them.")
+                    seen[key] = line
+            return super().construct_mapping(node, deep=deep)
+
+    return StrictLoader
+
+
+class _DuplicateKey(Exception):
+    pass
 
 
 def _is_int(v: Any) -> bool:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 GRAPH_OPTS = ("disable", "basic", "extended", "all")  # ONNX Runtime graph optimization levels
+CALIBRATIONS = ("minmax", "entropy", "percentile")  # how int8 activation ranges are chosen (ORT's calibrators)
 
 # Precision -> the torch dtype's attribute name (torch.float32, ...): the one dtype map. int8 never runs in torch.
 TORCH_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
@@ -25,6 +26,8 @@ INPUT, OUTPUT = "input", "logits"
 # Files of an export directory (tuner export / verify).
 EXPORT_FORMAT = "tuner-export/1"
 CONFIG_FILE, ONNX_FILE, PROGRAM_FILE, STATE_FILE = "config.yaml", "model.onnx", "model.pt2", "state_dict.pt"
+IR_XML_FILE, IR_BIN_FILE = "model.xml", "model.bin"  # the OpenVINO IR of an ov-cpu export, beside its ONNX
+README_FILE = "README.md"  # how to load and run the export in its runtime
 
 
 @dataclass(frozen=True)

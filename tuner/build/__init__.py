@@ -21,7 +21,7 @@ from tuner.build.prune import count, prune
 from tuner.build.quantize import cast_torch, fp16_step, int8_step, torch_step
 from tuner.build.recover import learning_rate, recover
 from tuner.build.step import ArtifactStep, StepContext
-from tuner.cache import make_key
+from tuner.cache import code_id, make_key
 from tuner.candidate import Candidate
 from tuner.names import ONNX_FP16, ONNX_FP32, ONNX_INT8, TORCH_MODULE, artifact_kind
 from tuner.workload import Workload
@@ -36,6 +36,7 @@ class Built:
     params: int
     artifact_bytes: int
     seconds: dict[str, float] = field(default_factory=dict)  # wall time per build step
+    float_layers: tuple[str, ...] = ()  # int8: layers kept in float by sensitivity (tuner.build.sensitivity)
 
     @property
     def artifact_mb(self) -> float:
@@ -64,7 +65,7 @@ def build(w: Workload, c: Candidate) -> Built:
     else:
         assert out.path is not None
         size = out.path.stat().st_size
-    return Built(c, out.model, out.path, macs, params, size, ctx.seconds)
+    return Built(c, out.model, out.path, macs, params, size, ctx.seconds, out.float_layers)
 
 
 def rebuild_module(model: nn.Module, c: Candidate, example: torch.Tensor, state: dict[str, torch.Tensor]) -> nn.Module:
@@ -88,7 +89,8 @@ def _pruned_and_recovered(ctx: StepContext) -> tuple[nn.Module, str]:
     with ctx.timed("prune"):
         prune(model, ratio, ctx.example)  # deterministic: rebuilds the cached entry's architecture
     key = make_key(stage="prune", input=w.key, ratio=round(ratio, 6), steps=w.spec.recover_steps,
-                   lr=learning_rate(ratio), seed=w.spec.seed, tp=torch_pruning.__version__)
+                   lr=learning_rate(ratio), seed=w.spec.seed, tp=torch_pruning.__version__, torch=torch.__version__,
+                   code=code_id("tuner.build.prune", "tuner.build.recover", "tuner.train"))
 
     def fine_tune(out: Path) -> None:
         recover(model, w.reference_model(), w.data, w.spec.recover_steps, ratio, w.spec.seed)

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from tuner.build.step import Artifact
-from tuner.cache import make_key
+from tuner.cache import code_id, make_key
 from tuner.errors import CandidateBuildError
 from tuner.names import INPUT, OUTPUT
 
@@ -40,7 +40,8 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: Path) -> Path:
 
 def onnx_fp32_step(ctx: StepContext, model: nn.Module, key: str) -> Artifact:
     """The artifact step for ONNX_FP32: the module exported once per (module, folding), cached."""
-    key = make_key(stage="onnx", input=key, fold_bn=ctx.candidate.fold_bn, torch=torch.__version__)
+    key = make_key(stage="onnx", input=key, fold_bn=ctx.candidate.fold_bn, opset=OPSET, torch=torch.__version__,
+                   code=code_id("tuner.build.fuse"))
     with ctx.timed("export"):
         entry = ctx.workload.cache.entry(key, lambda d: export_onnx(model, ctx.example, d / ONNX_NAME))
     return Artifact(None, entry / ONNX_NAME, key)

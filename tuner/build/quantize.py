@@ -3,26 +3,22 @@ artifact steps for ONNX_INT8, ONNX_FP16 and TORCH_MODULE."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
 import torch
 from torch import nn
 
 from tuner import hardware
 from tuner.build.export import ONNX_NAME, onnx_fp32_step
+from tuner.build.qdq import CALIBRATION_BATCH, quantize_int8
+from tuner.build.sensitivity import most_sensitive
 from tuner.build.step import Artifact
-from tuner.cache import make_key
-from tuner.errors import CandidateBuildError
-from tuner.names import INPUT, TORCH_DTYPES
+from tuner.cache import code_id, library_versions, make_key
+from tuner.names import TORCH_DTYPES
 
 if TYPE_CHECKING:
     from tuner.build.step import StepContext
-    from tuner.data import Dataset
-
-CALIBRATION_BATCH = 32
 
 
 def cast_torch(model: nn.Module, precision: str) -> nn.Module:
@@ -36,16 +32,25 @@ def torch_step(ctx: StepContext, model: nn.Module, key: str) -> Artifact:
 
 
 def int8_step(ctx: StepContext, model: nn.Module, key: str) -> Artifact:
-    """The artifact step for ONNX_INT8: the fp32 ONNX file, calibrated and quantized once per content."""
+    """The artifact step for ONNX_INT8: the fp32 ONNX file, calibrated and quantized once per content; with
+    ``float_layers`` k > 0, the k layers most sensitive to int8 (tuner.build.sensitivity) stay in float."""
     import onnxruntime
 
+    c = ctx.candidate
     fp32 = onnx_fp32_step(ctx, model, key)
     data, reduce_range = ctx.workload.data, not hardware.has_cpu_vnni()
+    keep_float: tuple[str, ...] = ()
+    if c.float_layers:
+        with ctx.timed("sensitivity"):
+            keep_float = most_sensitive(ctx, fp32, c.float_layers, reduce_range)
     key = make_key(stage="int8", input=fp32.key, calib=data.fingerprint, ort=onnxruntime.__version__,
-                   reduce_range=reduce_range)
+                   reduce_range=reduce_range, method=c.calibration, calib_images=len(data.calib),
+                   calib_batch=CALIBRATION_BATCH, keep_float=list(keep_float), libraries=library_versions("onnx"),
+                   code=code_id("tuner.build.qdq"))
     with ctx.timed("calibrate"):
-        entry = ctx.workload.cache.entry(key, lambda d: quantize_int8(fp32.path, data, d / ONNX_NAME, reduce_range))
-    return Artifact(None, entry / ONNX_NAME, key)
+        entry = ctx.workload.cache.entry(key, lambda d: quantize_int8(
+            fp32.path, data, d / ONNX_NAME, reduce_range, c.calibration, keep_float))
+    return Artifact(None, entry / ONNX_NAME, key, keep_float)
 
 
 def fp16_step(ctx: StepContext, model: nn.Module, key: str) -> Artifact:
@@ -55,42 +60,6 @@ def fp16_step(ctx: StepContext, model: nn.Module, key: str) -> Artifact:
     with ctx.timed("convert"):
         entry = ctx.workload.cache.entry(key, lambda d: convert_fp16(fp32.path, d / ONNX_NAME))
     return Artifact(None, entry / ONNX_NAME, key)
-
-
-class _Calibration:
-    """onnxruntime's CalibrationDataReader protocol over the calibration split."""
-
-    def __init__(self, data: Dataset):
-        self._batches: Iterator[tuple[np.ndarray, np.ndarray]] = data.batches(data.calib, CALIBRATION_BATCH)
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        batch = next(self._batches, None)
-        return None if batch is None else {INPUT: batch[0]}
-
-
-def quantize_int8(fp32_onnx: Path, data: Dataset, out: Path, reduce_range: bool) -> Path:
-    """Static int8: QUInt8 activations, per-channel QInt8 weights, MinMax-calibrated on the calib split.
-
-    ``reduce_range`` (7-bit weights) is for CPUs without VNNI, whose u8 x s8 kernels sum pairs in
-    saturating 16-bit registers: full-range weights overflow there and cost points of accuracy.
-    """
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    prepared = out.with_name("preprocessed.onnx")
-    try:
-        # Shape inference + ORT's own graph cleanup first: quantization then sees fused ops.
-        quant_pre_process(str(fp32_onnx), str(prepared), skip_symbolic_shape=True)
-        quantize_static(
-            str(prepared), str(out), _Calibration(data), quant_format=QuantFormat.QDQ, per_channel=True,
-            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, reduce_range=reduce_range,
-        )
-    except Exception as err:  # noqa: BLE001 - any quantizer failure fails this candidate only
-        first = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
-        raise CandidateBuildError(f"int8 static quantization failed ({first}); try another precision.") from None
-    finally:
-        prepared.unlink(missing_ok=True)
-    return out
 
 
 def convert_fp16(fp32_onnx: Path, out: Path) -> Path:

@@ -42,6 +42,7 @@ class Artifact:
     model: nn.Module | None  # a torch module, or
     path: Path | None  # a file
     key: str  # its content key: the input of a following step's key
+    float_layers: tuple[str, ...] = ()  # int8: the layers kept in float (by sensitivity), for the record
 
 
 # A step turns the pruned, recovered and folded module (with that module's cache key) into the artifact.

@@ -15,6 +15,7 @@ from tuner import hardware, runtimes
 from tuner.measure import host
 from tuner.measure.accuracy import top1
 from tuner.measure.latency import LatencyPolicy, LatencyStats, time_calls
+from tuner.runtimes.base import describe_precisions
 
 if TYPE_CHECKING:
     from tuner.build import Built
@@ -39,12 +40,15 @@ class Metrics:
     macs: int  # per sample
     size_mb: float  # artifact size
     executed_precision: str  # as read back from the runtime
+    layer_precisions: str  # compute layers per executed precision ("int8 18 / fp32 3"), where the runtime says
+    float_layers: tuple[str, ...]  # int8 builds: the layers kept in float by sensitivity
     threads: int
     measure_seconds: float  # wall time of this measurement (accuracy + latency)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["latency_ci_ms"] = list(self.latency_ci_ms)
+        d["float_layers"] = list(self.float_layers)
         return d
 
 
@@ -80,6 +84,7 @@ def measure(built: Built, data: Dataset, policy: LatencyPolicy = LatencyPolicy()
         accuracy = top1(session, data, c.batch_size, min_accuracy)  # first: a hopeless one skips timing
         lat = time_session(session, data, c.batch_size, threads, policy)
         executed = session.executed_precision
+        layers = describe_precisions(session.layer_precisions)
     finally:
         session.close()
     return Metrics(
@@ -88,5 +93,5 @@ def measure(built: Built, data: Dataset, policy: LatencyPolicy = LatencyPolicy()
         latency_contended_share=lat.contended_share, latency_quiet=lat.quiet, host_reference_ms=host.reference_ms(),
         per_sample_ms=lat.median_ms / c.batch_size, throughput=1000.0 * c.batch_size / lat.median_ms,
         batch_size=c.batch_size, params=built.params, macs=built.macs, size_mb=built.artifact_mb,
-        executed_precision=executed, threads=threads, measure_seconds=time.perf_counter() - start,
+        executed_precision=executed, layer_precisions=layers, float_layers=built.float_layers, threads=threads, measure_seconds=time.perf_counter() - start,
     )

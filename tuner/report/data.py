@@ -14,9 +14,12 @@ import optuna
 from optuna.trial import TrialState
 
 from tuner import results
+from tuner.candidate import Candidate
 from tuner.study.storage import read_remeasure
 
-PARAMS = ("placement", "precision", "prune_ratio", "batch_size", "fold_bn", "graph_opt", "threads")
+PARAMS = ("placement", "precision", "prune_ratio", "batch_size", "fold_bn", "graph_opt", "threads", "calibration",
+          "float_layers")
+_DEFAULTS = Candidate().to_dict()  # fields a study from an older tuner did not record have their defaults
 
 
 @dataclass(frozen=True)
@@ -113,7 +116,8 @@ def collect(study: optuna.Study) -> ReportInfo:
     for t in study.get_trials(deepcopy=False):
         metrics = dict(t.user_attrs.get("metrics", {})) if t.state == TrialState.COMPLETE else {}
         reason = t.user_attrs.get("error") or t.system_attrs.get("fail_reason") or ""
-        rows.append(TrialRow(number=t.number, state=t.state.name.lower(), params=dict(t.user_attrs.get("candidate", {})),
+        params = {**_DEFAULTS, **t.user_attrs["candidate"]} if "candidate" in t.user_attrs else {}
+        rows.append(TrialRow(number=t.number, state=t.state.name.lower(), params=params,
                              metrics=metrics, feasible=results.is_feasible(t) and bool(metrics),
                              pareto=t.number in front, baseline=bool(t.user_attrs.get("baseline")),
                              speedup=results.speedup(base_ms, metrics.get("per_sample_ms")),

@@ -113,10 +113,23 @@ def _axis(metric: str, values: list[float]) -> dict[str, Any]:
     if metric in _LOG_METRICS and values and min(values) > 0:
         return dict(title=title, type="log", **_log_ticks(values))
     if metric in ("accuracy", "accuracy_drop") and values:
-        span = max(values) - min(values)
-        decimals = 0 if span >= 0.2 else 1 if span >= 0.02 else 2 if span >= 0.002 else 3
-        return dict(title=title, tickformat=f".{decimals}%")
+        return dict(title=title, **_percent_ticks(values))
     return dict(title=title)
+
+
+def _percent_ticks(values: list[float]) -> dict[str, Any]:
+    """Ticks set explicitly at a 1-2-5 step (about five per span), labelled in percent with the step's decimals,
+    so that no two ticks read the same whatever plotly would choose for the figure's size (a tickformat alone
+    does not fix plotly's own tick spacing: 98.9%, 98.9%, 98.8%, ...)."""
+    lo, hi = min(values), max(values)
+    span = hi - lo if hi > lo else 0.001  # one value: ticks 0.02 points apart around it
+    raw = span / 5
+    exponent = math.floor(math.log10(raw))
+    step = next(m * 10.0 ** exponent for m in (1, 2, 5, 10) if m * 10.0 ** exponent >= raw * (1 - 1e-9))
+    decimals = max(0, -math.floor(math.log10(step * 100) + 1e-9))
+    first, last = math.floor(lo / step + 1e-9), math.ceil(hi / step - 1e-9)
+    ticks = [k * step for k in range(first - (first == last), last + 1 + (first == last))]
+    return {"tickvals": ticks, "ticktext": [f"{100 * t:.{decimals}f}%" for t in ticks]}
 
 
 def _log_ticks(values: list[float]) -> dict[str, Any]:

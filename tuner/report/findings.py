@@ -50,6 +50,7 @@ def findings(info: ReportInfo) -> list[str]:
     out += _pruning_rule(rows)
     out += _batch_rule(rows)
     out += _executed_precision_rule(rows)
+    out += _mixed_precision_rule(rows)
     out += _remeasure_rule(info, rows)
     out += _bookkeeping(info)
     return out
@@ -184,6 +185,33 @@ def _executed_precision_rule(rows: list[TrialRow]) -> list[str]:
     return [f"{p} on {pl} executed as {ex} in {len(g)} trial{'s' if len(g) > 1 else ''} "
             f"({', '.join(f'#{r.number}' for r in g)}): the runtime did not run the requested precision."
             for (pl, p, ex), g in sorted(odd.items())]
+
+
+def _mixed_precision_rule(rows: list[TrialRow]) -> list[str]:
+    """What keeping the most int8-sensitive layers in float bought in accuracy and cost in latency, against
+    uniform int8 of the same build (placement, prune ratio, batch, calibration)."""
+    int8 = [r for r in rows if r.params.get("precision") == "int8"]
+    groups = group_by(int8, lambda r: (r.params["placement"], r.params["prune_ratio"], r.params["batch_size"],
+                                       r.params.get("calibration", "minmax")))
+    out = []
+    for (placement, ratio, bs, _), g in sorted(groups.items(), key=lambda kv: str(kv[0])):
+        by = group_by(g, lambda r: r.params.get("float_layers", 0))
+        if 0 not in by or len(by) < 2:
+            continue
+        ref = _fastest(by[0])
+        where = f"{placement}, batch {bs}" + (f", prune {ratio:.2f}" if ratio else "")
+        for k in sorted(set(by) - {0}):
+            r = _fastest(by[k])
+            gain = r.accuracy - ref.accuracy
+            layers = ", ".join(r.metrics.get("float_layers") or []) or "none"
+            cost = (f"{_x(r, ref)} slower" if _faster(ref, r) else f"{_x(r, ref)} faster" if _faster(r, ref)
+                    else "no measurable latency")
+            out.append(f"keeping {k} layer{'s' if k > 1 else ''} in float ({layers}) on {where} "
+                       + (f"recovered {_pts(gain)}" if gain > 1e-9 else f"lost {_pts(-gain)}" if gain < -1e-9
+                          else "changed no accuracy")
+                       + f" over uniform int8, at {cost} (#{r.number} {r.ms:.3f} vs #{ref.number} {ref.ms:.3f} "
+                       f"ms/sample; ran {r.metrics.get('layer_precisions') or r.metrics.get('executed_precision')}).")
+    return out
 
 
 def _remeasure_rule(info: ReportInfo, rows: list[TrialRow]) -> list[str]:

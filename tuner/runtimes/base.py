@@ -15,8 +15,20 @@ if TYPE_CHECKING:
     from torch import nn
 
 
+def executed_of(counts: dict[str, int]) -> str:
+    """fp32 | fp16 | bf16 | int8 when every compute layer runs in one precision, else mixed."""
+    kinds = [k for k, n in counts.items() if n]
+    return kinds[0] if len(kinds) == 1 else ("mixed" if kinds else "fp32")
+
+
+def describe_precisions(counts: dict[str, int] | None) -> str:
+    """``int8 18 / fp32 3``: the compute layers per executed precision, most first."""
+    return " / ".join(f"{k} {n}" for k, n in sorted((counts or {}).items(), key=lambda kv: (-kv[1], kv[0])) if n)
+
+
 class Session(ABC):
     executed_precision: str = "fp32"  # read back from the runtime: fp32 | fp16 | bf16 | int8 | mixed
+    layer_precisions: dict[str, int] | None = None  # compute layers per executed precision, where readable
 
     @abstractmethod
     def prepare(self, x: np.ndarray) -> Any:

@@ -1,4 +1,5 @@
 """OpenVINO on CPU: fp32 / bf16 from the fp32 ONNX file, int8 from the same calibrated QDQ ONNX file as ort-cpu.
+An export's OpenVINO IR (``model.xml`` + ``model.bin``, ``save_ir``) opens the same way: ``read_model`` takes both.
 
 * The precision is always set explicitly (``INFERENCE_PRECISION_HINT``): left alone, the CPU plugin
   silently runs an fp32 model in bf16 on CPUs with BF16 instructions. int8 runs with an f32 hint, so
@@ -11,7 +12,8 @@
   and the outputs sliced back; a larger batch compiles the model once more at that size.
 * ``graph_opt`` does not apply: OpenVINO always runs its own graph transformations (fusions, QDQ
   folding into int8 kernels, layout choice) and has no knob to turn them down; the value is ignored.
-* ``PERFORMANCE_HINT=LATENCY`` (one stream) and ``INFERENCE_NUM_THREADS`` = the candidate's threads.
+* ``PERFORMANCE_HINT=LATENCY`` (one stream) and ``INFERENCE_NUM_THREADS`` = the candidate's threads; the whole
+  compile config is ``compile_config`` (an export records it, and its README passes it as is).
 * ``ENABLE_CPU_PINNING=False``: with a thread count set, the plugin pins its threads to cores of its
   choosing, whether or not another tenant loads them, and re-pins them as they enter its arena, undoing
   the timing's move onto the quietest CPUs (``tuner.measure.host.QuietestCpus``; seen on OpenVINO
@@ -66,16 +68,16 @@ def _core() -> Any:
     return _openvino().Core()
 
 
-def runtime_precisions(compiled: Any) -> set[str]:
-    """The precisions (fp32 | fp16 | bf16 | int8) the compute nodes of a compiled model execute in."""
-    found = set()
+def runtime_precisions(compiled: Any) -> dict[str, int]:
+    """The compute nodes of a compiled model per precision they execute in (fp32 | fp16 | bf16 | int8)."""
+    found: dict[str, int] = {}
     for op in compiled.get_runtime_model().get_ordered_ops():
         rt = op.get_rt_info()
         if "layerType" not in rt or rt["layerType"].astype(str) not in _COMPUTE:
             continue
         precision = rt["runtimePrecision"].astype(str) if "runtimePrecision" in rt else ""
         if precision in _PRECISION_NAMES:
-            found.add(_PRECISION_NAMES[precision])
+            found[_PRECISION_NAMES[precision]] = found.get(_PRECISION_NAMES[precision], 0) + 1
     return found
 
 
@@ -86,6 +88,19 @@ def hint_precision(compiled: Any) -> str:
     return _PRECISION_NAMES.get(name, name)
 
 
+def compile_config(precision: str, threads: int) -> dict[str, Any]:
+    """The CPU plugin's compile config for a candidate: what every ov-cpu session compiles with."""
+    return {"INFERENCE_PRECISION_HINT": HINTS[precision], "PERFORMANCE_HINT": "LATENCY",
+            "INFERENCE_NUM_THREADS": int(threads), "ENABLE_CPU_PINNING": False}
+
+
+def save_ir(onnx_path: Path, xml_path: Path) -> None:
+    """The ONNX file as an OpenVINO IR (``xml_path`` and the ``.bin`` beside it), weights kept in their precision
+    (no fp16 compression: the IR runs what the ONNX file ran, int8 QDQ included)."""
+    ov = _openvino()
+    ov.save_model(_core().read_model(str(onnx_path)), str(xml_path), compress_to_fp16=False)
+
+
 @dataclass
 class _Prepared:
     request: Any  # the infer request of the compiled model this batch runs on
@@ -94,16 +109,16 @@ class _Prepared:
 
 
 class OpenVinoSession(Session):
-    def __init__(self, onnx_path: Path, precision: str, threads: int):
+    def __init__(self, model_path: Path, precision: str, threads: int):
+        """``model_path``: an ONNX file or an OpenVINO IR ``.xml`` (its ``.bin`` beside it)."""
         ov = _openvino()
         core = _core()
-        self.model = core.read_model(str(onnx_path))
+        self.model = core.read_model(str(model_path))
         if len(self.model.inputs) != 1:
-            raise ValueError(f"{onnx_path} has {len(self.model.inputs)} inputs; ov-cpu runs single-input models")
+            raise ValueError(f"{model_path} has {len(self.model.inputs)} inputs; ov-cpu runs single-input models")
         self.input_name = self.model.inputs[0].get_any_name()
         self.input_shape = self.model.inputs[0].get_partial_shape()
-        self.config = {"INFERENCE_PRECISION_HINT": HINTS[precision], "PERFORMANCE_HINT": "LATENCY",
-                       "INFERENCE_NUM_THREADS": int(threads), "ENABLE_CPU_PINNING": False}
+        self.config = compile_config(precision, threads)
         self.requested = precision
         self._ov = ov
         self._compiled: dict[int, Any] = {}  # batch size -> compiled model
@@ -126,12 +141,20 @@ class OpenVinoSession(Session):
         return min(fits)
 
     @property
+    def layer_precisions(self) -> dict[str, int]:  # type: ignore[override]
+        """Compute nodes per executed precision, of the model compiled for the first batch size."""
+        if not self._compiled:
+            self._compile(1)
+        compiled = next(iter(self._compiled.values()))
+        return runtime_precisions(compiled) or {hint_precision(compiled): 1}
+
+    @property
     def executed_precision(self) -> str:  # type: ignore[override]
         if not self._compiled:
             self._compile(1)
         kinds: set[str] = set()
         for compiled in self._compiled.values():
-            kinds |= runtime_precisions(compiled) or {hint_precision(compiled)}
+            kinds |= set(runtime_precisions(compiled)) or {hint_precision(compiled)}
         return kinds.pop() if len(kinds) == 1 else "mixed"
 
     @property
@@ -181,5 +204,5 @@ class OpenVinoPlacement(Placement):
 
     def open(self, model: nn.Module | None, onnx_path: Path | None, precision: str, graph_opt: str,
              threads: int) -> Session:
-        assert onnx_path is not None
+        assert onnx_path is not None  # the ONNX file, or an export's IR .xml
         return OpenVinoSession(onnx_path, precision, threads)  # graph_opt: no OpenVINO equivalent, ignored

@@ -10,12 +10,13 @@ import numpy as np
 
 from tuner.errors import MeasurementError
 from tuner.names import INPUT, OUTPUT
-from tuner.runtimes.base import Placement, Session
+from tuner.runtimes.base import Placement, Session, executed_of
 
 if TYPE_CHECKING:
     from torch import nn
 
 _PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
+_INT8_COMPUTE = {"QLinearConv", "QLinearMatMul", "QGemm", "ConvInteger", "MatMulInteger"}
 _COMPUTE = {"Conv", "FusedConv", "ConvTranspose", "Gemm", "FusedGemm", "MatMul", "FusedMatMul"}
 
 
@@ -27,23 +28,31 @@ def graph_level(name: str) -> Any:
             "extended": levels.ORT_ENABLE_EXTENDED, "all": levels.ORT_ENABLE_ALL}[name]
 
 
-def executed_precision(onnx_path: Path) -> str:
-    """fp32 | fp16 | int8 | mixed, from the compute ops of a (runtime-optimized) graph.
+def layer_precisions(onnx_path: Path) -> dict[str, int]:
+    """Compute ops of a (runtime-optimized) graph per precision they execute in: int8 | fp16 | fp32.
 
     An int8 QDQ graph that ORT did not fuse (graph_opt=disable) still runs float convs between
-    Quantize/Dequantize pairs: that executes as fp32, and is reported so.
+    Quantize/Dequantize pairs: that executes as fp32, and is counted so.
     """
     import onnx
 
     graph = onnx.load(str(onnx_path), load_external_data=False).graph
     half = {i.name for i in graph.initializer if i.data_type == onnx.TensorProto.FLOAT16}
-    kinds = set()
+    counts: dict[str, int] = {}
     for node in graph.node:
-        if node.op_type.startswith("QLinear") or node.op_type in {"ConvInteger", "MatMulInteger", "QGemm"}:
-            kinds.add("int8")
+        if node.op_type in _INT8_COMPUTE:
+            kind = "int8"
         elif node.op_type in _COMPUTE:
-            kinds.add("fp16" if any(i in half for i in node.input) else "fp32")
-    return kinds.pop() if len(kinds) == 1 else ("mixed" if kinds else "fp32")
+            kind = "fp16" if any(i in half for i in node.input) else "fp32"
+        else:
+            continue
+        counts[kind] = counts.get(kind, 0) + 1
+    return counts
+
+
+def executed_precision(onnx_path: Path) -> str:
+    """fp32 | fp16 | int8 | mixed, from the compute ops of a (runtime-optimized) graph."""
+    return executed_of(layer_precisions(onnx_path))
 
 
 class OrtSession(Session):
@@ -63,7 +72,11 @@ class OrtSession(Session):
                 opts.optimized_model_filepath = str(optimized)
             providers = [(provider, provider_options)] + ([] if provider == _PROVIDERS["cpu"] else [_PROVIDERS["cpu"]])
             self.session = ort.InferenceSession(str(onnx_path), opts, providers=providers)
-            self.executed_precision = executed_precision(optimized) if optimized.is_file() else requested
+            if optimized.is_file():
+                self.layer_precisions = layer_precisions(optimized)
+                self.executed_precision = executed_of(self.layer_precisions)
+            else:
+                self.executed_precision = requested
         if self.session.get_providers()[0] != provider:
             raise MeasurementError(f"ONNX Runtime could not start {provider} (got {self.session.get_providers()}); "
                                    "install onnxruntime-gpu with matching CUDA/TensorRT libraries.")

@@ -1,0 +1,89 @@
+"""Per-layer mixed precision and calibration choices: a deterministic, cached sensitivity ranking; k=0 is uniform
+int8; the k most sensitive layers really run in float (read back per layer from ORT and OpenVINO); every
+calibration method builds and measures."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import TINY
+from tuner.build import build
+from tuner.build.sensitivity import ranking
+from tuner.build.step import StepContext
+from tuner.candidate import Candidate
+from tuner.measure import measure
+from tuner.measure.latency import LatencyPolicy
+
+QUICK = LatencyPolicy(min_seconds=0.2, max_seconds=0.4, warmup_seconds=0.05, quiet_host=False)
+
+
+@pytest.fixture(scope="module")
+def mobile(studies_dir):
+    """The tests' depthwise / squeeze-excite / hardswish model: 11 convs and a Gemm to rank."""
+    from tuner.workload import WorkloadSpec, load_workload
+
+    spec = WorkloadSpec(model=f"{TINY}:mobile_net", data="digits", resolution=16, train_steps=60, recover_steps=10,
+                        cache_dir=str(studies_dir / "cache"))
+    return load_workload(spec, log=lambda m: None)
+
+
+def _fp32_artifact(workload):
+    import torch
+
+    from tuner.build.export import onnx_fp32_step
+
+    ctx = StepContext(workload, Candidate(placement="ort-cpu", precision="int8"),
+                      torch.from_numpy(workload.data.example(1)), {})
+    return ctx, onnx_fp32_step(ctx, workload.reference_model(), workload.key)
+
+
+def test_sensitivity_ranking_is_deterministic_and_cached(mobile):
+    ctx, fp32 = _fp32_artifact(mobile)
+    first = ranking(ctx, fp32, reduce_range=False)
+    assert len(first) == 12 and {s.op for s in first} == {"Conv", "Gemm"}
+    assert [s.error for s in first] == sorted((s.error for s in first), reverse=True)
+    assert all(s.error >= 0 and 0 <= s.agreement <= 1 for s in first) and first[0].error > first[-1].error
+    hits = mobile.cache.hits
+    assert ranking(ctx, fp32, reduce_range=False) == first and mobile.cache.hits == hits + 1  # from the cache
+    from tuner.build.sensitivity import measure_layers
+
+    again = measure_layers(fp32.path, mobile.data, reduce_range=False)  # computed afresh
+    assert [s.node for s in again] == [s.node for s in first]
+    assert [s.error for s in again] == pytest.approx([s.error for s in first])
+
+
+def test_k0_is_uniform_int8_and_k_layers_run_in_float(mobile):
+    uniform = build(mobile, Candidate(placement="ort-cpu", precision="int8", threads=1))
+    k0 = build(mobile, Candidate(placement="ort-cpu", precision="int8", threads=1, float_layers=0))
+    assert k0.onnx_path == uniform.onnx_path and not k0.float_layers and "sensitivity" not in k0.seconds
+    m = measure(uniform, mobile.data, QUICK)
+    assert m.executed_precision == "int8" and m.layer_precisions == "int8 12"
+
+    ctx, fp32 = _fp32_artifact(mobile)
+    top = [s.node for s in ranking(ctx, fp32, reduce_range=False)[:3]]
+    for placement in ("ort-cpu", "ov-cpu"):
+        mixed = build(mobile, Candidate(placement=placement, precision="int8", threads=1, float_layers=3))
+        assert list(mixed.float_layers) == top and mixed.onnx_path != uniform.onnx_path
+        m = measure(mixed, mobile.data, QUICK)
+        assert m.executed_precision == "mixed", placement
+        assert m.layer_precisions == "int8 9 / fp32 3", (placement, m.layer_precisions)
+        assert m.to_dict()["float_layers"] == top
+
+
+@pytest.mark.parametrize("method", ["minmax", "entropy", "percentile"])
+def test_every_calibration_method_builds_and_measures(mobile, method):
+    c = Candidate(placement="ort-cpu", precision="int8", threads=1, calibration=method)
+    built = build(mobile, c)
+    m = measure(built, mobile.data, QUICK)
+    assert m.executed_precision == "int8" and m.accuracy > 0.5 and m.per_sample_ms > 0
+    if method != "minmax":  # a different calibration is a different build, never the minmax file reused
+        assert built.onnx_path != build(mobile, Candidate(placement="ort-cpu", precision="int8", threads=1)).onnx_path
+
+
+def test_calibration_and_float_layers_are_int8_only():
+    from tuner.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="int8 only"):
+        Candidate(precision="fp32", float_layers=2)
+    with pytest.raises(ConfigError, match="calibration must be one of"):
+        Candidate(precision="int8", calibration="kl")

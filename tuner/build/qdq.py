@@ -1,0 +1,104 @@
+"""ONNX Runtime static quantization to QDQ: the graph preprocessed once, a calibration reader over the data's
+calibration split, and ``quantize_qdq`` (all layers, some, or all but some; per-channel weights)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from tuner.errors import CandidateBuildError
+from tuner.names import INPUT
+
+if TYPE_CHECKING:
+    from tuner.data import Dataset
+
+CALIBRATION_BATCH = 32
+
+
+class CalibrationReader:
+    """onnxruntime's CalibrationDataReader protocol over the calibration split (or its first ``limit`` images).
+
+    ``equal_batches``: ORT's histogram calibrators (entropy, percentile) stack every batch's outputs into one
+    array, so a smaller last batch breaks them; the remainder past whole batches is left out there."""
+
+    def __init__(self, data: Dataset, limit: int | None = None, equal_batches: bool = False):
+        n = len(data.calib) if limit is None else min(limit, len(data.calib))
+        if equal_batches and n > CALIBRATION_BATCH:
+            n -= n % CALIBRATION_BATCH
+        split = type(data.calib)(data.calib.images[:n], data.calib.labels[:n])
+        self._batches: Iterator[tuple[np.ndarray, np.ndarray]] = data.batches(split, CALIBRATION_BATCH)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        batch = next(self._batches, None)
+        return None if batch is None else {INPUT: batch[0]}
+
+
+def preprocess(fp32_onnx: Path, out: Path) -> Path:
+    """Shape inference and ORT's own graph cleanup, so that quantization sees fused ops. Deterministic: node names
+    here are what sensitivity ranks and what ``keep_float`` excludes."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    quant_pre_process(str(fp32_onnx), str(out), skip_symbolic_shape=True)
+    return out
+
+
+def quantize_qdq(prepared: Path, out: Path, reader: Any, reduce_range: bool, method: str = "minmax",
+                 nodes_to_quantize: Sequence[str] | None = None, keep_float: Sequence[str] = ()) -> Path:
+    """ORT static QDQ: QUInt8 activations, per-channel QInt8 weights, ranges by ``method``.
+
+    ``reduce_range`` (7-bit weights) is for CPUs without VNNI, whose u8 x s8 kernels sum pairs in
+    saturating 16-bit registers: full-range weights overflow there and cost points of accuracy.
+    """
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+               "percentile": CalibrationMethod.Percentile}
+    quantize_static(
+        str(prepared), str(out), reader, quant_format=QuantFormat.QDQ, per_channel=True,
+        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, reduce_range=reduce_range,
+        calibrate_method=methods[method], nodes_to_quantize=list(nodes_to_quantize or []),
+        nodes_to_exclude=list(keep_float),
+    )
+    if keep_float:
+        _float_inputs(out, set(keep_float))
+    return out
+
+
+def _float_inputs(path: Path, nodes: set[str]) -> None:
+    """Feed each kept-float node the float tensor its input was quantized from, instead of the Q -> DQ pair.
+
+    Excluding a node from quantization leaves it between a DequantizeLinear and a QuantizeLinear, a pattern
+    ONNX Runtime's optimizer (weight/bias quantization) turns back into an int8 kernel, so the layer would not
+    stay float in ORT; fed its producer's float output, it does, in any runtime that loads the file."""
+    import onnx
+
+    model = onnx.load(str(path))
+    made_by = {o: n for n in model.graph.node for o in n.output}
+    for node in model.graph.node:
+        if node.name not in nodes:
+            continue
+        for i, name in enumerate(node.input):
+            dq = made_by.get(name)
+            q = made_by.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+            if q is not None and q.op_type == "QuantizeLinear":
+                node.input[i] = q.input[0]
+    onnx.save(model, str(path))
+
+
+def quantize_int8(fp32_onnx: Path, data: Dataset, out: Path, reduce_range: bool, method: str = "minmax",
+                  keep_float: Sequence[str] = ()) -> Path:
+    """Static int8 of the whole model (but ``keep_float``), calibrated on the calib split."""
+    prepared = out.with_name("preprocessed.onnx")
+    try:
+        reader = CalibrationReader(data, equal_batches=method != "minmax")
+        quantize_qdq(preprocess(fp32_onnx, prepared), out, reader, reduce_range, method,
+                     keep_float=keep_float)
+    except Exception as err:  # noqa: BLE001 - any quantizer failure fails this candidate only
+        first = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
+        raise CandidateBuildError(f"int8 static quantization failed ({first}); try another precision.") from None
+    finally:
+        prepared.unlink(missing_ok=True)
+    return out

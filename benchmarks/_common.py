@@ -118,6 +118,16 @@ def run_tuner(argv: Sequence[str], timeout: float | None = None, quiet: bool = F
     return json.loads(lines[-1]), wall
 
 
+def measure_once(args: argparse.Namespace, config: Path) -> dict[str, Any]:
+    """One `tuner measure --json` of a config file in a fresh process; {"error": ...} when it fails."""
+    cmd = [sys.executable, "-m", "tuner", "measure", *workload_cli_args(args), "--config", str(config), "--json"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=tuner_env(), timeout=1200)
+    if proc.returncode != 0:
+        tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-2:])
+        return {"error": tail or f"exit {proc.returncode}"}
+    return json.loads([ln for ln in proc.stdout.splitlines() if ln.startswith("{")][-1])
+
+
 def median(values: Sequence[float]) -> float | None:
     values = [v for v in values if v is not None]
     return float(statistics.median(values)) if values else None

@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -48,10 +47,10 @@ from _common import (
     describe_workload,
     fmt,
     machine_json,
+    measure_once,
     median,
     print_machine,
     run_tuner,
-    tuner_env,
     workload_cli_args,
 )
 
@@ -85,16 +84,6 @@ def batch1_space(source: str, out: Path) -> Path:
                    + yaml.safe_dump(raw, sort_keys=False))
     load_space(str(out))  # fail here, not in the subprocess, if it does not load
     return out
-
-
-def measure_once(args: argparse.Namespace, config: Path) -> dict:
-    """One `tuner measure` in a fresh process; {"error": ...} when it fails."""
-    cmd = [sys.executable, "-m", "tuner", "measure", *workload_cli_args(args), "--config", str(config), "--json"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=tuner_env(), timeout=1200)
-    if proc.returncode != 0:
-        tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-2:])
-        return {"error": tail or f"exit {proc.returncode}"}
-    return json.loads([ln for ln in proc.stdout.splitlines() if ln.startswith("{")][-1])
 
 
 def summarize(params: dict, rounds: list[dict], study_figure: dict | None = None) -> dict:

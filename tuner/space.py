@@ -6,6 +6,7 @@ This module and ``study.py`` are the only ones that touch ``optuna.Trial``.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -88,6 +89,19 @@ class SearchSpace:
             values[p.name] = value
         return params
 
+    def values(self, name: str) -> tuple[Any, ...]:
+        """Every value the space may give ``name`` (for a range: its two ends); the default when it is not set."""
+        for p in self.params:
+            if p.name == name:
+                if p.fixed is not None:
+                    return (p.fixed,)
+                if isinstance(p.choices, dict):
+                    return tuple(v for values in p.choices.values() for v in values)
+                if p.choices is not None:
+                    return tuple(p.choices)
+                return (p.low, p.high)
+        return (FIELDS[name].default,)
+
     @property
     def placements(self) -> tuple[str, ...]:
         for p in self.params:
@@ -154,34 +168,40 @@ def _parse_param(path: Path, name: Any, spec: Any, others: list[str]) -> Param:
                 raise ConfigError(f"{where}: with `per`, choices must map each {per} value to a non-empty list.")
             for values in choices.values():
                 for v in values:
-                    _validate_value(where, name, v)
+                    _validate_value(where, name, v, when)
             return Param(name, choices={k: tuple(v) for k, v in choices.items()}, when=when, per=per)
         if not isinstance(choices, list) or not choices:
             raise ConfigError(f"{where}: choices must be a non-empty list.")
         for v in choices:
-            _validate_value(where, name, v)
+            _validate_value(where, name, v, when)
         return Param(name, choices=tuple(choices), when=when)
     if "low" in spec and "high" in spec:
         high = hardware.cores() if spec["high"] == "cores" else spec["high"]
         low, step = spec["low"], spec.get("step")
         for v in (low, high):
-            _validate_value(where, name, v)
+            _validate_value(where, name, v, when)
         if not (isinstance(low, (int, float)) and isinstance(high, (int, float)) and low <= high):
             raise ConfigError(f"{where}: `low <= high` must hold, but got low={low!r}, high={high!r}.")
-        if step is not None and not (isinstance(step, (int, float)) and step > 0):
-            raise ConfigError(f"{where}: step must be a number > 0, got {step!r}.")
+        if step is not None and not (isinstance(step, (int, float)) and not isinstance(step, bool)
+                                     and math.isfinite(step) and step > 0):
+            raise ConfigError(f"{where}: step must be a finite number > 0, got {step!r}.")
         return Param(name, low=low, high=high, step=step, log=bool(spec.get("log", False)), when=when)
     raise ConfigError(f"{where}: give a fixed value, `choices: [...]`, or `low:` and `high:`.")
 
 
-def _validate_value(where: str, name: str, value: Any) -> None:
-    """Check one value by building a Candidate with it: the Candidate is the one source of rules."""
+def _validate_value(where: str, name: str, value: Any, when: dict[str, tuple[Any, ...]] | None = None) -> None:
+    """Check one value by building a Candidate with it: the Candidate is the one source of rules. A key sampled
+    only ``when`` others hold given values is checked beside the first of them (float_layers beside int8)."""
+    context = {k: v[0] for k, v in (when or {}).items() if v and k != name}
     try:
-        Candidate(**{name: value})
+        Candidate(**{**context, name: value})
     except ConfigError as err:
         raise ConfigError(f"{where}: {err}") from None
     except TypeError:
         raise ConfigError(f"{where}: {value!r} is not a valid {name}.") from None
+    if name == "threads" and value > hardware.cores():  # an oversubscribed machine measures nothing but contention
+        raise ConfigError(f"{where}: {value} threads is more than this machine's {hardware.cores()} CPUs; use at "
+                          "most that, or `high: cores`.")
 
 
 def _drop_unavailable(space: SearchSpace) -> SearchSpace:

@@ -68,23 +68,42 @@ def quantize_qdq(prepared: Path, out: Path, reader: Any, reduce_range: bool, met
 
 
 def _float_inputs(path: Path, nodes: set[str]) -> None:
-    """Feed each kept-float node the float tensor its input was quantized from, instead of the Q -> DQ pair.
+    """Feed each kept-float node its input in float: Clip(x, lo, hi) of the tensor the Q -> DQ pair quantized.
 
     Excluding a node from quantization leaves it between a DequantizeLinear and a QuantizeLinear, a pattern
     ONNX Runtime's optimizer (weight/bias quantization) turns back into an int8 kernel, so the layer would not
-    stay float in ORT; fed its producer's float output, it does, in any runtime that loads the file."""
+    stay float in ORT. Fed from the Q's float input it does, in any runtime that loads the file. The Clip keeps
+    what the pair did besides rounding: the quantizer folds a ReLU into the Q's range (its output clipped at
+    0), so the float tensor before the Q may hold values that the layer never saw quantized."""
     import onnx
+    from onnx import helper, numpy_helper
 
     model = onnx.load(str(path))
     made_by = {o: n for n in model.graph.node for o in n.output}
+    values = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    added: list[Any] = []
     for node in model.graph.node:
         if node.name not in nodes:
             continue
         for i, name in enumerate(node.input):
             dq = made_by.get(name)
             q = made_by.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
-            if q is not None and q.op_type == "QuantizeLinear":
-                node.input[i] = q.input[0]
+            if q is None or q.op_type != "QuantizeLinear" or len(q.input) < 3 or q.input[1] not in values:
+                continue
+            scale, zero = values[q.input[1]], values[q.input[2]]
+            if scale.size != 1:  # per-channel: not an activation
+                continue
+            info = np.iinfo(zero.dtype)
+            bounds = [(float(b) - float(zero)) * float(scale) for b in (info.min, info.max)]
+            names = [f"{node.name}_in{i}_{side}" for side in ("lo", "hi")]
+            model.graph.initializer.extend(numpy_helper.from_array(np.asarray(b, np.float32), n)
+                                           for b, n in zip(bounds, names))
+            clipped = f"{node.name}_in{i}_float"
+            added.append(helper.make_node("Clip", [q.input[0], *names], [clipped], name=clipped))
+            node.input[i] = clipped
+    for clip in added:  # topological order: each Clip right before its consumer is enough for ONNX checkers
+        consumer = next(k for k, n in enumerate(model.graph.node) if clip.output[0] in n.input)
+        model.graph.node.insert(consumer, clip)
     onnx.save(model, str(path))
 
 

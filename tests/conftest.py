@@ -57,8 +57,15 @@ def run_tuner(*args: str, cwd: Path | None = None, timeout: float = 600) -> subp
 
 
 # A small real study shared by the report and export tests: torch-cpu and ort-cpu (fp32/int8) on the
-# tiny CNN. Every ort-cpu trial is int8 and the accuracy bound is loose (nothing stopped early), so
-# the first 8 trials hold both an ort-cpu int8 and torch-cpu trials whatever the sampler proposes.
+# tiny CNN. Every ort-cpu trial is int8 and the accuracy bound (a 20-point drop, SMALL_MAX_DROP) is loose:
+# a 0.5 prune of the tiny CNN loses about 6 points, so nothing is stopped early as hopeless and every
+# proposal completes (under a 5-point bound the pruned trials were stopped at "at most 88.3-88.6%" against
+# 88.59% required: a coin toss, which left the ort-cpu side to whatever TPE proposed later). The seeded
+# sampler's random start-up proposals (trials #1 and #2) are an ort-cpu int8 and a torch-cpu fp32 candidate,
+# both pruned 0.5, beside the unpruned torch-cpu baseline (#0): the completed trials always hold both
+# placements and both prune ratios (so accuracy varies, the front has more than one candidate to rank, and
+# fANOVA has something to explain in both objectives).
+SMALL_MAX_DROP = 0.2
 SMALL_SPACE = {
     "placement": {"choices": ["torch-cpu", "ort-cpu"]},
     "precision": {"per": "placement", "choices": {"torch-cpu": ["fp32"], "ort-cpu": ["int8"]}},
@@ -79,7 +86,7 @@ def small_study(studies_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     space, objectives = folder / "space.yaml", folder / "objectives.yaml"
     space.write_text(yaml.safe_dump(SMALL_SPACE))
     objectives.write_text(yaml.safe_dump({"objectives": {"accuracy": "maximize", "per_sample_ms": "minimize"},
-                                          "constraints": {"accuracy_drop": {"max": 0.05}}}))
+                                          "constraints": {"accuracy_drop": {"max": SMALL_MAX_DROP}}}))
     r = run_tuner("--model", f"{TINY}:conv_net", "--resolution", "16", "--train-steps", "80", "--recover-steps", "20",
                   "--studies-dir", str(studies_dir), "--space", str(space), "--objectives", str(objectives),
                   "--n-trials", "8", "--study", "small", "--remeasure-rounds", "0", "--seed", "3")

@@ -12,7 +12,7 @@ from tuner.build import build
 from tuner.build.export import export_onnx
 from tuner.build.fuse import fold_bn
 from tuner.build.prune import count, output_layer, prune
-from tuner.build.quantize import quantize_int8
+from tuner.build.qdq import quantize_int8
 from tuner.build.recover import recover
 from tuner.candidate import Candidate
 from tuner.errors import UnsupportedCombination

@@ -36,7 +36,7 @@ def test_invalid_values_are_named(field, value, needle):
 
 
 def test_unknown_key_and_non_mapping(tmp_path):
-    with pytest.raises(ConfigError, match="unknown key.*prune"):
+    with pytest.raises(ConfigError, match=r"unknown key.*prune"):
         Candidate.from_dict({"prune": 0.5})
     bad = tmp_path / "bad.yaml"
     bad.write_text("- 1\n- 2\n")

@@ -29,7 +29,11 @@ def test_measure_json_end_to_end(tmp_path, studies_dir):
                 "throughput", "params", "macs", "config", "executed_precision"):
         assert key in out
     assert out["config"]["precision"] == "int8" and out["executed_precision"] == "int8"
-    assert out["latency_ci_ms"][0] <= out["latency_ms"] <= out["latency_ci_ms"][1]
+    # per-batch figures at batch 2, per-sample ones half of them; the CI an interval of the per-batch median
+    assert out["config"]["batch_size"] == 2
+    assert out["per_sample_ms"] == pytest.approx(out["latency_ms"] / 2)
+    assert out["throughput"] == pytest.approx(2000 / out["latency_ms"])
+    assert out["per_sample_ms"] < out["latency_ci_ms"][0] < out["latency_ci_ms"][1]
     assert out["accuracy"] > 0.5
 
 

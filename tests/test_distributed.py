@@ -122,7 +122,7 @@ def _check_accounted(study: optuna.Study, n_trials: int, killed: int) -> None:
 
 def test_four_workers_on_postgres_one_killed(tmp_path, studies_dir, postgres_url):
     n_trials = 14
-    args = _args(tmp_path, studies_dir, "pg-shared", n_trials) + ["--storage", postgres_url]
+    args = [*_args(tmp_path, studies_dir, "pg-shared", n_trials), "--storage", postgres_url]
     workers = [_spawn(args) for _ in range(4)]
     victims: list[int] = []
     for _ in range(3):  # a trial can finish between being seen RUNNING and the kill: then kill another worker

@@ -1,5 +1,6 @@
 """Export a study point (by trial or budget) and verify it reproduces; the ONNX artifact stands alone."""
 
+import hashlib
 import subprocess
 import sys
 import textwrap
@@ -11,7 +12,9 @@ import yaml
 
 from tests.conftest import run_tuner
 from tuner.artifact import checks_table, export, latency_reproduces, select_trial, verify
+from tuner.errors import ConfigError, TunerError
 from tuner.results import is_feasible
+from tuner.study.storage import write_remeasure
 
 # torch's own import-time deprecation notice (torch.jit), not ours
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
@@ -52,12 +55,16 @@ def test_export_verify_ort_int8(ort_int8_export):
     assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "model.onnx"]
     config = yaml.safe_load((out / "config.yaml").read_text())
     assert config["study"]["trial"] == trial.number and config["candidate"] == trial.user_attrs["candidate"]
-    assert config["artifact"]["kind"] == "onnx" and len(config["artifact"]["sha256"]) == 64
-    for side in ("study", "export"):
-        m = config["metrics"][side]
-        assert m["latency_ci_ms"][0] <= m["latency_ms"] <= m["latency_ci_ms"][1] and "per_sample_ci_ms" in m
-    assert config["metrics"]["study"]["accuracy"] == trial.user_attrs["metrics"]["accuracy"]
-    assert config["metrics"]["export"]["executed_precision"] == "int8"
+    assert config["artifact"]["kind"] == "onnx"
+    assert config["artifact"]["sha256"] == hashlib.sha256((out / "model.onnx").read_bytes()).hexdigest()
+    recorded, study_side, again = trial.user_attrs["metrics"], config["metrics"]["study"], config["metrics"]["export"]
+    assert {k: study_side[k] for k in recorded} == recorded  # the study's figures, as the trial recorded them
+    # the export's own measurement is of the same candidate: its batch, int8 run as int8, the same accuracy
+    bs = trial.user_attrs["candidate"]["batch_size"]
+    assert again["batch_size"] == bs and again["executed_precision"] == "int8"
+    assert again["accuracy"] == pytest.approx(recorded["accuracy"], abs=1 / config["data"]["validation_images"])
+    for m in (study_side, again):  # per-sample CI = the per-batch CI over the candidate's batch (8 here: not 1)
+        assert m["per_sample_ci_ms"] == pytest.approx([m["latency_ci_ms"][0] / bs, m["latency_ci_ms"][1] / bs])
     assert config["hardware"]["cores"] >= 1 and "onnxruntime" in config["libraries"]
     assert config["data"]["fingerprint"] and config["weights"] is None  # trained baseline: no --weights file
     r = run_tuner("verify", str(out), "--latency-tolerance", TEST_LATENCY_TOLERANCE)
@@ -78,7 +85,8 @@ def test_export_verify_torch_then_replace_with_state_dict(small_study, study, tm
     # (in-process from here on: the same code paths as the CLI, without another interpreter start-up)
     done = export(study, torch_trial, "test", out, small_study["studies_dir"], torch_format="state_dict",
                   log=lambda m: None)
-    assert done.kind == "state_dict" and done.config["artifact"]["rebuild"]["prune_ratio"] == 0.0
+    assert done.kind == "state_dict"
+    assert done.config["artifact"]["rebuild"]["prune_ratio"] == torch_trial.user_attrs["candidate"]["prune_ratio"]
     assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "state_dict.pt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["torch"]  # no partial or old directory left behind
     ok, checks = verify(out, lambda m: None, float(TEST_LATENCY_TOLERANCE))
@@ -92,21 +100,77 @@ def test_export_verify_torch_then_replace_with_state_dict(small_study, study, tm
     assert "DIFFERS" in checks_table(checks)
 
 
-def test_budget_selection_matches_the_definitions(study):
+def _figures(t):
+    return t.user_attrs["metrics"]
+
+
+def test_budget_picks_on_the_study_are_the_best_within_the_budget(study):
+    """What any right pick is, on the real study (no re-measure: its own figures decide): within the budget,
+    and no trial within the same budget beats it."""
     done = _completed(study)
-    for drop in (0.0, 1.0, 5.0, 100.0):
-        ok = [t for t in done if is_feasible(t) and t.user_attrs["metrics"]["accuracy_drop"] <= drop / 100 + 1e-12]
-        if ok:
-            picked, _ = select_trial(study, max_drop=drop)
-            assert picked.user_attrs["metrics"]["per_sample_ms"] == min(t.user_attrs["metrics"]["per_sample_ms"]
-                                                                         for t in ok)
+    for drop in (1.0, 5.0, 100.0):  # the baseline's drop is ~0: every one of these is met (5: unpruned only)
+        picked, _ = select_trial(study, max_drop=drop)
+        m = _figures(picked)
+        assert is_feasible(picked) and m["accuracy_drop"] <= drop / 100 + 1e-12
+        within = [t for t in done if is_feasible(t) and _figures(t)["accuracy_drop"] <= drop / 100 + 1e-12]
+        assert not [t.number for t in within if _figures(t)["per_sample_ms"] < m["per_sample_ms"]
+                    or (_figures(t)["per_sample_ms"] == m["per_sample_ms"] and _figures(t)["accuracy"] > m["accuracy"])]
     for t in done:
-        budget = t.user_attrs["metrics"]["per_sample_ms"]
+        budget = _figures(t)["per_sample_ms"]
         picked, _ = select_trial(study, max_latency_ms=budget)
-        m = picked.user_attrs["metrics"]
+        m = _figures(picked)
         assert m["per_sample_ms"] <= budget
-        assert m["accuracy"] == max(x.user_attrs["metrics"]["accuracy"] for x in done
-                                    if x.user_attrs["metrics"]["per_sample_ms"] <= budget)
+        assert not [x.number for x in done if _figures(x)["per_sample_ms"] <= budget and (
+            _figures(x)["accuracy"] > m["accuracy"]
+            or (_figures(x)["accuracy"] == m["accuracy"] and _figures(x)["per_sample_ms"] < m["per_sample_ms"]))]
+
+
+def _designed_study():
+    """Reference accuracy 0.95; (accuracy, ms/sample, feasible) per trial, #0 the baseline."""
+    study = optuna.create_study(directions=["maximize", "minimize"], study_name="designed")
+    study.set_user_attr("reference", {"accuracy": 0.95, "validation_images": 400})
+    for i, (acc, ms, feasible) in enumerate([
+            (0.95, 5.0, True),  # 0 the baseline: drop 0
+            (0.94, 1.0, True),  # 1 drop exactly 1 point (0.010000000000000009 in floats)
+            (0.945, 2.0, True),  # 2 drop 0.5
+            (0.90, 0.5, False),  # 3 the fastest, but breaks a constraint
+            (0.949, 2.0, True),  # 4 as fast as #2, more accurate (drop 0.1)
+            (0.949, 2.0, True)]):  # 5 the same figures as #4, later
+        t = optuna.trial.create_trial(values=[acc, ms], user_attrs={
+            "baseline": i == 0, "candidate": {"placement": "ort-cpu", "precision": "fp32", "batch_size": 1},
+            "metrics": {"accuracy": acc, "accuracy_drop": 0.95 - acc, "per_sample_ms": ms, "latency_ms": ms}})
+        t.set_constraint("accuracy_drop", 0.0 if feasible else 0.04)
+        study.add_trial(t)
+    return study
+
+
+def test_budget_picks_on_a_designed_study():
+    """Known answers: the drop bound includes its edge, ties go to the more accurate then the earlier trial,
+    an infeasible trial is never the pick by drop, and an unmet latency budget is an error."""
+    study = _designed_study()
+
+    def by_drop(points):
+        return select_trial(study, max_drop=points)[0].number
+
+    def by_latency(ms):
+        return select_trial(study, max_latency_ms=ms)[0].number
+
+    assert [by_drop(d) for d in (0, 0.1, 0.5, 1, 100)] == [0, 4, 4, 1, 1]
+    assert [by_latency(ms) for ms in (1.0, 1.999, 2.0, 4.99, 5.0)] == [1, 1, 4, 4, 0]
+    with pytest.raises(TunerError, match=r"no completed trial of study designed runs at <= 0\.4 ms/sample"):
+        select_trial(study, max_latency_ms=0.4)
+    with pytest.raises(ConfigError, match="must be >= 0"):
+        select_trial(study, max_drop=-1)
+
+    # Re-timed points are ranked by their re-measured figures: #4 (the study's pick within 0.5 points) re-timed
+    # slower than #2; #1 (within 1 point) stays the fastest re-timed. The latency budget keeps the study's figures.
+    write_remeasure(study, {"rounds": 3, "trials": {"1": {"per_sample_ms": 1.5}, "2": {"per_sample_ms": 1.9},
+                                                    "4": {"per_sample_ms": 2.2}}})
+    picked, why = select_trial(study, max_drop=0.5)
+    assert picked.number == 2 and "by the re-measured latency" in why and "#4" in why
+    picked, why = select_trial(study, max_drop=1)
+    assert picked.number == 1 and why.endswith("by the study's and the re-measured latency")
+    assert by_latency(2.0) == 4
 
 
 @pytest.mark.parametrize("pick", [["--max-latency-ms", "0.000001"], ["--trial", "999"]])

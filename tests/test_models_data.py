@@ -48,7 +48,7 @@ def test_user_callable_and_unknown_names():
         models.resolve_builder("resnet19")
     with pytest.raises(ModelError, match="has no callable"):
         models.resolve_builder("tests.tiny_models:nothing_here")
-    with pytest.raises(ModelError, match="not a torch.nn.Module"):
+    with pytest.raises(ModelError, match=r"not a torch\.nn\.Module"):
         models.create_model("tests.tiny_models:not_a_model", 4)
 
 

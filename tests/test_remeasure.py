@@ -7,9 +7,9 @@ import pytest
 import yaml
 
 from tests.conftest import SMALL_SPACE, TINY, run_tuner
+from tuner import results
 from tuner.artifact import select_trial
 from tuner.measure.latency import LatencyPolicy
-from tuner import results
 from tuner.remeasure import RemeasureEntry, RemeasureSummary, format_remeasure, remeasure_pareto
 from tuner.report import report_info
 from tuner.report.figures import _hover
@@ -40,8 +40,10 @@ def test_remeasure_real_study(tmp_path, studies_dir):
     for e in summary.entries:
         assert e.error is None, e.error
         # 2 rounds, and once more for each that never found the host quiet
-        assert 2 <= len(e.round_ms) <= 4 and 1 <= e.rounds_used <= len(e.round_ms)
-        assert e.median_ms > 0 and e.min_ms <= e.median_ms <= e.max_ms
+        assert 2 <= len(e.round_ms) <= 4
+        # per batch as the study's figure: a fresh process times the same candidate at the same batch within a
+        # few times the study's figure (a per-sample figure at batch 8 would be 8x off)
+        assert 0.25 < e.median_ms / e.study_ms < 4, (e.number, e.median_ms, e.study_ms)
         assert e.per_sample_ms == pytest.approx(e.median_ms / e.candidate["batch_size"])
         assert isinstance(e.outside_ci, bool) and isinstance(e.within_5pct, bool)
     points = summary.pareto_points

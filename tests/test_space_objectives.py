@@ -1,7 +1,9 @@
 import optuna
 import pytest
+import torch
 import yaml
 
+from tests.conftest import ROOT
 from tuner.candidate import Candidate
 from tuner.errors import ConfigError
 from tuner.objectives import load_objectives
@@ -14,14 +16,31 @@ def _write(tmp_path, data, name="f.yaml"):
     return str(path)
 
 
-def test_default_space_drops_what_this_machine_cannot_run():
-    import torch
+def test_default_space_keeps_exactly_what_this_machine_runs():
+    """Every placement of the shipped file is either kept or dropped with its runtime's own reason, never both."""
+    from tuner.runtimes import PLACEMENTS
 
     space = load_space("default")
+    listed = yaml.safe_load((ROOT / "search_spaces" / "default.yaml").read_text())["placement"]["choices"]
     assert "torch-cpu" in space.placements and "ort-cpu" in space.placements
-    if not torch.cuda.is_available():
-        assert not any("cuda" in p or "tensorrt" in p for p in space.placements)
-        assert any(d.startswith("ort-cuda") for d in space.dropped)
+    for name in listed:
+        reason = PLACEMENTS[name].unavailable()
+        assert (name in space.placements) == (reason is None), (name, reason)
+        assert (f"{name}: {reason}" in space.dropped) == (reason is not None), (name, space.dropped)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_default_space_on_a_machine_without_cuda():
+    space = load_space("default")
+    assert not any("cuda" in p or "tensorrt" in p for p in space.placements)
+    assert any(d.startswith("ort-cuda: ") for d in space.dropped)
+    assert any(d.startswith("torch-cuda: ") for d in space.dropped)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_default_space_on_a_machine_with_cuda():
+    space = load_space("default")
+    assert "torch-cuda" in space.placements and not any(d.startswith("torch-cuda: ") for d in space.dropped)
 
 
 def test_sampling_respects_conditions():
@@ -54,8 +73,6 @@ def test_sampling_respects_conditions():
     ("- a list", "a search space is a mapping"),
 ])
 def test_invalid_spaces_name_file_key_and_rule(tmp_path, data, needle):
-    import torch
-
     if "no placement" in needle and torch.cuda.is_available():
         pytest.skip("CUDA present")
     path = _write(tmp_path, data)

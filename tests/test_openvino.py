@@ -38,12 +38,21 @@ def test_fp32_executes_in_f32_read_back(workload):
     finally:
         session.close()
     m = measure(built, workload.data, QUICK)
-    assert m.executed_precision == "fp32" and 0 < m.latency_ms and m.samples >= 10
+    assert m.executed_precision == "fp32" and m.latency_ms > 0 and m.samples >= 10
 
 
 def test_static_batch_handles_the_partial_last_batch(workload):
-    """batch 32 over a validation split that is not a multiple of 32: padded, sliced, same accuracy."""
-    assert len(workload.data.val) % 32
+    """A batch smaller than the compiled one is zero-padded and sliced back: the same rows as in a full batch;
+    end to end, batch 32 over the validation split (359 images: 11 x 32 + 7) scores as batch 1 does."""
+    built = build(workload, Candidate(placement="ov-cpu", threads=1))
+    session = PLACEMENTS["ov-cpu"].open(None, built.onnx_path, "fp32", "all", 1)
+    try:
+        full = session.predict(workload.data.example(32))  # compiles the model at batch 32
+        part = session.predict(workload.data.example(7))  # 7 rows run on that batch-32 model
+        assert part.shape == (7, workload.data.num_classes)
+        np.testing.assert_allclose(part, full[:7], rtol=1e-5, atol=1e-5)
+    finally:
+        session.close()
     fp32 = measure(build(workload, Candidate(placement="ov-cpu", threads=1)), workload.data, QUICK)
     batched = measure(build(workload, Candidate(placement="ov-cpu", threads=1, batch_size=32)), workload.data, QUICK)
     assert batched.accuracy == pytest.approx(fp32.accuracy, abs=1e-9)
@@ -96,11 +105,11 @@ def test_qdq_that_does_not_run_int8_is_reported_as_run(workload, tmp_path, quant
     """QDQ pairs only around a pooling op leave every conv/FC in float: read back as fp32, not int8."""
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
-    from tuner.build.quantize import _Calibration
+    from tuner.build.qdq import CalibrationReader
 
     fp32 = build(workload, Candidate(placement="ov-cpu", threads=1)).onnx_path
     partial = tmp_path / "partial.onnx"
-    quantize_static(str(fp32), str(partial), _Calibration(workload.data), quant_format=QuantFormat.QDQ,
+    quantize_static(str(fp32), str(partial), CalibrationReader(workload.data), quant_format=QuantFormat.QDQ,
                     per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                     op_types_to_quantize=quantized_ops)
     session = PLACEMENTS["ov-cpu"].open(None, partial, "int8", "all", 1)
@@ -143,3 +152,24 @@ def test_a_one_thread_model_stays_where_the_timing_put_it(workload):
     finally:
         host.pin_process(host.ALLOWED)
         session.close()
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_a_session_opens_the_ir_saved_from_the_onnx_file_and_runs_it_alike(workload, tmp_path, precision):
+    """An export's IR (``save_ir``: weights uncompressed, the QDQ graph as is) opens like its ONNX file: same
+    logits, same executed precision, the same compile config."""
+    from tuner.runtimes.openvino import compile_config, save_ir
+
+    onnx_path = build(workload, Candidate(precision=precision, placement="ov-cpu", threads=1)).onnx_path
+    save_ir(onnx_path, tmp_path / "model.xml")
+    assert (tmp_path / "model.bin").stat().st_size > 0
+    x = workload.data.example(3)
+    sessions = [PLACEMENTS["ov-cpu"].open(None, p, precision, "all", 1) for p in (onnx_path, tmp_path / "model.xml")]
+    try:
+        from_onnx, from_ir = (s.predict(x) for s in sessions)
+        np.testing.assert_allclose(from_ir, from_onnx, atol=1e-4, rtol=1e-4)
+        assert sessions[1].executed_precision == sessions[0].executed_precision == precision
+        assert sessions[1].config == compile_config(precision, 1)
+    finally:
+        for s in sessions:
+            s.close()

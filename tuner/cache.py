@@ -22,6 +22,33 @@ def make_key(**parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
+def code_id(*modules: str) -> str:
+    """A hash of the source of the tuner's own modules that shape a cached output (training, pruning): an
+    edited recipe never reuses what the old one built."""
+    import importlib.util
+
+    h = hashlib.sha256()
+    for name in modules:
+        spec = importlib.util.find_spec(name)
+        origin = spec.origin if spec is not None else None
+        h.update(name.encode())
+        h.update(Path(origin).read_bytes() if origin and Path(origin).is_file() else b"?")
+    return h.hexdigest()[:20]
+
+
+def library_versions(*packages: str) -> dict[str, str]:
+    """The installed versions of the packages whose code computes a cached output (part of its key)."""
+    from importlib import metadata
+
+    versions = {}
+    for name in packages:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "absent"
+    return versions
+
+
 class Cache:
     def __init__(self, root: Path | None):
         self.root = root  # None: nothing is kept (each call builds into a fresh temporary directory)

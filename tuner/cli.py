@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
+import re
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from tuner.errors import TunerError
@@ -42,14 +46,28 @@ def _add_workload_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--studies-dir", default="studies", help="where studies, caches and artifacts live")
 
 
+def check_number(flag: str, value: float | None, low: float, *, above: bool = False, why: str = "") -> None:
+    """Refuse NaN, inf and values below ``low`` (or not above it), naming the flag, the value and why."""
+    if value is None:
+        return
+    bound = f"> {low:g}" if above else f">= {low:g}"
+    if not math.isfinite(value) or value < low or (above and value == low):
+        kind = "a finite number " if isinstance(value, float) else ""
+        raise TunerError(f"{flag} must be {kind}{bound}{why}, got {value}.")
+
+
 def workload_spec(args: argparse.Namespace) -> Any:
+    from tuner.data import check_inputs
     from tuner.workload import WorkloadSpec
 
     defaults = WorkloadSpec()
     for name in ("train_steps", "recover_steps"):
-        value = getattr(args, name)
-        if value is not None and value < 0:
-            raise TunerError(f"--{name.replace('_', '-')} must be >= 0, got {value}.")
+        check_number(f"--{name.replace('_', '-')}", getattr(args, name), 0)
+    if not 0 <= args.seed < 2**32:  # numpy's and Optuna's seeds are 32-bit
+        raise TunerError(f"--seed must be >= 0 and below 2**32, got {args.seed}.")
+    check_inputs(args.resolution, args.mean, args.std)
+    if Path(args.studies_dir).exists() and not Path(args.studies_dir).is_dir():
+        raise TunerError(f"--studies-dir {args.studies_dir} is a file; pass a directory (it is created if missing).")
     return WorkloadSpec(
         model=args.model, data=args.data, weights=args.weights, resolution=args.resolution,
         mean=tuple(args.mean) if args.mean else None, std=tuple(args.std) if args.std else None, seed=args.seed,
@@ -78,15 +96,25 @@ class Measure(Command):
         parser.add_argument("--json", action="store_true", help="print one JSON object")
 
     def run(self, args: argparse.Namespace) -> int:
-        from tuner.build import build
+        from tuner import hardware
         from tuner.candidate import Candidate
+        from tuner.data import DEFAULT_RESOLUTION
+
+        # Everything the user gave is checked before torch loads or anything is allocated.
+        candidate = Candidate.from_yaml(args.config)
+        spec = workload_spec(args)
+        problem = hardware.check_fits(candidate.batch_size, args.resolution or DEFAULT_RESOLUTION.get(args.data, 224),
+                                      candidate.threads)
+        if problem:
+            raise TunerError(f"{args.config}: {problem}")
+
+        from tuner.build import build
         from tuner.measure import measure
         from tuner.runtimes import check_supported
         from tuner.workload import load_workload
 
-        candidate = Candidate.from_yaml(args.config)
         check_supported(candidate)  # refuse before loading data or training anything
-        workload = load_workload(workload_spec(args), log)
+        workload = load_workload(spec, log)
         built = build(workload, candidate)
         metrics = measure(built, workload.data)
         result = {**metrics.to_dict(), "config": candidate.to_dict(), "build_seconds": built.seconds}
@@ -130,10 +158,9 @@ class Run(Command):
         parser.add_argument("--json", action="store_true", help="print one JSON object")
 
     def run(self, args: argparse.Namespace) -> int:
-        from tuner import summary
+        from tuner import hardware, summary
         from tuner.data import DEFAULT_RESOLUTION
         from tuner.objectives import load_objectives
-        from tuner.remeasure import format_remeasure, remeasure_pareto
         from tuner.space import load_space
         from tuner.study.counts import count_trials, study_complete
         from tuner.study.loop import SAMPLERS, StudySettings, run_study
@@ -141,28 +168,38 @@ class Run(Command):
 
         if args.sampler not in SAMPLERS:
             raise TunerError(f"unknown sampler {args.sampler!r}; use one of {', '.join(SAMPLERS)}.")
-        if args.n_trials < 1:
-            raise TunerError(f"--n-trials must be >= 1, got {args.n_trials}.")
-        space, objectives, spec = load_space(args.space), load_objectives(args.objectives), workload_spec(args)
+        check_number("--n-trials", args.n_trials, 1)
+        check_number("--timeout", args.timeout, 0, above=True, why=" seconds (leave it out for no limit)")
+        check_number("--heartbeat", args.heartbeat, 0, above=True, why=" seconds")
+        check_number("--max-retries", args.max_retries, 0)
+        check_number("--remeasure-rounds", args.remeasure_rounds, 0, why=" (0 skips the re-measure)")
+        check_number("--trial-timeout", args.trial_timeout, 0, above=True, why=" seconds (leave it out for the default)")
+        if args.storage:
+            check_storage_url(args.storage)
+        # The light checks first: the space probes the placements, which loads torch.
+        objectives, spec = load_objectives(args.objectives), workload_spec(args)
+        space = load_space(args.space)
         resolution = args.resolution or DEFAULT_RESOLUTION.get(args.data, 224)
+        for batch_size in sorted({int(b) for b in space.values("batch_size")}):  # refuse before any work
+            problem = hardware.check_fits(batch_size, resolution)
+            if problem:
+                raise TunerError(f"{space.source}: {problem}")
         name = check_study_name(args.study or default_study_name(spec, resolution))
         storage = args.storage or default_storage(args.studies_dir, name)
-        log(f"study {name} on {mask_url(storage)}")
-        log(f"placements: {', '.join(space.placements)}" +
-            "".join(f"\n  dropped {d}" for d in space.dropped))
-        log(f"objectives: {', '.join(f'{d} {n}' for n, d in zip(objectives.names, objectives.directions))}"
-            + (f"; subject to {', '.join(map(str, objectives.constraints))}" if objectives.constraints else ""))
-        if args.heartbeat <= 0 or args.max_retries < 0:
-            raise TunerError("--heartbeat must be > 0 and --max-retries >= 0.")
+
+        def announce() -> None:  # once the workload loaded and the study opened: bad input stays one line
+            log(f"study {name} on {mask_url(storage)}")
+            log(f"placements: {', '.join(space.placements)}" +
+                "".join(f"\n  dropped {d}" for d in space.dropped))
+            log(f"objectives: {', '.join(f'{d} {n}' for n, d in zip(objectives.names, objectives.directions))}"
+                + (f"; subject to {', '.join(map(str, objectives.constraints))}" if objectives.constraints else ""))
+
         settings = StudySettings(name, storage, space, objectives, spec, args.sampler, args.seed, args.n_trials,
                                  args.timeout, args.heartbeat, args.max_retries, args.allow_mixed_hardware,
                                  args.trial_timeout)
-        if args.trial_timeout is not None and not 0 < args.trial_timeout < float("inf"):
-            raise TunerError(f"--trial-timeout must be a number of seconds > 0, got {args.trial_timeout}.")
-        if args.remeasure_rounds < 0:
-            raise TunerError(f"--remeasure-rounds must be >= 0, got {args.remeasure_rounds}.")
         with summary.ProgressBar(args.n_trials) as bar:
-            study = run_study(settings, bar.update, log)
+            study = run_study(settings, bar.update, log, announce)
+        from tuner.remeasure import format_remeasure, remeasure_pareto  # loads torch: after the checks
         remeasured = None
         if args.remeasure_rounds and study_complete(count_trials(study), args.n_trials):
             log(f"re-timing the Pareto set and the baseline in fresh processes ({args.remeasure_rounds} rounds)")
@@ -179,10 +216,42 @@ class Run(Command):
         return 0
 
 
+def check_storage_url(url: str) -> None:
+    """What can be told of a --storage URL without connecting: a database scheme, and for SQLite a file path
+    whose directory exists (else the error would come only after the workload loaded)."""
+    from tuner.study.storage import mask_url
+
+    if not re.match(r"^(sqlite|postgresql|mysql)(\+\w+)?://", url):
+        raise TunerError(f"--storage {mask_url(url)} is not a database URL; use sqlite:///PATH.db or "
+                         "postgresql://USER:PASSWORD@HOST/DB.")
+    if url.startswith("sqlite") and "://" in url:
+        path = url.split("://", 1)[1].split("?", 1)[0]
+        path = path[1:] if path.startswith("/") else path  # sqlite:///rel.db, sqlite:////abs.db
+        if not path or path == ":memory:":
+            return
+        file = Path(path)
+        if file.is_dir():
+            raise TunerError(f"--storage {url}: {file} is a directory; name a database file such as {file / 'studies.db'}.")
+        if not file.parent.is_dir():
+            raise TunerError(f"--storage {url}: the directory {file.parent} does not exist; create it first.")
+
+
 def _add_study_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--study", required=True, help="the study name `tuner run` printed")
     parser.add_argument("--storage", help="its Optuna storage URL (default: sqlite under --studies-dir)")
     parser.add_argument("--studies-dir", default="studies", help="where studies, caches and artifacts live")
+
+
+def check_output_file(flag: str, path: Path) -> None:
+    """A file to write: not a directory, and in a directory that exists (or can be made) and is writable."""
+    if path.is_dir():
+        example = path / ("trials.csv" if flag == "--csv" else "report.html")
+        raise TunerError(f"{flag} {path} is a directory; pass a file path such as {example}.")
+    parent = next((p for p in path.parents if p.exists()), Path("."))
+    if not parent.is_dir():
+        raise TunerError(f"{flag} {path}: {parent} is a file, not a directory; pass a path in a directory.")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise TunerError(f"{flag} {path}: the directory {parent} is not writable; pass a path you can write.")
 
 
 class Report(Command):
@@ -194,13 +263,16 @@ class Report(Command):
         parser.add_argument("--csv", help="also write the trial table as CSV here")
 
     def run(self, args: argparse.Namespace) -> int:
-        from pathlib import Path
-
         from tuner.report import write_report
         from tuner.study.storage import load_existing_study
 
-        study = load_existing_study(args.study, args.storage, args.studies_dir)
         out = Path(args.out or Path(args.studies_dir) / f"{args.study}.html")
+        for flag, path in (("--out", out), ("--csv", Path(args.csv) if args.csv else None)):
+            if path is not None:
+                check_output_file(flag, path)
+        if args.csv and Path(args.csv).resolve() == out.resolve():
+            raise TunerError(f"--out and --csv are the same file {out}; give the CSV its own name.")
+        study = load_existing_study(args.study, args.storage, args.studies_dir)
         info = write_report(study, out, args.csv)
         print("\n".join(f"- {f}" for f in info.findings))
         print(f"report: {out}" + (f"\ntrials: {args.csv}" if args.csv else ""))
@@ -223,12 +295,16 @@ class Export(Command):
                             help="torch placements: a torch.export program (falls back to state_dict) or a state_dict")
 
     def run(self, args: argparse.Namespace) -> int:
-        from pathlib import Path
-
         from tuner.artifact import check_out, export, select_trial
         from tuner.names import CONFIG_FILE
         from tuner.study.storage import load_existing_study
 
+        check_number("--trial", args.trial, 0)
+        check_number("--max-drop", args.max_drop, 0, why=" accuracy points")
+        check_number("--max-latency-ms", args.max_latency_ms, 0, above=True, why=" ms per sample")
+        parent = next((p for p in Path(args.out).parents if p.exists()), Path("."))
+        if not parent.is_dir():
+            raise TunerError(f"--out {args.out}: {parent} is a file, not a directory; pass a directory path.")
         check_out(Path(args.out))
         study = load_existing_study(args.study, args.storage, args.studies_dir)
         trial, why = select_trial(study, args.trial, args.max_drop, args.max_latency_ms)
@@ -253,10 +329,10 @@ class Verify(Command):
                             help="latency reproduces within the recorded 95%% CI or this fraction of it (default 0.10)")
 
     def run(self, args: argparse.Namespace) -> int:
-        from tuner.artifact import checks_table, verify
+        from tuner.artifact import checks_table, read_config, verify
 
-        if args.latency_tolerance < 0:
-            raise TunerError(f"--latency-tolerance must be >= 0, got {args.latency_tolerance}.")
+        check_number("--latency-tolerance", args.latency_tolerance, 0, why=" (a fraction: 0.10 = 10%)")
+        read_config(args.dir)  # a broken or incomplete export is refused before torch loads
         ok, checks = verify(args.dir, log, args.latency_tolerance)
         print(checks_table(checks))
         print("reproduces" if ok else "does NOT reproduce")

@@ -7,6 +7,7 @@ batch, so a trial never decodes a JPEG twice; decoded ImageFolders are cached on
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -21,6 +22,11 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 DEFAULT_RESOLUTION = {"digits": 32}  # digits are 8x8 scans: 32 px keeps the default study fast
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff"}
 CALIBRATION_SIZE = 256  # ORT static quantization needs a few hundred samples, not more
+# The fewest images a class may have: one to validate on and two to train (and calibrate) on. With one
+# ImageFolder and no train/ and val/, a fifth of each class (at least one image) is held out for validation.
+MIN_TRAIN_PER_CLASS, MIN_VAL_PER_CLASS = 2, 1
+MIN_RESOLUTION, MAX_RESOLUTION = 8, 2048
+MAX_IMAGE_PIXELS = 89_478_485  # PIL's own default, set explicitly: a larger image is refused as a decompression bomb
 
 
 @dataclass(frozen=True)
@@ -67,14 +73,27 @@ class Dataset:
 def load_dataset(source: str, resolution: int | None = None, mean: tuple[float, ...] | None = None,
                  std: tuple[float, ...] | None = None, seed: int = 0, cache_dir: Path | None = None) -> Dataset:
     """``digits`` or a path to an ImageFolder (with ``train/`` and ``val/`` inside when present)."""
-    for name, value in (("mean", mean), ("std", std)):
-        if value is not None and (len(value) != 3 or (name == "std" and min(value) <= 0)):
-            raise DataError(f"--{name} takes three numbers (R G B){' > 0' if name == 'std' else ''}, got {value}.")
-    if resolution is not None and not 8 <= resolution <= 2048:
-        raise DataError(f"--resolution must be between 8 and 2048 pixels, got {resolution}.")
+    check_inputs(resolution, mean, std)
     if source == "digits":
         return _digits(resolution or DEFAULT_RESOLUTION["digits"], mean, std, seed)
     return _image_folder(Path(source), resolution or 224, mean or IMAGENET_MEAN, std or IMAGENET_STD, seed, cache_dir)
+
+
+def check_inputs(resolution: int | None, mean: tuple[float, ...] | None, std: tuple[float, ...] | None) -> None:
+    """The numbers that shape every input, checked before anything loads (the CLI calls this first too)."""
+    if resolution is not None and not MIN_RESOLUTION <= resolution <= MAX_RESOLUTION:
+        raise DataError(f"--resolution must be between {MIN_RESOLUTION} and {MAX_RESOLUTION} pixels, got {resolution}.")
+    for name, value in (("mean", mean), ("std", std)):
+        if value is None:
+            continue
+        if len(value) != 3:
+            raise DataError(f"--{name} takes three numbers (R G B), got {len(value)}: {tuple(value)}.")
+        for channel, v in zip("RGB", value):
+            if not math.isfinite(v):
+                raise DataError(f"--{name} {channel} is {v}; it must be a finite number (images are scaled to 0..1).")
+            if name == "std" and v <= 0:
+                raise DataError(f"--std takes three numbers (R G B) > 0, got {v:g} for {channel}: "
+                                "inputs are divided by the std.")
 
 
 # ---------------------------------------------------------------- digits (scikit-learn, offline)
@@ -82,23 +101,39 @@ def load_dataset(source: str, resolution: int | None = None, mean: tuple[float, 
 
 def _digits(resolution: int, mean: tuple[float, ...] | None, std: tuple[float, ...] | None, seed: int) -> Dataset:
     import torch
-    from sklearn.datasets import load_digits
 
-    bunch = load_digits()
-    small = torch.from_numpy(bunch.images.astype(np.float32) * (255.0 / 16.0)).unsqueeze(1)
+    digits, target = _digits_arrays()
+    small = torch.from_numpy(digits.astype(np.float32) * (255.0 / 16.0)).unsqueeze(1)
     big = torch.nn.functional.interpolate(small, size=(resolution, resolution), mode="bilinear", align_corners=False)
     images = big.clamp(0, 255).round().to(torch.uint8).repeat(1, 3, 1, 1).numpy()  # 3 channels, as image models expect
-    labels = bunch.target.astype(np.int64)
+    labels = target.astype(np.int64)
     order = np.random.default_rng(seed).permutation(len(labels))
     n_val, n_calib = len(labels) // 5, len(labels) // 10  # 70 / 10 / 20 train / calibration / validation
     val, calib, train = order[:n_val], order[n_val:n_val + n_calib], order[n_val + n_calib:]
     pixel = images[train].astype(np.float32) / 255.0
     mean = mean or tuple(float(pixel[:, c].mean()) for c in range(3))
     std = std or tuple(float(pixel[:, c].std()) for c in range(3))
-    fp = hashlib.sha256(f"digits:{resolution}:{seed}".encode()).hexdigest()[:16]
+    fp = _fingerprint("digits", resolution, seed, mean, std)  # the 1797 scans never change; torch is in every key
     return Dataset("digits", tuple(str(c) for c in range(10)), resolution, tuple(mean), tuple(std),  # type: ignore[arg-type]
                    Split(images[train], labels[train]), Split(images[val], labels[val]),
                    Split(images[calib], labels[calib]), fp)
+
+
+def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's 1797 8x8 digits (values 0..16) and their labels, read from the CSV file scikit-learn ships,
+    as ``load_digits`` reads it, without importing scikit-learn and SciPy (two seconds of every start)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("sklearn")
+    csv = Path(spec.submodule_search_locations[0], "datasets", "data", "digits.csv.gz") \
+        if spec is not None and spec.submodule_search_locations else None
+    if csv is None or not csv.is_file():
+        from sklearn.datasets import load_digits
+
+        bunch = load_digits()
+        return bunch.images, bunch.target
+    table = np.loadtxt(csv, delimiter=",")
+    return table[:, :-1].reshape(-1, 8, 8), table[:, -1].astype(int)
 
 
 # ---------------------------------------------------------------- ImageFolder
@@ -107,44 +142,100 @@ def _digits(resolution: int, mean: tuple[float, ...] | None, std: tuple[float, .
 def _image_folder(root: Path, resolution: int, mean: tuple[float, ...], std: tuple[float, ...], seed: int,
                   cache_dir: Path | None) -> Dataset:
     if not root.is_dir():
-        raise DataError(f"data directory {root} does not exist; pass --data digits or an ImageFolder directory.")
-    if (root / "train").is_dir() and (root / "val").is_dir():
+        what = "is a file" if root.exists() else "does not exist"
+        raise DataError(f"data directory {root} {what}; pass --data digits or an ImageFolder directory.")
+    has_train, has_val = (root / "train").is_dir(), (root / "val").is_dir()
+    if has_train != has_val:
+        there, missing = ("train", "val") if has_train else ("val", "train")
+        raise DataError(f"{root} has {there}/ but no {missing}/; add {root / missing}/ with the same class folders, "
+                        f"or put the class folders directly in {root}.")
+    if has_train:
         classes, train_files = _list_classes(root / "train")
         val_classes, val_files = _list_classes(root / "val")
         if val_classes != classes:
-            raise DataError(f"{root}: train/ and val/ have different class folders; give both the same classes.")
+            only = sorted(set(classes) ^ set(val_classes))
+            raise DataError(f"{root}: train/ and val/ have different class folders ({', '.join(only[:3])} in only one); "
+                            "give both the same classes.")
+        _check_per_class(root / "train", classes, train_files, MIN_TRAIN_PER_CLASS, "training")
+        _check_per_class(root / "val", classes, val_files, MIN_VAL_PER_CLASS, "validation")
     else:
         classes, files = _list_classes(root)
-        order = np.random.default_rng(seed).permutation(len(files))
-        n_val = max(len(classes), len(files) // 5)
-        val_files = [files[i] for i in sorted(order[:n_val])]
-        train_files = [files[i] for i in sorted(order[n_val:])]
+        _check_per_class(root, classes, files, MIN_TRAIN_PER_CLASS + MIN_VAL_PER_CLASS,
+                         f"a split into training ({MIN_TRAIN_PER_CLASS}+) and validation ({MIN_VAL_PER_CLASS}+)")
+        train_files, val_files = _stratified_split(files, len(classes), seed)
     listing = "\n".join(f"{p}:{p.stat().st_size}:{p.stat().st_mtime_ns}:{y}" for p, y in train_files + val_files)
-    fp = hashlib.sha256(f"{root.resolve()}:{resolution}\n{listing}".encode()).hexdigest()[:16]
-    train, val = _decode_cached(train_files, val_files, resolution, fp, cache_dir)
+    # The decoded pixels depend on the files, their split, the resolution and the decoder; the data set's
+    # fingerprint (the key of every model trained or calibrated on it) adds the normalization and seed.
+    decoded = _fingerprint("folder", str(root.resolve()), _version("pillow"), resolution, listing)
+    train, val = _decode_cached(train_files, val_files, resolution, decoded, cache_dir)
     pick = np.random.default_rng(seed).permutation(len(train))[:CALIBRATION_SIZE]
     calib = Split(train.images[np.sort(pick)], train.labels[np.sort(pick)])
+    fp = _fingerprint(decoded, seed, mean, std, CALIBRATION_SIZE)
     return Dataset(root.name, tuple(classes), resolution, tuple(mean), tuple(std), train, val, calib, fp)  # type: ignore[arg-type]
+
+
+def _fingerprint(*parts: object) -> str:
+    """A content hash of everything that makes the data (and so a model trained on it) what it is."""
+    return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
+
+
+def _version(package: str) -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "absent"
 
 
 def _list_classes(root: Path) -> tuple[list[str], list[tuple[Path, int]]]:
     classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     files = [(p, i) for i, c in enumerate(classes) for p in sorted((root / c).rglob("*"))
-             if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
+             if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and not p.name.startswith(".")]
     if len(classes) < 2:
         raise DataError(f"{root} has {len(classes)} class folder(s); an ImageFolder needs at least 2 "
                         "(one sub-folder of images per class).")
     if not files:
         raise DataError(f"{root} has no images in its class folders; add .jpg/.png files under {root}/<class>/.")
+    counts = np.bincount([y for _, y in files], minlength=len(classes))
+    empty = [classes[i] for i in np.flatnonzero(counts == 0)]
+    if empty:
+        raise DataError(f"class folder {root / empty[0]} has no images ({len(empty)} empty class folder(s)); "
+                        f"add images ({', '.join(sorted(IMAGE_SUFFIXES))}) or remove the folder.")
     return classes, files
+
+
+def _check_per_class(root: Path, classes: list[str], files: list[tuple[Path, int]], minimum: int, purpose: str) -> None:
+    counts = np.bincount([y for _, y in files], minlength=len(classes))
+    few = int(np.argmin(counts))
+    if counts[few] < minimum:
+        raise DataError(f"class {classes[few]!r} in {root} has {counts[few]} image(s); {purpose} needs at least "
+                        f"{minimum} per class: add images to {root / classes[few]}.")
+
+
+def _stratified_split(files: list[tuple[Path, int]], num_classes: int, seed: int
+                      ) -> tuple[list[tuple[Path, int]], list[tuple[Path, int]]]:
+    """A fifth of each class (at least one image) for validation, the rest for training, fixed by the seed."""
+    rng = np.random.default_rng(seed)
+    train, val = [], []
+    for c in range(num_classes):
+        own = [f for f in files if f[1] == c]
+        order = rng.permutation(len(own))
+        n_val = max(MIN_VAL_PER_CLASS, len(own) // 5)
+        val += [own[i] for i in sorted(order[:n_val])]
+        train += [own[i] for i in sorted(order[n_val:])]
+    return train, val
 
 
 def _decode_cached(train_files: list[tuple[Path, int]], val_files: list[tuple[Path, int]], resolution: int,
                    fp: str, cache_dir: Path | None) -> tuple[Split, Split]:
     cached = cache_dir / "data" / f"{fp}.npz" if cache_dir is not None else None
     if cached is not None and cached.is_file():
-        with np.load(cached) as z:
-            return Split(z["train_x"], z["train_y"]), Split(z["val_x"], z["val_y"])
+        try:
+            with np.load(cached) as z:
+                return Split(z["train_x"], z["train_y"]), Split(z["val_x"], z["val_y"])
+        except Exception:  # noqa: BLE001 - a damaged cache file is decoded again and replaced
+            cached.unlink(missing_ok=True)
     train, val = _decode(train_files, resolution), _decode(val_files, resolution)
     if cached is not None:
         cached.parent.mkdir(parents=True, exist_ok=True)
@@ -155,22 +246,39 @@ def _decode_cached(train_files: list[tuple[Path, int]], val_files: list[tuple[Pa
 
 
 def _decode(files: list[tuple[Path, int]], resolution: int) -> Split:
+    _strict_pil()
     with ThreadPoolExecutor(max_workers=4) as pool:  # PIL releases the GIL while decoding
         images = list(pool.map(lambda f: _load_image(f[0], resolution), files))
     return Split(np.stack(images), np.asarray([y for _, y in files], dtype=np.int64))
 
 
+def _strict_pil() -> None:
+    """A truncated file is an error (not silently grey-filled), and so is an image too large to be a photo."""
+    import warnings
+
+    from PIL import Image, ImageFile
+
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+    warnings.filterwarnings("error", category=Image.DecompressionBombWarning)
+
+
 def _load_image(path: Path, resolution: int) -> np.ndarray:
     """Centre-crop to a square, resize to resolution, HWC -> CHW uint8."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     try:
         with Image.open(path) as im:
+            im.load()  # decode it all: a truncated or corrupt file fails here, not half-read
             im = im.convert("RGB")
             w, h = im.size
             side = min(w, h)
             im = im.crop(((w - side) // 2, (h - side) // 2, (w - side) // 2 + side, (h - side) // 2 + side))
             im = im.resize((resolution, resolution), Image.BILINEAR)
             return np.asarray(im, dtype=np.uint8).transpose(2, 0, 1).copy()
-    except (UnidentifiedImageError, OSError) as err:
-        raise DataError(f"cannot read image {path} ({err}); remove or replace the file.") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise DataError(f"image {path} has more than {MAX_IMAGE_PIXELS:,} pixels (a possible decompression bomb); "
+                        "resize it, or remove it from the data.") from None
+    except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as err:  # PIL's decoders raise all of these
+        reason = " ".join(str(err).split())[:160] or type(err).__name__
+        raise DataError(f"cannot read image {path} ({reason}); remove or replace the file.") from None

@@ -8,6 +8,7 @@ import json
 import os
 import platform
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 # ISA features that change which kernels a runtime picks (and so its latency).
@@ -94,3 +95,66 @@ def fingerprint_id(fp: dict[str, Any] | None = None) -> str:
     """A short id of the fingerprint: equal ids mean comparable latencies."""
     fp = fp if fp is not None else fingerprint()
     return hashlib.sha256(json.dumps(fp, sort_keys=True).encode()).hexdigest()[:12]
+
+
+# ---------------------------------------------------------------- bounds before allocation
+
+# A CNN's activations, summed over the layers alive at once in an inference (and a training step's saved ones),
+# run to tens of times its input: ResNet18 at 224 px keeps ~25x the input in flight for inference and ~60x for a
+# training step. 64x the float32 input batch is the estimate a candidate is checked against before any work.
+ACTIVATION_FACTOR = 64
+MEMORY_SHARE = 0.5  # a batch may take at most half the memory available now (the rest: weights, runtimes, the OS)
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to this process now: MemAvailable, capped by a cgroup (container) limit;
+    None where neither can be read (then nothing is refused on memory)."""
+    found: list[int] = []
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    found.append(int(line.split()[1]) * 1024)
+                    break
+    except (OSError, ValueError, IndexError):
+        pass
+    for limit_file, usage_file in (("memory.max", "memory.current"),  # cgroup v2, then v1: a container's limit
+                                   ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes")):
+        try:
+            limit = Path("/sys/fs/cgroup", limit_file).read_text().strip()
+            if limit != "max" and int(limit) < 2**60:  # v1 writes "no limit" as a huge number
+                found.append(max(0, int(limit) - int(Path("/sys/fs/cgroup", usage_file).read_text().strip())))
+            break
+        except (OSError, ValueError):
+            continue
+    if not found:
+        try:
+            found.append(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+        except (ValueError, OSError, AttributeError):
+            return None
+    return min(found)
+
+
+def check_fits(batch_size: int, resolution: int, threads: int = 0, memory: int | None = -1) -> str | None:
+    """Why a candidate's batch at this resolution, or its thread count, does not fit this machine (None: it fits).
+    Checked before any work: a refusal in one line, not a 30 GB allocation or an oversubscribed hang.
+    ``memory``: the bytes available (default: read now; None: unknown, not checked)."""
+    cpus = cores()
+    if threads > cpus:
+        return (f"threads: {threads} is more than this machine's {cpus} CPUs; use at most {cpus} "
+                "(0 = all of them; in a search space, `high: cores`).")
+    memory = available_memory() if memory == -1 else memory
+    if memory is None:
+        return None
+    batch = batch_size * 3 * resolution * resolution * 4  # one float32 input batch
+    budget = int(memory * MEMORY_SHARE)
+    for what, need in (("its input batch alone", batch), (f"an estimated {ACTIVATION_FACTOR}x that in activations",
+                                                         batch * ACTIVATION_FACTOR)):
+        if need > budget:
+            return (f"batch_size {batch_size} at {resolution} px needs {_gib(need)} for {what}, more than half of "
+                    f"the {_gib(memory)} of memory available; use a smaller batch_size or --resolution.")
+    return None
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"

@@ -6,9 +6,12 @@ ResNets use torchvision's parameter names, so a torchvision state_dict loads as 
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
+import inspect
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -125,8 +128,12 @@ def create_model(name: str, num_classes: int) -> nn.Module:
     builder = resolve_builder(name)
     try:
         model = builder(num_classes=num_classes)
+    except SystemExit as err:  # a builder that exits must not end the tuner without a word
+        raise ModelError(f"model {name!r} called sys.exit({err.code!r}) while being built; a model builder "
+                         "must return the module, not exit.") from None
     except Exception as err:  # noqa: BLE001 - a user's callable can raise anything; report it in one line
-        raise ModelError(f"model {name!r} could not be built with num_classes={num_classes}: {err}") from None
+        raise ModelError(f"model {name!r} could not be built with num_classes={num_classes} ({_one_line(err)}); "
+                         "fix the builder, or pass another --model.") from None
     if not isinstance(model, nn.Module):
         raise ModelError(f"model {name!r} returned {type(model).__name__}, not a torch.nn.Module.")
     return model
@@ -148,8 +155,11 @@ def _user_callable(spec: str) -> Callable[..., nn.Module]:
             module = importlib.import_module(target)
     except ModelError:
         raise
+    except SystemExit as err:
+        raise ModelError(f"importing {target!r} for model {spec!r} called sys.exit({err.code!r}); guard its "
+                         "script code with `if __name__ == '__main__':`.") from None
     except Exception as err:  # noqa: BLE001 - a user's module can raise anything on import
-        raise ModelError(f"cannot import {target!r} for model {spec!r}: {type(err).__name__}: {err}") from None
+        raise ModelError(f"cannot import {target!r} for model {spec!r}: {_one_line(err)}") from None
     builder = getattr(module, attr, None)
     if not callable(builder):
         raise ModelError(f"{target!r} has no callable {attr!r}; pass module:callable naming a model builder.")
@@ -157,8 +167,10 @@ def _user_callable(spec: str) -> Callable[..., nn.Module]:
 
 
 def _torchvision_builder(name: str) -> Callable[..., nn.Module] | None:
+    from tuner.zoo import torchvision_models
+
     try:
-        import torchvision.models as tvm
+        tvm = torchvision_models()  # importable beside the CPU torch wheel too (see tuner.zoo)
     except Exception:  # noqa: BLE001 - not installed, or an ABI-mismatched build: treat as absent
         return None
     if name not in tvm.list_models():
@@ -176,6 +188,82 @@ def _timm_builder(name: str) -> Callable[..., nn.Module] | None:
     return lambda num_classes: timm.create_model(name, pretrained=False, num_classes=num_classes)
 
 
+def source_id(name: str) -> str:
+    """What defines the model's code, for cache keys: the hash of a user's file (``file.py:callable`` or the
+    module's file of ``module:callable``), of this file for the built-in ResNets, or the version of the
+    torchvision / timm package. (A user's file is hashed alone: edits to modules it imports are not seen.)"""
+    if name in BUILTIN:
+        return f"tuner.models:{_file_hash(Path(__file__))}"
+    if ":" in name:
+        target = name.rpartition(":")[0]
+        path: Path | None = Path(target) if target.endswith(".py") else None
+        if path is None:
+            try:
+                found = importlib.util.find_spec(target)
+            except (ImportError, ValueError):
+                found = None
+            origin = getattr(found, "origin", None)
+            path = Path(origin) if origin and Path(origin).is_file() else None
+        return f"file:{_file_hash(path)}" if path is not None and path.is_file() else f"module:{target}"
+    from importlib import metadata
+
+    package = "torchvision" if _torchvision_builder(name) is not None else "timm"
+    try:
+        return f"{package}=={metadata.version(package)}"
+    except metadata.PackageNotFoundError:
+        return package
+
+
+def _file_hash(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:20]
+
+
+def check_forward(model: nn.Module, example: torch.Tensor, num_classes: int, name: str, train: bool = False) -> None:
+    """Run one real batch through the model as the tuner will (one input, (batch, classes) logits out), so that
+    a model that takes two inputs, returns a tuple or exits fails here, in one line, and not deep in a trial."""
+    mode = "training" if train else "evaluation"
+    required = _required_inputs(model)
+    if required is not None and required != 1:
+        raise ModelError(f"model {name!r}: forward takes {required} required inputs; the tuner calls forward(x) with "
+                         "one image batch (batch, 3, H, W): give the others defaults, or wrap the model.")
+    was_training = model.training
+    model.train(train)
+    try:
+        with torch.random.fork_rng(devices=[]), torch.set_grad_enabled(train):
+            out = model(example)
+    except SystemExit as err:
+        raise ModelError(f"model {name!r} called sys.exit({err.code!r}) in forward; it must return logits.") from None
+    except Exception as err:  # noqa: BLE001 - the user's forward can raise anything
+        raise ModelError(f"model {name!r} fails on a batch of {len(example)} images {tuple(example.shape)} in "
+                         f"{mode} mode ({_one_line(err)}); it must take one (batch, 3, H, W) tensor.") from None
+    finally:
+        model.train(was_training)
+    expected = (len(example), num_classes)
+    if not isinstance(out, torch.Tensor):
+        raise ModelError(f"model {name!r} returns a {type(out).__name__} in {mode} mode, not a tensor; return the "
+                         f"logits alone, shaped (batch, classes) = {expected}.")
+    if tuple(out.shape) != expected:
+        raise ModelError(f"model {name!r} returns shape {tuple(out.shape)} for a batch of {len(example)}; expected "
+                         f"(batch, classes) = {expected} logits (the data has {num_classes} classes: build the "
+                         "classifier with num_classes).")
+
+
+def _required_inputs(model: nn.Module) -> int | None:
+    try:
+        params = inspect.signature(model.forward).parameters.values()
+    except (TypeError, ValueError):  # a builtin or C forward: let the call tell
+        return None
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    if any(p.kind == inspect.Parameter.VAR_POSITIONAL for p in params):
+        return None
+    return sum(1 for p in params if p.kind in positional and p.default is inspect.Parameter.empty)
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    return f"{type(err).__name__}: {text[:200]}" if text else type(err).__name__
+
+
 # ---------------------------------------------------------------- weights
 
 
@@ -183,20 +271,60 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Load a state_dict safely (weights_only: no code runs from the file)."""
     p = Path(path)
     if not p.is_file():
-        raise ModelError(f"weights file {p} does not exist; pass --weights with a saved state_dict.")
+        what = "is a directory" if p.is_dir() else "does not exist"
+        raise ModelError(f"weights file {p} {what}; pass --weights with a saved state_dict file.")
     try:
-        obj: Any = torch.load(p, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's deprecation notes on old tensor kinds: the checks below speak
+            warnings.simplefilter("ignore")
+            obj: Any = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - a file that is not a state_dict fails in many ways
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if "weights only load failed" in first.lower():  # torch's multi-paragraph advice: say it in a line
+            first = ("it holds Python objects, such as a whole model saved with torch.save(model), that a safe "
+                     "weights_only load does not run")
         raise ModelError(f"weights file {p} is not a loadable PyTorch state_dict ({first[:160]}); "
                          "save it with torch.save(model.state_dict(), PATH).") from None
     for key in ("state_dict", "model", "model_state_dict"):  # common checkpoint wrappers
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
-    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ModelError(f"weights file {p} holds no state_dict of tensors; "
-                         "save it with torch.save(model.state_dict(), PATH).")
-    return {k.removeprefix("module."): v for k, v in obj.items()}
+    save = "save it with torch.save(model.state_dict(), PATH)"
+    if not isinstance(obj, dict) or not obj:
+        got = "an empty mapping" if isinstance(obj, dict) else f"a {type(obj).__name__}"
+        raise ModelError(f"weights file {p} holds no state_dict of tensors (it holds {got}); {save}.")
+    for k, v in obj.items():
+        if not isinstance(k, str):
+            raise ModelError(f"weights file {p} has the key {k!r} ({type(k).__name__}); a state_dict maps parameter "
+                             f"names (strings) to tensors: {save}.")
+        if not isinstance(v, torch.Tensor):
+            raise ModelError(f"weights file {p}: {k} holds {type(v).__name__} {str(v)[:40]!r}, not a tensor; a "
+                             f"state_dict holds tensors only: {save}.")
+        kind = _unloadable_kind(v)
+        if kind:
+            raise ModelError(f"weights file {p}: {k} is {kind}, which a model's state_dict cannot hold; save the "
+                             "dense float weights (torch.save(model.state_dict(), PATH)).")
+        if (v.is_floating_point() or v.is_complex()) and v.numel() and not bool(torch.isfinite(v).all()):
+            share = "all NaN/inf" if not bool(torch.isfinite(v).any()) else "NaN/inf values"
+            raise ModelError(f"weights {p} hold NaN/inf in {k} ({share}); they come from a diverged run: "
+                             "pass weights saved before it diverged.")
+    state = {k.removeprefix("module."): v for k, v in obj.items()}
+    if len(state) != len(obj):
+        raise ModelError(f"weights file {p} has keys with and without the 'module.' prefix for the same "
+                         f"parameter; {save}.")
+    return state
+
+
+def _unloadable_kind(t: torch.Tensor) -> str | None:
+    if t.layout != torch.strided:
+        return f"a {str(t.layout).removeprefix('torch.')} tensor"
+    if t.is_quantized:
+        return "a quantized tensor"
+    if getattr(t, "is_nested", False):
+        return "a nested tensor"
+    if t.is_meta:
+        return "a meta tensor (shape only, no values)"
+    if t.is_complex():
+        return "a complex tensor"
+    return None
 
 
 def classifier_classes(state_dict: dict[str, torch.Tensor]) -> int | None:
@@ -217,4 +345,11 @@ def load_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], source: 
         if own[k].shape != v.shape:
             raise ModelError(f"weights {source}: {k} has shape {tuple(v.shape)} but the model expects "
                              f"{tuple(own[k].shape)}; the weights belong to another model or class count.")
-    model.load_state_dict(state_dict)
+        if own[k].is_floating_point() and not v.is_floating_point():  # loading would truncate, silently
+            raise ModelError(f"weights {source}: {k} holds {str(v.dtype).removeprefix('torch.')} values where the "
+                             f"model has {str(own[k].dtype).removeprefix('torch.')}; save the float weights.")
+    try:
+        model.load_state_dict(state_dict)
+    except (RuntimeError, TypeError, ValueError) as err:
+        raise ModelError(f"weights {source} cannot be loaded into the model ({_one_line(err)}); pass weights "
+                         "saved from this model.") from None

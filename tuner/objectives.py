@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,12 +77,18 @@ def load_objectives(name_or_path: str) -> Objectives:
         if direction not in DIRECTIONS:
             raise ConfigError(f"{path}: objectives: {metric} must be maximize or minimize, got {direction!r}.")
     constraints = []
+    if not isinstance(raw.get("constraints") or {}, dict):
+        raise ConfigError(f"{path}: constraints must map metrics to {{max: NUMBER}} and/or {{min: NUMBER}}, "
+                          f"got a {type(raw['constraints']).__name__}.")
     for metric, bound in (raw.get("constraints") or {}).items():
         _check_metric(path, "constraints", metric)
         if not isinstance(bound, dict) or not bound or set(bound) - {"max", "min"} \
                 or not all(_is_number(v) for v in bound.values()):
-            raise ConfigError(f"{path}: constraints: {metric} must be {{max: NUMBER}} and/or {{min: NUMBER}}, "
-                              f"got {bound!r}.")
+            raise ConfigError(f"{path}: constraints: {metric} must be {{max: NUMBER}} and/or {{min: NUMBER}} with "
+                              f"finite numbers, got {bound!r}.")
+        if "max" in bound and "min" in bound and bound["min"] > bound["max"]:
+            raise ConfigError(f"{path}: constraints: {metric} has min {bound['min']} > max {bound['max']}; no trial "
+                              "could be feasible: swap them.")
         constraints.append(Constraint(metric, bound.get("max"), bound.get("min")))
     return Objectives(str(path), tuple(objectives), tuple(objectives.values()), tuple(constraints))
 
@@ -92,4 +99,4 @@ def _check_metric(path: Path, section: str, metric: Any) -> None:
 
 
 def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)

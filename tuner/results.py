@@ -52,7 +52,7 @@ class Pick:
 
 def is_feasible(t: FrozenTrial) -> bool:
     """Meets every constraint the trial recorded (Optuna's convention: each value <= 0)."""
-    return all(v <= 0 for k, v in t.system_attrs.items() if k.startswith("constraints:"))
+    return all(v <= 0 for v in t.constraints.values())
 
 
 def is_repeat(t: FrozenTrial) -> bool:

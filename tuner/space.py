@@ -200,8 +200,8 @@ def _validate_value(where: str, name: str, value: Any, when: dict[str, tuple[Any
     except TypeError:
         raise ConfigError(f"{where}: {value!r} is not a valid {name}.") from None
     if name == "threads" and value > hardware.cores():  # an oversubscribed machine measures nothing but contention
-        raise ConfigError(f"{where}: {value} threads is more than this machine's {hardware.cores()} CPUs; use at "
-                          "most that, or `high: cores`.")
+        raise ConfigError(f"{where}: {value} is more than this machine's {hardware.cores()} CPUs; use at most "
+                          f"{hardware.cores()}, or `high: cores`.")
 
 
 def _drop_unavailable(space: SearchSpace) -> SearchSpace:

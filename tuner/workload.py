@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tuner.cache import Cache, make_key
+from tuner.cache import Cache, code_id, library_versions, make_key
 from tuner.data import Dataset, load_dataset
 from tuner.errors import ConfigError, ModelError
 
@@ -56,7 +56,7 @@ class Workload:
     data: Dataset
     builder: Callable[..., nn.Module]
     state_dict: dict[str, torch.Tensor]  # the reference (unpruned fp32) weights
-    key: str  # content key of model + weights + data: the root of every cache key
+    key: str  # content key of model code + weights + data + libraries: the root of every cache key
     cache: Cache
 
     def reference_model(self) -> nn.Module:  # a fresh copy: build steps prune and fold it in place
@@ -71,43 +71,70 @@ def load_workload(spec: WorkloadSpec, log: Callable[[str], None] = print) -> Wor
     from tuner import models
 
     cache_root = Path(spec.cache_dir) if spec.cache_dir else None
-    models.resolve_builder(spec.model)  # an unknown model fails before a large data set is decoded
+    models.resolve_builder(spec.model)  # an unknown model or bad weights fail before a large data set is decoded
+    state = models.read_state_dict(spec.weights) if spec.weights else None
     data = load_dataset(spec.data, spec.resolution, spec.mean, spec.std, spec.seed, cache_root)
     torch.manual_seed(spec.seed)  # the baseline's initial weights, so a trained baseline is reproducible
     model = models.create_model(spec.model, data.num_classes)
+    # One real batch of 2 through the model, as every trial will run it: a model with two inputs, a tuple or a
+    # wrongly shaped output, or a forward that exits is refused now, in one line.
+    models.check_forward(model, torch.from_numpy(data.example(2)), data.num_classes, spec.model)
+    source = models.source_id(spec.model)
     cache = Cache(cache_root)
-    if spec.weights:
-        state = models.read_state_dict(spec.weights)
+    baseline_key = None
+    if state is not None:
+        assert spec.weights is not None
         n = models.classifier_classes(state)
         if n is not None and n != data.num_classes:
             raise ModelError(f"weights {spec.weights} have a {n}-class classifier but the data has "
                              f"{data.num_classes} classes; pass weights trained on this data's classes.")
         models.load_weights(model, state, spec.weights)
-        weights_id = _tensor_hash(state)
     else:
-        weights_id = f"trained:{spec.train_steps}:{spec.seed}"
-        state = _baseline(spec, data, model, cache, log)
+        baseline_key = _baseline_key(spec, data, source)
+        state = _baseline(spec, data, model, cache, log, baseline_key)
         model.load_state_dict(state)
-    key = make_key(model=spec.model, weights=weights_id, data=data.fingerprint, torch=torch.__version__)
+    # Every input that changes what a build produces is in this key, the root of every build's key: the model's
+    # code, its weights (by content), the data (content, resolution, split seed, normalization), the baseline's
+    # budget when trained here, and the libraries that compute it.
+    key = make_key(model=spec.model, source=source, weights=_tensor_hash(state), data=data.fingerprint,
+                   baseline=baseline_key, torch=torch.__version__, libraries=library_versions("numpy"))
     return Workload(spec, data, lambda num_classes: models.create_model(spec.model, num_classes),
                     model.state_dict(), key, cache)
 
 
-def _baseline(spec: WorkloadSpec, data: Dataset, model: nn.Module, cache: Cache,
-              log: Callable[[str], None]) -> dict[str, torch.Tensor]:
-    """Train a baseline once per (model, data, resolution, budget, seed); later runs load it."""
+BASELINE_LR = 2e-3
+
+
+def _baseline_key(spec: WorkloadSpec, data: Dataset, source: str) -> str:
+    """The content key of a trained baseline: model code, data (with its normalization, resolution and seed),
+    budget, seed, the training code and the libraries."""
     import torch
 
+    return make_key(stage="baseline", model=spec.model, source=source, data=data.fingerprint,
+                    steps=spec.train_steps, seed=spec.seed, lr=BASELINE_LR, code=code_id("tuner.train"),
+                    torch=torch.__version__, libraries=library_versions("numpy"))
+
+
+def _baseline(spec: WorkloadSpec, data: Dataset, model: nn.Module, cache: Cache,
+              log: Callable[[str], None], key: str) -> dict[str, torch.Tensor]:
+    """Train a baseline once per content key (``_baseline_key``); later runs load it."""
+    import copy
+
+    import torch
+
+    from tuner import models
     from tuner.train import torch_accuracy, train
 
-    key = make_key(stage="baseline", model=spec.model, data=data.fingerprint, steps=spec.train_steps,
-                   seed=spec.seed, torch=torch.__version__)
+    # Training runs the model in training mode, where some models return other things (aux outputs): refused
+    # before anything is written (on a copy: a training-mode forward moves BatchNorm statistics).
+    models.check_forward(copy.deepcopy(model), torch.from_numpy(data.example(2)), data.num_classes, spec.model,
+                         train=True)
 
     def build(out: Path) -> None:
         log(f"no --weights given: training a {spec.model} baseline on {data.name} at {data.resolution} px "
             f"({spec.train_steps} steps, seed {spec.seed}); done once, then cached")
         start = time.perf_counter()
-        train(model, data, spec.train_steps, lr=2e-3, seed=spec.seed)
+        train(model, data, spec.train_steps, lr=BASELINE_LR, seed=spec.seed)
         torch.save(model.state_dict(), out / "weights.pt")
         log(f"baseline trained in {time.perf_counter() - start:.0f} s: top-1 {torch_accuracy(model, data):.2%} on "
             f"{len(data.val)} validation images")

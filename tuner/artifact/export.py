@@ -1,8 +1,10 @@
 """Export a study's chosen point: rebuild it exactly as the study did (same workload, same cached build steps),
-re-measure it, and write ``config.yaml`` plus the artifact: ``model.onnx`` for ONNX Runtime and OpenVINO
-placements, a ``torch.export`` program (``model.pt2``) for torch ones, or, when torch.export cannot capture
-the model, its ``state_dict.pt`` and what it takes to rebuild the module. Everything is written to a temporary
-directory first and moved into place only when complete; a previous export is replaced, nothing else."""
+re-measure it, and write ``config.yaml`` plus the artifact in its runtime's native form: ``model.onnx`` for
+ONNX Runtime placements, the OpenVINO IR (``model.xml`` + ``model.bin``, its compile config recorded) beside the
+``model.onnx`` it was read from for OpenVINO, a ``torch.export`` program (``model.pt2``) for torch ones, or, when
+torch.export cannot capture the model, its ``state_dict.pt`` and what it takes to rebuild the module; and a
+``README.md`` with the lines that load and run it. Everything is written to a temporary directory first and moved
+into place only when complete; a previous export is replaced, nothing else."""
 
 from __future__ import annotations
 
@@ -21,14 +23,28 @@ import numpy as np
 import optuna
 
 from tuner import hardware, results
+from tuner.artifact.readme import readme_text
 from tuner.candidate import Candidate
 from tuner.errors import ConfigError
-from tuner.names import CONFIG_FILE, EXPORT_FORMAT, INPUT, ONNX_FILE, OUTPUT, PROGRAM_FILE, STATE_FILE
+from tuner.names import (
+    CONFIG_FILE,
+    EXPORT_FORMAT,
+    INPUT,
+    IR_BIN_FILE,
+    IR_XML_FILE,
+    ONNX_FILE,
+    OUTPUT,
+    PLACEMENTS,
+    PROGRAM_FILE,
+    README_FILE,
+    STATE_FILE,
+)
 from tuner.study.storage import mask_url, read_remeasure
 from tuner.workload import WorkloadSpec
 
 Log = Callable[[str], None]
-EXPORT_FILES = (ONNX_FILE, PROGRAM_FILE, STATE_FILE, CONFIG_FILE)  # all an export writes, and may replace
+# all an export writes, and may replace
+EXPORT_FILES = (ONNX_FILE, IR_XML_FILE, IR_BIN_FILE, PROGRAM_FILE, STATE_FILE, README_FILE, CONFIG_FILE)
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
@@ -92,7 +108,7 @@ class Exported:
     out: Path
     trial: int
     artifact: str  # file name inside out
-    kind: str  # onnx | torch.export | state_dict
+    kind: str  # onnx | openvino-ir | torch.export | state_dict
     config: dict[str, Any]
 
 
@@ -142,10 +158,18 @@ def export(study: optuna.Study, trial: optuna.trial.FrozenTrial, why: str, out: 
     tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the export is an ordinary directory
     try:
         rebuild: dict[str, Any] | None = None
+        openvino: dict[str, Any] | None = None
         if built.onnx_path is not None:
             kind, artifact = "onnx", ONNX_FILE
             shutil.copyfile(built.onnx_path, tmp / ONNX_FILE)
             input_dtype = "float32"
+            if PLACEMENTS[candidate.placement].runtime == "openvino":
+                from tuner.runtimes.openvino import compile_config, save_ir
+
+                kind, artifact = "openvino-ir", IR_XML_FILE
+                save_ir(tmp / ONNX_FILE, tmp / IR_XML_FILE)
+                openvino = {"read_from": ONNX_FILE, "device": "CPU",
+                            "compile_config": compile_config(candidate.precision, int(metrics["threads"]))}
         else:
             assert built.model is not None
             model = built.model.to("cpu").eval()
@@ -169,6 +193,8 @@ def export(study: optuna.Study, trial: optuna.trial.FrozenTrial, why: str, out: 
             "candidate": candidate.to_dict(),
             "artifact": {"file": artifact, "kind": kind, "runtime": candidate.placement,
                          "sha256": sha256_file(tmp / artifact), "bytes": (tmp / artifact).stat().st_size,
+                         "files": {p.name: sha256_file(p) for p in sorted(tmp.iterdir())},  # every model file
+                         "openvino": openvino,
                          "input": {"name": INPUT, "shape": ["batch", 3, data.resolution, data.resolution],
                                    "dtype": input_dtype,
                                    "preprocessing": "RGB uint8 NCHW -> (x / 255 - mean) / std per channel"},
@@ -189,6 +215,7 @@ def export(study: optuna.Study, trial: optuna.trial.FrozenTrial, why: str, out: 
         })
         import yaml
 
+        (tmp / README_FILE).write_text(readme_text(config), encoding="utf-8")
         (tmp / CONFIG_FILE).write_text("# written by `tuner export`; check it with `tuner verify DIR`\n"
                                   + yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
         _move_into_place(tmp, out)

@@ -54,8 +54,8 @@ def select_trial(study: optuna.Study, trial: int | None = None, max_drop: float 
 def _by_number(study: optuna.Study, done: dict[int, FrozenTrial], number: int) -> FrozenTrial:
     found = [t for t in study.get_trials(deepcopy=False) if t.number == number]
     if not found:
-        raise TunerError(f"study {study.study_name} has no trial #{number} "
-                         f"(its trials are #0-#{len(study.trials) - 1}).")
+        held = f"its trials are #0-#{len(study.trials) - 1}" if study.trials else "it has no trials yet"
+        raise TunerError(f"study {study.study_name} has no trial #{number} ({held}).")
     t = found[0]
     if number not in done:
         reason = t.user_attrs.get("error") or t.system_attrs.get("fail_reason") or ""

@@ -1,6 +1,7 @@
-"""Verify an export: reload its artifact in its runtime through the same path a trial measures by
-(``tuner.measure.open_session`` / ``time_session``), re-measure accuracy and latency on the same data,
-and compare both with ``config.yaml``."""
+"""Verify an export: reload its native artifact in its runtime (the OpenVINO IR with its recorded compile config,
+the ONNX file, the torch.export program or the rebuilt module) through the same path a trial measures by
+(``tuner.measure.open_session`` / ``time_session``), check the sha256 of every model file, re-measure accuracy
+and latency on the same data, and compare both with ``config.yaml``."""
 
 from __future__ import annotations
 
@@ -38,8 +39,9 @@ def read_config(directory: str | Path) -> dict[str, Any]:
     if missing or not isinstance(config["metrics"].get("export"), dict):
         raise ConfigError(f"{d / CONFIG_FILE} is incomplete (no {', '.join(missing) or 'metrics.export'}); "
                           "export again.")
-    if not (d / str(config["artifact"].get("file"))).is_file():
-        raise ConfigError(f"{d} lacks its artifact {config['artifact'].get('file')}; export again.")
+    for name in [config["artifact"].get("file"), *(config["artifact"].get("files") or ())]:
+        if not (d / str(name)).is_file():
+            raise ConfigError(f"{d} lacks its artifact {name}; export again.")
     return config
 
 
@@ -53,8 +55,9 @@ class Check:
 
 
 def load_built(directory: Path, config: dict[str, Any], data: Dataset) -> Built:
-    """The exported artifact as a ``Built`` (what ``measure`` opens): the ONNX file as is, the torch.export
-    program's module, or the module rebuilt by ``tuner.build.rebuild_module`` from its state_dict."""
+    """The exported artifact as a ``Built`` (what ``measure`` opens): the ONNX file or the OpenVINO IR as is (the
+    runtime reads either from ``onnx_path``), the torch.export program's module, or the module rebuilt by
+    ``tuner.build.rebuild_module`` from its state_dict."""
     import torch
 
     from tuner.build import Built, rebuild_module
@@ -63,7 +66,7 @@ def load_built(directory: Path, config: dict[str, Any], data: Dataset) -> Built:
     art = config["artifact"]
     path = directory / art["file"]
     size = path.stat().st_size
-    if art["kind"] == "onnx":
+    if art["kind"] in ("onnx", "openvino-ir"):
         return Built(c, None, path, 0, 0, size)
     if art["kind"] == "torch.export":
         return Built(c, torch.export.load(str(path)).module(), None, 0, 0, size)
@@ -102,8 +105,10 @@ def verify(directory: str | Path, log: Log = print,
     check_supported(c)  # cannot run here: say so (exit 2), do not call it "not reproduced"
     art, rec = config["artifact"], config["metrics"]["export"]
     checks: list[Check] = []
-    digest = sha256_file(d / art["file"])
-    checks.append(Check("artifact sha256", str(art.get("sha256"))[:16], digest[:16], digest == art.get("sha256")))
+    for name, want_digest in (art.get("files") or {art["file"]: art.get("sha256")}).items():
+        digest = sha256_file(d / name) if (d / name).is_file() else "missing"
+        checks.append(Check("artifact sha256" if name == art["file"] else f"sha256 {name}", str(want_digest)[:16],
+                            digest[:16], digest == want_digest))
 
     w = config["workload"]
     data = load_dataset(w["data"], w.get("resolution"), tuple(w["mean"]) if w.get("mean") else None,
@@ -119,6 +124,12 @@ def verify(directory: str | Path, log: Log = print,
     log(f"verifying {d}: {art['kind']} on {c.placement}, batch {c.batch_size}, {threads} threads")
     session = open_session(load_built(d, config, data))
     try:
+        if art["kind"] == "openvino-ir":  # compiled as recorded (and as its README does), checked against ours
+            recorded = dict(art["openvino"]["compile_config"])
+            ours, session.config = session.config, recorded  # type: ignore[attr-defined]
+            checks.append(Check("OpenVINO compile config", _settings(recorded), _settings(ours),
+                                ours == recorded if same_machine else None,
+                                "the export's config is the one compiled and timed here"))
         accuracy = top1(session, data, c.batch_size)
         tol = 1.0 / len(data.val)
         checks.append(Check("accuracy", f"{rec['accuracy']:.4%}", f"{accuracy:.4%}",
@@ -156,6 +167,14 @@ def verify(directory: str | Path, log: Log = print,
                         f"study recorded {config['metrics']['study']['per_sample_ms']:.4f}"))
     ok = all(ch.ok is not False for ch in checks)
     return ok, checks
+
+
+_SHORT = {"INFERENCE_PRECISION_HINT": "precision", "PERFORMANCE_HINT": "mode", "INFERENCE_NUM_THREADS": "threads",
+          "ENABLE_CPU_PINNING": "pinning"}
+
+
+def _settings(config: dict[str, Any]) -> str:
+    return " ".join(f"{_SHORT.get(k, k)}={v}" for k, v in config.items())
 
 
 def checks_table(checks: list[Check]) -> str:

@@ -56,7 +56,7 @@ def int8_step(ctx: StepContext, model: nn.Module, key: str) -> Artifact:
 def fp16_step(ctx: StepContext, model: nn.Module, key: str) -> Artifact:
     """The artifact step for ONNX_FP16 (GPU placements): the fp32 ONNX file converted once per content."""
     fp32 = onnx_fp32_step(ctx, model, key)
-    key = make_key(stage="fp16", input=fp32.key)
+    key = make_key(stage="fp16", input=fp32.key, libraries=library_versions("onnx", "onnxruntime", "onnxruntime-gpu"))
     with ctx.timed("convert"):
         entry = ctx.workload.cache.entry(key, lambda d: convert_fp16(fp32.path, d / ONNX_NAME))
     return Artifact(None, entry / ONNX_NAME, key)

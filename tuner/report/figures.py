@@ -129,7 +129,9 @@ def _percent_ticks(values: list[float]) -> dict[str, Any]:
     decimals = max(0, -math.floor(math.log10(step * 100) + 1e-9))
     first, last = math.floor(lo / step + 1e-9), math.ceil(hi / step - 1e-9)
     ticks = [k * step for k in range(first - (first == last), last + 1 + (first == last))]
-    return {"tickvals": ticks, "ticktext": [f"{100 * t:.{decimals}f}%" for t in ticks]}
+    # The range is set too: plotly's own for points that (nearly) coincide is far wider than the ticks.
+    return {"tickvals": ticks, "ticktext": [f"{100 * t:.{decimals}f}%" for t in ticks],
+            "range": [ticks[0] - step / 2, ticks[-1] + step / 2]}
 
 
 def _log_ticks(values: list[float]) -> dict[str, Any]:

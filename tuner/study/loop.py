@@ -21,7 +21,7 @@ from tuner import hardware, results
 from tuner.candidate import Candidate
 from tuner.errors import CandidateBuildError, ConfigError, HopelessCandidate, MeasurementError, UnsupportedCombination
 from tuner.study.counts import count_trials, space_exhausted, study_complete
-from tuner.study.storage import check_study_name, make_storage
+from tuner.study.storage import check_study_name, make_storage, write_constraints, write_figures
 from tuner.worker import TrialCrashed, Worker
 
 if TYPE_CHECKING:
@@ -114,6 +114,8 @@ def open_study(s: StudySettings, storage: optuna.storages.BaseStorage | None = N
         study.set_metric_names(list(s.objectives.names))
         study.set_user_attr("fingerprint", hardware.fingerprint())
         study.set_user_attr("workload", s.workload.to_record())
+        # What each constraint of a trial is (optuna-dashboard lists them by position, unnamed).
+        study.set_user_attr("constraints", [str(c) for c in s.objectives.constraints])
         # With its params in the space's own names, samplers learn from the baseline like any trial
         # (NSGA-II's intersection search space would otherwise be empty); else it runs as a fixed point.
         params = s.space.params_of(baseline_candidate())
@@ -147,8 +149,10 @@ def _retry_after_crash(study: optuna.Study, trial: optuna.trial.FrozenTrial, max
 class Objective:
     """Optuna's objective: sample -> evaluate in the worker -> record."""
 
-    def __init__(self, settings: StudySettings, worker: Worker, reference_accuracy: float, trial_timeout: float):
+    def __init__(self, settings: StudySettings, worker: Worker, reference_accuracy: float, trial_timeout: float,
+                 resolution: int):
         self.s = settings
+        self.resolution = resolution
         self.worker = worker
         self.reference_accuracy = reference_accuracy
         self.trial_timeout = trial_timeout
@@ -170,6 +174,9 @@ class Objective:
             from tuner.runtimes import check_supported  # the parent loads the runtimes only when it samples
 
             check_supported(candidate)
+            too_big = hardware.check_fits(candidate.batch_size, self.resolution, candidate.threads)
+            if too_big:
+                raise UnsupportedCombination(too_big)
         except UnsupportedCombination as err:  # refused before any work; the sampler learns from it
             trial.set_user_attr("error", str(err))
             raise optuna.TrialPruned(str(err)) from None
@@ -192,9 +199,8 @@ class Objective:
             trial.set_user_attr("build_seconds", ev.build_seconds)
             trial.set_user_attr("cache", {"hits": ev.cache_hits, "misses": ev.cache_misses})
         metrics["accuracy_drop"] = self.reference_accuracy - metrics["accuracy"]
-        trial.set_user_attr("metrics", metrics)
-        for c in self.s.objectives.constraints:
-            trial.set_constraint(c.metric, c.violation(metrics))
+        write_figures(trial, metrics)  # the metrics dict, and the figures users sort by as plain numbers
+        write_constraints(trial, {c.metric: c.violation(metrics) for c in self.s.objectives.constraints})
         return self.s.objectives.values(metrics)
 
     @staticmethod
@@ -209,8 +215,9 @@ class Objective:
 
 
 def run_study(s: StudySettings, on_progress: Callable[[Progress], None] = lambda p: None,
-              log: Callable[[str], None] = print) -> optuna.Study:
-    """Run (or resume) the study until it holds ``n_trials`` finished trials or the timeout passes."""
+              log: Callable[[str], None] = print, announce: Callable[[], None] = lambda: None) -> optuna.Study:
+    """Run (or resume) the study until it holds ``n_trials`` finished trials or the timeout passes.
+    ``announce`` is called once the workload loaded and the study opened (setup can no longer fail on input)."""
     done_before = 0
     worker = Worker(s.workload)
     try:
@@ -224,6 +231,7 @@ def run_study(s: StudySettings, on_progress: Callable[[Progress], None] = lambda
         reference = worker.reference(timeout=max(3600.0, s.trial_timeout or 0.0))
         trial_timeout = s.trial_timeout or default_trial_timeout(time.monotonic() - started)
         study, created = open_study(s, storage)
+        announce()
         done_before = count_trials(study).accounted
         if study.user_attrs.get("reference") is None:
             study.set_user_attr("reference", reference)
@@ -252,7 +260,7 @@ def run_study(s: StudySettings, on_progress: Callable[[Progress], None] = lambda
             progress.last = results.describe_trial(trial)
             on_progress(progress)
 
-        objective = Objective(s, worker, reference_accuracy, trial_timeout)
+        objective = Objective(s, worker, reference_accuracy, trial_timeout, int(reference["resolution"]))
         deadline = time.monotonic() + s.timeout if s.timeout else float("inf")
         signal.signal(signal.SIGINT, on_sigint)
         try:

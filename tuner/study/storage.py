@@ -16,6 +16,12 @@ if TYPE_CHECKING:
     from tuner.workload import WorkloadSpec
 
 REMEASURE_ATTR = "remeasure"  # study user attr: the end-of-study re-measure (tuner.remeasure.RemeasureSummary)
+# The figures a user sorts trials by, each also kept as a plain trial user attr (beside the "metrics" dict), so that
+# optuna-dashboard and trials_dataframe() show them as numbers.
+FLAT_METRICS = ("accuracy", "accuracy_drop", "per_sample_ms", "latency_ms", "latency_p95_ms", "throughput", "size_mb",
+                "macs", "params")
+REMEASURED_PREFIX = "remeasured_per_sample_ms #"  # study user attr per re-timed trial: its re-measured figure
+_DASHBOARD_CONSTRAINTS = "constraints"  # the trial system attr optuna-dashboard reads constraints from
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
@@ -91,14 +97,47 @@ def load_existing_study(name: str, storage: str | None, studies_dir: str) -> opt
                           "check the --storage URL.") from None
 
 
+# ---------------------------------------------------------------- what a running trial records
+
+
+def write_figures(trial: optuna.Trial, metrics: dict[str, Any]) -> None:
+    """The whole ``metrics`` dict, and each figure of ``FLAT_METRICS`` as a plain number of its own."""
+    trial.set_user_attr("metrics", metrics)
+    for key in FLAT_METRICS:
+        if isinstance(metrics.get(key), (int, float)):
+            trial.set_user_attr(key, metrics[key])
+
+
+def write_constraints(trial: optuna.Trial, violations: dict[str, float]) -> None:
+    """Each constraint's violation (<= 0: met), in the objectives file's order, as the plain list that Optuna's
+    samplers, ``study.best_trials``, ``FrozenTrial.constraints`` and optuna-dashboard (0.21, which does not read
+    ``Trial.set_constraint``'s named keys) all read, written once through the storage's public API. The names are
+    the study's user attr ``constraints``."""
+    if violations:
+        storage = trial.storage
+        trial_id = storage.get_trial_id_from_study_id_trial_number(
+            storage.get_study_id_from_name(trial.study.study_name), trial.number)
+        storage.set_trial_system_attr(trial_id, _DASHBOARD_CONSTRAINTS, [float(v) for v in violations.values()])
+
+
 # ---------------------------------------------------------------- annotations of a finished study
 # Optuna keeps finished trials read-only, so what the tuner learns after a trial ended (the re-measure) is
 # kept on the study, keyed by trial number: public API, on every storage.
 
 
 def write_remeasure(study: optuna.Study, record: dict[str, Any]) -> None:
-    """Keep the end-of-study re-measure (``RemeasureSummary.to_dict()``: per trial under ``trials``)."""
+    """Keep the end-of-study re-measure (``RemeasureSummary.to_dict()``: per trial under ``trials``), and each
+    re-timed trial's per-sample figure as a plain study user attr of its own (``remeasured_per_sample_ms #7``);
+    one from an earlier re-measure that this one did not re-time is set to None."""
     study.set_user_attr(REMEASURE_ATTR, record)
+    figures = {f"{REMEASURED_PREFIX}{int(n)}": float(e["per_sample_ms"])
+               for n, e in (record.get("trials") or {}).items()
+               if isinstance(e, dict) and isinstance(e.get("per_sample_ms"), (int, float))}
+    for key in study.user_attrs:
+        if key.startswith(REMEASURED_PREFIX) and key not in figures:
+            study.set_user_attr(key, None)
+    for key, value in figures.items():
+        study.set_user_attr(key, value)
 
 
 def read_remeasure(study: optuna.Study) -> dict[int, dict[str, Any]]:

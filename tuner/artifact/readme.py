@@ -1,0 +1,131 @@
+"""The README.md of an export directory: what the files are, the preprocessing, and the exact lines that load the
+artifact in its own runtime and print a prediction (written from the export's ``config.yaml`` contents, so the
+lines carry the recorded mean, std, classes, input and output names and runtime settings)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tuner.names import CONFIG_FILE, INPUT, IR_BIN_FILE, IR_XML_FILE, ONNX_FILE, OUTPUT, PLACEMENTS
+
+_PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
+_ORT_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
+               "all": "ORT_ENABLE_ALL"}
+
+
+def _prelude(config: dict[str, Any], imports: list[str]) -> list[str]:
+    """Imports, then the recorded normalization and an input batch: RGB uint8 images -> NCHW float32."""
+    data = config["data"]
+    size = int(data["resolution"])
+    return [*imports, "",
+            f"H = W = {size}",
+            f"mean = np.array({[round(float(v), 8) for v in data['mean']]}, np.float32).reshape(1, 3, 1, 1)",
+            f"std = np.array({[round(float(v), 8) for v in data['std']]}, np.float32).reshape(1, 3, 1, 1)",
+            f"classes = {[str(c) for c in data['classes']]}",
+            "",
+            "# Your images, RGB uint8, N x H x W x 3: centre-cropped to a square and resized (bilinear) to H x W,",
+            "# e.g. np.stack([np.asarray(Image.open(p).convert('RGB').resize((W, H), Image.BILINEAR)) for p in paths])",
+            "pixels = np.zeros((1, H, W, 3), np.uint8)",
+            "x = ((pixels.transpose(0, 3, 1, 2) / 255.0 - mean) / std).astype(np.float32)  # NCHW float32",
+            ""]
+
+
+def _onnxruntime(config: dict[str, Any]) -> list[str]:
+    c = config["candidate"]
+    device = PLACEMENTS[c["placement"]].device
+    threads = int(config["metrics"]["export"].get("threads") or c.get("threads") or 0)
+    return [*_prelude(config, ["import numpy as np", "import onnxruntime as ort"]),
+            "options = ort.SessionOptions()",
+            f"options.graph_optimization_level = ort.GraphOptimizationLevel.{_ORT_LEVELS[c['graph_opt']]}",
+            f"options.intra_op_num_threads = {threads}",
+            f'session = ort.InferenceSession("{ONNX_FILE}", options, providers=["{_PROVIDERS[device]}"])',
+            f'logits = session.run(["{OUTPUT}"], {{"{INPUT}": x}})[0]',
+            "print([classes[i] for i in logits.argmax(1)])"]
+
+
+def _openvino(config: dict[str, Any]) -> list[str]:
+    settings = config["artifact"]["openvino"]["compile_config"]
+    return [*_prelude(config, ["import numpy as np", "import openvino as ov"]),
+            "core = ov.Core()",
+            f'model = core.read_model("{IR_XML_FILE}")  # reads {IR_BIN_FILE} beside it',
+            f'model.reshape({{"{INPUT}": list(x.shape)}})  # static shapes: compile for the batch size you run',
+            f"compiled = core.compile_model(model, \"CPU\", {settings!r})",
+            f'logits = compiled(x)[compiled.output("{OUTPUT}")]',
+            "print([classes[i] for i in logits.argmax(1)])"]
+
+
+def _torch_export(config: dict[str, Any], program: str) -> list[str]:
+    dtype = config["artifact"]["input"]["dtype"]
+    threads = int(config["metrics"]["export"].get("threads") or config["candidate"].get("threads") or 0)
+    return [*_prelude(config, ["import numpy as np", "import torch"]),
+            *([f"torch.set_num_threads({threads})"] if threads else []),
+            f'module = torch.export.load("{program}").module()',
+            "with torch.inference_mode():",
+            f"    logits = module(torch.from_numpy(x).to(torch.{dtype})).float().numpy()",
+            "print([classes[i] for i in logits.argmax(1)])"]
+
+
+def _state_dict(config: dict[str, Any], state: str) -> list[str]:
+    r = config["artifact"]["rebuild"]
+    return [*_prelude(config, ["import numpy as np", "import torch", "",
+                               "from tuner.build import rebuild_module  # the tuner package rebuilds the module",
+                               "from tuner.candidate import Candidate", "from tuner.models import create_model"]),
+            f"candidate = Candidate.from_dict({config['candidate']!r})",
+            f"module = rebuild_module(create_model({r['model']!r}, {int(r['num_classes'])}), candidate,",
+            "                        torch.from_numpy(x[:1]),",
+            f'                        torch.load("{state}", map_location="cpu", weights_only=True))',
+            "with torch.inference_mode():",
+            (f"    logits = module(torch.from_numpy(x).to(torch.{config['artifact']['input']['dtype']}))"
+            ".float().numpy()"),
+            "print([classes[i] for i in logits.argmax(1)])"]
+
+
+def code_lines(config: dict[str, Any]) -> list[str]:
+    """The Python lines that load and run the export's native artifact and print a prediction."""
+    art = config["artifact"]
+    if art["kind"] == "openvino-ir":
+        return _openvino(config)
+    if art["kind"] == "onnx":
+        return _onnxruntime(config)
+    if art["kind"] == "torch.export":
+        return _torch_export(config, art["file"])
+    return _state_dict(config, art["file"])
+
+
+def readme_text(config: dict[str, Any]) -> str:
+    art, c, data = config["artifact"], config["candidate"], config["data"]
+    m = config["metrics"]["export"]
+    runtime = {"openvino-ir": "OpenVINO", "onnx": "ONNX Runtime", "torch.export": "PyTorch (torch.export)",
+               "state_dict": "PyTorch (state_dict, rebuilt with the tuner package)"}[art["kind"]]
+    files = [f"- `{art['file']}`: the model ({runtime})"]
+    if art["kind"] == "openvino-ir":
+        files += [f"- `{IR_BIN_FILE}`: its weights", f"- `{ONNX_FILE}`: the same model as ONNX (what the study ran)"]
+    files += [f"- `{CONFIG_FILE}`: every setting, the measured figures, hardware, libraries and sha256 of each file"]
+    size = int(data["resolution"])
+    return "\n".join([
+        (f"# Trial #{config['study']['trial']} of study `{config['study']['name']}`: {c['precision']} on "
+        f"{c['placement']}, batch {c['batch_size']}, prune {c['prune_ratio']}"),
+        "",
+        (f"Top-1 accuracy {m['accuracy']:.2%} on {data['validation_images']} validation images of "
+        f"`{data['name']}`; {m['per_sample_ms']:.4f} ms per sample at batch {c['batch_size']} "
+        f"({m['executed_precision']} executed, threads: {m['threads']}) on the machine in `{CONFIG_FILE}`."),
+        "",
+        *files,
+        "",
+        "## Preprocessing",
+        "",
+        (("scikit-learn's 8 x 8 digits (0-16) scaled to 0-255, " if data["name"] == "digits" else
+          "RGB, centre-cropped to a square, ")
+         + f"resized (bilinear) to {size} x {size}, uint8; then `(pixels / 255 - mean) / std`"
+        f" per channel with the mean and std below; NCHW float32. Input `{INPUT}` (N x 3 x {size} x {size}), "
+        f"output `{OUTPUT}` (N x {len(data['classes'])}, class order as in `classes`)."),
+        "",
+        f"## Run it in {runtime}",
+        "",
+        "```python",
+        *code_lines(config),
+        "```",
+        "",
+        ("`tuner verify .` reloads the model the same way, re-measures accuracy and latency, and compares both with "
+        f"`{CONFIG_FILE}`."),
+        ""])

@@ -141,3 +141,25 @@ def test_only_repeats_in_a_row_end_a_study():
     assert count_trials(study).repeat_streak == 4 and not study_complete(count_trials(study), 5)
     add(True)
     assert study_complete(count_trials(study), 5)  # 5 proposals in a row repeated: the space is exhausted
+
+
+def test_the_hand_made_anchors_are_enqueued_where_the_space_holds_them(tmp_path):
+    """Unpruned int8 at batch 1 on each int8 placement of the space (all cores, else one thread): the search starts
+    from what an expert sets up by hand; a space that cannot express them gets none."""
+    from tuner.candidate import Candidate
+    from tuner.space import load_space
+    from tuner.study.loop import anchor_params
+
+    anchors = anchor_params(load_space("default"))
+    got = [load_space("default").sample(optuna.trial.FixedTrial(a)) for a in anchors]
+    assert {c.placement for c in got} == {"ort-cpu", "ov-cpu"}
+    assert all(c == Candidate(precision="int8", placement=c.placement, batch_size=1, threads=c.threads) for c in got)
+    one_thread = tmp_path / "one.yaml"
+    one_thread.write_text(yaml.safe_dump({"placement": {"choices": ["torch-cpu", "ort-cpu"]}, "threads": 1,
+                                          "precision": {"per": "placement", "choices": {"torch-cpu": ["fp32"],
+                                                                                        "ort-cpu": ["int8"]}}}))
+    assert [load_space(str(one_thread)).sample(optuna.trial.FixedTrial(a)).threads
+            for a in anchor_params(load_space(str(one_thread)))] == [1]
+    no_int8 = tmp_path / "float.yaml"
+    no_int8.write_text(yaml.safe_dump({"placement": "ort-cpu", "precision": "fp32"}))
+    assert anchor_params(load_space(str(no_int8))) == []

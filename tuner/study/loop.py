@@ -120,7 +120,29 @@ def open_study(s: StudySettings, storage: optuna.storages.BaseStorage | None = N
         # (NSGA-II's intersection search space would otherwise be empty); else it runs as a fixed point.
         params = s.space.params_of(baseline_candidate())
         study.enqueue_trial(params or {}, user_attrs={"baseline": True, "fixed_point": params is None})
+        for anchor in anchor_params(s.space):
+            study.enqueue_trial(anchor, user_attrs={"anchor": True})
     return study, created
+
+
+def anchor_params(space: SearchSpace) -> list[dict[str, Any]]:
+    """The params of what an expert sets up by hand in ten lines, where the space holds it: the unpruned model in
+    int8 on each placement of the space that runs int8 here, batch 1, on every core (else one thread). Measured
+    first, so that the search starts from the strongest hand-made points of this machine rather than having to
+    stumble on them, and the front is never worse than them."""
+    from tuner.runtimes import PLACEMENTS
+
+    found = []
+    for placement in space.placements:
+        p = PLACEMENTS[placement]
+        if p.unavailable() or p.refuse("int8"):
+            continue
+        for threads in dict.fromkeys((hardware.cores(), 1)):
+            params = space.params_of(Candidate(precision="int8", placement=placement, batch_size=1, threads=threads))
+            if params is not None:
+                found.append(params)
+                break
+    return found
 
 
 def _check_same_hardware(study: optuna.Study, s: StudySettings) -> None:

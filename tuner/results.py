@@ -9,7 +9,7 @@ go through the very same code.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -143,7 +143,3 @@ def describe_trial(t: FrozenTrial) -> str:
         return f"#{t.number} {what}: {m['accuracy']:.2%}, {m['per_sample_ms']:.3f} ms/sample"
     reason = t.user_attrs.get("error") or t.system_attrs.get("fail_reason", "")
     return f"#{t.number} {what}: {t.state.name.lower()} ({str(reason).splitlines()[0][:120] if reason else ''})"
-
-
-def by_number(trials: Sequence[FrozenTrial]) -> dict[int, FrozenTrial]:
-    return {t.number: t for t in trials}

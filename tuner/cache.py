@@ -36,19 +36,6 @@ def code_id(*modules: str) -> str:
     return h.hexdigest()[:20]
 
 
-def library_versions(*packages: str) -> dict[str, str]:
-    """The installed versions of the packages whose code computes a cached output (part of its key)."""
-    from importlib import metadata
-
-    versions = {}
-    for name in packages:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = "absent"
-    return versions
-
-
 class Cache:
     def __init__(self, root: Path | None):
         self.root = root  # None: nothing is kept (each call builds into a fresh temporary directory)

@@ -69,9 +69,10 @@ def gpu_name() -> str | None:
     return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
 
 
-def library_versions() -> dict[str, str]:
+def library_versions(*names: str) -> dict[str, str]:
+    """Installed versions of ``names`` (default: the runtimes and libraries that shape latency); missing ones left out."""
     versions = {}
-    for name in _LIBRARIES:
+    for name in names or _LIBRARIES:
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:

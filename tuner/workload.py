@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tuner.cache import Cache, code_id, library_versions, make_key
+from tuner.cache import Cache, code_id, make_key
 from tuner.data import Dataset, load_dataset
 from tuner.errors import ConfigError, ModelError
+from tuner.hardware import library_versions
 
 if TYPE_CHECKING:
     import torch

@@ -14,7 +14,8 @@ from tuner.build.export import ONNX_NAME, onnx_fp32_step
 from tuner.build.qdq import CALIBRATION_BATCH, quantize_int8
 from tuner.build.sensitivity import most_sensitive
 from tuner.build.step import Artifact
-from tuner.cache import code_id, library_versions, make_key
+from tuner.cache import code_id, make_key
+from tuner.hardware import library_versions
 from tuner.names import TORCH_DTYPES
 
 if TYPE_CHECKING:

@@ -25,7 +25,8 @@ def _metrics(rng: np.random.Generator, reference: float) -> dict:
     return {"accuracy": accuracy, "accuracy_drop": reference - accuracy, "per_sample_ms": per_sample,
             "latency_ms": per_sample * bs, "latency_p95_ms": per_sample * bs * rng.uniform(1.0, 1.5),
             "latency_ci_ms": [per_sample * bs * 0.97, per_sample * bs * 1.03], "batch_size": bs,
-            "throughput": 1000.0 / per_sample, "size_mb": float(rng.uniform(0.5, 50)), "params": 1000,
+            "throughput": 1000.0 / per_sample, "size_mb": float(rng.uniform(0.5, 50)),
+            "compressed_mb": float(rng.uniform(0.1, 40)), "params": 1000,
             "macs": int(rng.integers(10**6, 10**9)), "executed_precision": "fp32", "threads": 1, "samples": 30}
 
 

@@ -86,7 +86,7 @@ def test_shipped_objectives_load():
     assert o.names == ("accuracy", "per_sample_ms") and o.directions == ("maximize", "minimize")
     assert [str(c) for c in o.constraints] == ["accuracy_drop <= 0.01"]
     assert load_objectives("latency_slo").names == ("accuracy", "throughput")
-    assert "size_mb" in load_objectives("accuracy_size").names
+    assert "compressed_mb" in load_objectives("accuracy_size").names
     c = o.constraints[0]
     assert c.violation({"accuracy_drop": 0.02}) > 0 >= c.violation({"accuracy_drop": 0.005})
 

@@ -13,7 +13,7 @@ from tuner.errors import ConfigError
 OBJECTIVES_DIR = Path(__file__).resolve().parent.parent / "objectives"
 # Every metric a trial reports that can be optimized or constrained (see tuner.measure.Metrics).
 METRICS = ("accuracy", "accuracy_drop", "latency_ms", "latency_p95_ms", "per_sample_ms", "throughput",
-           "params", "macs", "size_mb")
+           "params", "macs", "size_mb", "compressed_mb")
 DIRECTIONS = ("maximize", "minimize")
 
 

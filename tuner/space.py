@@ -60,7 +60,8 @@ class SearchSpace:
         values: dict[str, Any] = {}
         for p in self.params:
             if p.applies(values):
-                values[p.name] = p.sample(trial, values)
+                value = p.sample(trial, values)
+                values[p.name] = round(value, 6) if isinstance(value, float) else value  # 0.6000000000000001
         return Candidate(**values)
 
     def params_of(self, candidate: Candidate) -> dict[str, Any] | None:

@@ -130,8 +130,17 @@ def per_sample_ci(metrics: dict[str, Any]) -> tuple[float, float]:
 
 
 def label(c: dict[str, Any]) -> str:
-    """A candidate in a few words: placement, precision, prune ratio, batch."""
-    return f"{c.get('placement')} {c.get('precision')} prune {c.get('prune_ratio', 0):.2f} bs {c.get('batch_size')}"
+    """A candidate in a few words: placement, precision, how it was compressed, batch."""
+    shrink = f"prune {c.get('prune_ratio', 0):.2f}"
+    if c.get("prune_ratio") and c.get("prune_profile", "uniform") != "uniform":
+        shrink += f" {c['prune_profile']}"
+    if c.get("drop_blocks"):
+        shrink += f" -{c['drop_blocks']} blocks"
+    if c.get("sparsity"):
+        shrink += f" sparse {c['sparsity']:.2f}"
+    if c.get("recovery") == "long":
+        shrink += " (long recovery)"
+    return f"{c.get('placement')} {c.get('precision')} {shrink} bs {c.get('batch_size')}"
 
 
 def describe_trial(t: FrozenTrial) -> str:

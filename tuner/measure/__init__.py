@@ -18,6 +18,8 @@ from tuner.measure.latency import LatencyPolicy, LatencyStats, time_calls
 from tuner.runtimes.base import describe_precisions
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from tuner.build import Built
     from tuner.data import Dataset
     from tuner.runtimes import Session
@@ -90,13 +92,14 @@ def holdout_accuracy(built: Built, data: Dataset) -> float | None:
 
 
 def measure(built: Built, data: Dataset, policy: LatencyPolicy = LatencyPolicy(),
-            min_accuracy: float | None = None) -> Metrics:
+            min_accuracy: float | None = None, keep_logits: list[np.ndarray] | None = None) -> Metrics:
+    """``keep_logits`` collects the validation logits, batch by batch (``tuner.measure.accuracy.top1``)."""
     c = built.candidate
     threads = resolve_threads(c.threads)
     start = time.perf_counter()
     session = open_session(built)
     try:
-        accuracy = top1(session, data, c.batch_size, min_accuracy)  # first: a hopeless one skips timing
+        accuracy = top1(session, data, c.batch_size, min_accuracy, keep=keep_logits)  # first: a hopeless one skips timing
         lat = time_session(session, data, c.batch_size, threads, policy)
         executed = session.executed_precision
         layers = describe_precisions(session.layer_precisions)

@@ -18,6 +18,7 @@ import torch
 import torch_pruning
 from torch import nn
 
+from tuner import hardware
 from tuner.build import sparsify, student
 from tuner.build.prune import count, output_layer, prune, prune_to
 from tuner.build.recover import RecoveryRecord, recover, removed_share
@@ -83,7 +84,8 @@ def reshape(model: nn.Module, c: Candidate, example: torch.Tensor, state: dict[s
 
 def _key(model_key: str, c: Candidate, dropped: tuple[str, ...], fidelity: str, seed: int, epochs: float) -> str:
     return make_key(stage="compress", input=model_key, dropped=list(dropped), ratio=c.prune_ratio,
-                    profile=c.prune_profile if c.prune_ratio else None, sparsity=c.sparsity, fidelity=fidelity,
+                    profile=c.prune_profile if c.prune_ratio else None, multiple=hardware.channel_multiple(),
+                    sparsity=c.sparsity, fidelity=fidelity,
                     epochs=epochs, seed=seed, tp=torch_pruning.__version__, torch=torch.__version__,
                     code=code_id("tuner.build.prune", "tuner.build.student", "tuner.build.sparsify",
                                  "tuner.build.recover", "tuner.train"))

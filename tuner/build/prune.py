@@ -11,7 +11,8 @@ Profiles (``Candidate.prune_profile``), all removing channels by L2 group magnit
 Handled deliberately: the classifier's outputs (the classes) are never pruned; a residual stream (stem,
 downsample and every block's last conv) is one group, pruned as a whole; a depthwise conv goes with the
 channels it is fed; grouped convs keep equal groups (Torch-Pruning's channel groups). Every kept count is a
-multiple of ``ROUND_TO`` (at least one multiple): odd counts make a pruned model slower, not faster.
+multiple of ``tuner.hardware.channel_multiple()`` (at least one; a group under two multiples wide is kept
+exact): odd counts make a pruned model slower, not faster.
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ import torch
 import torch_pruning as tp
 from torch import Tensor, nn
 
+from tuner import hardware
 from tuner.names import PRUNE_PROFILES as PROFILES
 
-ROUND_TO = 8  # channel counts kept in multiples of 8: see benchmarks/channel_rounding.py for 8 / 16 / 32 / 64 here
 MAX_GROUP_RATIO = 0.9  # global profile: the most any one group loses
 
 
@@ -44,7 +45,7 @@ def output_layer(model: nn.Module, example: torch.Tensor) -> nn.Module | None:
 
 
 def prune(model: nn.Module, ratio: float, example: torch.Tensor, profile: str = "uniform",
-          round_to: int = ROUND_TO) -> nn.Module:
+          round_to: int | None = None) -> nn.Module:
     """Remove channels of every prunable group, in place, as ``profile`` allots ``ratio``.
 
     Deterministic: the same weights, ratio and profile give the same architecture, which lets the cache
@@ -55,7 +56,7 @@ def prune(model: nn.Module, ratio: float, example: torch.Tensor, profile: str = 
     if profile not in PROFILES:
         raise ValueError(f"prune_profile must be one of {', '.join(PROFILES)}, but got {profile!r}.")
     pruner = _pruner(model, example)
-    _cut(pruner, _plan(pruner, ratio, profile, round_to))
+    _cut(pruner, _plan(pruner, ratio, profile, round_to or hardware.channel_multiple()))
     return model
 
 

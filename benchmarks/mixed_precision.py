@@ -40,6 +40,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_workload_args(p, studies_dir="studies")
     p.add_argument("--prune-ratio", type=float, default=0.0, help="the build to quantize (default 0)")
+    p.add_argument("--prune-profile", default="uniform", help="uniform | global (default uniform)")
+    p.add_argument("--drop-blocks", type=int, default=0, help="blocks dropped from the build (default 0)")
     p.add_argument("--placement", default="ov-cpu", help="ov-cpu | ort-cpu (default ov-cpu)")
     p.add_argument("--threads", type=int, default=1, help="threads of every row (default 1)")
     p.add_argument("--ks", default="1,2,4", help="comma-separated float_layers values to try (default 1,2,4)")
@@ -58,7 +60,8 @@ def rows(args: argparse.Namespace) -> dict[str, dict]:
     from tuner.runtimes import PLACEMENTS
     from tuner.study.loop import baseline_candidate
 
-    common = {"placement": args.placement, "prune_ratio": args.prune_ratio, "threads": args.threads}
+    common = {"placement": args.placement, "prune_ratio": args.prune_ratio, "threads": args.threads,
+              "prune_profile": args.prune_profile, "drop_blocks": args.drop_blocks}
     out = {"baseline": baseline_candidate().to_dict(),
            "fp32": Candidate(precision="fp32", **common).to_dict()}
     if not PLACEMENTS[args.placement].refuse("bf16") and not PLACEMENTS[args.placement].unavailable():
@@ -77,7 +80,7 @@ def main(argv: list[str] | None = None) -> None:
     import yaml
 
     fp = print_machine()
-    print(f"workload: {describe_workload(args)}; prune {args.prune_ratio}, {args.placement}, {args.threads} threads")
+    print(f"workload: {describe_workload(args)}; prune {args.prune_ratio} {args.prune_profile}, -{args.drop_blocks} blocks, {args.placement}, {args.threads} threads")
     configs = rows(args)
     tmp = Path(tempfile.mkdtemp(prefix="bench-mixed-"))
     results: dict[str, list[dict]] = {name: [] for name in configs}
@@ -146,7 +149,8 @@ def main(argv: list[str] | None = None) -> None:
                 "layer_precisions": s.get("layer_precisions"), "float_layers": s.get("float_layers")}
 
     print(json.dumps({**machine_json(fp), "benchmark": "mixed_precision", "model": args.model, "data": args.data,
-                      "resolution": args.resolution, "prune_ratio": args.prune_ratio, "placement": args.placement,
+                      "resolution": args.resolution, "prune_ratio": args.prune_ratio, "prune_profile": args.prune_profile,
+                      "drop_blocks": args.drop_blocks, "placement": args.placement,
                       "threads": args.threads, "rounds": args.rounds, "max_drop": args.max_drop,
                       "baseline_accuracy": base, "uniform_int8": pick("int8"), "mixed": pick(mixed),
                       "float": pick(best_float), "rows": summary,

@@ -93,6 +93,13 @@ class Measure(Command):
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         _add_workload_args(parser)
         parser.add_argument("--config", required=True, help="YAML file with candidate keys (prune_ratio, precision, ...)")
+        parser.add_argument("--load", action="store_true",
+                            help="measure it under load too: the closed loop at its requests in flight, then the "
+                                 "open loop (Poisson arrivals at --utilisation of the closed loop's throughput)")
+        parser.add_argument("--utilisation", type=float, default=0.5, metavar="SHARE",
+                            help="--load: the open loop's arrival rate as a share of the closed loop's (default 0.5)")
+        parser.add_argument("--rate", type=float, metavar="PER_SECOND",
+                            help="--load: the open loop's arrival rate in requests per second instead")
         parser.add_argument("--json", action="store_true", help="print one JSON object")
 
     def run(self, args: argparse.Namespace) -> int:
@@ -103,20 +110,25 @@ class Measure(Command):
         # Everything the user gave is checked before torch loads or anything is allocated.
         candidate = Candidate.from_yaml(args.config)
         spec = workload_spec(args)
+        check_number("--utilisation", args.utilisation, 0, above=True, why=" (a share of the closed loop's rate)")
+        if args.utilisation > 1:
+            raise TunerError(f"--utilisation must be <= 1 (a share of the closed loop's rate), got {args.utilisation}.")
+        check_number("--rate", args.rate, 0, above=True, why=" requests per second")
         problem = hardware.check_fits(candidate.batch_size, args.resolution or DEFAULT_RESOLUTION.get(args.data, 224),
-                                      candidate.threads)
+                                      candidate.threads, streams=candidate.streams, requests=candidate.in_flight)
         if problem:
             raise TunerError(f"{args.config}: {problem}")
 
         from tuner.build import build
-        from tuner.measure import measure
+        from tuner.measure import LoadPolicy, measure
         from tuner.runtimes import check_supported
         from tuner.workload import load_workload
 
         check_supported(candidate)  # refuse before loading data or training anything
         workload = load_workload(spec, log)
         built = build(workload, candidate)
-        metrics = measure(built, workload.data)
+        load = LoadPolicy(utilisation=args.utilisation, open_rate=args.rate) if args.load else None
+        metrics = measure(built, workload.data, load=load)
         result = {**metrics.to_dict(), "config": candidate.to_dict(), "build_seconds": built.seconds}
         if args.json:
             print(json.dumps(result))
@@ -128,7 +140,12 @@ class Measure(Command):
                   f"(95% CI {lo:.3f}-{hi:.3f}, p95 {metrics.latency_p95_ms:.3f}, n={metrics.samples})\n"
                   f"per sample     {metrics.per_sample_ms:.3f} ms, {metrics.throughput:.0f} samples/s\n"
                   f"model          {metrics.params:,} params, {metrics.macs:,} MACs, {metrics.size_mb:.2f} MB, "
-                  f"executed {metrics.executed_precision}, {metrics.threads} threads")
+                  f"executed {metrics.executed_precision}, {metrics.threads} threads"
+                  + (f" x {metrics.streams} streams" if metrics.streams > 1 else ""))
+            if metrics.load:
+                from tuner.summary import format_load
+
+                print(format_load(metrics.load, candidate.batch_size))
         return 0
 
 
@@ -180,8 +197,9 @@ class Run(Command):
         objectives, spec = load_objectives(args.objectives), workload_spec(args)
         space = load_space(args.space)
         resolution = args.resolution or DEFAULT_RESOLUTION.get(args.data, 224)
+        in_flight = max(int(v) for v in (*space.values("requests"), *space.values("streams")))
         for batch_size in sorted({int(b) for b in space.values("batch_size")}):  # refuse before any work
-            problem = hardware.check_fits(batch_size, resolution)
+            problem = hardware.check_fits(batch_size, resolution, requests=in_flight)
             if problem:
                 raise TunerError(f"{space.source}: {problem}")
         name = check_study_name(args.study or default_study_name(spec, resolution))

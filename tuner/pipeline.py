@@ -19,12 +19,14 @@ class Evaluation:
     cache_misses: int = 0
 
 
-def evaluate(workload: Workload, candidate: Candidate, min_accuracy: float | None = None) -> Evaluation:
+def evaluate(workload: Workload, candidate: Candidate, min_accuracy: float | None = None,
+             load: bool = False) -> Evaluation:
+    """``load``: measure it under load too (the study's objectives use a load metric)."""
     from tuner.build import build  # torch and the runtimes load in the trial's process, not its parent's
-    from tuner.measure import measure
+    from tuner.measure import LoadPolicy, measure
 
     hits, misses = workload.cache.hits, workload.cache.misses
     built = build(workload, candidate)
-    metrics = measure(built, workload.data, min_accuracy=min_accuracy)
+    metrics = measure(built, workload.data, min_accuracy=min_accuracy, load=LoadPolicy() if load else None)
     return Evaluation(candidate.to_dict(), metrics.to_dict(), built.seconds,
                       workload.cache.hits - hits, workload.cache.misses - misses)

@@ -56,12 +56,12 @@ def _reference(spec: WorkloadSpec) -> dict[str, Any]:
             "validation_images": len(w.data.val)}
 
 
-def _evaluate(spec: WorkloadSpec, candidate: dict[str, Any], min_accuracy: float | None) -> Evaluation:
+def _evaluate(spec: WorkloadSpec, candidate: dict[str, Any], min_accuracy: float | None, load: bool) -> Evaluation:
     from tuner.pipeline import evaluate
 
     w = _load(spec)  # outside the guard: a workload that cannot load is the study's setup failing
     try:
-        return evaluate(w, Candidate(**candidate), min_accuracy)
+        return evaluate(w, Candidate(**candidate), min_accuracy, load)
     except TunerError:
         raise
     except MemoryError:
@@ -103,8 +103,8 @@ class Worker:
         return self._submit(_reference, timeout=timeout)
 
     def evaluate(self, candidate: Candidate, min_accuracy: float | None = None,
-                 timeout: float | None = None) -> Evaluation:
-        return self._submit(_evaluate, candidate.to_dict(), min_accuracy, timeout=timeout)
+                 timeout: float | None = None, load: bool = False) -> Evaluation:
+        return self._submit(_evaluate, candidate.to_dict(), min_accuracy, load, timeout=timeout)
 
     def close(self) -> None:
         if self._pool is not None:

@@ -120,6 +120,7 @@ def export(study: optuna.Study, trial: optuna.trial.FrozenTrial, why: str, out: 
 
     from tuner.build import build
     from tuner.measure import measure
+    from tuner.measure.load import replaying
     from tuner.runtimes import check_supported
     from tuner.workload import load_workload
 
@@ -137,8 +138,8 @@ def export(study: optuna.Study, trial: optuna.trial.FrozenTrial, why: str, out: 
     log(f"rebuilding trial #{trial.number} ({why}): {candidate}")
     workload = load_workload(spec, log)
     built = build(workload, candidate)
-    metrics = measure(built, workload.data).to_dict()
     recorded = trial.user_attrs["metrics"]
+    metrics = measure(built, workload.data, load=replaying(recorded)).to_dict()  # under the study's load, if any
     reference = (study.user_attrs.get("reference") or {}).get("accuracy")
     if reference is not None:
         metrics["accuracy_drop"] = reference - metrics["accuracy"]
@@ -169,7 +170,8 @@ def export(study: optuna.Study, trial: optuna.trial.FrozenTrial, why: str, out: 
                 kind, artifact = "openvino-ir", IR_XML_FILE
                 save_ir(tmp / ONNX_FILE, tmp / IR_XML_FILE)
                 openvino = {"read_from": ONNX_FILE, "device": "CPU",
-                            "compile_config": compile_config(candidate.precision, int(metrics["threads"]))}
+                            "compile_config": compile_config(candidate.precision, int(metrics["threads"]),
+                                                             candidate.streams)}
         else:
             assert built.model is not None
             model = built.model.to("cpu").eval()
@@ -200,6 +202,7 @@ def export(study: optuna.Study, trial: optuna.trial.FrozenTrial, why: str, out: 
                                    "preprocessing": "RGB uint8 NCHW -> (x / 255 - mean) / std per channel"},
                          "output": {"name": OUTPUT, "shape": ["batch", data.num_classes]},
                          "rebuild": rebuild},
+            "serving": serving_record(candidate, metrics),
             "metrics": {"study": _with_per_sample_ci(recorded), "export": _with_per_sample_ci(metrics)},
             "latency_trust": trust,
             "reference_accuracy": reference,
@@ -223,6 +226,16 @@ def export(study: optuna.Study, trial: optuna.trial.FrozenTrial, why: str, out: 
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return Exported(out, trial.number, artifact, kind, config)
+
+
+def serving_record(candidate: Candidate, metrics: dict[str, Any]) -> dict[str, Any]:
+    """How the artifact was served when measured: streams, requests in flight, batch, threads per stream, what the
+    runtime reported of them, and the load it was measured under (None: one call at a time, not under load)."""
+    load = metrics.get("load")
+    return {"streams": candidate.streams, "requests": candidate.in_flight, "batch_size": candidate.batch_size,
+            "threads": int(metrics["threads"]), "runtime": (load or {}).get("serving"),
+            "load": {"closed_in_flight": candidate.in_flight, "open_rate_per_s": load["open"]["rate"],
+                     "open_arrivals": "poisson"} if load else None}
 
 
 def latency_trust(now: dict[str, Any], study: dict[str, Any], again: dict[str, Any] | None) -> dict[str, Any]:

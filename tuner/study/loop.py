@@ -181,7 +181,11 @@ class Objective:
         self.fingerprint = hardware.fingerprint()
 
     def __call__(self, trial: optuna.Trial) -> list[float]:
-        candidate = baseline_candidate() if trial.user_attrs.get("fixed_point") else self.s.space.sample(trial)
+        try:
+            candidate = baseline_candidate() if trial.user_attrs.get("fixed_point") else self.s.space.sample(trial)
+        except UnsupportedCombination as err:
+            trial.set_user_attr("error", str(err))
+            raise optuna.TrialPruned(str(err)) from None
         trial.set_user_attr("candidate", candidate.to_dict())
         trial.set_user_attr("hardware", self.fingerprint)
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
@@ -196,7 +200,8 @@ class Objective:
             from tuner.runtimes import check_supported  # the parent loads the runtimes only when it samples
 
             check_supported(candidate)
-            too_big = hardware.check_fits(candidate.batch_size, self.resolution, candidate.threads)
+            too_big = hardware.check_fits(candidate.batch_size, self.resolution, candidate.threads,
+                                          streams=candidate.streams, requests=candidate.in_flight)
             if too_big:
                 raise UnsupportedCombination(too_big)
         except UnsupportedCombination as err:  # refused before any work; the sampler learns from it
@@ -209,7 +214,8 @@ class Objective:
                 # The baseline is measured in full: it is the reference, never "hopeless".
                 floor = None if trial.user_attrs.get("baseline") else \
                     self.s.objectives.min_accuracy(self.reference_accuracy)
-                ev = self.worker.evaluate(candidate, floor, timeout=self.trial_timeout)
+                ev = self.worker.evaluate(candidate, floor, timeout=self.trial_timeout,
+                                          load=self.s.objectives.uses_load)
             except HopelessCandidate as err:  # cannot be feasible: stopped early, not a failure
                 trial.set_user_attr("error", str(err))
                 raise optuna.TrialPruned(str(err)) from None
@@ -230,7 +236,8 @@ class Objective:
         """The first trial of the very same candidate that was measured, refused or stopped early as hopeless."""
         wanted = candidate.to_dict()
         for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
-            if t.user_attrs.get("candidate") == wanted and "duplicate_of" not in t.user_attrs and (
+            recorded = t.user_attrs.get("candidate")
+            if isinstance(recorded, dict) and Candidate.fill(recorded) == wanted and "duplicate_of" not in t.user_attrs and (
                     t.state == TrialState.PRUNED or "metrics" in t.user_attrs):
                 return t
         return None
@@ -319,4 +326,5 @@ def best_speedup(study: optuna.Study) -> float | None:
     base = results.baseline_trial(study)
     if pick is None or base is None:
         return None
-    return results.speedup(base.user_attrs["metrics"]["per_sample_ms"], pick.point.per_sample_ms)
+    return results.speedup(results.cost_ms(base.user_attrs["metrics"], results.speed_metric(study)),
+                           pick.point.per_sample_ms)

@@ -49,7 +49,8 @@ def test_recover_restores_accuracy(workload):
     student = workload.reference_model()
     prune(student, 0.5, torch.from_numpy(workload.data.example(1)))
     pruned_acc = torch_accuracy(student, workload.data)
-    recover(student, reference, workload.data, steps=40, ratio=0.5)
+    record = recover(student, reference, workload.data, removed=0.75, base_epochs=1.5, fidelity="short")
+    assert record.steps == 45 and record.loss_end < record.loss_start  # 2.25 epochs of 20 steps; it learned
     recovered = torch_accuracy(student, workload.data)
     assert recovered > pruned_acc or recovered >= base_acc - 0.05
     assert recovered >= base_acc - 0.1

@@ -55,8 +55,8 @@ def test_user_callable_and_unknown_names():
 def test_digits_split_is_fixed_by_seed():
     a, b = load_dataset("digits", 16, seed=0), load_dataset("digits", 16, seed=0)
     assert a.train.images.shape[1:] == (3, 16, 16)
-    assert len(a.train) + len(a.val) + len(a.calib) == 1797
-    assert np.array_equal(a.val.labels, b.val.labels)
+    assert len(a.train) + len(a.val) + len(a.calib) + len(a.holdout) == 1797
+    assert np.array_equal(a.val.labels, b.val.labels) and np.array_equal(a.holdout.labels, b.holdout.labels)
     assert not np.array_equal(a.val.labels, load_dataset("digits", 16, seed=1).val.labels)
 
 
@@ -64,7 +64,8 @@ def test_image_folder_with_and_without_split(tmp_path):
     split = make_image_folder(tmp_path / "split", classes=3, per_class=10, size=30)
     d = load_dataset(str(split), resolution=24, cache_dir=tmp_path / "cache")
     assert d.classes == ("class_0", "class_1", "class_2") and d.resolution == 24
-    assert len(d.train) == 30 and len(d.val) == 15 and d.train.images.shape[1:] == (3, 24, 24)
+    assert len(d.train) == 30 and d.train.images.shape[1:] == (3, 24, 24)
+    assert len(d.val) == 12 and len(d.holdout) == 3  # a fifth of each class's 5 validation images kept apart
     assert d.mean == (0.485, 0.456, 0.406)
     again = load_dataset(str(split), resolution=24, cache_dir=tmp_path / "cache")  # from the decoded cache
     assert np.array_equal(again.val.images, d.val.images)
@@ -84,3 +85,25 @@ def test_bad_data(tmp_path):
     (empty / "b").mkdir()
     with pytest.raises(DataError, match="no images"):
         load_dataset(str(empty))
+
+
+def test_holdout_is_kept_apart_per_class(tmp_path):
+    """A fifth of each class's validation images leaves the validation split (none left out, none twice); 0 keeps
+    none apart; a test/ folder is the held-out split itself and val/ stays whole."""
+    whole, kept = load_dataset("digits", 16, holdout=0.0), load_dataset("digits", 16)
+    assert whole.holdout is None and len(kept.val) + len(kept.holdout) == len(whole.val)
+    for c in range(10):
+        n = int((whole.val.labels == c).sum())
+        assert int((kept.holdout.labels == c).sum()) == int(0.2 * n)
+    rows = {img.tobytes() for img in kept.val.images}
+    assert not any(img.tobytes() in rows for img in kept.holdout.images)
+    assert sorted({img.tobytes() for img in whole.val.images}) == sorted(rows | {i.tobytes() for i in kept.holdout.images})
+    assert kept.fingerprint != whole.fingerprint
+    root = make_image_folder(tmp_path / "with_test", classes=2, per_class=10)
+    import shutil
+    shutil.copytree(root / "val", root / "test")
+    d = load_dataset(str(root), resolution=16)
+    assert len(d.val) == 10 and len(d.holdout) == 10
+    (root / "test" / "class_1").rename(root / "test" / "class_9")
+    with pytest.raises(DataError, match="test/ and train/ have different class folders"):
+        load_dataset(str(root), resolution=16)

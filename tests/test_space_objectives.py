@@ -89,7 +89,7 @@ def test_shipped_objectives_load():
     assert slo.names == ("accuracy", "open_throughput") and slo.uses_load and not o.uses_load
     assert "open_p95_ms" in [c.metric for c in slo.constraints]
     assert load_objectives("throughput").names == ("accuracy", "load_throughput")
-    assert "size_mb" in load_objectives("accuracy_size").names
+    assert "compressed_mb" in load_objectives("accuracy_size").names
     c = o.constraints[0]
     assert c.violation({"accuracy_drop": 0.02}) > 0 >= c.violation({"accuracy_drop": 0.005})
 

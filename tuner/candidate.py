@@ -9,8 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from tuner.errors import ConfigError
-from tuner.names import CALIBRATIONS, GRAPH_OPTS, PLACEMENTS, PRECISIONS
-
+from tuner.names import CALIBRATIONS, GRAPH_OPTS, PLACEMENTS, PRECISIONS, PRUNE_PROFILES, RECOVERY_FIDELITIES
 
 MAX_REQUESTS = 1024  # requests in flight: each holds an input batch (and an OpenVINO infer request)
 
@@ -28,6 +27,10 @@ class Candidate:
     threads: int = 0  # intra-op threads per stream; 0 = this machine's cores shared out among the streams
     calibration: str = "minmax"  # int8 only: minmax | entropy | percentile activation ranges
     float_layers: int = 0  # int8 only: the k layers most sensitive to int8 stay in float (0 = uniform int8)
+    prune_profile: str = "uniform"  # how prune_ratio is spread over the layers: uniform | global (ranked together)
+    drop_blocks: int = 0  # a shallower student: the k shape-preserving blocks that matter least become identities
+    sparsity: float = 0.0  # unstructured: this share of every conv/linear layer's weights set to zero, 0 <= s < 1
+    recovery: str = "short"  # distillation budget after compressing: short, or long (the study spends it on contenders)
     # Serving: `streams` requests run at once (OpenVINO NUM_STREAMS, that many ORT sessions or torch threads), each
     # on `threads` threads; `requests` in flight under load (0 = one per stream). 1 / 0: one synchronous call at a
     # time, what every placement ran before these fields existed.
@@ -64,7 +67,21 @@ class Candidate:
         _check(self.precision == "int8" or (self.calibration, self.float_layers) == ("minmax", 0),
                f"calibration and float_layers apply to int8 only, but got precision={self.precision!r} with "
                f"calibration={self.calibration!r}, float_layers={self.float_layers!r}.")
+        _check(self.prune_profile in PRUNE_PROFILES,
+               f"prune_profile must be one of {', '.join(PRUNE_PROFILES)}, but got {self.prune_profile!r}.")
+        _check(_is_int(self.drop_blocks) and self.drop_blocks >= 0,
+               f"drop_blocks must be an integer >= 0, but got {self.drop_blocks!r}.")
+        _check(isinstance(self.sparsity, (int, float)) and not isinstance(self.sparsity, bool)
+               and 0.0 <= self.sparsity < 1.0, f"`0 <= sparsity < 1` must hold, but got sparsity={self.sparsity!r}.")
+        _check(self.recovery in RECOVERY_FIDELITIES,
+               f"recovery must be one of {', '.join(RECOVERY_FIDELITIES)}, but got {self.recovery!r}.")
         object.__setattr__(self, "prune_ratio", round(float(self.prune_ratio), 6))  # 0.30000000000000004 -> 0.3
+        object.__setattr__(self, "sparsity", round(float(self.sparsity), 6))
+
+    @property
+    def compresses(self) -> bool:
+        """The model itself is changed (and recovered by distillation) before any precision is applied."""
+        return self.prune_ratio > 0 or self.drop_blocks > 0 or self.sparsity > 0
 
     @property
     def in_flight(self) -> int:

@@ -41,8 +41,13 @@ def _add_workload_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--mean", type=float, nargs=3, metavar=("R", "G", "B"), help="normalization mean (0..1)")
     g.add_argument("--std", type=float, nargs=3, metavar=("R", "G", "B"), help="normalization std (0..1)")
     g.add_argument("--seed", type=int, default=0, help="data split, training and sampler seed")
+    g.add_argument("--holdout", type=float, default=None, metavar="FRACTION",
+                   help="share of each class's validation images the search never sees; export scores its pick on "
+                        "them (default 0.2; 0: none; a test/ folder beside train/ and val/ is used instead)")
     g.add_argument("--train-steps", type=int, default=None, help="baseline training steps when no --weights")
-    g.add_argument("--recover-steps", type=int, default=None, help="distillation steps after pruning")
+    g.add_argument("--recover-epochs", type=float, default=None,
+                   help="short recovery budget: epochs of distillation over the train split for a model with half its "
+                        "compute removed, in proportion for more or less (default 2; the long recovery is 4x)")
     g.add_argument("--studies-dir", default="studies", help="where studies, caches and artifacts live")
 
 
@@ -61,19 +66,21 @@ def workload_spec(args: argparse.Namespace) -> Any:
     from tuner.workload import WorkloadSpec
 
     defaults = WorkloadSpec()
-    for name in ("train_steps", "recover_steps"):
+    for name in ("train_steps", "recover_epochs"):
         check_number(f"--{name.replace('_', '-')}", getattr(args, name), 0)
     if not 0 <= args.seed < 2**32:  # numpy's and Optuna's seeds are 32-bit
         raise TunerError(f"--seed must be >= 0 and below 2**32, got {args.seed}.")
     check_inputs(args.resolution, args.mean, args.std)
+    if args.holdout is not None and not (math.isfinite(args.holdout) and 0 <= args.holdout < 1):
+        raise TunerError(f"--holdout must be a fraction >= 0 and < 1 (0 keeps none apart), got {args.holdout}.")
     if Path(args.studies_dir).exists() and not Path(args.studies_dir).is_dir():
         raise TunerError(f"--studies-dir {args.studies_dir} is a file; pass a directory (it is created if missing).")
     return WorkloadSpec(
         model=args.model, data=args.data, weights=args.weights, resolution=args.resolution,
         mean=tuple(args.mean) if args.mean else None, std=tuple(args.std) if args.std else None, seed=args.seed,
         train_steps=defaults.train_steps if args.train_steps is None else args.train_steps,
-        recover_steps=defaults.recover_steps if args.recover_steps is None else args.recover_steps,
-        cache_dir=f"{args.studies_dir}/cache",
+        recover_epochs=defaults.recover_epochs if args.recover_epochs is None else args.recover_epochs,
+        holdout=defaults.holdout if args.holdout is None else args.holdout, cache_dir=f"{args.studies_dir}/cache",
     )
 
 
@@ -93,49 +100,48 @@ class Measure(Command):
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         _add_workload_args(parser)
         parser.add_argument("--config", required=True, help="YAML file with candidate keys (prune_ratio, precision, ...)")
-        parser.add_argument("--load", action="store_true",
-                            help="measure it under load too: the closed loop at its requests in flight, then the "
-                                 "open loop (Poisson arrivals at --utilisation of the closed loop's throughput)")
-        parser.add_argument("--utilisation", type=float, default=0.5, metavar="SHARE",
-                            help="--load: the open loop's arrival rate as a share of the closed loop's (default 0.5)")
-        parser.add_argument("--rate", type=float, metavar="PER_SECOND",
-                            help="--load: the open loop's arrival rate in requests per second instead")
+        parser.add_argument("--load", action="store_true", help="measure it under load too: the closed loop at its "
+                            "requests in flight, then Poisson arrivals at --utilisation of the rate it answered")
+        parser.add_argument("--utilisation", type=float, default=0.5, metavar="SHARE", help="--load: default 0.5")
+        parser.add_argument("--rate", type=float, metavar="PER_SECOND", help="--load: arrivals per second instead")
         parser.add_argument("--json", action="store_true", help="print one JSON object")
 
     def run(self, args: argparse.Namespace) -> int:
         from tuner import hardware
         from tuner.candidate import Candidate
         from tuner.data import DEFAULT_RESOLUTION
+        from tuner.measure.load import LoadPolicy
 
         # Everything the user gave is checked before torch loads or anything is allocated.
         candidate = Candidate.from_yaml(args.config)
         spec = workload_spec(args)
-        check_number("--utilisation", args.utilisation, 0, above=True, why=" (a share of the closed loop's rate)")
-        if args.utilisation > 1:
-            raise TunerError(f"--utilisation must be <= 1 (a share of the closed loop's rate), got {args.utilisation}.")
         check_number("--rate", args.rate, 0, above=True, why=" requests per second")
+        load = LoadPolicy(utilisation=args.utilisation, open_rate=args.rate) if args.load else None
         problem = hardware.check_fits(candidate.batch_size, args.resolution or DEFAULT_RESOLUTION.get(args.data, 224),
                                       candidate.threads, streams=candidate.streams, requests=candidate.in_flight)
         if problem:
             raise TunerError(f"{args.config}: {problem}")
 
         from tuner.build import build
-        from tuner.measure import LoadPolicy, measure
+        from tuner.measure import holdout_accuracy, measure
         from tuner.runtimes import check_supported
         from tuner.workload import load_workload
 
         check_supported(candidate)  # refuse before loading data or training anything
         workload = load_workload(spec, log)
         built = build(workload, candidate)
-        load = LoadPolicy(utilisation=args.utilisation, open_rate=args.rate) if args.load else None
         metrics = measure(built, workload.data, load=load)
-        result = {**metrics.to_dict(), "config": candidate.to_dict(), "build_seconds": built.seconds}
+        held_out = holdout_accuracy(built, workload.data)
+        result = {**metrics.to_dict(), "holdout_accuracy": held_out, "config": candidate.to_dict(),
+                  "build_seconds": built.seconds}
         if args.json:
             print(json.dumps(result))
         else:
             lo, hi = metrics.latency_ci_ms
             print(f"{candidate}\n"
-                  f"accuracy       {metrics.accuracy:.2%} ({len(workload.data.val)} validation images)\n"
+                  f"accuracy       {metrics.accuracy:.2%} ({len(workload.data.val)} validation images)"
+                  + (f", {held_out:.2%} on {len(workload.data.holdout or ())} held-out ones\n" if held_out is not None
+                     else "\n") +
                   f"latency        {metrics.latency_ms:.3f} ms per batch of {candidate.batch_size} "
                   f"(95% CI {lo:.3f}-{hi:.3f}, p95 {metrics.latency_p95_ms:.3f}, n={metrics.samples})\n"
                   f"per sample     {metrics.per_sample_ms:.3f} ms, {metrics.throughput:.0f} samples/s\n"
@@ -144,7 +150,6 @@ class Measure(Command):
                   + (f" x {metrics.streams} streams" if metrics.streams > 1 else ""))
             if metrics.load:
                 from tuner.summary import format_load
-
                 print(format_load(metrics.load, candidate.batch_size))
         return 0
 
@@ -197,9 +202,9 @@ class Run(Command):
         objectives, spec = load_objectives(args.objectives), workload_spec(args)
         space = load_space(args.space)
         resolution = args.resolution or DEFAULT_RESOLUTION.get(args.data, 224)
-        in_flight = max(int(v) for v in (*space.values("requests"), *space.values("streams")))
         for batch_size in sorted({int(b) for b in space.values("batch_size")}):  # refuse before any work
-            problem = hardware.check_fits(batch_size, resolution, requests=in_flight)
+            problem = hardware.check_fits(batch_size, resolution, requests=max(  # the most requests in flight
+                int(v) for v in (*space.values("requests"), *space.values("streams"))))
             if problem:
                 raise TunerError(f"{space.source}: {problem}")
         name = check_study_name(args.study or default_study_name(spec, resolution))

@@ -6,6 +6,7 @@ batch, so a trial never decodes a JPEG twice; decoded ImageFolders are cached on
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 from collections.abc import Iterator
@@ -22,6 +23,10 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 DEFAULT_RESOLUTION = {"digits": 32}  # digits are 8x8 scans: 32 px keeps the default study fast
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff"}
 CALIBRATION_SIZE = 256  # ORT static quantization needs a few hundred samples, not more
+# The share of each class's validation images held out from the search (a `test/` folder, when there is one,
+# is the held-out split instead): the study picks on the rest, so the pick's accuracy there is optimistic;
+# export re-scores the pick on the held-out images, which nothing before it saw.
+HOLDOUT_SHARE = 0.2
 # The fewest images a class may have: one to validate on and two to train (and calibrate) on. With one
 # ImageFolder and no train/ and val/, a fifth of each class (at least one image) is held out for validation.
 MIN_TRAIN_PER_CLASS, MIN_VAL_PER_CLASS = 2, 1
@@ -49,6 +54,7 @@ class Dataset:
     val: Split
     calib: Split
     fingerprint: str  # content hash: caches keyed on it never mix data sets
+    holdout: Split | None = None  # never seen by the search (not trained, calibrated or scored on); None: none kept
 
     @property
     def num_classes(self) -> int:
@@ -71,12 +77,34 @@ class Dataset:
 
 
 def load_dataset(source: str, resolution: int | None = None, mean: tuple[float, ...] | None = None,
-                 std: tuple[float, ...] | None = None, seed: int = 0, cache_dir: Path | None = None) -> Dataset:
-    """``digits`` or a path to an ImageFolder (with ``train/`` and ``val/`` inside when present)."""
+                 std: tuple[float, ...] | None = None, seed: int = 0, cache_dir: Path | None = None,
+                 holdout: float = HOLDOUT_SHARE) -> Dataset:
+    """``digits`` or a path to an ImageFolder (with ``train/`` and ``val/``, and ``test/``, inside when present);
+    ``holdout`` of each class's validation images are kept apart (unless a ``test/`` folder is)."""
     check_inputs(resolution, mean, std)
+    if not 0 <= holdout < 1:
+        raise DataError(f"--holdout must be a fraction >= 0 and < 1 (0 keeps none apart), got {holdout}.")
     if source == "digits":
-        return _digits(resolution or DEFAULT_RESOLUTION["digits"], mean, std, seed)
-    return _image_folder(Path(source), resolution or 224, mean or IMAGENET_MEAN, std or IMAGENET_STD, seed, cache_dir)
+        data = _digits(resolution or DEFAULT_RESOLUTION["digits"], mean, std, seed)
+    else:
+        data = _image_folder(Path(source), resolution or 224, mean or IMAGENET_MEAN, std or IMAGENET_STD, seed,
+                             cache_dir)
+    if data.holdout is not None or not holdout:
+        return data
+    val, kept_apart = _hold_out(data.val, holdout, seed)
+    return dataclasses.replace(data, val=val, holdout=kept_apart, fingerprint=_fingerprint(data.fingerprint, holdout))
+
+
+def _hold_out(split: Split, share: float, seed: int) -> tuple[Split, Split | None]:
+    """``share`` of each class's images (rounded down: a class with few keeps them all), fixed by the seed."""
+    rng = np.random.default_rng(seed + 1)
+    apart = np.zeros(len(split), dtype=bool)
+    for c in np.unique(split.labels):
+        own = np.flatnonzero(split.labels == c)
+        apart[rng.permutation(own)[:int(share * len(own))]] = True
+    if not apart.any():
+        return split, None
+    return (Split(split.images[~apart], split.labels[~apart]), Split(split.images[apart], split.labels[apart]))
 
 
 def check_inputs(resolution: int | None, mean: tuple[float, ...] | None, std: tuple[float, ...] | None) -> None:
@@ -163,15 +191,23 @@ def _image_folder(root: Path, resolution: int, mean: tuple[float, ...], std: tup
         _check_per_class(root, classes, files, MIN_TRAIN_PER_CLASS + MIN_VAL_PER_CLASS,
                          f"a split into training ({MIN_TRAIN_PER_CLASS}+) and validation ({MIN_VAL_PER_CLASS}+)")
         train_files, val_files = _stratified_split(files, len(classes), seed)
-    listing = "\n".join(f"{p}:{p.stat().st_size}:{p.stat().st_mtime_ns}:{y}" for p, y in train_files + val_files)
+    test_files: list[tuple[Path, int]] = []
+    if has_train and (root / "test").is_dir():  # the held-out split, as a folder of its own
+        test_classes, test_files = _list_classes(root / "test")
+        if test_classes != classes:
+            raise DataError(f"{root}: test/ and train/ have different class folders; give test/ the same classes, "
+                            "or remove it (a share of val/ is then held out).")
+    listing = "\n".join(f"{p}:{p.stat().st_size}:{p.stat().st_mtime_ns}:{y}"
+                        for p, y in train_files + val_files + test_files)
     # The decoded pixels depend on the files, their split, the resolution and the decoder; the data set's
     # fingerprint (the key of every model trained or calibrated on it) adds the normalization and seed.
     decoded = _fingerprint("folder", str(root.resolve()), _version("pillow"), resolution, listing)
-    train, val = _decode_cached(train_files, val_files, resolution, decoded, cache_dir)
+    train, val, test = _decode_cached(train_files, val_files, test_files, resolution, decoded, cache_dir)
     pick = np.random.default_rng(seed).permutation(len(train))[:CALIBRATION_SIZE]
     calib = Split(train.images[np.sort(pick)], train.labels[np.sort(pick)])
     fp = _fingerprint(decoded, seed, mean, std, CALIBRATION_SIZE)
-    return Dataset(root.name, tuple(classes), resolution, tuple(mean), tuple(std), train, val, calib, fp)  # type: ignore[arg-type]
+    return Dataset(root.name, tuple(classes), resolution, tuple(mean), tuple(std), train, val, calib, fp,  # type: ignore[arg-type]
+                   test if len(test) else None)
 
 
 def _fingerprint(*parts: object) -> str:
@@ -227,25 +263,30 @@ def _stratified_split(files: list[tuple[Path, int]], num_classes: int, seed: int
     return train, val
 
 
-def _decode_cached(train_files: list[tuple[Path, int]], val_files: list[tuple[Path, int]], resolution: int,
-                   fp: str, cache_dir: Path | None) -> tuple[Split, Split]:
+def _decode_cached(train_files: list[tuple[Path, int]], val_files: list[tuple[Path, int]],
+                   test_files: list[tuple[Path, int]], resolution: int, fp: str,
+                   cache_dir: Path | None) -> tuple[Split, Split, Split]:
     cached = cache_dir / "data" / f"{fp}.npz" if cache_dir is not None else None
     if cached is not None and cached.is_file():
         try:
             with np.load(cached) as z:
-                return Split(z["train_x"], z["train_y"]), Split(z["val_x"], z["val_y"])
+                return (Split(z["train_x"], z["train_y"]), Split(z["val_x"], z["val_y"]),
+                        Split(z["test_x"], z["test_y"]))
         except Exception:  # noqa: BLE001 - a damaged cache file is decoded again and replaced
             cached.unlink(missing_ok=True)
-    train, val = _decode(train_files, resolution), _decode(val_files, resolution)
+    train, val, test = (_decode(files, resolution) for files in (train_files, val_files, test_files))
     if cached is not None:
         cached.parent.mkdir(parents=True, exist_ok=True)
         tmp = cached.with_name(f"{cached.stem}.tmp.npz")
-        np.savez(tmp, train_x=train.images, train_y=train.labels, val_x=val.images, val_y=val.labels)
+        np.savez(tmp, train_x=train.images, train_y=train.labels, val_x=val.images, val_y=val.labels,
+                 test_x=test.images, test_y=test.labels)
         tmp.replace(cached)  # atomic: a concurrent worker never reads half a file
-    return train, val
+    return train, val, test
 
 
 def _decode(files: list[tuple[Path, int]], resolution: int) -> Split:
+    if not files:
+        return Split(np.zeros((0, 3, resolution, resolution), np.uint8), np.zeros(0, np.int64))
     _strict_pil()
     with ThreadPoolExecutor(max_workers=4) as pool:  # PIL releases the GIL while decoding
         images = list(pool.map(lambda f: _load_image(f[0], resolution), files))

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 GRAPH_OPTS = ("disable", "basic", "extended", "all")  # ONNX Runtime graph optimization levels
 CALIBRATIONS = ("minmax", "entropy", "percentile")  # how int8 activation ranges are chosen (ORT's calibrators)
+PRUNE_PROFILES = ("uniform", "global")  # how a prune ratio is spread over the layers (tuner.build.prune)
+RECOVERY_FIDELITIES = ("short", "long")  # recovery budgets (tuner.build.recover); long only for front contenders
 
 # Precision -> the torch dtype's attribute name (torch.float32, ...): the one dtype map. int8 never runs in torch.
 TORCH_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}

@@ -16,7 +16,7 @@ OBJECTIVES_DIR = Path(__file__).resolve().parent.parent / "objectives"
 LOAD_METRICS = ("load_throughput", "load_p50_ms", "load_p95_ms", "load_p99_ms", "open_throughput", "open_p50_ms",
                 "open_p95_ms", "open_p99_ms")
 METRICS = ("accuracy", "accuracy_drop", "latency_ms", "latency_p95_ms", "per_sample_ms", "throughput",
-           "params", "macs", "size_mb", *LOAD_METRICS)
+           "params", "macs", "size_mb", "compressed_mb", *LOAD_METRICS)
 DIRECTIONS = ("maximize", "minimize")
 
 

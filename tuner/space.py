@@ -60,7 +60,8 @@ class SearchSpace:
         values: dict[str, Any] = {}
         for p in self.params:
             if p.applies(values):
-                values[p.name] = p.sample(trial, values)
+                value = p.sample(trial, values)
+                values[p.name] = round(value, 6) if isinstance(value, float) else value  # 0.6000000000000001
         try:
             return Candidate(**values)
         except ConfigError as err:  # values valid one by one, not together (requests below streams): this trial only

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tuner.cache import Cache, code_id, make_key
-from tuner.data import Dataset, load_dataset
+from tuner.data import HOLDOUT_SHARE, Dataset, load_dataset
 from tuner.errors import ConfigError, ModelError
 from tuner.hardware import library_versions
 
@@ -35,7 +35,8 @@ class WorkloadSpec:
     std: tuple[float, float, float] | None = None
     seed: int = 0
     train_steps: int = 100  # baseline training budget, only used without --weights
-    recover_steps: int = 60  # distillation steps after pruning
+    holdout: float = HOLDOUT_SHARE  # share of the validation images kept from the search (export scores them)
+    recover_epochs: float = 2.0  # short recovery, epochs over the train split, for half the compute removed
     cache_dir: str | None = "studies/cache"  # None: cache nothing
 
     def to_record(self) -> dict[str, Any]:
@@ -74,7 +75,7 @@ def load_workload(spec: WorkloadSpec, log: Callable[[str], None] = print) -> Wor
     cache_root = Path(spec.cache_dir) if spec.cache_dir else None
     models.resolve_builder(spec.model)  # an unknown model or bad weights fail before a large data set is decoded
     state = models.read_state_dict(spec.weights) if spec.weights else None
-    data = load_dataset(spec.data, spec.resolution, spec.mean, spec.std, spec.seed, cache_root)
+    data = load_dataset(spec.data, spec.resolution, spec.mean, spec.std, spec.seed, cache_root, spec.holdout)
     torch.manual_seed(spec.seed)  # the baseline's initial weights, so a trained baseline is reproducible
     model = models.create_model(spec.model, data.num_classes)
     # One real batch of 2 through the model, as every trial will run it: a model with two inputs, a tuple or a

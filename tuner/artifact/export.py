@@ -148,6 +148,11 @@ def export(study: optuna.Study, trial: optuna.trial.FrozenTrial, why: str, out: 
         log(f"warning: the rebuilt model scores {metrics['accuracy']:.2%}, the study recorded "
             f"{recorded['accuracy']:.2%}; the cache under {spec.cache_dir} may have been rebuilt differently")
 
+    held_out = _holdout(workload, built)
+    if held_out:
+        log(f"held-out split ({held_out['images']} images the search never saw): {held_out['accuracy']:.2%}, "
+            f"{100 * held_out['drop']:.2f} points below the baseline's {held_out['reference_accuracy']:.2%} "
+            f"(on the search's validation split: {100 * metrics.get('accuracy_drop', 0.0):.2f} points)")
     trust = latency_trust(metrics, recorded, read_remeasure(study).get(trial.number))
     for note in trust["notes"]:
         log(f"note: {note}")
@@ -182,10 +187,10 @@ def export(study: optuna.Study, trial: optuna.trial.FrozenTrial, why: str, out: 
             artifact = PROGRAM_FILE if kind == "torch.export" else STATE_FILE
             if kind == "state_dict":
                 rebuild = {"model": spec.model, "num_classes": workload.data.num_classes,
-                           "prune_ratio": candidate.prune_ratio, "fold_bn": candidate.fold_bn,
-                           "precision": candidate.precision,
-                           "steps": "create_model(model, num_classes) -> prune(ratio, example) -> fold_bn "
-                                    "-> cast(precision) -> load_state_dict"}
+                           "prune_ratio": candidate.prune_ratio, "drop_blocks": candidate.drop_blocks,
+                           "fold_bn": candidate.fold_bn, "precision": candidate.precision,
+                           "steps": "create_model(model, num_classes) -> drop the blocks and prune the groups the "
+                                    "state_dict's shapes say -> fold_bn -> cast(precision) -> load_state_dict"}
         data = workload.data
         config = _plain({
             "format": EXPORT_FORMAT,
@@ -206,6 +211,7 @@ def export(study: optuna.Study, trial: optuna.trial.FrozenTrial, why: str, out: 
             "metrics": {"study": _with_per_sample_ci(recorded), "export": _with_per_sample_ci(metrics)},
             "latency_trust": trust,
             "reference_accuracy": reference,
+            "holdout": held_out,
             "workload": spec.to_record(),
             "data": {"name": data.name, "fingerprint": data.fingerprint, "resolution": data.resolution,
                      "mean": data.mean, "std": data.std, "classes": list(data.classes),
@@ -236,6 +242,21 @@ def serving_record(candidate: Candidate, metrics: dict[str, Any]) -> dict[str, A
             "threads": int(metrics["threads"]), "runtime": (load or {}).get("serving"),
             "load": {"closed_in_flight": candidate.in_flight, "open_rate_per_s": load["open"]["rate"],
                      "open_arrivals": "poisson"} if load else None}
+
+
+def _holdout(workload: Any, built: Any) -> dict[str, Any] | None:
+    """The exported point and the baseline scored on the held-out split: the drop there is the honest one (the
+    study chose its pick on the validation split, so the pick's accuracy there is optimistic)."""
+    from tuner.measure import holdout_accuracy
+    from tuner.train import torch_accuracy
+
+    data = workload.data
+    if data.holdout is None:
+        return None
+    accuracy = holdout_accuracy(built, data)
+    reference = torch_accuracy(workload.reference_model(), data, split=data.holdout)
+    return {"images": len(data.holdout), "accuracy": accuracy, "reference_accuracy": reference,
+            "drop": reference - accuracy}
 
 
 def latency_trust(now: dict[str, Any], study: dict[str, Any], again: dict[str, Any] | None) -> dict[str, Any]:

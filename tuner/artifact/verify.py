@@ -112,7 +112,8 @@ def verify(directory: str | Path, log: Log = print,
 
     w = config["workload"]
     data = load_dataset(w["data"], w.get("resolution"), tuple(w["mean"]) if w.get("mean") else None,
-                        tuple(w["std"]) if w.get("std") else None, int(w.get("seed", 0)), None)
+                        tuple(w["std"]) if w.get("std") else None, int(w.get("seed", 0)), None,
+                        float(w.get("holdout", 0.0)))
     want = config["data"]
     checks.append(Check("data", f"{want['name']} {want['fingerprint']}", f"{data.name} {data.fingerprint}",
                         data.fingerprint == want["fingerprint"] and len(data.val) == want["validation_images"]))

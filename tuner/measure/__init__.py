@@ -41,11 +41,14 @@ class Metrics:
     params: int
     macs: int  # per sample
     size_mb: float  # artifact size
+    compressed_mb: float  # artifact size deflated (zlib 6): what shipping it costs; where weight sparsity pays
     executed_precision: str  # as read back from the runtime
     layer_precisions: str  # compute layers per executed precision ("int8 18 / fp32 3"), where the runtime says
     float_layers: tuple[str, ...]  # int8 builds: the layers kept in float by sensitivity
     threads: int  # per stream
     measure_seconds: float  # wall time of this measurement (accuracy + latency, and the load where measured)
+    dropped_blocks: tuple[str, ...] = ()  # a derived student's blocks replaced by the identity
+    recovery: dict[str, Any] | None = None  # the distillation that recovered a compressed model (RecoveryRecord)
     streams: int = 1  # requests run at once
     requests: int = 1  # requests in flight in the closed loop
     # Under load (tuner.measure.load), where the study's objectives use it (else None): per request = one batch.
@@ -63,6 +66,7 @@ class Metrics:
         d = dataclasses.asdict(self)
         d["latency_ci_ms"] = list(self.latency_ci_ms)
         d["float_layers"] = list(self.float_layers)
+        d["dropped_blocks"] = list(self.dropped_blocks)
         return d
 
 
@@ -104,6 +108,17 @@ def time_session(session: Session, data: Dataset, batch_size: int, threads: int,
     return time_calls(session.run, prepared, policy, threads=threads)
 
 
+def holdout_accuracy(built: Built, data: Dataset) -> float | None:
+    """Top-1 of the built artifact on the held-out split, which the search never saw (None: no split kept)."""
+    if data.holdout is None:
+        return None
+    session = open_session(built)
+    try:
+        return top1(session, data, built.candidate.batch_size, split=data.holdout)
+    finally:
+        session.close()
+
+
 def measure(built: Built, data: Dataset, policy: LatencyPolicy = LatencyPolicy(),
             min_accuracy: float | None = None, load: LoadPolicy | None = None) -> Metrics:
     """Accuracy and single-call latency; with ``load``, the figures under load too (``serve_session``)."""
@@ -125,6 +140,8 @@ def measure(built: Built, data: Dataset, policy: LatencyPolicy = LatencyPolicy()
         latency_contended_share=lat.contended_share, latency_quiet=lat.quiet, host_reference_ms=host.reference_ms(),
         per_sample_ms=lat.median_ms / c.batch_size, throughput=1000.0 * c.batch_size / lat.median_ms,
         batch_size=c.batch_size, params=built.params, macs=built.macs, size_mb=built.artifact_mb,
-        executed_precision=executed, layer_precisions=layers, float_layers=built.float_layers, threads=threads,
-        measure_seconds=time.perf_counter() - start, streams=c.streams, requests=c.in_flight, **served,
+        compressed_mb=built.compressed_mb, executed_precision=executed, layer_precisions=layers,
+        float_layers=built.float_layers, threads=threads, measure_seconds=time.perf_counter() - start,
+        dropped_blocks=tuple(built.compression.get("dropped_blocks", ())), recovery=built.compression.get("recovery"),
+        streams=c.streams, requests=c.in_flight, **served,
     )

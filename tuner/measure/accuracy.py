@@ -1,17 +1,19 @@
-"""Top-1 accuracy of a runtime session over the whole validation split, batched."""
+"""Top-1 accuracy of a runtime session over a whole split (the validation split by default), batched."""
 
 from __future__ import annotations
 
-from tuner.data import Dataset
+from tuner.data import Dataset, Split
 from tuner.errors import HopelessCandidate
 from tuner.runtimes.base import Session
 
 
-def top1(session: Session, data: Dataset, batch_size: int, min_accuracy: float | None = None) -> float:
-    """Top-1 over the validation split; with ``min_accuracy``, stop as soon as even a perfect rest
+def top1(session: Session, data: Dataset, batch_size: int, min_accuracy: float | None = None,
+         split: Split | None = None) -> float:
+    """Top-1 over ``split`` (the validation split); with ``min_accuracy``, stop as soon as even a perfect rest
     of the split could not reach it (Optuna's pruners refuse multi-objective studies: this is ours)."""
-    correct, seen, total = 0, 0, len(data.val)
-    for x, y in data.batches(data.val, batch_size):
+    split = data.val if split is None else split
+    correct, seen, total = 0, 0, len(split)
+    for x, y in data.batches(split, batch_size):
         correct += int((session.predict(x).argmax(axis=1) == y).sum())
         seen += len(y)
         if min_accuracy is not None and (correct + total - seen) / total < min_accuracy:

@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from tuner.errors import MeasurementError
+from tuner.errors import ConfigError, MeasurementError
 from tuner.measure import host
 from tuner.measure.latency import grouped_quantile
 
@@ -61,10 +61,11 @@ class LoadPolicy:
     max_queue_seconds: float = 1.0  # open loop: a request waiting longer (and 20 closed-loop medians) = overloaded
 
     def __post_init__(self) -> None:
-        if not 0 < self.utilisation <= 1:
-            raise ValueError(f"`0 < utilisation <= 1` must hold, but got utilisation={self.utilisation!r}.")
+        if not 0 < self.utilisation <= 1:  # NaN too
+            raise ConfigError(f"`0 < utilisation <= 1` must hold (a share of the closed loop's rate), but got "
+                              f"utilisation={self.utilisation!r}.")
         if self.open_rate is not None and not self.open_rate > 0:
-            raise ValueError(f"open_rate must be > 0 requests/s, but got open_rate={self.open_rate!r}.")
+            raise ConfigError(f"open_rate must be > 0 requests/s, but got open_rate={self.open_rate!r}.")
 
 
 def replaying(metrics: dict[str, Any]) -> LoadPolicy | None:

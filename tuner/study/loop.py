@@ -20,6 +20,7 @@ from optuna.trial import TrialState
 from tuner import hardware, results
 from tuner.candidate import Candidate
 from tuner.errors import CandidateBuildError, ConfigError, HopelessCandidate, MeasurementError, UnsupportedCombination
+from tuner.study import fidelity
 from tuner.study.counts import count_trials, space_exhausted, study_complete
 from tuner.study.storage import check_study_name, make_storage, write_constraints, write_figures
 from tuner.worker import TrialCrashed, Worker
@@ -186,7 +187,8 @@ class Objective:
         except UnsupportedCombination as err:
             trial.set_user_attr("error", str(err))
             raise optuna.TrialPruned(str(err)) from None
-        trial.set_user_attr("candidate", candidate.to_dict())
+        trial.set_user_attr("sampled", candidate.to_dict())
+        trial.set_user_attr("candidate", candidate.to_dict())  # what was built: the long recovery if promoted
         trial.set_user_attr("hardware", self.fingerprint)
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         earlier = self._outcome_before(trial, candidate)
@@ -209,13 +211,10 @@ class Objective:
             raise optuna.TrialPruned(str(err)) from None
         if earlier is not None:
             metrics = dict(earlier.user_attrs["metrics"])
+            trial.set_user_attr("candidate", earlier.user_attrs["candidate"])  # the long recovery, if it was promoted
         else:
             try:
-                # The baseline is measured in full: it is the reference, never "hopeless".
-                floor = None if trial.user_attrs.get("baseline") else \
-                    self.s.objectives.min_accuracy(self.reference_accuracy)
-                ev = self.worker.evaluate(candidate, floor, timeout=self.trial_timeout,
-                                          load=self.s.objectives.uses_load)
+                metrics = self._evaluate(trial, candidate)
             except HopelessCandidate as err:  # cannot be feasible: stopped early, not a failure
                 trial.set_user_attr("error", str(err))
                 raise optuna.TrialPruned(str(err)) from None
@@ -223,20 +222,43 @@ class Objective:
                 trial.set_user_attr("error", str(err))
                 trial.set_user_attr("crashed", isinstance(err, TrialCrashed))
                 raise
-            metrics = dict(ev.metrics)
-            trial.set_user_attr("build_seconds", ev.build_seconds)
-            trial.set_user_attr("cache", {"hits": ev.cache_hits, "misses": ev.cache_misses})
         metrics["accuracy_drop"] = self.reference_accuracy - metrics["accuracy"]
         write_figures(trial, metrics)  # the metrics dict, and the figures users sort by as plain numbers
         write_constraints(trial, {c.metric: c.violation(metrics) for c in self.s.objectives.constraints})
         return self.s.objectives.values(metrics)
+
+    def _evaluate(self, trial: optuna.Trial, candidate: Candidate) -> dict[str, Any]:
+        """Build and measure in the worker; a compressed candidate that the short recovery left just short of the
+        floor, and that would be the fastest feasible point, is recovered longer (``tuner.study.fidelity``)."""
+        # The baseline is measured in full: it is the reference, never "hopeless".
+        floor = None if trial.user_attrs.get("baseline") else self.s.objectives.min_accuracy(self.reference_accuracy)
+        promotable = fidelity.can_promote(candidate, floor)
+        assert floor is not None or not promotable
+        load = self.s.objectives.uses_load  # measured under load too: the objectives use a figure under load
+        ev = self.worker.evaluate(candidate, fidelity.screening_floor(floor) if promotable else floor,
+                                  timeout=self.trial_timeout, load=load)
+        seconds = dict(ev.build_seconds)
+        hits, misses = ev.cache_hits, ev.cache_misses
+        if promotable and fidelity.should_promote(ev.metrics, floor, _fastest_feasible_ms(trial.study)):
+            trial.set_user_attr("short_recovery", {k: ev.metrics[k] for k in ("accuracy", "per_sample_ms", "recovery")})
+            candidate = fidelity.promoted(candidate)
+            trial.set_user_attr("candidate", candidate.to_dict())
+            ev = self.worker.evaluate(candidate, floor, timeout=self.trial_timeout, load=load)
+            seconds = {k: seconds.get(k, 0.0) + ev.build_seconds.get(k, 0.0) for k in {*seconds, *ev.build_seconds}}
+            hits, misses = hits + ev.cache_hits, misses + ev.cache_misses
+        elif floor is not None and ev.metrics["accuracy"] < floor:
+            raise HopelessCandidate(f"{ev.metrics['accuracy']:.2%} after the short recovery, below the {floor:.2%} "
+                                    "required, and not promoted to the long one (not faster than the feasible points)")
+        trial.set_user_attr("build_seconds", seconds)
+        trial.set_user_attr("cache", {"hits": hits, "misses": misses})
+        return dict(ev.metrics)
 
     @staticmethod
     def _outcome_before(trial: optuna.Trial, candidate: Candidate) -> optuna.trial.FrozenTrial | None:
         """The first trial of the very same candidate that was measured, refused or stopped early as hopeless."""
         wanted = candidate.to_dict()
         for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
-            recorded = t.user_attrs.get("candidate")
+            recorded = t.user_attrs.get("sampled", t.user_attrs.get("candidate"))
             if isinstance(recorded, dict) and Candidate.fill(recorded) == wanted and "duplicate_of" not in t.user_attrs and (
                     t.state == TrialState.PRUNED or "metrics" in t.user_attrs):
                 return t
@@ -318,6 +340,11 @@ def run_study(s: StudySettings, on_progress: Callable[[Progress], None] = lambda
         return study
     finally:
         worker.close()
+
+
+def _fastest_feasible_ms(study: optuna.Study) -> float | None:
+    pick = results.fastest_feasible(results.points(study))
+    return pick.point.per_sample_ms if pick is not None else None
 
 
 def best_speedup(study: optuna.Study) -> float | None:

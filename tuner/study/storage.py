@@ -19,7 +19,7 @@ REMEASURE_ATTR = "remeasure"  # study user attr: the end-of-study re-measure (tu
 # The figures a user sorts trials by, each also kept as a plain trial user attr (beside the "metrics" dict), so that
 # optuna-dashboard and trials_dataframe() show them as numbers.
 FLAT_METRICS = ("accuracy", "accuracy_drop", "per_sample_ms", "latency_ms", "latency_p95_ms", "throughput", "size_mb",
-                "macs", "params")
+                "compressed_mb", "macs", "params")
 FLAT_LOAD_METRICS = ("load_throughput", "load_p95_ms", "open_throughput", "open_p95_ms")  # where measured under load
 REMEASURED_PREFIX = "remeasured_per_sample_ms #"  # study user attr per re-timed trial: its re-measured figure
 _DASHBOARD_CONSTRAINTS = "constraints"  # the trial system attr optuna-dashboard reads constraints from

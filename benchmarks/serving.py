@@ -250,7 +250,7 @@ def main(argv: list[str] | None = None) -> None:
           f"({fmt(100 * reproduction['rounds_rel_diff'] if reproduction['rounds_rel_diff'] is not None else None, '+.1f')}%)")
     print(json.dumps({**machine_json(fp), "benchmark": "serving", "model": args.model, "data": args.data,
                       "resolution": args.resolution, "weights": args.weights, "train_steps": args.train_steps,
-                      "recover_steps": args.recover_steps, "seed": args.seed, "n_trials": args.n_trials,
+                      "recover_epochs": args.recover_epochs, "seed": args.seed, "n_trials": args.n_trials,
                       "single_trials": args.single_trials or args.n_trials, "space": args.space,
                       "sampler": args.sampler, "max_drop_points": args.max_drop, "rounds": args.rounds,
                       "p95_budget_ms": budget, "single_stream": s, "slo_pick": p, "throughput_ratio": ratio,

@@ -69,7 +69,7 @@ def test_run_load_figures_cover_every_request():
     for s in (closed, opened):
         assert s.answered == s.issued > 0 and s.windows >= 1 and s.seconds >= QUICK.min_seconds * 0.9
         assert 1.0 <= s.p50_ms <= s.p95_ms <= s.p99_ms <= s.max_ms
-        lo, hi = s.ci_ms["p95"]
+        lo, hi = s.ci["p95"]
         assert lo <= s.p95_ms <= hi
         assert s.throughput == pytest.approx(4 * s.answered / s.seconds)  # samples: 4 per request
     assert opened.rate == pytest.approx(QUICK.utilisation * closed.requests_per_second)

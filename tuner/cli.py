@@ -115,7 +115,6 @@ class Measure(Command):
         # Everything the user gave is checked before torch loads or anything is allocated.
         candidate = Candidate.from_yaml(args.config)
         spec = workload_spec(args)
-        check_number("--rate", args.rate, 0, above=True, why=" requests per second")
         load = LoadPolicy(utilisation=args.utilisation, open_rate=args.rate) if args.load else None
         problem = hardware.check_fits(candidate.batch_size, args.resolution or DEFAULT_RESOLUTION.get(args.data, 224),
                                       candidate.threads, streams=candidate.streams, requests=candidate.in_flight)

@@ -92,11 +92,12 @@ def format_load(record: dict[str, Any], batch_size: int) -> str:
         s = record[key]
         load = (f"{s['in_flight']} in flight" if key == "closed" else
                 f"{s['rate']:.0f} requests/s (Poisson)")
-        lo, hi = s["ci_ms"]["p95"]
+        lo, hi = s["ci"]["p95"]
         lines.append(f"{what}    {load}: {s['throughput']:.0f} samples/s, per request of {batch_size}: p50 "
                      f"{s['p50_ms']:.3f}, p95 {s['p95_ms']:.3f} (95% CI {lo:.3f}-{hi:.3f}), p99 {s['p99_ms']:.3f} ms; "
                      f"{s['answered']} requests in {s['seconds']:.1f} s"
-                     + ("" if s["quiet"] else f"; host contended in {s['contended_share']:.0%} of the windows")
+                     + ("" if s["quiet"] else f"; host busy in {s['contended_share']:.0%} of the windows (up to "
+                                               f"{s.get('others_runnable', 0)} other runnable threads)")
                      + ("; OVERLOADED: the backlog grew, later arrivals were not let in" if s.get("overloaded")
                         else ""))
     return "\n".join(lines)

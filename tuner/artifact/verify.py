@@ -189,7 +189,7 @@ def _load_checks(serve: Any, serving: dict[str, Any], rec: dict[str, Any], same_
     rate = float(serving["load"]["open_rate_per_s"])
     for attempt in range(1, LATENCY_ATTEMPTS + 1):
         now = serve(LoadPolicy(open_rate=rate))
-        inside = {metric: latency_reproduces(now[metric], rec[metric], tuple(rec["load"][loop]["ci_ms"][key]),
+        inside = {metric: latency_reproduces(now[metric], rec[metric], tuple(rec["load"][loop]["ci"][key]),
                                              tolerance) for metric, loop, key, _ in _LOAD_CHECKS}
         if all(inside.values()) or not same_machine or attempt == LATENCY_ATTEMPTS:
             break
@@ -201,7 +201,7 @@ def _load_checks(serve: Any, serving: dict[str, Any], rec: dict[str, Any], same_
                     "as the runtime reports them: streams, threads, infer requests")]
     quiet = "" if now["load"]["quiet"] else "; the host was contended in some windows"
     for metric, loop, key, name in _LOAD_CHECKS:
-        lo, hi = rec["load"][loop]["ci_ms"][key]
+        lo, hi = rec["load"][loop]["ci"][key]
         checks.append(Check(name, _figure(rec[metric]), _figure(now[metric]), inside[metric] if same_machine else None,
                             (f"within the 95% CI {_figure(lo)}-{_figure(hi)} or {tolerance:.0%}" if same_machine else
                              "not compared: exported on other hardware or libraries")

@@ -19,7 +19,10 @@ The figures cover every request answered, slow ones included: the tail is the po
 quiet-host rules apply where they can without trimming: the load runs in windows, the host is probed between them
 (probing during one would load the CPUs itself), each window waits for a quiet host (``max_wait_seconds`` in all)
 and runs on the quietest CPUs where the candidate uses fewer than the machine has; a window that still began on a
-contended host counts, and the record says so (``contended_share``, ``quiet``).
+busy host counts, and the record says so (``contended_share``, ``quiet``). Busy: a CPU in use runs slow (the
+canary of ``host``), or other threads are runnable that would have to share the CPUs in use by time slices (which
+the canary cannot see; ``host.runnable_others``). In the open loop, once a request has waited too long the server
+is overloaded: later arrivals are not let in, so the loop stays bounded, and the record says ``overloaded``.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from __future__ import annotations
 import ctypes
 import dataclasses
 import itertools
+import math
 import queue
 import threading
 import time
@@ -43,6 +47,7 @@ from tuner.measure.latency import grouped_quantile
 Lane = Callable[[], Any]
 QUANTILES = {"p50": 0.50, "p95": 0.95, "p99": 0.99}
 _WAIT_STEP = 0.05  # seconds between host probes while waiting for a quiet host
+_CPUS = len(host.ALLOWED) if host.ALLOWED else 1  # the CPUs this process may run on
 OVERLOAD_FACTOR = 20  # open loop: a wait of this many closed-loop medians (and max_queue_seconds) is overload
 
 
@@ -62,10 +67,11 @@ class LoadPolicy:
 
     def __post_init__(self) -> None:
         if not 0 < self.utilisation <= 1:  # NaN too
-            raise ConfigError(f"`0 < utilisation <= 1` must hold (a share of the closed loop's rate), but got "
-                              f"utilisation={self.utilisation!r}.")
-        if self.open_rate is not None and not self.open_rate > 0:
-            raise ConfigError(f"open_rate must be > 0 requests/s, but got open_rate={self.open_rate!r}.")
+            raise ConfigError(f"`0 < utilisation <= 1` must hold (--utilisation: a share of the closed loop's rate), "
+                              f"but got utilisation={self.utilisation!r}.")
+        if self.open_rate is not None and not 0 < self.open_rate < math.inf:
+            raise ConfigError(f"open_rate (--rate) must be a finite number > 0 of requests per second, but got "
+                              f"open_rate={self.open_rate!r}.")
 
 
 def replaying(metrics: dict[str, Any]) -> LoadPolicy | None:
@@ -94,15 +100,17 @@ class LoadStats:
     p99_ms: float
     mean_ms: float
     max_ms: float
-    ci_ms: dict[str, tuple[float, float]]  # 95% CI of p50 / p95 / p99 (ms) and of throughput (samples/s)
+    ci: dict[str, tuple[float, float]]  # 95% CIs: of p50 / p95 / p99 in ms, of throughput in samples/s
     windows: int
-    contended_share: float  # share of windows that began with the host contended (waiting did not help)
-    quiet: bool  # False: some window began on a contended host; its requests are in the figures
+    contended_share: float  # share of windows that began on a busy host: a CPU in use slowed (the canary), or other
+    # runnable threads that would share the CPUs in use (host.runnable_others); waiting for a quiet one did not help
+    quiet: bool  # False: some window began on a busy host; its requests are in the figures
+    others_runnable: int  # the most other runnable threads seen as a window began
     overloaded: bool = False  # open loop: requests waited past the bound, so later arrivals were not let in
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
-        d["ci_ms"] = {k: list(v) for k, v in self.ci_ms.items()}
+        d["ci"] = {k: list(v) for k, v in self.ci.items()}
         return d
 
 
@@ -113,6 +121,7 @@ class _Window:
     seconds: float
     quiet: bool
     overloaded: bool = False
+    others_runnable: int = 0  # other threads runnable when it began
 
 
 # ---------------------------------------------------------------- one window of each loop
@@ -256,22 +265,25 @@ _libc: Any = None
 
 
 def _windows(run: Callable[[int], tuple[list[float], int, bool]], policy: LoadPolicy, cpus: host.QuietestCpus,
-             probe: Callable[[], host.HostState]) -> list[_Window]:
+             probe: Callable[[], host.HostState], used: int) -> list[_Window]:
     windows: list[_Window] = []
     waited = 0.0
+
+    def quiet_now() -> tuple[bool, int]:
+        """The CPUs in use at full speed (the canary), and no other runnable thread that would have to share them."""
+        state = probe()
+        others = host.runnable_others() or 0
+        return state.quiet_on(cpus.follow(state)) and others + used <= _CPUS, others
+
     while True:
-        quiet = True
-        if policy.quiet_host:
-            state = probe()
-            quiet = state.quiet_on(cpus.follow(state))
-            while not quiet and waited < policy.max_wait_seconds:
-                time.sleep(_WAIT_STEP)
-                waited += _WAIT_STEP
-                state = probe()
-                quiet = state.quiet_on(cpus.follow(state))
+        quiet, others = quiet_now() if policy.quiet_host else (True, 0)
+        while not quiet and waited < policy.max_wait_seconds:
+            time.sleep(_WAIT_STEP)
+            waited += _WAIT_STEP
+            quiet, others = quiet_now()
         start = time.perf_counter()
         latencies, issued, overloaded = run(len(windows))
-        windows.append(_Window(latencies, issued, time.perf_counter() - start, quiet, overloaded))
+        windows.append(_Window(latencies, issued, time.perf_counter() - start, quiet, overloaded, others))
         seconds = sum(w.seconds for w in windows)
         answered = sum(len(w.latencies_ms) for w in windows)
         if seconds >= policy.max_seconds or (seconds >= policy.min_seconds and answered >= policy.min_requests):
@@ -296,9 +308,10 @@ def summarize_load(mode: str, windows: list[_Window], batch_size: int, in_flight
                      answered=len(every), seconds=seconds, throughput=throughput,
                      requests_per_second=len(every) / seconds, p50_ms=quantiles["p50"][0],
                      p95_ms=quantiles["p95"][0], p99_ms=quantiles["p99"][0], mean_ms=float(np.mean(every)),
-                     max_ms=float(np.max(every)), ci_ms={**{k: v[1:] for k, v in quantiles.items()},
+                     max_ms=float(np.max(every)), ci={**{k: v[1:] for k, v in quantiles.items()},
                                                          "throughput": spread},
                      windows=len(windows), contended_share=contended, quiet=contended == 0,
+                     others_runnable=max(w.others_runnable for w in windows),
                      overloaded=any(w.overloaded for w in windows))
 
 
@@ -312,11 +325,12 @@ def run_load(lanes: list[Lane], batch_size: int, in_flight: int, threads: int | 
         raise MeasurementError(f"{in_flight} requests in flight cannot keep {len(lanes)} lanes busy")
     with host.QuietestCpus(threads if policy.quiet_host else None) as cpus:
         closed_window(lanes, in_flight, policy.warmup_seconds)
+        used = threads or _CPUS
         closed = summarize_load("closed", _windows(lambda i: closed_window(lanes, in_flight, policy.window_seconds),
-                                                   policy, cpus, probe), batch_size, in_flight)
+                                                   policy, cpus, probe, used), batch_size, in_flight)
         rate = policy.open_rate or policy.utilisation * closed.requests_per_second
         max_wait = max(1000 * policy.max_queue_seconds, OVERLOAD_FACTOR * closed.p50_ms)
         opened = summarize_load("open", _windows(lambda i: open_window(lanes, rate, policy.window_seconds,
                                                                        policy.seed + i, max_wait),
-                                                 policy, cpus, probe), batch_size, len(lanes), rate)
+                                                 policy, cpus, probe, used), batch_size, len(lanes), rate)
     return closed, opened

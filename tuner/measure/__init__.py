@@ -16,6 +16,7 @@ from tuner.measure import host
 from tuner.measure.accuracy import top1
 from tuner.measure.latency import LatencyPolicy, LatencyStats, time_calls
 from tuner.measure.load import LoadPolicy, run_load
+from tuner.objectives import LOAD_METRICS
 from tuner.runtimes.base import describe_precisions
 
 if TYPE_CHECKING:
@@ -67,6 +68,9 @@ class Metrics:
         d["latency_ci_ms"] = list(self.latency_ci_ms)
         d["float_layers"] = list(self.float_layers)
         d["dropped_blocks"] = list(self.dropped_blocks)
+        if self.load is None:  # not measured under load: the record stays what it was before loads were measured
+            for key in (*LOAD_METRICS, "load"):
+                del d[key]
         return d
 
 

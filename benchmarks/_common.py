@@ -132,6 +132,19 @@ def measure_once(args: argparse.Namespace, config: Path, extra: Sequence[str] = 
     return json.loads([ln for ln in proc.stdout.splitlines() if ln.startswith("{")][-1])
 
 
+def measure_config(args: argparse.Namespace, params: dict[str, Any], **workload: Any) -> dict[str, Any]:
+    """`measure_once` of one candidate given as a dict, with workload flags overridden (recover_epochs=0, ...)."""
+    import tempfile
+
+    import yaml
+
+    run = argparse.Namespace(**{**vars(args), **workload})
+    with tempfile.TemporaryDirectory(prefix="bench-config-") as tmp:
+        config = Path(tmp) / "config.yaml"
+        config.write_text(yaml.safe_dump(params))
+        return measure_once(run, config)
+
+
 def median(values: Sequence[float]) -> float | None:
     values = [v for v in values if v is not None]
     return float(statistics.median(values)) if values else None

@@ -15,12 +15,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import add_workload_args, describe_workload, machine_json, measure_once, print_machine
+from _common import add_workload_args, describe_workload, machine_json, measure_config, print_machine
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -36,9 +35,6 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     fp = print_machine()
     print(f"workload: {describe_workload(args)}")
-    import yaml
-
-    tmp = Path(tempfile.mkdtemp(prefix="bench-recovery-"))
     fixed = {"placement": args.placement, "precision": args.precision, "threads": args.threads, "batch_size": 1}
     rows = [("baseline", "-", "-", {})]
     for ratio in [float(r) for r in args.ratios.split(",")]:
@@ -52,12 +48,7 @@ def main(argv: list[str] | None = None) -> None:
           f"{'ms/sample':>9} {'still improving':>15}")
     base_acc = None
     for ratio, profile, budget, params in rows:
-        config = tmp / "config.yaml"
-        config.write_text(yaml.safe_dump({**fixed, **params}))
-        run = argparse.Namespace(**vars(args))
-        if budget == "none":
-            run.recover_epochs = 0.0
-        m = measure_once(run, config)
+        m = measure_config(args, {**fixed, **params}, **({"recover_epochs": 0.0} if budget == "none" else {}))
         if "error" in m:
             print(f"{ratio:>5} {profile:<8} {budget:<6} FAILED: {m['error']}", flush=True)
             out.append({"ratio": ratio, "profile": profile, "budget": budget, "error": m["error"]})

@@ -91,6 +91,7 @@ def test_no_private_optuna_anywhere():
     "import tuner.report",
     "import tuner.cli",
     "import tuner.results, tuner.summary, tuner.study.loop",
+    "import tuner; tuner.tune, tuner.TuneResult, tuner.TrialPoint, tuner.Candidate",  # the Python API, lazily
 ])
 def test_light_entry_points_load_no_torch(code):
     check = (f"import sys; {code}; heavy = [m for m in ('torch', 'onnxruntime', 'openvino') if m in sys.modules]; "

@@ -143,12 +143,12 @@ def _assert_rebuilt(original: Built, changed: Built, baseline_too: bool) -> None
 
 def test_other_weights_change_the_workload_key(build_with, original, tmp_path):
     """With --weights the key holds the tensors' hash: one changed value is another workload."""
-    from tuner.workload import _tensor_hash
+    from tuner.cache import tensor_hash
 
     state = torch.load(original.baseline.path / "weights.pt", weights_only=True)
     other = {k: v.clone() for k, v in state.items()}
     other["0.weight"][0, 0, 0, 0] += 1e-3
-    assert _tensor_hash(state) != _tensor_hash(other)
+    assert tensor_hash(state) != tensor_hash(other)
     torch.save(state, tmp_path / "a.pt")
     torch.save(other, tmp_path / "b.pt")
     from tuner.workload import WorkloadSpec, load_workload

@@ -162,6 +162,28 @@ def _model_file(text: str) -> Callable[[Path], list[str]]:
     return setup
 
 
+def _onnx(run: bool = False, config: str = "placement: ort-cpu\n", extra: tuple[str, ...] = (),
+          **variant: object) -> Callable[[Path], list[str]]:
+    """A study or measurement of an ONNX file that breaks one rule (tests/hostile_models.write_onnx)."""
+    def setup(d: Path) -> list[str]:
+        from tests.hostile_models import write_onnx
+
+        model = write_onnx(str(d / "model.onnx"), **variant)  # type: ignore[arg-type]
+        if run:
+            return [*_run(d, "--space", _write(d / "space.yaml", "placement: ort-cpu\nprecision: fp32\n"), *extra),
+                    "--model", model]
+        return _measure(d, *extra, config=_config(d, config), model=model)
+    return setup
+
+
+def _onnx_file(content: str | bytes | None) -> Callable[[Path], list[str]]:
+    """A measurement of a model.onnx holding ``content`` (None: no such file)."""
+    def setup(d: Path) -> list[str]:
+        model = str(d / "model.onnx") if content is None else _write(d / "model.onnx", content)
+        return _measure(d, config=_config(d, "placement: ort-cpu\n"), model=model)
+    return setup
+
+
 def _measure_config(text: str | bytes) -> Callable[[Path], list[str]]:
     return lambda d: _measure(d, config=_write(d / "config.yaml", text))
 
@@ -306,6 +328,23 @@ CASES = [
     Case("model-file-exits-on-import", _model_file("import sys\nsys.exit('no GPU here')\n"), "sys.exit"),
     Case("model-file-syntax-error", _model_file("def net(num_classes:\n"), "SyntaxError"),
     Case("model-empty-module-name", lambda d: _measure(d, model=":net"), "cannot import"),
+    # ------------------------------------------------ ONNX files
+    Case("onnx-garbage-bytes", _onnx_file(b"\x08\x07garbage\xff\xfe"), "not a valid ONNX model"),
+    Case("onnx-a-text-file", _onnx_file("# not a model\n"), "model.onnx"),
+    Case("onnx-missing-file", _onnx_file(None), "does not exist"),
+    Case("onnx-two-inputs", _onnx(inputs=2), "has 2 inputs"),
+    Case("onnx-two-outputs", _onnx(outputs=2), "has 2 outputs"),
+    Case("onnx-wrong-class-count", _onnx(classes=5), "5 output classes"),
+    Case("onnx-wrong-class-count-run", _onnx(run=True, classes=5), "5 output classes"),
+    Case("onnx-flat-input", _onnx(shape=("N", 768)), "N x 3 x H x W"),
+    Case("onnx-one-channel", _onnx(shape=("N", 1, 16, 16)), "N x 3 x H x W"),
+    Case("onnx-uint8-input", _onnx(elem=2), "not float32"),
+    Case("onnx-not-square", _onnx(shape=("N", 3, 16, 20)), "16 x 20"),
+    Case("onnx-other-resolution", _onnx(shape=(1, 3, 24, 24)), "--resolution 24"),
+    Case("onnx-relies-on-fixed-batch", _onnx(shape=(1, 3, 16, 16), reshape_to_batch=1), "batch of 1 is fixed"),
+    Case("onnx-with-weights", _onnx(extra=("--weights", "w.pt")), "--weights applies to torch models"),
+    Case("onnx-pruned-config", _onnx(config="placement: ort-cpu\nprune_ratio: 0.3\n"), "needs the model's torch graph"),
+    Case("onnx-torch-placement-config", _onnx(config="placement: torch-cpu\n"), "needs the model's torch graph"),
     # ------------------------------------------------ configuration files (measure --config)
     Case("yaml-duplicate-key", _measure_config("precision: fp32\nbatch_size: 1\nprecision: int8\n"),
          "'precision' is given twice"),

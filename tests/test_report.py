@@ -14,6 +14,7 @@ import pytest
 
 from tests.conftest import run_tuner
 from tuner.report import ReportInfo, TrialRow, findings, report_info, table_rows
+from tuner.report.compression import compression_findings
 
 
 @pytest.fixture(scope="module")
@@ -173,6 +174,32 @@ def test_findings_state_what_the_table_shows():
     assert "1 of 7 completed trials broke a constraint (#5)" in text
     # nothing claimed that the table does not show
     assert "fp16" not in text and "bf16" not in text and "torch-cuda" not in text
+
+
+def test_findings_on_compression():
+    """Each compression setting against its absence in matched trials, and the recovery that was too short."""
+    def row(n, acc, ms, **params):
+        r = _row(n, "ov-cpu", "int8", params.pop("prune", 0.4), 1, acc, ms)
+        r.params.update({"prune_profile": "uniform", "drop_blocks": 0, "sparsity": 0.0, **params})
+        r.metrics.update({"macs": 1000 if r.params["prune_profile"] == "uniform" else 800, "compressed_mb": 2.0,
+                          "dropped_blocks": ["layer4.1"] if r.params["drop_blocks"] else []})
+        return r
+
+    sparse = row(4, 0.93, 1.01, sparsity=0.7)
+    sparse.metrics["compressed_mb"] = 0.5
+    long = row(5, 0.945, 0.8, drop_blocks=1)
+    long = TrialRow(**{**long.__dict__, "short_recovery": {"accuracy": 0.92, "per_sample_ms": 0.8, "recovery": {}}})
+    long.metrics["recovery"] = {"still_improving": True, "epochs": 8.0, "fidelity": "long"}
+    rows = [row(1, 0.94, 1.0), row(2, 0.95, 0.9, prune_profile="global"), row(3, 0.94, 1.2, prune=0.0), sparse, long]
+    text = "\n".join(compression_findings(rows))
+    assert ("the global ratio profile ran at 1.11x the speed of uniform at the same ratio, with 0.80x its MACs, and "
+            "kept 1.0 points more accuracy (1 matched group)") in text
+    assert "dropping 1 block (layer4.1) cut per-sample latency 1.2x and cost no accuracy" in text
+    assert ("sparsity 0.70 ran at 0.99x the dense speed (CIs overlap: no runtime here turned the zeros into speed); "
+            "its zipped artifact is 4.0x smaller (0.50 vs 2.00 MB); cost 1.0 points of accuracy") in text
+    assert "1 candidate missed the accuracy floor after the short recovery by little" in text and "92.00% -> 94.50%" in text
+    assert "still falling when 1 recovery ended (prune 0.40 uniform, -1 blocks, sparsity 0, long (8.0 epochs))" in text
+    assert "prune 0.00" not in text  # the unpruned row has no profile to compare
 
 
 def test_findings_report_the_remeasure():

@@ -1,1 +1,26 @@
-"""tuner: search prune ratio x precision x fusion x batch x placement for the fastest accurate-enough build."""
+"""tuner: search prune ratio x precision x fusion x batch x placement for the fastest accurate-enough build.
+
+``tuner.tune(model, train=..., val=..., metric=...)`` runs a study from Python and returns a ``TuneResult``;
+``python -m tuner`` is the same from the command line. Both load lazily: ``import tuner`` loads no torch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["Candidate", "TrialPoint", "TuneResult", "tune"]
+
+_HOMES = {"tune": "tuner.api", "TuneResult": "tuner.api.result", "TrialPoint": "tuner.api.result",
+          "Candidate": "tuner.candidate"}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module 'tuner' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(_HOMES[name]), name)
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

@@ -22,6 +22,25 @@ def make_key(**parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def tensor_hash(state: dict[str, Any]) -> str:
+    """A content hash of a state_dict's names and tensor bytes (the weights' part of a key)."""
+    import torch
+
+    h = hashlib.sha256()
+    for k in sorted(state):
+        h.update(k.encode())
+        h.update(state[k].detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:20]
+
+
 def code_id(*modules: str) -> str:
     """A hash of the source of the tuner's own modules that shape a cached output (training, pruning): an
     edited recipe never reuses what the old one built."""

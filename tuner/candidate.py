@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tuner.errors import ConfigError
+from tuner.errors import ConfigError, UnsupportedCombination
 from tuner.names import CALIBRATIONS, GRAPH_OPTS, PLACEMENTS, PRECISIONS, PRUNE_PROFILES, RECOVERY_FIDELITIES
+
+# Field metadata: a value other than the field's default needs the model's torch graph (pruning, folding, a
+# student...), which a model brought as an ONNX file does not have. A new such field only needs this mark.
+NEEDS_TORCH_GRAPH = {"needs_torch_graph": True}
 
 MAX_REQUESTS = 1024  # requests in flight: each holds an input batch (and an OpenVINO infer request)
 
@@ -18,19 +22,23 @@ MAX_REQUESTS = 1024  # requests in flight: each holds an input batch (and an Ope
 class Candidate:
     """One point of the search space. Field names are the YAML keys and the Optuna params."""
 
-    prune_ratio: float = 0.0  # fraction of channels removed by structured pruning, 0 <= r < 1
+    prune_ratio: float = field(default=0.0, metadata=NEEDS_TORCH_GRAPH)  # structured pruning, 0 <= r < 1
     precision: str = "fp32"  # fp32 | fp16 | bf16 | int8 (int8: ORT static QDQ)
-    fold_bn: bool = False  # fold BatchNorm into the preceding conv before export/run
+    fold_bn: bool = field(default=False, metadata=NEEDS_TORCH_GRAPH)  # fold BatchNorm into the preceding conv
     graph_opt: str = "all"  # ORT graph optimization level; torch placements ignore it
     batch_size: int = 1
     placement: str = "torch-cpu"  # runtime + device, see tuner.runtimes
     threads: int = 0  # intra-op threads per stream; 0 = this machine's cores shared out among the streams
     calibration: str = "minmax"  # int8 only: minmax | entropy | percentile activation ranges
     float_layers: int = 0  # int8 only: the k layers most sensitive to int8 stay in float (0 = uniform int8)
-    prune_profile: str = "uniform"  # how prune_ratio is spread over the layers: uniform | global (ranked together)
-    drop_blocks: int = 0  # a shallower student: the k shape-preserving blocks that matter least become identities
-    sparsity: float = 0.0  # unstructured: this share of every conv/linear layer's weights set to zero, 0 <= s < 1
-    recovery: str = "short"  # distillation budget after compressing: short, or long (the study spends it on contenders)
+    # how prune_ratio is spread over the layers: uniform | global (ranked together)
+    prune_profile: str = field(default="uniform", metadata=NEEDS_TORCH_GRAPH)
+    # a shallower student: the k shape-preserving blocks that matter least become identities
+    drop_blocks: int = field(default=0, metadata=NEEDS_TORCH_GRAPH)
+    # unstructured: this share of every conv/linear layer's weights set to zero, 0 <= s < 1
+    sparsity: float = field(default=0.0, metadata=NEEDS_TORCH_GRAPH)
+    # distillation budget after compressing: short, or long (the study spends it on contenders)
+    recovery: str = field(default="short", metadata=NEEDS_TORCH_GRAPH)
     # Serving: `streams` requests run at once (OpenVINO NUM_STREAMS, that many ORT sessions or torch threads), each
     # on `threads` threads; `requests` in flight under load (0 = one per stream). 1 / 0: one synchronous call at a
     # time, what every placement ran before these fields existed.
@@ -96,6 +104,20 @@ class Candidate:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def torch_graph_uses(self) -> tuple[str, ...]:
+        """What of this candidate needs the model's torch graph: each field marked NEEDS_TORCH_GRAPH that is off
+        its default (``prune_ratio=0.3``), and a placement whose runtime is torch itself."""
+        uses = tuple(f"{f.name}={getattr(self, f.name)!r}" for f in dataclasses.fields(self)
+                     if f.metadata.get("needs_torch_graph") and getattr(self, f.name) != f.default)
+        return uses + ((f"placement={self.placement!r}",) if PLACEMENTS[self.placement].runtime == "torch" else ())
+
+    def check_without_torch_graph(self, model: str) -> None:
+        """Refuse (before any work) what ``model``, an ONNX file, cannot do: anything needing the torch graph."""
+        uses = self.torch_graph_uses()
+        if uses:
+            raise UnsupportedCombination(f"{', '.join(uses)} needs the model's torch graph, and {model} is an ONNX "
+                                         "file; use an ort-cpu or ov-cpu placement, unpruned and unfolded.")
 
     @classmethod
     def fill(cls, data: dict[str, Any]) -> dict[str, Any]:

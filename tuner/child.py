@@ -1,11 +1,14 @@
 """What every child process of the tuner shares: the trial worker's pool process and the re-measure's fresh
-interpreters end with their parent, ignore the terminal's Ctrl-C, and a death is told in one line."""
+interpreters end with their parent, ignore the terminal's Ctrl-C, and a death is told in one line; and a
+spawned child never runs the caller's main script again."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
+from collections.abc import Iterator
 
 
 def init_child() -> None:
@@ -41,3 +44,22 @@ def describe_death(code: int | None, who: str = "the trial's process") -> str:
     if code is None or code == 0:
         return f"{who} died unexpectedly (a crash such as a segfault, or out of memory)"
     return f"{who} died (exit code {code})"
+
+
+@contextlib.contextmanager
+def main_module_hidden() -> Iterator[None]:
+    """While a "spawn" child starts: hide the caller's main script from multiprocessing, which would otherwise
+    run it again in the child (a script or notebook-style file calling ``tuner.tune`` at top level, with no
+    ``if __name__ == "__main__":`` guard, would start a second study there). A trial's child needs nothing of
+    it: everything it runs is the tuner's, and a model or data given in memory reaches it as files."""
+    main = sys.modules.get("__main__")
+    saved = {k: main.__dict__[k] for k in ("__file__", "__spec__") if main is not None and k in main.__dict__}
+    try:
+        if "__file__" in saved:
+            del main.__file__  # type: ignore[union-attr]
+        if "__spec__" in saved:
+            main.__spec__ = None  # type: ignore[union-attr]  # multiprocessing reads it: None, not absent
+        yield
+    finally:
+        for k, v in saved.items():
+            setattr(main, k, v)

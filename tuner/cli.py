@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
-import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tuner.errors import TunerError
+from tuner.errors import TunerError, check_number
 
 EXIT_USAGE = 2
 
@@ -34,7 +32,8 @@ class _Parser(argparse.ArgumentParser):
 def _add_workload_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("workload")
     g.add_argument("--model", default="resnet18",
-                   help="resnet18|resnet34|resnet50, a torchvision/timm name, or module:callable / file.py:callable")
+                   help="resnet18|resnet34|resnet50, a torchvision/timm name, module:callable / file.py:callable, "
+                        "or path/to/model.onnx")
     g.add_argument("--data", default="digits", help="'digits' (built in, offline) or an ImageFolder directory")
     g.add_argument("--weights", help="a state_dict file (loaded with weights_only); without it a baseline is trained")
     g.add_argument("--resolution", type=int, help="input size in pixels (default: digits 32, ImageFolder 224)")
@@ -51,37 +50,12 @@ def _add_workload_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--studies-dir", default="studies", help="where studies, caches and artifacts live")
 
 
-def check_number(flag: str, value: float | None, low: float, *, above: bool = False, why: str = "") -> None:
-    """Refuse NaN, inf and values below ``low`` (or not above it), naming the flag, the value and why."""
-    if value is None:
-        return
-    bound = f"> {low:g}" if above else f">= {low:g}"
-    if not math.isfinite(value) or value < low or (above and value == low):
-        kind = "a finite number " if isinstance(value, float) else ""
-        raise TunerError(f"{flag} must be {kind}{bound}{why}, got {value}.")
-
-
 def workload_spec(args: argparse.Namespace) -> Any:
-    from tuner.data import check_inputs
-    from tuner.workload import WorkloadSpec
+    from tuner.workload import make_spec
 
-    defaults = WorkloadSpec()
-    for name in ("train_steps", "recover_epochs"):
-        check_number(f"--{name.replace('_', '-')}", getattr(args, name), 0)
-    if not 0 <= args.seed < 2**32:  # numpy's and Optuna's seeds are 32-bit
-        raise TunerError(f"--seed must be >= 0 and below 2**32, got {args.seed}.")
-    check_inputs(args.resolution, args.mean, args.std)
-    if args.holdout is not None and not (math.isfinite(args.holdout) and 0 <= args.holdout < 1):
-        raise TunerError(f"--holdout must be a fraction >= 0 and < 1 (0 keeps none apart), got {args.holdout}.")
-    if Path(args.studies_dir).exists() and not Path(args.studies_dir).is_dir():
-        raise TunerError(f"--studies-dir {args.studies_dir} is a file; pass a directory (it is created if missing).")
-    return WorkloadSpec(
-        model=args.model, data=args.data, weights=args.weights, resolution=args.resolution,
-        mean=tuple(args.mean) if args.mean else None, std=tuple(args.std) if args.std else None, seed=args.seed,
-        train_steps=defaults.train_steps if args.train_steps is None else args.train_steps,
-        recover_epochs=defaults.recover_epochs if args.recover_epochs is None else args.recover_epochs,
-        holdout=defaults.holdout if args.holdout is None else args.holdout, cache_dir=f"{args.studies_dir}/cache",
-    )
+    return make_spec(args.model, args.data, args.weights, args.resolution, args.mean, args.std, args.seed,
+                     train_steps=args.train_steps, recover_epochs=args.recover_epochs, holdout=args.holdout,
+                     studies_dir=args.studies_dir)
 
 
 class Command:
@@ -115,6 +89,8 @@ class Measure(Command):
         # Everything the user gave is checked before torch loads or anything is allocated.
         candidate = Candidate.from_yaml(args.config)
         spec = workload_spec(args)
+        if spec.onnx:
+            candidate.check_without_torch_graph(spec.model)
         load = LoadPolicy(utilisation=args.utilisation, open_rate=args.rate) if args.load else None
         problem = hardware.check_fits(candidate.batch_size, args.resolution or DEFAULT_RESOLUTION.get(args.data, 224),
                                       candidate.threads, streams=candidate.streams, requests=candidate.in_flight)
@@ -179,83 +155,29 @@ class Run(Command):
         parser.add_argument("--json", action="store_true", help="print one JSON object")
 
     def run(self, args: argparse.Namespace) -> int:
-        from tuner import hardware, summary
-        from tuner.data import DEFAULT_RESOLUTION
-        from tuner.objectives import load_objectives
-        from tuner.space import load_space
-        from tuner.study.counts import count_trials, study_complete
-        from tuner.study.loop import SAMPLERS, StudySettings, run_study
-        from tuner.study.storage import check_study_name, default_storage, default_study_name, mask_url
+        from tuner import summary
+        from tuner.api import tune
+        from tuner.study.storage import mask_url
 
-        if args.sampler not in SAMPLERS:
-            raise TunerError(f"unknown sampler {args.sampler!r}; use one of {', '.join(SAMPLERS)}.")
-        check_number("--n-trials", args.n_trials, 1)
-        check_number("--timeout", args.timeout, 0, above=True, why=" seconds (leave it out for no limit)")
-        check_number("--heartbeat", args.heartbeat, 0, above=True, why=" seconds")
-        check_number("--max-retries", args.max_retries, 0)
-        check_number("--remeasure-rounds", args.remeasure_rounds, 0, why=" (0 skips the re-measure)")
-        check_number("--trial-timeout", args.trial_timeout, 0, above=True, why=" seconds (leave it out for the default)")
-        if args.storage:
-            check_storage_url(args.storage)
-        # The light checks first: the space probes the placements, which loads torch.
-        objectives, spec = load_objectives(args.objectives), workload_spec(args)
-        space = load_space(args.space)
-        resolution = args.resolution or DEFAULT_RESOLUTION.get(args.data, 224)
-        for batch_size in sorted({int(b) for b in space.values("batch_size")}):  # refuse before any work
-            problem = hardware.check_fits(batch_size, resolution, requests=max(  # the most requests in flight
-                int(v) for v in (*space.values("requests"), *space.values("streams"))))
-            if problem:
-                raise TunerError(f"{space.source}: {problem}")
-        name = check_study_name(args.study or default_study_name(spec, resolution))
-        storage = args.storage or default_storage(args.studies_dir, name)
+        result = tune(args.model, args.data, weights=args.weights, resolution=args.resolution, mean=args.mean,
+                      std=args.std, seed=args.seed, holdout=args.holdout, train_steps=args.train_steps,
+                      recover_epochs=args.recover_epochs, space=args.space, objectives=args.objectives,
+                      n_trials=args.n_trials, study=args.study, storage=args.storage, studies_dir=args.studies_dir,
+                      sampler=args.sampler, timeout=args.timeout, heartbeat=args.heartbeat,
+                      max_retries=args.max_retries, trial_timeout=args.trial_timeout,
+                      remeasure_rounds=args.remeasure_rounds, allow_mixed_hardware=args.allow_mixed_hardware, log=log)
+        from tuner.remeasure import format_remeasure  # loads torch: after the study
 
-        def announce() -> None:  # once the workload loaded and the study opened: bad input stays one line
-            log(f"study {name} on {mask_url(storage)}")
-            log(f"placements: {', '.join(space.placements)}" +
-                "".join(f"\n  dropped {d}" for d in space.dropped))
-            log(f"objectives: {', '.join(f'{d} {n}' for n, d in zip(objectives.names, objectives.directions))}"
-                + (f"; subject to {', '.join(map(str, objectives.constraints))}" if objectives.constraints else ""))
-
-        settings = StudySettings(name, storage, space, objectives, spec, args.sampler, args.seed, args.n_trials,
-                                 args.timeout, args.heartbeat, args.max_retries, args.allow_mixed_hardware,
-                                 args.trial_timeout)
-        with summary.ProgressBar(args.n_trials) as bar:
-            study = run_study(settings, bar.update, log, announce)
-        from tuner.remeasure import format_remeasure, remeasure_pareto  # loads torch: after the checks
-        remeasured = None
-        if args.remeasure_rounds and study_complete(count_trials(study), args.n_trials):
-            log(f"re-timing the Pareto set and the baseline in fresh processes ({args.remeasure_rounds} rounds)")
-            remeasured = remeasure_pareto(study, spec.cache_dir, rounds=args.remeasure_rounds, log=log)
-        found = summary.summarize(study, objectives)
+        found, name, storage = result.summary(), result.study.study_name, mask_url(result.storage)
         if args.json:
-            print(json.dumps({"study": name, "storage": mask_url(storage), **found,
-                              "remeasure": remeasured.to_dict() if remeasured else None}))
+            print(json.dumps({"study": name, "storage": storage, **found,
+                              "remeasure": result.remeasure.to_dict() if result.remeasure else None}))
         else:
             print(summary.pareto_table(found))
-            if remeasured:
-                print("\n" + format_remeasure(remeasured))
-            print(f"\nstorage: {mask_url(storage)}  (optuna.load_study(study_name={name!r}, storage=...))")
+            if result.remeasure:
+                print("\n" + format_remeasure(result.remeasure))
+            print(f"\nstorage: {storage}  (optuna.load_study(study_name={name!r}, storage=...))")
         return 0
-
-
-def check_storage_url(url: str) -> None:
-    """What can be told of a --storage URL without connecting: a database scheme, and for SQLite a file path
-    whose directory exists (else the error would come only after the workload loaded)."""
-    from tuner.study.storage import mask_url
-
-    if not re.match(r"^(sqlite|postgresql|mysql)(\+\w+)?://", url):
-        raise TunerError(f"--storage {mask_url(url)} is not a database URL; use sqlite:///PATH.db or "
-                         "postgresql://USER:PASSWORD@HOST/DB.")
-    if url.startswith("sqlite") and "://" in url:
-        path = url.split("://", 1)[1].split("?", 1)[0]
-        path = path[1:] if path.startswith("/") else path  # sqlite:///rel.db, sqlite:////abs.db
-        if not path or path == ":memory:":
-            return
-        file = Path(path)
-        if file.is_dir():
-            raise TunerError(f"--storage {url}: {file} is a directory; name a database file such as {file / 'studies.db'}.")
-        if not file.parent.is_dir():
-            raise TunerError(f"--storage {url}: the directory {file.parent} does not exist; create it first.")
 
 
 def _add_study_args(parser: argparse.ArgumentParser) -> None:
@@ -366,17 +288,6 @@ COMMANDS: dict[str, type[Command]] = {"run": Run, "measure": Measure, "report": 
 DEFAULT_COMMAND = "run"
 
 
-def _quiet_libraries() -> None:
-    """Our own lines say what happens; Optuna's per-trial INFO logs and experimental warnings repeat it."""
-    import warnings
-
-    import optuna
-
-    # ERROR: a failed trial is one line of ours with its reason; Optuna would add its traceback as a warning.
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if DEFAULT_COMMAND in COMMANDS and (not argv or argv[0] not in COMMANDS) and argv[:1] not in (["-h"], ["--help"]):
@@ -389,9 +300,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         command.add_arguments(sub.add_parser(name, help=cls.__doc__, description=cls.__doc__))
         commands[name] = command
     args = parser.parse_args(argv)
-    _quiet_libraries()
+    from tuner.study.storage import quiet_optuna
+
     try:
-        return commands[args.command].run(args)
+        with quiet_optuna():
+            return commands[args.command].run(args)
     except TunerError as err:
         print(f"tuner: error: {err}", file=sys.stderr)
         return EXIT_USAGE

@@ -55,12 +55,15 @@ class Dataset:
     calib: Split
     fingerprint: str  # content hash: caches keyed on it never mix data sets
     holdout: Split | None = None  # never seen by the search (not trained, calibrated or scored on); None: none kept
+    preprocessed: bool = False  # float images given ready for the model (tuner.tune): no normalization applies
 
     @property
     def num_classes(self) -> int:
         return len(self.classes)
 
     def normalize(self, images: np.ndarray) -> np.ndarray:
+        if self.preprocessed:
+            return np.array(images, dtype=np.float32)  # a copy: a memory-mapped split is read-only
         mean = np.asarray(self.mean, np.float32).reshape(1, 3, 1, 1) * 255.0
         std = np.asarray(self.std, np.float32).reshape(1, 3, 1, 1) * 255.0
         return (images.astype(np.float32) - mean) / std
@@ -79,12 +82,15 @@ class Dataset:
 def load_dataset(source: str, resolution: int | None = None, mean: tuple[float, ...] | None = None,
                  std: tuple[float, ...] | None = None, seed: int = 0, cache_dir: Path | None = None,
                  holdout: float = HOLDOUT_SHARE) -> Dataset:
-    """``digits`` or a path to an ImageFolder (with ``train/`` and ``val/``, and ``test/``, inside when present);
-    ``holdout`` of each class's validation images are kept apart (unless a ``test/`` folder is)."""
+    """``digits``, a path to an ImageFolder (with ``train/`` and ``val/``, and ``test/``, inside when present), or
+    a directory of arrays ``save_arrays`` wrote (data given to ``tuner.tune`` in memory); ``holdout`` of each
+    class's validation images are kept apart (unless a ``test/`` folder is)."""
     check_inputs(resolution, mean, std)
     if not 0 <= holdout < 1:
         raise DataError(f"--holdout must be a fraction >= 0 and < 1 (0 keeps none apart), got {holdout}.")
-    if source == "digits":
+    if (Path(source) / ARRAYS_META).is_file():
+        data = _arrays(Path(source), resolution, mean, std, seed)
+    elif source == "digits":
         data = _digits(resolution or DEFAULT_RESOLUTION["digits"], mean, std, seed)
     else:
         data = _image_folder(Path(source), resolution or 224, mean or IMAGENET_MEAN, std or IMAGENET_STD, seed,
@@ -162,6 +168,53 @@ def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
         return bunch.images, bunch.target
     table = np.loadtxt(csv, delimiter=",")
     return table[:, :-1].reshape(-1, 8, 8), table[:, -1].astype(int)
+
+
+# ---------------------------------------------------------------- arrays (data given to tuner.tune in memory)
+
+ARRAYS_META, ARRAYS_FORMAT = "arrays.json", "tuner-arrays/1"
+_SPLITS = ("train", "val")
+
+
+def save_arrays(out: Path, splits: dict[str, Split], classes: tuple[str, ...], name: str) -> None:
+    """Write a train and a val split as .npy files (memory-mapped when read) beside their description."""
+    import json
+
+    for part in _SPLITS:
+        np.save(out / f"{part}_images.npy", splits[part].images)
+        np.save(out / f"{part}_labels.npy", splits[part].labels)
+    (out / ARRAYS_META).write_text(json.dumps({"format": ARRAYS_FORMAT, "name": name, "classes": list(classes)}))
+
+
+def _arrays(root: Path, resolution: int | None, mean: tuple[float, ...] | None, std: tuple[float, ...] | None,
+            seed: int) -> Dataset:
+    """uint8 images are normalized as any (by mean / std, from the train split when not given); float images are
+    the model's input as given (``preprocessed``: mean / std do not apply). The directory's name is its content
+    key (``tuner.api.inputs``)."""
+    import json
+
+    meta = json.loads((root / ARRAYS_META).read_text())
+    train, val = (Split(np.load(root / f"{p}_images.npy", mmap_mode="r"), np.load(root / f"{p}_labels.npy"))
+                  for p in _SPLITS)
+    size = int(train.images.shape[-1])
+    if resolution is not None and resolution != size:
+        raise DataError(f"the data's images are {size} x {size} px, not {resolution}; pass resolution={size} or "
+                        "leave it out (arrays are used as given, not resized).")
+    preprocessed = train.images.dtype != np.uint8
+    if preprocessed and (mean is not None or std is not None):
+        raise DataError("mean and std apply to uint8 images; these are float, taken as the model's input as given: "
+                        "leave mean and std out, or pass uint8 images.")
+    if preprocessed:
+        mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+    else:
+        pixel = np.asarray(train.images[:4096], np.float32) / 255.0
+        mean = mean or tuple(float(pixel[:, c].mean()) for c in range(3))
+        std = std or tuple(float(pixel[:, c].std()) or 1.0 for c in range(3))
+    pick = np.sort(np.random.default_rng(seed).permutation(len(train))[:CALIBRATION_SIZE])
+    calib = Split(np.asarray(train.images[pick]), train.labels[pick])
+    fp = _fingerprint("arrays", root.name, seed, mean, std, CALIBRATION_SIZE)
+    return Dataset(str(meta["name"]), tuple(meta["classes"]), size, tuple(mean), tuple(std),  # type: ignore[arg-type]
+                   train, val, calib, fp, preprocessed=preprocessed)
 
 
 # ---------------------------------------------------------------- ImageFolder

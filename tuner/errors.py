@@ -7,6 +7,8 @@ caught anywhere on purpose: they should show a traceback.
 
 from __future__ import annotations
 
+import math
+
 
 class TunerError(Exception):
     """A problem the user can fix; the message names it and says what to do."""
@@ -38,3 +40,13 @@ class MeasurementError(TunerError):
 
 class HopelessCandidate(TunerError):
     """The accuracy pass showed the candidate cannot meet the accuracy constraint: stopped early."""
+
+
+def check_number(flag: str, value: float | None, low: float, *, above: bool = False, why: str = "") -> None:
+    """Refuse NaN, inf and values below ``low`` (or not above it), naming the flag, the value and why."""
+    if value is None:
+        return
+    bound = f"> {low:g}" if above else f">= {low:g}"
+    if not math.isfinite(value) or value < low or (above and value == low):
+        kind = "a finite number " if isinstance(value, float) else ""
+        raise TunerError(f"{flag} must be {kind}{bound}{why}, got {value}.")

@@ -110,6 +110,8 @@ BUILTIN: dict[str, Callable[..., nn.Module]] = {
 
 def resolve_builder(name: str) -> Callable[..., nn.Module]:
     """Map a --model value to a builder taking ``num_classes=``; raise ModelError if none fits."""
+    if is_saved_module(name):
+        return _saved_builder(Path(name))
     if name in BUILTIN:
         return BUILTIN[name]
     if ":" in name:
@@ -166,6 +168,40 @@ def _user_callable(spec: str) -> Callable[..., nn.Module]:
     return builder
 
 
+# ---------------------------------------------------------------- a module given to tuner.tune in memory
+
+SAVED_MODULE, SAVED_META, SAVED_FORMAT = "module.pt", "module.json", "tuner-module/1"
+
+
+def save_module(module: nn.Module, out: Path, how: str, name: str) -> Path:
+    """Save a whole module (a torch.fx GraphModule, or a module whose class is importable) with its weights, so
+    that a trial's process, the re-measure and export rebuild it (``tune`` saves it once, keyed by content)."""
+    import json
+
+    torch.save(module, out / SAVED_MODULE)
+    (out / SAVED_META).write_text(json.dumps({"format": SAVED_FORMAT, "how": how, "class": name}))
+    return out / SAVED_MODULE
+
+
+def is_saved_module(name: str) -> bool:
+    path = Path(name)
+    return path.name == SAVED_MODULE and (path.parent / SAVED_META).is_file()
+
+
+def carries_weights(name: str) -> bool:
+    """The model brings its own trained weights (a saved module): no --weights, no baseline to train."""
+    return is_saved_module(name)
+
+
+def _saved_builder(path: Path) -> Callable[..., nn.Module]:
+    def build(num_classes: int) -> nn.Module:  # the module's classifier is what it is: check_forward tells
+        # Not weights_only: the file is the tuner's own (save_module), in the cache tune() wrote it to; it holds
+        # the module's code (fx-generated, or a reference to an importable class) as well as its weights.
+        return torch.load(path, map_location="cpu", weights_only=False)
+
+    return build
+
+
 def _torchvision_builder(name: str) -> Callable[..., nn.Module] | None:
     from tuner.zoo import torchvision_models
 
@@ -192,6 +228,8 @@ def source_id(name: str) -> str:
     """What defines the model's code, for cache keys: the hash of a user's file (``file.py:callable`` or the
     module's file of ``module:callable``), of this file for the built-in ResNets, or the version of the
     torchvision / timm package. (A user's file is hashed alone: edits to modules it imports are not seen.)"""
+    if is_saved_module(name):  # the saved file holds the module's code and weights
+        return f"file:{_file_hash(Path(name))}"
     if name in BUILTIN:
         return f"tuner.models:{_file_hash(Path(__file__))}"
     if ":" in name:

@@ -71,9 +71,9 @@ def resolve(name_or_path: str) -> Path:
     return OBJECTIVES_DIR / f"{name_or_path}.yaml"
 
 
-def load_objectives(name_or_path: str) -> Objectives:
-    path = resolve(name_or_path)
-    raw = read_yaml(path)
+def load_objectives(source: str | dict[str, Any]) -> Objectives:
+    """A name in objectives/, a YAML path, or the mapping such a file holds (``tuner.tune(objectives={...})``)."""
+    path, raw = (Path("objectives"), source) if isinstance(source, dict) else (resolve(source), read_yaml(resolve(source)))
     if not isinstance(raw, dict) or set(raw) - {"objectives", "constraints"}:
         raise ConfigError(f"{path}: expected the keys `objectives` (metric: maximize|minimize) and "
                           "optionally `constraints` (metric: {max: X} or {min: X}).")

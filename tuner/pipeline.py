@@ -1,4 +1,5 @@
-"""One trial's work, Optuna-free: build the candidate, measure it, return plain data."""
+"""One trial's work, Optuna-free: build the candidate, measure it, return plain data; and the reference
+model's score, which every accuracy drop is against."""
 
 from __future__ import annotations
 
@@ -6,8 +7,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from tuner.candidate import Candidate
+    from tuner.data import Split
+    from tuner.runtimes import Session
     from tuner.workload import Workload
+
+REFERENCE_BATCH = 256
 
 
 @dataclass(frozen=True)
@@ -17,16 +24,59 @@ class Evaluation:
     build_seconds: dict[str, float] = field(default_factory=dict)
     cache_hits: int = 0
     cache_misses: int = 0
+    logits: np.ndarray | None = None  # the validation logits, when a metric of the user's scores them
 
 
 def evaluate(workload: Workload, candidate: Candidate, min_accuracy: float | None = None,
-             load: bool = False) -> Evaluation:
-    """``load``: measure it under load too (the study's objectives use a load metric)."""
+             keep_logits: bool = False, load: bool = False) -> Evaluation:
+    """``load``: measure it under load too (the study's objectives use a figure under load)."""
+    import numpy as np
+
     from tuner.build import build  # torch and the runtimes load in the trial's process, not its parent's
     from tuner.measure import LoadPolicy, measure
 
     hits, misses = workload.cache.hits, workload.cache.misses
     built = build(workload, candidate)
-    metrics = measure(built, workload.data, min_accuracy=min_accuracy, load=LoadPolicy() if load else None)
+    kept: list[np.ndarray] | None = [] if keep_logits else None
+    metrics = measure(built, workload.data, min_accuracy=min_accuracy, keep_logits=kept,
+                      load=LoadPolicy() if load else None)
     return Evaluation(candidate.to_dict(), metrics.to_dict(), built.seconds,
-                      workload.cache.hits - hits, workload.cache.misses - misses)
+                      workload.cache.hits - hits, workload.cache.misses - misses,
+                      np.concatenate(kept) if kept else None)
+
+
+def reference_session(workload: Workload) -> Session:
+    """The model as the user brought it, opened to be scored: the torch module in fp32, or an ONNX file as given
+    on ort-cpu fp32 (no torch graph to run)."""
+    from tuner import hardware
+    from tuner.runtimes import PLACEMENTS
+
+    w = workload
+    if w.onnx is not None:
+        return PLACEMENTS["ort-cpu"].open(None, w.onnx.path, "fp32", "all", hardware.cores())
+    return PLACEMENTS["torch-cpu"].open(w.reference_model(), None, "fp32", "all", hardware.cores())
+
+
+def reference_accuracy(workload: Workload, split: Split | None = None, keep: list[np.ndarray] | None = None) -> float:
+    """Top-1 of the model as brought (``reference_session``) on ``split`` (the validation split)."""
+    from tuner.measure.accuracy import top1
+
+    session = reference_session(workload)
+    try:
+        return top1(session, workload.data, REFERENCE_BATCH, split=split, keep=keep)
+    finally:
+        session.close()
+
+
+def reference(workload: Workload, keep_logits: bool = False) -> dict[str, Any]:
+    """The reference every accuracy drop is against, on the validation split; with ``keep_logits``, its logits
+    and the labels too (a metric of the user's scores them in the study's process)."""
+    import numpy as np
+
+    w = workload
+    kept: list[np.ndarray] = []
+    out = {"accuracy": reference_accuracy(w, keep=kept), "workload_key": w.key, "data": w.data.name,
+           "resolution": w.data.resolution, "num_classes": w.data.num_classes, "validation_images": len(w.data.val)}
+    if keep_logits:
+        out.update(logits=np.concatenate(kept), labels=np.asarray(w.data.val.labels))
+    return out

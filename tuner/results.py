@@ -163,9 +163,18 @@ def per_sample_ci(metrics: dict[str, Any]) -> tuple[float, float]:
 
 
 def label(c: dict[str, Any]) -> str:
-    """A candidate in a few words: placement, precision, prune ratio, batch (and its streams, when several)."""
+    """A candidate in a few words: placement, precision, how it was compressed, batch (and its streams, when several)."""
+    shrink = f"prune {c.get('prune_ratio', 0):.2f}"
+    if c.get("prune_ratio") and c.get("prune_profile", "uniform") != "uniform":
+        shrink += f" {c['prune_profile']}"
+    if c.get("drop_blocks"):
+        shrink += f" -{c['drop_blocks']} blocks"
+    if c.get("sparsity"):
+        shrink += f" sparse {c['sparsity']:.2f}"
+    if c.get("recovery") == "long":
+        shrink += " (long recovery)"
     streams = int(c.get("streams") or 1)
-    return (f"{c.get('placement')} {c.get('precision')} prune {c.get('prune_ratio', 0):.2f} bs {c.get('batch_size')}"
+    return (f"{c.get('placement')} {c.get('precision')} {shrink} bs {c.get('batch_size')}"
             + (f" x{streams} streams" if streams > 1 else ""))
 
 

@@ -106,6 +106,35 @@ class SearchSpace:
                 return (p.low, p.high)
         return (FIELDS[name].default,)
 
+    def without_torch_graph(self, why: str) -> SearchSpace:
+        """This space for a model without a torch graph (an ONNX file): each value whose candidate needs the graph
+        (``Candidate.torch_graph_uses``: pruning, folding, torch placements, ...) is dropped, a field left with
+        none but its default is fixed to it, and each drop is listed (``why`` says what the model is)."""
+        dropped, params = list(self.dropped), []
+        for p in self.params:
+            kept = [v for v in self.values(p.name) if not _needs_graph(p.name, v)]
+            lost = [v for v in self.values(p.name) if _needs_graph(p.name, v)]
+            if not lost:
+                params.append(p)
+                continue
+            if p.name == "placement":
+                dropped += [f"{v}: needs the torch graph ({why})" for v in lost]
+                params.append(dataclasses.replace(p, choices=tuple(kept)) if p.choices is not None else p)
+                continue
+            default = FIELDS[p.name].default
+            span = f"{p.low:g}-{p.high:g}" if p.choices is None and p.fixed is None else ", ".join(map(str, lost))
+            dropped.append(f"{p.name} {span}: needs the torch graph ({why}); kept at {default!r}")
+            params.append(Param(p.name, fixed=default, when=p.when))
+        space = SearchSpace(self.source, tuple(params), tuple(dropped))
+        # Per-placement choices of the placements dropped above go with them.
+        space = dataclasses.replace(space, params=tuple(
+            dataclasses.replace(p, choices={k: v for k, v in p.choices.items() if k in space.placements})
+            if p.per == "placement" and isinstance(p.choices, dict) else p for p in params))
+        if not space.placements or any(_needs_graph("placement", v) for v in space.placements):
+            raise ConfigError(f"{self.source}: no placement of this space runs without the torch graph ({why}); "
+                              "add ort-cpu or ov-cpu.")
+        return space
+
     @property
     def placements(self) -> tuple[str, ...]:
         for p in self.params:
@@ -122,9 +151,9 @@ def resolve(name_or_path: str) -> Path:
     return SPACES_DIR / f"{name_or_path}.yaml"
 
 
-def load_space(name_or_path: str) -> SearchSpace:
-    path = resolve(name_or_path)
-    raw = read_yaml(path)
+def load_space(source: str | dict[str, Any]) -> SearchSpace:
+    """A name in search_spaces/, a YAML path, or the mapping such a file holds (``tuner.tune(space={...})``)."""
+    path, raw = (Path("space"), source) if isinstance(source, dict) else (resolve(source), read_yaml(resolve(source)))
     if not isinstance(raw, dict) or not raw:
         raise ConfigError(f"{path}: a search space is a mapping of candidate fields ({', '.join(FIELDS)}).")
     params = [_parse_param(path, name, spec, [k for k in raw if k != name]) for name, spec in raw.items()]
@@ -206,6 +235,18 @@ def _validate_value(where: str, name: str, value: Any, when: dict[str, tuple[Any
     if name in ("threads", "streams") and value > hardware.cores():  # oversubscribed: nothing but contention measured
         raise ConfigError(f"{where}: {value} is more than this machine's {hardware.cores()} CPUs; use at most "
                           f"{hardware.cores()}, or `high: cores`.")
+
+
+# A candidate that needs no torch graph, in int8 so that the int8-only keys are valid beside it.
+_NO_GRAPH = {"placement": "ort-cpu", "precision": "int8"}
+
+
+def _needs_graph(name: str, value: Any) -> bool:
+    """Whether ``name: value`` makes a candidate need the model's torch graph (``Candidate.torch_graph_uses``)."""
+    try:
+        return bool(Candidate(**{**_NO_GRAPH, name: value}).torch_graph_uses())
+    except (ConfigError, TypeError):
+        return False
 
 
 def _drop_unavailable(space: SearchSpace) -> SearchSpace:

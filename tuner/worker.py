@@ -4,6 +4,7 @@ the study; and the parent (which only talks to Optuna) never starts torch or ORT
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import sys
 from concurrent.futures import ProcessPoolExecutor
@@ -12,8 +13,9 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from tuner.candidate import Candidate
-from tuner.child import describe_death, init_child
-from tuner.errors import CandidateBuildError, MeasurementError, TunerError
+from tuner.child import describe_death, init_child, main_module_hidden
+from tuner.errors import CandidateBuildError, ConfigError, MeasurementError, TunerError
+from tuner.metric import TOP1_METRIC, Metric
 from tuner.pipeline import Evaluation
 from tuner.workload import Workload, WorkloadSpec
 
@@ -47,21 +49,19 @@ def _load(spec: WorkloadSpec) -> Workload:
     return _workload
 
 
-def _reference(spec: WorkloadSpec) -> dict[str, Any]:
-    from tuner.train import torch_accuracy
+def _reference(spec: WorkloadSpec, keep_logits: bool) -> dict[str, Any]:
+    from tuner.pipeline import reference
 
-    w = _load(spec)
-    return {"accuracy": torch_accuracy(w.reference_model(), w.data), "workload_key": w.key,
-            "data": w.data.name, "resolution": w.data.resolution, "num_classes": w.data.num_classes,
-            "validation_images": len(w.data.val)}
+    return reference(_load(spec), keep_logits)
 
 
-def _evaluate(spec: WorkloadSpec, candidate: dict[str, Any], min_accuracy: float | None, load: bool) -> Evaluation:
+def _evaluate(spec: WorkloadSpec, candidate: dict[str, Any], min_accuracy: float | None,
+              keep_logits: bool, load: bool) -> Evaluation:
     from tuner.pipeline import evaluate
 
     w = _load(spec)  # outside the guard: a workload that cannot load is the study's setup failing
     try:
-        return evaluate(w, Candidate(**candidate), min_accuracy, load)
+        return evaluate(w, Candidate(**candidate), min_accuracy, keep_logits, load)
     except TunerError:
         raise
     except MemoryError:
@@ -71,16 +71,20 @@ def _evaluate(spec: WorkloadSpec, candidate: dict[str, Any], min_accuracy: float
 
 
 class Worker:
-    """A one-process pool that is replaced when its process dies."""
+    """A one-process pool that is replaced when its process dies. With a metric of the user's, the child sends
+    the validation logits back and the metric is scored here (``tuner.metric``)."""
 
-    def __init__(self, spec: WorkloadSpec):
+    def __init__(self, spec: WorkloadSpec, metric: Metric = TOP1_METRIC):
         self.spec = spec
+        self.metric = metric
+        self._labels: Any = None  # the validation labels, sent once with the reference's logits
         self._pool: ProcessPoolExecutor | None = None
 
     def _submit(self, fn: Any, *args: Any, timeout: float | None = None) -> Any:
         if self._pool is None:
             self._pool = ProcessPoolExecutor(1, multiprocessing.get_context("spawn"), initializer=init_child)
-        future = self._pool.submit(fn, self.spec, *args)
+        with main_module_hidden():  # the child starts here (spawn): it must not run the caller's script again
+            future = self._pool.submit(fn, self.spec, *args)
         processes = list((self._pool._processes or {}).values())  # to read exit codes, and stop a hung child
         try:
             return future.result(timeout=timeout)
@@ -100,11 +104,26 @@ class Worker:
 
     def reference(self, timeout: float | None = None) -> dict[str, Any]:
         """Load the workload in the child (training a baseline if needed) and score the reference model."""
-        return self._submit(_reference, timeout=timeout)
+        found = self._submit(_reference, self.metric.custom, timeout=timeout)
+        if not self.metric.custom:
+            return found
+        logits, self._labels = found.pop("logits"), found.pop("labels")
+        try:
+            return self.metric.rescore(found, logits, self._labels)
+        except MeasurementError as err:  # on the reference model: the study cannot score anything
+            raise ConfigError(f"{err} (the reference model's logits); fix the metric function.") from None
 
     def evaluate(self, candidate: Candidate, min_accuracy: float | None = None,
                  timeout: float | None = None, load: bool = False) -> Evaluation:
-        return self._submit(_evaluate, candidate.to_dict(), min_accuracy, load, timeout=timeout)
+        """Build and measure ``candidate`` in the child; ``min_accuracy`` (top-1 only) stops a hopeless one early;
+        ``load``: measure it under load too (the study's objectives use a figure under load)."""
+        if not self.metric.custom:
+            return self._submit(_evaluate, candidate.to_dict(), min_accuracy, False, load, timeout=timeout)
+        if self._labels is None:
+            self.reference(timeout)
+        ev = self._submit(_evaluate, candidate.to_dict(), None, True, load, timeout=timeout)
+        assert ev.logits is not None
+        return dataclasses.replace(ev, metrics=self.metric.rescore(ev.metrics, ev.logits, self._labels), logits=None)
 
     def close(self) -> None:
         if self._pool is not None:

@@ -8,16 +8,16 @@ training a baseline once (cached) when no ``--weights`` are given.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
+import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tuner.cache import Cache, code_id, make_key
-from tuner.data import HOLDOUT_SHARE, Dataset, load_dataset
-from tuner.errors import ConfigError, ModelError
+from tuner.cache import Cache, code_id, make_key, sha256_file, tensor_hash
+from tuner.data import HOLDOUT_SHARE, Dataset, check_inputs, load_dataset
+from tuner.errors import ConfigError, ModelError, check_number
 from tuner.hardware import library_versions
 
 if TYPE_CHECKING:
@@ -39,6 +39,11 @@ class WorkloadSpec:
     recover_epochs: float = 2.0  # short recovery, epochs over the train split, for half the compute removed
     cache_dir: str | None = "studies/cache"  # None: cache nothing
 
+    @property
+    def onnx(self) -> bool:
+        """The model is an ONNX file (no torch graph: no pruning, folding or torch placements)."""
+        return self.model.lower().endswith(".onnx")
+
     def to_record(self) -> dict[str, Any]:
         """What a study records of its workload (the cache directory is the reader's own)."""
         return {k: v for k, v in dataclasses.asdict(self).items() if k != "cache_dir"}
@@ -52,16 +57,52 @@ class WorkloadSpec:
         return cls(**kwargs, cache_dir=cache_dir)
 
 
+def make_spec(model: str = "resnet18", data: str = "digits", weights: str | None = None,
+              resolution: int | None = None, mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+              seed: int = 0, *, train_steps: int | None = None, recover_epochs: float | None = None,
+              holdout: float | None = None, studies_dir: str = "studies") -> WorkloadSpec:
+    """A WorkloadSpec from the command line's values (``tuner run`` / ``measure``, ``tuner.tune``), each checked
+    before anything loads: bad input is one line naming the flag; None takes the default."""
+    defaults = WorkloadSpec()
+    for flag, value in (("--train-steps", train_steps), ("--recover-epochs", recover_epochs)):
+        check_number(flag, value, 0)
+    if not 0 <= seed < 2**32:  # numpy's and Optuna's seeds are 32-bit
+        raise ConfigError(f"--seed must be >= 0 and below 2**32, got {seed}.")
+    check_inputs(resolution, mean, std)
+    if holdout is not None and not (math.isfinite(holdout) and 0 <= holdout < 1):
+        raise ConfigError(f"--holdout must be a fraction >= 0 and < 1 (0 keeps none apart), got {holdout}.")
+    if Path(studies_dir).exists() and not Path(studies_dir).is_dir():
+        raise ConfigError(f"--studies-dir {studies_dir} is a file; pass a directory (it is created if missing).")
+    return WorkloadSpec(
+        model=model, data=data, weights=weights, resolution=resolution,
+        mean=tuple(mean) if mean else None, std=tuple(std) if std else None, seed=seed,  # type: ignore[arg-type]
+        train_steps=defaults.train_steps if train_steps is None else train_steps,
+        recover_epochs=defaults.recover_epochs if recover_epochs is None else recover_epochs,
+        holdout=defaults.holdout if holdout is None else holdout, cache_dir=f"{studies_dir}/cache")
+
+
+@dataclass(frozen=True)
+class OnnxSource:
+    """A model brought as an ONNX file: the prepared copy (tuner.onnx_model.prepare) and its counts."""
+
+    path: Path
+    macs: int
+    params: int
+
+
 @dataclass
 class Workload:
     spec: WorkloadSpec
     data: Dataset
-    builder: Callable[..., nn.Module]
+    builder: Callable[..., nn.Module] | None  # None: an ONNX file (``onnx``), no torch graph
     state_dict: dict[str, torch.Tensor]  # the reference (unpruned fp32) weights
     key: str  # content key of model code + weights + data + libraries: the root of every cache key
     cache: Cache
+    onnx: OnnxSource | None = None  # the model as an ONNX file, the fp32 artifact every ONNX build starts from
 
     def reference_model(self) -> nn.Module:  # a fresh copy: build steps prune and fold it in place
+        if self.builder is None:
+            raise ModelError(f"{self.spec.model} is an ONNX file: this needs the model's torch graph.")
         model = self.builder(num_classes=self.data.num_classes)
         model.load_state_dict(self.state_dict)
         return model.eval()
@@ -73,6 +114,8 @@ def load_workload(spec: WorkloadSpec, log: Callable[[str], None] = print) -> Wor
     from tuner import models
 
     cache_root = Path(spec.cache_dir) if spec.cache_dir else None
+    if spec.onnx:
+        return _onnx_workload(spec, cache_root, log)
     models.resolve_builder(spec.model)  # an unknown model or bad weights fail before a large data set is decoded
     state = models.read_state_dict(spec.weights) if spec.weights else None
     data = load_dataset(spec.data, spec.resolution, spec.mean, spec.std, spec.seed, cache_root, spec.holdout)
@@ -91,6 +134,8 @@ def load_workload(spec: WorkloadSpec, log: Callable[[str], None] = print) -> Wor
             raise ModelError(f"weights {spec.weights} have a {n}-class classifier but the data has "
                              f"{data.num_classes} classes; pass weights trained on this data's classes.")
         models.load_weights(model, state, spec.weights)
+    elif models.carries_weights(spec.model):  # a module given in memory: its own weights are the reference
+        state = model.state_dict()
     else:
         baseline_key = _baseline_key(spec, data, source)
         state = _baseline(spec, data, model, cache, log, baseline_key)
@@ -98,10 +143,50 @@ def load_workload(spec: WorkloadSpec, log: Callable[[str], None] = print) -> Wor
     # Every input that changes what a build produces is in this key, the root of every build's key: the model's
     # code, its weights (by content), the data (content, resolution, split seed, normalization), the baseline's
     # budget when trained here, and the libraries that compute it.
-    key = make_key(model=spec.model, source=source, weights=_tensor_hash(state), data=data.fingerprint,
+    key = make_key(model=spec.model, source=source, weights=tensor_hash(state), data=data.fingerprint,
                    baseline=baseline_key, torch=torch.__version__, libraries=library_versions("numpy"))
     return Workload(spec, data, lambda num_classes: models.create_model(spec.model, num_classes),
                     model.state_dict(), key, cache)
+
+
+def _onnx_workload(spec: WorkloadSpec, cache_root: Path | None, log: Callable[[str], None]) -> Workload:
+    """An ONNX file as the model: checked before the data loads, prepared (tuner.onnx_model) and run on a real
+    batch in a scratch directory, and only then kept in the cache, keyed by the file's content."""
+    import shutil
+    import tempfile
+
+    from tuner import onnx_model
+
+    if spec.weights:
+        raise ModelError(f"--weights applies to torch models; {spec.model} is an ONNX file, which holds its weights.")
+    source = Path(spec.model)
+    sig = onnx_model.read_signature(source)
+    data = load_dataset(spec.data, spec.resolution or sig.height, spec.mean, spec.std, spec.seed, cache_root,
+                        spec.holdout)
+    if sig.height is not None and sig.height != data.resolution:
+        raise ModelError(f"model file {source} takes {sig.height} x {sig.width} images but the data is at "
+                         f"{data.resolution} px; pass --resolution {sig.height}.")
+    if sig.classes is not None and sig.classes != data.num_classes:
+        raise ModelError(f"model file {source} has {sig.classes} output classes but the data has {data.num_classes}; "
+                         "pass the model trained on this data's classes.")
+    key = make_key(stage="onnx-source", file=sha256_file(source), code=code_id("tuner.onnx_model"),
+                   libraries=library_versions("onnx"))
+    scratch = Path(tempfile.mkdtemp(prefix="tuner-onnx-"))
+    try:  # a file that fails here leaves nothing behind in the cache
+        prepared = onnx_model.prepare(source, scratch / "model.onnx")
+        onnx_model.check_runs(prepared, data.example(2), data.num_classes, str(source), sig.batch)
+        cache = Cache(cache_root)
+        entry = cache.entry(key, lambda d: shutil.copyfile(prepared, d / "model.onnx"))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    if sig.batch is not None:
+        log(f"{source} has a fixed batch of {sig.batch}: the tuner runs it with a symbolic batch (checked: a batch "
+            "of 2 gives each image's own logits)")
+    macs, params = onnx_model.count(entry / "model.onnx", data.resolution)
+    # The root of every build's key: the file (by content), the data, and the libraries that read and run it.
+    workload_key = make_key(model="onnx", source=key, data=data.fingerprint,
+                            libraries=library_versions("numpy", "onnx", "onnxruntime"))
+    return Workload(spec, data, None, {}, workload_key, cache, OnnxSource(entry / "model.onnx", macs, params))
 
 
 BASELINE_LR = 2e-3
@@ -145,13 +230,3 @@ def _baseline(spec: WorkloadSpec, data: Dataset, model: nn.Module, cache: Cache,
     if cache.hits and cache.root is not None:
         log(f"using the cached baseline {entry / 'weights.pt'}")
     return torch.load(entry / "weights.pt", map_location="cpu", weights_only=True)
-
-
-def _tensor_hash(state: dict[str, torch.Tensor]) -> str:
-    import torch
-
-    h = hashlib.sha256()
-    for k in sorted(state):
-        h.update(k.encode())
-        h.update(state[k].detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()[:20]

@@ -9,7 +9,6 @@ into place only when complete; a previous export is replaced, nothing else."""
 from __future__ import annotations
 
 import datetime
-import hashlib
 import os
 import platform
 import shutil
@@ -24,8 +23,10 @@ import optuna
 
 from tuner import hardware, results
 from tuner.artifact.readme import readme_text
+from tuner.cache import sha256_file
 from tuner.candidate import Candidate
 from tuner.errors import ConfigError
+from tuner.metric import Metric, top1_of
 from tuner.names import (
     CONFIG_FILE,
     EXPORT_FORMAT,
@@ -69,14 +70,6 @@ def check_out(out: Path) -> None:
         raise ConfigError(f"--out {out} is not empty and not a previous export; pass a new or empty directory.")
 
 
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _plain(value: Any) -> Any:
     """YAML-safe: tuples to lists, numpy scalars to Python numbers, paths to strings."""
     if isinstance(value, dict):
@@ -114,8 +107,9 @@ class Exported:
 
 def export(study: optuna.Study, trial: optuna.trial.FrozenTrial, why: str, out: str | Path,
            studies_dir: str | Path = "studies", storage: str | None = None, torch_format: str = "export",
-           log: Log = print) -> Exported:
-    """Rebuild ``trial``, re-measure it, and write ``out/config.yaml`` plus its artifact."""
+           log: Log = print, metric: Metric | None = None) -> Exported:
+    """Rebuild ``trial``, re-measure it, and write ``out/config.yaml`` plus its artifact. ``metric``: the study's
+    own function (``TuneResult.export`` passes it), scored again on the rebuilt model's logits."""
     import torch
 
     from tuner.build import build
@@ -138,15 +132,24 @@ def export(study: optuna.Study, trial: optuna.trial.FrozenTrial, why: str, out: 
     log(f"rebuilding trial #{trial.number} ({why}): {candidate}")
     workload = load_workload(spec, log)
     built = build(workload, candidate)
+    logits: list[np.ndarray] = []
     recorded = trial.user_attrs["metrics"]
-    metrics = measure(built, workload.data, load=replaying(recorded)).to_dict()  # under the study's load, if any
-    reference = (study.user_attrs.get("reference") or {}).get("accuracy")
+    metrics = measure(built, workload.data, keep_logits=logits, load=replaying(recorded)).to_dict()  # the study's load
+    scored = (study.user_attrs.get("metric") or {}).get("code") is not None  # by a function of the user's
+    references = study.user_attrs.get("reference") or {}
+    reference = references.get("accuracy")
+    if scored and metric is not None and metric.custom:
+        metrics = metric.rescore(metrics, np.concatenate(logits), np.asarray(workload.data.val.labels))
+    elif scored:  # the function is not here (the command line): accuracy and its drop are top-1's
+        log(f"note: the study scores accuracy by its metric {study.user_attrs['metric']['name']}; this export "
+            "re-measures top-1 (TuneResult.export scores the metric too)")
+        metrics["top1"], reference = metrics["accuracy"], references.get("top1")
     if reference is not None:
         metrics["accuracy_drop"] = reference - metrics["accuracy"]
     n_val = len(workload.data.val)
-    if abs(metrics["accuracy"] - recorded["accuracy"]) > 1.0 / n_val + 1e-9:
-        log(f"warning: the rebuilt model scores {metrics['accuracy']:.2%}, the study recorded "
-            f"{recorded['accuracy']:.2%}; the cache under {spec.cache_dir} may have been rebuilt differently")
+    if abs(top1_of(metrics) - top1_of(recorded)) > 1.0 / n_val + 1e-9:
+        log(f"warning: the rebuilt model's top-1 is {top1_of(metrics):.2%}, the study recorded "
+            f"{top1_of(recorded):.2%}; the cache under {spec.cache_dir} may have been rebuilt differently")
 
     held_out = _holdout(workload, built)
     if held_out:
@@ -204,7 +207,8 @@ def export(study: optuna.Study, trial: optuna.trial.FrozenTrial, why: str, out: 
                          "openvino": openvino,
                          "input": {"name": INPUT, "shape": ["batch", 3, data.resolution, data.resolution],
                                    "dtype": input_dtype,
-                                   "preprocessing": "RGB uint8 NCHW -> (x / 255 - mean) / std per channel"},
+                                   "preprocessing": "float32 NCHW as the data gave it" if data.preprocessed else
+                                   "RGB uint8 NCHW -> (x / 255 - mean) / std per channel"},
                          "output": {"name": OUTPUT, "shape": ["batch", data.num_classes]},
                          "rebuild": rebuild},
             "serving": serving_record(candidate, metrics),
@@ -215,7 +219,7 @@ def export(study: optuna.Study, trial: optuna.trial.FrozenTrial, why: str, out: 
             "workload": spec.to_record(),
             "data": {"name": data.name, "fingerprint": data.fingerprint, "resolution": data.resolution,
                      "mean": data.mean, "std": data.std, "classes": list(data.classes),
-                     "validation_images": len(data.val)},
+                     "validation_images": len(data.val), "preprocessed": data.preprocessed},
             "weights": ({"path": str(Path(spec.weights).resolve()), "sha256": sha256_file(spec.weights)}
                         if spec.weights else None),
             "hardware": here,
@@ -248,13 +252,13 @@ def _holdout(workload: Any, built: Any) -> dict[str, Any] | None:
     """The exported point and the baseline scored on the held-out split: the drop there is the honest one (the
     study chose its pick on the validation split, so the pick's accuracy there is optimistic)."""
     from tuner.measure import holdout_accuracy
-    from tuner.train import torch_accuracy
+    from tuner.pipeline import reference_accuracy
 
     data = workload.data
     if data.holdout is None:
         return None
     accuracy = holdout_accuracy(built, data)
-    reference = torch_accuracy(workload.reference_model(), data, split=data.holdout)
+    reference = reference_accuracy(workload, data.holdout)  # the torch module, or an ONNX file as given
     return {"images": len(data.holdout), "accuracy": accuracy, "reference_accuracy": reference,
             "drop": reference - accuracy}
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from tuner.metric import top1_of
 from tuner.names import CONFIG_FILE, INPUT, IR_BIN_FILE, IR_XML_FILE, ONNX_FILE, OUTPUT, PLACEMENTS
 
 _PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
@@ -17,6 +18,10 @@ def _prelude(config: dict[str, Any], imports: list[str]) -> list[str]:
     """Imports, then the recorded normalization and an input batch: RGB uint8 images -> NCHW float32."""
     data = config["data"]
     size = int(data["resolution"])
+    if data.get("preprocessed"):  # float inputs given to tuner.tune ready for the model: no normalization here
+        return [*imports, "", f"H = W = {size}", f"classes = {[str(c) for c in data['classes']]}", "",
+                "# Your inputs, N x 3 x H x W float32, preprocessed exactly as the data the tuner was given",
+                "x = np.zeros((1, 3, H, W), np.float32)", ""]
     return [*imports, "",
             f"H = W = {size}",
             f"mean = np.array({[round(float(v), 8) for v in data['mean']]}, np.float32).reshape(1, 3, 1, 1)",
@@ -167,7 +172,7 @@ def readme_text(config: dict[str, Any]) -> str:
         (f"# Trial #{config['study']['trial']} of study `{config['study']['name']}`: {c['precision']} on "
         f"{c['placement']}, batch {c['batch_size']}, prune {c['prune_ratio']}"),
         "",
-        (f"Top-1 accuracy {m['accuracy']:.2%} on {data['validation_images']} validation images of "
+        (f"Top-1 accuracy {top1_of(m):.2%} on {data['validation_images']} validation images of "
         f"`{data['name']}`; {m['per_sample_ms']:.4f} ms per sample at batch {c['batch_size']} "
         f"({m['executed_precision']} executed, threads: {m['threads']}) on the machine in `{CONFIG_FILE}`."),
         "",
@@ -175,10 +180,13 @@ def readme_text(config: dict[str, Any]) -> str:
         "",
         "## Preprocessing",
         "",
-        (("scikit-learn's 8 x 8 digits (0-16) scaled to 0-255, " if data["name"] == "digits" else
-          "RGB, centre-cropped to a square, ")
-         + f"resized (bilinear) to {size} x {size}, uint8; then `(pixels / 255 - mean) / std`"
-        f" per channel with the mean and std below; NCHW float32. Input `{INPUT}` (N x 3 x {size} x {size}), "
+        (("The inputs exactly as the data given to the tuner held them (float32 NCHW): the tuner applied no "
+          "normalization of its own. " if data.get("preprocessed") else
+          ("scikit-learn's 8 x 8 digits (0-16) scaled to 0-255, " if data["name"] == "digits" else
+           "RGB, centre-cropped to a square, ")
+          + f"resized (bilinear) to {size} x {size}, uint8; then `(pixels / 255 - mean) / std`"
+          " per channel with the mean and std below; NCHW float32. ")
+         + f"Input `{INPUT}` (N x 3 x {size} x {size}), "
         f"output `{OUTPUT}` (N x {len(data['classes'])}, class order as in `classes`)."),
         "",
         f"## Run it in {runtime}",

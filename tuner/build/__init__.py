@@ -61,20 +61,25 @@ ARTIFACT_STEPS: dict[str, ArtifactStep] = {
 def build(w: Workload, c: Candidate) -> Built:
     runtimes.check_supported(c)  # refuse before any work
     ctx = StepContext(w, c, torch.from_numpy(w.data.example(1)), {})
-    small = compress(ctx)
-    model = small.model
-    macs, params = count(model, ctx.example)
-    if c.fold_bn:
+    model: nn.Module | None = None
+    if w.onnx is not None:  # an ONNX file: no torch graph; its artifact steps start from the file (onnx_fp32_step)
+        c.check_without_torch_graph(w.spec.model)
+        key, macs, params, compression = w.key, w.onnx.macs, w.onnx.params, {}
+    else:
+        small = compress(ctx)
+        model, key, compression = small.model, small.key, describe(small)
+        macs, params = count(model, ctx.example)
+    if model is not None and c.fold_bn:
         with ctx.timed("fuse"):
             model = fold_bn(model)
-    out = ARTIFACT_STEPS[artifact_kind(c.placement, c.precision)](ctx, model, small.key)
+    out = ARTIFACT_STEPS[artifact_kind(c.placement, c.precision)](ctx, model, key)
     if out.model is not None:
         state = out.model.state_dict()
         size, packed = sum(t.numel() * t.element_size() for t in state.values()), compressed_bytes(None, state)
     else:
         assert out.path is not None
         size, packed = out.path.stat().st_size, compressed_bytes(out.path)
-    return Built(c, out.model, out.path, macs, params, size, ctx.seconds, out.float_layers, packed, describe(small))
+    return Built(c, out.model, out.path, macs, params, size, ctx.seconds, out.float_layers, packed, compression)
 
 
 def rebuild_module(model: nn.Module, c: Candidate, example: torch.Tensor, state: dict[str, torch.Tensor]) -> nn.Module:

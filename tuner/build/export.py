@@ -38,8 +38,12 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: Path) -> Path:
     return path
 
 
-def onnx_fp32_step(ctx: StepContext, model: nn.Module, key: str) -> Artifact:
-    """The artifact step for ONNX_FP32: the module exported once per (module, folding), cached."""
+def onnx_fp32_step(ctx: StepContext, model: nn.Module | None, key: str) -> Artifact:
+    """The artifact step for ONNX_FP32: the module exported once per (module, folding), cached; a model brought
+    as an ONNX file is that file (prepared once, ``tuner.workload``)."""
+    if ctx.workload.onnx is not None:
+        return Artifact(None, ctx.workload.onnx.path, ctx.workload.key)
+    assert model is not None
     key = make_key(stage="onnx", input=key, fold_bn=ctx.candidate.fold_bn, opset=OPSET, torch=torch.__version__,
                    code=code_id("tuner.build.fuse"))
     with ctx.timed("export"):

@@ -26,13 +26,14 @@ def cast_torch(model: nn.Module, precision: str) -> nn.Module:
     return model.to(getattr(torch, TORCH_DTYPES[precision]))
 
 
-def torch_step(ctx: StepContext, model: nn.Module, key: str) -> Artifact:
+def torch_step(ctx: StepContext, model: nn.Module | None, key: str) -> Artifact:
     """The artifact step for TORCH_MODULE: the module cast to the candidate's precision (nothing cached)."""
+    assert model is not None  # build refuses torch placements for an ONNX file
     with ctx.timed("convert"):
         return Artifact(cast_torch(model, ctx.candidate.precision), None, key)
 
 
-def int8_step(ctx: StepContext, model: nn.Module, key: str) -> Artifact:
+def int8_step(ctx: StepContext, model: nn.Module | None, key: str) -> Artifact:
     """The artifact step for ONNX_INT8: the fp32 ONNX file, calibrated and quantized once per content; with
     ``float_layers`` k > 0, the k layers most sensitive to int8 (tuner.build.sensitivity) stay in float."""
     import onnxruntime
@@ -54,7 +55,7 @@ def int8_step(ctx: StepContext, model: nn.Module, key: str) -> Artifact:
     return Artifact(None, entry / ONNX_NAME, key, keep_float)
 
 
-def fp16_step(ctx: StepContext, model: nn.Module, key: str) -> Artifact:
+def fp16_step(ctx: StepContext, model: nn.Module | None, key: str) -> Artifact:
     """The artifact step for ONNX_FP16 (GPU placements): the fp32 ONNX file converted once per content."""
     fp32 = onnx_fp32_step(ctx, model, key)
     key = make_key(stage="fp16", input=fp32.key, libraries=library_versions("onnx", "onnxruntime", "onnxruntime-gpu"))

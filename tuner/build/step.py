@@ -45,5 +45,6 @@ class Artifact:
     float_layers: tuple[str, ...] = ()  # int8: the layers kept in float (by sensitivity), for the record
 
 
-# A step turns the pruned, recovered and folded module (with that module's cache key) into the artifact.
-ArtifactStep = Callable[[StepContext, "nn.Module", str], Artifact]
+# A step turns the pruned, recovered and folded module (with that module's cache key) into the artifact; the
+# module is None for a model brought as an ONNX file (``Workload.onnx``), whose steps start from that file.
+ArtifactStep = Callable[[StepContext, "nn.Module | None", str], Artifact]

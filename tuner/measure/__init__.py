@@ -20,6 +20,8 @@ from tuner.objectives import LOAD_METRICS
 from tuner.runtimes.base import describe_precisions
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from tuner.build import Built
     from tuner.candidate import Candidate
     from tuner.data import Dataset
@@ -124,14 +126,16 @@ def holdout_accuracy(built: Built, data: Dataset) -> float | None:
 
 
 def measure(built: Built, data: Dataset, policy: LatencyPolicy = LatencyPolicy(),
-            min_accuracy: float | None = None, load: LoadPolicy | None = None) -> Metrics:
-    """Accuracy and single-call latency; with ``load``, the figures under load too (``serve_session``)."""
+            min_accuracy: float | None = None, keep_logits: list[np.ndarray] | None = None,
+            load: LoadPolicy | None = None) -> Metrics:
+    """Accuracy and single-call latency; ``keep_logits`` collects the validation logits, batch by batch
+    (``tuner.measure.accuracy.top1``); with ``load``, the figures under load too (``serve_session``)."""
     c = built.candidate
     threads = resolve_threads(c.threads, c.streams)
     start = time.perf_counter()
     session = open_session(built)
     try:
-        accuracy = top1(session, data, c.batch_size, min_accuracy)  # first: a hopeless one skips timing
+        accuracy = top1(session, data, c.batch_size, min_accuracy, keep=keep_logits)  # first: a hopeless one skips timing
         lat = time_session(session, data, c.batch_size, threads, policy)
         served = serve_session(session, data, c, load) if load is not None else {}
         executed = session.executed_precision

@@ -35,6 +35,7 @@ class TrialRow:
     duplicate_of: int | None  # the earlier trial whose figures it reused
     note: str  # why it failed or was refused
     remeasure: dict[str, Any] | None = None  # the end-of-study re-measure (tuner.remeasure.RemeasureEntry.to_dict())
+    short_recovery: dict[str, Any] | None = None  # promoted to the long recovery: what the short one had reached
     speed: str | None = None  # a study under load: the throughput objective it ranks by (results.speed_metric)
 
     @property
@@ -128,6 +129,7 @@ def collect(study: optuna.Study) -> ReportInfo:
                              pareto=t.number in front, baseline=bool(t.user_attrs.get("baseline")),
                              speedup=results.speedup(base_ms, results.cost_ms(metrics, speed)) if metrics else None,
                              duplicate_of=t.user_attrs.get("duplicate_of"), remeasure=remeasured.get(t.number),
+                             short_recovery=t.user_attrs.get("short_recovery"),
                              speed=speed,
                              note=str(reason).splitlines()[0][:200] if reason else ""))
     reference = study.user_attrs.get("reference") or {}

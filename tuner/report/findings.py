@@ -6,31 +6,14 @@ from __future__ import annotations
 
 import statistics
 from collections import Counter, defaultdict
-from collections.abc import Iterable
 
 from tuner import results
+from tuner.report.compare import faster as _faster
+from tuner.report.compare import fastest as _fastest
+from tuner.report.compare import pts as _pts
+from tuner.report.compare import times as _x
+from tuner.report.compression import compression_findings
 from tuner.report.data import ReportInfo, TrialRow, group_by
-
-# Two medians count as different only when their 95% CIs do not overlap AND they differ by this much.
-MIN_EFFECT = 0.05
-
-
-def _faster(a: TrialRow, b: TrialRow) -> bool:
-    """a is measurably faster per sample than b: CIs apart and at least MIN_EFFECT."""
-    return a.ms_ci[1] < b.ms_ci[0] and a.ms < b.ms * (1 - MIN_EFFECT)
-
-
-def _x(a: TrialRow, b: TrialRow) -> str:
-    return f"{max(a.ms, b.ms) / min(a.ms, b.ms):.1f}x"
-
-
-def _fastest(rows: Iterable[TrialRow]) -> TrialRow:
-    """The fastest of a matched group, by the tie-break of every "fastest" (results.speed_order)."""
-    return min(rows, key=lambda r: results.speed_order(r.ms, r.accuracy, r.number))
-
-
-def _pts(delta: float) -> str:
-    return f"{100 * delta:.1f} points"
 
 
 def findings(info: ReportInfo) -> list[str]:
@@ -51,6 +34,7 @@ def findings(info: ReportInfo) -> list[str]:
     out += _batch_rule(rows)
     out += _executed_precision_rule(rows)
     out += _mixed_precision_rule(rows)
+    out += compression_findings(rows)
     out += _remeasure_rule(info, rows)
     out += _bookkeeping(info)
     return out
@@ -150,6 +134,7 @@ def _precision_rule(rows: list[TrialRow]) -> list[str]:
 
 def _pruning_rule(rows: list[TrialRow]) -> list[str]:
     """Per prune ratio: the latency and accuracy it changed against unpruned, in matched groups."""
+    rows = [r for r in rows if not r.params.get("drop_blocks") and not r.params.get("sparsity")]  # channels alone
     groups = group_by(rows, lambda r: (r.params["placement"], r.params["precision"], r.params["batch_size"]))
     effect: dict[float, list[tuple[float, float, bool]]] = defaultdict(list)  # ratio -> (speedup, drop, measurable)
     for g in groups.values():

@@ -20,6 +20,7 @@ from optuna.trial import TrialState
 from tuner import hardware, results
 from tuner.candidate import Candidate
 from tuner.errors import CandidateBuildError, ConfigError, HopelessCandidate, MeasurementError, UnsupportedCombination
+from tuner.metric import TOP1_METRIC, Metric
 from tuner.study import fidelity
 from tuner.study.counts import count_trials, space_exhausted, study_complete
 from tuner.study.storage import check_study_name, make_storage, write_constraints, write_figures
@@ -33,9 +34,11 @@ if TYPE_CHECKING:
 SAMPLERS = ("tpe", "nsga2", "gp", "random")
 
 
-def baseline_candidate() -> Candidate:
-    """The reference point every speedup is against: what the user has before tuning."""
-    return Candidate(prune_ratio=0.0, precision="fp32", fold_bn=False, batch_size=1, placement="torch-cpu",
+def baseline_candidate(workload: WorkloadSpec | None = None) -> Candidate:
+    """The reference point every speedup is against: what the user has before tuning. For an ONNX file (no torch
+    graph to run) that is the file as given, on ONNX Runtime's CPU provider in fp32."""
+    placement = "ort-cpu" if workload is not None and workload.onnx else "torch-cpu"
+    return Candidate(prune_ratio=0.0, precision="fp32", fold_bn=False, batch_size=1, placement=placement,
                      threads=hardware.cores())
 
 
@@ -54,6 +57,7 @@ class StudySettings:
     max_retries: int = 1  # how often a stale or crashed trial is run again
     allow_mixed_hardware: bool = False
     trial_timeout: float | None = None  # wall-clock seconds per trial; None: default_trial_timeout(setup time)
+    metric: Metric = TOP1_METRIC  # what the study calls accuracy: top-1, or a function of the user's (tuner.metric)
 
 
 @dataclass
@@ -111,15 +115,19 @@ def open_study(s: StudySettings, storage: optuna.storages.BaseStorage | None = N
             raise ConfigError(f"study {s.name} optimizes {', '.join(study.metric_names)}, not "
                               f"{', '.join(s.objectives.names)}; use its objectives, or a new --study name.") from None
         _check_same_hardware(study, s)
+        if study.user_attrs.get("metric", TOP1_METRIC.record()) != s.metric.record():
+            raise ConfigError(f"study {s.name} scores accuracy by {study.user_attrs.get('metric')}, not by "
+                              f"{s.metric.record()}; pass the same metric, or a new study name.") from None
     if created:  # only the creator enqueues: a resumed or joined study never gets a second baseline
         study.set_metric_names(list(s.objectives.names))
         study.set_user_attr("fingerprint", hardware.fingerprint())
         study.set_user_attr("workload", s.workload.to_record())
+        study.set_user_attr("metric", s.metric.record())
         # What each constraint of a trial is (optuna-dashboard lists them by position, unnamed).
         study.set_user_attr("constraints", [str(c) for c in s.objectives.constraints])
         # With its params in the space's own names, samplers learn from the baseline like any trial
         # (NSGA-II's intersection search space would otherwise be empty); else it runs as a fixed point.
-        params = s.space.params_of(baseline_candidate())
+        params = s.space.params_of(baseline_candidate(s.workload))
         study.enqueue_trial(params or {}, user_attrs={"baseline": True, "fixed_point": params is None})
         for anchor in anchor_params(s.space):
             study.enqueue_trial(anchor, user_attrs={"anchor": True})
@@ -182,8 +190,9 @@ class Objective:
         self.fingerprint = hardware.fingerprint()
 
     def __call__(self, trial: optuna.Trial) -> list[float]:
+        fixed = trial.user_attrs.get("fixed_point")
         try:
-            candidate = baseline_candidate() if trial.user_attrs.get("fixed_point") else self.s.space.sample(trial)
+            candidate = baseline_candidate(self.s.workload) if fixed else self.s.space.sample(trial)
         except UnsupportedCombination as err:
             trial.set_user_attr("error", str(err))
             raise optuna.TrialPruned(str(err)) from None
@@ -270,7 +279,7 @@ def run_study(s: StudySettings, on_progress: Callable[[Progress], None] = lambda
     """Run (or resume) the study until it holds ``n_trials`` finished trials or the timeout passes.
     ``announce`` is called once the workload loaded and the study opened (setup can no longer fail on input)."""
     done_before = 0
-    worker = Worker(s.workload)
+    worker = Worker(s.workload, s.metric)
     try:
         check_study_name(s.name)
         # A database server is checked first (an unreachable one should not wait for a baseline to train);

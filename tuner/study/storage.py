@@ -3,7 +3,10 @@ to a finished study, all through Optuna's public API."""
 
 from __future__ import annotations
 
+import contextlib
 import re
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +29,20 @@ _DASHBOARD_CONSTRAINTS = "constraints"  # the trial system attr optuna-dashboard
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
+@contextlib.contextmanager
+def quiet_optuna() -> Iterator[None]:
+    """Our own lines say what happens; Optuna's per-trial INFO logs and experimental warnings repeat it (and a failed
+    trial, one line of ours with its reason, would get its traceback as a warning). Restored afterwards."""
+    level = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+            yield
+    finally:
+        optuna.logging.set_verbosity(level)
+
+
 def check_study_name(name: str) -> str:
     if not _NAME.match(name) or ".." in name:
         raise ConfigError(f"study name {name!r} is not allowed; use letters, digits, '.', '_' and '-' only "
@@ -33,14 +50,17 @@ def check_study_name(name: str) -> str:
     return name
 
 
-def default_study_name(spec: WorkloadSpec, resolution: int) -> str:
-    model = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(spec.model.split(":")[-1]).stem if ":" in spec.model else spec.model)
+def default_study_name(spec: WorkloadSpec, resolution: int, model_name: str | None = None) -> str:
+    """model-data-resolution-hardware; ``model_name`` names a model the spec holds as a saved file (tune())."""
+    if model_name is None:
+        model_name = Path(spec.model.split(":")[-1]).stem if ":" in spec.model or spec.onnx else spec.model
+    model = re.sub(r"[^A-Za-z0-9._-]+", "_", model_name)
     data = "digits" if spec.data == "digits" else Path(spec.data).resolve().name
     return f"{model}-{re.sub(r'[^A-Za-z0-9._-]+', '_', data)}-{resolution}px-{hardware.fingerprint_id()}"
 
 
 def default_storage(studies_dir: str, name: str) -> str:
-    Path(studies_dir).mkdir(parents=True, exist_ok=True)
+    """SQLite under ``studies_dir`` (made when the study opens: bad input leaves no empty directory behind)."""
     return f"sqlite:///{Path(studies_dir) / name}.db"
 
 
@@ -49,12 +69,33 @@ def mask_url(url: str) -> str:
     return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
 
 
+def check_storage_url(url: str) -> None:
+    """What can be told of a --storage URL without connecting: a database scheme, and for SQLite a file path
+    whose directory exists (else the error would come only after the workload loaded)."""
+    if not re.match(r"^(sqlite|postgresql|mysql)(\+\w+)?://", url):
+        raise ConfigError(f"--storage {mask_url(url)} is not a database URL; use sqlite:///PATH.db or "
+                          "postgresql://USER:PASSWORD@HOST/DB.")
+    if url.startswith("sqlite") and "://" in url:
+        path = url.split("://", 1)[1].split("?", 1)[0]
+        path = path[1:] if path.startswith("/") else path  # sqlite:///rel.db, sqlite:////abs.db
+        if not path or path == ":memory:":
+            return
+        file = Path(path)
+        if file.is_dir():
+            raise ConfigError(f"--storage {url}: {file} is a directory; name a database file such as "
+                              f"{file / 'studies.db'}.")
+        if not file.parent.is_dir():
+            raise ConfigError(f"--storage {url}: the directory {file.parent} does not exist; create it first.")
+
+
 def make_storage(url: str, heartbeat: float, max_retries: int) -> optuna.storages.BaseStorage:
     """An RDB storage with heartbeats: a dead worker's RUNNING trial is failed and re-queued."""
     if not re.match(r"^(sqlite|postgresql|mysql)(\+\w+)?://", url):
         raise ConfigError(f"--storage {mask_url(url)} is not a database URL; use sqlite:///PATH.db or "
                           "postgresql://USER:PASSWORD@HOST/DB.")
     engine: dict[str, Any] = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+    if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     try:
         return optuna.storages.RDBStorage(
             url, engine_kwargs=engine, heartbeat_interval=max(1, round(heartbeat)),

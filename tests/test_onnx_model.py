@@ -1,0 +1,139 @@
+"""A model brought as an ONNX file: prepared under the tuner's names with a symbolic batch and counted
+(tuner.onnx_model), searched over what needs no torch graph (the space drops the rest, saying so), its baseline
+the file itself on ort-cpu fp32, reaching int8 on ort-cpu and ov-cpu, exported and verified; and the same
+through ``tuner.tune`` with a metric of the user's. Bad files: tests/test_hostile.py ("onnx-...")."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+import yaml
+
+from tests.conftest import run_tuner
+from tuner.errors import ConfigError
+from tuner.names import INPUT, OUTPUT
+from tuner.space import load_space
+
+SPACE = {
+    "placement": {"choices": ["torch-cpu", "ort-cpu", "ov-cpu"]},
+    "precision": {"per": "placement", "choices": {"torch-cpu": ["fp32"], "ort-cpu": ["fp32", "int8"],
+                                                  "ov-cpu": ["fp32", "int8"]}},
+    "prune_ratio": {"choices": [0.0, 0.5]},
+    "fold_bn": {"choices": [False, True], "when": {"placement": ["torch-cpu"]}},
+    "batch_size": {"choices": [1, 8]},
+    "threads": 1,
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_onnx(workload, tmp_path_factory) -> Path:
+    """The tests' trained tiny CNN (digits, 16 px) as a user exports it: a fixed batch of 1, names of its own."""
+    path = tmp_path_factory.mktemp("onnx") / "tiny.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(workload.reference_model(), (torch.from_numpy(workload.data.example(1)),), str(path),
+                          dynamo=False, opset_version=17, input_names=["images"], output_names=["scores"])
+    return path
+
+
+def test_the_file_is_prepared_under_the_tuners_names_with_a_symbolic_batch_and_counted(tiny_onnx, tmp_path):
+    from tuner.onnx_model import count, prepare, read_signature
+
+    sig = read_signature(tiny_onnx)
+    assert (sig.input, sig.output, sig.batch, sig.height, sig.classes) == ("images", "scores", 1, 16, 10)
+    graph = onnx.load(str(prepare(tiny_onnx, tmp_path / "p.onnx"))).graph
+    assert [i.name for i in graph.input] == [INPUT] and [o.name for o in graph.output] == [OUTPUT]
+    assert graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+    macs, params = count(tmp_path / "p.onnx", 16)
+    # conv 3->32 at 16 x 16, conv 32->64 at 8 x 8 (3 x 3 kernels), linear 256->10; BatchNorm folded by the export
+    assert macs == 16 * 16 * 32 * 3 * 9 + 8 * 8 * 64 * 32 * 9 + 256 * 10
+    assert params == (32 * 3 * 9 + 32) + (64 * 32 * 9 + 64) + (256 * 10 + 10)
+
+
+def test_the_space_drops_what_needs_the_torch_graph_and_says_so():
+    space = load_space("default").without_torch_graph("m.onnx is an ONNX file")
+    assert "torch-cpu" not in space.placements and {"ort-cpu", "ov-cpu"} <= set(space.placements)
+    assert space.values("prune_ratio") == (0.0,) and space.values("fold_bn") == (False,)
+    dropped = "\n".join(space.dropped)
+    for what in ("torch-cpu: needs the torch graph", "prune_ratio 0-0.6: needs the torch graph", "fold_bn True"):
+        assert what in dropped, dropped
+    assert all(p.name != "precision" or "torch-cpu" not in p.choices for p in space.params)
+    with pytest.raises(ConfigError, match="no placement of this space runs without the torch graph"):
+        load_space({"placement": "torch-cpu"}).without_torch_graph("m.onnx is an ONNX file")
+
+
+def test_a_study_of_the_file_reaches_int8_on_ort_and_openvino_then_exports_and_verifies(tiny_onnx, tmp_path):
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump(SPACE))
+    studies = tmp_path / "studies"
+    r = run_tuner("--model", str(tiny_onnx), "--resolution", "16", "--space", str(space), "--n-trials", "6",
+                  "--studies-dir", str(studies), "--remeasure-rounds", "0", "--json")
+    assert r.returncode == 0, r.stderr
+    for line in ("fixed batch of 1", "dropped torch-cpu: needs the torch graph", "dropped prune_ratio 0.5: needs"):
+        assert line in r.stderr, r.stderr
+    out = json.loads(r.stdout)
+    assert out["study"].startswith("tiny-digits-16px")
+    import optuna
+
+    study = optuna.load_study(study_name=out["study"], storage=out["storage"])
+    done = [t for t in study.trials if "metrics" in t.user_attrs]
+    base = study.trials[0]
+    assert base.user_attrs["baseline"] and base.user_attrs["candidate"]["placement"] == "ort-cpu"
+    assert base.user_attrs["candidate"]["precision"] == "fp32"
+    # the reference is the file's own top-1 on the validation split: the baseline's, measured apart
+    assert study.user_attrs["reference"]["accuracy"] == pytest.approx(base.user_attrs["metrics"]["accuracy"])
+    assert all(t.user_attrs["candidate"]["placement"] != "torch-cpu" and t.user_attrs["candidate"]["prune_ratio"] == 0
+               for t in done)
+    int8 = {t.user_attrs["candidate"]["placement"]: t for t in done if t.user_attrs["metrics"]["executed_precision"]
+            == "int8"}
+    assert {"ort-cpu", "ov-cpu"} <= set(int8), [t.user_attrs["candidate"] for t in done]  # the anchors, at least
+    speedups = {e["number"]: e["speedup"] for e in out["pareto"]}
+    assert speedups and all(s and s > 0 for s in speedups.values())
+    pick = int8["ov-cpu"].number
+    deploy = tmp_path / "deploy"
+    r = run_tuner("export", "--study", out["study"], "--studies-dir", str(studies), "--trial", str(pick),
+                  "--out", str(deploy))
+    assert r.returncode == 0, r.stderr
+    assert {"model.xml", "model.bin", "model.onnx", "config.yaml", "README.md"} <= {p.name for p in deploy.iterdir()}
+    r = run_tuner("verify", str(deploy), "--latency-tolerance", "1.0")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "reproduces" in r.stdout
+
+
+def test_tune_with_a_metric_scores_the_files_own_logits(tiny_onnx, workload, tmp_path):
+    """The study's accuracy is the metric on the logits of the file as given (computed here apart, in ORT)."""
+    import onnxruntime as ort
+
+    import tuner
+
+    def top2(logits, labels):
+        return (logits.topk(2, dim=1).indices == labels[:, None]).any(1).float().mean()
+
+    space = {**SPACE, "placement": {"choices": ["ort-cpu"]}, "batch_size": 8}
+    result = tuner.tune(str(tiny_onnx), "digits", resolution=16, metric=top2, space=space, n_trials=3,
+                        studies_dir=str(tmp_path), study="onnx-metric", remeasure_rounds=0, progress=False,
+                        log=lambda m: None)
+    session = ort.InferenceSession(str(tiny_onnx), providers=["CPUExecutionProvider"])
+    data = workload.data
+    logits = np.concatenate([session.run(None, {"images": x[i:i + 1]})[0] for x, _ in data.batches(data.val, 256)
+                             for i in range(len(x))])
+    expected = float(top2(torch.from_numpy(logits), torch.from_numpy(data.val.labels)))
+    reference = result.study.user_attrs["reference"]
+    assert reference["accuracy"] == pytest.approx(expected, abs=1e-6)
+    assert reference["top1"] == pytest.approx(float(np.mean(logits.argmax(1) == data.val.labels)))
+    assert result.baseline is not None and result.baseline.accuracy == pytest.approx(expected, abs=1e-6)
+    frame = result.to_dataframe()
+    assert len(frame) == len(result.study.trials)
+    for column in ("trial", "pareto", "placement", "precision", "prune_ratio", "batch_size", "accuracy", "top1",
+                   "accuracy_drop", "per_sample_ms", "latency_ms", "latency_ci_low_ms", "remeasured_per_sample_ms"):
+        assert column in frame.columns, column
+    assert result.pareto and result.best().trial in set(frame.trial)
+    with pytest.raises(ConfigError, match="scores accuracy by"):  # resumed with another metric: refused
+        tuner.tune(str(tiny_onnx), "digits", resolution=16, space=space, n_trials=4, studies_dir=str(tmp_path),
+                   study="onnx-metric", remeasure_rounds=0, progress=False, log=lambda m: None)

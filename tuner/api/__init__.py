@@ -1,0 +1,138 @@
+"""``tune``: the one way a study runs, from Python and from ``tuner run`` alike (the command line only parses
+its flags and prints the result). It checks every setting before any work, turns what it is given in memory
+into files a trial's process loads (``inputs``), runs the study (``tuner.study.loop``), re-times its front
+(``tuner.remeasure``) and returns a ``TuneResult``."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tuner.errors import check_number
+
+if TYPE_CHECKING:
+    from tuner.api.result import TuneResult
+    from tuner.objectives import Objectives
+    from tuner.space import SearchSpace
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def tune(model: Any = "resnet18", train: Any = "digits", val: Any = None, *,
+         metric: Callable[[Any, Any], Any] | None = None, higher_is_better: bool = True,
+         space: str | dict[str, Any] | SearchSpace = "default",
+         objectives: str | dict[str, Any] | Objectives = "accuracy_latency",
+         n_trials: int = 20, weights: str | None = None, classes: Sequence[str] | None = None,
+         resolution: int | None = None, mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+         seed: int = 0, holdout: float | None = None, train_steps: int | None = None,
+         recover_epochs: float | None = None,
+         study: str | None = None, storage: str | None = None, studies_dir: str = "studies", sampler: str = "tpe",
+         timeout: float | None = None, heartbeat: float = 10.0, max_retries: int = 1,
+         trial_timeout: float | None = None, remeasure_rounds: int = 3, allow_mixed_hardware: bool = False,
+         log: Callable[[str], None] = _stderr, progress: bool = True) -> TuneResult:
+    """Search the fastest accurate-enough build of ``model`` and return what the study found.
+
+    model: an ``nn.Module`` with its trained weights, a builder taking ``num_classes=`` (importable), a
+        ``--model`` value (``resnet18``, ``module:callable``, ``file.py:callable``) or an ONNX file path.
+    train, val: ``"digits"`` or an ImageFolder path (``val`` left out), or both in memory: a torch
+        ``Dataset`` / ``DataLoader`` of (image, label), or (images, labels) arrays; images N x 3 x H x W,
+        uint8 pixels (normalized by ``mean`` / ``std``, default: the train split's) or float inputs ready for
+        the model. ``train`` calibrates int8 and recovers pruned models; ``val`` is what accuracy is measured on.
+    metric: a function of (logits, labels) torch tensors -> float, scored on the whole validation split; it is
+        what the study calls ``accuracy`` (objectives, constraints and ``max_drop`` use it), ``top1`` is kept
+        beside it. ``higher_is_better=False`` for a loss or an error rate (then negated). Default: top-1.
+    space, objectives: a name or YAML path as ``--space`` / ``--objectives`` take, or the mapping such a file
+        holds (``{"placement": {"choices": ["ort-cpu", "ov-cpu"]}, ...}``).
+    The rest are ``tuner run``'s flags (``--n-trials`` is ``n_trials``); bad values raise a TunerError whose
+    message names the flag. Runs one trial at a time, each in a child process.
+    """
+    from tuner import hardware
+    from tuner.api import inputs
+    from tuner.api.result import TuneResult
+    from tuner.cache import Cache
+    from tuner.data import DEFAULT_RESOLUTION
+    from tuner.errors import TunerError
+    from tuner.metric import make_metric
+    from tuner.objectives import load_objectives
+    from tuner.space import load_space
+    from tuner.study.counts import count_trials, study_complete
+    from tuner.study.loop import SAMPLERS, StudySettings
+    from tuner.study.storage import (
+        check_storage_url,
+        check_study_name,
+        default_storage,
+        default_study_name,
+        quiet_optuna,
+    )
+    from tuner.workload import make_spec
+
+    if sampler not in SAMPLERS:
+        raise TunerError(f"unknown sampler {sampler!r}; use one of {', '.join(SAMPLERS)}.")
+    check_number("--n-trials", n_trials, 1)
+    check_number("--timeout", timeout, 0, above=True, why=" seconds (leave it out for no limit)")
+    check_number("--heartbeat", heartbeat, 0, above=True, why=" seconds")
+    check_number("--max-retries", max_retries, 0)
+    check_number("--remeasure-rounds", remeasure_rounds, 0, why=" (0 skips the re-measure)")
+    check_number("--trial-timeout", trial_timeout, 0, above=True, why=" seconds (leave it out for the default)")
+    if storage:
+        check_storage_url(storage)
+    scorer = make_metric(metric, higher_is_better)
+    objectives = load_objectives(objectives) if isinstance(objectives, (str, dict)) else objectives
+    spec = make_spec("", "", weights, resolution, mean, std, seed, train_steps=train_steps,
+                     recover_epochs=recover_epochs, holdout=holdout, studies_dir=studies_dir)
+    # What is given in memory is saved into the cache (so that every process of the study can load it), and only
+    # that: names and paths, as the command line gives them, leave nothing behind when they are wrong.
+    cache = Cache(Path(studies_dir) / "cache")
+    data_ref, size = inputs.data_reference(train, val, classes, seed, cache)
+    expected = resolution or size or DEFAULT_RESOLUTION.get(data_ref, 224)
+    model_ref, model_name = inputs.model_reference(model, expected, cache)
+    spec = dataclasses.replace(spec, model=model_ref, data=data_ref, resolution=resolution or size)
+    space = load_space(space) if isinstance(space, (str, dict)) else space  # probes the placements: loads torch
+    if spec.onnx:
+        space = space.without_torch_graph(f"{Path(spec.model).name} is an ONNX file")
+    in_flight = max(int(v) for v in (*space.values("requests"), *space.values("streams")))  # the most under load
+    for batch_size in sorted({int(b) for b in space.values("batch_size")}):  # refuse before any work
+        problem = hardware.check_fits(batch_size, expected, requests=in_flight)
+        if problem:
+            raise TunerError(f"{space.source}: {problem}")
+    name = check_study_name(study or default_study_name(spec, expected, model_name))
+    storage = storage or default_storage(studies_dir, name)
+    settings = StudySettings(name, storage, space, objectives, spec, sampler, seed, n_trials, timeout, heartbeat,
+                             max_retries, allow_mixed_hardware, trial_timeout, scorer)
+    with quiet_optuna():
+        study_ = _run(settings, log, progress)
+        remeasured = None
+        if remeasure_rounds and study_complete(count_trials(study_), n_trials):
+            from tuner.remeasure import remeasure_pareto  # loads torch: after the checks
+
+            log(f"re-timing the Pareto set and the baseline in fresh processes ({remeasure_rounds} rounds)")
+            remeasured = remeasure_pareto(study_, spec.cache_dir, rounds=remeasure_rounds, log=log)
+    return TuneResult(study_, objectives, scorer, studies_dir, storage, remeasured, log)
+
+
+def _run(s: Any, log: Callable[[str], None], progress: bool) -> Any:
+    """The study, with what it is about said once the workload loaded (bad input stays one line before)."""
+    import contextlib
+
+    from tuner import summary
+    from tuner.study.loop import run_study
+    from tuner.study.storage import mask_url
+
+    def announce() -> None:
+        log(f"study {s.name} on {mask_url(s.storage)}")
+        log(f"placements: {', '.join(s.space.placements)}" + "".join(f"\n  dropped {d}" for d in s.space.dropped))
+        log(f"objectives: {', '.join(f'{d} {n}' for n, d in zip(s.objectives.names, s.objectives.directions))}"
+            + (f"; subject to {', '.join(map(str, s.objectives.constraints))}" if s.objectives.constraints else "")
+            + (f"; accuracy is the metric {s.metric.name}" if s.metric.custom else ""))
+
+    bar = summary.ProgressBar(s.n_trials) if progress else contextlib.nullcontext()
+    with bar:
+        return run_study(s, bar.update if progress else lambda p: None, log, announce)  # type: ignore[union-attr]
+
+
+__all__ = ["tune"]

@@ -1,0 +1,93 @@
+"""The study's quality metric: top-1 by default, or a function of the user's ``(logits, labels) -> float``.
+
+A function of the user's is scored in the study's own process, from the validation logits a trial's process
+sends back (a few kilobytes to megabytes): any function works, a lambda in a notebook too, and nothing of it
+has to be pickled for the child. Its value is what the study calls ``accuracy`` (and ``accuracy_drop``, the
+reference's value minus it), so that every objectives file, constraint, pick (``export --max-drop``), report
+and summary states its rules once, over one name; the runtime's top-1 is kept beside it as ``top1``. A
+lower-is-better metric (a loss, an error rate) is negated, so higher is better everywhere. Only top-1 can stop
+a hopeless trial early (a partial top-1 bounds the whole; a partial F1 bounds nothing)."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import types
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from tuner.errors import ConfigError, MeasurementError
+
+TOP1 = "top1"
+
+
+def top1_of(metrics: dict[str, Any]) -> float:
+    """The runtime's top-1 of a metrics dict: ``top1`` where a custom metric took ``accuracy``."""
+    return float(metrics.get(TOP1, metrics["accuracy"]))
+
+
+@dataclass(frozen=True)
+class Metric:
+    fn: Callable[[Any, Any], Any] | None = None  # None: top-1, computed in the trial's process
+    name: str = TOP1
+    higher_is_better: bool = True
+
+    @property
+    def custom(self) -> bool:
+        return self.fn is not None
+
+    def score(self, logits: np.ndarray, labels: np.ndarray) -> float:
+        """The function on torch tensors (logits float32 N x classes, labels int64 N), as a float, higher better."""
+        import torch
+
+        assert self.fn is not None
+        try:
+            value = self.fn(torch.from_numpy(logits), torch.from_numpy(labels))
+            number = float(value.item() if hasattr(value, "item") else value)
+        except Exception as err:  # noqa: BLE001 - the user's function can raise anything: one line for this trial
+            text = " ".join(str(err).split())[:200]
+            raise MeasurementError(f"metric {self.name} failed on {logits.shape} logits: {type(err).__name__}"
+                                   + (f": {text}" if text else "")) from None
+        if not math.isfinite(number):
+            raise MeasurementError(f"metric {self.name} returned {number}; it must return a finite number.")
+        return number if self.higher_is_better else -number
+
+    def rescore(self, metrics: dict[str, Any], logits: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+        """``metrics`` with ``accuracy`` = this metric, and the runtime's top-1 kept as ``top1``."""
+        return {**metrics, TOP1: metrics["accuracy"], "accuracy": self.score(logits, labels)}
+
+    def record(self) -> dict[str, Any]:
+        """What a study keeps of its metric: a study resumed with another one would mix two scores."""
+        return {"name": self.name, "higher_is_better": self.higher_is_better, "code": _code_id(self.fn)}
+
+
+TOP1_METRIC = Metric()  # the default: top-1, computed (and stopped early when hopeless) in the trial's process
+
+
+def make_metric(fn: Callable[[Any, Any], Any] | None, higher_is_better: bool = True,
+                name: str | None = None) -> Metric:
+    if fn is None:
+        if not higher_is_better:
+            raise ConfigError("higher_is_better=False needs a metric function; top-1 is higher-is-better.")
+        return TOP1_METRIC
+    if not callable(fn):
+        raise ConfigError(f"metric must be a function of (logits, labels) -> float, got {type(fn).__name__}.")
+    return Metric(fn, name or getattr(fn, "__name__", type(fn).__name__), bool(higher_is_better))
+
+
+def _code_id(fn: Callable[..., Any] | None) -> str | None:
+    """What the function computes, as its code (bytecode, names and constants, nested functions' too), so that an
+    edited metric is another one and a lambda moved to another line is not; a callable object: its type."""
+    if fn is None:
+        return None
+    code = getattr(fn, "__code__", None)
+    text = _code_text(code) if code is not None else f"{type(fn).__module__}.{type(fn).__qualname__}"
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _code_text(code: types.CodeType) -> str:
+    consts = [_code_text(c) if isinstance(c, types.CodeType) else repr(c) for c in code.co_consts]
+    return f"{code.co_code.hex()}|{code.co_names}|{consts}"

@@ -244,10 +244,12 @@ def main(argv: list[str] | None = None) -> None:
     print(f"p95 budget {budget:.3f} ms: the SLO pick serves {fmt(ratio, '.2f')}x the single-stream configuration's "
           f"samples per second at p95 {fmt(p.get('p95_ms'), '.3f')} ms ("
           + ("within" if p.get("p95_ms") is not None and p["p95_ms"] <= budget else "OVER") + " the budget)")
-    print(f"the pick's p95 under load: study {study_p95:.3f} ms, re-measured in fresh processes (the study's, median of "
-          f"{reproduction['remeasure_rounds']}) {fmt(remeasured, '.3f')} ms ({fmt(100 * reproduction['remeasure_rel_diff'] if remeasured else None, '+.1f')}%), "
-          f"these rounds' median {fmt(p.get('p95_ms'), '.3f')} ms "
-          f"({fmt(100 * reproduction['rounds_rel_diff'] if reproduction['rounds_rel_diff'] is not None else None, '+.1f')}%)")
+    rel = {k: fmt(100 * v if v is not None else None, "+.1f") for k, v in (
+        ("remeasure", reproduction["remeasure_rel_diff"]), ("rounds", reproduction["rounds_rel_diff"]))}
+    print(f"the pick's p95 under load: study {study_p95:.3f} ms, re-measured in fresh processes (the study's, median "
+          f"of {reproduction['remeasure_rounds']}) {fmt(remeasured, '.3f')} ms ({rel['remeasure']}%), these rounds' "
+          f"median {fmt(p.get('p95_ms'), '.3f')} ms ({rel['rounds']}%): "
+          + ("within" if reproduction["within_10pct"] else "NOT within") + " 10%")
     print(json.dumps({**machine_json(fp), "benchmark": "serving", "model": args.model, "data": args.data,
                       "resolution": args.resolution, "weights": args.weights, "train_steps": args.train_steps,
                       "recover_epochs": args.recover_epochs, "seed": args.seed, "n_trials": args.n_trials,

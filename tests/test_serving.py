@@ -4,12 +4,14 @@ the re-measure of its load figures in fresh processes, and the export / verify r
 from __future__ import annotations
 
 import json
+import re
 
 import optuna
 import pytest
 import yaml
 
 from tests.conftest import ROOT, TINY, run_tuner
+from tests.test_native_export import run_readme
 from tuner import hardware, results
 from tuner.artifact import checks_table, verify
 from tuner.measure.latency import LatencyPolicy
@@ -110,6 +112,7 @@ def test_export_records_the_serving_settings_and_verify_rechecks_them(load_study
     assert compile_config["NUM_STREAMS"] == 2 and compile_config["PERFORMANCE_HINT"] == "THROUGHPUT"
     readme = (out / "README.md").read_text()
     assert f"ov.AsyncInferQueue(compiled, {serving['requests']})" in readme and "Serve it as measured" in readme
+    assert re.fullmatch(r"\['\d'\]", run_readme(out).strip())  # its lines run as written, the serving ones too
 
     ok, checks = verify(out, lambda m: None, TOLERANCE)
     by_name = {ch.name: ch for ch in checks}

@@ -70,12 +70,20 @@ def _torch_export(config: dict[str, Any], program: str) -> list[str]:
             "print([classes[i] for i in logits.argmax(1)])"]
 
 
+def _off_default(candidate: dict[str, Any]) -> dict[str, Any]:
+    """The candidate's keys off their defaults: what the rebuild needs, readable by a tuner that lacks later keys."""
+    from tuner.candidate import Candidate
+
+    defaults = Candidate().to_dict()
+    return {k: v for k, v in candidate.items() if k not in defaults or v != defaults[k]}
+
+
 def _state_dict(config: dict[str, Any], state: str) -> list[str]:
     r = config["artifact"]["rebuild"]
     return [*_prelude(config, ["import numpy as np", "import torch", "",
                                "from tuner.build import rebuild_module  # the tuner package rebuilds the module",
                                "from tuner.candidate import Candidate", "from tuner.models import create_model"]),
-            f"candidate = Candidate.from_dict({config['candidate']!r})",
+            f"candidate = Candidate.from_dict({_off_default(config['candidate'])!r})",
             f"module = rebuild_module(create_model({r['model']!r}, {int(r['num_classes'])}), candidate,",
             "                        torch.from_numpy(x[:1]),",
             f'                        torch.load("{state}", map_location="cpu", weights_only=True))',
@@ -113,7 +121,9 @@ def _serve_code(config: dict[str, Any]) -> list[str]:
         return [*head,
                 f"queue = ov.AsyncInferQueue(compiled, {requests})  # one infer request each; OpenVINO queues the rest",
                 "answers = {}",
-                "queue.set_callback(lambda request, i: answers.__setitem__(i, request.get_output_tensor(0).data.copy()))",
+                "def answered(request, i):  # runs in OpenVINO's thread as each request completes",
+                "    answers[i] = request.get_output_tensor(0).data.copy()",
+                "queue.set_callback(answered)",
                 "for i, batch in enumerate(batches):",
                 "    queue.start_async({0: batch}, i)  # returns at once while a request is free",
                 "queue.wait_all()"]

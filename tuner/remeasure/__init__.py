@@ -349,8 +349,8 @@ def _load_lines(summary: RemeasureSummary) -> list[str]:
     for e in summary.measured:
         if not e.load:
             continue
-        parts = [f"{what} {e.load[m]['study']:{fmt}} -> {e.load[m]['median']:{fmt}} ({100 * e.load[m]['rel_diff']:+.1f}%"
-                 + ("" if e.load[m]["within_10pct"] else ", >10% off") + ")"
+        parts = [f"{what} {e.load[m]['study']:{fmt}} -> {e.load[m]['median']:{fmt}} "
+                 f"({100 * e.load[m]['rel_diff']:+.1f}%" + ("" if e.load[m]["within_10pct"] else ", >10% off") + ")"
                  for m, what, fmt in (("load_throughput", "samples/s", ".0f"), ("load_p95_ms", "p95 ms", ".3f"),
                                       ("open_throughput", "open loop samples/s", ".0f"),
                                       ("open_p95_ms", "p95 ms", ".3f"))]

@@ -1,6 +1,7 @@
-"""One latency measurement (and, for studies under load, one load measurement) in a fresh interpreter: ``measure_in_fresh_process`` (the parent's side) runs
-``python -m tuner.remeasure.runner`` (the child's side), which loads the workload, builds the candidate from the
-cache and times it through ``tuner.measure`` as a trial does, without the accuracy pass.
+"""One latency measurement (and, for studies under load, one load measurement) in a fresh interpreter:
+``measure_in_fresh_process`` (the parent's side) runs ``python -m tuner.remeasure.runner`` (the child's side),
+which loads the workload, builds the candidate from the cache and times it through ``tuner.measure`` as a trial
+does, without the accuracy pass.
 
 A new interpreter inherits nothing (not even the caller's main module, which a multiprocessing "spawn" child
 would import again). The job goes in as JSON on stdin; the result comes back as the one JSON line on stdout

@@ -14,8 +14,8 @@ Quick check (64 px, a short baseline, few trials):
 single_stream  the fastest feasible trial (accuracy drop <= --max-drop points) of a study over --space with batch_size
                and streams fixed at 1 and requests at 0 (one call at a time), objectives accuracy_latency: what the
                tuner picks at batch 1 without serving settings
-p95 budget     --p95-budget-ms, else 2x the single-stream configuration's open-loop p95 under the load generator (one
-               fresh process, before the SLO study): so it meets the budget itself, with room to spare
+p95 budget     --p95-budget-ms, else 2x the single-stream configuration's open-loop p95 under the load generator (the
+               median of --rounds fresh processes, before the SLO study): so it meets the budget itself
 slo_pick       the feasible trial serving the most samples per second of a study over --space (default: serving, which
                adds streams and requests) with objectives/latency_slo.yaml, its budget set to the above and its
                accuracy drop to --max-drop; the study ends with its Pareto set re-measured in fresh processes under the
@@ -177,13 +177,15 @@ def main(argv: list[str] | None = None) -> None:
         configs["single_stream"].write_text(yaml.safe_dump(single, sort_keys=False))
 
         budget = args.p95_budget_ms
-        if budget is None:
-            first = measure_once(args, configs["single_stream"], ["--load"])
-            if "error" in first:
-                raise SystemExit(f"the single-stream configuration failed under load: {first['error']}")
-            budget = 2 * first["open_p95_ms"]
-            print(f"  under load: p95 {first['open_p95_ms']:.3f} ms ({first['open_throughput']:.0f} samples/s): "
-                  f"p95 budget {budget:.3f} ms (2x)", flush=True)
+        if budget is None:  # a median of fresh processes: one draw of a shared host's tail would set it by chance
+            first = [measure_once(args, configs["single_stream"], ["--load"]) for _ in range(args.rounds)]
+            bad = [r["error"] for r in first if "error" in r]
+            if bad:
+                raise SystemExit(f"the single-stream configuration failed under load: {bad[0]}")
+            seen = [r["open_p95_ms"] for r in first]
+            budget = 2 * median(seen)
+            print(f"  under load: p95 {median(seen):.3f} ms (median of {args.rounds} fresh processes: "
+                  f"{', '.join(f'{v:.3f}' for v in seen)}): p95 budget {budget:.3f} ms (2x)", flush=True)
         slo = write_objectives("latency_slo", tmp / "slo.yaml", budget, args.max_drop)
         print(f"SLO study: {args.n_trials} trials, space {args.space}, p95 budget {budget:.3f} ms, drop <= "
               f"{args.max_drop:g} points", flush=True)
@@ -241,6 +243,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"(medians of {args.rounds} rounds, one fresh process per row and round, alternated; samples/s and p50/p95 "
           f"per request in the open loop: Poisson arrivals at half the closed loop's rate; capacity: the closed loop's "
           f"samples/s at the row's requests in flight; threads per stream)")
+    same_run = p.get("p95_ms") is not None and s.get("p95_ms") is not None and p["p95_ms"] <= 2 * s["p95_ms"]
+    print(f"in these rounds the pick's p95 is {fmt(p.get('p95_ms'), '.3f')} ms against the single-stream "
+          f"configuration's {fmt(s.get('p95_ms'), '.3f')} ms: " + ("within" if same_run else "OVER") + " 2x it")
     print(f"p95 budget {budget:.3f} ms: the SLO pick serves {fmt(ratio, '.2f')}x the single-stream configuration's "
           f"samples per second at p95 {fmt(p.get('p95_ms'), '.3f')} ms ("
           + ("within" if p.get("p95_ms") is not None and p["p95_ms"] <= budget else "OVER") + " the budget)")
@@ -257,7 +262,8 @@ def main(argv: list[str] | None = None) -> None:
                       "sampler": args.sampler, "max_drop_points": args.max_drop, "rounds": args.rounds,
                       "p95_budget_ms": budget, "single_stream": s, "slo_pick": p, "throughput_ratio": ratio,
                       "pick_within_budget": p.get("p95_ms") is not None and p["p95_ms"] <= budget,
-                      "pick_serves_more": ratio is not None and ratio > 1, "reproduction": reproduction,
+                      "pick_serves_more": ratio is not None and ratio > 1, "pick_within_2x_same_rounds": same_run,
+                      "reproduction": reproduction,
                       "study_trials": {"single_stream": single_trial["number"], "slo_pick": pick_trial["number"]},
                       "generator_overhead_us": overhead}))
 

@@ -74,8 +74,11 @@ def test_run_load_figures_cover_every_request():
         assert s.throughput == pytest.approx(4 * s.answered / s.seconds)  # samples: 4 per request
     assert opened.rate == pytest.approx(QUICK.utilisation * closed.requests_per_second)
     assert opened.requests_per_second < closed.requests_per_second  # half the capacity offered, and answered
-    again = replaying({"load": {"open": opened.to_dict()}})
-    assert again is not None and again.open_rate == opened.rate
+    # Measured again the same way: by the same rule (a share of the fresh closed loop's rate), or at a given rate.
+    again = replaying({"load": {"open": opened.to_dict(), "policy": {"utilisation": 0.3, "open_rate": None}}})
+    assert again is not None and (again.utilisation, again.open_rate) == (0.3, None)
+    assert replaying({"load": {"policy": {"utilisation": 0.5, "open_rate": 120.0}}}).open_rate == 120.0
+    assert replaying({"accuracy": 0.9}) is None
     with pytest.raises(MeasurementError, match="cannot keep"):
         run_load([_sleep(1), _sleep(1)], 1, in_flight=1, threads=None, policy=QUICK)
 

@@ -244,7 +244,7 @@ def serving_record(candidate: Candidate, metrics: dict[str, Any]) -> dict[str, A
     load = metrics.get("load")
     return {"streams": candidate.streams, "requests": candidate.in_flight, "batch_size": candidate.batch_size,
             "threads": int(metrics["threads"]), "runtime": (load or {}).get("serving"),
-            "load": {"closed_in_flight": candidate.in_flight, "open_rate_per_s": load["open"]["rate"],
+            "load": {"closed_in_flight": candidate.in_flight, **load["policy"], "open_rate_per_s": load["open"]["rate"],
                      "open_arrivals": "poisson"} if load else None}
 
 

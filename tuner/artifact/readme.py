@@ -163,7 +163,10 @@ def _serving_text(config: dict[str, Any]) -> list[str]:
     if serving.get("load"):
         text += (f" Under load: {m['load_throughput']:.0f} samples/s with {serving['requests']} requests in flight "
                  f"(p50 {m['load_p50_ms']:.3f}, p95 {m['load_p95_ms']:.3f} ms per request); requests arriving at "
-                 f"random at {serving['load']['open_rate_per_s']:.0f} per second: p95 {m['open_p95_ms']:.3f} ms. "
+                 f"Poisson times at {serving['load']['open_rate_per_s']:.0f} per second ("
+                 + ("a rate given" if serving["load"].get("open_rate") else
+                    f"{serving['load'].get('utilisation', 0.5):.0%} of that rate") + "): "
+                 f"p95 {m['open_p95_ms']:.3f} ms. "
                  "`tuner verify .` re-checks them under the same load.")
     return ["## Serve it as measured", "", text, ""]
 

@@ -184,13 +184,14 @@ _LOAD_CHECKS = (("load_throughput", "closed", "throughput", "samples/s under loa
 
 def _load_checks(serve: Any, serving: dict[str, Any], rec: dict[str, Any], same_machine: bool, tolerance: float,
                  log: Log) -> list[Check]:
-    """The export's figures under load, re-measured under the same load (its requests in flight, then arrivals at
-    its recorded rate): each within its recorded 95% CI or ``tolerance``; re-measured up to LATENCY_ATTEMPTS times."""
-    from tuner.measure.load import LoadPolicy
+    """The export's figures under load, re-measured under the same load (``replaying``: its requests in flight, then
+    arrivals by the same rule): each within its recorded 95% CI or ``tolerance``; re-measured up to LATENCY_ATTEMPTS
+    times."""
+    from tuner.measure.load import replaying
 
-    rate = float(serving["load"]["open_rate_per_s"])
+    policy = replaying(rec)
     for attempt in range(1, LATENCY_ATTEMPTS + 1):
-        now = serve(LoadPolicy(open_rate=rate))
+        now = serve(policy)
         inside = {metric: latency_reproduces(now[metric], rec[metric], tuple(rec["load"][loop]["ci"][key]),
                                              tolerance) for metric, loop, key, _ in _LOAD_CHECKS}
         if all(inside.values()) or not same_machine or attempt == LATENCY_ATTEMPTS:
@@ -207,7 +208,8 @@ def _load_checks(serve: Any, serving: dict[str, Any], rec: dict[str, Any], same_
         checks.append(Check(name, _figure(rec[metric]), _figure(now[metric]), inside[metric] if same_machine else None,
                             (f"within the 95% CI {_figure(lo)}-{_figure(hi)} or {tolerance:.0%}" if same_machine else
                              "not compared: exported on other hardware or libraries")
-                            + (f" (arrivals at {rate:.0f}/s)" if loop == "open" else "") + quiet
+                            + (f" (arrivals at {now['load']['open']['rate']:.0f}/s)" if loop == "open" else "")
+                            + quiet
                             + (f"; {attempt} runs" if attempt > 1 else "")))
     return checks
 

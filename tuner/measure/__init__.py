@@ -95,9 +95,11 @@ def serve_session(session: Session, data: Dataset, candidate: Candidate,
     c = candidate
     lanes = session.serve(data.example(c.batch_size), c.in_flight)
     threads = resolve_threads(c.threads, c.streams) * c.streams
-    closed, opened = run_load(lanes, c.batch_size, c.in_flight, threads, policy or LoadPolicy())
+    policy = policy or LoadPolicy()
+    closed, opened = run_load(lanes, c.batch_size, c.in_flight, threads, policy)
     record = {"closed": closed.to_dict(), "open": opened.to_dict(), "serving": session.serving_settings(),
-              "lanes": len(lanes), "quiet": closed.quiet and opened.quiet}
+              "lanes": len(lanes), "quiet": closed.quiet and opened.quiet,
+              "policy": {"utilisation": policy.utilisation, "open_rate": policy.open_rate}}
     return {"load_throughput": closed.throughput, "load_p50_ms": closed.p50_ms, "load_p95_ms": closed.p95_ms,
             "load_p99_ms": closed.p99_ms, "open_throughput": opened.throughput, "open_p50_ms": opened.p50_ms,
             "open_p95_ms": opened.p95_ms, "open_p99_ms": opened.p99_ms, "load": record}

@@ -75,12 +75,19 @@ class LoadPolicy:
 
 
 def replaying(metrics: dict[str, Any]) -> LoadPolicy | None:
-    """The load a measurement (``Metrics.to_dict()``) was taken under, to take another the same way: the closed loop
-    at its requests in flight, the open loop at the very arrival rate it was offered (None: not under load)."""
+    """The load a measurement (``Metrics.to_dict()``) was taken under, to take another the same way (None: it was not
+    under load): the closed loop at its requests in flight, then the open loop by the same rule, the same share of
+    the closed loop's rate (or the same rate, where one was given). The same share, not the rate it came to: a
+    fresh process's closed loop that runs a few percent slower would otherwise meet a higher utilisation, whose
+    queueing grows the tail far more than the few percent (at half the capacity a wait grows about twice as fast
+    as the utilisation), so the figure would not be re-measured but moved."""
     record = metrics.get("load")
     if not isinstance(record, dict):
         return None
-    return LoadPolicy(open_rate=float(record["open"]["rate"]))
+    policy = record.get("policy") or {}
+    if policy.get("open_rate"):
+        return LoadPolicy(open_rate=float(policy["open_rate"]))
+    return LoadPolicy(utilisation=float(policy.get("utilisation", LoadPolicy.utilisation)))
 
 
 @dataclass(frozen=True)

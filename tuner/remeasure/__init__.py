@@ -65,7 +65,7 @@ class RemeasureEntry:
     contended_rounds: int = 0  # rounds behind median_ms that found no quiet period (figures include contention)
     rounds_used: int = 0  # rounds behind median_ms: the quiet ones, or all where none was quiet
     # Studies under load: per load metric {"study", "rounds" (one per round), "median", "rel_diff", "within_10pct"},
-    # each round under the load the study applied (its open loop at the study's recorded arrival rate).
+    # each round under the load the study applied (``tuner.measure.load.replaying``: the same rule, fresh figures).
     load: dict[str, dict[str, Any]] | None = None
 
     @property
@@ -357,4 +357,4 @@ def _load_lines(summary: RemeasureSummary) -> list[str]:
         host = e.load["host"]
         lines.append(f"  #{e.number} under load, median of {host['rounds']} rounds: " + ", ".join(parts)
                      + (f"; {host['contended_rounds']} rounds on a contended host" if host["contended_rounds"] else ""))
-    return ["Under load (closed loop, then the open loop at the study's arrival rate):", *lines] if lines else []
+    return ["Under load (closed loop, then the open loop at the study's share of its rate):", *lines] if lines else []

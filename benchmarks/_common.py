@@ -120,9 +120,11 @@ def run_tuner(argv: Sequence[str], timeout: float | None = None, quiet: bool = F
     return json.loads(lines[-1]), wall
 
 
-def measure_once(args: argparse.Namespace, config: Path) -> dict[str, Any]:
-    """One `tuner measure --json` of a config file in a fresh process; {"error": ...} when it fails."""
-    cmd = [sys.executable, "-m", "tuner", "measure", *workload_cli_args(args), "--config", str(config), "--json"]
+def measure_once(args: argparse.Namespace, config: Path, extra: Sequence[str] = ()) -> dict[str, Any]:
+    """One `tuner measure --json` of a config file in a fresh process (``extra``: more flags, e.g. --load);
+    {"error": ...} when it fails."""
+    cmd = [sys.executable, "-m", "tuner", "measure", *workload_cli_args(args), "--config", str(config), "--json",
+           *extra]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=tuner_env(), timeout=1200)
     if proc.returncode != 0:
         tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-2:])

@@ -29,6 +29,10 @@ def test_defaults_are_the_plain_model():
     ("placement", "tpu", "placement must be one of"),
     ("threads", -1, "threads must be an integer >= 0"),
     ("fold_bn", "yes", "fold_bn must be true or false"),
+    ("streams", 0, "streams must be an integer >= 1"),
+    ("streams", 1.5, "streams must be an integer >= 1"),
+    ("requests", -1, "requests must be 0"),
+    ("requests", 10**6, "requests must be an integer <= 1024"),
 ])
 def test_invalid_values_are_named(field, value, needle):
     with pytest.raises(ConfigError, match=needle):
@@ -45,3 +49,14 @@ def test_unknown_key_and_non_mapping(tmp_path):
     bad.write_text("precision: [fp32\n")
     with pytest.raises(ConfigError, match="not valid YAML at line"):
         Candidate.from_yaml(bad)
+
+
+def test_serving_defaults_are_one_call_at_a_time():
+    c = Candidate()
+    assert (c.streams, c.requests, c.in_flight) == (1, 0, 1)
+    assert Candidate(streams=2).in_flight == 2 and Candidate(streams=2, requests=4).in_flight == 4
+    assert Candidate(streams=2, threads=1, batch_size=4).serving == {"streams": 2, "requests": 2, "batch_size": 4,
+                                                                      "threads": 1}
+    # A candidate recorded before the serving keys existed reads as one call at a time.
+    old = {k: v for k, v in c.to_dict().items() if k not in ("streams", "requests")}
+    assert Candidate.fill(old) == c.to_dict() and Candidate(**old) == c

@@ -85,7 +85,10 @@ def test_shipped_objectives_load():
     o = load_objectives("accuracy_latency")
     assert o.names == ("accuracy", "per_sample_ms") and o.directions == ("maximize", "minimize")
     assert [str(c) for c in o.constraints] == ["accuracy_drop <= 0.01"]
-    assert load_objectives("latency_slo").names == ("accuracy", "throughput")
+    slo = load_objectives("latency_slo")  # under load: throughput in the open loop, its p95 within the budget
+    assert slo.names == ("accuracy", "open_throughput") and slo.uses_load and not o.uses_load
+    assert "open_p95_ms" in [c.metric for c in slo.constraints]
+    assert load_objectives("throughput").names == ("accuracy", "load_throughput")
     assert "compressed_mb" in load_objectives("accuracy_size").names
     c = o.constraints[0]
     assert c.violation({"accuracy_drop": 0.02}) > 0 >= c.violation({"accuracy_drop": 0.005})

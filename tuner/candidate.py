@@ -15,6 +15,8 @@ from tuner.names import CALIBRATIONS, GRAPH_OPTS, PLACEMENTS, PRECISIONS, PRUNE_
 # student...), which a model brought as an ONNX file does not have. A new such field only needs this mark.
 NEEDS_TORCH_GRAPH = {"needs_torch_graph": True}
 
+MAX_REQUESTS = 1024  # requests in flight: each holds an input batch (and an OpenVINO infer request)
+
 
 @dataclass(frozen=True)
 class Candidate:
@@ -26,7 +28,7 @@ class Candidate:
     graph_opt: str = "all"  # ORT graph optimization level; torch placements ignore it
     batch_size: int = 1
     placement: str = "torch-cpu"  # runtime + device, see tuner.runtimes
-    threads: int = 0  # intra-op threads; 0 = one per physical core of this machine
+    threads: int = 0  # intra-op threads per stream; 0 = this machine's cores shared out among the streams
     calibration: str = "minmax"  # int8 only: minmax | entropy | percentile activation ranges
     float_layers: int = 0  # int8 only: the k layers most sensitive to int8 stay in float (0 = uniform int8)
     # how prune_ratio is spread over the layers: uniform | global (ranked together)
@@ -37,6 +39,11 @@ class Candidate:
     sparsity: float = field(default=0.0, metadata=NEEDS_TORCH_GRAPH)
     # distillation budget after compressing: short, or long (the study spends it on contenders)
     recovery: str = field(default="short", metadata=NEEDS_TORCH_GRAPH)
+    # Serving: `streams` requests run at once (OpenVINO NUM_STREAMS, that many ORT sessions or torch threads), each
+    # on `threads` threads; `requests` in flight under load (0 = one per stream). 1 / 0: one synchronous call at a
+    # time, what every placement ran before these fields existed.
+    streams: int = 1
+    requests: int = 0
 
     def __post_init__(self) -> None:
         _check(isinstance(self.prune_ratio, (int, float)) and not isinstance(self.prune_ratio, bool)
@@ -58,6 +65,13 @@ class Candidate:
                f"calibration must be one of {', '.join(CALIBRATIONS)}, but got {self.calibration!r}.")
         _check(_is_int(self.float_layers) and self.float_layers >= 0,
                f"float_layers must be an integer >= 0, but got {self.float_layers!r}.")
+        _check(_is_int(self.streams) and self.streams >= 1,
+               f"streams must be an integer >= 1, but got {self.streams!r}.")
+        _check(_is_int(self.requests) and self.requests <= MAX_REQUESTS,
+               f"requests must be an integer <= {MAX_REQUESTS}, but got {self.requests!r}.")
+        _check(self.requests == 0 or self.requests >= self.streams,
+               f"requests must be 0 (one per stream) or an integer >= streams ({self.streams!r}), since a stream "
+               f"without a request in flight idles, but got {self.requests!r}.")
         _check(self.precision == "int8" or (self.calibration, self.float_layers) == ("minmax", 0),
                f"calibration and float_layers apply to int8 only, but got precision={self.precision!r} with "
                f"calibration={self.calibration!r}, float_layers={self.float_layers!r}.")
@@ -77,6 +91,17 @@ class Candidate:
         """The model itself is changed (and recovered by distillation) before any precision is applied."""
         return self.prune_ratio > 0 or self.drop_blocks > 0 or self.sparsity > 0
 
+    @property
+    def in_flight(self) -> int:
+        """Requests in flight under load: ``requests``, or one per stream."""
+        return self.requests or self.streams
+
+    @property
+    def serving(self) -> dict[str, int]:
+        """The serving settings beside the batch: streams, requests in flight, threads as given (0 = shared out)."""
+        return {"streams": self.streams, "requests": self.in_flight, "batch_size": self.batch_size,
+                "threads": self.threads}
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -93,6 +118,11 @@ class Candidate:
         if uses:
             raise UnsupportedCombination(f"{', '.join(uses)} needs the model's torch graph, and {model} is an ONNX "
                                          "file; use an ort-cpu or ov-cpu placement, unpruned and unfolded.")
+
+    @classmethod
+    def fill(cls, data: dict[str, Any]) -> dict[str, Any]:
+        """A recorded candidate dict with the fields it lacks (recorded before they existed) at their defaults."""
+        return {**_DEFAULTS, **data}
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "config") -> Candidate:
@@ -113,6 +143,9 @@ class Candidate:
     @classmethod
     def from_yaml(cls, path: str | Path) -> Candidate:
         return cls.from_dict(read_yaml(path), source=str(path))
+
+
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(Candidate)}
 
 
 def read_yaml(path: str | Path) -> Any:

@@ -74,20 +74,26 @@ class Measure(Command):
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         _add_workload_args(parser)
         parser.add_argument("--config", required=True, help="YAML file with candidate keys (prune_ratio, precision, ...)")
+        parser.add_argument("--load", action="store_true", help="measure it under load too: the closed loop at its "
+                            "requests in flight, then Poisson arrivals at --utilisation of the rate it answered")
+        parser.add_argument("--utilisation", type=float, default=0.5, metavar="SHARE", help="--load: default 0.5")
+        parser.add_argument("--rate", type=float, metavar="PER_SECOND", help="--load: arrivals per second instead")
         parser.add_argument("--json", action="store_true", help="print one JSON object")
 
     def run(self, args: argparse.Namespace) -> int:
         from tuner import hardware
         from tuner.candidate import Candidate
         from tuner.data import DEFAULT_RESOLUTION
+        from tuner.measure.load import LoadPolicy
 
         # Everything the user gave is checked before torch loads or anything is allocated.
         candidate = Candidate.from_yaml(args.config)
         spec = workload_spec(args)
         if spec.onnx:
             candidate.check_without_torch_graph(spec.model)
+        load = LoadPolicy(utilisation=args.utilisation, open_rate=args.rate) if args.load else None
         problem = hardware.check_fits(candidate.batch_size, args.resolution or DEFAULT_RESOLUTION.get(args.data, 224),
-                                      candidate.threads)
+                                      candidate.threads, streams=candidate.streams, requests=candidate.in_flight)
         if problem:
             raise TunerError(f"{args.config}: {problem}")
 
@@ -99,7 +105,7 @@ class Measure(Command):
         check_supported(candidate)  # refuse before loading data or training anything
         workload = load_workload(spec, log)
         built = build(workload, candidate)
-        metrics = measure(built, workload.data)
+        metrics = measure(built, workload.data, load=load)
         held_out = holdout_accuracy(built, workload.data)
         result = {**metrics.to_dict(), "holdout_accuracy": held_out, "config": candidate.to_dict(),
                   "build_seconds": built.seconds}
@@ -115,7 +121,11 @@ class Measure(Command):
                   f"(95% CI {lo:.3f}-{hi:.3f}, p95 {metrics.latency_p95_ms:.3f}, n={metrics.samples})\n"
                   f"per sample     {metrics.per_sample_ms:.3f} ms, {metrics.throughput:.0f} samples/s\n"
                   f"model          {metrics.params:,} params, {metrics.macs:,} MACs, {metrics.size_mb:.2f} MB, "
-                  f"executed {metrics.executed_precision}, {metrics.threads} threads")
+                  f"executed {metrics.executed_precision}, {metrics.threads} threads"
+                  + (f" x {metrics.streams} streams" if metrics.streams > 1 else ""))
+            if metrics.load:
+                from tuner.summary import format_load
+                print(format_load(metrics.load, candidate.batch_size))
         return 0
 
 

@@ -147,24 +147,42 @@ def available_memory() -> int | None:
     return min(found)
 
 
-def check_fits(batch_size: int, resolution: int, threads: int = 0, memory: int | None = -1) -> str | None:
-    """Why a candidate's batch at this resolution, or its thread count, does not fit this machine (None: it fits).
+def threads_per_stream(threads: int, streams: int = 1) -> int:
+    """A candidate's intra-op threads per stream: as given, or (0) this machine's cores shared out among its streams."""
+    return threads or max(1, cores() // streams)
+
+
+def check_fits(batch_size: int, resolution: int, threads: int = 0, memory: int | None = -1, streams: int = 1,
+               requests: int = 1) -> str | None:
+    """Why a candidate's batch at this resolution, or its threads x streams, does not fit this machine (None: it fits).
     Checked before any work: a refusal in one line, not a 30 GB allocation or an oversubscribed hang.
-    ``memory``: the bytes available (default: read now; None: unknown, not checked)."""
+    ``memory``: the bytes available (default: read now; None: unknown, not checked). Under load each of ``requests``
+    in flight holds its input batch, and each of ``streams`` running ones its activations too."""
     cpus = cores()
     if threads > cpus:
         return (f"threads: {threads} is more than this machine's {cpus} CPUs; use at most {cpus} "
                 "(0 = all of them; in a search space, `high: cores`).")
+    if streams > cpus:
+        return (f"streams: {streams} is more than this machine's {cpus} CPUs; each stream needs a CPU of its own: use "
+                f"at most {cpus}.")
+    if threads * streams > cpus:
+        return (f"threads x streams: {threads} x {streams} = {threads * streams} is more than this machine's {cpus} "
+                f"CPUs, so the streams would contend for them; use threads <= {cpus // streams} (0 = the CPUs shared "
+                "out among the streams).")
     memory = available_memory() if memory == -1 else memory
     if memory is None:
         return None
     batch = batch_size * 3 * resolution * resolution * 4  # one float32 input batch
     budget = int(memory * MEMORY_SHARE)
-    for what, need in (("its input batch alone", batch), (f"an estimated {ACTIVATION_FACTOR}x that in activations",
-                                                         batch * ACTIVATION_FACTOR)):
+    served = f" x {requests} requests in flight" if requests > 1 else ""
+    for what, need in ((f"its input batch{served} alone", batch * max(1, requests)),
+                       (f"an estimated {ACTIVATION_FACTOR}x that in activations" + (f" per stream ({streams})"
+                                                                                    if streams > 1 else ""),
+                        batch * (ACTIVATION_FACTOR * streams + max(0, requests - streams)))):
         if need > budget:
-            return (f"batch_size {batch_size} at {resolution} px needs {_gib(need)} for {what}, more than half of "
-                    f"the {_gib(memory)} of memory available; use a smaller batch_size or --resolution.")
+            return (f"batch_size {batch_size}{served} at {resolution} px needs {_gib(need)} for {what}, more than "
+                    f"half of the {_gib(memory)} of memory available; use a smaller batch_size"
+                    + (", fewer requests" if requests > 1 else "") + " or --resolution.")
     return None
 
 

@@ -12,8 +12,11 @@ from tuner.errors import ConfigError
 
 OBJECTIVES_DIR = Path(__file__).resolve().parent.parent / "objectives"
 # Every metric a trial reports that can be optimized or constrained (see tuner.measure.Metrics).
+# The load metrics are measured (tuner.measure.load) only in studies whose objectives or constraints use one.
+LOAD_METRICS = ("load_throughput", "load_p50_ms", "load_p95_ms", "load_p99_ms", "open_throughput", "open_p50_ms",
+                "open_p95_ms", "open_p99_ms")
 METRICS = ("accuracy", "accuracy_drop", "latency_ms", "latency_p95_ms", "per_sample_ms", "throughput",
-           "params", "macs", "size_mb", "compressed_mb")
+           "params", "macs", "size_mb", "compressed_mb", *LOAD_METRICS)
 DIRECTIONS = ("maximize", "minimize")
 
 
@@ -51,6 +54,11 @@ class Objectives:
         bounds = [c.min for c in self.constraints if c.metric == "accuracy" and c.min is not None]
         bounds += [reference_accuracy - c.max for c in self.constraints if c.metric == "accuracy_drop" and c.max is not None]
         return max(bounds) if bounds else None
+
+    @property
+    def uses_load(self) -> bool:
+        """Whether a trial must be measured under load (an objective or constraint is a load metric)."""
+        return any(m in LOAD_METRICS for m in (*self.names, *(c.metric for c in self.constraints)))
 
     def feasible(self, metrics: dict[str, float]) -> bool:
         return all(c.violation(metrics) <= 0 for c in self.constraints)

@@ -28,16 +28,18 @@ class Evaluation:
 
 
 def evaluate(workload: Workload, candidate: Candidate, min_accuracy: float | None = None,
-             keep_logits: bool = False) -> Evaluation:
+             keep_logits: bool = False, load: bool = False) -> Evaluation:
+    """``load``: measure it under load too (the study's objectives use a figure under load)."""
     import numpy as np
 
     from tuner.build import build  # torch and the runtimes load in the trial's process, not its parent's
-    from tuner.measure import measure
+    from tuner.measure import LoadPolicy, measure
 
     hits, misses = workload.cache.hits, workload.cache.misses
     built = build(workload, candidate)
     kept: list[np.ndarray] | None = [] if keep_logits else None
-    metrics = measure(built, workload.data, min_accuracy=min_accuracy, keep_logits=kept)
+    metrics = measure(built, workload.data, min_accuracy=min_accuracy, keep_logits=kept,
+                      load=LoadPolicy() if load else None)
     return Evaluation(candidate.to_dict(), metrics.to_dict(), built.seconds,
                       workload.cache.hits - hits, workload.cache.misses - misses,
                       np.concatenate(kept) if kept else None)

@@ -28,7 +28,7 @@ class Point:
     number: int
     accuracy: float
     accuracy_drop: float  # vs the study's reference accuracy
-    per_sample_ms: float  # the study's own timing
+    per_sample_ms: float  # the study's own speed figure per sample (``cost_ms``)
     feasible: bool  # meets every constraint of the study's objectives
     remeasured_ms: float | None = None  # the end-of-study re-measure in fresh processes (per sample), if any
 
@@ -76,15 +76,48 @@ def front(study: optuna.Study) -> list[FrozenTrial]:
     return [t for t in study.best_trials if not is_repeat(t)]
 
 
+# Throughput objectives under load (tuner.objectives.LOAD_METRICS), in the order they decide a study's speed, each
+# with the p95 of the same loop.
+SPEED_UNDER_LOAD = {"open_throughput": "open_p95_ms", "load_throughput": "load_p95_ms"}
+
+
+def speed_metric(study: optuna.Study) -> str | None:
+    """The throughput objective under load a study ranks its points by; None: it ranks by per-sample latency."""
+    return next((m for m in SPEED_UNDER_LOAD if m in (study.metric_names or ())), None)
+
+
+def cost_ms(metrics: dict[str, Any], speed: str | None = None) -> float | None:
+    """A trial's speed as milliseconds per sample: its per-sample latency, or in a study under load the time the
+    server spends per sample (1000 / the throughput objective), so that one rule ranks both ("fastest")."""
+    if speed is None:
+        return metrics.get("per_sample_ms")
+    value = metrics.get(speed)
+    return 1000.0 / value if isinstance(value, (int, float)) and value > 0 else None
+
+
+def remeasured_cost_ms(entry: dict[str, Any] | None, speed: str | None) -> float | None:
+    """``cost_ms`` by the end-of-study re-measure (``RemeasureEntry.to_dict()``): its median of the rounds."""
+    if not entry:
+        return None
+    if speed is None:
+        return entry.get("per_sample_ms")
+    median = ((entry.get("load") or {}).get(speed) or {}).get("median")
+    return 1000.0 / median if isinstance(median, (int, float)) and median > 0 else None
+
+
 def points(study: optuna.Study) -> list[Point]:
-    """Every completed trial as a Point, with its re-measured figure where the study was re-timed."""
+    """Every completed trial as a Point, with its re-measured figure where the study was re-timed. In a study under
+    load the figures are ``cost_ms`` of its throughput objective."""
     again = read_remeasure(study)
+    speed = speed_metric(study)
     out = []
     for t in completed(study):
         m = t.user_attrs["metrics"]
-        ms = (again.get(t.number) or {}).get("per_sample_ms")
-        out.append(Point(t.number, float(m["accuracy"]), float(m.get("accuracy_drop", 0.0)),
-                         float(m["per_sample_ms"]), is_feasible(t), float(ms) if ms is not None else None))
+        ms, re = cost_ms(m, speed), remeasured_cost_ms(again.get(t.number), speed)
+        if ms is None:
+            continue  # a study under load whose trial recorded no load figure (none should)
+        out.append(Point(t.number, float(m["accuracy"]), float(m.get("accuracy_drop", 0.0)), float(ms),
+                         is_feasible(t), float(re) if re is not None else None))
     return out
 
 
@@ -130,7 +163,7 @@ def per_sample_ci(metrics: dict[str, Any]) -> tuple[float, float]:
 
 
 def label(c: dict[str, Any]) -> str:
-    """A candidate in a few words: placement, precision, how it was compressed, batch."""
+    """A candidate in a few words: placement, precision, how it was compressed, batch (and its streams, when several)."""
     shrink = f"prune {c.get('prune_ratio', 0):.2f}"
     if c.get("prune_ratio") and c.get("prune_profile", "uniform") != "uniform":
         shrink += f" {c['prune_profile']}"
@@ -140,7 +173,9 @@ def label(c: dict[str, Any]) -> str:
         shrink += f" sparse {c['sparsity']:.2f}"
     if c.get("recovery") == "long":
         shrink += " (long recovery)"
-    return f"{c.get('placement')} {c.get('precision')} {shrink} bs {c.get('batch_size')}"
+    streams = int(c.get("streams") or 1)
+    return (f"{c.get('placement')} {c.get('precision')} {shrink} bs {c.get('batch_size')}"
+            + (f" x{streams} streams" if streams > 1 else ""))
 
 
 def describe_trial(t: FrozenTrial) -> str:
@@ -149,6 +184,8 @@ def describe_trial(t: FrozenTrial) -> str:
     what = label(c) if c else ""
     if t.state == TrialState.COMPLETE and "metrics" in t.user_attrs:
         m = t.user_attrs["metrics"]
-        return f"#{t.number} {what}: {m['accuracy']:.2%}, {m['per_sample_ms']:.3f} ms/sample"
+        served = (f"; under load {m['load_throughput']:.0f} samples/s (p95 {m['load_p95_ms']:.3f} ms), open loop "
+                  f"{m['open_throughput']:.0f} (p95 {m['open_p95_ms']:.3f} ms)" if m.get("load") else "")
+        return f"#{t.number} {what}: {m['accuracy']:.2%}, {m['per_sample_ms']:.3f} ms/sample{served}"
     reason = t.user_attrs.get("error") or t.system_attrs.get("fail_reason", "")
     return f"#{t.number} {what}: {t.state.name.lower()} ({str(reason).splitlines()[0][:120] if reason else ''})"

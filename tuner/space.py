@@ -13,7 +13,7 @@ from typing import Any
 
 from tuner import hardware
 from tuner.candidate import Candidate, read_yaml
-from tuner.errors import ConfigError
+from tuner.errors import ConfigError, UnsupportedCombination
 
 SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
 FIELDS = {f.name: f for f in dataclasses.fields(Candidate)}
@@ -62,7 +62,10 @@ class SearchSpace:
             if p.applies(values):
                 value = p.sample(trial, values)
                 values[p.name] = round(value, 6) if isinstance(value, float) else value  # 0.6000000000000001
-        return Candidate(**values)
+        try:
+            return Candidate(**values)
+        except ConfigError as err:  # values valid one by one, not together (requests below streams): this trial only
+            raise UnsupportedCombination(f"the space sampled an invalid combination: {err}") from None
 
     def params_of(self, candidate: Candidate) -> dict[str, Any] | None:
         """The Optuna params that make ``sample`` return ``candidate``, or None if the space cannot."""
@@ -229,7 +232,7 @@ def _validate_value(where: str, name: str, value: Any, when: dict[str, tuple[Any
         raise ConfigError(f"{where}: {err}") from None
     except TypeError:
         raise ConfigError(f"{where}: {value!r} is not a valid {name}.") from None
-    if name == "threads" and value > hardware.cores():  # an oversubscribed machine measures nothing but contention
+    if name in ("threads", "streams") and value > hardware.cores():  # oversubscribed: nothing but contention measured
         raise ConfigError(f"{where}: {value} is more than this machine's {hardware.cores()} CPUs; use at most "
                           f"{hardware.cores()}, or `high: cores`.")
 

@@ -17,16 +17,18 @@ if TYPE_CHECKING:
     from tuner.study.loop import Progress
 
 
-def _trial_entry(t: optuna.trial.FrozenTrial, baseline_ms: float | None) -> dict[str, Any]:
+def _trial_entry(t: optuna.trial.FrozenTrial, baseline_ms: float | None, speed: str | None) -> dict[str, Any]:
     metrics = t.user_attrs.get("metrics", {})
     return {"number": t.number, "params": t.user_attrs.get("candidate", {}), "metrics": metrics,
-            "feasible": results.is_feasible(t), "speedup": results.speedup(baseline_ms, metrics.get("per_sample_ms")),
+            "feasible": results.is_feasible(t), "speedup": results.speedup(baseline_ms, results.cost_ms(metrics, speed)),
             "baseline": bool(t.user_attrs.get("baseline"))}
 
 
 def summarize(study: optuna.Study, objectives: Objectives) -> dict[str, Any]:
+    """The study's front and pick as data; in a study under load speedups are in its throughput objective."""
     base = results.baseline_trial(study)
-    base_ms = base.user_attrs["metrics"]["per_sample_ms"] if base is not None else None
+    speed = results.speed_metric(study)
+    base_ms = results.cost_ms(base.user_attrs["metrics"], speed) if base is not None else None
     pick = results.fastest_feasible(results.points(study))
     states = [t.state for t in study.get_trials(deepcopy=False)]
     best = next((t for t in results.completed(study) if t.number == pick.point.number), None) if pick else None
@@ -37,15 +39,19 @@ def summarize(study: optuna.Study, objectives: Objectives) -> dict[str, Any]:
         "baseline": base.user_attrs["metrics"] if base else None,
         "trials": {s.name.lower(): states.count(s) for s in TrialState if states.count(s)},
         "repeats": count_trials(study).repeats,  # finished trials that reused an earlier trial's outcome
-        "pareto": sorted((_trial_entry(t, base_ms) for t in results.front(study)), key=lambda e: e["number"]),
-        "best_feasible": {**_trial_entry(best, base_ms), "by_remeasure": pick.by_remeasure}  # type: ignore[union-attr]
+        "speed": speed or "per_sample_ms",  # the figure "fastest" and the speedups go by
+        "pareto": sorted((_trial_entry(t, base_ms, speed) for t in results.front(study)), key=lambda e: e["number"]),
+        "best_feasible": {**_trial_entry(best, base_ms, speed), "by_remeasure": pick.by_remeasure}  # type: ignore[union-attr]
         if best is not None else None,
     }
 
 
 def pareto_table(summary: dict[str, Any]) -> str:
+    """The front as a table; a study under load gets its serving settings and figures under load too."""
+    loaded = summary.get("speed", "per_sample_ms") != "per_sample_ms"
     rows = [("trial", "placement", "precision", "prune", "bs", "fold", "graph", "thr", "accuracy", "drop",
-             "ms/sample (95% CI)", "speedup")]
+             "ms/sample (95% CI)", "speedup") + (("streams", "req", "samples/s", "p95 ms", "open samples/s",
+                                                  "open p95 ms") if loaded else ())]
     ref = summary["reference_accuracy"] or 0.0
     for e in summary["pareto"]:
         c, m = e["params"], e["metrics"]
@@ -56,14 +62,45 @@ def pareto_table(summary: dict[str, Any]) -> str:
                      c["graph_opt"] if c["placement"].startswith("ort") else "-", str(m["threads"]),
                      f"{m['accuracy']:.2%}", f"{100 * (ref - m['accuracy']):+.2f}",
                      f"{m['per_sample_ms']:.3f} ({lo:.3f}-{hi:.3f})",
-                     f"{e['speedup']:.1f}x" if e["speedup"] else "-"))
+                     f"{e['speedup']:.1f}x" if e["speedup"] else "-")
+                    + ((str(m.get("streams", 1)), str(m.get("requests", 1)), _num(m.get("load_throughput"), ".0f"),
+                        _num(m.get("load_p95_ms"), ".3f"), _num(m.get("open_throughput"), ".0f"),
+                        _num(m.get("open_p95_ms"), ".3f")) if loaded else ()))
     head = f"Pareto front ({len(summary['pareto'])} trials; drop in points vs {ref:.2%}):"
     best = summary["best_feasible"]
-    tail = (f"fastest feasible: trial #{best['number']}, {best['metrics']['per_sample_ms']:.3f} ms/sample, "
-            f"{best['speedup']:.1f}x the baseline" + (" (chosen by the re-measured figures)" if best["by_remeasure"]
-                                                       else "")
-            if best and best["speedup"] else "no feasible trial yet")
-    return "\n".join([head, *aligned(rows), tail])
+    if best and loaded:
+        m, speed = best["metrics"], summary["speed"]
+        tail = (f"most throughput, feasible: trial #{best['number']}, {m[speed]:.0f} samples/s ({speed}) at p95 "
+                f"{m[results.SPEED_UNDER_LOAD[speed]]:.3f} ms, {best['speedup']:.1f}x the baseline's"
+                if best["speedup"] else "")
+    else:
+        tail = (f"fastest feasible: trial #{best['number']}, {best['metrics']['per_sample_ms']:.3f} ms/sample, "
+                f"{best['speedup']:.1f}x the baseline" if best and best["speedup"] else "")
+    if best and tail and best["by_remeasure"]:
+        tail += " (chosen by the re-measured figures)"
+    return "\n".join([head, *aligned(rows), tail or "no feasible trial yet"])
+
+
+def _num(value: Any, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def format_load(record: dict[str, Any], batch_size: int) -> str:
+    """The two loops of a load measurement (``Metrics.load``) in two lines."""
+    lines = []
+    for key, what in (("closed", "closed loop"), ("open", "open loop ")):
+        s = record[key]
+        load = (f"{s['in_flight']} in flight" if key == "closed" else
+                f"{s['rate']:.0f} requests/s (Poisson)")
+        lo, hi = s["ci"]["p95"]
+        lines.append(f"{what}    {load}: {s['throughput']:.0f} samples/s, per request of {batch_size}: p50 "
+                     f"{s['p50_ms']:.3f}, p95 {s['p95_ms']:.3f} (95% CI {lo:.3f}-{hi:.3f}), p99 {s['p99_ms']:.3f} ms; "
+                     f"{s['answered']} requests in {s['seconds']:.1f} s"
+                     + ("" if s["quiet"] else f"; host busy in {s['contended_share']:.0%} of the windows (up to "
+                                               f"{s.get('others_runnable', 0)} other runnable threads)")
+                     + ("; OVERLOADED: the backlog grew, later arrivals were not let in" if s.get("overloaded")
+                        else ""))
+    return "\n".join(lines)
 
 
 class ProgressBar:

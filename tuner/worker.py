@@ -56,12 +56,12 @@ def _reference(spec: WorkloadSpec, keep_logits: bool) -> dict[str, Any]:
 
 
 def _evaluate(spec: WorkloadSpec, candidate: dict[str, Any], min_accuracy: float | None,
-              keep_logits: bool) -> Evaluation:
+              keep_logits: bool, load: bool) -> Evaluation:
     from tuner.pipeline import evaluate
 
     w = _load(spec)  # outside the guard: a workload that cannot load is the study's setup failing
     try:
-        return evaluate(w, Candidate(**candidate), min_accuracy, keep_logits)
+        return evaluate(w, Candidate(**candidate), min_accuracy, keep_logits, load)
     except TunerError:
         raise
     except MemoryError:
@@ -114,13 +114,14 @@ class Worker:
             raise ConfigError(f"{err} (the reference model's logits); fix the metric function.") from None
 
     def evaluate(self, candidate: Candidate, min_accuracy: float | None = None,
-                 timeout: float | None = None) -> Evaluation:
-        """Build and measure ``candidate`` in the child; ``min_accuracy`` (top-1 only) stops a hopeless one early."""
+                 timeout: float | None = None, load: bool = False) -> Evaluation:
+        """Build and measure ``candidate`` in the child; ``min_accuracy`` (top-1 only) stops a hopeless one early;
+        ``load``: measure it under load too (the study's objectives use a figure under load)."""
         if not self.metric.custom:
-            return self._submit(_evaluate, candidate.to_dict(), min_accuracy, False, timeout=timeout)
+            return self._submit(_evaluate, candidate.to_dict(), min_accuracy, False, load, timeout=timeout)
         if self._labels is None:
             self.reference(timeout)
-        ev = self._submit(_evaluate, candidate.to_dict(), None, True, timeout=timeout)
+        ev = self._submit(_evaluate, candidate.to_dict(), None, True, load, timeout=timeout)
         assert ev.logits is not None
         return dataclasses.replace(ev, metrics=self.metric.rescore(ev.metrics, ev.logits, self._labels), logits=None)
 

@@ -95,8 +95,9 @@ def tune(model: Any = "resnet18", train: Any = "digits", val: Any = None, *,
     space = load_space(space) if isinstance(space, (str, dict)) else space  # probes the placements: loads torch
     if spec.onnx:
         space = space.without_torch_graph(f"{Path(spec.model).name} is an ONNX file")
+    in_flight = max(int(v) for v in (*space.values("requests"), *space.values("streams")))  # the most under load
     for batch_size in sorted({int(b) for b in space.values("batch_size")}):  # refuse before any work
-        problem = hardware.check_fits(batch_size, expected)
+        problem = hardware.check_fits(batch_size, expected, requests=in_flight)
         if problem:
             raise TunerError(f"{space.source}: {problem}")
     name = check_study_name(study or default_study_name(spec, expected, model_name))

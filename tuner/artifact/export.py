@@ -114,6 +114,7 @@ def export(study: optuna.Study, trial: optuna.trial.FrozenTrial, why: str, out: 
 
     from tuner.build import build
     from tuner.measure import measure
+    from tuner.measure.load import replaying
     from tuner.runtimes import check_supported
     from tuner.workload import load_workload
 
@@ -132,8 +133,8 @@ def export(study: optuna.Study, trial: optuna.trial.FrozenTrial, why: str, out: 
     workload = load_workload(spec, log)
     built = build(workload, candidate)
     logits: list[np.ndarray] = []
-    metrics = measure(built, workload.data, keep_logits=logits).to_dict()
     recorded = trial.user_attrs["metrics"]
+    metrics = measure(built, workload.data, keep_logits=logits, load=replaying(recorded)).to_dict()  # the study's load
     scored = (study.user_attrs.get("metric") or {}).get("code") is not None  # by a function of the user's
     references = study.user_attrs.get("reference") or {}
     reference = references.get("accuracy")
@@ -177,7 +178,8 @@ def export(study: optuna.Study, trial: optuna.trial.FrozenTrial, why: str, out: 
                 kind, artifact = "openvino-ir", IR_XML_FILE
                 save_ir(tmp / ONNX_FILE, tmp / IR_XML_FILE)
                 openvino = {"read_from": ONNX_FILE, "device": "CPU",
-                            "compile_config": compile_config(candidate.precision, int(metrics["threads"]))}
+                            "compile_config": compile_config(candidate.precision, int(metrics["threads"]),
+                                                             candidate.streams)}
         else:
             assert built.model is not None
             model = built.model.to("cpu").eval()
@@ -209,6 +211,7 @@ def export(study: optuna.Study, trial: optuna.trial.FrozenTrial, why: str, out: 
                                    "RGB uint8 NCHW -> (x / 255 - mean) / std per channel"},
                          "output": {"name": OUTPUT, "shape": ["batch", data.num_classes]},
                          "rebuild": rebuild},
+            "serving": serving_record(candidate, metrics),
             "metrics": {"study": _with_per_sample_ci(recorded), "export": _with_per_sample_ci(metrics)},
             "latency_trust": trust,
             "reference_accuracy": reference,
@@ -233,6 +236,16 @@ def export(study: optuna.Study, trial: optuna.trial.FrozenTrial, why: str, out: 
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return Exported(out, trial.number, artifact, kind, config)
+
+
+def serving_record(candidate: Candidate, metrics: dict[str, Any]) -> dict[str, Any]:
+    """How the artifact was served when measured: streams, requests in flight, batch, threads per stream, what the
+    runtime reported of them, and the load it was measured under (None: one call at a time, not under load)."""
+    load = metrics.get("load")
+    return {"streams": candidate.streams, "requests": candidate.in_flight, "batch_size": candidate.batch_size,
+            "threads": int(metrics["threads"]), "runtime": (load or {}).get("serving"),
+            "load": {"closed_in_flight": candidate.in_flight, **load["policy"], "open_rate_per_s": load["open"]["rate"],
+                     "open_arrivals": "poisson"} if load else None}
 
 
 def _holdout(workload: Any, built: Any) -> dict[str, Any] | None:

@@ -70,12 +70,20 @@ def _torch_export(config: dict[str, Any], program: str) -> list[str]:
             "print([classes[i] for i in logits.argmax(1)])"]
 
 
+def _off_default(candidate: dict[str, Any]) -> dict[str, Any]:
+    """The candidate's keys off their defaults: what the rebuild needs, readable by a tuner that lacks later keys."""
+    from tuner.candidate import Candidate
+
+    defaults = Candidate().to_dict()
+    return {k: v for k, v in candidate.items() if k not in defaults or v != defaults[k]}
+
+
 def _state_dict(config: dict[str, Any], state: str) -> list[str]:
     r = config["artifact"]["rebuild"]
     return [*_prelude(config, ["import numpy as np", "import torch", "",
                                "from tuner.build import rebuild_module  # the tuner package rebuilds the module",
                                "from tuner.candidate import Candidate", "from tuner.models import create_model"]),
-            f"candidate = Candidate.from_dict({config['candidate']!r})",
+            f"candidate = Candidate.from_dict({_off_default(config['candidate'])!r})",
             f"module = rebuild_module(create_model({r['model']!r}, {int(r['num_classes'])}), candidate,",
             "                        torch.from_numpy(x[:1]),",
             f'                        torch.load("{state}", map_location="cpu", weights_only=True))',
@@ -83,6 +91,11 @@ def _state_dict(config: dict[str, Any], state: str) -> list[str]:
             (f"    logits = module(torch.from_numpy(x).to(torch.{config['artifact']['input']['dtype']}))"
             ".float().numpy()"),
             "print([classes[i] for i in logits.argmax(1)])"]
+
+
+def _concurrent(config: dict[str, Any]) -> bool:
+    serving = config.get("serving") or {}
+    return serving.get("streams", 1) > 1 or serving.get("requests", 1) > 1
 
 
 def code_lines(config: dict[str, Any]) -> list[str]:
@@ -95,6 +108,67 @@ def code_lines(config: dict[str, Any]) -> list[str]:
     if art["kind"] == "torch.export":
         return _torch_export(config, art["file"])
     return _state_dict(config, art["file"])
+
+
+def _serve_code(config: dict[str, Any]) -> list[str]:
+    """Lines that serve many requests at once, as measured: appended to ``code_lines`` (``batches``: your requests,
+    each an N x 3 x H x W float32 array like ``x``)."""
+    art, serving = config["artifact"], config["serving"]
+    streams, requests = int(serving["streams"]), int(serving["requests"])
+    head = ["", f"# Serve as measured: {streams} stream(s) at once, {requests} request(s) in flight.",
+            "batches = [x] * 16  # your requests, each N x 3 x H x W float32"]
+    if art["kind"] == "openvino-ir":
+        return [*head,
+                f"queue = ov.AsyncInferQueue(compiled, {requests})  # one infer request each; OpenVINO queues the rest",
+                "answers = {}",
+                "def answered(request, i):  # runs in OpenVINO's thread as each request completes",
+                "    answers[i] = request.get_output_tensor(0).data.copy()",
+                "queue.set_callback(answered)",
+                "for i, batch in enumerate(batches):",
+                "    queue.start_async({0: batch}, i)  # returns at once while a request is free",
+                "queue.wait_all()"]
+    if art["kind"] == "onnx":
+        c = config["candidate"]
+        return [*head, "import queue", "from concurrent.futures import ThreadPoolExecutor", "",
+                "sessions = queue.SimpleQueue()  # one session per stream, each with its own intra-op threads",
+                f"for _ in range({streams}):",
+                (f'    sessions.put(ort.InferenceSession("{ONNX_FILE}", options, '
+                 f'providers=["{_PROVIDERS[PLACEMENTS[c["placement"]].device]}"]))'),
+                "",
+                "def infer(batch):",
+                "    s = sessions.get()",
+                "    try:",
+                f'        return s.run(["{OUTPUT}"], {{"{INPUT}": batch}})[0]',
+                "    finally:",
+                "        sessions.put(s)",
+                "",
+                f"with ThreadPoolExecutor({requests}) as pool:  # requests beyond the streams wait for a session",
+                "    answers = list(pool.map(infer, batches))"]
+    dtype = art["input"]["dtype"]
+    return [*head, "from concurrent.futures import ThreadPoolExecutor", "",
+            "def infer(batch):  # the threads share the module (inference only reads it)",
+            "    with torch.inference_mode():",
+            f"        return module(torch.from_numpy(batch).to(torch.{dtype})).float().numpy()",
+            "",
+            f"with ThreadPoolExecutor({streams}) as pool:  # {streams} stream(s), each with torch's intra-op threads",
+            "    answers = list(pool.map(infer, batches))"]
+
+
+def _serving_text(config: dict[str, Any]) -> list[str]:
+    serving, m = config["serving"], config["metrics"]["export"]
+    text = (f"Streams {serving['streams']}, requests in flight {serving['requests']}, batch {serving['batch_size']}, "
+            f"threads per stream {serving['threads']}"
+            + (f" (the runtime reports {', '.join(f'{k} {v}' for k, v in serving['runtime'].items())})"
+               if serving.get("runtime") else "") + ".")
+    if serving.get("load"):
+        text += (f" Under load: {m['load_throughput']:.0f} samples/s with {serving['requests']} requests in flight "
+                 f"(p50 {m['load_p50_ms']:.3f}, p95 {m['load_p95_ms']:.3f} ms per request); requests arriving at "
+                 f"Poisson times at {serving['load']['open_rate_per_s']:.0f} per second ("
+                 + ("a rate given" if serving["load"].get("open_rate") else
+                    f"{serving['load'].get('utilisation', 0.5):.0%} of that rate") + "): "
+                 f"p95 {m['open_p95_ms']:.3f} ms. "
+                 "`tuner verify .` re-checks them under the same load.")
+    return ["## Serve it as measured", "", text, ""]
 
 
 def readme_text(config: dict[str, Any]) -> str:
@@ -132,8 +206,10 @@ def readme_text(config: dict[str, Any]) -> str:
         "",
         "```python",
         *code_lines(config),
+        *(_serve_code(config) if _concurrent(config) else []),
         "```",
         "",
+        *(_serving_text(config) if config.get("serving") else []),
         ("`tuner verify .` reloads the model the same way, re-measures accuracy and latency, and compares both with "
         f"`{CONFIG_FILE}`."),
         ""])

@@ -97,7 +97,7 @@ def verify(directory: str | Path, log: Log = print,
            latency_tolerance: float = LATENCY_TOLERANCE) -> tuple[bool, list[Check]]:
     """Re-measure an export; (reproduces?, the checks behind the answer)."""
     from tuner.data import load_dataset
-    from tuner.measure import host, open_session, resolve_threads, time_session
+    from tuner.measure import host, open_session, resolve_threads, serve_session, time_session
     from tuner.measure.accuracy import top1
     from tuner.runtimes import check_supported
 
@@ -123,8 +123,9 @@ def verify(directory: str | Path, log: Log = print,
     same_machine = hardware.fingerprint_id(config.get("hardware") or {}) == hardware.fingerprint_id()
     if same_machine:
         host.remember(rec.get("host_reference_ms"))  # full speed as the export saw it (a quiet-host reference)
-    threads = resolve_threads(c.threads)
-    log(f"verifying {d}: {art['kind']} on {c.placement}, batch {c.batch_size}, {threads} threads")
+    threads = resolve_threads(c.threads, c.streams)
+    log(f"verifying {d}: {art['kind']} on {c.placement}, batch {c.batch_size}, {threads} threads"
+        + (f" x {c.streams} streams" if c.streams > 1 else ""))
     session = open_session(load_built(d, config, data))
     try:
         if art["kind"] == "openvino-ir":  # compiled as recorded (and as its README does), checked against ours
@@ -153,6 +154,9 @@ def verify(directory: str | Path, log: Log = print,
                 break
             log(f"latency {stats.median_ms:.4f} ms/batch is outside {lo:.4f}-{hi:.4f} and "
                 f"{latency_tolerance:.0%} of {median:.4f}; timing again ({attempt + 1}/{LATENCY_ATTEMPTS})")
+        serving = config.get("serving") or {}
+        loaded = _load_checks(lambda policy: serve_session(session, data, c, policy), serving, rec, same_machine,
+                              latency_tolerance, log) if serving.get("load") else []
     finally:
         session.close()
     note = (f"within the 95% CI {lo:.4f}-{hi:.4f} or {latency_tolerance:.0%}" if same_machine else
@@ -168,8 +172,50 @@ def verify(directory: str | Path, log: Log = print,
     bs = c.batch_size
     checks.append(Check("per sample ms", f"{median / bs:.4f}", f"{stats.median_ms / bs:.4f}", None,
                         f"study recorded {config['metrics']['study']['per_sample_ms']:.4f}"))
+    checks += loaded
     ok = all(ch.ok is not False for ch in checks)
     return ok, checks
+
+
+_LOAD_CHECKS = (("load_throughput", "closed", "throughput", "samples/s under load"),
+                ("load_p95_ms", "closed", "p95", "p95 ms under load"),
+                ("open_p95_ms", "open", "p95", "p95 ms, open loop"))
+
+
+def _load_checks(serve: Any, serving: dict[str, Any], rec: dict[str, Any], same_machine: bool, tolerance: float,
+                 log: Log) -> list[Check]:
+    """The export's figures under load, re-measured under the same load (``replaying``: its requests in flight, then
+    arrivals by the same rule): each within its recorded 95% CI or ``tolerance``; re-measured up to LATENCY_ATTEMPTS
+    times."""
+    from tuner.measure.load import replaying
+
+    policy = replaying(rec)
+    for attempt in range(1, LATENCY_ATTEMPTS + 1):
+        now = serve(policy)
+        inside = {metric: latency_reproduces(now[metric], rec[metric], tuple(rec["load"][loop]["ci"][key]),
+                                             tolerance) for metric, loop, key, _ in _LOAD_CHECKS}
+        if all(inside.values()) or not same_machine or attempt == LATENCY_ATTEMPTS:
+            break
+        log(f"under load: {', '.join(m for m, ok in inside.items() if not ok)} outside the recorded CI and "
+            f"{tolerance:.0%}; measuring again ({attempt + 1}/{LATENCY_ATTEMPTS})")
+    recorded, reported = serving.get("runtime") or {}, now["load"]["serving"]
+    checks = [Check("serving settings", _settings(recorded), _settings(reported),
+                    reported == recorded if same_machine else None,
+                    "as the runtime reports them: streams, threads, infer requests")]
+    quiet = "" if now["load"]["quiet"] else "; the host was contended in some windows"
+    for metric, loop, key, name in _LOAD_CHECKS:
+        lo, hi = rec["load"][loop]["ci"][key]
+        checks.append(Check(name, _figure(rec[metric]), _figure(now[metric]), inside[metric] if same_machine else None,
+                            (f"within the 95% CI {_figure(lo)}-{_figure(hi)} or {tolerance:.0%}" if same_machine else
+                             "not compared: exported on other hardware or libraries")
+                            + (f" (arrivals at {now['load']['open']['rate']:.0f}/s)" if loop == "open" else "")
+                            + quiet
+                            + (f"; {attempt} runs" if attempt > 1 else "")))
+    return checks
+
+
+def _figure(value: float) -> str:
+    return f"{value:.0f}" if value >= 100 else f"{value:.4f}"
 
 
 _SHORT = {"INFERENCE_PRECISION_HINT": "precision", "PERFORMANCE_HINT": "mode", "INFERENCE_NUM_THREADS": "threads",

@@ -140,6 +140,20 @@ class QuietestCpus:
             self.current = None
 
 
+def runnable_others() -> int | None:
+    """Threads runnable on this machine right now besides the one asking (``procs_running`` of /proc/stat, less 1).
+    The canary cannot see a CPU shared by time slices, since a shared CPU is not a slower one; this count can: more
+    runnable threads than free CPUs means that some wait for one. None where it cannot be read (not Linux)."""
+    try:
+        with open("/proc/stat") as f:
+            for line in f:
+                if line.startswith("procs_running "):
+                    return max(0, int(line.split()[1]) - 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def reference_ms() -> float | None:
     """The full-speed canary time known to this process, to hand to a later one (``remember``)."""
     return _fastest_ms

@@ -47,14 +47,35 @@ class LatencyStats:
     quiet: bool = True  # False: no quiet phase came in time; the figures are the fastest phase seen
 
 
-def median_ci(sorted_ms: np.ndarray, confidence: float = 0.95) -> tuple[float, float]:
-    """Order-statistic CI of the median (no normality assumed; latencies are skewed)."""
+def quantile_ci(sorted_ms: np.ndarray, q: float, confidence: float = 0.95) -> tuple[float, float]:
+    """Order-statistic CI of the ``q`` quantile (no normality assumed; latencies are skewed): the ranks
+    n q -+ z sqrt(n q (1 - q)) of the sorted samples."""
     n = len(sorted_ms)
     z = {0.9: 1.645, 0.95: 1.96, 0.99: 2.576}[confidence]
-    half = z * math.sqrt(n) / 2
-    lo = max(0, math.floor(n / 2 - half))
-    hi = min(n - 1, math.ceil(n / 2 + half))
+    half = z * math.sqrt(n * q * (1 - q))
+    lo = max(0, math.floor(n * q - half))
+    hi = min(n - 1, math.ceil(n * q + half))
     return float(sorted_ms[lo]), float(sorted_ms[hi])
+
+
+def median_ci(sorted_ms: np.ndarray, confidence: float = 0.95) -> tuple[float, float]:
+    """Order-statistic CI of the median."""
+    return quantile_ci(sorted_ms, 0.5, confidence)
+
+
+def grouped_quantile(samples_ms: list[float] | np.ndarray, q: float,
+                     groups: list[list[float]] | None = None) -> tuple[float, float, float]:
+    """The ``q`` quantile of all samples and its 95% CI: over the samples as independent draws, widened to the CI of
+    the median of the groups' own quantiles where there are two or more groups (samples timed together share the
+    host's state of that moment, so the draws-alone CI is too narrow; the batch means method, as ``summarize``)."""
+    s = np.sort(np.asarray(samples_ms, dtype=np.float64))
+    value = float(np.quantile(s, q))
+    lo, hi = quantile_ci(s, q)
+    per_group = [float(np.quantile(g, q)) for g in groups or () if len(g)]
+    if len(per_group) >= 2:
+        glo, ghi = median_ci(np.sort(np.asarray(per_group)))
+        lo, hi = min(lo, glo), max(hi, ghi)
+    return value, min(lo, value), max(hi, value)
 
 
 def summarize(samples_ms: list[float] | np.ndarray, contended_share: float = 0.0, quiet: bool = True,

@@ -31,12 +31,15 @@ from optuna.trial import FrozenTrial
 from tuner import results
 from tuner.errors import ConfigError, MeasurementError
 from tuner.measure.latency import LatencyPolicy
+from tuner.measure.load import replaying
+from tuner.objectives import LOAD_METRICS
 from tuner.remeasure.runner import measure_in_fresh_process
 from tuner.study.storage import write_remeasure
 from tuner.table import aligned
 from tuner.workload import WorkloadSpec
 
 WITHIN = 0.05  # "agrees" = the re-measured median is within 5% of the study's
+LOAD_WITHIN = 0.10  # a figure under load "agrees" within 10%: a p95 over a few thousand requests moves more
 TIMEOUT_SECONDS = 600.0  # one measurement (load + build from cache + timing) in its fresh process
 
 
@@ -61,6 +64,9 @@ class RemeasureEntry:
     study_quiet: bool = True  # False: the study's figure was timed on a contended host (tuner.measure.host)
     contended_rounds: int = 0  # rounds behind median_ms that found no quiet period (figures include contention)
     rounds_used: int = 0  # rounds behind median_ms: the quiet ones, or all where none was quiet
+    # Studies under load: per load metric {"study", "rounds" (one per round), "median", "rel_diff", "within_10pct"},
+    # each round under the load the study applied (``tuner.measure.load.replaying``: the same rule, fresh figures).
+    load: dict[str, dict[str, Any]] | None = None
 
     @property
     def batch_size(self) -> int:
@@ -157,6 +163,7 @@ def remeasure_pareto(study: optuna.Study, cache_dir: str | None, rounds: int = 3
         log(f"re-measuring latency of {len(trials)} trials ({len(groups)} distinct builds: the Pareto set and the "
             f"baseline) in fresh processes, {rounds} interleaved rounds")
     timings: dict[str, list[float]] = {k: [] for k in groups}
+    loads: dict[str, list[dict[str, Any]]] = {k: [] for k in groups}  # per round: the load figures
     contended: dict[str, list[bool]] = {k: [] for k in groups}  # per round: no quiet period came
     errors: dict[str, str] = {}
     full_speed = _study_full_speed(study)
@@ -168,16 +175,21 @@ def remeasure_pareto(study: optuna.Study, cache_dir: str | None, rounds: int = 3
         candidate = groups[key][0].user_attrs["candidate"]
         label = "/".join(f"#{t.number}" for t in groups[key])
         try:
-            out = measure_in_fresh_process(spec, candidate, policy, timeout, full_speed)
+            out = measure_in_fresh_process(spec, candidate, policy, timeout, full_speed,
+                                           replaying(groups[key][0].user_attrs["metrics"]))
         except MeasurementError as err:
             errors[key] = str(err)
             log(f"  {step} {label} {results.label(candidate)}: failed: {err}")
             return
         timings[key].append(out["median_ms"])
         contended[key].append(not out["quiet"])
+        if out.get("load"):
+            loads[key].append({**{m: out[m] for m in LOAD_METRICS}, "quiet": out["load"]["quiet"]})
         full_speed = min(filter(None, (full_speed, out["host_reference_ms"])), default=None)
         log(f"  {step} {label} {results.label(candidate)}: {out['median_ms'] / candidate['batch_size']:.4f} ms/sample "
-            f"(n={out['samples']}" + ("" if out["quiet"] else ", host contended throughout") + ")")
+            f"(n={out['samples']}" + ("" if out["quiet"] else ", host contended throughout") + ")"
+            + (f"; under load {out['load_throughput']:.0f} samples/s p95 {out['load_p95_ms']:.3f} ms, open loop "
+               f"{out['open_throughput']:.0f} samples/s p95 {out['open_p95_ms']:.3f} ms" if out.get("load") else ""))
 
     for r in range(rounds):
         for key in groups:
@@ -194,7 +206,8 @@ def remeasure_pareto(study: optuna.Study, cache_dir: str | None, rounds: int = 3
     entries = []
     for key, group in groups.items():
         for t in group:
-            entries.append(_entry(t, t.number in pareto, timings[key], contended[key], errors.get(key)))
+            entries.append(dataclasses.replace(_entry(t, t.number in pareto, timings[key], contended[key],
+                                                      errors.get(key)), load=_load_entry(t, loads[key])))
     entries.sort(key=lambda e: e.number)
     summary = RemeasureSummary(rounds, tuple(entries), None, hardware_matches, time.perf_counter() - start)
     points = summary.pareto_points
@@ -260,6 +273,22 @@ def _entry(t: FrozenTrial, pareto: bool, round_ms: list[float], contended: list[
                           error=error)  # an error after some rounds: the figures cover the rounds that ran
 
 
+def _load_entry(t: FrozenTrial, rounds: list[dict[str, Any]]) -> dict[str, dict[str, Any]] | None:
+    """Per load metric: the study's figure, each round's, their median and how far it is from the study's."""
+    m = t.user_attrs["metrics"]
+    if not rounds or not isinstance(m.get("load"), dict):
+        return None
+    out = {}
+    for metric in LOAD_METRICS:
+        study, values = float(m[metric]), [float(r[metric]) for r in rounds]
+        median = _median(values)
+        rel = (median - study) / study if study else 0.0
+        out[metric] = {"study": study, "rounds": values, "median": median, "rel_diff": rel,
+                       "within_10pct": abs(rel) <= LOAD_WITHIN}
+    out["host"] = {"contended_rounds": sum(not r["quiet"] for r in rounds), "rounds": len(rounds)}
+    return out
+
+
 def _median(values: list[float]) -> float:
     s = sorted(values)
     n = len(s)
@@ -294,7 +323,7 @@ def format_remeasure(summary: RemeasureSummary) -> str:
             flags.append(f"{e.contended_rounds} contended rounds")
         diff = f"{100 * e.rel_diff:+.1f}"  # type: ignore[operator]
         rows.append((tag, what, study, now, diff, ", ".join(flags) or "ok"))
-    lines = aligned(rows)
+    lines = aligned(rows) + _load_lines(summary)
     head = (f"Latency re-measured in fresh processes ({summary.rounds} interleaved rounds, a contended one run again; "
             "median of the quiet rounds' medians"
             + ("" if summary.hardware_matches else "; NOTE: the study ran on other hardware") + "):")
@@ -312,3 +341,20 @@ def format_remeasure(summary: RemeasureSummary) -> str:
     return "\n".join([head, *lines, tail])
 
 
+
+
+def _load_lines(summary: RemeasureSummary) -> list[str]:
+    """Per point re-measured under load: the study's and the re-measured (median) figures of each loop."""
+    lines = []
+    for e in summary.measured:
+        if not e.load:
+            continue
+        parts = [f"{what} {e.load[m]['study']:{fmt}} -> {e.load[m]['median']:{fmt}} "
+                 f"({100 * e.load[m]['rel_diff']:+.1f}%" + ("" if e.load[m]["within_10pct"] else ", >10% off") + ")"
+                 for m, what, fmt in (("load_throughput", "samples/s", ".0f"), ("load_p95_ms", "p95 ms", ".3f"),
+                                      ("open_throughput", "open loop samples/s", ".0f"),
+                                      ("open_p95_ms", "p95 ms", ".3f"))]
+        host = e.load["host"]
+        lines.append(f"  #{e.number} under load, median of {host['rounds']} rounds: " + ", ".join(parts)
+                     + (f"; {host['contended_rounds']} rounds on a contended host" if host["contended_rounds"] else ""))
+    return ["Under load (closed loop, then the open loop at the study's share of its rate):", *lines] if lines else []

@@ -1,6 +1,7 @@
-"""One latency measurement in a fresh interpreter: ``measure_in_fresh_process`` (the parent's side) runs
-``python -m tuner.remeasure.runner`` (the child's side), which loads the workload, builds the candidate from the
-cache and times it through ``tuner.measure`` as a trial does, without the accuracy pass.
+"""One latency measurement (and, for studies under load, one load measurement) in a fresh interpreter:
+``measure_in_fresh_process`` (the parent's side) runs ``python -m tuner.remeasure.runner`` (the child's side),
+which loads the workload, builds the candidate from the cache and times it through ``tuner.measure`` as a trial
+does, without the accuracy pass.
 
 A new interpreter inherits nothing (not even the caller's main module, which a multiprocessing "spawn" child
 would import again). The job goes in as JSON on stdin; the result comes back as the one JSON line on stdout
@@ -20,20 +21,24 @@ from typing import Any
 from tuner.child import describe_death, init_child
 from tuner.errors import MeasurementError
 from tuner.measure.latency import LatencyPolicy
+from tuner.measure.load import LoadPolicy
 from tuner.workload import WorkloadSpec
 
 WARMUP_SECONDS = 0.5  # the study's figure came after a whole accuracy pass: warm up for a while too
 
 
 def measure_in_fresh_process(spec: WorkloadSpec, candidate: dict[str, Any], policy: LatencyPolicy,
-                             timeout: float, full_speed_ms: float | None = None) -> dict[str, Any]:
+                             timeout: float, full_speed_ms: float | None = None,
+                             load: LoadPolicy | None = None) -> dict[str, Any]:
     """Run one measurement in a new interpreter, and end it whatever happens (timeout, Ctrl-C).
 
     ``full_speed_ms``: the host probe's full-speed canary time seen by earlier processes, so that a process
-    starting while the host is contended does not take that for full speed.
+    starting while the host is contended does not take that for full speed. ``load``: measure under load too
+    (``tuner.measure.serve_session``); its figures come back beside the latency's.
     """
     job = {"spec": dataclasses.asdict(spec), "candidate": candidate, "policy": dataclasses.asdict(policy),
-           "sys_path": [p for p in sys.path if p], "full_speed_ms": full_speed_ms}
+           "sys_path": [p for p in sys.path if p], "full_speed_ms": full_speed_ms,
+           "load": dataclasses.asdict(load) if load is not None else None}
     root = str(Path(__file__).resolve().parents[2])  # the very `tuner` this process runs
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, *filter(None, [os.environ.get("PYTHONPATH")])])}
     proc = subprocess.Popen([sys.executable, "-m", "tuner.remeasure.runner"], stdin=subprocess.PIPE,
@@ -67,8 +72,9 @@ def _main() -> int:
     sys.path[:0] = [p for p in job["sys_path"] if p not in sys.path]  # e.g. the caller's cwd for module:callable
     spec = WorkloadSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in job["spec"].items()})
     try:
+        load = LoadPolicy(**job["load"]) if job.get("load") else None
         result = {"ok": True, **_time_latency(spec, job["candidate"], LatencyPolicy(**job["policy"]),
-                                              job.get("full_speed_ms"))}
+                                              job.get("full_speed_ms"), load)}
     except Exception as err:  # noqa: BLE001 - reported to the parent as this trial's error
         first = str(err).strip().splitlines()[0][:300] if str(err).strip() else ""
         result = {"ok": False, "error": f"{type(err).__name__}: {first}" if first else type(err).__name__}
@@ -78,11 +84,11 @@ def _main() -> int:
 
 
 def _time_latency(spec: WorkloadSpec, candidate: dict[str, Any], policy: LatencyPolicy,
-                  full_speed_ms: float | None = None) -> dict[str, Any]:
-    """Load the workload, build the candidate (from the cache), time it as a trial does."""
+                  full_speed_ms: float | None = None, load: LoadPolicy | None = None) -> dict[str, Any]:
+    """Load the workload, build the candidate (from the cache), time it (and load it) as a trial does."""
     from tuner.build import build
     from tuner.candidate import Candidate
-    from tuner.measure import host, open_session, resolve_threads, time_session
+    from tuner.measure import host, open_session, resolve_threads, serve_session, time_session
     from tuner.workload import load_workload
 
     host.remember(full_speed_ms)
@@ -90,12 +96,14 @@ def _time_latency(spec: WorkloadSpec, candidate: dict[str, Any], policy: Latency
     c = Candidate(**candidate)
     session = open_session(build(workload, c))
     try:
-        lat = time_session(session, workload.data, c.batch_size, resolve_threads(c.threads), policy, WARMUP_SECONDS)
+        lat = time_session(session, workload.data, c.batch_size, resolve_threads(c.threads, c.streams), policy,
+                           WARMUP_SECONDS)
+        served = serve_session(session, workload.data, c, load) if load is not None else {}
     finally:
         session.close()
     return {"median_ms": lat.median_ms, "ci_ms": [lat.ci_low_ms, lat.ci_high_ms], "samples": lat.samples,
             "quiet": lat.quiet, "contended_share": lat.contended_share, "host_reference_ms": host.reference_ms(),
-            "pid": os.getpid()}
+            "pid": os.getpid(), **served}
 
 
 if __name__ == "__main__":

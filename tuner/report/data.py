@@ -15,11 +15,11 @@ from optuna.trial import TrialState
 
 from tuner import results
 from tuner.candidate import Candidate
+from tuner.report.serving import ServingInfo, serving_info
 from tuner.study.storage import read_remeasure
 
-PARAMS = ("placement", "precision", "prune_ratio", "batch_size", "fold_bn", "graph_opt", "threads", "calibration",
-          "float_layers")
-_DEFAULTS = Candidate().to_dict()  # fields a study from an older tuner did not record have their defaults
+PARAMS = ("placement", "precision", "prune_ratio", "batch_size", "fold_bn", "graph_opt", "threads", "streams", "requests",
+          "calibration", "float_layers")
 
 
 @dataclass(frozen=True)
@@ -31,11 +31,12 @@ class TrialRow:
     feasible: bool
     pareto: bool  # on the study's own front (results.front)
     baseline: bool
-    speedup: float | None  # baseline per-sample latency / this one
+    speedup: float | None  # baseline per-sample latency / this one (in a study under load: its throughput's ratio)
     duplicate_of: int | None  # the earlier trial whose figures it reused
     note: str  # why it failed or was refused
     remeasure: dict[str, Any] | None = None  # the end-of-study re-measure (tuner.remeasure.RemeasureEntry.to_dict())
     short_recovery: dict[str, Any] | None = None  # promoted to the long recovery: what the short one had reached
+    speed: str | None = None  # a study under load: the throughput objective it ranks by (results.speed_metric)
 
     @property
     def complete(self) -> bool:
@@ -68,8 +69,11 @@ class TrialRow:
 
     @property
     def point(self) -> results.Point:
-        return results.Point(self.number, self.accuracy, float(self.metrics.get("accuracy_drop", 0.0)), self.ms,
-                             self.feasible, self.remeasured_ms)
+        """As the study's rules see it: by per-sample latency, or in a study under load by its throughput."""
+        cost = results.cost_ms(self.metrics, self.speed) if self.speed else self.ms
+        again = results.remeasured_cost_ms(self.remeasure, self.speed) if self.speed else self.remeasured_ms
+        return results.Point(self.number, self.accuracy, float(self.metrics.get("accuracy_drop", 0.0)),
+                             cost if cost is not None else self.ms, self.feasible, again)
 
     def label(self) -> str:
         return f"#{self.number} {results.label(self.params)}"
@@ -92,6 +96,7 @@ class ReportInfo:
     importance_notes: list[str]
     findings: list[str]
     states: dict[str, int] = field(default_factory=dict)
+    serving: ServingInfo | None = None  # a study under load: throughput vs p95 and the budget
 
     @property
     def completed(self) -> list[TrialRow]:
@@ -111,19 +116,21 @@ def collect(study: optuna.Study) -> ReportInfo:
     """Everything the report shows, but the findings (``tuner.report.findings`` reads this info)."""
     remeasured = read_remeasure(study)
     base = results.baseline_trial(study)
-    base_ms = base.user_attrs["metrics"]["per_sample_ms"] if base is not None else None
+    speed = results.speed_metric(study)
+    base_ms = results.cost_ms(base.user_attrs["metrics"], speed) if base is not None else None
     front = {t.number for t in results.front(study)}
     rows = []
     for t in study.get_trials(deepcopy=False):
         metrics = dict(t.user_attrs.get("metrics", {})) if t.state == TrialState.COMPLETE else {}
         reason = t.user_attrs.get("error") or t.system_attrs.get("fail_reason") or ""
-        params = {**_DEFAULTS, **t.user_attrs["candidate"]} if "candidate" in t.user_attrs else {}
+        params = Candidate.fill(t.user_attrs["candidate"]) if "candidate" in t.user_attrs else {}
         rows.append(TrialRow(number=t.number, state=t.state.name.lower(), params=params,
                              metrics=metrics, feasible=results.is_feasible(t) and bool(metrics),
                              pareto=t.number in front, baseline=bool(t.user_attrs.get("baseline")),
-                             speedup=results.speedup(base_ms, metrics.get("per_sample_ms")),
+                             speedup=results.speedup(base_ms, results.cost_ms(metrics, speed)) if metrics else None,
                              duplicate_of=t.user_attrs.get("duplicate_of"), remeasure=remeasured.get(t.number),
                              short_recovery=t.user_attrs.get("short_recovery"),
+                             speed=speed,
                              note=str(reason).splitlines()[0][:200] if reason else ""))
     reference = study.user_attrs.get("reference") or {}
     objectives = dict(zip(study.metric_names or [f"objective {i}" for i in range(len(study.directions))],
@@ -139,8 +146,12 @@ def collect(study: optuna.Study) -> ReportInfo:
     x, _ = info.axes
     hv, hv_ref = _hypervolume_history(info)
     importances, notes = _importances(study, rows)
+    pick = results.fastest_feasible(r.point for r in info.completed)
+    serving = serving_info(objectives, study.user_attrs.get("constraints") or [], info.completed,
+                           pick.point.number if pick else None)
     return replace(info, pareto=sorted(front, key=lambda n: (float(info.row(n).metrics.get(x, 0.0)), n)),
-                   hypervolume=hv, hypervolume_reference=hv_ref, importances=importances, importance_notes=notes)
+                   hypervolume=hv, hypervolume_reference=hv_ref, importances=importances, importance_notes=notes,
+                   serving=serving)
 
 
 def group_by(rows: Iterable[TrialRow], key: Callable[[TrialRow], Any]) -> dict[Any, list[TrialRow]]:

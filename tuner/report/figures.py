@@ -11,8 +11,11 @@ from tuner.report.data import PARAMS, ReportInfo, TrialRow, group_by
 _AXIS_TITLES = {"per_sample_ms": "latency per sample, ms", "latency_ms": "latency per batch, ms",
                 "latency_p95_ms": "p95 latency per batch, ms", "throughput": "throughput, samples/s",
                 "size_mb": "artifact size, MB", "macs": "MACs per sample", "params": "parameters",
-                "accuracy": "top-1 accuracy", "accuracy_drop": "accuracy drop"}
-_LOG_METRICS = {"per_sample_ms", "latency_ms", "latency_p95_ms", "size_mb", "macs", "params"}
+                "accuracy": "top-1 accuracy", "accuracy_drop": "accuracy drop",
+                "load_throughput": "samples/s, closed loop", "open_throughput": "samples/s, open loop",
+                "load_p95_ms": "p95 per request under load, ms", "open_p95_ms": "p95 per request, open loop, ms"}
+_LOG_METRICS = {"per_sample_ms", "latency_ms", "latency_p95_ms", "size_mb", "macs", "params", "load_p50_ms",
+                "load_p95_ms", "load_p99_ms", "open_p50_ms", "open_p95_ms", "open_p99_ms"}
 _LATENCY_CI = {"per_sample_ms"}  # the metric whose 95% CI the markers' bars show
 
 _PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf")
@@ -177,3 +180,46 @@ def importance_figure(info: ReportInfo) -> Any | None:
     return fig
 
 
+
+
+def serving_figure(info: ReportInfo) -> Any | None:
+    """A study under load: each trial's throughput against its p95 under the same load, the study's p95 budget as a
+    line, the pick (the feasible trial serving the most) ringed."""
+    s = info.serving
+    if s is None or not s.points:
+        return None
+    import plotly.graph_objects as go
+
+    colors = {p: _PALETTE[i % len(_PALETTE)] for i, p in enumerate(sorted({q.params["placement"] for q in s.points}))}
+    fig = go.Figure()
+    for placement in sorted(colors):
+        group = [q for q in s.points if q.params["placement"] == placement]
+        fig.add_trace(go.Scatter(
+            x=[q.throughput for q in group], y=[q.p95_ms for q in group], mode="markers", name=placement,
+            text=[_serving_hover(q, s.throughput, s.p95) for q in group], hovertemplate="%{text}<extra></extra>",
+            marker=dict(color=colors[placement], size=10, line=dict(width=1, color=colors[placement]),
+                        symbol=[_SYMBOLS.get(q.params["precision"], "circle") + ("" if q.feasible else "-open")
+                                for q in group])))
+    best = [q for q in s.points if q.number == s.best]
+    if best:
+        fig.add_trace(go.Scatter(x=[best[0].throughput], y=[best[0].p95_ms], mode="markers", name="the pick",
+                                 hoverinfo="skip", marker=dict(size=20, color="rgba(0,0,0,0)",
+                                                               line=dict(width=2, color="black"))))
+    if s.budget_ms is not None:
+        fig.add_hline(y=s.budget_ms, line=dict(color="#d62728", dash="dash"),
+                      annotation_text=f"p95 budget {s.budget_ms:g} ms", annotation_position="top left")
+    ys = [q.p95_ms for q in s.points] + ([s.budget_ms] if s.budget_ms is not None else [])
+    fig.update_layout(title=f"Throughput vs p95 under load ({s.throughput} and {s.p95}; filled: feasible, open: "
+                            "breaks a constraint; ringed: the pick)",
+                      xaxis=dict(title=_title(s.throughput)), yaxis=_axis(s.p95, ys), legend=dict(title="placement"),
+                      template="plotly_white", height=520, margin=dict(t=60, l=70, r=20, b=60))
+    return fig
+
+
+def _serving_hover(q: Any, throughput: str, p95: str) -> str:
+    c = q.params
+    return "<br>".join([f"<b>trial #{q.number}</b>" + (" (baseline)" if q.baseline else ""),
+                        f"{c['placement']} {c['precision']} prune {c['prune_ratio']}",
+                        (f"streams {c['streams']}, requests {c['requests'] or c['streams']}, batch {c['batch_size']}, "
+                         f"threads {c['threads'] or 'shared'}"),
+                        f"{throughput}: {q.throughput:.0f} samples/s", f"{p95}: {q.p95_ms:.3f} ms"])

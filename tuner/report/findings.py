@@ -45,6 +45,8 @@ def _best_vs_baseline(info: ReportInfo, rows: list[TrialRow]) -> list[str]:
     if pick is None:
         return ["no completed trial met the constraints."]
     best = info.row(pick.point.number)
+    if info.serving is not None:
+        return _serving_rule(info, best)
     if info.baseline is None or best.number == info.baseline:
         return [f"the fastest feasible trial is {best.label()} at {best.ms:.3f} ms/sample"
                 + (" — the baseline itself: nothing searched beat it." if best.number == info.baseline else ".")]
@@ -56,6 +58,35 @@ def _best_vs_baseline(info: ReportInfo, rows: list[TrialRow]) -> list[str]:
             f"(#{base.number}, {base.ms:.3f} ms/sample), "
             + (f"{_pts(drop)} below its accuracy." if drop > 1e-9 else
                f"{_pts(-drop)} above its accuracy." if drop < -1e-9 else "at the same accuracy.")]
+
+
+def _serving_rule(info: ReportInfo, best: TrialRow) -> list[str]:
+    """A study under load: the feasible trial serving the most, how, against the baseline and the best single-stream
+    batch-1 trial within the same budget."""
+    s = info.serving
+    assert s is not None
+    m, c = best.metrics, best.params
+
+    def served(r: TrialRow) -> str:
+        return f"{float(r.metrics[s.throughput]):.0f} samples/s at p95 {float(r.metrics[s.p95]):.3f} ms"
+
+    budget = f" within the p95 budget of {s.budget_ms:g} ms" if s.budget_ms is not None else ""
+    out = [(f"under load, the feasible trial serving the most{budget} is {best.label()}: {served(best)} "
+            f"({m.get('streams', 1)} streams x {m['threads']} threads, {m.get('requests', 1)} requests in flight, "
+            f"batch {c['batch_size']}; {s.throughput}).")]
+    if info.baseline is not None and best.number != info.baseline and best.speedup:
+        out.append(f"that is {best.speedup:.1f}x the baseline's throughput (#{info.baseline}: "
+                   f"{served(info.row(info.baseline))}).")
+    single = [info.row(q.number) for q in s.within_budget() if q.feasible and q.number != best.number
+              and (q.params["streams"], q.params["requests"] or q.params["streams"], q.params["batch_size"]) == (1, 1, 1)]
+    if single:
+        one = max(single, key=lambda r: (float(r.metrics[s.throughput]), -r.number))
+        out.append(f"the best single-stream batch-1 trial{budget}, {one.label()}, serves {served(one)}: the pick "
+                   f"serves {float(m[s.throughput]) / float(one.metrics[s.throughput]):.2f}x as many.")
+    over = [q for q in s.points if s.budget_ms is not None and q.p95_ms > s.budget_ms]
+    if over:
+        out.append(f"{len(over)} of {len(s.points)} trials measured under load broke the p95 budget.")
+    return out
 
 
 def _placements_at_equal_accuracy(info: ReportInfo, rows: list[TrialRow]) -> list[str]:

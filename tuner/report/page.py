@@ -8,11 +8,13 @@ from pathlib import Path
 from typing import Any
 
 from tuner.report.data import ReportInfo
-from tuner.report.figures import hypervolume_figure, importance_figure, pareto_figure
+from tuner.report.figures import hypervolume_figure, importance_figure, pareto_figure, serving_figure
 
 _COLUMNS = ("trial", "state", "flags", "placement", "precision", "prune", "batch", "fold_bn", "graph_opt", "threads",
+            "streams", "requests",
             "accuracy", "drop (pts)", "ms/sample", "95% CI", "re-measured ms/sample", "re-measure diff %", "speedup",
-            "p95 ms/batch", "samples/s", "MB", "executed", "note")
+            "p95 ms/batch", "samples/s", "load samples/s", "load p95 ms", "open samples/s", "open p95 ms", "MB",
+            "executed", "note")
 
 
 def table_rows(info: ReportInfo) -> list[dict[str, Any]]:
@@ -31,13 +33,16 @@ def table_rows(info: ReportInfo) -> list[dict[str, Any]]:
             "trial": r.number, "state": r.state, "flags": " ".join(flags), "placement": c.get("placement"),
             "precision": c.get("precision"), "prune": c.get("prune_ratio"), "batch": c.get("batch_size"),
             "fold_bn": c.get("fold_bn"), "graph_opt": c.get("graph_opt"), "threads": m.get("threads", c.get("threads")),
+            "streams": c.get("streams"), "requests": m.get("requests", c.get("requests")),
             "accuracy": m.get("accuracy"),
             "drop (pts)": 100 * m["accuracy_drop"] if "accuracy_drop" in m else None,
             "ms/sample": m.get("per_sample_ms"), "ci_low": lo, "ci_high": hi,
             "re-measured ms/sample": r.remeasured_ms,
             "re-measure diff %": 100 * r.remeasured_diff if r.remeasured_ms is not None else None,
             "speedup": r.speedup,
-            "p95 ms/batch": m.get("latency_p95_ms"), "samples/s": m.get("throughput"), "MB": m.get("size_mb"),
+            "p95 ms/batch": m.get("latency_p95_ms"), "samples/s": m.get("throughput"),
+            "load samples/s": m.get("load_throughput"), "load p95 ms": m.get("load_p95_ms"),
+            "open samples/s": m.get("open_throughput"), "open p95 ms": m.get("open_p95_ms"), "MB": m.get("size_mb"),
             "executed": m.get("executed_precision"), "note": r.note,
         })
     return out
@@ -51,7 +56,7 @@ def write_csv(info: ReportInfo, path: str | Path) -> Path:
     for rec, r in zip(table_rows(info), info.trials):
         records.append({**{k: v for k, v in rec.items() if k != "flags"}, "baseline": r.baseline, "pareto": r.pareto,
                         "feasible": r.feasible, "duplicate_of": r.duplicate_of,
-                        **{f"metric.{k}": v for k, v in r.metrics.items() if k != "latency_ci_ms"},
+                        **{f"metric.{k}": v for k, v in r.metrics.items() if k not in ("latency_ci_ms", "load")},
                         "metric.latency_ci_low_ms": (r.metrics.get("latency_ci_ms") or [None, None])[0],
                         "metric.latency_ci_high_ms": (r.metrics.get("latency_ci_ms") or [None, None])[1]})
     pd.DataFrame.from_records(records).to_csv(path, index=False)
@@ -69,7 +74,8 @@ def _cell(value: Any, kind: str) -> str:
 
 def _table_html(info: ReportInfo) -> str:
     kinds = {"accuracy": "pct", "drop (pts)": "pts", "ms/sample": "ms", "re-measured ms/sample": "ms",
-             "re-measure diff %": "pts", "speedup": "x", "p95 ms/batch": "ms", "samples/s": "int", "MB": "mb"}
+             "re-measure diff %": "pts", "speedup": "x", "p95 ms/batch": "ms", "samples/s": "int", "MB": "mb",
+             "load samples/s": "int", "load p95 ms": "ms", "open samples/s": "int", "open p95 ms": "ms"}
     head = "".join(f'<th title="click to sort">{html.escape(c)}</th>' for c in _COLUMNS)
     body = []
     for rec, r in zip(table_rows(info), info.trials):
@@ -125,8 +131,9 @@ document.querySelectorAll('#trials th').forEach(function (th, col) {
 
 
 def render_html(info: ReportInfo) -> str:
-    figures = [("Pareto front", pareto_figure(info)), ("Hypervolume history", hypervolume_figure(info)),
-               ("Parameter importances", importance_figure(info))]
+    serving = serving_figure(info)
+    figures = [("Pareto front", pareto_figure(info)), *([("Serving under load", serving)] if serving else []),
+               ("Hypervolume history", hypervolume_figure(info)), ("Parameter importances", importance_figure(info))]
     parts = []
     first = True
     for title, fig in figures:

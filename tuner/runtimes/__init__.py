@@ -32,6 +32,10 @@ def check_supported(candidate: Candidate) -> Placement:
     reason = placement.unavailable() or placement.refuse(candidate.precision)
     if reason:
         raise UnsupportedCombination(f"{candidate.precision} on {candidate.placement} is refused: {reason}.")
+    reason = placement.refuse_serving(candidate.streams, candidate.in_flight)
+    if reason:
+        raise UnsupportedCombination(f"streams {candidate.streams} with {candidate.in_flight} requests on "
+                                     f"{candidate.placement} is refused: {reason}.")
     return placement
 
 

@@ -3,7 +3,9 @@ Session (a loaded model: prepare inputs untimed, run them timed)."""
 
 from __future__ import annotations
 
+import functools
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +31,7 @@ def describe_precisions(counts: dict[str, int] | None) -> str:
 class Session(ABC):
     executed_precision: str = "fp32"  # read back from the runtime: fp32 | fp16 | bf16 | int8 | mixed
     layer_precisions: dict[str, int] | None = None  # compute layers per executed precision, where readable
+    streams: int = 1  # requests this session runs at once (tuner.candidate.Candidate.streams)
 
     @abstractmethod
     def prepare(self, x: np.ndarray) -> Any:
@@ -44,6 +47,17 @@ class Session(ABC):
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         return self.to_numpy(self.run(self.prepare(x)))
+
+    def serve(self, x: np.ndarray, requests: int) -> list[Callable[[], Any]]:
+        """Lanes for the load generator (``tuner.measure.load``): callables that each run one request of batch ``x``
+        to completion and may run at once, one per worker thread; requests beyond them wait in its queue. One lane
+        (the session's own ``run``) unless the runtime serves several streams (then one per stream, or per infer
+        request where the runtime queues requests itself). Inputs are prepared here, untimed."""
+        return [functools.partial(self.run, self.prepare(x))]
+
+    def serving_settings(self) -> dict[str, Any]:
+        """The serving settings as the runtime reports them (streams, threads, requests it holds), for the record."""
+        return {"streams": self.streams}
 
     def close(self) -> None:  # noqa: B027 - optional hook
         pass
@@ -71,11 +85,19 @@ class Placement(ABC):
             return f"{self.name} does not run {precision} (it runs {', '.join(self.precisions)})"
         return None
 
+    def refuse_serving(self, streams: int, requests: int) -> str | None:
+        """Why this placement cannot serve ``streams`` at once with ``requests`` in flight, or None. Checked before any
+        build work, as precisions are."""
+        if self.info.gpu and streams > 1:
+            return (f"{self.name} serves one stream: several would each hold the model on the one GPU and contend for "
+                    "it; use streams 1 (more requests in flight queue for it)")
+        return None
+
     def artifact(self, precision: str) -> str:
         """Which artifact the builder must produce (TORCH_MODULE or an ONNX_* kind)."""
         return artifact_kind(self.name, precision)
 
     @abstractmethod
     def open(self, model: nn.Module | None, onnx_path: Path | None, precision: str, graph_opt: str,
-             threads: int) -> Session:
-        """Load the built artifact into the runtime, configured as the candidate says."""
+             threads: int, streams: int = 1) -> Session:
+        """Load the built artifact into the runtime, configured as the candidate says (``threads`` per stream)."""

@@ -13,7 +13,11 @@ An export's OpenVINO IR (``model.xml`` + ``model.bin``, ``save_ir``) opens the s
 * ``graph_opt`` does not apply: OpenVINO always runs its own graph transformations (fusions, QDQ
   folding into int8 kernels, layout choice) and has no knob to turn them down; the value is ignored.
 * ``PERFORMANCE_HINT=LATENCY`` (one stream) and ``INFERENCE_NUM_THREADS`` = the candidate's threads; the whole
-  compile config is ``compile_config`` (an export records it, and its README passes it as is).
+  compile config is ``compile_config`` (an export records it, and its README passes it as is). Several streams:
+  ``PERFORMANCE_HINT=THROUGHPUT`` with ``NUM_STREAMS`` and ``INFERENCE_NUM_THREADS`` (the threads of all streams
+  together) set explicitly and read back from the compiled model; one the plugin did not honour fails the
+  measurement with both values. Under load each request in flight is an infer request of its own (``serve``):
+  OpenVINO runs ``NUM_STREAMS`` of them at once and queues the rest, as its ``AsyncInferQueue`` does.
 * ``ENABLE_CPU_PINNING=False``: with a thread count set, the plugin pins its threads to cores of its
   choosing, whether or not another tenant loads them, and re-pins them as they enter its arena, undoing
   the timing's move onto the quietest CPUs (``tuner.measure.host.QuietestCpus``; seen on OpenVINO
@@ -34,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from tuner import hardware
+from tuner.errors import MeasurementError
 from tuner.runtimes.base import Placement, Session
 
 if TYPE_CHECKING:
@@ -88,10 +93,22 @@ def hint_precision(compiled: Any) -> str:
     return _PRECISION_NAMES.get(name, name)
 
 
-def compile_config(precision: str, threads: int) -> dict[str, Any]:
-    """The CPU plugin's compile config for a candidate: what every ov-cpu session compiles with."""
-    return {"INFERENCE_PRECISION_HINT": HINTS[precision], "PERFORMANCE_HINT": "LATENCY",
-            "INFERENCE_NUM_THREADS": int(threads), "ENABLE_CPU_PINNING": False}
+def compile_config(precision: str, threads: int, streams: int = 1) -> dict[str, Any]:
+    """The CPU plugin's compile config for a candidate (``threads`` per stream): what every ov-cpu session compiles
+    with. One stream: the LATENCY hint, as before streams were searched; several: THROUGHPUT, their number explicit."""
+    if streams == 1:
+        return {"INFERENCE_PRECISION_HINT": HINTS[precision], "PERFORMANCE_HINT": "LATENCY",
+                "INFERENCE_NUM_THREADS": int(threads), "ENABLE_CPU_PINNING": False}
+    return {"INFERENCE_PRECISION_HINT": HINTS[precision], "PERFORMANCE_HINT": "THROUGHPUT",
+            "NUM_STREAMS": int(streams), "INFERENCE_NUM_THREADS": int(threads) * int(streams),
+            "ENABLE_CPU_PINNING": False}
+
+
+def read_back(compiled: Any) -> dict[str, int]:
+    """The streams, threads and optimal number of infer requests the compiled model ended up with."""
+    return {"NUM_STREAMS": int(compiled.get_property("NUM_STREAMS")),
+            "INFERENCE_NUM_THREADS": int(compiled.get_property("INFERENCE_NUM_THREADS")),
+            "OPTIMAL_NUMBER_OF_INFER_REQUESTS": int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))}
 
 
 def save_ir(onnx_path: Path, xml_path: Path) -> None:
@@ -109,7 +126,7 @@ class _Prepared:
 
 
 class OpenVinoSession(Session):
-    def __init__(self, model_path: Path, precision: str, threads: int):
+    def __init__(self, model_path: Path, precision: str, threads: int, streams: int = 1):
         """``model_path``: an ONNX file or an OpenVINO IR ``.xml`` (its ``.bin`` beside it)."""
         ov = _openvino()
         core = _core()
@@ -118,17 +135,23 @@ class OpenVinoSession(Session):
             raise ValueError(f"{model_path} has {len(self.model.inputs)} inputs; ov-cpu runs single-input models")
         self.input_name = self.model.inputs[0].get_any_name()
         self.input_shape = self.model.inputs[0].get_partial_shape()
-        self.config = compile_config(precision, threads)
-        self.requested = precision
+        self.config = compile_config(precision, threads, streams)
+        self.requested, self.streams = precision, streams
         self._ov = ov
         self._compiled: dict[int, Any] = {}  # batch size -> compiled model
         self._requests: dict[int, Any] = {}
+        self._lanes: list[Any] = []  # the infer requests of the load generator's lanes (serve)
 
     def _compile(self, batch: int) -> None:
         shape = self._ov.PartialShape([batch, *list(self.input_shape)[1:]])
         model = self.model.clone()
         model.reshape({self.input_name: shape})
         compiled = _core().compile_model(model, DEVICE, self.config)
+        got = read_back(compiled)
+        for key in ("NUM_STREAMS", "INFERENCE_NUM_THREADS"):
+            if key in self.config and got[key] != self.config[key]:
+                raise MeasurementError(f"OpenVINO compiled {key}={got[key]}, not the {self.config[key]} asked for; "
+                                       "this machine cannot run that many: use fewer streams or threads")
         self._compiled[batch] = compiled
         self._requests[batch] = compiled.create_infer_request()
 
@@ -180,7 +203,24 @@ class OpenVinoSession(Session):
         logits = outputs.request.get_output_tensor(0).data
         return np.array(logits[:outputs.n], dtype=np.float32)  # a copy: the next infer reuses the buffer
 
+    def serve(self, x: np.ndarray, requests: int) -> list[Any]:
+        """One lane per request in flight, each an infer request of its own on the model compiled for this batch."""
+        if self.streams == 1 and requests == 1:
+            return super().serve(x, requests)
+        first = self.prepare(x)
+        compiled = self._compiled[len(first.inputs[0])]
+        self._lanes = [compiled.create_infer_request() for _ in range(requests)]
+        return [functools.partial(r.infer, dict(first.inputs), share_inputs=True, share_outputs=True)
+                for r in self._lanes]
+
+    def serving_settings(self) -> dict[str, Any]:
+        if not self._compiled:
+            self._compile(1)
+        return {"streams": self.streams, **read_back(next(iter(self._compiled.values()))),
+                "infer_requests": len(self._lanes) or 1}
+
     def close(self) -> None:
+        self._lanes.clear()
         self._requests.clear()  # frees the streams executor's threads
         self._compiled.clear()
 
@@ -203,6 +243,6 @@ class OpenVinoPlacement(Placement):
         return super().refuse(precision)
 
     def open(self, model: nn.Module | None, onnx_path: Path | None, precision: str, graph_opt: str,
-             threads: int) -> Session:
+             threads: int, streams: int = 1) -> Session:
         assert onnx_path is not None  # the ONNX file, or an export's IR .xml
-        return OpenVinoSession(onnx_path, precision, threads)  # graph_opt: no OpenVINO equivalent, ignored
+        return OpenVinoSession(onnx_path, precision, threads, streams)  # graph_opt: no OpenVINO equivalent, ignored

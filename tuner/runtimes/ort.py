@@ -1,7 +1,12 @@
-"""ONNX Runtime on CPU, CUDA or TensorRT, with the executed precision read back from the optimized graph."""
+"""ONNX Runtime on CPU, CUDA or TensorRT, with the executed precision read back from the optimized graph.
+
+Several streams are that many ``InferenceSession``s of the same file and options, each with its own intra-op pool
+of ``threads`` (sessions are thread-safe, but concurrent ``run`` calls on one session share that one pool and
+contend in it), opened when the load generator asks for them (``serve``): an accuracy pass needs one."""
 
 from __future__ import annotations
 
+import functools
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -57,9 +62,11 @@ def executed_precision(onnx_path: Path) -> str:
 
 class OrtSession(Session):
     def __init__(self, onnx_path: Path, provider: str, provider_options: dict[str, Any], graph_opt: str,
-                 threads: int, requested: str):
+                 threads: int, requested: str, streams: int = 1):
         import onnxruntime as ort
 
+        self.streams, self.threads = streams, threads
+        self._more: list[Any] = []  # the sessions of streams 2.. (serve)
         opts = ort.SessionOptions()
         opts.graph_optimization_level = graph_level(graph_opt)
         opts.intra_op_num_threads = threads
@@ -77,6 +84,8 @@ class OrtSession(Session):
                 self.executed_precision = executed_of(self.layer_precisions)
             else:
                 self.executed_precision = requested
+        opts.optimized_model_filepath = ""  # the other streams' sessions: the same options, nothing saved
+        self._open_another = lambda: ort.InferenceSession(str(onnx_path), opts, providers=providers)
         if self.session.get_providers()[0] != provider:
             raise MeasurementError(f"ONNX Runtime could not start {provider} (got {self.session.get_providers()}); "
                                    "install onnxruntime-gpu with matching CUDA/TensorRT libraries.")
@@ -96,7 +105,25 @@ class OrtSession(Session):
     def to_numpy(self, outputs: Any) -> np.ndarray:
         return np.asarray(outputs.numpy() if hasattr(outputs, "numpy") else outputs, dtype=np.float32)
 
+    def serve(self, x: np.ndarray, requests: int) -> list[Any]:
+        """One lane per stream, each its own session: requests beyond the streams wait in the load generator's queue."""
+        if self.streams == 1:  # the session's own run (on a GPU, with its input already there)
+            return super().serve(x, requests)
+        while len(self._more) < self.streams - 1:
+            self._more.append(self._open_another())
+        lanes = []
+        for session in [self.session, *self._more]:
+            feed = self.prepare(x)
+            lanes.append(functools.partial(session.run, [OUTPUT], feed))
+        return lanes
+
+    def serving_settings(self) -> dict[str, Any]:
+        return {"streams": self.streams, "sessions": 1 + len(self._more),
+                "intra_op_threads": [int(s.get_session_options().intra_op_num_threads)
+                                     for s in [self.session, *self._more]]}
+
     def close(self) -> None:
+        self._more.clear()
         del self.session  # frees the intra-op pool, whose threads otherwise keep spinning
 
 
@@ -125,11 +152,11 @@ class OrtPlacement(Placement):
         return super().refuse(precision)
 
     def open(self, model: nn.Module | None, onnx_path: Path | None, precision: str, graph_opt: str,
-             threads: int) -> Session:
+             threads: int, streams: int = 1) -> Session:
         assert onnx_path is not None
         options: dict[str, Any] = {}
         if self.device == "tensorrt":
             cache = onnx_path.parent / "trt"
             options = {"trt_fp16_enable": precision == "fp16", "trt_int8_enable": precision == "int8",
                        "trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache)}
-        return OrtSession(onnx_path, self.provider, options, graph_opt, threads, precision)
+        return OrtSession(onnx_path, self.provider, options, graph_opt, threads, precision, streams)

@@ -1,7 +1,14 @@
-"""PyTorch eager on CPU or CUDA."""
+"""PyTorch eager on CPU or CUDA.
+
+Several streams on CPU are that many threads running the one module at once (inference is read-only), each an
+OpenMP team of ``threads``: ``torch.set_num_threads`` is the process's setting and every thread that enters an
+intra-op parallel region takes it up. Python's share of an eager forward holds the GIL, so streams pay off where
+the kernels, not the Python between them, take the time. Inter-op threads serve TorchScript's fork/wait, which
+an eager module never calls: they are not a setting here."""
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +26,10 @@ def torch_dtype(precision: str) -> torch.dtype:
 
 
 class TorchSession(Session):
-    def __init__(self, model: nn.Module, device: str, dtype: torch.dtype, threads: int):
+    def __init__(self, model: nn.Module, device: str, dtype: torch.dtype, threads: int, streams: int = 1):
         if device == "cpu":
             torch.set_num_threads(threads)  # process-wide: trials run one at a time per process
+        self.streams = streams
         self.device, self.dtype = torch.device(device), dtype
         self.model = _eval(model.to(self.device))
         found = {PRECISION_OF_DTYPE.get(str(p.dtype), str(p.dtype)) for p in self.model.parameters()
@@ -40,6 +48,14 @@ class TorchSession(Session):
 
     def to_numpy(self, outputs: Any) -> np.ndarray:
         return outputs.float().cpu().numpy()
+
+    def serve(self, x: np.ndarray, requests: int) -> list[Any]:
+        """One lane per stream, all running the one module on one prepared batch (read-only)."""
+        prepared = self.prepare(x)
+        return [functools.partial(self.run, prepared) for _ in range(self.streams)]
+
+    def serving_settings(self) -> dict[str, Any]:
+        return {"streams": self.streams, "intra_op_threads": torch.get_num_threads()}
 
 
 class TorchPlacement(Placement):
@@ -63,9 +79,9 @@ class TorchPlacement(Placement):
         return super().refuse(precision)
 
     def open(self, model: nn.Module | None, onnx_path: Path | None, precision: str, graph_opt: str,
-             threads: int) -> Session:
+             threads: int, streams: int = 1) -> Session:
         assert model is not None
-        return TorchSession(model, self.device, torch_dtype(precision), threads)
+        return TorchSession(model, self.device, torch_dtype(precision), threads, streams)
 
 
 def _eval(model: nn.Module) -> nn.Module:

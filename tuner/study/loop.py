@@ -191,7 +191,11 @@ class Objective:
 
     def __call__(self, trial: optuna.Trial) -> list[float]:
         fixed = trial.user_attrs.get("fixed_point")
-        candidate = baseline_candidate(self.s.workload) if fixed else self.s.space.sample(trial)
+        try:
+            candidate = baseline_candidate(self.s.workload) if fixed else self.s.space.sample(trial)
+        except UnsupportedCombination as err:
+            trial.set_user_attr("error", str(err))
+            raise optuna.TrialPruned(str(err)) from None
         trial.set_user_attr("sampled", candidate.to_dict())
         trial.set_user_attr("candidate", candidate.to_dict())  # what was built: the long recovery if promoted
         trial.set_user_attr("hardware", self.fingerprint)
@@ -207,7 +211,8 @@ class Objective:
             from tuner.runtimes import check_supported  # the parent loads the runtimes only when it samples
 
             check_supported(candidate)
-            too_big = hardware.check_fits(candidate.batch_size, self.resolution, candidate.threads)
+            too_big = hardware.check_fits(candidate.batch_size, self.resolution, candidate.threads,
+                                          streams=candidate.streams, requests=candidate.in_flight)
             if too_big:
                 raise UnsupportedCombination(too_big)
         except UnsupportedCombination as err:  # refused before any work; the sampler learns from it
@@ -238,15 +243,16 @@ class Objective:
         floor = None if trial.user_attrs.get("baseline") else self.s.objectives.min_accuracy(self.reference_accuracy)
         promotable = fidelity.can_promote(candidate, floor)
         assert floor is not None or not promotable
+        load = self.s.objectives.uses_load  # measured under load too: the objectives use a figure under load
         ev = self.worker.evaluate(candidate, fidelity.screening_floor(floor) if promotable else floor,
-                                  timeout=self.trial_timeout)
+                                  timeout=self.trial_timeout, load=load)
         seconds = dict(ev.build_seconds)
         hits, misses = ev.cache_hits, ev.cache_misses
         if promotable and fidelity.should_promote(ev.metrics, floor, _fastest_feasible_ms(trial.study)):
             trial.set_user_attr("short_recovery", {k: ev.metrics[k] for k in ("accuracy", "per_sample_ms", "recovery")})
             candidate = fidelity.promoted(candidate)
             trial.set_user_attr("candidate", candidate.to_dict())
-            ev = self.worker.evaluate(candidate, floor, timeout=self.trial_timeout)
+            ev = self.worker.evaluate(candidate, floor, timeout=self.trial_timeout, load=load)
             seconds = {k: seconds.get(k, 0.0) + ev.build_seconds.get(k, 0.0) for k in {*seconds, *ev.build_seconds}}
             hits, misses = hits + ev.cache_hits, misses + ev.cache_misses
         elif floor is not None and ev.metrics["accuracy"] < floor:
@@ -261,7 +267,8 @@ class Objective:
         """The first trial of the very same candidate that was measured, refused or stopped early as hopeless."""
         wanted = candidate.to_dict()
         for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
-            if t.user_attrs.get("sampled", t.user_attrs.get("candidate")) == wanted and "duplicate_of" not in t.user_attrs and (
+            recorded = t.user_attrs.get("sampled", t.user_attrs.get("candidate"))
+            if isinstance(recorded, dict) and Candidate.fill(recorded) == wanted and "duplicate_of" not in t.user_attrs and (
                     t.state == TrialState.PRUNED or "metrics" in t.user_attrs):
                 return t
         return None
@@ -355,4 +362,5 @@ def best_speedup(study: optuna.Study) -> float | None:
     base = results.baseline_trial(study)
     if pick is None or base is None:
         return None
-    return results.speedup(base.user_attrs["metrics"]["per_sample_ms"], pick.point.per_sample_ms)
+    return results.speedup(results.cost_ms(base.user_attrs["metrics"], results.speed_metric(study)),
+                           pick.point.per_sample_ms)

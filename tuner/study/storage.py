@@ -23,6 +23,7 @@ REMEASURE_ATTR = "remeasure"  # study user attr: the end-of-study re-measure (tu
 # optuna-dashboard and trials_dataframe() show them as numbers.
 FLAT_METRICS = ("accuracy", "accuracy_drop", "per_sample_ms", "latency_ms", "latency_p95_ms", "throughput", "size_mb",
                 "compressed_mb", "macs", "params")
+FLAT_LOAD_METRICS = ("load_throughput", "load_p95_ms", "open_throughput", "open_p95_ms")  # where measured under load
 REMEASURED_PREFIX = "remeasured_per_sample_ms #"  # study user attr per re-timed trial: its re-measured figure
 _DASHBOARD_CONSTRAINTS = "constraints"  # the trial system attr optuna-dashboard reads constraints from
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -142,9 +143,10 @@ def load_existing_study(name: str, storage: str | None, studies_dir: str) -> opt
 
 
 def write_figures(trial: optuna.Trial, metrics: dict[str, Any]) -> None:
-    """The whole ``metrics`` dict, and each figure of ``FLAT_METRICS`` as a plain number of its own."""
+    """The whole ``metrics`` dict, and each figure of ``FLAT_METRICS`` (and of ``FLAT_LOAD_METRICS``, where measured)
+    as a plain number of its own."""
     trial.set_user_attr("metrics", metrics)
-    for key in FLAT_METRICS:
+    for key in (*FLAT_METRICS, *FLAT_LOAD_METRICS):
         if isinstance(metrics.get(key), (int, float)):
             trial.set_user_attr(key, metrics[key])
 

@@ -4,8 +4,9 @@ user's model, with a budget in epochs over the train split that grows with the c
 Two fidelities (``Candidate.recovery``): ``short`` is what every new architecture gets; ``long`` continues
 the short run (warm start, ``LONG_FACTOR`` times its epochs in all) and is spent only on candidates that could
 reach the front (``tuner.study.fidelity``). Each is cached by content, so one recovered model serves every
-precision, placement and batch size. The record says whether the budget was enough: a distillation loss
-still falling at the end of the run means more epochs would have bought accuracy.
+precision, placement and batch size. The record says whether the student had matched its teacher on the train
+split by the end (a distillation loss still falling means it had not); whether more epochs would buy validation
+accuracy is another question, which the recovery table in benchmarks/README.md measures.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ class RecoveryRecord:
     lr: float
     loss_start: float  # mean distillation loss of the run's first tenth
     loss_end: float  # ... and of its last tenth
-    still_improving: bool  # the loss was still falling at the end: a longer budget would likely help
+    still_improving: bool  # the train loss was still falling at the end: the student had not matched its teacher
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

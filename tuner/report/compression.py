@@ -95,6 +95,7 @@ def _recovery(rows: list[TrialRow]) -> list[str]:
         what = "; ".join(f"prune {k[0]:.2f} {k[1]}, -{k[2]} blocks, sparsity {k[3]:g}, {k[4]} ({rec['epochs']:.1f} "
                          f"epochs)" for k, rec in list(short.items())[:3])
         out.append(f"the distillation loss was still falling when {len(short)} recover"
-                   f"{'ies' if len(short) > 1 else 'y'} ended ({what}): a larger --recover-epochs would likely buy "
-                   "accuracy there.")
+                   f"{'ies' if len(short) > 1 else 'y'} ended ({what}): the student had not yet matched the teacher "
+                   "on the train split; a larger --recover-epochs may buy accuracy, or only fit the train split "
+                   "closer (benchmarks/README.md, recovery table).")
     return out

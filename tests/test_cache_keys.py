@@ -186,3 +186,22 @@ def test_digits_fingerprint_holds_normalization():
     assert load_dataset("digits", 16, mean=(0.5, 0.5, 0.5)).fingerprint != a.fingerprint
     assert load_dataset("digits", 16, std=a.std).fingerprint == a.fingerprint  # the same figures: the same data
     assert load_dataset("digits", 16, std=(0.3, 0.3, 0.3)).fingerprint != a.fingerprint
+
+
+def test_code_id_follows_the_code_not_its_comments(tmp_path, monkeypatch):
+    """An edited comment or docstring keeps every cached build; an edited line of code rebuilds them."""
+    import importlib
+
+    from tuner.cache import code_id
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = tmp_path / "recipe_under_test.py"
+
+    def key(text: str) -> str:
+        module.write_text(text)
+        importlib.invalidate_caches()
+        return code_id("recipe_under_test")
+
+    base = key('"""Train."""\n\ndef lr():\n    return 1e-3  # gentle\n')
+    assert key('"""Train a model, gently."""\n\ndef lr():\n    """The rate."""\n    return 1e-3  # said otherwise\n') == base
+    assert key('"""Train."""\n\ndef lr():\n    return 2e-3  # gentle\n') != base

@@ -42,8 +42,9 @@ def tensor_hash(state: dict[str, Any]) -> str:
 
 
 def code_id(*modules: str) -> str:
-    """A hash of the source of the tuner's own modules that shape a cached output (training, pruning): an
-    edited recipe never reuses what the old one built."""
+    """A hash of the code of the tuner's own modules that shape a cached output (training, pruning): an edited
+    recipe never reuses what the old one built, while an edited comment or docstring does (the hash is of the
+    syntax tree, docstrings left out)."""
     import importlib.util
 
     h = hashlib.sha256()
@@ -51,8 +52,20 @@ def code_id(*modules: str) -> str:
         spec = importlib.util.find_spec(name)
         origin = spec.origin if spec is not None else None
         h.update(name.encode())
-        h.update(Path(origin).read_bytes() if origin and Path(origin).is_file() else b"?")
+        h.update(_code(Path(origin)) if origin and Path(origin).is_file() else b"?")
     return h.hexdigest()[:20]
+
+
+def _code(path: Path) -> bytes:
+    import ast
+
+    tree = ast.parse(path.read_bytes())
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (isinstance(body, list) and body and isinstance(body[0], ast.Expr)
+                and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str)):
+            node.body = body[1:] or [ast.Pass()]  # the docstring: what the code does is unchanged by it
+    return ast.dump(tree).encode()
 
 
 class Cache:

@@ -100,6 +100,7 @@ def summarize(params: dict, rounds: list[dict], study_figure: dict | None = None
         "threads": good[0]["threads"],
         "size_mb": good[0]["size_mb"],
         "param_count": good[0]["params"],  # "params" is the configuration
+        "macs": good[0].get("macs"),
     })
     if study_figure is not None:
         out["study"] = study_figure
@@ -217,6 +218,10 @@ def main(argv: list[str] | None = None) -> None:
     if best_expert:
         print(f"best hand-made anchor: {best_name} {best_expert['per_sample_ms']:.4f} ms/sample, "
               f"{best_expert['accuracy']:.2%}; tuner at batch 1: {fmt(speedup_vs_best_expert, '.2f')}x it")
+    fewer_macs = 1 - tun["macs"] / base["macs"] if tun.get("macs") and base.get("macs") else None
+    if fewer_macs is not None:
+        print(f"tuner's pick: {tun['macs'] / 1e6:.0f} M MACs per sample against the baseline's {base['macs'] / 1e6:.0f} M:"
+              f" {fewer_macs:.0%} fewer")
     if exp.get("accuracy_drop_points") is not None:
         print(f"expert: drop {exp['accuracy_drop_points']:.2f} points "
               f"({'within' if exp['accuracy_drop_points'] <= 1.0 else 'OUTSIDE'} the 1-point budget)")
@@ -232,7 +237,7 @@ def main(argv: list[str] | None = None) -> None:
                       "baseline": base, "expert": exp, "tuner": tun, "batched": summary.get("batched"),
                       "speedup_vs_baseline": speedup_vs_baseline, "speedup_vs_expert": speedup_vs_expert,
                       "experts": {k: summary[k] for k in experts}, "best_expert": best_expert,
-                      "speedup_vs_best_expert": speedup_vs_best_expert,
+                      "speedup_vs_best_expert": speedup_vs_best_expert, "tuner_fewer_macs": fewer_macs,
                       "batched_speedup_vs_baseline": (summary.get("batched") or {}).get("speedup_vs_baseline"),
                       "unstable_rows": unstable}))
 

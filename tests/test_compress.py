@@ -107,6 +107,37 @@ def test_a_state_dict_alone_rebuilds_its_module(mobile):
         reshape(mobile_net(10), c, x[:1], mobile_net(10).state_dict()).load_state_dict(built.model.state_dict())
 
 
+def test_a_users_own_student_is_distilled_compressed_and_quantized(mobile, studies_dir):
+    """--student: the user's narrower model, from its own initial weights, distilled from the model within the
+    recovery budget (budgeted as all compute removed), one block dropped, then int8 in OpenVINO; cached by
+    content; without --student the dimension is refused, and the space drops it with its reason."""
+    import dataclasses
+
+    from tuner.space import load_space
+    from tuner.workload import load_workload
+
+    w = load_workload(dataclasses.replace(mobile.spec, student=f"{TINY}:narrow_mobile_net", recover_epochs=2.0),
+                      log=lambda m: None)
+    assert w.key == mobile.key and w.student is not None  # the teacher is the same model
+    c = Candidate(student=True, drop_blocks=1)
+    built = build(w, c)
+    assert built.macs < 0.5 * build(mobile, Candidate()).macs
+    record = built.compression["recovery"]
+    assert record["fresh"] and record["epochs"] == budget_epochs(1.0, 2.0, "short")
+    assert record["loss_end"] < record["loss_start"]
+    assert next(m.out_channels for m in built.model.modules() if isinstance(m, nn.Conv2d)) == 16  # the student's
+    m = measure(build(w, Candidate(**{**c.to_dict(), "placement": "ov-cpu", "precision": "int8"})), w.data)
+    assert m.executed_precision == "int8" and m.macs == built.macs
+    assert m.accuracy > 0.3  # trained from scratch by distillation: far above chance (10%)
+    hits = w.cache.hits
+    build(w, c)  # the recovered student is cached by content
+    assert w.cache.hits > hits
+    with pytest.raises(UnsupportedCombination, match="no --student"):
+        build(mobile, Candidate(student=True))
+    space = load_space("default").without("student", True, "no --student given")
+    assert space.values("student") == (False,) and any(d.startswith("student True") for d in space.dropped)
+
+
 def test_too_many_blocks_is_refused(mobile):
     with pytest.raises(UnsupportedCombination, match="droppable"):
         build(mobile, Candidate(drop_blocks=50))

@@ -144,8 +144,10 @@ def test_only_repeats_in_a_row_end_a_study():
 
 
 def test_the_hand_made_anchors_are_enqueued_where_the_space_holds_them(tmp_path):
-    """Unpruned int8 at batch 1 on each int8 placement of the space (all cores, else one thread): the search starts
-    from what an expert sets up by hand; a space that cannot express them gets none."""
+    """Unpruned int8 at batch 1 on each int8 placement of the space (all cores, else one thread; and a stream per core
+    where the space serves streams): the search starts from what an expert sets up by hand; a space that cannot
+    express them gets none."""
+    from tuner import hardware
     from tuner.candidate import Candidate
     from tuner.space import load_space
     from tuner.study.loop import anchor_params
@@ -160,6 +162,12 @@ def test_the_hand_made_anchors_are_enqueued_where_the_space_holds_them(tmp_path)
                                                                                         "ort-cpu": ["int8"]}}}))
     assert [load_space(str(one_thread)).sample(optuna.trial.FixedTrial(a)).threads
             for a in anchor_params(load_space(str(one_thread)))] == [1]
+    serving = [load_space("serving").sample(optuna.trial.FixedTrial(a)) for a in anchor_params(load_space("serving"))]
+    many = [c for c in serving if c.streams > 1]  # OpenVINO's THROUGHPUT hint by hand: a stream per core
+    if hardware.cores() > 1:
+        assert {c.placement for c in many} >= {"ov-cpu"}
+        assert all(c.streams == hardware.cores() and c.threads == 1 and c.batch_size == 1 for c in many)
+    assert all(c.streams == 1 for c in got)  # a space without streams gets none of these
     no_int8 = tmp_path / "float.yaml"
     no_int8.write_text(yaml.safe_dump({"placement": "ort-cpu", "precision": "fp32"}))
     assert anchor_params(load_space(str(no_int8))) == []

@@ -50,6 +50,11 @@ def mobile_net(num_classes: int = 10) -> nn.Module:
     return MobileNet(num_classes)
 
 
+def narrow_mobile_net(num_classes: int = 10) -> nn.Module:
+    """``mobile_net`` at half the width: a user's own student for it (``--student``)."""
+    return MobileNet(num_classes, width=16)
+
+
 def conv_net(num_classes: int = 10) -> nn.Module:
     """A plain small CNN: fast to train, for end-to-end CLI and study tests."""
     return nn.Sequential(

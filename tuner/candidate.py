@@ -35,6 +35,8 @@ class Candidate:
     prune_profile: str = field(default="uniform", metadata=NEEDS_TORCH_GRAPH)
     # a shallower student: the k shape-preserving blocks that matter least become identities
     drop_blocks: int = field(default=0, metadata=NEEDS_TORCH_GRAPH)
+    # the user's own smaller model (--student) in place of the model, distilled from it, then compressed as above
+    student: bool = field(default=False, metadata=NEEDS_TORCH_GRAPH)
     # unstructured: this share of every conv/linear layer's weights set to zero, 0 <= s < 1
     sparsity: float = field(default=0.0, metadata=NEEDS_TORCH_GRAPH)
     # distillation budget after compressing: short, or long (the study spends it on contenders)
@@ -77,6 +79,7 @@ class Candidate:
                f"calibration={self.calibration!r}, float_layers={self.float_layers!r}.")
         _check(self.prune_profile in PRUNE_PROFILES,
                f"prune_profile must be one of {', '.join(PRUNE_PROFILES)}, but got {self.prune_profile!r}.")
+        _check(isinstance(self.student, bool), f"student must be true or false, but got {self.student!r}.")
         _check(_is_int(self.drop_blocks) and self.drop_blocks >= 0,
                f"drop_blocks must be an integer >= 0, but got {self.drop_blocks!r}.")
         _check(isinstance(self.sparsity, (int, float)) and not isinstance(self.sparsity, bool)
@@ -89,7 +92,7 @@ class Candidate:
     @property
     def compresses(self) -> bool:
         """The model itself is changed (and recovered by distillation) before any precision is applied."""
-        return self.prune_ratio > 0 or self.drop_blocks > 0 or self.sparsity > 0
+        return self.student or self.prune_ratio > 0 or self.drop_blocks > 0 or self.sparsity > 0
 
     @property
     def in_flight(self) -> int:

@@ -36,6 +36,9 @@ def _add_workload_args(p: argparse.ArgumentParser) -> None:
                         "or path/to/model.onnx")
     g.add_argument("--data", default="digits", help="'digits' (built in, offline) or an ImageFolder directory")
     g.add_argument("--weights", help="a state_dict file (loaded with weights_only); without it a baseline is trained")
+    g.add_argument("--student", metavar="SPEC",
+                   help="your own smaller model to distil from --model (a --model value: a name, module:callable or "
+                        "file.py:callable); the space's `student` dimension tries it (default: derived students only)")
     g.add_argument("--resolution", type=int, help="input size in pixels (default: digits 32, ImageFolder 224)")
     g.add_argument("--mean", type=float, nargs=3, metavar=("R", "G", "B"), help="normalization mean (0..1)")
     g.add_argument("--std", type=float, nargs=3, metavar=("R", "G", "B"), help="normalization std (0..1)")
@@ -55,7 +58,7 @@ def workload_spec(args: argparse.Namespace) -> Any:
 
     return make_spec(args.model, args.data, args.weights, args.resolution, args.mean, args.std, args.seed,
                      train_steps=args.train_steps, recover_epochs=args.recover_epochs, holdout=args.holdout,
-                     studies_dir=args.studies_dir)
+                     student=args.student, studies_dir=args.studies_dir)
 
 
 class Command:
@@ -91,6 +94,9 @@ class Measure(Command):
         spec = workload_spec(args)
         if spec.onnx:
             candidate.check_without_torch_graph(spec.model)
+        if candidate.student and not spec.student:
+            raise TunerError(f"{args.config}: student: true is refused: no --student SPEC was given (your own smaller "
+                             "model, distilled from --model); pass --student, or set student: false.")
         load = LoadPolicy(utilisation=args.utilisation, open_rate=args.rate) if args.load else None
         problem = hardware.check_fits(candidate.batch_size, args.resolution or DEFAULT_RESOLUTION.get(args.data, 224),
                                       candidate.threads, streams=candidate.streams, requests=candidate.in_flight)
@@ -161,7 +167,8 @@ class Run(Command):
 
         result = tune(args.model, args.data, weights=args.weights, resolution=args.resolution, mean=args.mean,
                       std=args.std, seed=args.seed, holdout=args.holdout, train_steps=args.train_steps,
-                      recover_epochs=args.recover_epochs, space=args.space, objectives=args.objectives,
+                      recover_epochs=args.recover_epochs, student=args.student, space=args.space,
+                      objectives=args.objectives,
                       n_trials=args.n_trials, study=args.study, storage=args.storage, studies_dir=args.studies_dir,
                       sampler=args.sampler, timeout=args.timeout, heartbeat=args.heartbeat,
                       max_retries=args.max_retries, trial_timeout=args.trial_timeout,

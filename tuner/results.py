@@ -164,7 +164,7 @@ def per_sample_ci(metrics: dict[str, Any]) -> tuple[float, float]:
 
 def label(c: dict[str, Any]) -> str:
     """A candidate in a few words: placement, precision, how it was compressed, batch (and its streams, when several)."""
-    shrink = f"prune {c.get('prune_ratio', 0):.2f}"
+    shrink = ("student " if c.get("student") else "") + f"prune {c.get('prune_ratio', 0):.2f}"
     if c.get("prune_ratio") and c.get("prune_profile", "uniform") != "uniform":
         shrink += f" {c['prune_profile']}"
     if c.get("drop_blocks"):

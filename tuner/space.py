@@ -70,6 +70,9 @@ class SearchSpace:
     def params_of(self, candidate: Candidate) -> dict[str, Any] | None:
         """The Optuna params that make ``sample`` return ``candidate``, or None if the space cannot."""
         want, values, params = candidate.to_dict(), {}, {}
+        named = {p.name for p in self.params}
+        if any(want[f] != FIELDS[f].default for f in FIELDS if f not in named):  # sample() leaves them at default
+            return None
         for p in self.params:
             if not p.applies(values):
                 if want[p.name] != FIELDS[p.name].default:
@@ -105,6 +108,19 @@ class SearchSpace:
                     return tuple(p.choices)
                 return (p.low, p.high)
         return (FIELDS[name].default,)
+
+    def without(self, name: str, value: Any, why: str) -> SearchSpace:
+        """This space with ``name: value`` dropped (listed with ``why``): a workload that cannot build it (a
+        ``student`` without ``--student``). A field left with one value is fixed to it."""
+        p = next((p for p in self.params if p.name == name), None)
+        if p is None or value not in self.values(name):
+            return self
+        kept = tuple(v for v in self.values(name) if v != value)
+        if not kept or (p.choices is None and p.fixed is None):  # a range: only its default stays
+            kept = (FIELDS[name].default,)
+        q = Param(name, fixed=kept[0], when=p.when) if len(kept) == 1 else dataclasses.replace(p, choices=kept)
+        return SearchSpace(self.source, tuple(q if x is p else x for x in self.params),
+                           (*self.dropped, f"{name} {value!r}: {why}"))
 
     def without_torch_graph(self, why: str) -> SearchSpace:
         """This space for a model without a torch graph (an ONNX file): each value whose candidate needs the graph

@@ -7,6 +7,7 @@ training a baseline once (cached) when no ``--weights`` are given.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import time
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from tuner.cache import Cache, code_id, make_key, sha256_file, tensor_hash
 from tuner.data import HOLDOUT_SHARE, Dataset, check_inputs, load_dataset
-from tuner.errors import ConfigError, ModelError, check_number
+from tuner.errors import ConfigError, ModelError, UnsupportedCombination, check_number
 from tuner.hardware import library_versions
 
 if TYPE_CHECKING:
@@ -38,6 +39,7 @@ class WorkloadSpec:
     holdout: float = HOLDOUT_SHARE  # share of the validation images kept from the search (export scores them)
     recover_epochs: float = 2.0  # short recovery, epochs over the train split, for half the compute removed
     cache_dir: str | None = "studies/cache"  # None: cache nothing
+    student: str | None = None  # --student: the user's own smaller model (a --model value), distilled from model
 
     @property
     def onnx(self) -> bool:
@@ -60,7 +62,7 @@ class WorkloadSpec:
 def make_spec(model: str = "resnet18", data: str = "digits", weights: str | None = None,
               resolution: int | None = None, mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
               seed: int = 0, *, train_steps: int | None = None, recover_epochs: float | None = None,
-              holdout: float | None = None, studies_dir: str = "studies") -> WorkloadSpec:
+              holdout: float | None = None, student: str | None = None, studies_dir: str = "studies") -> WorkloadSpec:
     """A WorkloadSpec from the command line's values (``tuner run`` / ``measure``, ``tuner.tune``), each checked
     before anything loads: bad input is one line naming the flag; None takes the default."""
     defaults = WorkloadSpec()
@@ -71,6 +73,7 @@ def make_spec(model: str = "resnet18", data: str = "digits", weights: str | None
     check_inputs(resolution, mean, std)
     if holdout is not None and not (math.isfinite(holdout) and 0 <= holdout < 1):
         raise ConfigError(f"--holdout must be a fraction >= 0 and < 1 (0 keeps none apart), got {holdout}.")
+    check_student(model, student)
     if Path(studies_dir).exists() and not Path(studies_dir).is_dir():
         raise ConfigError(f"--studies-dir {studies_dir} is a file; pass a directory (it is created if missing).")
     return WorkloadSpec(
@@ -78,7 +81,18 @@ def make_spec(model: str = "resnet18", data: str = "digits", weights: str | None
         mean=tuple(mean) if mean else None, std=tuple(std) if std else None, seed=seed,  # type: ignore[arg-type]
         train_steps=defaults.train_steps if train_steps is None else train_steps,
         recover_epochs=defaults.recover_epochs if recover_epochs is None else recover_epochs,
-        holdout=defaults.holdout if holdout is None else holdout, cache_dir=f"{studies_dir}/cache")
+        holdout=defaults.holdout if holdout is None else holdout, cache_dir=f"{studies_dir}/cache",
+        student=student or None)
+
+
+def check_student(model: str, student: str | None) -> None:
+    """A student is a torch model trained here against a torch model: refuse an ONNX file on either side."""
+    if student and model.lower().endswith(".onnx"):
+        raise ConfigError(f"--student {student} is distilled from the model's torch graph; {model} is an ONNX "
+                          "file: bring the torch model (--model module:callable --weights FILE) or drop --student.")
+    if student and student.lower().endswith(".onnx"):
+        raise ConfigError(f"--student {student} is an ONNX file; a student is trained here: pass a torch model "
+                          "builder (a model name, module:callable or file.py:callable).")
 
 
 @dataclass(frozen=True)
@@ -90,6 +104,16 @@ class OnnxSource:
     params: int
 
 
+@dataclass(frozen=True)
+class Student:
+    """--student resolved: its name (a --model value), the initial weights every trial starts it from (seeded,
+    or the builder's own) and their content key (its code and those weights)."""
+
+    name: str
+    state_dict: dict[str, torch.Tensor]
+    key: str
+
+
 @dataclass
 class Workload:
     spec: WorkloadSpec
@@ -99,6 +123,7 @@ class Workload:
     key: str  # content key of model code + weights + data + libraries: the root of every cache key
     cache: Cache
     onnx: OnnxSource | None = None  # the model as an ONNX file, the fp32 artifact every ONNX build starts from
+    student: Student | None = None  # --student: the user's smaller model, its initial weights and their key
 
     def reference_model(self) -> nn.Module:  # a fresh copy: build steps prune and fold it in place
         if self.builder is None:
@@ -106,6 +131,20 @@ class Workload:
         model = self.builder(num_classes=self.data.num_classes)
         model.load_state_dict(self.state_dict)
         return model.eval()
+
+    def start_model(self, student: bool) -> tuple[nn.Module, str]:
+        """(a fresh copy of what compression starts from, its content key): the reference model, or with
+        ``student`` the user's student in its initial weights (distillation from the reference trains it)."""
+        if not student:
+            return self.reference_model(), self.key
+        if self.student is None:
+            raise UnsupportedCombination("student is refused: no --student SPEC was given (the user's own smaller "
+                                         "model); the derived students are drop_blocks and prune_ratio")
+        from tuner import models
+
+        model = models.create_model(self.student.name, self.data.num_classes)
+        model.load_state_dict(self.student.state_dict)
+        return model.eval(), make_key(stage="distil", student=self.student.key, teacher=self.key)
 
 
 def load_workload(spec: WorkloadSpec, log: Callable[[str], None] = print) -> Workload:
@@ -116,7 +155,8 @@ def load_workload(spec: WorkloadSpec, log: Callable[[str], None] = print) -> Wor
     cache_root = Path(spec.cache_dir) if spec.cache_dir else None
     if spec.onnx:
         return _onnx_workload(spec, cache_root, log)
-    models.resolve_builder(spec.model)  # an unknown model or bad weights fail before a large data set is decoded
+    for name in (spec.model, spec.student or spec.model):  # an unknown model or bad weights fail before a large
+        models.resolve_builder(name)  # data set is decoded
     state = models.read_state_dict(spec.weights) if spec.weights else None
     data = load_dataset(spec.data, spec.resolution, spec.mean, spec.std, spec.seed, cache_root, spec.holdout)
     torch.manual_seed(spec.seed)  # the baseline's initial weights, so a trained baseline is reproducible
@@ -124,6 +164,7 @@ def load_workload(spec: WorkloadSpec, log: Callable[[str], None] = print) -> Wor
     # One real batch of 2 through the model, as every trial will run it: a model with two inputs, a tuple or a
     # wrongly shaped output, or a forward that exits is refused now, in one line.
     models.check_forward(model, torch.from_numpy(data.example(2)), data.num_classes, spec.model)
+    student = _student(spec, data) if spec.student else None  # refused, if it must be, before a baseline trains
     source = models.source_id(spec.model)
     cache = Cache(cache_root)
     baseline_key = None
@@ -146,7 +187,26 @@ def load_workload(spec: WorkloadSpec, log: Callable[[str], None] = print) -> Wor
     key = make_key(model=spec.model, source=source, weights=tensor_hash(state), data=data.fingerprint,
                    baseline=baseline_key, torch=torch.__version__, libraries=library_versions("numpy"))
     return Workload(spec, data, lambda num_classes: models.create_model(spec.model, num_classes),
-                    model.state_dict(), key, cache)
+                    model.state_dict(), key, cache, student=student)
+
+
+def _student(spec: WorkloadSpec, data: Dataset) -> Student:
+    """--student built once, checked on a real batch as the model is, its initial weights seeded."""
+    import torch
+
+    from tuner import models
+
+    assert spec.student is not None
+    with torch.random.fork_rng(devices=[]):  # the baseline's training draws after this as it would without
+        torch.manual_seed(spec.seed + 1)  # not the baseline's initial weights
+        model = models.create_model(spec.student, data.num_classes)
+    models.check_forward(model, torch.from_numpy(data.example(2)), data.num_classes, f"{spec.student} (--student)")
+    models.check_forward(copy.deepcopy(model), torch.from_numpy(data.example(2)), data.num_classes,
+                         f"{spec.student} (--student)", train=True)  # it is trained: training mode must run too
+    state = model.state_dict()
+    key = make_key(stage="student", model=spec.student, source=models.source_id(spec.student),
+                   weights=tensor_hash(state))
+    return Student(spec.student, state, key)
 
 
 def _onnx_workload(spec: WorkloadSpec, cache_root: Path | None, log: Callable[[str], None]) -> Workload:
@@ -205,8 +265,6 @@ def _baseline_key(spec: WorkloadSpec, data: Dataset, source: str) -> str:
 def _baseline(spec: WorkloadSpec, data: Dataset, model: nn.Module, cache: Cache,
               log: Callable[[str], None], key: str) -> dict[str, torch.Tensor]:
     """Train a baseline once per content key (``_baseline_key``); later runs load it."""
-    import copy
-
     import torch
 
     from tuner import models

@@ -30,7 +30,7 @@ def tune(model: Any = "resnet18", train: Any = "digits", val: Any = None, *,
          n_trials: int = 20, weights: str | None = None, classes: Sequence[str] | None = None,
          resolution: int | None = None, mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
          seed: int = 0, holdout: float | None = None, train_steps: int | None = None,
-         recover_epochs: float | None = None,
+         recover_epochs: float | None = None, student: Any = None,
          study: str | None = None, storage: str | None = None, studies_dir: str = "studies", sampler: str = "tpe",
          timeout: float | None = None, heartbeat: float = 10.0, max_retries: int = 1,
          trial_timeout: float | None = None, remeasure_rounds: int = 3, allow_mixed_hardware: bool = False,
@@ -46,6 +46,9 @@ def tune(model: Any = "resnet18", train: Any = "digits", val: Any = None, *,
     metric: a function of (logits, labels) torch tensors -> float, scored on the whole validation split; it is
         what the study calls ``accuracy`` (objectives, constraints and ``max_drop`` use it), ``top1`` is kept
         beside it. ``higher_is_better=False`` for a loss or an error rate (then negated). Default: top-1.
+    student: the user's own smaller model, distilled from ``model`` where the space's ``student`` dimension tries
+        it: an ``nn.Module`` (its weights are where its training starts), an importable builder or a ``--model``
+        value (``--student``).
     space, objectives: a name or YAML path as ``--space`` / ``--objectives`` take, or the mapping such a file
         holds (``{"placement": {"choices": ["ort-cpu", "ov-cpu"]}, ...}``).
     The rest are ``tuner run``'s flags (``--n-trials`` is ``n_trials``); bad values raise a TunerError whose
@@ -69,7 +72,7 @@ def tune(model: Any = "resnet18", train: Any = "digits", val: Any = None, *,
         default_study_name,
         quiet_optuna,
     )
-    from tuner.workload import make_spec
+    from tuner.workload import check_student, make_spec
 
     if sampler not in SAMPLERS:
         raise TunerError(f"unknown sampler {sampler!r}; use one of {', '.join(SAMPLERS)}.")
@@ -91,10 +94,15 @@ def tune(model: Any = "resnet18", train: Any = "digits", val: Any = None, *,
     data_ref, size = inputs.data_reference(train, val, classes, seed, cache)
     expected = resolution or size or DEFAULT_RESOLUTION.get(data_ref, 224)
     model_ref, model_name = inputs.model_reference(model, expected, cache)
-    spec = dataclasses.replace(spec, model=model_ref, data=data_ref, resolution=resolution or size)
+    student_ref = inputs.model_reference(student, expected, cache)[0] if student is not None else None
+    spec = dataclasses.replace(spec, model=model_ref, data=data_ref, resolution=resolution or size,
+                               student=student_ref)
+    check_student(spec.model, spec.student)
     space = load_space(space) if isinstance(space, (str, dict)) else space  # probes the placements: loads torch
     if spec.onnx:
         space = space.without_torch_graph(f"{Path(spec.model).name} is an ONNX file")
+    elif not spec.student:
+        space = space.without("student", True, "no --student given (derived students: drop_blocks, prune_ratio)")
     in_flight = max(int(v) for v in (*space.values("requests"), *space.values("streams")))  # the most under load
     for batch_size in sorted({int(b) for b in space.values("batch_size")}):  # refuse before any work
         problem = hardware.check_fits(batch_size, expected, requests=in_flight)

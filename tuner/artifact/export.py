@@ -189,7 +189,8 @@ def export(study: optuna.Study, trial: optuna.trial.FrozenTrial, why: str, out: 
             kind = _save_torch(model, example, tmp, torch_format, log)
             artifact = PROGRAM_FILE if kind == "torch.export" else STATE_FILE
             if kind == "state_dict":
-                rebuild = {"model": spec.model, "num_classes": workload.data.num_classes,
+                rebuild = {"model": spec.student if candidate.student else spec.model,
+                           "num_classes": workload.data.num_classes,
                            "prune_ratio": candidate.prune_ratio, "drop_blocks": candidate.drop_blocks,
                            "fold_bn": candidate.fold_bn, "precision": candidate.precision,
                            "steps": "create_model(model, num_classes) -> drop the blocks and prune the groups the "

@@ -1,6 +1,7 @@
-"""The model made smaller before any precision is chosen: blocks dropped (a shallower student), channels pruned
-(narrower, by a ratio profile), weights sparsified, then distilled back from the user's model for the
-candidate's recovery fidelity. Cached by content; one recovered model serves every precision and placement.
+"""The model made smaller before any precision is chosen: the user's own student in its place (--student), blocks
+dropped (a shallower student), channels pruned (narrower, by a ratio profile), weights sparsified, then distilled
+back from the user's model for the candidate's recovery fidelity. Cached by content; one recovered model serves
+every precision and placement.
 
 A cached entry holds only the recovered state_dict and its ``RecoveryRecord``: ``reshape`` rebuilds the module
 from the state's own shapes (blocks absent from it are dropped, groups pruned to its widths), so the same code
@@ -43,18 +44,18 @@ class Compressed:
 def compress(ctx: StepContext) -> Compressed:
     """The reference model compressed as the candidate says and recovered at its fidelity (cached)."""
     w, c = ctx.workload, ctx.candidate
-    model = w.reference_model()
     if not c.compresses:
-        return Compressed(model, w.key)
+        return Compressed(w.reference_model(), w.key)
+    model, start_key = w.start_model(c.student)
     dropped: tuple[str, ...] = ()
     if c.drop_blocks:
         with ctx.timed("student"):
-            blocks = student.ranking(w, model, w.key)
+            blocks = student.ranking(w, model, start_key)
             dropped = student.choose(blocks, c.drop_blocks)
         if len(dropped) < c.drop_blocks:
             raise UnsupportedCombination(f"drop_blocks {c.drop_blocks} is refused: this model has {len(dropped)} "
                                          "blocks whose output has their input's shape (droppable ones)")
-    short = _key(w.key, c, dropped, "short", w.spec.seed, w.spec.recover_epochs)
+    short = _key(start_key, c, dropped, "short", w.spec.seed, w.spec.recover_epochs)
     entry = short_entry = w.cache.entry(short, lambda out: _recover(ctx, out, dropped, "short"))
     key = short
     if c.recovery == "long":  # continues the short recovery: the short one is built (or found) first
@@ -63,15 +64,16 @@ def compress(ctx: StepContext) -> Compressed:
         entry = w.cache.entry(key, lambda out: _recover(ctx, out, dropped, "long", warm=short_entry))
     with ctx.timed("recover"):
         state = torch.load(entry / WEIGHTS, map_location="cpu", weights_only=True)
-        model = reshape(w.reference_model(), c, ctx.example, state)
+        model = reshape(w.start_model(c.student)[0], c, ctx.example, state)
         model.load_state_dict(state)
     record = RecoveryRecord(**json.loads((entry / RECORD).read_text()))
     return Compressed(model.eval(), key, dropped, record)
 
 
 def reshape(model: nn.Module, c: Candidate, example: torch.Tensor, state: dict[str, torch.Tensor]) -> nn.Module:
-    """A freshly built ``model`` given the architecture of a saved compressed ``state``: each droppable block with
-    none of its tensors in the state replaced by the identity, every group pruned to the state's widths."""
+    """A freshly built ``model`` (the user's student where ``c.student``) given the architecture of a saved
+    compressed ``state``: each droppable block with none of its tensors in the state replaced by the identity,
+    every group pruned to the state's widths."""
     if c.drop_blocks:
         gone = [n for n in student.droppable(model, example)
                 if not any(k.startswith(n + ".") for k in state)
@@ -100,11 +102,11 @@ def _recover(ctx: StepContext, out: Path, dropped: tuple[str, ...], fidelity: st
     with ctx.timed("prune"):
         if warm is not None:
             state = torch.load(warm / WEIGHTS, map_location="cpu", weights_only=True)
-            model = reshape(w.reference_model(), c, ctx.example, state)
+            model = reshape(w.start_model(c.student)[0], c, ctx.example, state)
             model.load_state_dict(state)
             already = json.loads((warm / RECORD).read_text())["epochs"]
         else:
-            model = student.drop(w.reference_model(), dropped)
+            model = student.drop(w.start_model(c.student)[0], dropped)
             if c.prune_ratio:
                 prune(model, c.prune_ratio, ctx.example, c.prune_profile)
         keep = sparsify.masks(model, c.sparsity, output_layer(model, ctx.example)) if c.sparsity else {}
@@ -112,7 +114,8 @@ def _recover(ctx: StepContext, out: Path, dropped: tuple[str, ...], fidelity: st
         macs, _ = count(model, ctx.example)
     with ctx.timed("recover"):
         record = recover(model, reference, w.data, removed_share(macs, ref_macs, c.sparsity), w.spec.recover_epochs,
-                         fidelity, w.spec.seed, already, after_step=(lambda: sparsify.apply(model, keep)) if keep else None)
+                         fidelity, w.spec.seed, already, fresh=c.student,
+                         after_step=(lambda: sparsify.apply(model, keep)) if keep else None)
     torch.save(model.state_dict(), out / WEIGHTS)
     (out / RECORD).write_text(json.dumps(record.to_dict(), indent=1))
 

@@ -21,6 +21,7 @@ from torch import nn
 
 from tuner.data import Dataset
 from tuner.train import steps_per_epoch, train
+from tuner.workload import BASELINE_LR
 
 LONG_FACTOR = 4  # the long recovery trains this many times the short one's epochs, in all
 MIN_EPOCHS = 0.5  # below this a light compression is still not re-fitted to its teacher
@@ -61,6 +62,7 @@ class RecoveryRecord:
     loss_start: float  # mean distillation loss of the run's first tenth
     loss_end: float  # ... and of its last tenth
     still_improving: bool  # the train loss was still falling at the end: the student had not matched its teacher
+    fresh: bool = False  # the student did not start from the teacher's weights (--student): budgeted as all removed
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -68,16 +70,18 @@ class RecoveryRecord:
 
 def recover(student: nn.Module, teacher: nn.Module, data: Dataset, removed: float, base_epochs: float,
             fidelity: str, seed: int = 0, already: float = 0.0,
-            after_step: Callable[[], None] | None = None) -> RecoveryRecord:
+            after_step: Callable[[], None] | None = None, fresh: bool = False) -> RecoveryRecord:
     """Distil ``teacher`` into ``student`` in place for this fidelity's budget; ``already`` epochs were trained
-    before (the long fidelity continues the short one)."""
-    epochs = budget_epochs(removed, base_epochs, fidelity)
+    before (the long fidelity continues the short one). A ``fresh`` student keeps none of the teacher's weights:
+    its budget is that of a model with all its compute removed, whatever its size, at the baseline's rate."""
+    epochs = budget_epochs(1.0 if fresh else removed, base_epochs, fidelity)
     steps = max(0, math.ceil((epochs - already) * steps_per_epoch(data)))
-    lr = learning_rate(removed) * (0.5 if already else 1.0)  # a warm restart: the model is near its optimum
+    lr = BASELINE_LR if fresh else learning_rate(removed)  # fresh: trained as a baseline is, from its initial weights
+    lr *= 0.5 if already else 1.0  # a warm restart: the model is near its optimum
     losses = train(student, data, steps, lr=lr, seed=seed + int(already * 1000), teacher=teacher,
                    after_step=after_step) if steps else []
     tenth, fifth = max(1, len(losses) // 10), max(1, len(losses) // 5)
     last, before = losses[-fifth:], losses[-2 * fifth:-fifth]
     improving = bool(before) and float(np.mean(last)) < (1 - STILL_IMPROVING) * float(np.mean(before))
     return RecoveryRecord(fidelity, epochs, steps, removed, lr, float(np.mean(losses[:tenth])) if losses else 0.0,
-                          float(np.mean(losses[-tenth:])) if losses else 0.0, improving)
+                          float(np.mean(losses[-tenth:])) if losses else 0.0, improving, fresh)

@@ -136,21 +136,27 @@ def open_study(s: StudySettings, storage: optuna.storages.BaseStorage | None = N
 
 def anchor_params(space: SearchSpace) -> list[dict[str, Any]]:
     """The params of what an expert sets up by hand in ten lines, where the space holds it: the unpruned model in
-    int8 on each placement of the space that runs int8 here, batch 1, on every core (else one thread). Measured
-    first, so that the search starts from the strongest hand-made points of this machine rather than having to
-    stumble on them, and the front is never worse than them."""
+    int8 on each placement of the space that runs int8 here, batch 1, on every core (else one thread); and where the
+    space serves several streams, the same on one stream per core of one thread each (what OpenVINO's THROUGHPUT
+    hint sets up). Measured first, so that the search starts from the strongest hand-made points of this machine
+    rather than having to stumble on them, and the front is never worse than them."""
     from tuner.runtimes import PLACEMENTS
 
     found = []
+    cores = hardware.cores()
     for placement in space.placements:
         p = PLACEMENTS[placement]
         if p.unavailable() or p.refuse("int8"):
             continue
-        for threads in dict.fromkeys((hardware.cores(), 1)):
+        for threads in dict.fromkeys((cores, 1)):
             params = space.params_of(Candidate(precision="int8", placement=placement, batch_size=1, threads=threads))
             if params is not None:
                 found.append(params)
                 break
+        streams = space.params_of(Candidate(precision="int8", placement=placement, batch_size=1, threads=1,
+                                            streams=cores)) if cores > 1 else None
+        if streams is not None:
+            found.append(streams)
     return found
 
 

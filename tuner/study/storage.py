@@ -54,6 +54,8 @@ def default_study_name(spec: WorkloadSpec, resolution: int, model_name: str | No
     """model-data-resolution-hardware; ``model_name`` names a model the spec holds as a saved file (tune())."""
     if model_name is None:
         model_name = Path(spec.model.split(":")[-1]).stem if ":" in spec.model or spec.onnx else spec.model
+    if spec.student:  # another workload: a study of its own (its trials rebuild the student)
+        model_name += "-student-" + Path(spec.student.split(":")[-1]).stem
     model = re.sub(r"[^A-Za-z0-9._-]+", "_", model_name)
     data = "digits" if spec.data == "digits" else Path(spec.data).resolve().name
     return f"{model}-{re.sub(r'[^A-Za-z0-9._-]+', '_', data)}-{resolution}px-{hardware.fingerprint_id()}"

@@ -155,7 +155,7 @@ def load_workload(spec: WorkloadSpec, log: Callable[[str], None] = print) -> Wor
     cache_root = Path(spec.cache_dir) if spec.cache_dir else None
     if spec.onnx:
         return _onnx_workload(spec, cache_root, log)
-    for name in (spec.model, spec.student or spec.model):  # an unknown model or bad weights fail before a large
+    for name in filter(None, (spec.model, spec.student)):  # an unknown model or bad weights fail before a large
         models.resolve_builder(name)  # data set is decoded
     state = models.read_state_dict(spec.weights) if spec.weights else None
     data = load_dataset(spec.data, spec.resolution, spec.mean, spec.std, spec.seed, cache_root, spec.holdout)

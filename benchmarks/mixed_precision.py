@@ -42,6 +42,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--prune-ratio", type=float, default=0.0, help="the build to quantize (default 0)")
     p.add_argument("--prune-profile", default="uniform", help="uniform | global (default uniform)")
     p.add_argument("--drop-blocks", type=int, default=0, help="blocks dropped from the build (default 0)")
+    p.add_argument("--recovery", default="short", help="short | long: the build's recovery (default short)")
     p.add_argument("--placement", default="ov-cpu", help="ov-cpu | ort-cpu (default ov-cpu)")
     p.add_argument("--threads", type=int, default=1, help="threads of every row (default 1)")
     p.add_argument("--ks", default="1,2,4", help="comma-separated float_layers values to try (default 1,2,4)")
@@ -61,7 +62,7 @@ def rows(args: argparse.Namespace) -> dict[str, dict]:
     from tuner.study.loop import baseline_candidate
 
     common = {"placement": args.placement, "prune_ratio": args.prune_ratio, "threads": args.threads,
-              "prune_profile": args.prune_profile, "drop_blocks": args.drop_blocks}
+              "prune_profile": args.prune_profile, "drop_blocks": args.drop_blocks, "recovery": args.recovery}
     out = {"baseline": baseline_candidate().to_dict(),
            "fp32": Candidate(precision="fp32", **common).to_dict()}
     if not PLACEMENTS[args.placement].refuse("bf16") and not PLACEMENTS[args.placement].unavailable():
@@ -80,7 +81,8 @@ def main(argv: list[str] | None = None) -> None:
     import yaml
 
     fp = print_machine()
-    print(f"workload: {describe_workload(args)}; prune {args.prune_ratio} {args.prune_profile}, -{args.drop_blocks} blocks, {args.placement}, {args.threads} threads")
+    print(f"workload: {describe_workload(args)}; prune {args.prune_ratio} {args.prune_profile}, -{args.drop_blocks} blocks, "
+          f"{args.recovery} recovery, {args.placement}, {args.threads} threads")
     configs = rows(args)
     tmp = Path(tempfile.mkdtemp(prefix="bench-mixed-"))
     results: dict[str, list[dict]] = {name: [] for name in configs}
@@ -150,7 +152,7 @@ def main(argv: list[str] | None = None) -> None:
 
     print(json.dumps({**machine_json(fp), "benchmark": "mixed_precision", "model": args.model, "data": args.data,
                       "resolution": args.resolution, "prune_ratio": args.prune_ratio, "prune_profile": args.prune_profile,
-                      "drop_blocks": args.drop_blocks, "placement": args.placement,
+                      "drop_blocks": args.drop_blocks, "recovery": args.recovery, "placement": args.placement,
                       "threads": args.threads, "rounds": args.rounds, "max_drop": args.max_drop,
                       "baseline_accuracy": base, "uniform_int8": pick("int8"), "mixed": pick(mixed),
                       "float": pick(best_float), "rows": summary,

@@ -133,6 +133,18 @@ def test_openvino_starts_no_telemetry_process():
     assert out.stdout.split() == ["0", "None"]
 
 
+def test_threads_are_pinned_only_where_they_cover_every_cpu():
+    """Pinned where there is no quieter subset to move to (unpinned, the OS at times put two streams on one CPU for a
+    whole process); unpinned where the timing may move fewer threads onto the quietest CPUs."""
+    from tuner.runtimes.openvino import compile_config
+
+    pins = {(threads, streams): compile_config("int8", threads, streams, cpus=4)["ENABLE_CPU_PINNING"]
+            for threads in (1, 2, 4) for streams in (1, 2, 4) if threads * streams <= 4}
+    assert pins == {(1, 1): False, (1, 2): False, (2, 1): False, (1, 4): True, (2, 2): True, (4, 1): True}
+    assert compile_config("fp32", 2, cpus=2) == {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY",
+                                                 "INFERENCE_NUM_THREADS": 2, "ENABLE_CPU_PINNING": True}
+
+
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs to choose between")
 def test_a_one_thread_model_stays_where_the_timing_put_it(workload):
     """OpenVINO's own thread pinning would move its threads back after a few calls (it is turned off)."""

@@ -80,7 +80,8 @@ def print_machine() -> dict[str, Any]:
     from tuner import hardware
 
     fp = hardware.fingerprint()
-    print(f"machine: {fp['cpu']} | {fp['cores']} cores | ISA {' '.join(fp['isa']) or '-'} | "
+    cap = f" (oneDNN capped at {fp['onednn_isa_cap']})" if fp.get("onednn_isa_cap") else ""
+    print(f"machine: {fp['cpu']} | {fp['cores']} cores | ISA {' '.join(fp['isa']) or '-'}{cap} | "
           f"gpu {fp['gpu'] or 'none'} | python {fp['python']} | fingerprint {hardware.fingerprint_id(fp)}")
     print("libraries: " + ", ".join(f"{k} {v}" for k, v in fp["libraries"].items()))
     try:

@@ -7,13 +7,13 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import TINY
-from tuner import hardware
 from tuner.build import build
 from tuner.build.sensitivity import ranking
 from tuner.build.step import StepContext
 from tuner.candidate import Candidate
 from tuner.measure import measure
 from tuner.measure.latency import LatencyPolicy
+from tuner.runtimes.openvino import native_bf16
 
 QUICK = LatencyPolicy(min_seconds=0.2, max_seconds=0.4, warmup_seconds=0.05, quiet_host=False)
 
@@ -63,7 +63,7 @@ def test_k0_is_uniform_int8_and_k_layers_run_in_float(mobile):
     ctx, fp32 = _fp32_artifact(mobile)
     top = [s.node for s in ranking(ctx, fp32, reduce_range=False)[:3]]
     # ORT runs the float layers in fp32; OpenVINO in bf16 where this CPU has it (uniform int8's remainder: fp32)
-    floats = {"ort-cpu": "fp32", "ov-cpu": "bf16" if hardware.has_cpu_bf16() else "fp32"}
+    floats = {"ort-cpu": "fp32", "ov-cpu": "bf16" if native_bf16() else "fp32"}
     for placement, float_precision in floats.items():
         mixed = build(mobile, Candidate(placement=placement, precision="int8", threads=1, float_layers=3))
         assert list(mixed.float_layers) == top and mixed.onnx_path != uniform.onnx_path

@@ -145,6 +145,21 @@ def test_threads_are_pinned_only_where_they_cover_every_cpu():
                                                  "INFERENCE_NUM_THREADS": 2, "ENABLE_CPU_PINNING": True}
 
 
+def test_a_onednn_isa_cap_without_bf16_refuses_bf16_and_keeps_float_layers_fp32(monkeypatch):
+    """OpenVINO honours ONEDNN_MAX_CPU_ISA and emulates bf16 under a cap that lacks it (6.7x slower, measured)."""
+    from tuner.runtimes.openvino import compile_config
+
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "avx512_core_vnni")
+    assert "ONEDNN_MAX_CPU_ISA=AVX512_CORE_VNNI" in PLACEMENTS["ov-cpu"].refuse("bf16")
+    assert compile_config("int8", 1, float_layers=True)["INFERENCE_PRECISION_HINT"] == "f32"
+    assert hardware.fingerprint()["onednn_isa_cap"] == "AVX512_CORE_VNNI"
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
+    assert "onednn_isa_cap" not in hardware.fingerprint()
+    mixed = compile_config("int8", 1, float_layers=True)["INFERENCE_PRECISION_HINT"]
+    assert mixed == ("bf16" if hardware.has_cpu_bf16() else "f32")
+    assert compile_config("int8", 1)["INFERENCE_PRECISION_HINT"] == "f32"  # uniform int8's remainder: fp32
+
+
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs to choose between")
 def test_a_one_thread_model_stays_where_the_timing_put_it(workload):
     """OpenVINO's own thread pinning would move its threads back after a few calls (it is turned off)."""

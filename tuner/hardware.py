@@ -48,6 +48,13 @@ def has_cpu_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def onednn_isa_cap() -> str | None:
+    """The ISA oneDNN is capped at (``ONEDNN_MAX_CPU_ISA``, as a deployment on an older fleet sets it), upper case;
+    None when uncapped. OpenVINO's CPU plugin and torch's oneDNN ops honour it; ONNX Runtime's MLAS does not."""
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA")
+    return cap.strip().upper() if cap and cap.strip() else None
+
+
 def has_cpu_vnni() -> bool:
     """True when int8 dot products accumulate in 32 bits (VNNI); without it AVX2 kernels saturate at 16."""
     flags = _cpuinfo()[1]
@@ -100,6 +107,7 @@ def fingerprint() -> dict[str, Any]:
         "gpu": gpu_name(),
         "python": platform.python_version(),
         "libraries": library_versions(),
+        **({"onednn_isa_cap": onednn_isa_cap()} if onednn_isa_cap() else {}),  # it changes OpenVINO's kernels
     }
 
 

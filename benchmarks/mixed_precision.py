@@ -45,6 +45,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--recovery", default="short", help="short | long: the build's recovery (default short)")
     p.add_argument("--placement", default="ov-cpu", help="ov-cpu | ort-cpu (default ov-cpu)")
     p.add_argument("--threads", type=int, default=1, help="threads of every row (default 1)")
+    p.add_argument("--int8-ops", default="all", help="all | compute: the int8 rows' int8_ops (default all); a "
+                   "uniform int8 row with the other is measured too")
     p.add_argument("--ks", default="1,2,4", help="comma-separated float_layers values to try (default 1,2,4)")
     p.add_argument("--max-drop", type=float, default=1.0, help="accuracy budget in points (default 1)")
     p.add_argument("--rounds", type=int, default=3, help="re-measurement rounds (default 3)")
@@ -58,6 +60,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def rows(args: argparse.Namespace) -> dict[str, dict]:
     from tuner.candidate import Candidate
+    from tuner.names import INT8_OPS
     from tuner.runtimes import PLACEMENTS
     from tuner.study.loop import baseline_candidate
 
@@ -67,12 +70,15 @@ def rows(args: argparse.Namespace) -> dict[str, dict]:
            "fp32": Candidate(precision="fp32", **common).to_dict()}
     if not PLACEMENTS[args.placement].refuse("bf16") and not PLACEMENTS[args.placement].unavailable():
         out["bf16"] = Candidate(precision="bf16", **common).to_dict()
-    out["int8"] = Candidate(precision="int8", **common).to_dict()
+    int8 = {**common, "int8_ops": args.int8_ops}
+    out["int8"] = Candidate(precision="int8", **int8).to_dict()
+    other = next(ops for ops in INT8_OPS if ops != args.int8_ops)
+    out[f"int8-ops-{other}"] = Candidate(precision="int8", **{**int8, "int8_ops": other}).to_dict()
     for k in args.ks:
-        out[f"int8-k{k}"] = Candidate(precision="int8", float_layers=k, **common).to_dict()
+        out[f"int8-k{k}"] = Candidate(precision="int8", float_layers=k, **int8).to_dict()
     if not args.skip_calibration:
         for method in ("entropy", "percentile"):
-            out[f"int8-{method}"] = Candidate(precision="int8", calibration=method, **common).to_dict()
+            out[f"int8-{method}"] = Candidate(precision="int8", calibration=method, **int8).to_dict()
     return out
 
 
@@ -82,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
 
     fp = print_machine()
     print(f"workload: {describe_workload(args)}; prune {args.prune_ratio} {args.prune_profile}, -{args.drop_blocks} blocks, "
-          f"{args.recovery} recovery, {args.placement}, {args.threads} threads")
+          f"{args.recovery} recovery, {args.placement}, {args.threads} threads, int8_ops {args.int8_ops}")
     configs = rows(args)
     tmp = Path(tempfile.mkdtemp(prefix="bench-mixed-"))
     results: dict[str, list[dict]] = {name: [] for name in configs}
@@ -153,6 +159,7 @@ def main(argv: list[str] | None = None) -> None:
     print(json.dumps({**machine_json(fp), "benchmark": "mixed_precision", "model": args.model, "data": args.data,
                       "resolution": args.resolution, "prune_ratio": args.prune_ratio, "prune_profile": args.prune_profile,
                       "drop_blocks": args.drop_blocks, "recovery": args.recovery, "placement": args.placement,
+                      "int8_ops": args.int8_ops,
                       "threads": args.threads, "rounds": args.rounds, "max_drop": args.max_drop,
                       "baseline_accuracy": base, "uniform_int8": pick("int8"), "mixed": pick(mixed),
                       "float": pick(best_float), "rows": summary,

@@ -7,13 +7,13 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import TINY
+from tuner import hardware
 from tuner.build import build
 from tuner.build.sensitivity import ranking
 from tuner.build.step import StepContext
 from tuner.candidate import Candidate
 from tuner.measure import measure
 from tuner.measure.latency import LatencyPolicy
-from tuner.runtimes.openvino import native_bf16
 
 QUICK = LatencyPolicy(min_seconds=0.2, max_seconds=0.4, warmup_seconds=0.05, quiet_host=False)
 
@@ -63,7 +63,7 @@ def test_k0_is_uniform_int8_and_k_layers_run_in_float(mobile):
     ctx, fp32 = _fp32_artifact(mobile)
     top = [s.node for s in ranking(ctx, fp32, reduce_range=False)[:3]]
     # ORT runs the float layers in fp32; OpenVINO in bf16 where this CPU has it (uniform int8's remainder: fp32)
-    floats = {"ort-cpu": "fp32", "ov-cpu": "bf16" if native_bf16() else "fp32"}
+    floats = {"ort-cpu": "fp32", "ov-cpu": "bf16" if hardware.native_bf16() else "fp32"}
     for placement, float_precision in floats.items():
         mixed = build(mobile, Candidate(placement=placement, precision="int8", threads=1, float_layers=3))
         assert list(mixed.float_layers) == top and mixed.onnx_path != uniform.onnx_path
@@ -73,6 +73,20 @@ def test_k0_is_uniform_int8_and_k_layers_run_in_float(mobile):
         assert m.to_dict()["float_layers"] == top
     ov_uniform = measure(build(mobile, Candidate(placement="ov-cpu", precision="int8", threads=1)), mobile.data, QUICK)
     assert ov_uniform.layer_precisions == "int8 12"
+
+
+def test_an_export_records_the_compile_config_its_session_ran(mobile, tmp_path):
+    """The IR an export saves from a mixed build compiles as the session compiled the ONNX file: bf16 for its float
+    layers where this CPU has it; uniform int8's IR keeps the f32 hint."""
+    from tuner.runtimes.openvino import OpenVinoSession, model_config, read_model, save_ir
+
+    for k, hint in ((0, "f32"), (3, "bf16" if hardware.native_bf16() else "f32")):
+        built = build(mobile, Candidate(placement="ov-cpu", precision="int8", threads=1, float_layers=k))
+        save_ir(built.onnx_path, tmp_path / f"k{k}.xml")
+        recorded = model_config(read_model(tmp_path / f"k{k}.xml"), "int8", 1)
+        session = OpenVinoSession(built.onnx_path, "int8", 1)
+        assert recorded == session.config and recorded["INFERENCE_PRECISION_HINT"] == hint, k
+        session.close()
 
 
 @pytest.mark.parametrize("method", ["minmax", "entropy", "percentile"])
@@ -85,10 +99,50 @@ def test_every_calibration_method_builds_and_measures(mobile, method):
         assert built.onnx_path != build(mobile, Candidate(placement="ort-cpu", precision="int8", threads=1)).onnx_path
 
 
-def test_calibration_and_float_layers_are_int8_only():
+def _activation_quantizers(path):
+    """Per QuantizeLinear: whether it touches a compute layer (quantizes a Conv / Gemm / MatMul's input or
+    output) or only other ops (a SE block's Mul, a sigmoid, a residual Add alone)."""
+    import onnx
+
+    graph = onnx.load(str(path)).graph
+    made_by = {o: n for n in graph.node for o in n.output}
+    read_by: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            read_by.setdefault(name, []).append(node)
+    touches = []
+    for q in (n for n in graph.node if n.op_type == "QuantizeLinear"):  # weights are stored int8: activations only
+        ops = {made_by[q.input[0]].op_type} if q.input[0] in made_by else set()
+        ops |= {c.op_type for dq in read_by.get(q.output[0], []) for c in read_by.get(dq.output[0], [])}
+        touches.append(bool(ops & {"Conv", "Gemm", "MatMul"}))
+    return touches
+
+
+def test_int8_ops_compute_quantizes_the_compute_layers_only(mobile):
+    every = build(mobile, Candidate(placement="ort-cpu", precision="int8", threads=1))
+    compute = build(mobile, Candidate(placement="ort-cpu", precision="int8", threads=1, int8_ops="compute"))
+    assert compute.onnx_path != every.onnx_path  # its own build, never the all-ops file reused
+    every_q, compute_q = _activation_quantizers(every.onnx_path), _activation_quantizers(compute.onnx_path)
+    assert all(compute_q) and len(compute_q) < len(every_q)
+    assert not all(every_q)  # all ops: some tensors are quantized for others than the compute layers
+    for placement in ("ort-cpu", "ov-cpu"):
+        m = measure(build(mobile, Candidate(placement=placement, precision="int8", threads=1, int8_ops="compute")),
+                    mobile.data, QUICK)
+        assert m.executed_precision == "int8" and m.layer_precisions == "int8 12", (placement, m.layer_precisions)
+        assert m.accuracy > 0.5
+    mixed = measure(build(mobile, Candidate(placement="ort-cpu", precision="int8", threads=1, int8_ops="compute",
+                                            float_layers=2)), mobile.data, QUICK)
+    assert mixed.layer_precisions == "int8 10 / fp32 2"
+
+
+def test_calibration_float_layers_and_int8_ops_are_int8_only():
     from tuner.errors import ConfigError
 
     with pytest.raises(ConfigError, match="int8 only"):
         Candidate(precision="fp32", float_layers=2)
+    with pytest.raises(ConfigError, match="int8 only"):
+        Candidate(precision="bf16", int8_ops="compute")
     with pytest.raises(ConfigError, match="calibration must be one of"):
         Candidate(precision="int8", calibration="kl")
+    with pytest.raises(ConfigError, match="int8_ops must be one of"):
+        Candidate(precision="int8", int8_ops="matmul")

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from tuner.errors import ConfigError, UnsupportedCombination
-from tuner.names import CALIBRATIONS, GRAPH_OPTS, PLACEMENTS, PRECISIONS, PRUNE_PROFILES, RECOVERY_FIDELITIES
+from tuner.names import CALIBRATIONS, GRAPH_OPTS, INT8_OPS, PLACEMENTS, PRECISIONS, PRUNE_PROFILES, RECOVERY_FIDELITIES
 
 # Field metadata: a value other than the field's default needs the model's torch graph (pruning, folding, a
 # student...), which a model brought as an ONNX file does not have. A new such field only needs this mark.
@@ -31,6 +31,7 @@ class Candidate:
     threads: int = 0  # intra-op threads per stream; 0 = this machine's cores shared out among the streams
     calibration: str = "minmax"  # int8 only: minmax | entropy | percentile activation ranges
     float_layers: int = 0  # int8 only: the k layers most sensitive to int8 stay in float (0 = uniform int8)
+    int8_ops: str = "all"  # int8 only: all (every op ORT quantizes) | compute (Conv / Gemm / MatMul inputs only)
     # how prune_ratio is spread over the layers: uniform | global (ranked together)
     prune_profile: str = field(default="uniform", metadata=NEEDS_TORCH_GRAPH)
     # a shallower student: the k shape-preserving blocks that matter least become identities
@@ -67,6 +68,8 @@ class Candidate:
                f"calibration must be one of {', '.join(CALIBRATIONS)}, but got {self.calibration!r}.")
         _check(_is_int(self.float_layers) and self.float_layers >= 0,
                f"float_layers must be an integer >= 0, but got {self.float_layers!r}.")
+        _check(self.int8_ops in INT8_OPS,
+               f"int8_ops must be one of {', '.join(INT8_OPS)}, but got {self.int8_ops!r}.")
         _check(_is_int(self.streams) and self.streams >= 1,
                f"streams must be an integer >= 1, but got {self.streams!r}.")
         _check(_is_int(self.requests) and self.requests <= MAX_REQUESTS,
@@ -74,9 +77,9 @@ class Candidate:
         _check(self.requests == 0 or self.requests >= self.streams,
                f"requests must be 0 (one per stream) or an integer >= streams ({self.streams!r}), since a stream "
                f"without a request in flight idles, but got {self.requests!r}.")
-        _check(self.precision == "int8" or (self.calibration, self.float_layers) == ("minmax", 0),
-               f"calibration and float_layers apply to int8 only, but got precision={self.precision!r} with "
-               f"calibration={self.calibration!r}, float_layers={self.float_layers!r}.")
+        _check(self.precision == "int8" or (self.calibration, self.float_layers, self.int8_ops) == ("minmax", 0, "all"),
+               f"calibration, float_layers and int8_ops apply to int8 only, but got precision={self.precision!r} with "
+               f"calibration={self.calibration!r}, float_layers={self.float_layers!r}, int8_ops={self.int8_ops!r}.")
         _check(self.prune_profile in PRUNE_PROFILES,
                f"prune_profile must be one of {', '.join(PRUNE_PROFILES)}, but got {self.prune_profile!r}.")
         _check(isinstance(self.student, bool), f"student must be true or false, but got {self.student!r}.")

@@ -55,6 +55,26 @@ def onednn_isa_cap() -> str | None:
     return cap.strip().upper() if cap and cap.strip() else None
 
 
+# oneDNN ISA caps without native bf16: under them oneDNN emulates bf16, in OpenVINO's CPU plugin and in torch's CPU
+# convolutions alike (measured here under AVX512_CORE_VNNI, as on a VNNI-only host, 1 thread: OpenVINO mobilenet_v2
+# @128 px bf16 5.89 ms instead of 0.88; torch four 64-channel 3x3 convolutions at 56 px bf16 28.1 ms instead of 2.8).
+_NO_BF16_CAPS = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI")
+
+
+def native_bf16() -> bool:
+    """The CPU computes bf16 natively and oneDNN may use it (its ISA cap, if set, includes bf16)."""
+    return has_cpu_bf16() and (onednn_isa_cap() or "ALL") not in _NO_BF16_CAPS
+
+
+def bf16_refusal(placement: str) -> str | None:
+    """Why ``placement`` (a oneDNN-backed CPU runtime) should not run bf16 here, or None where it runs natively."""
+    if native_bf16():
+        return None
+    cap = onednn_isa_cap()
+    return (f"bf16 on {placement} needs a CPU with AVX512-BF16 or AMX" + (f" and a oneDNN ISA cap that has it "
+            f"(ONEDNN_MAX_CPU_ISA={cap})" if cap else "") + "; here it would be emulated, slowly")
+
+
 def has_cpu_vnni() -> bool:
     """True when int8 dot products accumulate in 32 bits (VNNI); without it AVX2 kernels saturate at 16."""
     flags = _cpuinfo()[1]

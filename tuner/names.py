@@ -12,6 +12,9 @@ from dataclasses import dataclass
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 GRAPH_OPTS = ("disable", "basic", "extended", "all")  # ONNX Runtime graph optimization levels
 CALIBRATIONS = ("minmax", "entropy", "percentile")  # how int8 activation ranges are chosen (ORT's calibrators)
+# Which ops int8 quantizes: all that ORT's quantizer takes (activations stay int8 from layer to layer), or only the
+# inputs of the compute layers (Conv, Gemm, MatMul; everything between them runs float). tuner.build.qdq says why.
+INT8_OPS = ("all", "compute")
 PRUNE_PROFILES = ("uniform", "global")  # how a prune ratio is spread over the layers (tuner.build.prune)
 RECOVERY_FIDELITIES = ("short", "long")  # recovery budgets (tuner.build.recover); long only for front contenders
 

@@ -173,14 +173,13 @@ def export(study: optuna.Study, trial: optuna.trial.FrozenTrial, why: str, out: 
             shutil.copyfile(built.onnx_path, tmp / ONNX_FILE)
             input_dtype = "float32"
             if PLACEMENTS[candidate.placement].runtime == "openvino":
-                from tuner.runtimes.openvino import compile_config, has_float_layers, read_model, save_ir
+                from tuner.runtimes.openvino import model_config, read_model, save_ir
 
                 kind, artifact = "openvino-ir", IR_XML_FILE
                 save_ir(tmp / ONNX_FILE, tmp / IR_XML_FILE)
-                mixed = candidate.precision == "int8" and has_float_layers(read_model(tmp / IR_XML_FILE))
                 openvino = {"read_from": ONNX_FILE, "device": "CPU",
-                            "compile_config": compile_config(candidate.precision, int(metrics["threads"]),
-                                                             candidate.streams, float_layers=mixed)}
+                            "compile_config": model_config(read_model(tmp / IR_XML_FILE), candidate.precision,
+                                                           int(metrics["threads"]), candidate.streams)}
         else:
             assert built.model is not None
             model = built.model.to("cpu").eval()

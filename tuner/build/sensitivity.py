@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from tuner.build.qdq import CalibrationReader, preprocess, quantize_qdq
+from tuner.build.qdq import COMPUTE_OPS, CalibrationReader, preprocess, quantize_qdq
 from tuner.cache import make_key
 from tuner.names import INPUT, OUTPUT
 
@@ -27,7 +27,6 @@ if TYPE_CHECKING:
     from tuner.build.step import Artifact, StepContext
     from tuner.data import Dataset
 
-QUANTIZABLE = ("Conv", "Gemm", "MatMul")
 IMAGES = 128  # calibration images per layer: enough to rank, cheap enough for ~50 layers
 FILE = "sensitivity.json"
 
@@ -72,7 +71,7 @@ def measure_layers(fp32_onnx: Path, data: Dataset, reduce_range: bool) -> list[L
         scale = float(np.mean(reference**2)) or 1.0
         layers = []
         for node in onnx.load(str(prepared)).graph.node:
-            if node.op_type not in QUANTIZABLE:
+            if node.op_type not in COMPUTE_OPS:
                 continue
             one = quantize_qdq(prepared, tmp / "one.onnx", CalibrationReader(data, IMAGES), reduce_range,
                                nodes_to_quantize=[node.name])

@@ -99,24 +99,13 @@ def hint_precision(compiled: Any) -> str:
     return _PRECISION_NAMES.get(name, name)
 
 
-# oneDNN ISA caps (ONEDNN_MAX_CPU_ISA) without native bf16: OpenVINO's CPU plugin honours the cap, and emulates bf16
-# under it (measured here under AVX512_CORE_VNNI, as on a VNNI-only host: mobilenet_v2 @128 px, 1 thread, bf16
-# 5.89 ms instead of 0.88; fp32 1.55 and int8 0.86 as uncapped).
-_NO_BF16_CAPS = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI")
-
-
-def native_bf16() -> bool:
-    """The CPU computes bf16 natively and OpenVINO's oneDNN may use it (its ISA cap, if set, includes bf16)."""
-    return hardware.has_cpu_bf16() and (hardware.onednn_isa_cap() or "ALL") not in _NO_BF16_CAPS
-
-
 def compile_config(precision: str, threads: int, streams: int = 1, cpus: int | None = None,
                    float_layers: bool = False) -> dict[str, Any]:
     """The CPU plugin's compile config for a candidate (``threads`` per stream): what every ov-cpu session compiles
     with. One stream: the LATENCY hint, as before streams were searched; several: THROUGHPUT, their number explicit.
     Pinned where the threads cover all ``cpus`` (default: the CPUs this process may run on; see the module doc).
     ``float_layers``: an int8 graph with layers kept in float, which run bf16 where the CPU has it."""
-    hint = MIXED_HINT if precision == "int8" and float_layers and native_bf16() else HINTS[precision]
+    hint = MIXED_HINT if precision == "int8" and float_layers and hardware.native_bf16() else HINTS[precision]
     pin = int(threads) * int(streams) >= (cpus or hardware.cores())
     if streams == 1:
         return {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY",
@@ -149,6 +138,12 @@ def read_back(compiled: Any) -> dict[str, int]:
             "OPTIMAL_NUMBER_OF_INFER_REQUESTS": int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))}
 
 
+def model_config(model: Any, precision: str, threads: int, streams: int = 1) -> dict[str, Any]:
+    """``compile_config`` for this ``ov.Model``, its float layers read from the graph: the one rule by which a
+    session compiles an ONNX file and an export records the config of the IR saved from it."""
+    return compile_config(precision, threads, streams, float_layers=precision == "int8" and has_float_layers(model))
+
+
 def read_model(path: Path) -> Any:
     """An ONNX file or an IR ``.xml`` as an ``ov.Model``."""
     return _core().read_model(str(path))
@@ -177,8 +172,7 @@ class OpenVinoSession(Session):
             raise ValueError(f"{model_path} has {len(self.model.inputs)} inputs; ov-cpu runs single-input models")
         self.input_name = self.model.inputs[0].get_any_name()
         self.input_shape = self.model.inputs[0].get_partial_shape()
-        self.config = compile_config(precision, threads, streams,
-                                     float_layers=precision == "int8" and has_float_layers(self.model))
+        self.config = model_config(self.model, precision, threads, streams)
         self.requested, self.streams = precision, streams
         self._ov = ov
         self._compiled: dict[int, Any] = {}  # batch size -> compiled model
@@ -280,10 +274,8 @@ class OpenVinoPlacement(Placement):
         return None
 
     def refuse(self, precision: str) -> str | None:
-        if precision == "bf16" and not native_bf16():
-            cap = hardware.onednn_isa_cap()
-            return ("bf16 on ov-cpu needs a CPU with AVX512-BF16 or AMX" + (f" and a oneDNN ISA cap that has it "
-                    f"(ONEDNN_MAX_CPU_ISA={cap})" if cap else "") + "; here OpenVINO would emulate it or run fp32")
+        if precision == "bf16" and (why := hardware.bf16_refusal(self.name)):
+            return why
         return super().refuse(precision)
 
     def open(self, model: nn.Module | None, onnx_path: Path | None, precision: str, graph_opt: str,

@@ -71,8 +71,8 @@ class TorchPlacement(Placement):
     def refuse(self, precision: str) -> str | None:
         if precision == "int8":
             return f"{self.name} does not run int8; int8 runs through ONNX Runtime (placement ort-cpu)"
-        if self.device == "cpu" and precision == "bf16" and not hardware.has_cpu_bf16():
-            return "bf16 on torch-cpu needs a CPU with AVX512-BF16 or AMX; this CPU would emulate it slowly"
+        if self.device == "cpu" and precision == "bf16" and (why := hardware.bf16_refusal(self.name)):
+            return why
         if self.device == "cuda" and precision == "bf16" and torch.cuda.is_available() \
                 and not torch.cuda.is_bf16_supported():
             return "bf16 on torch-cuda needs an Ampere or newer GPU"

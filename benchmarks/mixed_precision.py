@@ -1,17 +1,22 @@
 """Mixed precision where uniform int8 cannot hold accuracy: uniform int8, the k most int8-sensitive layers kept in
 float (k from --ks), and the float options (fp32, and bf16 where the placement runs it here), for one build
-(--prune-ratio) on one placement, each re-measured in fresh processes, alternated over --rounds. Also the three
-calibration methods at uniform int8 (accuracy and calibration time): the evidence behind the default.
+(--prune-ratio) on one placement, each re-measured in fresh processes, alternated over --rounds. Uniform int8
+(`int8`) quantizes every op ORT's quantizer takes; `int8-compute` only the inputs of Conv / Gemm / MatMul (the ops
+between them stay float); the float_layers rows quantize --int8-ops. Also the three calibration methods at
+uniform int8 (accuracy and calibration time): the evidence behind the default.
 
-Pick a case where uniform int8 loses more than a point (a deep prune ratio, a depthwise model), for example
+Pick a case where uniform int8 loses more than a point (a transformer, a deep prune ratio, a depthwise model), e.g.
 
-    python benchmarks/mixed_precision.py --model resnet18 --prune-ratio 0.6 --ks 1,2,4,8
+    ONEDNN_MAX_CPU_ISA=AVX512_CORE_VNNI python benchmarks/mixed_precision.py --model benchmarks/models.py:small_vit \
+        --weights W --data ../shared/data/imagenette-224 --resolution 96 --ks 1,2,4,6,8
     python benchmarks/mixed_precision.py --model tests/tiny_models.py:mobile_net --resolution 16 --ks 1,2,3
 
-`mixed` is the fastest k whose accuracy is within --max-drop points of the unpruned fp32 baseline's (the
-baseline is measured too, torch-cpu fp32 as the study's trial 0); `float` is the faster of fp32 and bf16. The last
-line is one JSON object with `uniform_int8`, `mixed`, `float` (each: accuracy, per_sample_ms, config),
-`baseline_accuracy`, every row, and the calibration rows.
+(the oneDNN cap: a VNNI-only host, where bf16 would be emulated and int8 is what pays.)
+
+`mixed` is the fastest of int8-compute and the float_layers rows whose accuracy is within --max-drop points of
+the unpruned fp32 baseline's (the baseline is measured too, torch-cpu fp32 as the study's trial 0); `float` is the
+faster of fp32 and bf16. The last line is one JSON object with `uniform_int8`, `mixed`, `float` (each: accuracy,
+per_sample_ms, config), `baseline_accuracy`, every row, and the calibration rows.
 """
 
 from __future__ import annotations
@@ -45,22 +50,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--recovery", default="short", help="short | long: the build's recovery (default short)")
     p.add_argument("--placement", default="ov-cpu", help="ov-cpu | ort-cpu (default ov-cpu)")
     p.add_argument("--threads", type=int, default=1, help="threads of every row (default 1)")
-    p.add_argument("--int8-ops", default="all", help="all | compute: the int8 rows' int8_ops (default all); a "
-                   "uniform int8 row with the other is measured too")
+    p.add_argument("--int8-ops", default="all", help="comma-separated int8_ops of the float_layers rows: all, "
+                   "compute or both (default all)")
     p.add_argument("--ks", default="1,2,4", help="comma-separated float_layers values to try (default 1,2,4)")
     p.add_argument("--max-drop", type=float, default=1.0, help="accuracy budget in points (default 1)")
     p.add_argument("--rounds", type=int, default=3, help="re-measurement rounds (default 3)")
     p.add_argument("--skip-calibration", action="store_true", help="omit the calibration-method rows")
     args = p.parse_args(argv)
     args.ks = [int(k) for k in args.ks.split(",") if k.strip()]
+    args.int8_ops = [o.strip() for o in args.int8_ops.split(",") if o.strip()]
     if args.rounds < 1 or not args.ks or min(args.ks) < 1:
         p.error("--rounds >= 1 and --ks of integers >= 1 are needed")
+    if not args.int8_ops or not set(args.int8_ops) <= {"all", "compute"}:
+        p.error("--int8-ops takes all, compute or all,compute")
     return args
 
 
 def rows(args: argparse.Namespace) -> dict[str, dict]:
     from tuner.candidate import Candidate
-    from tuner.names import INT8_OPS
     from tuner.runtimes import PLACEMENTS
     from tuner.study.loop import baseline_candidate
 
@@ -70,16 +77,19 @@ def rows(args: argparse.Namespace) -> dict[str, dict]:
            "fp32": Candidate(precision="fp32", **common).to_dict()}
     if not PLACEMENTS[args.placement].refuse("bf16") and not PLACEMENTS[args.placement].unavailable():
         out["bf16"] = Candidate(precision="bf16", **common).to_dict()
-    int8 = {**common, "int8_ops": args.int8_ops}
-    out["int8"] = Candidate(precision="int8", **int8).to_dict()
-    other = next(ops for ops in INT8_OPS if ops != args.int8_ops)
-    out[f"int8-ops-{other}"] = Candidate(precision="int8", **{**int8, "int8_ops": other}).to_dict()
-    for k in args.ks:
-        out[f"int8-k{k}"] = Candidate(precision="int8", float_layers=k, **int8).to_dict()
+    out["int8"] = Candidate(precision="int8", **common).to_dict()  # uniform: every op ORT quantizes, in int8
+    out["int8-compute"] = Candidate(precision="int8", int8_ops="compute", **common).to_dict()
+    for ops in args.int8_ops:
+        for k in args.ks:
+            out[_mixed_row(ops, k)] = Candidate(precision="int8", int8_ops=ops, float_layers=k, **common).to_dict()
     if not args.skip_calibration:
         for method in ("entropy", "percentile"):
-            out[f"int8-{method}"] = Candidate(precision="int8", calibration=method, **int8).to_dict()
+            out[f"int8-{method}"] = Candidate(precision="int8", calibration=method, **common).to_dict()
     return out
+
+
+def _mixed_row(ops: str, k: int) -> str:
+    return f"int8-k{k}" if ops == "all" else f"int8-{ops}-k{k}"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -88,7 +98,7 @@ def main(argv: list[str] | None = None) -> None:
 
     fp = print_machine()
     print(f"workload: {describe_workload(args)}; prune {args.prune_ratio} {args.prune_profile}, -{args.drop_blocks} blocks, "
-          f"{args.recovery} recovery, {args.placement}, {args.threads} threads, int8_ops {args.int8_ops}")
+          f"{args.recovery} recovery, {args.placement}, {args.threads} threads")
     configs = rows(args)
     tmp = Path(tempfile.mkdtemp(prefix="bench-mixed-"))
     results: dict[str, list[dict]] = {name: [] for name in configs}
@@ -131,8 +141,10 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{name:<16} {s['accuracy']:>8.2%} {fmt(s['accuracy_drop_points'], '7.2f')} "
               f"{s['per_sample_ms']:>10.4f} {spread:>17}  {s['executed_precision']} [{s['layer_precisions']}]"
               + (f" float: {', '.join(s['float_layers'])}" if s.get("float_layers") else ""))
-    ok = [f"int8-k{k}" for k in args.ks if summary[f"int8-k{k}"].get("accuracy_drop_points") is not None
-          and summary[f"int8-k{k}"]["accuracy_drop_points"] <= args.max_drop]
+    # mixed: int8 with part of the model in float (the ops between compute layers, or the k most sensitive layers)
+    mixed_rows = ["int8-compute"] + [_mixed_row(ops, k) for ops in args.int8_ops for k in args.ks]
+    ok = [n for n in mixed_rows if summary[n].get("accuracy_drop_points") is not None
+          and summary[n]["accuracy_drop_points"] <= args.max_drop]
     mixed = min(ok, key=lambda n: summary[n]["per_sample_ms"], default=None)
     floats = [n for n in ("fp32", "bf16") if summary.get(n, {}).get("per_sample_ms")]
     best_float = min(floats, key=lambda n: summary[n]["per_sample_ms"], default=None)
@@ -146,7 +158,7 @@ def main(argv: list[str] | None = None) -> None:
               f"{f['per_sample_ms'] / m['per_sample_ms']:.2f}x the fastest float option ({best_float}, "
               f"{f['per_sample_ms']:.4f}), {m['per_sample_ms'] / uniform['per_sample_ms']:.2f}x uniform int8's latency")
     else:
-        print(f"no k of {args.ks} held accuracy within {args.max_drop:g} points")
+        print(f"no mixed row ({', '.join(mixed_rows)}) held accuracy within {args.max_drop:g} points")
 
     def pick(name: str | None) -> dict | None:
         if name is None:

@@ -202,6 +202,27 @@ def test_findings_on_compression():
     assert "prune 0.00" not in text  # the unpruned row has no profile to compare
 
 
+def test_findings_on_mixed_precision():
+    """Each fallback to float against uniform int8 of the same build: what it bought and what it cost."""
+    def row(n, acc, ms, ops="all", k=0, ran="int8 12"):
+        r = _row(n, "ov-cpu", "int8", 0.0, 1, acc, ms)
+        r.params.update({"calibration": "minmax", "int8_ops": ops, "float_layers": k})
+        r.metrics.update({"float_layers": [f"conv{i}" for i in range(k)], "layer_precisions": ran})
+        return r
+
+    rows = [row(1, 0.93, 1.0), row(2, 0.945, 1.3, k=2, ran="int8 10 / bf16 2"), row(3, 0.95, 0.7, ops="compute"),
+            _row(4, "ort-cpu", "int8", 0.0, 1, 0.9, 1.0)]  # no fallback beside it: nothing to say
+    text = "\n".join(findings(ReportInfo(
+        study="designed", objectives={}, reference_accuracy=0.95, validation_images=400, hardware={}, workload={},
+        trials=rows, pareto=[], baseline=None, hypervolume=[], hypervolume_reference=None, importances={},
+        importance_notes=[], findings=[])))
+    assert ("keeping 2 layers in float (conv0, conv1) on ov-cpu, batch 1 recovered 1.5 points over uniform int8, at "
+            "1.3x slower (#2 1.300 vs #1 1.000 ms/sample; ran int8 10 / bf16 2)") in text
+    assert ("quantizing only the Conv / Gemm / MatMul inputs on ov-cpu, batch 1 recovered 2.0 points over uniform "
+            "int8, at 1.4x faster") in text
+    assert "ort-cpu, batch 1" not in text
+
+
 def test_findings_report_the_remeasure():
     """Both figures of each re-timed Pareto point, the agreement, and a pick the re-measure reorders."""
     def again(row, ms, within, outside):

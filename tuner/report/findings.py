@@ -204,25 +204,28 @@ def _executed_precision_rule(rows: list[TrialRow]) -> list[str]:
 
 
 def _mixed_precision_rule(rows: list[TrialRow]) -> list[str]:
-    """What keeping the most int8-sensitive layers in float bought in accuracy and cost in latency, against
-    uniform int8 of the same build (placement, prune ratio, batch, calibration, ops quantized)."""
+    """What each fallback to float (the k most int8-sensitive layers; the ops between the compute layers, int8_ops
+    compute) bought in accuracy and cost in latency, against uniform int8 of the same build (placement, prune
+    ratio, batch, calibration)."""
     int8 = [r for r in rows if r.params.get("precision") == "int8"]
     groups = group_by(int8, lambda r: (r.params["placement"], r.params["prune_ratio"], r.params["batch_size"],
-                                       r.params.get("calibration", "minmax"), r.params.get("int8_ops", "all")))
+                                       r.params.get("calibration", "minmax")))
     out = []
-    for (placement, ratio, bs, *_), g in sorted(groups.items(), key=lambda kv: str(kv[0])):
-        by = group_by(g, lambda r: r.params.get("float_layers", 0))
-        if 0 not in by or len(by) < 2:
+    for (placement, ratio, bs, _), g in sorted(groups.items(), key=lambda kv: str(kv[0])):
+        by = group_by(g, lambda r: (r.params.get("int8_ops", "all"), r.params.get("float_layers", 0)))
+        if ("all", 0) not in by or len(by) < 2:
             continue
-        ref = _fastest(by[0])
+        ref = _fastest(by["all", 0])
         where = f"{placement}, batch {bs}" + (f", prune {ratio:.2f}" if ratio else "")
-        for k in sorted(set(by) - {0}):
-            r = _fastest(by[k])
+        for ops, k in sorted(set(by) - {("all", 0)}):
+            r = _fastest(by[ops, k])
             gain = r.accuracy - ref.accuracy
             layers = ", ".join(r.metrics.get("float_layers") or []) or "none"
+            what = " and ".join((["quantizing only the Conv / Gemm / MatMul inputs"] if ops == "compute" else [])
+                                + ([f"keeping {k} layer{'s' if k > 1 else ''} in float ({layers})"] if k else []))
             cost = (f"{_x(r, ref)} slower" if _faster(ref, r) else f"{_x(r, ref)} faster" if _faster(r, ref)
                     else "no measurable latency")
-            out.append(f"keeping {k} layer{'s' if k > 1 else ''} in float ({layers}) on {where} "
+            out.append(f"{what} on {where} "
                        + (f"recovered {_pts(gain)}" if gain > 1e-9 else f"lost {_pts(-gain)}" if gain < -1e-9
                           else "changed no accuracy")
                        + f" over uniform int8, at {cost} (#{r.number} {r.ms:.3f} vs #{ref.number} {ref.ms:.3f} "

@@ -144,14 +144,14 @@ def main(argv: list[str] | None = None) -> None:
     # mixed: int8 with part of the model in float (the ops between compute layers, or the k most sensitive layers)
     mixed_rows = ["int8-compute"] + [_mixed_row(ops, k) for ops in args.int8_ops for k in args.ks]
     ok = [n for n in mixed_rows if summary[n].get("accuracy_drop_points") is not None
-          and summary[n]["accuracy_drop_points"] <= args.max_drop]
+          and summary[n]["accuracy_drop_points"] <= args.max_drop + 1e-9]  # 1.0000000000000009 is 1 point
     mixed = min(ok, key=lambda n: summary[n]["per_sample_ms"], default=None)
     floats = [n for n in ("fp32", "bf16") if summary.get(n, {}).get("per_sample_ms")]
     best_float = min(floats, key=lambda n: summary[n]["per_sample_ms"], default=None)
     uniform = summary["int8"]
     print(f"\nuniform int8: drop {fmt(uniform.get('accuracy_drop_points'), '.2f')} points"
           + (f" (more than the {args.max_drop:g}-point budget)" if (uniform.get("accuracy_drop_points") or 0)
-             > args.max_drop else f" (within the {args.max_drop:g}-point budget: mixed precision is not needed here)"))
+             > args.max_drop + 1e-9 else f" (within the {args.max_drop:g}-point budget: mixed precision is not needed here)"))
     if mixed and best_float:
         m, f = summary[mixed], summary[best_float]
         print(f"mixed ({mixed}): drop {m['accuracy_drop_points']:.2f} points, {m['per_sample_ms']:.4f} ms/sample: "

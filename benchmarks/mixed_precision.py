@@ -2,8 +2,9 @@
 float (k from --ks), and the float options (fp32, and bf16 where the placement runs it here), for one build
 (--prune-ratio) on one placement, each re-measured in fresh processes, alternated over --rounds. Uniform int8
 (`int8`) quantizes every op ORT's quantizer takes; `int8-compute` only the inputs of Conv / Gemm / MatMul (the ops
-between them stay float); the float_layers rows quantize --int8-ops. Also the three calibration methods at
-uniform int8 (accuracy and calibration time): the evidence behind the default.
+between them stay float); the float_layers rows quantize --int8-ops. Also the three calibration methods and
+calibration on 32, 64 and 128 images at uniform int8 (accuracy and calibration time): the evidence behind the
+defaults.
 
 Pick a case where uniform int8 loses more than a point (a transformer, a deep prune ratio, a depthwise model), e.g.
 
@@ -40,6 +41,8 @@ from _common import (
     print_machine,
 )
 
+CALIBRATION_IMAGES = (32, 64, 128)  # calibration sizes tried beside the whole split (256 images of an ImageFolder)
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -55,7 +58,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ks", default="1,2,4", help="comma-separated float_layers values to try (default 1,2,4)")
     p.add_argument("--max-drop", type=float, default=1.0, help="accuracy budget in points (default 1)")
     p.add_argument("--rounds", type=int, default=3, help="re-measurement rounds (default 3)")
-    p.add_argument("--skip-calibration", action="store_true", help="omit the calibration-method rows")
+    p.add_argument("--skip-calibration", action="store_true", help="omit the calibration method and size rows")
     args = p.parse_args(argv)
     args.ks = [int(k) for k in args.ks.split(",") if k.strip()]
     args.int8_ops = [o.strip() for o in args.int8_ops.split(",") if o.strip()]
@@ -85,6 +88,8 @@ def rows(args: argparse.Namespace) -> dict[str, dict]:
     if not args.skip_calibration:
         for method in ("entropy", "percentile"):
             out[f"int8-{method}"] = Candidate(precision="int8", calibration=method, **common).to_dict()
+        for images in CALIBRATION_IMAGES:
+            out[f"int8-calib{images}"] = Candidate(precision="int8", calibration_images=images, **common).to_dict()
     return out
 
 
@@ -175,7 +180,9 @@ def main(argv: list[str] | None = None) -> None:
                       "threads": args.threads, "rounds": args.rounds, "max_drop": args.max_drop,
                       "baseline_accuracy": base, "uniform_int8": pick("int8"), "mixed": pick(mixed),
                       "float": pick(best_float), "rows": summary,
-                      "calibration": {n: pick(n) for n in ("int8", "int8-entropy", "int8-percentile") if n in summary}}))
+                      "calibration": {n: pick(n) for n in ("int8", "int8-entropy", "int8-percentile",
+                                                           *(f"int8-calib{i}" for i in CALIBRATION_IMAGES))
+                                      if n in summary}}))
 
 
 if __name__ == "__main__":

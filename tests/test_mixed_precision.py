@@ -135,6 +135,27 @@ def test_int8_ops_compute_quantizes_the_compute_layers_only(mobile):
     assert mixed.layer_precisions == "int8 10 / fp32 2"
 
 
+def _activation_scales(path):
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(path)).graph
+    values = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    return [float(values[q.input[1]]) for q in graph.node if q.op_type == "QuantizeLinear"]
+
+
+def test_calibration_images_is_a_build_of_its_own_and_all_of_the_split_by_default(mobile):
+    every = build(mobile, Candidate(placement="ort-cpu", precision="int8", threads=1))
+    beyond = build(mobile, Candidate(placement="ort-cpu", precision="int8", threads=1,
+                                     calibration_images=len(mobile.data.calib) + 1))
+    few = build(mobile, Candidate(placement="ort-cpu", precision="int8", threads=1, calibration_images=8))
+    assert beyond.onnx_path == every.onnx_path  # more than the split is the whole split: one build
+    assert few.onnx_path != every.onnx_path
+    assert _activation_scales(few.onnx_path) != _activation_scales(every.onnx_path)  # ranges from 8 images
+    m = measure(few, mobile.data, QUICK)
+    assert m.executed_precision == "int8" and m.accuracy > 0.5
+
+
 def test_calibration_float_layers_and_int8_ops_are_int8_only():
     from tuner.errors import ConfigError
 
@@ -146,3 +167,7 @@ def test_calibration_float_layers_and_int8_ops_are_int8_only():
         Candidate(precision="int8", calibration="kl")
     with pytest.raises(ConfigError, match="int8_ops must be one of"):
         Candidate(precision="int8", int8_ops="matmul")
+    with pytest.raises(ConfigError, match="int8 only, but got precision='fp32' with calibration_images=64"):
+        Candidate(precision="fp32", calibration_images=64)
+    with pytest.raises(ConfigError, match="calibration_images must be an integer >= 0"):
+        Candidate(precision="int8", calibration_images=-1)

@@ -32,6 +32,7 @@ class Candidate:
     calibration: str = "minmax"  # int8 only: minmax | entropy | percentile activation ranges
     float_layers: int = 0  # int8 only: the k layers most sensitive to int8 stay in float (0 = uniform int8)
     int8_ops: str = "all"  # int8 only: all (every op ORT quantizes) | compute (Conv / Gemm / MatMul inputs only)
+    calibration_images: int = 0  # int8 only: calibrate on the first n images of the calibration split (0 = all)
     # how prune_ratio is spread over the layers: uniform | global (ranked together)
     prune_profile: str = field(default="uniform", metadata=NEEDS_TORCH_GRAPH)
     # a shallower student: the k shape-preserving blocks that matter least become identities
@@ -70,6 +71,9 @@ class Candidate:
                f"float_layers must be an integer >= 0, but got {self.float_layers!r}.")
         _check(self.int8_ops in INT8_OPS,
                f"int8_ops must be one of {', '.join(INT8_OPS)}, but got {self.int8_ops!r}.")
+        _check(_is_int(self.calibration_images) and self.calibration_images >= 0,
+               f"calibration_images must be an integer >= 0 (0 = the whole calibration split), but got "
+               f"{self.calibration_images!r}.")
         _check(_is_int(self.streams) and self.streams >= 1,
                f"streams must be an integer >= 1, but got {self.streams!r}.")
         _check(_is_int(self.requests) and self.requests <= MAX_REQUESTS,
@@ -77,9 +81,11 @@ class Candidate:
         _check(self.requests == 0 or self.requests >= self.streams,
                f"requests must be 0 (one per stream) or an integer >= streams ({self.streams!r}), since a stream "
                f"without a request in flight idles, but got {self.requests!r}.")
-        _check(self.precision == "int8" or (self.calibration, self.float_layers, self.int8_ops) == ("minmax", 0, "all"),
-               f"calibration, float_layers and int8_ops apply to int8 only, but got precision={self.precision!r} with "
-               f"calibration={self.calibration!r}, float_layers={self.float_layers!r}, int8_ops={self.int8_ops!r}.")
+        int8_only = {"calibration": "minmax", "calibration_images": 0, "float_layers": 0, "int8_ops": "all"}
+        off = {name: getattr(self, name) for name, default in int8_only.items() if getattr(self, name) != default}
+        _check(self.precision == "int8" or not off,
+               f"{', '.join(int8_only)} apply to int8 only, but got precision={self.precision!r} with "
+               + ", ".join(f"{name}={value!r}" for name, value in off.items()) + ".")
         _check(self.prune_profile in PRUNE_PROFILES,
                f"prune_profile must be one of {', '.join(PRUNE_PROFILES)}, but got {self.prune_profile!r}.")
         _check(isinstance(self.student, bool), f"student must be true or false, but got {self.student!r}.")

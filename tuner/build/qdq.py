@@ -116,12 +116,12 @@ def _float_inputs(path: Path, nodes: set[str]) -> None:
 
 
 def quantize_int8(fp32_onnx: Path, data: Dataset, out: Path, reduce_range: bool, method: str = "minmax",
-                  keep_float: Sequence[str] = (), ops: str = "all") -> Path:
+                  keep_float: Sequence[str] = (), ops: str = "all", images: int | None = None) -> Path:
     """Static int8 of the whole model (but ``keep_float``; only its compute layers where ``ops`` is compute),
-    calibrated on the calib split."""
+    calibrated on the calib split (its first ``images``)."""
     prepared = out.with_name("preprocessed.onnx")
     try:
-        reader = CalibrationReader(data, equal_batches=method != "minmax")
+        reader = CalibrationReader(data, images, equal_batches=method != "minmax")
         quantize_qdq(preprocess(fp32_onnx, prepared), out, reader, reduce_range, method,
                      keep_float=keep_float, ops=ops)
     except Exception as err:  # noqa: BLE001 - any quantizer failure fails this candidate only

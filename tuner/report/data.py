@@ -19,7 +19,7 @@ from tuner.report.serving import ServingInfo, serving_info
 from tuner.study.storage import read_remeasure
 
 PARAMS = ("placement", "precision", "prune_ratio", "batch_size", "fold_bn", "graph_opt", "threads", "streams", "requests",
-          "calibration", "float_layers", "int8_ops")
+          "calibration", "calibration_images", "float_layers", "int8_ops")
 
 
 @dataclass(frozen=True)

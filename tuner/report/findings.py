@@ -206,12 +206,12 @@ def _executed_precision_rule(rows: list[TrialRow]) -> list[str]:
 def _mixed_precision_rule(rows: list[TrialRow]) -> list[str]:
     """What each fallback to float (the k most int8-sensitive layers; the ops between the compute layers, int8_ops
     compute) bought in accuracy and cost in latency, against uniform int8 of the same build (placement, prune
-    ratio, batch, calibration)."""
+    ratio, batch, calibration method and images)."""
     int8 = [r for r in rows if r.params.get("precision") == "int8"]
     groups = group_by(int8, lambda r: (r.params["placement"], r.params["prune_ratio"], r.params["batch_size"],
-                                       r.params.get("calibration", "minmax")))
+                                       r.params.get("calibration", "minmax"), r.params.get("calibration_images", 0)))
     out = []
-    for (placement, ratio, bs, _), g in sorted(groups.items(), key=lambda kv: str(kv[0])):
+    for (placement, ratio, bs, *_), g in sorted(groups.items(), key=lambda kv: str(kv[0])):
         by = group_by(g, lambda r: (r.params.get("int8_ops", "all"), r.params.get("float_layers", 0)))
         if ("all", 0) not in by or len(by) < 2:
             continue

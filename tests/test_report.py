@@ -316,3 +316,15 @@ def test_importances_name_the_field_that_drives_each_objective():
     assert few.importances == {}
     assert few.importance_notes == ["no parameter importances: 3 distinct completed trials are too few (4 needed)"]
 
+
+
+def test_the_pareto_tables_precision_cell_names_the_int8_settings_and_what_ran():
+    from tuner.summary import precision_cell
+
+    assert precision_cell({"precision": "int8", "int8_ops": "compute", "float_layers": 2},
+                          {"executed_precision": "mixed"}) == "int8 (compute ops, 2 float; ran mixed)"
+    assert precision_cell({"precision": "int8", "calibration": "entropy", "calibration_images": 64},
+                          {"executed_precision": "int8"}) == "int8 (entropy, calibrated on 64)"
+    assert precision_cell({"precision": "int8", "int8_ops": "all", "float_layers": 0},
+                          {"executed_precision": "int8"}) == "int8"
+    assert precision_cell({"precision": "fp32"}, {"executed_precision": "bf16"}) == "fp32 (ran bf16)"

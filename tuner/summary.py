@@ -46,6 +46,23 @@ def summarize(study: optuna.Study, objectives: Objectives) -> dict[str, Any]:
     }
 
 
+def int8_settings(c: dict[str, Any]) -> str:
+    """A candidate's int8 settings that are not the defaults, in words: ``compute ops, 2 float``; "" for none."""
+    return ", ".join(note for note in ("compute ops" if c.get("int8_ops", "all") != "all" else "",
+                                       f"{c['float_layers']} float" if c.get("float_layers") else "",
+                                       c["calibration"] if c.get("calibration", "minmax") != "minmax" else "",
+                                       f"calibrated on {c['calibration_images']}" if c.get("calibration_images")
+                                       else "") if note)
+
+
+def precision_cell(c: dict[str, Any], m: dict[str, Any]) -> str:
+    """The precision, its int8 settings, and what ran where that differs: ``int8 (compute ops, 2 float; ran
+    mixed)``."""
+    ran = f"ran {m['executed_precision']}" if m["executed_precision"] != c["precision"] else ""
+    inner = "; ".join(x for x in (int8_settings(c), ran) if x)
+    return c["precision"] + (f" ({inner})" if inner else "")
+
+
 def pareto_table(summary: dict[str, Any]) -> str:
     """The front as a table; a study under load gets its serving settings and figures under load too."""
     loaded = summary.get("speed", "per_sample_ms") != "per_sample_ms"
@@ -56,8 +73,7 @@ def pareto_table(summary: dict[str, Any]) -> str:
     for e in summary["pareto"]:
         c, m = e["params"], e["metrics"]
         lo, hi = results.per_sample_ci(m)
-        rows.append((f"#{e['number']}", c["placement"], c["precision"] + ("" if m["executed_precision"] == c["precision"]
-                                                                           else f" (ran {m['executed_precision']})"),
+        rows.append((f"#{e['number']}", c["placement"], precision_cell(c, m),
                      f"{c['prune_ratio']:.2f}", str(c["batch_size"]), "y" if c["fold_bn"] else "n",
                      c["graph_opt"] if c["placement"].startswith("ort") else "-", str(m["threads"]),
                      f"{m['accuracy']:.2%}", f"{100 * (ref - m['accuracy']):+.2f}",

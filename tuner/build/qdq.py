@@ -3,6 +3,7 @@ calibration split, and ``quantize_qdq`` (all layers, some, or all but some; per-
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -64,12 +65,21 @@ def quantize_qdq(prepared: Path, out: Path, reader: Any, reduce_range: bool, met
 
     methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                "percentile": CalibrationMethod.Percentile}
-    quantize_static(
-        str(prepared), str(out), reader, quant_format=QuantFormat.QDQ, per_channel=True,
-        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, reduce_range=reduce_range,
-        calibrate_method=methods[method], nodes_to_quantize=list(nodes_to_quantize or []),
-        nodes_to_exclude=list(keep_float), **({"op_types_to_quantize": list(COMPUTE_OPS)} if ops == "compute" else {}),
-    )
+    # The quantizer warns on the root logger for every 1-D weight it cannot quantize per channel (a transformer's
+    # LayerNorm scales: one line each) and quantizes them per tensor, as it should; errors still show.
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        quantize_static(
+            str(prepared), str(out), reader, quant_format=QuantFormat.QDQ, per_channel=True,
+            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, reduce_range=reduce_range,
+            calibrate_method=methods[method], nodes_to_quantize=list(nodes_to_quantize or []),
+            nodes_to_exclude=list(keep_float),
+            **({"op_types_to_quantize": list(COMPUTE_OPS)} if ops == "compute" else {}),
+        )
+    finally:
+        root.setLevel(level)
     if keep_float:
         _float_inputs(out, set(keep_float))
     return out

@@ -9,9 +9,10 @@ from typing import Any
 
 from tuner.report.data import ReportInfo
 from tuner.report.figures import hypervolume_figure, importance_figure, pareto_figure, serving_figure
+from tuner.summary import int8_settings
 
-_COLUMNS = ("trial", "state", "flags", "placement", "precision", "prune", "batch", "fold_bn", "graph_opt", "threads",
-            "streams", "requests",
+_COLUMNS = ("trial", "state", "flags", "placement", "precision", "int8", "prune", "batch", "fold_bn", "graph_opt",
+            "threads", "streams", "requests",
             "accuracy", "drop (pts)", "ms/sample", "95% CI", "re-measured ms/sample", "re-measure diff %", "speedup",
             "p95 ms/batch", "samples/s", "load samples/s", "load p95 ms", "open samples/s", "open p95 ms", "MB",
             "executed", "note")
@@ -31,7 +32,7 @@ def table_rows(info: ReportInfo) -> list[dict[str, Any]]:
             flags.append("re-measure >5% off")
         out.append({
             "trial": r.number, "state": r.state, "flags": " ".join(flags), "placement": c.get("placement"),
-            "precision": c.get("precision"), "prune": c.get("prune_ratio"), "batch": c.get("batch_size"),
+            "precision": c.get("precision"), "int8": int8_settings(c), "prune": c.get("prune_ratio"), "batch": c.get("batch_size"),
             "fold_bn": c.get("fold_bn"), "graph_opt": c.get("graph_opt"), "threads": m.get("threads", c.get("threads")),
             "streams": c.get("streams"), "requests": m.get("requests", c.get("requests")),
             "accuracy": m.get("accuracy"),

@@ -156,7 +156,8 @@ def main(argv: list[str] | None = None) -> None:
     uniform = summary["int8"]
     print(f"\nuniform int8: drop {fmt(uniform.get('accuracy_drop_points'), '.2f')} points"
           + (f" (more than the {args.max_drop:g}-point budget)" if (uniform.get("accuracy_drop_points") or 0)
-             > args.max_drop + 1e-9 else f" (within the {args.max_drop:g}-point budget: mixed precision is not needed here)"))
+             > args.max_drop + 1e-9
+             else f" (within the {args.max_drop:g}-point budget: mixed precision is not needed here)"))
     if mixed and best_float:
         m, f = summary[mixed], summary[best_float]
         print(f"mixed ({mixed}): drop {m['accuracy_drop_points']:.2f} points, {m['per_sample_ms']:.4f} ms/sample: "

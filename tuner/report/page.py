@@ -32,7 +32,8 @@ def table_rows(info: ReportInfo) -> list[dict[str, Any]]:
             flags.append("re-measure >5% off")
         out.append({
             "trial": r.number, "state": r.state, "flags": " ".join(flags), "placement": c.get("placement"),
-            "precision": c.get("precision"), "int8": int8_settings(c), "prune": c.get("prune_ratio"), "batch": c.get("batch_size"),
+            "precision": c.get("precision"), "int8": int8_settings(c), "prune": c.get("prune_ratio"),
+            "batch": c.get("batch_size"),
             "fold_bn": c.get("fold_bn"), "graph_opt": c.get("graph_opt"), "threads": m.get("threads", c.get("threads")),
             "streams": c.get("streams"), "requests": m.get("requests", c.get("requests")),
             "accuracy": m.get("accuracy"),

@@ -18,8 +18,8 @@ if TYPE_CHECKING:
 
 CALIBRATION_BATCH = 32
 # int8_ops=compute quantizes these ops' inputs only. With every op quantized (int8_ops=all), activations stay int8
-# from layer to layer, which convolutional nets run fastest (resnet18 @96 px on OpenVINO, 1 thread: 1.07 ms, 1.42
-# compute only); a transformer's Softmax, LayerNorm, GELU and residual Adds then run as int8 -> float -> int8
+# from layer to layer, which convolutional nets run fastest (resnet18 trained at 96 px, OpenVINO, 1 thread: 1.01 ms,
+# 1.16 compute only); a transformer's Softmax, LayerNorm, GELU and residual Adds then run as int8 -> float -> int8
 # conversions that cost more than its int8 matmuls save, and lose accuracy (benchmarks/models.py:small_vit trained
 # at 96 px, oneDNN capped at AVX512_CORE_VNNI: every op 5.95 ms and -1.12 points, compute only 3.94 ms and +0.38,
 # fp32 6.80; benchmarks/README.md).

@@ -77,6 +77,19 @@ def reference(workload: Workload, keep_logits: bool = False) -> dict[str, Any]:
     kept: list[np.ndarray] = []
     out = {"accuracy": reference_accuracy(w, keep=kept), "workload_key": w.key, "data": w.data.name,
            "resolution": w.data.resolution, "num_classes": w.data.num_classes, "validation_images": len(w.data.val)}
+    if w.onnx is None:  # what the model can give a shallower student (the space's drop_blocks is capped to it)
+        out["droppable_blocks"] = droppable_blocks(w)
     if keep_logits:
         out.update(logits=np.concatenate(kept), labels=np.asarray(w.data.val.labels))
     return out
+
+
+def droppable_blocks(workload: Workload) -> int:
+    """The most blocks any start model of ``workload`` (the user's model, and their student if given) can drop."""
+    import torch
+
+    from tuner.build.student import most_droppable
+
+    example = torch.from_numpy(workload.data.example(2))
+    starts = (False, True) if workload.student is not None else (False,)
+    return max(most_droppable(workload.start_model(s)[0], example) for s in starts)

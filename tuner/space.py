@@ -122,6 +122,24 @@ class SearchSpace:
         return SearchSpace(self.source, tuple(q if x is p else x for x in self.params),
                            (*self.dropped, f"{name} {value!r}: {why}"))
 
+    def capped(self, name: str, most: float, why: str) -> SearchSpace:
+        """This space with ``name``'s values above ``most`` dropped (listed with ``why``): what the model itself
+        cannot take (more dropped blocks than it has). A field left with one value is fixed to it."""
+        p = next((p for p in self.params if p.name == name), None)
+        if p is None or p.fixed is not None or isinstance(p.choices, dict) or max(self.values(name)) <= most:
+            return self
+        if p.choices is not None:
+            kept = tuple(v for v in p.choices if v <= most) or (FIELDS[name].default,)
+            q = Param(name, fixed=kept[0], when=p.when) if len(kept) == 1 else dataclasses.replace(p, choices=kept)
+        elif p.low is not None and p.low < most:  # a range: its top comes down to ``most``
+            q = dataclasses.replace(p, high=type(p.high)(most))
+        else:
+            q = Param(name, fixed=p.low if p.low == most else FIELDS[name].default, when=p.when)
+        kept_text = f"{q.fixed!r}" if q.fixed is not None else f"{q.low:g}-{q.high:g}" if q.choices is None else \
+            ", ".join(map(str, q.choices))
+        return SearchSpace(self.source, tuple(q if x is p else x for x in self.params),
+                           (*self.dropped, f"{name} above {most:g}: {why}; kept at {kept_text}"))
+
     def without_torch_graph(self, why: str) -> SearchSpace:
         """This space for a model without a torch graph (an ONNX file): each value whose candidate needs the graph
         (``Candidate.torch_graph_uses``: pruning, folding, torch placements, ...) is dropped, a field left with

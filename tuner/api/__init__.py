@@ -131,7 +131,7 @@ def _run(s: Any, log: Callable[[str], None], progress: bool) -> Any:
     from tuner.study.loop import run_study
     from tuner.study.storage import mask_url
 
-    def announce() -> None:
+    def announce(s: Any) -> None:  # the settings as the loaded model narrowed them
         log(f"study {s.name} on {mask_url(s.storage)}")
         log(f"placements: {', '.join(s.space.placements)}" + "".join(f"\n  dropped {d}" for d in s.space.dropped))
         log(f"objectives: {', '.join(f'{d} {n}' for n, d in zip(s.objectives.names, s.objectives.directions))}"

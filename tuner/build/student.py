@@ -57,6 +57,12 @@ def droppable(model: nn.Module, example: torch.Tensor) -> list[str]:
     return [name for name, seen in calls.items() if seen == [True]]
 
 
+def most_droppable(model: nn.Module, example: torch.Tensor) -> int:
+    """The most blocks ``drop_blocks`` can take from ``model`` (droppable and not nested in one another): the
+    space's ``drop_blocks`` is capped to it at start, so a model without such blocks is never asked for them."""
+    return len(choose([Block(name, 0.0, 1.0) for name in droppable(model, example)], 1 << 30))
+
+
 def measure_blocks(model: nn.Module, data: Dataset) -> list[Block]:
     """Every droppable block, least harmful to drop first (ties by name: deterministic)."""
     x = torch.from_numpy(data.normalize(data.calib.images[:IMAGES]))

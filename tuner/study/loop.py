@@ -6,6 +6,7 @@ constraints and the hardware fingerprint.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import socket
@@ -233,6 +234,9 @@ class Objective:
             except HopelessCandidate as err:  # cannot be feasible: stopped early, not a failure
                 trial.set_user_attr("error", str(err))
                 raise optuna.TrialPruned(str(err)) from None
+            except UnsupportedCombination as err:  # a refusal only the build could see: this candidate only
+                trial.set_user_attr("error", str(err))
+                raise optuna.TrialPruned(str(err)) from None
             except (CandidateBuildError, MeasurementError) as err:
                 trial.set_user_attr("error", str(err))
                 trial.set_user_attr("crashed", isinstance(err, TrialCrashed))
@@ -281,9 +285,11 @@ class Objective:
 
 
 def run_study(s: StudySettings, on_progress: Callable[[Progress], None] = lambda p: None,
-              log: Callable[[str], None] = print, announce: Callable[[], None] = lambda: None) -> optuna.Study:
+              log: Callable[[str], None] = print,
+              announce: Callable[[StudySettings], None] = lambda s: None) -> optuna.Study:
     """Run (or resume) the study until it holds ``n_trials`` finished trials or the timeout passes.
-    ``announce`` is called once the workload loaded and the study opened (setup can no longer fail on input)."""
+    ``announce`` is called once the workload loaded and the study opened (setup can no longer fail on input), with
+    the settings as the model narrowed them (``fit_to_model``)."""
     done_before = 0
     worker = Worker(s.workload, s.metric)
     try:
@@ -295,9 +301,10 @@ def run_study(s: StudySettings, on_progress: Callable[[Progress], None] = lambda
         started = time.monotonic()
         # Data and model load in the worker: bad input fails before any write. A hang here is bounded too.
         reference = worker.reference(timeout=max(3600.0, s.trial_timeout or 0.0))
+        s = fit_to_model(s, reference)
         trial_timeout = s.trial_timeout or default_trial_timeout(time.monotonic() - started)
         study, created = open_study(s, storage)
-        announce()
+        announce(s)
         done_before = count_trials(study).accounted
         if study.user_attrs.get("reference") is None:
             study.set_user_attr("reference", reference)
@@ -355,6 +362,16 @@ def run_study(s: StudySettings, on_progress: Callable[[Progress], None] = lambda
         return study
     finally:
         worker.close()
+
+
+def fit_to_model(s: StudySettings, reference: dict[str, Any]) -> StudySettings:
+    """The settings with the space narrowed to what the loaded model can take (each narrowing listed on screen,
+    as unavailable placements are): no more dropped blocks than it has droppable ones."""
+    blocks = reference.get("droppable_blocks")
+    if blocks is None:
+        return s
+    why = f"the model has {blocks} droppable block{'s' * (blocks != 1)} (whose output has their input's shape)"
+    return dataclasses.replace(s, space=s.space.capped("drop_blocks", blocks, why))
 
 
 def _fastest_feasible_ms(study: optuna.Study) -> float | None:

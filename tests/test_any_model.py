@@ -1,0 +1,60 @@
+"""Any model on the default space: what a model cannot take is narrowed at start and listed; a refusal that only
+the build can see costs its trial, never the study."""
+
+from __future__ import annotations
+
+import optuna
+import yaml
+
+from tests.conftest import TINY, run_tuner
+from tuner.candidate import Candidate
+from tuner.space import load_space
+
+
+def test_capped_narrows_a_range_and_choices_and_lists_why(tmp_path):
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump({"placement": "ort-cpu", "drop_blocks": {"low": 0, "high": 3},
+                                     "batch_size": {"choices": [1, 8, 32]}}))
+    s = load_space(str(space))
+    two = s.capped("drop_blocks", 2, "two blocks")
+    assert two.values("drop_blocks") == (0, 2) and "drop_blocks above 2: two blocks; kept at 0-2" in two.dropped
+    none = s.capped("drop_blocks", 0, "no blocks")
+    assert none.values("drop_blocks") == (0,) and none.params_of(Candidate(placement="ort-cpu", drop_blocks=1)) is None
+    assert s.capped("batch_size", 8, "memory").values("batch_size") == (1, 8)
+    assert s.capped("drop_blocks", 5, "plenty") is s  # nothing above the cap: the same space, nothing listed
+
+
+def test_a_plain_cnn_completes_the_default_space_with_what_it_cannot_take_listed(tmp_path, studies_dir):
+    """The default space drops up to 3 blocks; a plain CNN has none: the range is capped to 0 at start (listed),
+    and the study completes its 12 trials (before: a traceback at the first drop_blocks > 0, and on resume)."""
+    r = run_tuner("--model", f"{TINY}:conv_net", "--resolution", "16", "--train-steps", "80", "--recover-epochs",
+                  "0.3", "--studies-dir", str(studies_dir), "--n-trials", "12", "--study", "plain-cnn",
+                  "--remeasure-rounds", "0", "--json", timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "dropped drop_blocks above 0: the model has 0 droppable blocks" in r.stderr
+    assert "Traceback" not in r.stderr
+    study = optuna.load_study(study_name="plain-cnn", storage=f"sqlite:///{studies_dir}/plain-cnn.db")
+    finished = [t for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+                and "duplicate_of" not in t.user_attrs]
+    assert len(finished) == 12
+    assert all(t.user_attrs["candidate"]["drop_blocks"] == 0 for t in study.trials if "candidate" in t.user_attrs)
+
+
+def test_a_refusal_inside_a_trial_is_a_refused_trial(tmp_path, studies_dir):
+    """The space is capped by the most blocks of any start model (here the teacher's); the student has none, so
+    dropping one from it is refused by the build, in the trial's process: that trial is refused with the reason,
+    the study goes on and resumes."""
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump({"placement": "ort-cpu", "precision": "fp32", "student": True, "drop_blocks": 1,
+                                     "batch_size": 1, "threads": 1}))
+    args = ("--model", f"{TINY}:mobile_net", "--student", f"{TINY}:conv_net", "--resolution", "16", "--train-steps",
+            "40", "--recover-epochs", "0.2", "--studies-dir", str(studies_dir), "--space", str(space), "--study",
+            "refused-inside", "--remeasure-rounds", "0", "--json")
+    r = run_tuner(*args, "--n-trials", "2", timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    study = optuna.load_study(study_name="refused-inside", storage=f"sqlite:///{studies_dir}/refused-inside.db")
+    refused = study.trials[1]
+    assert refused.state == optuna.trial.TrialState.PRUNED
+    assert refused.user_attrs["error"].startswith("drop_blocks 1 is refused: this model has 0 blocks")
+    again = run_tuner(*args, "--n-trials", "3", timeout=900)  # a resume is not stuck on the refusal
+    assert again.returncode == 0 and "Traceback" not in again.stderr, again.stderr[-3000:]

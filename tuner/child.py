@@ -9,12 +9,18 @@ import os
 import signal
 import sys
 from collections.abc import Iterator
+from typing import Any
 
 
-def init_child() -> None:
-    """Ctrl-C is the parent's (it finishes the trial first); a parent killed with -9 takes the child along."""
+def init_child(status: Any = None) -> None:
+    """Ctrl-C is the parent's (it finishes the trial first); a parent killed with -9 takes the child along;
+    progress lines go to ``status``, a queue the parent drains, where one is given."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     die_with_parent()
+    if status is not None:
+        from tuner import progress
+
+        progress.send_to(status)
 
 
 def die_with_parent() -> None:

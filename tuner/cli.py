@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -316,5 +317,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"tuner: error: {err}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print("tuner: interrupted", file=sys.stderr)
+        signal.signal(signal.SIGINT, lambda *_: os._exit(130))  # a second Ctrl-C: out at once, no traceback
+        print("tuner: interrupted (a study keeps what it recorded: the same command resumes it)", file=sys.stderr)
         return 130

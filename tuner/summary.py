@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import optuna
@@ -120,21 +121,34 @@ def format_load(record: dict[str, Any], batch_size: int) -> str:
 
 
 class ProgressBar:
-    """A tqdm bar on stderr: trials done, Pareto size, best feasible speedup, the last trial."""
+    """Trials done, Pareto size, best feasible speedup and the last trial: a tqdm bar on a terminal; elsewhere (a
+    pipe, a file, CI) one plain line per trial, never a bar's frames. ``say`` prints any other line (a trial's
+    progress) without breaking the bar."""
 
-    def __init__(self, total: int):
-        self.total = total
+    def __init__(self, total: int, log: Callable[[str], None]):
+        self.total, self.log = total, log
+        self.tty = sys.stderr.isatty()
         self.bar: Any = None  # drawn at the first finished trial, so setup errors stay one line
 
+    def say(self, line: str) -> None:
+        if self.bar is not None:
+            self.bar.write(line, file=sys.stderr)
+        else:
+            self.log(line)
+
     def update(self, p: Progress) -> None:
+        status = (f"pareto {p.pareto}" + (f", best {p.best_speedup:.1f}x" if p.best_speedup else "")
+                  + (f", {p.repeats} repeats not counted" if p.repeats else ""))
+        if not self.tty:
+            self.log(f"[{min(p.done, self.total)}/{self.total} trials; {status}] {p.last}")
+            return
         if self.bar is None:
             from tqdm import tqdm
 
             self.bar = tqdm(total=self.total, unit="trial", file=sys.stderr, dynamic_ncols=True,
                             bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} trials [{elapsed}{postfix}]")
         self.bar.n = min(p.done, self.bar.total)
-        self.bar.set_postfix_str(f"pareto {p.pareto}" + (f", best {p.best_speedup:.1f}x" if p.best_speedup else "")
-                                 + (f", {p.repeats} repeats not counted" if p.repeats else ""))
+        self.bar.set_postfix_str(status)
         self.bar.write(p.last, file=sys.stderr)
 
     def __enter__(self) -> ProgressBar:

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tuner.data import Dataset, Split
+from tuner.progress import Tracker
 
 BATCH_SIZE = 64
 TEMPERATURE = 4.0  # softens the teacher's logits so the student learns the dark knowledge
@@ -24,14 +25,16 @@ def steps_per_epoch(data: Dataset) -> int:
 
 def train(model: nn.Module, data: Dataset, steps: int, lr: float, seed: int = 0,
           teacher: nn.Module | None = None, augment: bool = True,
-          on_epoch: Callable[[int], None] | None = None, after_step: Callable[[], None] | None = None) -> list[float]:
+          on_epoch: Callable[[int], None] | None = None, after_step: Callable[[], None] | None = None,
+          what: str = "training") -> list[float]:
     """Train ``model`` in place for ``steps`` AdamW steps on the train split (linear warm-up, then cosine);
     returns the loss of every step.
 
     With a ``teacher`` the loss is knowledge distillation (KL at TEMPERATURE) plus half the label loss, the
     usual recipe to recover a pruned network or train a smaller student. ``on_epoch(step)`` is called after
     each pass over the train split (and after the last step), with the model in eval mode; ``after_step()``
-    after every optimizer step (recovery re-applies a sparsity mask there).
+    after every optimizer step (recovery re-applies a sparsity mask there). ``what`` names the work in the
+    progress lines a long training prints (``tuner.progress``).
     """
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -46,6 +49,7 @@ def train(model: nn.Module, data: Dataset, steps: int, lr: float, seed: int = 0,
     order = rng.permutation(n)
     pos = 0
     losses = []
+    tracker = Tracker(what, steps)
     for step in range(steps):
         if pos + BATCH_SIZE > n:
             order, pos = rng.permutation(n), 0
@@ -70,6 +74,7 @@ def train(model: nn.Module, data: Dataset, steps: int, lr: float, seed: int = 0,
         losses.append(loss.item())
         if after_step is not None:
             after_step()
+        tracker(step + 1)
         if on_epoch is not None and ((step + 1) % epoch == 0 or step + 1 == steps):
             model.eval()
             on_epoch(step + 1)

@@ -7,6 +7,8 @@ from __future__ import annotations
 import dataclasses
 import multiprocessing
 import sys
+import threading
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures.process import BrokenProcessPool
@@ -28,6 +30,10 @@ class TrialCrashed(MeasurementError):
 
 class TrialTimedOut(MeasurementError):
     """The trial ran past its wall-clock limit; its process was stopped."""
+
+
+class TrialInterrupted(MeasurementError):
+    """Ctrl-C stopped the trial's process: not the candidate's doing, so the trial runs again on resume."""
 
 
 def one_line(err: BaseException) -> str:
@@ -74,33 +80,51 @@ class Worker:
     """A one-process pool that is replaced when its process dies. With a metric of the user's, the child sends
     the validation logits back and the metric is scored here (``tuner.metric``)."""
 
-    def __init__(self, spec: WorkloadSpec, metric: Metric = TOP1_METRIC):
+    def __init__(self, spec: WorkloadSpec, metric: Metric = TOP1_METRIC, on_status: Callable[[str], None] = _log):
         self.spec = spec
         self.metric = metric
+        self.on_status = on_status  # the child's progress lines (tuner.progress), drawn by the parent
         self._labels: Any = None  # the validation labels, sent once with the reference's logits
         self._pool: ProcessPoolExecutor | None = None
+        self._status: Any = None
+        self.interrupted = False  # set by Ctrl-C (``interrupt``)
+
+    def _drain(self, queue: Any) -> None:
+        """Pass the child's progress lines on until the pool closes (``None``)."""
+        for line in iter(queue.get, None):
+            self.on_status(line)
 
     def _submit(self, fn: Any, *args: Any, timeout: float | None = None) -> Any:
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(1, multiprocessing.get_context("spawn"), initializer=init_child)
+            context = multiprocessing.get_context("spawn")
+            self._status = context.Queue()
+            threading.Thread(target=self._drain, args=(self._status,), daemon=True).start()
+            self._pool = ProcessPoolExecutor(1, context, initializer=init_child, initargs=(self._status,))
         with main_module_hidden():  # the child starts here (spawn): it must not run the caller's script again
             future = self._pool.submit(fn, self.spec, *args)
         processes = list((self._pool._processes or {}).values())  # to read exit codes, and stop a hung child
         try:
             return future.result(timeout=timeout)
         except FutureTimeout:
-            for p in processes:  # a hung child: stop it; the next trial starts a fresh one
-                p.kill()
-                p.join(timeout=5)
-            self.close()
+            self.close()  # a hung child: stopped; the next trial starts a fresh one
             raise TrialTimedOut(f"no result within {timeout:.0f} s: the trial's process was stopped (a hang, or "
                                 "a candidate slower than --trial-timeout allows)") from None
         except BrokenProcessPool:
             self.close()
-            for p in processes:
-                p.join(timeout=5)
+            if self.interrupted:
+                raise TrialInterrupted("stopped by Ctrl-C; it runs again when the study resumes") from None
             code = next((p.exitcode for p in processes if p.exitcode), None)
             raise TrialCrashed(describe_death(code)) from None
+
+    def interrupt(self) -> None:
+        """Ctrl-C: stop the child now (a trial's build, or the baseline's training, would otherwise run on)."""
+        self.interrupted = True
+        self._kill()
+
+    def _kill(self) -> None:
+        for p in list((self._pool._processes or {}).values()) if self._pool is not None else []:
+            p.kill()
+            p.join(timeout=5)
 
     def reference(self, timeout: float | None = None) -> dict[str, Any]:
         """Load the workload in the child (training a baseline if needed) and score the reference model."""
@@ -126,6 +150,9 @@ class Worker:
         return dataclasses.replace(ev, metrics=self.metric.rescore(ev.metrics, ev.logits, self._labels), logits=None)
 
     def close(self) -> None:
+        """Stop the child, busy or not: nothing it would still do is wanted (and exiting must not wait for it)."""
         if self._pool is not None:
+            self._kill()
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
+            self._status.put(None)  # ends the drain thread

@@ -279,7 +279,7 @@ def _baseline(spec: WorkloadSpec, data: Dataset, model: nn.Module, cache: Cache,
         log(f"no --weights given: training a {spec.model} baseline on {data.name} at {data.resolution} px "
             f"({spec.train_steps} steps, seed {spec.seed}); done once, then cached")
         start = time.perf_counter()
-        train(model, data, spec.train_steps, lr=BASELINE_LR, seed=spec.seed)
+        train(model, data, spec.train_steps, lr=BASELINE_LR, seed=spec.seed, what="training the baseline")
         torch.save(model.state_dict(), out / "weights.pt")
         log(f"baseline trained in {time.perf_counter() - start:.0f} s: top-1 {torch_accuracy(model, data):.2%} on "
             f"{len(data.val)} validation images")

@@ -125,8 +125,6 @@ def tune(model: Any = "resnet18", train: Any = "digits", val: Any = None, *,
 
 def _run(s: Any, log: Callable[[str], None], progress: bool) -> Any:
     """The study, with what it is about said once the workload loaded (bad input stays one line before)."""
-    import contextlib
-
     from tuner import summary
     from tuner.study.loop import run_study
     from tuner.study.storage import mask_url
@@ -138,9 +136,10 @@ def _run(s: Any, log: Callable[[str], None], progress: bool) -> Any:
             + (f"; subject to {', '.join(map(str, s.objectives.constraints))}" if s.objectives.constraints else "")
             + (f"; accuracy is the metric {s.metric.name}" if s.metric.custom else ""))
 
-    bar = summary.ProgressBar(s.n_trials) if progress else contextlib.nullcontext()
-    with bar:
-        return run_study(s, bar.update if progress else lambda p: None, log, announce)  # type: ignore[union-attr]
+    if not progress:
+        return run_study(s, lambda p: None, log, announce)
+    with summary.ProgressBar(s.n_trials, log) as bar:
+        return run_study(s, bar.update, bar.say, announce)
 
 
 __all__ = ["tune"]

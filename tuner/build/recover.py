@@ -79,7 +79,8 @@ def recover(student: nn.Module, teacher: nn.Module, data: Dataset, removed: floa
     lr = BASELINE_LR if fresh else learning_rate(removed)  # fresh: trained as a baseline is, from its initial weights
     lr *= 0.5 if already else 1.0  # a warm restart: the model is near its optimum
     losses = train(student, data, steps, lr=lr, seed=seed + int(already * 1000), teacher=teacher,
-                   after_step=after_step) if steps else []
+                   after_step=after_step, what=f"{fidelity} recovery ({removed:.0%} of the compute removed)") \
+        if steps else []
     tenth, fifth = max(1, len(losses) // 10), max(1, len(losses) // 5)
     last, before = losses[-fifth:], losses[-2 * fifth:-fifth]
     improving = bool(before) and float(np.mean(last)) < (1 - STILL_IMPROVING) * float(np.mean(before))

@@ -25,7 +25,7 @@ from tuner.metric import TOP1_METRIC, Metric
 from tuner.study import fidelity
 from tuner.study.counts import count_trials, space_exhausted, study_complete
 from tuner.study.storage import check_study_name, make_storage, write_constraints, write_figures
-from tuner.worker import TrialCrashed, Worker
+from tuner.worker import TrialCrashed, TrialInterrupted, Worker
 
 if TYPE_CHECKING:
     from tuner.objectives import Objectives
@@ -172,15 +172,17 @@ def _check_same_hardware(study: optuna.Study, s: StudySettings) -> None:
 
 
 def _retry_after_crash(study: optuna.Study, trial: optuna.trial.FrozenTrial, max_retries: int) -> None:
-    """A process crash may be transient (memory pressure): run the same candidate again, a bounded number of times."""
-    if trial.state != TrialState.FAIL or not trial.user_attrs.get("crashed"):
+    """A process crash may be transient (memory pressure): run the same candidate again, a bounded number of times.
+    A trial stopped by Ctrl-C is queued again whatever the count: the resume runs it first."""
+    interrupted = bool(trial.user_attrs.get("interrupted"))
+    if trial.state != TrialState.FAIL or not (trial.user_attrs.get("crashed") or interrupted):
         return
     chain, t = 0, trial
     trials = {x.number: x for x in study.get_trials(deepcopy=False)}
     while "retry_of" in t.user_attrs and chain <= max_retries:
         chain, t = chain + 1, trials[t.user_attrs["retry_of"]]
-    if chain < max_retries:
-        attrs = {k: v for k, v in trial.user_attrs.items() if k in ("baseline",)}
+    if chain < max_retries or interrupted:
+        attrs = {k: v for k, v in trial.user_attrs.items() if k in ("baseline", "fixed_point", "anchor")}
         study.enqueue_trial(trial.params, user_attrs={**attrs, "retry_of": trial.number})
 
 
@@ -240,6 +242,7 @@ class Objective:
             except (CandidateBuildError, MeasurementError) as err:
                 trial.set_user_attr("error", str(err))
                 trial.set_user_attr("crashed", isinstance(err, TrialCrashed))
+                trial.set_user_attr("interrupted", isinstance(err, TrialInterrupted))
                 raise
         metrics["accuracy_drop"] = self.reference_accuracy - metrics["accuracy"]
         write_figures(trial, metrics)  # the metrics dict, and the figures users sort by as plain numbers
@@ -291,7 +294,7 @@ def run_study(s: StudySettings, on_progress: Callable[[Progress], None] = lambda
     ``announce`` is called once the workload loaded and the study opened (setup can no longer fail on input), with
     the settings as the model narrowed them (``fit_to_model``)."""
     done_before = 0
-    worker = Worker(s.workload, s.metric)
+    worker = Worker(s.workload, s.metric, on_status=log)
     try:
         check_study_name(s.name)
         # A database server is checked first (an unreachable one should not wait for a baseline to train);
@@ -321,7 +324,8 @@ def run_study(s: StudySettings, on_progress: Callable[[Progress], None] = lambda
             if progress.stop_requested:
                 raise KeyboardInterrupt
             progress.stop_requested = True
-            log("\nCtrl-C: finishing and recording the running trial (Ctrl-C again aborts it)")
+            log("\nCtrl-C: stopping the running trial (recorded, and run again on resume)")
+            worker.interrupt()
 
         def after_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
             nonlocal explore
@@ -354,8 +358,9 @@ def run_study(s: StudySettings, on_progress: Callable[[Progress], None] = lambda
         finally:
             signal.signal(signal.SIGINT, previous)
         counts = count_trials(study)
-        if progress.stop_requested:
+        if progress.stop_requested:  # the study is saved; what it holds is partial, not the study's result
             log(f"stopped by Ctrl-C after {counts.accounted} of {s.n_trials} trials; run the same command to resume")
+            raise KeyboardInterrupt
         elif counts.accounted < s.n_trials and space_exhausted(counts.repeat_streak, s.n_trials):
             log(f"stopped after {counts.repeat_streak} proposals in a row of candidates measured before: "
                 f"the search space holds few more than the {counts.accounted} measured")

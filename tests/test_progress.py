@@ -1,0 +1,36 @@
+"""Long work is told while it runs, and output that is not a terminal gets plain lines, never a bar's frames."""
+
+from __future__ import annotations
+
+from tests.conftest import TINY, run_tuner
+from tuner import progress
+
+
+class Lines(list):
+    put = list.append  # the queue interface a trial's process sends its lines to
+
+
+def test_a_tracker_tells_long_work_with_an_estimate_and_stays_quiet_on_short_work(monkeypatch):
+    now = [0.0]
+    lines = Lines()
+    monkeypatch.setattr(progress, "_sink", progress._sink)
+    progress.send_to(lines)
+    tracker = progress.Tracker("short recovery", 100, clock=lambda: now[0])
+    for step in range(1, 101):
+        now[0] = step * 0.5  # 0.5 s a step: 50 s in all
+        tracker(step)
+    assert lines[0] == "  short recovery: 20/100 steps, 10 s, about 40 s left"
+    assert len(lines) == 5  # one line per 10 s, not one per step
+    quiet = progress.Tracker("quick", 10, clock=lambda: 1.0)
+    quiet(10)
+    assert len(lines) == 5
+
+
+def test_a_piped_study_prints_one_line_per_trial_and_no_bar_frames(tmp_path, studies_dir):
+    r = run_tuner("--model", f"{TINY}:conv_net", "--resolution", "16", "--train-steps", "80", "--studies-dir",
+                  str(studies_dir), "--n-trials", "3", "--study", "piped", "--remeasure-rounds", "0",
+                  "--space", "default")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "\r" not in r.stderr and "%|" not in r.stderr  # no tqdm frames
+    numbered = [line for line in r.stderr.splitlines() if line.startswith("[") and " trials; pareto " in line]
+    assert [line.split()[0] for line in numbered] == ["[1/3", "[2/3", "[3/3"], r.stderr

@@ -137,3 +137,44 @@ def test_tune_with_a_metric_scores_the_files_own_logits(tiny_onnx, workload, tmp
     with pytest.raises(ConfigError, match="scores accuracy by"):  # resumed with another metric: refused
         tuner.tune(str(tiny_onnx), "digits", resolution=16, space=space, n_trials=4, studies_dir=str(tmp_path),
                    study="onnx-metric", remeasure_rounds=0, progress=False, log=lambda m: None)
+
+
+class _FlattensByItsBatch(torch.nn.Module):
+    """A classifier whose graph, exported with a fixed batch, reshapes to that batch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.fc = torch.nn.Conv2d(3, 4, 3, 2, 1), torch.nn.Linear(4 * 8 * 8, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.conv(x).view(x.shape[0], -1))
+
+
+def test_a_file_relying_on_its_batch_is_refused_with_an_export_line_of_its_own_names_that_works(tmp_path,
+                                                                                               monkeypatch):
+    from tuner.errors import ModelError
+    from tuner.workload import WorkloadSpec, load_workload
+
+    model, x = _FlattensByItsBatch().eval(), torch.zeros(1, 3, 16, 16)
+    spec = dict(data="digits", resolution=16, cache_dir=str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (x,), "fixed.onnx", dynamo=False, input_names=["images"], output_names=["scores"])
+    with pytest.raises(ModelError) as refused:
+        load_workload(WorkloadSpec(model="fixed.onnx", **spec), log=lambda m: None)
+    line = str(refused.value).split("dynamic batch axis: ", 1)[1].rstrip(".")
+    assert "input_names=['images']" in line and "'scores': {0: 'batch'}" in line
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        eval(line, {"torch": torch, "model": model, "x": (x,)})  # the line the user is told to run: model.onnx
+    assert load_workload(WorkloadSpec(model="model.onnx", **spec), log=lambda m: None).onnx is not None
+
+
+def test_torchs_default_exporter_works_in_the_projects_environment(tmp_path):
+    """torch 2.13's default exporter (dynamo) needs onnxscript, a dependency of the project: a user's export runs."""
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.Linear(4 * 14 * 14, 10))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model.eval(), (torch.zeros(1, 3, 16, 16),), str(tmp_path / "m.onnx"))
+    assert [o.name for o in onnx.load(str(tmp_path / "m.onnx")).graph.output]

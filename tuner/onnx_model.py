@@ -22,7 +22,14 @@ from tuner.errors import ModelError
 from tuner.names import INPUT, OUTPUT
 
 _FLOAT = 1  # onnx.TensorProto.FLOAT
-_DYNAMIC_EXPORT = "torch.onnx.export(..., dynamic_axes={'input': {0: 'batch'}, 'output': {0: 'batch'}})"
+
+
+def dynamic_export(input_name: str, output_name: str) -> str:
+    """The export line that gives a file of these names a dynamic batch axis: TorchScript's exporter
+    (``dynamo=False``), whose ``dynamic_axes`` go by these names and which needs nothing beyond torch."""
+    return (f"torch.onnx.export(model, x, 'model.onnx', dynamo=False, input_names=[{input_name!r}], "
+            f"output_names=[{output_name!r}], dynamic_axes={{{input_name!r}: {{0: 'batch'}}, "
+            f"{output_name!r}: {{0: 'batch'}}}})")
 
 
 @dataclass(frozen=True)
@@ -137,8 +144,10 @@ def prepare(path: Path, out: Path) -> Path:
     return out
 
 
-def check_runs(prepared: Path, example: np.ndarray, num_classes: int, name: str, fixed_batch: int | None) -> None:
-    """Run a real batch of 2 through the prepared file in ONNX Runtime: (2, classes) logits, each image's own."""
+def check_runs(prepared: Path, example: np.ndarray, num_classes: int, name: str, sig: Signature) -> None:
+    """Run a real batch of 2 through the prepared file in ONNX Runtime: (2, classes) logits, each image's own.
+    ``sig``: the file's own signature (the fix line names its input and output)."""
+    fixed_batch = sig.batch
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -153,7 +162,7 @@ def check_runs(prepared: Path, example: np.ndarray, num_classes: int, name: str,
         node = re.search(r"while running (\w+) node", str(err))  # ORT's own message runs to many lines
         raise ModelError(f"model {name} fails on a batch of 2 images {tuple(example[:2].shape)}{why}: "
                          + (f"ONNX Runtime fails in its {node.group(1)} node" if node else _one_line(err))
-                         + f"; export it with a dynamic batch axis, {_DYNAMIC_EXPORT}.") from None
+                         + f"; export it with a dynamic batch axis: {dynamic_export(sig.input, sig.output)}.") from None
     if both.shape != (2, num_classes):
         raise ModelError(f"model {name} returns shape {both.shape} for a batch of 2; expected (batch, classes) = "
                          f"(2, {num_classes}) logits (the data has {num_classes} classes).")
@@ -161,7 +170,7 @@ def check_runs(prepared: Path, example: np.ndarray, num_classes: int, name: str,
     if not np.allclose(both, alone, rtol=1e-3, atol=1e-4 * scale):
         raise ModelError(f"model {name} gives other logits to an image in a batch of 2 than alone"
                          + (f" (its graph relies on its fixed batch of {fixed_batch})" if fixed_batch else "")
-                         + f"; export it with a dynamic batch axis, {_DYNAMIC_EXPORT}.")
+                         + f"; export it with a dynamic batch axis: {dynamic_export(sig.input, sig.output)}.")
 
 
 def count(prepared: Path, resolution: int) -> tuple[int, int]:

@@ -234,7 +234,7 @@ def _onnx_workload(spec: WorkloadSpec, cache_root: Path | None, log: Callable[[s
     scratch = Path(tempfile.mkdtemp(prefix="tuner-onnx-"))
     try:  # a file that fails here leaves nothing behind in the cache
         prepared = onnx_model.prepare(source, scratch / "model.onnx")
-        onnx_model.check_runs(prepared, data.example(2), data.num_classes, str(source), sig.batch)
+        onnx_model.check_runs(prepared, data.example(2), data.num_classes, str(source), sig)
         cache = Cache(cache_root)
         entry = cache.entry(key, lambda d: shutil.copyfile(prepared, d / "model.onnx"))
     finally:

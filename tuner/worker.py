@@ -52,7 +52,7 @@ def _load(spec: WorkloadSpec) -> Workload:
 def _reference(spec: WorkloadSpec, keep_logits: bool) -> dict[str, Any]:
     from tuner.pipeline import reference
 
-    return reference(_load(spec), keep_logits)
+    return reference(_load(spec), keep_logits, _log)
 
 
 def _evaluate(spec: WorkloadSpec, candidate: dict[str, Any], min_accuracy: float | None,

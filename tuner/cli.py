@@ -8,10 +8,11 @@ to stdout, so ``--json`` output can be piped.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -297,7 +298,6 @@ COMMANDS: dict[str, type[Command]] = {"run": Run, "measure": Measure, "report": 
 DEFAULT_COMMAND = "run"
 
 
-EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141  # what a shell reports for a process that SIGPIPE ended: the reader left (`| head`)
 EXIT_OUTPUT = 74  # sysexits' EX_IOERR: the output could not be written (a full disk behind `> file`)
 
@@ -333,32 +333,37 @@ class _Guarded:
         return getattr(self._stream, name)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run one command. A closed pipe on the output (``| head``) ends it quietly with 141; an output that cannot
-    be written (``> /dev/full``) with one line on stderr and 74; nothing is left for Python to complain about
-    when it flushes the streams at exit."""
-    stdout, stderr = sys.stdout, sys.stderr
-    sys.stdout, sys.stderr = _Guarded(stdout, "stdout"), _Guarded(stderr, "stderr")  # type: ignore[assignment]
-    try:
+def _output_guarded(command_line: Callable[[Sequence[str] | None], int]) -> Callable[[Sequence[str] | None], int]:
+    """The command line with its output guarded: a closed pipe (``| head``) ends it quietly with 141; an output
+    that cannot be written (``> /dev/full``) with one line on stderr and 74; nothing is left for Python to complain
+    about when it flushes the streams at exit."""
+
+    @functools.wraps(command_line)
+    def main(argv: Sequence[str] | None = None) -> int:
+        stdout, stderr = sys.stdout, sys.stderr
+        sys.stdout, sys.stderr = _Guarded(stdout, "stdout"), _Guarded(stderr, "stderr")  # type: ignore[assignment]
         try:
-            return _main(argv)  # or SystemExit: argparse's --help and usage errors print, then exit
-        finally:
-            sys.stdout.flush()  # a write error shows here, while it can still be reported, not at exit
-    except OutputLost as lost:
-        sys.stdout, sys.stderr = stdout, stderr
-        _silence(stdout, lost.stream == "stdout")
-        if isinstance(lost.err, BrokenPipeError):
-            _silence(stderr, lost.stream == "stderr")
-            return EXIT_BROKEN_PIPE
-        try:
-            print(f"tuner: error: cannot write to {lost.stream} ({lost.err.strerror or lost.err}); free space on its "
-                  "device or send the output elsewhere.", file=stderr, flush=True)
-        except OSError:
-            _silence(stderr, True)
-        return EXIT_OUTPUT
-    finally:
-        if isinstance(sys.stdout, _Guarded):
+            try:
+                return command_line(argv)  # or SystemExit: argparse's --help and usage errors print, then exit
+            finally:
+                sys.stdout.flush()  # a write error shows here, while it can still be reported, not at exit
+        except OutputLost as lost:
             sys.stdout, sys.stderr = stdout, stderr
+            _silence(stdout, lost.stream == "stdout")
+            if isinstance(lost.err, BrokenPipeError):
+                _silence(stderr, lost.stream == "stderr")
+                return EXIT_BROKEN_PIPE
+            try:
+                print(f"tuner: error: cannot write to {lost.stream} ({lost.err.strerror or lost.err}); free space on "
+                      "its device or send the output elsewhere.", file=stderr, flush=True)
+            except OSError:
+                _silence(stderr, True)
+            return EXIT_OUTPUT
+        finally:
+            if isinstance(sys.stdout, _Guarded):
+                sys.stdout, sys.stderr = stdout, stderr
+
+    return main
 
 
 def _silence(stream: Any, lost: bool) -> None:
@@ -374,7 +379,8 @@ def _silence(stream: Any, lost: bool) -> None:
         pass
 
 
-def _main(argv: Sequence[str] | None) -> int:
+@_output_guarded
+def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if DEFAULT_COMMAND in COMMANDS and (not argv or argv[0] not in COMMANDS) and argv[:1] not in (["-h"], ["--help"]):
         argv.insert(0, DEFAULT_COMMAND)  # `tuner --model m` means `tuner run --model m`
@@ -396,4 +402,4 @@ def _main(argv: Sequence[str] | None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("tuner: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return 130

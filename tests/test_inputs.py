@@ -76,7 +76,7 @@ def test_16_bit_images_decode_as_their_8_bit_twins(tmp_path):
     """Grey 16-bit PNG and TIFF (PIL mode I;16) and 48-bit RGB PNG give the 8-bit twin's pixels exactly."""
     from PIL import Image
 
-    from tuner.data import _load_image
+    from tuner.data import _load_image, _rgb8
 
     rng = np.random.default_rng(1)
     grey = rng.integers(0, 256, (30, 40), dtype=np.uint8)
@@ -91,6 +91,8 @@ def test_16_bit_images_decode_as_their_8_bit_twins(tmp_path):
     assert np.array_equal(_load_image(tmp_path / "g16.png", 16), want)
     assert np.array_equal(_load_image(tmp_path / "g16.tif", 16), want)
     assert np.array_equal(_load_image(tmp_path / "c48.png", 16), _load_image(tmp_path / "c24.png", 16))
+    big_endian = Image.frombytes("I;16B", (40, 30), (grey.astype(np.uint16) * 257).astype(">u2").tobytes())
+    assert np.array_equal(np.asarray(_rgb8(big_endian, tmp_path / "be.tif"))[..., 0], grey)
 
 
 def test_float_and_negative_pixels_are_refused_naming_the_file(tmp_path):
@@ -327,3 +329,27 @@ def test_a_study_without_a_completed_baseline_says_so_where_speedups_would_be():
                               "pareto": [{**entry, "speedup": 2.0}]})
     assert NO_BASELINE not in with_base and "2.0x the baseline" in with_base
 
+
+
+def test_the_reports_findings_say_there_is_no_baseline_to_compare_with():
+    import warnings
+
+    import optuna
+
+    from tuner.report import report_info
+
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(["accuracy", "per_sample_ms"])
+    study.set_user_attr("reference", {"accuracy": 0.95, "validation_images": 400})
+    candidate = {"placement": "ort-cpu", "precision": "fp32", "prune_ratio": 0.0, "batch_size": 1, "fold_bn": False,
+                 "graph_opt": "all", "threads": 1}
+    metrics = {"accuracy": 0.95, "per_sample_ms": 1.0, "latency_ms": 1.0, "latency_ci_ms": [0.98, 1.02],
+               "executed_precision": "fp32", "accuracy_drop": 0.0}
+    study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL,
+                                              user_attrs={"candidate": candidate, "baseline": True}))
+    study.add_trial(optuna.trial.create_trial(values=[0.95, 1.0], user_attrs={"metrics": metrics,
+                                                                              "candidate": candidate}))
+    first = report_info(study).findings[0]
+    assert first.startswith("the fastest feasible trial is #1") and "no completed baseline trial" in first, first

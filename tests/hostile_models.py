@@ -136,3 +136,14 @@ def write_onnx(path: str, *, shape: tuple = ("N", 3, 16, 16), classes: int = 10,
     onnx.checker.check_model(model)
     onnx.save(model, path)
     return path
+
+
+class DropoutAlwaysOn(_Wrap):
+    """Dropout applied whatever the mode (``F.dropout(training=True)``): two evaluations of one batch differ."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(nn.functional.dropout(x, 0.5, training=True))
+
+
+def dropout_always_on(num_classes: int = 10) -> nn.Module:
+    return DropoutAlwaysOn(num_classes)

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -137,9 +138,14 @@ def _digits(resolution: int, mean: tuple[float, ...] | None, std: tuple[float, .
     import torch
 
     digits, target = _digits_arrays()
+    check_decoded_fits(len(target), resolution, "digits")
     small = torch.from_numpy(digits.astype(np.float32) * (255.0 / 16.0)).unsqueeze(1)
-    big = torch.nn.functional.interpolate(small, size=(resolution, resolution), mode="bilinear", align_corners=False)
-    images = big.clamp(0, 255).round().to(torch.uint8).repeat(1, 3, 1, 1).numpy()  # 3 channels, as image models expect
+    images = np.empty((len(target), 3, resolution, resolution), np.uint8)  # 3 channels, as image models expect
+    step = max(1, 2**24 // resolution**2)  # in chunks: the float copies stay small whatever the resolution
+    for i in range(0, len(target), step):
+        big = torch.nn.functional.interpolate(small[i:i + step], size=(resolution, resolution), mode="bilinear",
+                                              align_corners=False)
+        images[i:i + step] = big.clamp_(0, 255).round_().to(torch.uint8).numpy()
     labels = target.astype(np.int64)
     order = np.random.default_rng(seed).permutation(len(labels))
     n_val, n_calib = len(labels) // 5, len(labels) // 10  # 70 / 10 / 20 train / calibration / validation
@@ -254,13 +260,34 @@ def _image_folder(root: Path, resolution: int, mean: tuple[float, ...], std: tup
                         for p, y in train_files + val_files + test_files)
     # The decoded pixels depend on the files, their split, the resolution and the decoder; the data set's
     # fingerprint (the key of every model trained or calibrated on it) adds the normalization and seed.
-    decoded = _fingerprint("folder", str(root.resolve()), _version("pillow"), resolution, listing)
+    check_decoded_fits(len(train_files) + len(val_files) + len(test_files), resolution, str(root))
+    decoded = _fingerprint("folder", str(root.resolve()), _version("pillow"), resolution, listing, _DECODER)
     train, val, test = _decode_cached(train_files, val_files, test_files, resolution, decoded, cache_dir)
     pick = np.random.default_rng(seed).permutation(len(train))[:CALIBRATION_SIZE]
     calib = Split(train.images[np.sort(pick)], train.labels[np.sort(pick)])
     fp = _fingerprint(decoded, seed, mean, std, CALIBRATION_SIZE)
     return Dataset(root.name, tuple(classes), resolution, tuple(mean), tuple(std), train, val, calib, fp,  # type: ignore[arg-type]
                    test if len(test) else None)
+
+
+# Peak bytes while a split is decoded, per byte it keeps: the decoded images and their stacked (or indexed) copy.
+DECODE_PEAK = 2
+
+
+def check_decoded_fits(images: int, resolution: int, source: str, memory: int | None = -1) -> None:
+    """Refuse, before any allocation, a data set whose decoded images (uint8, images x 3 x res x res, about twice
+    that while decoding) would not fit in half of the memory available (``hardware.MEMORY_SHARE``): one line
+    naming --resolution, not a 30 GB allocation and a traceback. ``memory``: bytes (default: read now)."""
+    from tuner import hardware
+
+    memory = hardware.available_memory() if memory == -1 else memory
+    need = images * 3 * resolution * resolution * DECODE_PEAK
+    if memory is not None and need > memory * hardware.MEMORY_SHARE:
+        fits = int(math.sqrt(memory * hardware.MEMORY_SHARE / (images * 3 * DECODE_PEAK)))
+        raise DataError(f"--resolution {resolution}: the {images:,} images of {source} take "
+                        f"{hardware.gib(need // DECODE_PEAK)} decoded ({hardware.gib(need)} while decoding), more "
+                        f"than half of the {hardware.gib(memory)} of memory available; use --resolution "
+                        f"{max(MIN_RESOLUTION, min(fits, MAX_RESOLUTION))} or less, or fewer images.")
 
 
 def _fingerprint(*parts: object) -> str:
@@ -357,6 +384,9 @@ def _strict_pil() -> None:
     warnings.filterwarnings("error", category=Image.DecompressionBombWarning)
 
 
+_DECODER = "rgb8-by-bit-depth/1"  # how pixels become 8-bit RGB (``_rgb8``): a change re-decodes cached data sets
+
+
 def _load_image(path: Path, resolution: int) -> np.ndarray:
     """Centre-crop to a square, resize to resolution, HWC -> CHW uint8."""
     from PIL import Image
@@ -364,7 +394,7 @@ def _load_image(path: Path, resolution: int) -> np.ndarray:
     try:
         with Image.open(path) as im:
             im.load()  # decode it all: a truncated or corrupt file fails here, not half-read
-            im = im.convert("RGB")
+            im = _rgb8(im, path)
             w, h = im.size
             side = min(w, h)
             im = im.crop(((w - side) // 2, (h - side) // 2, (w - side) // 2 + side, (h - side) // 2 + side))
@@ -376,3 +406,36 @@ def _load_image(path: Path, resolution: int) -> np.ndarray:
     except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as err:  # PIL's decoders raise all of these
         reason = " ".join(str(err).split())[:160] or type(err).__name__
         raise DataError(f"cannot read image {path} ({reason}); remove or replace the file.") from None
+
+
+def _rgb8(im: Any, path: Path) -> Any:
+    """8-bit RGB, scaled by the image's real bit depth. PIL's own ``convert("RGB")`` scales 1-, 2- and 4-bit
+    images and keeps the high byte of 48-bit RGB and 16-bit grey + alpha PNGs, but clips 16-bit grey (mode
+    I;16, or I) at 255: a 16-bit scan would be white where it is brighter than 1/257 of full scale. Grey of
+    more than 8 bits is divided down here; floating-point pixels, which have no stated range, are refused."""
+    from PIL import Image
+
+    if im.mode == "F":
+        raise DataError(f"image {path} holds floating-point pixels (PIL mode F), whose range is not defined; "
+                        "save it with 8- or 16-bit integer pixels, or remove it from the data.")
+    if not (im.mode == "I" or im.mode.startswith("I;16")):
+        return im.convert("RGB")
+    pixels = np.asarray(im)
+    bits = 16 if im.mode.startswith("I;16") else _declared_bits(im)
+    if pixels.size and pixels.min() < 0:
+        raise DataError(f"image {path} holds negative pixel values ({int(pixels.min())}, {bits}-bit signed); "
+                        "save it with unsigned 8- or 16-bit pixels, or remove it from the data.")
+    scaled = np.rint(pixels.astype(np.float64) * (255.0 / (2**bits - 1))).clip(0, 255).astype(np.uint8)
+    return Image.fromarray(scaled).convert("RGB")
+
+
+def _declared_bits(im: Any) -> int:
+    """The bits per sample of a mode-I image: a TIFF states them (16 or 32); a PNG's grey of more than 8 bits is
+    16-bit (older PIL versions opened it as I)."""
+    tags = getattr(im, "tag_v2", None)
+    try:
+        bits = tags.get(258) if tags is not None else None  # BitsPerSample
+        bits = int(bits[0] if isinstance(bits, tuple) else bits) if bits is not None else 16
+    except (TypeError, ValueError, IndexError):
+        bits = 16
+    return bits if 8 < bits <= 32 else 16

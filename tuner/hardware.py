@@ -208,11 +208,12 @@ def check_fits(batch_size: int, resolution: int, threads: int = 0, memory: int |
                                                                                     if streams > 1 else ""),
                         batch * (ACTIVATION_FACTOR * streams + max(0, requests - streams)))):
         if need > budget:
-            return (f"batch_size {batch_size}{served} at {resolution} px needs {_gib(need)} for {what}, more than "
-                    f"half of the {_gib(memory)} of memory available; use a smaller batch_size"
+            return (f"batch_size {batch_size}{served} at {resolution} px needs {gib(need)} for {what}, more than "
+                    f"half of the {gib(memory)} of memory available; use a smaller batch_size"
                     + (", fewer requests" if requests > 1 else "") + " or --resolution.")
     return None
 
 
-def _gib(n: int) -> str:
+def gib(n: int) -> str:
+    """Bytes as GiB (or MiB below one), for a refusal."""
     return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import numbers
 import types
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -46,11 +47,15 @@ class Metric:
         assert self.fn is not None
         try:
             value = self.fn(torch.from_numpy(logits), torch.from_numpy(labels))
-            number = float(value.item() if hasattr(value, "item") else value)
+            number = _as_number(value.item() if hasattr(value, "item") else value)
         except Exception as err:  # noqa: BLE001 - the user's function can raise anything: one line for this trial
             text = " ".join(str(err).split())[:200]
             raise MeasurementError(f"metric {self.name} failed on {logits.shape} logits: {type(err).__name__}"
                                    + (f": {text}" if text else "")) from None
+        if number is None:
+            shown = "None" if value is None else f"{repr(value)[:60]} (a {type(value).__name__})"
+            raise MeasurementError(f"metric {self.name} returned {shown}; it must return a finite number (a float, "
+                                   "or a one-element tensor).")
         if not math.isfinite(number):
             raise MeasurementError(f"metric {self.name} returned {number}; it must return a finite number.")
         return number if self.higher_is_better else -number
@@ -62,6 +67,14 @@ class Metric:
     def record(self) -> dict[str, Any]:
         """What a study keeps of its metric: a study resumed with another one would mix two scores."""
         return {"name": self.name, "higher_is_better": self.higher_is_better, "code": _code_id(self.fn)}
+
+
+def _as_number(value: Any) -> float | None:
+    """A real number as a float; None for anything else (a string such as "0.9", None, a bool, a complex): a
+    metric that returns one is a bug to report, not a value to coerce."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Real, np.floating, np.integer)):
+        return None
+    return float(value)
 
 
 TOP1_METRIC = Metric()  # the default: top-1, computed (and stopped early when hopeless) in the trial's process

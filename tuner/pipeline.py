@@ -3,6 +3,7 @@ model's score, which every accuracy drop is against."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -57,25 +58,52 @@ def reference_session(workload: Workload) -> Session:
     return PLACEMENTS["torch-cpu"].open(w.reference_model(), None, "fp32", "all", hardware.cores())
 
 
-def reference_accuracy(workload: Workload, split: Split | None = None, keep: list[np.ndarray] | None = None) -> float:
-    """Top-1 of the model as brought (``reference_session``) on ``split`` (the validation split)."""
+def reference_accuracy(workload: Workload, split: Split | None = None, keep: list[np.ndarray] | None = None,
+                       log: Callable[[str], None] | None = None) -> float:
+    """Top-1 of the model as brought (``reference_session``) on ``split`` (the validation split); with ``log``,
+    a model whose outputs vary between identical evaluations is warned about there (``varies``)."""
     from tuner.measure.accuracy import top1
 
     session = reference_session(workload)
     try:
+        if log is not None:
+            note = varies(session, workload.data.example(VARIES_BATCH))
+            if note:
+                log(note)
         return top1(session, workload.data, REFERENCE_BATCH, split=split, keep=keep)
     finally:
         session.close()
 
 
-def reference(workload: Workload, keep_logits: bool = False) -> dict[str, Any]:
+VARIES_BATCH = 8  # validation images evaluated twice by the reference: enough to see dropout or noise, cheap
+
+
+def varies(session: Session, x: np.ndarray) -> str | None:
+    """A warning when two evaluations of the same batch differ (dropout left on, noise drawn in ``forward``): every
+    accuracy the study measures would then be one draw, the reference's included, and trials would differ by
+    chance. None when they agree (to float32 rounding, as threads may sum in another order)."""
+    import numpy as np
+
+    a, b = session.predict(x), session.predict(x)
+    scale = float(np.nanmax(np.abs(a))) if np.isfinite(a).any() else 1.0
+    if a.shape == b.shape and np.allclose(a, b, rtol=1e-4, atol=1e-5 * max(1.0, scale), equal_nan=True):
+        return None
+    gap = float(np.nanmax(np.abs(a - b))) if a.shape == b.shape else float("nan")
+    return (f"warning: the model's outputs differ between two evaluations of the same {len(x)} images (by up to "
+            f"{gap:.3g}, logits up to {scale:.3g}): randomness in its forward pass, or dropout left on in eval "
+            "mode? Every accuracy measured is then one draw; make forward deterministic in eval().")
+
+
+def reference(workload: Workload, keep_logits: bool = False, log: Callable[[str], None] | None = None
+              ) -> dict[str, Any]:
     """The reference every accuracy drop is against, on the validation split; with ``keep_logits``, its logits
-    and the labels too (a metric of the user's scores them in the study's process)."""
+    and the labels too (a metric of the user's scores them in the study's process). ``log``: where a model whose
+    outputs vary run to run is warned about (once per study: the reference is scored once)."""
     import numpy as np
 
     w = workload
     kept: list[np.ndarray] = []
-    out = {"accuracy": reference_accuracy(w, keep=kept), "workload_key": w.key, "data": w.data.name,
+    out = {"accuracy": reference_accuracy(w, keep=kept, log=log), "workload_key": w.key, "data": w.data.name,
            "resolution": w.data.resolution, "num_classes": w.data.num_classes, "validation_images": len(w.data.val)}
     if w.onnx is None:  # what the model can give a shallower student (the space's drop_blocks is capped to it)
         out["droppable_blocks"] = droppable_blocks(w)

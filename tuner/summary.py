@@ -88,14 +88,18 @@ def pareto_table(summary: dict[str, Any]) -> str:
     if best and loaded:
         m, speed = best["metrics"], summary["speed"]
         tail = (f"most throughput, feasible: trial #{best['number']}, {m[speed]:.0f} samples/s ({speed}) at p95 "
-                f"{m[results.SPEED_UNDER_LOAD[speed]]:.3f} ms, {best['speedup']:.1f}x the baseline's"
-                if best["speedup"] else "")
+                f"{m[results.SPEED_UNDER_LOAD[speed]]:.3f} ms"
+                + (f", {best['speedup']:.1f}x the baseline's" if best["speedup"] else ""))
     else:
-        tail = (f"fastest feasible: trial #{best['number']}, {best['metrics']['per_sample_ms']:.3f} ms/sample, "
-                f"{best['speedup']:.1f}x the baseline" if best and best["speedup"] else "")
+        tail = (f"fastest feasible: trial #{best['number']}, {best['metrics']['per_sample_ms']:.3f} ms/sample"
+                + (f", {best['speedup']:.1f}x the baseline" if best["speedup"] else "") if best else "")
     if best and tail and best["by_remeasure"]:
         tail += " (chosen by the re-measured figures)"
-    return "\n".join([head, *aligned(rows), tail or "no feasible trial yet"])
+    no_base = [] if summary.get("baseline") else [NO_BASELINE]
+    return "\n".join([head, *aligned(rows), tail or "no feasible trial yet", *no_base])
+
+
+NO_BASELINE = "no speedups: the study has no completed baseline trial (it failed, or has not run yet)"
 
 
 def _num(value: Any, spec: str) -> str:

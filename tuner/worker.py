@@ -58,7 +58,7 @@ def _load(spec: WorkloadSpec) -> Workload:
 def _reference(spec: WorkloadSpec, keep_logits: bool) -> dict[str, Any]:
     from tuner.pipeline import reference
 
-    return reference(_load(spec), keep_logits)
+    return reference(_load(spec), keep_logits, _log)
 
 
 def _evaluate(spec: WorkloadSpec, candidate: dict[str, Any], min_accuracy: float | None,
@@ -135,7 +135,7 @@ class Worker:
         try:
             return self.metric.rescore(found, logits, self._labels)
         except MeasurementError as err:  # on the reference model: the study cannot score anything
-            raise ConfigError(f"{err} (the reference model's logits); fix the metric function.") from None
+            raise ConfigError(f"{str(err).rstrip('.')} (scoring the reference model); fix the metric function.") from None
 
     def evaluate(self, candidate: Candidate, min_accuracy: float | None = None,
                  timeout: float | None = None, load: bool = False) -> Evaluation:

@@ -74,8 +74,7 @@ def make_spec(model: str = "resnet18", data: str = "digits", weights: str | None
     if holdout is not None and not (math.isfinite(holdout) and 0 <= holdout < 1):
         raise ConfigError(f"--holdout must be a fraction >= 0 and < 1 (0 keeps none apart), got {holdout}.")
     check_student(model, student)
-    if Path(studies_dir).exists() and not Path(studies_dir).is_dir():
-        raise ConfigError(f"--studies-dir {studies_dir} is a file; pass a directory (it is created if missing).")
+    check_studies_dir(studies_dir)
     return WorkloadSpec(
         model=model, data=data, weights=weights, resolution=resolution,
         mean=tuple(mean) if mean else None, std=tuple(std) if std else None, seed=seed,  # type: ignore[arg-type]
@@ -83,6 +82,32 @@ def make_spec(model: str = "resnet18", data: str = "digits", weights: str | None
         recover_epochs=defaults.recover_epochs if recover_epochs is None else recover_epochs,
         holdout=defaults.holdout if holdout is None else holdout, cache_dir=f"{studies_dir}/cache",
         student=student or None)
+
+
+def check_studies_dir(studies_dir: str) -> None:
+    """--studies-dir must be a directory this process can write, or one it can create: refused in one line before
+    any work, not an OSError traceback when the first study or cache file is written. A missing one is made and
+    removed again to find out (a pseudo file system such as /proc lets no one create, whatever it says)."""
+    import os
+    import tempfile
+
+    path = Path(studies_dir)
+    fix = "pass a directory you can write (it is created if missing)"
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"--studies-dir {studies_dir} is a file; {fix}.")
+    if path.is_dir():
+        if not os.access(path, os.W_OK | os.X_OK) or os.statvfs(path).f_flag & os.ST_RDONLY:
+            raise ConfigError(f"--studies-dir {studies_dir} is not writable (read-only or no permission); {fix}.")
+        return
+    parent = next((p for p in path.absolute().parents if p.exists()), None)
+    if parent is None or not parent.is_dir():
+        raise ConfigError(f"--studies-dir {studies_dir}: {parent} is a file, not a directory; {fix}.")
+    try:
+        probe = Path(tempfile.mkdtemp(prefix=".tuner-probe-", dir=parent))
+        probe.rmdir()
+    except OSError as err:
+        raise ConfigError(f"--studies-dir {studies_dir} cannot be created in {parent} "
+                          f"({err.strerror or type(err).__name__}); {fix}.") from None
 
 
 def check_student(model: str, student: str | None) -> None:

@@ -49,7 +49,8 @@ def _best_vs_baseline(info: ReportInfo, rows: list[TrialRow]) -> list[str]:
         return _serving_rule(info, best)
     if info.baseline is None or best.number == info.baseline:
         return [f"the fastest feasible trial is {best.label()} at {best.ms:.3f} ms/sample"
-                + (" — the baseline itself: nothing searched beat it." if best.number == info.baseline else ".")]
+                + (" — the baseline itself: nothing searched beat it." if best.number == info.baseline else
+                   "; no speedup: the study has no completed baseline trial to compare with.")]
     base = info.row(info.baseline)
     drop = base.accuracy - best.accuracy
     speed = (f"{base.ms / best.ms:.1f}x faster than" if _faster(best, base)

@@ -90,6 +90,15 @@ def check_storage_url(url: str) -> None:
             raise ConfigError(f"--storage {url}: the directory {file.parent} does not exist; create it first.")
 
 
+def _sqlite_file(url: str) -> Path | None:
+    """The database file of a sqlite URL (None: another database, or SQLite in memory)."""
+    if not (url.startswith("sqlite") and "://" in url):
+        return None
+    path = url.split("://", 1)[1].split("?", 1)[0]
+    path = path[1:] if path.startswith("/") else path  # sqlite:///rel.db, sqlite:////abs.db
+    return Path(path) if path and path != ":memory:" else None
+
+
 def make_storage(url: str, heartbeat: float, max_retries: int) -> optuna.storages.BaseStorage:
     """An RDB storage with heartbeats: a dead worker's RUNNING trial is failed and re-queued."""
     if not re.match(r"^(sqlite|postgresql|mysql)(\+\w+)?://", url):
@@ -117,6 +126,12 @@ def existing_storage(name: str, storage: str | None, studies_dir: str) -> str:
     """The storage URL of an existing study (``run``'s default: SQLite under --studies-dir)."""
     check_study_name(name)
     if storage:
+        check_storage_url(storage)
+        path = _sqlite_file(storage)
+        if path is not None and (not path.is_file() or not path.stat().st_size):  # opening it would write a database
+            what = "an empty file" if path.is_file() else "which does not exist"
+            raise ConfigError(f"no study {name!r}: --storage {mask_url(storage)} names {path}, {what}; pass the "
+                              "--storage URL that `tuner run` printed.")
         return storage
     path = Path(studies_dir) / f"{name}.db"
     if not path.is_file():  # optuna would silently create an empty database here

@@ -58,3 +58,22 @@ def test_a_refusal_inside_a_trial_is_a_refused_trial(tmp_path, studies_dir):
     assert refused.user_attrs["error"].startswith("drop_blocks 1 is refused: this model has 0 blocks")
     again = run_tuner(*args, "--n-trials", "3", timeout=900)  # a resume is not stuck on the refusal
     assert again.returncode == 0 and "Traceback" not in again.stderr, again.stderr[-3000:]
+
+
+def test_near_chance_flags_a_model_that_has_not_learned_the_data():
+    from tuner.metric import chance_warning, near_chance
+
+    assert near_chance(0.113, 10, 1000) and near_chance(0.14, 10, 360)  # 11.3%: the mobilenet_v2 of issue 28
+    assert not near_chance(0.25, 10, 360) and not near_chance(0.9, 10, 20)
+    assert near_chance(0.6, 2, 50) and not near_chance(0.9, 2, 50)  # two classes: 50% is chance
+    assert not near_chance(0.03, 1000, 50000)  # 30x chance on 1000 classes
+    text = chance_warning({"accuracy": 0.5, "top1": 0.11, "num_classes": 10, "validation_images": 360})
+    assert text is not None and "11.0% on 10 classes (chance: 10.0%)" in text  # a custom metric's top-1 decides
+
+
+def test_a_chance_level_baseline_is_warned_about_on_screen(studies_dir):
+    r = run_tuner("--model", f"{TINY}:conv_net", "--resolution", "16", "--train-steps", "1", "--studies-dir",
+                  str(studies_dir), "--n-trials", "1", "--study", "chance", "--remeasure-rounds", "0",
+                  "--space", "default")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "warning: the reference model's top-1 is" in r.stderr and "(chance: 10.0%)" in r.stderr

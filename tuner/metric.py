@@ -30,6 +30,24 @@ def top1_of(metrics: dict[str, Any]) -> float:
     return float(metrics.get(TOP1, metrics["accuracy"]))
 
 
+def near_chance(top1: float, classes: int, images: int) -> bool:
+    """Top-1 not clearly above guessing: below twice chance (halfway from chance to 100% with few classes), or
+    within 3 standard errors of chance on ``images`` images. Speedups over such a model say nothing of a model that
+    works (wrong weights, class order, normalization or resolution are the usual causes)."""
+    chance = 1.0 / max(classes, 1)
+    return top1 < max(min(2 * chance, (1 + chance) / 2), chance + 3 * math.sqrt(chance * (1 - chance) / max(images, 1)))
+
+
+def chance_warning(reference: dict[str, Any]) -> str | None:
+    """The warning for a reference model near chance (``near_chance``), or None."""
+    top1, classes = top1_of(reference), int(reference["num_classes"])
+    if not near_chance(top1, classes, int(reference["validation_images"])):
+        return None
+    return (f"warning: the reference model's top-1 is {top1:.1%} on {classes} classes (chance: {1 / classes:.1%}): "
+            "it has not learned this data, so speedups and drops against it mean little; check that --weights were "
+            "trained on these classes in this order, and --mean/--std and --resolution")
+
+
 @dataclass(frozen=True)
 class Metric:
     fn: Callable[[Any, Any], Any] | None = None  # None: top-1, computed in the trial's process

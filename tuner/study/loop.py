@@ -21,7 +21,7 @@ from optuna.trial import TrialState
 from tuner import hardware, results
 from tuner.candidate import Candidate
 from tuner.errors import CandidateBuildError, ConfigError, HopelessCandidate, MeasurementError, UnsupportedCombination
-from tuner.metric import TOP1_METRIC, Metric
+from tuner.metric import TOP1_METRIC, Metric, chance_warning
 from tuner.study import fidelity
 from tuner.study.counts import count_trials, space_exhausted, study_complete
 from tuner.study.storage import check_study_name, make_storage, write_constraints, write_figures
@@ -312,6 +312,9 @@ def run_study(s: StudySettings, on_progress: Callable[[Progress], None] = lambda
         if study.user_attrs.get("reference") is None:
             study.set_user_attr("reference", reference)
         reference_accuracy = float(study.user_attrs["reference"]["accuracy"])
+        warning = chance_warning(study.user_attrs["reference"])
+        if warning:
+            log(warning)
         if not created:
             log(f"resuming study {s.name}: {done_before} of {s.n_trials} trials already finished")
         # Re-seed per resume, or a seeded sampler would replay the first run's random proposals.

@@ -17,9 +17,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from tuner.errors import TunerError, check_number
+from tuner.errors import ResourceExhausted, TunerError, check_number
 
 EXIT_USAGE = 2
+EXIT_RESOURCE = 74  # sysexits' EX_IOERR: a disk, the study's database or the output could not be written
 
 
 def log(message: str) -> None:
@@ -300,7 +301,6 @@ DEFAULT_COMMAND = "run"
 
 
 EXIT_BROKEN_PIPE = 141  # what a shell reports for a process that SIGPIPE ended: the reader left (`| head`)
-EXIT_OUTPUT = 74  # sysexits' EX_IOERR: the output could not be written (a full disk behind `> file`)
 
 
 class OutputLost(BaseException):
@@ -359,7 +359,7 @@ def _output_guarded(command_line: Callable[[Sequence[str] | None], int]) -> Call
                       "its device or send the output elsewhere.", file=stderr, flush=True)
             except OSError:
                 _silence(stderr, True)
-            return EXIT_OUTPUT
+            return EXIT_RESOURCE
         finally:
             if isinstance(sys.stdout, _Guarded):
                 sys.stdout, sys.stderr = stdout, stderr
@@ -400,7 +400,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             return commands[args.command].run(args)
     except TunerError as err:
         print(f"tuner: error: {err}", file=sys.stderr)
-        return EXIT_USAGE
+        return EXIT_RESOURCE if isinstance(err, ResourceExhausted) else EXIT_USAGE
+    except Exception as err:
+        from tuner.study.storage import storage_failure
+
+        failure = storage_failure(err)
+        if failure is None:
+            raise  # a bug: its traceback is wanted
+        print(f"tuner: error: {failure}", file=sys.stderr)
+        return EXIT_RESOURCE
     except KeyboardInterrupt:
         signal.signal(signal.SIGINT, lambda *_: os._exit(130))  # a second Ctrl-C: out at once, no traceback
         print("tuner: interrupted (a study keeps what it recorded: the same command resumes it)", file=sys.stderr)

@@ -7,7 +7,10 @@ caught anywhere on purpose: they should show a traceback.
 
 from __future__ import annotations
 
+import errno
 import math
+import shutil
+from pathlib import Path
 
 
 class TunerError(Exception):
@@ -36,6 +39,48 @@ class CandidateBuildError(TunerError):
 
 class MeasurementError(TunerError):
     """Measuring one candidate failed; the trial fails, the study goes on."""
+
+
+class ResourceExhausted(TunerError):
+    """The machine ran out of something the study needs (disk space, its database): not the candidate's doing.
+    The study stops (exit 74) and resumes, the trial that met it run again, once the resource is back."""
+
+
+_SHORTAGES = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "the disk quota is exceeded",
+              errno.EROFS: "the filesystem is read-only"}
+
+
+def shortage(err: BaseException) -> str | None:
+    """What ran out, where ``err`` (or an error it was raised from or during) says a disk did: its errno, or the
+    OS's words quoted by a library that wrapped it (ORT's quantizer, torch.save)."""
+    seen: BaseException | None = err
+    for _ in range(8):
+        if seen is None:
+            return None
+        if isinstance(seen, OSError) and seen.errno in _SHORTAGES:
+            return f"{_SHORTAGES[seen.errno]}" + (f" ({seen.filename})" if seen.filename else "")
+        text = str(seen)
+        for code, words in ((errno.ENOSPC, "No space left on device"), (errno.EDQUOT, "Disk quota exceeded"),
+                            (errno.ENOSPC, "database or disk is full")):
+            if words in text:
+                return _SHORTAGES[code]
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def full_disk(path: str | Path | None) -> str | None:
+    """"no space left on the device" when ``path``'s filesystem has under 1 MiB free: what a write error means
+    there, whatever the library that met it said (torch.save's is ``unexpected pos 64 vs 0``)."""
+    if path is None:
+        return None
+    where = Path(path).absolute()
+    while not where.exists() and where != where.parent:  # a folder a full disk could not create: its parent's
+        where = where.parent
+    try:
+        free = shutil.disk_usage(where).free
+    except OSError:
+        return None
+    return "no space left on the device" if free < (1 << 20) else None
 
 
 class HopelessCandidate(TunerError):

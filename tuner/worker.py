@@ -16,7 +16,15 @@ from typing import Any
 
 from tuner.candidate import Candidate
 from tuner.child import describe_death, init_child, main_module_hidden
-from tuner.errors import CandidateBuildError, ConfigError, MeasurementError, TunerError
+from tuner.errors import (
+    CandidateBuildError,
+    ConfigError,
+    MeasurementError,
+    ResourceExhausted,
+    TunerError,
+    full_disk,
+    shortage,
+)
 from tuner.metric import TOP1_METRIC, Metric
 from tuner.pipeline import Evaluation
 from tuner.workload import Workload, WorkloadSpec
@@ -58,7 +66,13 @@ def _load(spec: WorkloadSpec) -> Workload:
 def _reference(spec: WorkloadSpec, keep_logits: bool) -> dict[str, Any]:
     from tuner.pipeline import reference
 
-    return reference(_load(spec), keep_logits, _log)
+    try:
+        return reference(_load(spec), keep_logits, _log)
+    except Exception as err:
+        short = shortage(err) or full_disk(spec.cache_dir)
+        if short:  # the baseline's training or the data's cache met a full disk: one line, not a library's trace
+            raise ResourceExhausted(f"{short} under {spec.cache_dir}") from None
+        raise
 
 
 def _evaluate(spec: WorkloadSpec, candidate: dict[str, Any], min_accuracy: float | None,
@@ -68,11 +82,14 @@ def _evaluate(spec: WorkloadSpec, candidate: dict[str, Any], min_accuracy: float
     w = _load(spec)  # outside the guard: a workload that cannot load is the study's setup failing
     try:
         return evaluate(w, Candidate(**candidate), min_accuracy, keep_logits, load)
-    except TunerError:
-        raise
-    except MemoryError:
-        raise MeasurementError("out of memory while building or measuring this candidate") from None
-    except Exception as err:  # noqa: BLE001 - the user's model or a runtime raised: this candidate fails
+    except Exception as err:  # a full disk is the machine's, whatever raised it: the study stops
+        short = shortage(err) or full_disk(w.cache.root)
+        if short:
+            raise ResourceExhausted(f"{short} under {w.cache.root or 'the temporary directory'}") from None
+        if isinstance(err, TunerError):
+            raise
+        if isinstance(err, MemoryError):
+            raise MeasurementError("out of memory while building or measuring this candidate") from None
         raise CandidateBuildError(one_line(err)) from None
 
 

@@ -20,7 +20,14 @@ from optuna.trial import TrialState
 
 from tuner import hardware, results
 from tuner.candidate import Candidate
-from tuner.errors import CandidateBuildError, ConfigError, HopelessCandidate, MeasurementError, UnsupportedCombination
+from tuner.errors import (
+    CandidateBuildError,
+    ConfigError,
+    HopelessCandidate,
+    MeasurementError,
+    ResourceExhausted,
+    UnsupportedCombination,
+)
 from tuner.metric import TOP1_METRIC, Metric, chance_warning
 from tuner.study import fidelity
 from tuner.study.counts import count_trials, space_exhausted, study_complete
@@ -33,6 +40,7 @@ if TYPE_CHECKING:
     from tuner.workload import WorkloadSpec
 
 SAMPLERS = ("tpe", "nsga2", "gp", "random")
+RETRIED_ATTRS = ("baseline", "fixed_point", "anchor")  # what a trial run again keeps of the one it repeats
 
 
 def baseline_candidate(workload: WorkloadSpec | None = None) -> Candidate:
@@ -182,7 +190,7 @@ def _retry_after_crash(study: optuna.Study, trial: optuna.trial.FrozenTrial, max
     while "retry_of" in t.user_attrs and chain <= max_retries:
         chain, t = chain + 1, trials[t.user_attrs["retry_of"]]
     if chain < max_retries or interrupted:
-        attrs = {k: v for k, v in trial.user_attrs.items() if k in ("baseline", "fixed_point", "anchor")}
+        attrs = {k: v for k, v in trial.user_attrs.items() if k in RETRIED_ATTRS}
         study.enqueue_trial(trial.params, user_attrs={**attrs, "retry_of": trial.number})
 
 
@@ -236,6 +244,11 @@ class Objective:
             except HopelessCandidate as err:  # cannot be feasible: stopped early, not a failure
                 trial.set_user_attr("error", str(err))
                 raise optuna.TrialPruned(str(err)) from None
+            except ResourceExhausted as err:  # the machine's, not the candidate's: run again when the study resumes
+                trial.set_user_attr("error", str(err))
+                trial.study.enqueue_trial(trial.params, user_attrs={
+                    **{k: v for k, v in trial.user_attrs.items() if k in RETRIED_ATTRS}, "retry_of": trial.number})
+                raise
             except UnsupportedCombination as err:  # a refusal only the build could see: this candidate only
                 trial.set_user_attr("error", str(err))
                 raise optuna.TrialPruned(str(err)) from None

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import optuna
 
 from tuner import hardware
-from tuner.errors import ConfigError
+from tuner.errors import ConfigError, ResourceExhausted, shortage
 
 if TYPE_CHECKING:
     from tuner.workload import WorkloadSpec
@@ -117,6 +117,10 @@ def make_storage(url: str, heartbeat: float, max_retries: int) -> optuna.storage
         raise ConfigError(f"--storage {mask_url(url)} needs its database driver; for PostgreSQL: "
                           "pip install 'psycopg[binary]' (or the tuner[postgres] extra).") from None
     except Exception as err:  # noqa: BLE001 - server down, bad credentials: one line
+        short = shortage(err)
+        if short:
+            raise ResourceExhausted(f"the study's database {mask_url(url)}: {short}; free space there, then run the "
+                                    "same command again.") from None
         first = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
         raise ConfigError(f"cannot open storage {mask_url(url)}: {mask_url(first)}; check the URL and that the "
                           "database server is reachable.") from None
@@ -206,3 +210,19 @@ def read_remeasure(study: optuna.Study) -> dict[int, dict[str, Any]]:
     kept = record.get("trials") or {}
     found = {int(n): {**e, "rounds": record.get("rounds")} for n, e in kept.items() if isinstance(e, dict)}
     return {n: e for n, e in found.items() if isinstance(e.get("per_sample_ms"), (int, float))}
+
+
+def storage_failure(err: BaseException) -> str | None:
+    """One line for an error of the study's database itself (full, locked past its 60 s wait, gone), or None for
+    any other error. Optuna wraps SQLAlchemy's errors in StorageInternalError; the first line of the driver's own
+    message (``database or disk is full``, ``database is locked``) says what happened."""
+    if not isinstance(err, optuna.exceptions.StorageInternalError) and \
+            not type(err).__module__.startswith(("sqlalchemy", "sqlite3", "psycopg")):
+        return None
+    cause: BaseException | None = err
+    while cause is not None and (cause.__cause__ or cause.__context__) is not None:
+        cause = cause.__cause__ or cause.__context__
+    text = " ".join(str(cause or err).split())
+    text = text.split("[SQL:")[0].strip()[:200] or type(err).__name__
+    return (f"the study's database failed: {text}; free disk space where it lives (or wait for the process "
+            "holding its lock), then run the same command to resume.")

@@ -98,3 +98,25 @@ def test_a_full_database_disk_is_one_line(small_disk, tmp_path):
                   "--remeasure-rounds", "0")
     line = _one_error_line(r)
     assert "database" in line and "full" in line, line
+
+
+def test_a_database_locked_past_its_wait_is_one_line_and_the_study_resumes(tmp_path):
+    """Another process holds the SQLite file's write lock past the wait the URL states (?timeout=, 60 s by
+    default): one line, exit 74; once the lock is gone the same command resumes."""
+    import sqlite3
+
+    db = tmp_path / "locked.db"
+    args = ["--model", f"{TINY}:conv_net", "--resolution", "16", "--train-steps", "40", "--studies-dir",
+            str(tmp_path / "studies"), "--storage", f"sqlite:///{db}?timeout=2", "--study", "locked",
+            "--space", "default", "--remeasure-rounds", "0"]
+    assert run_tuner(*args, "--n-trials", "1").returncode == 0
+    holder = sqlite3.connect(db, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        line = _one_error_line(run_tuner(*args, "--n-trials", "2"))
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert "database is locked" in line and "run the same command to resume" in line, line
+    again = run_tuner(*args, "--n-trials", "2")
+    assert again.returncode == 0 and "resuming study locked: 1 of 2" in again.stderr, again.stderr[-3000:]

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import optuna
 
 from tuner import hardware
-from tuner.errors import ConfigError, ResourceExhausted, shortage
+from tuner.errors import ConfigError, ResourceExhausted
 
 if TYPE_CHECKING:
     from tuner.workload import WorkloadSpec
@@ -99,12 +99,19 @@ def _sqlite_file(url: str) -> Path | None:
     return Path(path) if path and path != ":memory:" else None
 
 
+SQLITE_LOCK_WAIT = 60.0  # seconds
+
+
 def make_storage(url: str, heartbeat: float, max_retries: int) -> optuna.storages.BaseStorage:
     """An RDB storage with heartbeats: a dead worker's RUNNING trial is failed and re-queued."""
     if not re.match(r"^(sqlite|postgresql|mysql)(\+\w+)?://", url):
         raise ConfigError(f"--storage {mask_url(url)} is not a database URL; use sqlite:///PATH.db or "
                           "postgresql://USER:PASSWORD@HOST/DB.")
-    engine: dict[str, Any] = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+    # SQLite: a write waits up to 60 s for another process's lock (the URL's own ?timeout=SECONDS wins), then the
+    # study stops in one line (``storage_failure``), resumable.
+    engine: dict[str, Any] = {"pool_pre_ping": True}
+    if url.startswith("sqlite"):
+        engine = {} if "timeout=" in url.partition("?")[2] else {"connect_args": {"timeout": SQLITE_LOCK_WAIT}}
     if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -117,10 +124,9 @@ def make_storage(url: str, heartbeat: float, max_retries: int) -> optuna.storage
         raise ConfigError(f"--storage {mask_url(url)} needs its database driver; for PostgreSQL: "
                           "pip install 'psycopg[binary]' (or the tuner[postgres] extra).") from None
     except Exception as err:  # noqa: BLE001 - server down, bad credentials: one line
-        short = shortage(err)
-        if short:
-            raise ResourceExhausted(f"the study's database {mask_url(url)}: {short}; free space there, then run the "
-                                    "same command again.") from None
+        failure = storage_failure(err, url)
+        if failure is not None and ("full" in failure or "locked" in failure):
+            raise ResourceExhausted(failure) from None
         first = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
         raise ConfigError(f"cannot open storage {mask_url(url)}: {mask_url(first)}; check the URL and that the "
                           "database server is reachable.") from None
@@ -212,10 +218,10 @@ def read_remeasure(study: optuna.Study) -> dict[int, dict[str, Any]]:
     return {n: e for n, e in found.items() if isinstance(e.get("per_sample_ms"), (int, float))}
 
 
-def storage_failure(err: BaseException) -> str | None:
-    """One line for an error of the study's database itself (full, locked past its 60 s wait, gone), or None for
-    any other error. Optuna wraps SQLAlchemy's errors in StorageInternalError; the first line of the driver's own
-    message (``database or disk is full``, ``database is locked``) says what happened."""
+def storage_failure(err: BaseException, url: str | None = None) -> str | None:
+    """One line for an error of the study's database itself (full, locked past its wait, gone), or None for any
+    other error. Optuna wraps SQLAlchemy's errors in StorageInternalError; the driver's own first words (``database
+    or disk is full``, ``database is locked``) say what happened."""
     if not isinstance(err, optuna.exceptions.StorageInternalError) and \
             not type(err).__module__.startswith(("sqlalchemy", "sqlite3", "psycopg")):
         return None
@@ -224,5 +230,8 @@ def storage_failure(err: BaseException) -> str | None:
         cause = cause.__cause__ or cause.__context__
     text = " ".join(str(cause or err).split())
     text = text.split("[SQL:")[0].strip()[:200] or type(err).__name__
-    return (f"the study's database failed: {text}; free disk space where it lives (or wait for the process "
-            "holding its lock), then run the same command to resume.")
+    what = f"the study's database {mask_url(url)}" if url else "the study's database"
+    if "locked" in text:
+        return (f"{what} stayed locked by another process past its wait ({text}); run the same command to resume "
+                "once that process is done (a SQLite URL's ?timeout=SECONDS sets the wait, 60 s by default).")
+    return f"{what} failed: {text}; free disk space where it lives, then run the same command to resume."

@@ -76,7 +76,8 @@ def reference(workload: Workload, keep_logits: bool = False) -> dict[str, Any]:
     w = workload
     kept: list[np.ndarray] = []
     out = {"accuracy": reference_accuracy(w, keep=kept), "workload_key": w.key, "data": w.data.name,
-           "resolution": w.data.resolution, "num_classes": w.data.num_classes, "validation_images": len(w.data.val)}
+           "resolution": w.data.resolution, "num_classes": w.data.num_classes, "validation_images": len(w.data.val),
+           "identity": w.identity()}  # what the study checks on resume (tuner.study.resume)
     if keep_logits:
         out.update(logits=np.concatenate(kept), labels=np.asarray(w.data.val.labels))
     return out

@@ -190,11 +190,11 @@ def test_default_names_are_distinct_readable_and_stable(tmp_path: Path):
     names = {d: default_study_name(WorkloadSpec(model="resnet18", data=str(tmp_path / d)), 32)
              for d in ("фото", "猫猫", "a/cats", "b/cats", "cats")}
     assert len(set(names.values())) == len(names)
-    assert names["a/cats"].startswith("resnet18-cats-") and names["фото"].startswith("resnet18-data-")
+    assert names["a/cats"].startswith("resnet18-cats-32px-") and names["фото"].startswith("resnet18-data-32px-")
     assert default_study_name(WorkloadSpec(model="resnet18", data=str(tmp_path / "фото")), 32) == names["фото"]
     assert default_study_name(WorkloadSpec(model="resnet18", data="digits"), 32).startswith("resnet18-digits-32px-")
     # A study made under the name before the hash (its SQLite file there) keeps that name.
-    legacy = names["cats"].replace("-cats-" + names["cats"].split("-")[2], "-cats")
+    legacy = names["cats"].rpartition("-")[0]
     (tmp_path / f"{legacy}.db").touch()
     spec = WorkloadSpec(model="resnet18", data=str(tmp_path / "cats"))
     assert default_study_name(spec, 32, studies_dir=str(tmp_path)) == legacy

@@ -168,7 +168,9 @@ def _model_identity(name: str) -> str:
     its callable and its file's content (not its path)."""
     from tuner import models
 
-    if name in models.BUILTIN or (":" not in name and not models.is_saved_module(name)):
+    if models.is_saved_module(name):
+        return models.source_id(name)
+    if name in models.BUILTIN or ":" not in name:
         return name
     return f"{name.rpartition(':')[2]} {models.source_id(name)}"
 

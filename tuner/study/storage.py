@@ -53,17 +53,20 @@ def check_study_name(name: str) -> str:
 
 def default_study_name(spec: WorkloadSpec, resolution: int, model_name: str | None = None,
                        studies_dir: str | None = None) -> str:
-    """model-data-resolution-hardware; ``model_name`` names a model the spec holds as a saved file (tune()). A model
-    or data set given by path is named by a readable ASCII part and a short hash of its full resolved path, so that
-    distinct folders never share a study (``фото`` and ``猫猫``, ``a/cats`` and ``b/cats``) and the same one always
+    """model-data-resolution-hardware; ``model_name`` names a model the spec holds as a saved file (tune()). Where a
+    model or data set is given by path, a short hash of the full resolved paths follows, so that distinct folders
+    never share a study (``фото`` and ``猫猫``: both "_" in ASCII; ``a/cats`` and ``b/cats``) and the same one always
     finds its own. A study made before that hash was added keeps its name: with ``studies_dir`` (the default
     storage), its SQLite file there is looked for."""
     model, model_path, data, data_path = _name_parts(spec, model_name)
-    name = (f"{_readable(model, 'model')}{_path_hash(model_path)}-{_readable(data, 'data')}{_path_hash(data_path)}"
-            f"-{resolution}px-{hardware.fingerprint_id()}")
-    legacy = f"{model}-{data}-{resolution}px-{hardware.fingerprint_id()}"  # the name before the hash
-    lossless = all(re.fullmatch(r"[A-Za-z0-9._-]+", part) for part in (model, data))
-    if studies_dir is not None and lossless and _NAME.match(legacy) and (Path(studies_dir) / f"{legacy}.db").is_file() \
+    readable = f"{_readable(model, 'model')}-{_readable(data, 'data')}-{resolution}px-{hardware.fingerprint_id()}"
+    paths = [p for p in (model_path, data_path) if p is not None]
+    if not paths:
+        return readable
+    name = f"{readable}-{hashlib.sha256('|'.join(paths).encode('utf-8', 'surrogatepass')).hexdigest()[:8]}"
+    legacy = f"{model}-{data}-{resolution}px-{hardware.fingerprint_id()}"  # lossless only where nothing was replaced
+    lossless = all(re.fullmatch(r"[A-Za-z0-9._-]+", part) for part in (model, data)) and _NAME.match(legacy)
+    if studies_dir is not None and lossless and (Path(studies_dir) / f"{legacy}.db").is_file() \
             and not (Path(studies_dir) / f"{name}.db").exists():
         return legacy
     return name
@@ -97,10 +100,6 @@ def _readable(text: str, empty: str) -> str:
     starting and ending with a letter or digit; ``empty`` where none is left."""
     kept = re.sub(r"\.{2,}", ".", re.sub(r"[^A-Za-z0-9._-]+", "_", text)).strip("._-")
     return kept[:40].rstrip("._-") or empty
-
-
-def _path_hash(path: str | None) -> str:
-    return "" if path is None else "-" + hashlib.sha256(path.encode("utf-8", "surrogatepass")).hexdigest()[:8]
 
 
 def default_storage(studies_dir: str, name: str) -> str:

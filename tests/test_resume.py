@@ -215,6 +215,8 @@ def test_an_old_study_records_its_workload_on_first_resume():
                        WorkloadSpec())
     with pytest.raises(ConfigError, match="the data in digits differ \\(as many images, other content\\)"):
         check_workload(study, "old", {**IDENTITY, "data": "e" * 20}, WorkloadSpec())
+    with pytest.raises(ConfigError, match=r"another workload: the content of m\.onnx; pass --study NEW"):
+        check_workload(study, "old", {**IDENTITY, "weights": "b" * 20}, WorkloadSpec(model="m.onnx"))
 
 
 def _study_on(space: dict) -> optuna.Study:

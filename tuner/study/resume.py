@@ -62,7 +62,10 @@ def workload_changes(old: dict[str, Any], new: dict[str, Any], old_spec: dict[st
         found.append((f"the model's code ({spec.model})", "restore the model it was made with"))
     if old.get("student") != new.get("student"):
         found.append((f"the --student ({spec.student or 'none'})", "pass the study's --student"))
-    if old.get("weights") != new.get("weights"):
+    if spec.onnx and old.get("weights") != new.get("weights"):  # the file holds the weights
+        found.append((f"the content of {spec.model}", "restore the model file it was made with"))
+    elif old.get("weights") != new.get("weights") and (spec.weights or old_spec.get("weights")
+                                                       or old.get("model") == new.get("model")):
         found.append((_weights_change(old_spec.get("weights"), spec), "restore the weights it was made with"))
     if old.get("data") != new.get("data") and not any(w.startswith(("--resolution", "--seed")) for w, _ in found):
         count = (f"{new.get('images')} images, the study's {old.get('images')}" if old.get("images") != new.get("images")

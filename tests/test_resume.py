@@ -166,7 +166,8 @@ def test_the_same_command_resumes(base: Base, tmp_path: Path):
 
 
 def test_non_ascii_data_folders_get_studies_of_their_own(tmp_path: Path):
-    """фото and 猫猫 used to share one default name (each non-ASCII run became "_"): the second resumed the first."""
+    """фото and 猫猫 used to share one default name (each non-ASCII run became "_"): the second resumed the first.
+    Each now has its own, which the same command finds again."""
     make_image_folder(tmp_path / "фото", per_class=4)
     make_image_folder(tmp_path / "猫猫", per_class=5)
     _save_weights(tmp_path / "w1.pt", 0)
@@ -181,6 +182,13 @@ def test_non_ascii_data_folders_get_studies_of_their_own(tmp_path: Path):
     for db in dbs:
         study = optuna.load_study(study_name=db.stem, storage=f"sqlite:///{db}")
         assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE]
+    # The same command after images were added to one of them: its own study found again, and refused.
+    before = _db_hash(tmp_path / "studies")
+    shutil.copyfile(tmp_path / "фото/train/class_0/0.png", tmp_path / "фото/train/class_0/new.png")
+    r = run_tuner(*_run(tmp_path, data="фото", n_trials=1))
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert r.stderr.startswith("tuner: error: study ") and "the data in" in r.stderr and "фото" in r.stderr
+    assert _db_hash(tmp_path / "studies") == before
 
 
 # ---------------------------------------------------------------- in process

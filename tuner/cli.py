@@ -148,7 +148,8 @@ class Run(Command):
         g = parser.add_argument_group("study")
         g.add_argument("--space", default="default", help="search space: a name in search_spaces/ or a YAML path")
         g.add_argument("--objectives", default="accuracy_latency", help="a name in objectives/ or a YAML path")
-        g.add_argument("--study", help="study name (default: model-data-resolution-hardware)")
+        g.add_argument("--study", help="study name (default: model-data-resolution-hardware, then a hash of "
+                       "the model's and data's full paths where they are files)")
         g.add_argument("--storage", help="any Optuna storage URL (default: sqlite under --studies-dir)")
         g.add_argument("--sampler", default="tpe", help="tpe | nsga2 | gp | random")
         g.add_argument("--n-trials", type=int, default=20, help="total trials in the study, baseline included")

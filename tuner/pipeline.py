@@ -104,7 +104,8 @@ def reference(workload: Workload, keep_logits: bool = False, log: Callable[[str]
     w = workload
     kept: list[np.ndarray] = []
     out = {"accuracy": reference_accuracy(w, keep=kept, log=log), "workload_key": w.key, "data": w.data.name,
-           "resolution": w.data.resolution, "num_classes": w.data.num_classes, "validation_images": len(w.data.val)}
+           "resolution": w.data.resolution, "num_classes": w.data.num_classes, "validation_images": len(w.data.val),
+           "identity": w.identity()}  # what the study checks on resume (tuner.study.resume)
     if w.onnx is None:  # what the model can give a shallower student (the space's drop_blocks is capped to it)
         out["droppable_blocks"] = droppable_blocks(w)
     if keep_logits:

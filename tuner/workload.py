@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tuner.cache import Cache, code_id, make_key, sha256_file, tensor_hash
-from tuner.data import HOLDOUT_SHARE, Dataset, check_inputs, load_dataset
+from tuner.data import HOLDOUT_SHARE, Dataset, Split, check_inputs, load_dataset
 from tuner.errors import ConfigError, ModelError, UnsupportedCombination, check_number
 from tuner.hardware import library_versions
 
@@ -157,6 +157,22 @@ class Workload:
         model.load_state_dict(self.state_dict)
         return model.eval()
 
+    def identity(self) -> dict[str, Any]:
+        """What defines the reference every trial's accuracy drop is against, part by part (``tuner.study.resume``):
+        a study resumed under another one would put two workloads' trials on one front. The data are hashed by their
+        decoded pixels and labels (so neither a path nor a file's date matters), the weights by content."""
+        d, spec = self.data, self.spec
+        if self.onnx is not None:
+            model, weights = "onnx", sha256_file(spec.model)[:20]
+        else:
+            model, weights = _model_identity(spec.model), tensor_hash(self.state_dict)
+        splits = [s for s in (d.train, d.val, d.holdout) if s is not None]
+        return {"model": model, "weights": weights, "data": _content_hash(d.classes, splits),
+                "images": sum(len(s) for s in splits), "resolution": d.resolution,
+                "normalization": [round(float(v), 6) for v in (*d.mean, *d.std)],
+                "split": {"seed": spec.seed, "holdout": spec.holdout},
+                "student": self.student.key if self.student is not None else None}
+
     def start_model(self, student: bool) -> tuple[nn.Module, str]:
         """(a fresh copy of what compression starts from, its content key): the reference model, or with
         ``student`` the user's student in its initial weights (distillation from the reference trains it)."""
@@ -170,6 +186,32 @@ class Workload:
         model = models.create_model(self.student.name, self.data.num_classes)
         model.load_state_dict(self.student.state_dict)
         return model.eval(), make_key(stage="distil", student=self.student.key, teacher=self.key)
+
+
+def _model_identity(name: str) -> str:
+    """A built-in or zoo model by its name (a library upgrade does not make it another model); a user's code by
+    its callable and its file's content (not its path)."""
+    from tuner import models
+
+    if models.is_saved_module(name):
+        return models.source_id(name)
+    if name in models.BUILTIN or ":" not in name:
+        return name
+    return f"{name.rpartition(':')[2]} {models.source_id(name)}"
+
+
+def _content_hash(classes: Sequence[str], splits: Sequence[Split]) -> str:
+    """The classes, and each split's labels and decoded images (a memory-mapped split read a chunk at a time)."""
+    import hashlib
+
+    import numpy as np
+
+    h = hashlib.sha256(repr(tuple(classes)).encode())
+    for split in splits:
+        h.update(np.ascontiguousarray(split.labels, np.int64).tobytes())
+        for start in range(0, len(split), 256):
+            h.update(np.ascontiguousarray(split.images[start:start + 256]).tobytes())
+    return h.hexdigest()[:20]
 
 
 def load_workload(spec: WorkloadSpec, log: Callable[[str], None] = print) -> Workload:

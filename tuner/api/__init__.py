@@ -108,7 +108,8 @@ def tune(model: Any = "resnet18", train: Any = "digits", val: Any = None, *,
         problem = hardware.check_fits(batch_size, expected, requests=in_flight)
         if problem:
             raise TunerError(f"{space.source}: {problem}")
-    name = check_study_name(study or default_study_name(spec, expected, model_name))
+    name = check_study_name(study or default_study_name(spec, expected, model_name,
+                                                        studies_dir=None if storage else studies_dir))
     storage = storage or default_storage(studies_dir, name)
     settings = StudySettings(name, storage, space, objectives, spec, sampler, seed, n_trials, timeout, heartbeat,
                              max_retries, allow_mixed_hardware, trial_timeout, scorer)

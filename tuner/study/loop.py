@@ -31,6 +31,7 @@ from tuner.errors import (
 from tuner.metric import TOP1_METRIC, Metric, chance_warning
 from tuner.study import fidelity
 from tuner.study.counts import count_trials, space_exhausted, study_complete
+from tuner.study.resume import check_space, check_workload
 from tuner.study.storage import check_study_name, make_storage, write_constraints, write_figures
 from tuner.worker import TrialCrashed, TrialInterrupted, Worker
 
@@ -127,6 +128,7 @@ def open_study(s: StudySettings, storage: optuna.storages.BaseStorage | None = N
         if study.user_attrs.get("metric", TOP1_METRIC.record()) != s.metric.record():
             raise ConfigError(f"study {s.name} scores accuracy by {study.user_attrs.get('metric')}, not by "
                               f"{s.metric.record()}; pass the same metric, or a new study name.") from None
+        check_space(study, s.space, s.name)  # before any trial: a parameter Optuna cannot merge fails each one
     if created:  # only the creator enqueues: a resumed or joined study never gets a second baseline
         study.set_metric_names(list(s.objectives.names))
         study.set_user_attr("fingerprint", hardware.fingerprint())
@@ -320,6 +322,7 @@ def run_study(s: StudySettings, on_progress: Callable[[Progress], None] = lambda
         s = fit_to_model(s, reference)
         trial_timeout = s.trial_timeout or default_trial_timeout(time.monotonic() - started)
         study, created = open_study(s, storage)
+        check_workload(study, s.name, reference.pop("identity"), s.workload)  # resumed: the same data and weights
         announce(s)
         done_before = count_trials(study).accounted
         if study.user_attrs.get("reference") is None:

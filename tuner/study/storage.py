@@ -4,6 +4,7 @@ to a finished study, all through Optuna's public API."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import re
 import warnings
 from collections.abc import Iterator
@@ -50,15 +51,55 @@ def check_study_name(name: str) -> str:
     return name
 
 
-def default_study_name(spec: WorkloadSpec, resolution: int, model_name: str | None = None) -> str:
-    """model-data-resolution-hardware; ``model_name`` names a model the spec holds as a saved file (tune())."""
+def default_study_name(spec: WorkloadSpec, resolution: int, model_name: str | None = None,
+                       studies_dir: str | None = None) -> str:
+    """model-data-resolution-hardware; ``model_name`` names a model the spec holds as a saved file (tune()). Where a
+    model or data set is given by path, a short hash of the full resolved paths follows, so that distinct folders
+    never share a study (``фото`` and ``猫猫``: both "_" in ASCII; ``a/cats`` and ``b/cats``) and the same one always
+    finds its own. A study made before that hash was added keeps its name: with ``studies_dir`` (the default
+    storage), its SQLite file there is looked for."""
+    model, model_path, data, data_path = _name_parts(spec, model_name)
+    readable = f"{_readable(model, 'model')}-{_readable(data, 'data')}-{resolution}px-{hardware.fingerprint_id()}"
+    paths = [p for p in (model_path, data_path) if p is not None]
+    if not paths:
+        return readable
+    name = f"{readable}-{hashlib.sha256('|'.join(paths).encode('utf-8', 'surrogatepass')).hexdigest()[:8]}"
+    legacy = f"{model}-{data}-{resolution}px-{hardware.fingerprint_id()}"  # lossless only where nothing was replaced
+    lossless = all(re.fullmatch(r"[A-Za-z0-9._-]+", part) for part in (model, data)) and _NAME.match(legacy)
+    if studies_dir is not None and lossless and (Path(studies_dir) / f"{legacy}.db").is_file() \
+            and not (Path(studies_dir) / f"{name}.db").exists():
+        return legacy
+    return name
+
+
+def _name_parts(spec: WorkloadSpec, model_name: str | None) -> tuple[str, str | None, str, str | None]:
+    """(the model's name, the full path it was given by or None, the data's name, its full path or None)."""
     if model_name is None:
         model_name = Path(spec.model.split(":")[-1]).stem if ":" in spec.model or spec.onnx else spec.model
+    model_path = _source_path(spec.model)
     if spec.student:  # another workload: a study of its own (its trials rebuild the student)
         model_name += "-student-" + Path(spec.student.split(":")[-1]).stem
-    model = re.sub(r"[^A-Za-z0-9._-]+", "_", model_name)
-    data = "digits" if spec.data == "digits" else Path(spec.data).resolve().name
-    return f"{model}-{re.sub(r'[^A-Za-z0-9._-]+', '_', data)}-{resolution}px-{hardware.fingerprint_id()}"
+        student_path = _source_path(spec.student)
+        if student_path is not None:
+            model_path = f"{model_path or spec.model}|{student_path}"
+    data_path = None if spec.data == "digits" else str(Path(spec.data).resolve())
+    return model_name, model_path, "digits" if data_path is None else Path(data_path).name, data_path
+
+
+def _source_path(model: str) -> str | None:
+    """A model given by a file (``file.py:callable``, an ONNX or saved file): that file's full path (with the
+    callable); a built-in, zoo or ``module:callable`` model: None (its name says it all)."""
+    target, _, call = model.rpartition(":")
+    if target.endswith(".py"):
+        return f"{Path(target).resolve()}:{call}"
+    return str(Path(model).resolve()) if ":" not in model and Path(model).is_file() else None
+
+
+def _readable(text: str, empty: str) -> str:
+    """``text`` in the characters a study name allows (each run of others one '_', no '..'), at most 40 of them,
+    starting and ending with a letter or digit; ``empty`` where none is left."""
+    kept = re.sub(r"\.{2,}", ".", re.sub(r"[^A-Za-z0-9._-]+", "_", text)).strip("._-")
+    return kept[:40].rstrip("._-") or empty
 
 
 def default_storage(studies_dir: str, name: str) -> str:

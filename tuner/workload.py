@@ -166,7 +166,7 @@ def load_workload(spec: WorkloadSpec, log: Callable[[str], None] = print) -> Wor
     models.check_forward(model, torch.from_numpy(data.example(2)), data.num_classes, spec.model)
     student = _student(spec, data) if spec.student else None  # refused, if it must be, before a baseline trains
     source = models.source_id(spec.model)
-    cache = Cache(cache_root)
+    cache = Cache(cache_root, log)
     baseline_key = None
     if state is not None:
         assert spec.weights is not None
@@ -235,7 +235,7 @@ def _onnx_workload(spec: WorkloadSpec, cache_root: Path | None, log: Callable[[s
     try:  # a file that fails here leaves nothing behind in the cache
         prepared = onnx_model.prepare(source, scratch / "model.onnx")
         onnx_model.check_runs(prepared, data.example(2), data.num_classes, str(source), sig.batch)
-        cache = Cache(cache_root)
+        cache = Cache(cache_root, log)
         entry = cache.entry(key, lambda d: shutil.copyfile(prepared, d / "model.onnx"))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

@@ -103,7 +103,7 @@ class Cache:
             return final
         self.misses += 1
         self.root.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{key}-{_owner()}-", dir=self.root))
+        tmp = owned_temp_dir(self.root, f".{key}-")
         try:
             build(tmp)
             write_manifest(tmp)
@@ -195,33 +195,47 @@ def _discard(entry: Path) -> None:
 # ---------------------------------------------------------------- leftovers of killed builds
 
 STALE_SECONDS = 24 * 3600  # a temporary entry this old is a leftover whoever wrote it (no build takes a day)
-_TEMP = re.compile(r"^\.[0-9a-f]{20}-(?:bad-)?(?:(?P<host>[A-Za-z0-9._]+)-(?P<pid>\d+)-)?[A-Za-z0-9_]+$")
+_ENTRY_TEMP = r"\.[0-9a-f]{20}-(?:bad-)?"  # .<key>- (a build) or .<key>-bad- (a damaged entry being removed)
 
 
 def _owner() -> str:
     return f"{re.sub(r'[^A-Za-z0-9.]', '_', socket.gethostname())[:40]}-{os.getpid()}"
 
 
-def sweep(root: Path, log: Callable[[str], None]) -> int:
-    """Remove the temporary entries that killed builds left under ``root``: those of a process of this host that
-    no longer runs, and any older than STALE_SECONDS (another host's: workers may share ``studies/`` over a network
-    file system, where a pid says nothing; the age does). A live builder's directory is never touched."""
+def owned_temp_dir(parent: Path, prefix: str) -> Path:
+    """A new temporary directory ``<prefix><host>-<pid>-xxxx`` in ``parent``: named for its writer, so that a
+    later run can tell a killed writer's leftover from a live one's (``remove_leftovers``)."""
+    return Path(tempfile.mkdtemp(prefix=f"{prefix}{_owner()}-", dir=parent))
+
+
+def remove_leftovers(parent: Path, prefix: str, stale_seconds: float) -> int:
+    """Remove the temporary directories in ``parent`` whose names start with the regex ``prefix`` and whose writer
+    is gone: a process of this host that no longer runs, or any writer once the directory is older than
+    ``stale_seconds`` (another host's, where a pid says nothing, as on a shared network file system, or one named
+    before writers were named). A live writer's directory is never touched. Returns how many were removed."""
+    pattern = re.compile(f"^{prefix}(?:(?P<host>[A-Za-z0-9._]+)-(?P<pid>\\d+)-)?[A-Za-z0-9_]+$")
     try:
-        found = [p for p in root.iterdir() if p.name.startswith(".")]
+        found = [p for p in parent.iterdir() if p.name.startswith(".")]
     except OSError:
         return 0
     host, now, removed = _owner().rsplit("-", 1)[0], time.time(), 0
     for path in found:
-        m = _TEMP.match(path.name)
-        if m is None or not path.is_dir():
+        m = pattern.match(path.name)
+        if m is None or not path.is_dir() or path.is_symlink():
             continue
         try:
             dead = m["host"] == host and not _alive(int(m["pid"]))
-            if dead or now - path.stat().st_mtime > STALE_SECONDS:
+            if dead or now - path.stat().st_mtime > stale_seconds:
                 shutil.rmtree(path)
                 removed += 1
         except OSError:
             continue  # gone already, or not ours to remove
+    return removed
+
+
+def sweep(root: Path, log: Callable[[str], None]) -> int:
+    """The temporary entries that killed builds left under the cache ``root``, removed (``remove_leftovers``)."""
+    removed = remove_leftovers(root, _ENTRY_TEMP, STALE_SECONDS)
     if removed:
         log(f"removed {removed} unfinished cache entr{'y' if removed == 1 else 'ies'} left under {root} by "
             "interrupted builds")

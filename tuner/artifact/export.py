@@ -3,16 +3,17 @@ re-measure it, and write ``config.yaml`` plus the artifact in its runtime's nati
 ONNX Runtime placements, the OpenVINO IR (``model.xml`` + ``model.bin``, its compile config recorded) beside the
 ``model.onnx`` it was read from for OpenVINO, a ``torch.export`` program (``model.pt2``) for torch ones, or, when
 torch.export cannot capture the model, its ``state_dict.pt`` and what it takes to rebuild the module; and a
-``README.md`` with the lines that load and run it. Everything is written to a temporary directory first and moved
-into place only when complete; a previous export is replaced, nothing else."""
+``README.md`` with the lines that load and run it. Everything is written to a temporary sibling
+(``.OUT.partial-<host>-<pid>-xxxx``) first and moved into place only when complete; a previous export is replaced,
+nothing else, and the partial siblings that killed exports left are removed by the next one."""
 
 from __future__ import annotations
 
 import datetime
 import os
 import platform
+import re
 import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,7 @@ import optuna
 
 from tuner import hardware, results
 from tuner.artifact.readme import readme_text
-from tuner.cache import sha256_file
+from tuner.cache import owned_temp_dir, remove_leftovers, sha256_file
 from tuner.candidate import Candidate
 from tuner.errors import ConfigError
 from tuner.metric import Metric, top1_of
@@ -46,6 +47,7 @@ from tuner.workload import WorkloadSpec
 Log = Callable[[str], None]
 # all an export writes, and may replace
 EXPORT_FILES = (ONNX_FILE, IR_XML_FILE, IR_BIN_FILE, PROGRAM_FILE, STATE_FILE, README_FILE, CONFIG_FILE)
+PARTIAL_STALE_SECONDS = 3600  # a partial export is written in seconds (after the rebuild): this old, it is a leftover
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
@@ -122,6 +124,7 @@ def export(study: optuna.Study, trial: optuna.trial.FrozenTrial, why: str, out: 
         raise ConfigError(f"--torch-format must be export or state_dict, got {torch_format!r}.")
     out = Path(out)
     check_out(out)
+    _remove_partials(out, log)
     spec = WorkloadSpec.from_record(study.user_attrs.get("workload"), f"{studies_dir}/cache",
                                     f"study {study.study_name}")
     candidate = Candidate.from_dict(trial.user_attrs["candidate"], source=f"trial #{trial.number}")
@@ -161,7 +164,7 @@ def export(study: optuna.Study, trial: optuna.trial.FrozenTrial, why: str, out: 
         log(f"note: {note}")
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    tmp = owned_temp_dir(out.parent, _partial_prefix(out))
     umask = os.umask(0)
     os.umask(umask)
     tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the export is an ordinary directory
@@ -313,9 +316,21 @@ def _save_torch(model: Any, example: Any, tmp: Path, torch_format: str, log: Log
     return "state_dict"
 
 
+def _partial_prefix(out: Path) -> str:
+    return f".{out.name}.partial-"
+
+
+def _remove_partials(out: Path, log: Log) -> None:
+    """The partial exports to ``out`` that killed exports (kill -9, a power cut) left beside it; a running export's
+    is kept (``tuner.cache.remove_leftovers``)."""
+    if out.parent.is_dir() and remove_leftovers(out.parent, re.escape(_partial_prefix(out)), PARTIAL_STALE_SECONDS):
+        log(f"removed the unfinished exports to {out} that interrupted runs left in {out.parent}")
+
+
 def _move_into_place(tmp: Path, out: Path) -> None:
-    """The new export's files into ``out``. A previous export there loses only the files an export writes
-    (the artifact kinds and config.yaml, written last); anything else the user keeps there stays."""
+    """The new export's files into ``out``. A previous export alone there is swapped for the new one by two
+    renames; one beside other files of the user's loses only the files an export writes (the artifact kinds and
+    config.yaml, written last), and the rest stays."""
     if not out.is_dir() or not any(out.iterdir()):
         if out.is_dir():
             out.rmdir()
@@ -323,6 +338,12 @@ def _move_into_place(tmp: Path, out: Path) -> None:
         return
     if not is_export(out):  # checked again: something may have appeared while we built
         raise ConfigError(f"--out {out} is not empty and not a previous export; pass a new directory.")
+    if {p.name for p in out.iterdir()} <= set(EXPORT_FILES):
+        aside = owned_temp_dir(out.parent, _partial_prefix(out))  # a kill in between leaves a partial: removed later
+        os.replace(out, aside)
+        os.replace(tmp, out)
+        shutil.rmtree(aside, ignore_errors=True)
+        return
     new = {p.name for p in tmp.iterdir()}
     for name in EXPORT_FILES:
         if name not in new:

@@ -42,7 +42,7 @@ from tuner.names import (
     STATE_FILE,
 )
 from tuner.study.storage import mask_url, read_remeasure
-from tuner.workload import WorkloadSpec
+from tuner.workload import WorkloadSpec, check_recorded_paths
 
 Log = Callable[[str], None]
 # all an export writes, and may replace
@@ -127,6 +127,7 @@ def export(study: optuna.Study, trial: optuna.trial.FrozenTrial, why: str, out: 
     _remove_partials(out, log)
     spec = WorkloadSpec.from_record(study.user_attrs.get("workload"), f"{studies_dir}/cache",
                                     f"study {study.study_name}")
+    check_recorded_paths(spec, f"study {study.study_name}")
     candidate = Candidate.from_dict(trial.user_attrs["candidate"], source=f"trial #{trial.number}")
     check_supported(candidate)  # a study from another machine may hold placements this one cannot run
     here, there = hardware.fingerprint(), trial.user_attrs.get("hardware") or study.user_attrs.get("fingerprint")

@@ -139,3 +139,31 @@ def test_verify_of_a_damaged_export_is_one_line_and_exit_2(onnx_export, tmp_path
     assert r.returncode == 2 and errors == lines[-1:], r.stderr
     assert needle in errors[0] and "Traceback" not in r.stderr + r.stdout, errors[0]
     assert _listing(tmp_path) == before
+
+
+def test_export_refuses_a_rebuild_that_disagrees_with_the_study(small_study, study, tmp_path):
+    """A designed study record: trial N's recorded accuracy lowered by 30 points in a copy of the database, so the
+    rebuilt model (the same cached steps) no longer scores what the study says. Refused: exit 2, nothing written."""
+    import json
+    import sqlite3
+
+    db = tmp_path / "small.db"
+    shutil.copy(Path(small_study["studies_dir"]) / "small.db", db)
+    trial = _trial(study, "ort-cpu")
+    with sqlite3.connect(db) as con:
+        ((row, value),) = con.execute(
+            "SELECT a.trial_user_attribute_id, a.value_json FROM trial_user_attributes a JOIN trials t "
+            "ON a.trial_id = t.trial_id WHERE t.number = ? AND a.key = 'metrics'", (trial,)).fetchall()
+        metrics = json.loads(value)
+        metrics["accuracy"] = metrics["accuracy"] - 0.3
+        metrics.pop("top1", None)
+        con.execute("UPDATE trial_user_attributes SET value_json = ? WHERE trial_user_attribute_id = ?",
+                    (json.dumps(metrics), row))
+    out = tmp_path / "out"
+    before = _listing(tmp_path)
+    r = run_tuner("export", "--study", small_study["name"], "--storage", f"sqlite:///{db}", "--studies-dir",
+                  small_study["studies_dir"], "--trial", str(trial), "--out", str(out))
+    errors = [line for line in r.stderr.splitlines() if line.startswith("tuner: error:")]
+    assert r.returncode == 2 and errors == r.stderr.strip().splitlines()[-1:], r.stderr
+    assert f"rebuilt trial #{trial} scores" in errors[0] and "nothing exported" in errors[0], errors[0]
+    assert "Traceback" not in r.stderr and _listing(tmp_path) == before

@@ -26,7 +26,7 @@ from tuner import hardware, results
 from tuner.artifact.readme import readme_text
 from tuner.cache import owned_temp_dir, remove_leftovers, sha256_file
 from tuner.candidate import Candidate
-from tuner.errors import ConfigError
+from tuner.errors import ConfigError, TunerError
 from tuner.metric import Metric, top1_of
 from tuner.names import (
     CONFIG_FILE,
@@ -150,10 +150,7 @@ def export(study: optuna.Study, trial: optuna.trial.FrozenTrial, why: str, out: 
         metrics["top1"], reference = metrics["accuracy"], references.get("top1")
     if reference is not None:
         metrics["accuracy_drop"] = reference - metrics["accuracy"]
-    n_val = len(workload.data.val)
-    if abs(top1_of(metrics) - top1_of(recorded)) > 1.0 / n_val + 1e-9:
-        log(f"warning: the rebuilt model's top-1 is {top1_of(metrics):.2%}, the study recorded "
-            f"{top1_of(recorded):.2%}; the cache under {spec.cache_dir} may have been rebuilt differently")
+    check_rebuilt(top1_of(metrics), top1_of(recorded), len(workload.data.val), trial.number, spec.cache_dir)
 
     held_out = _holdout(workload, built)
     if held_out:
@@ -241,6 +238,17 @@ def export(study: optuna.Study, trial: optuna.trial.FrozenTrial, why: str, out: 
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return Exported(out, trial.number, artifact, kind, config)
+
+
+def check_rebuilt(now: float, recorded: float, n_val: int, number: int, cache_dir: str | None) -> None:
+    """The rebuilt model must score what the study measured, within one validation image: a model that does not
+    (its cached build steps were rebuilt otherwise, the code or libraries changed) is not the one the study chose,
+    and is refused rather than exported under the study's figures."""
+    if abs(now - recorded) > 1.0 / n_val + 1e-9:
+        raise TunerError(f"the rebuilt trial #{number} scores {now:.2%} top-1 where the study measured {recorded:.2%} "
+                         f"(more than 1 of {n_val} validation images apart): its build under {cache_dir} is not the "
+                         "one the study chose; nothing exported: export another trial, or run the study again "
+                         "(--study NEW).")
 
 
 def serving_record(candidate: Candidate, metrics: dict[str, Any]) -> dict[str, Any]:

@@ -163,7 +163,8 @@ def check_manifest(entry: Path) -> str | None:
     try:
         record = json.loads((entry / MANIFEST).read_text())
         files = record["files"]
-        assert isinstance(files, dict)
+        if not isinstance(files, dict):
+            raise ValueError(MANIFEST)
     except FileNotFoundError:
         return NO_MANIFEST
     except Exception:  # noqa: BLE001 - a truncated or garbled manifest is damage like any other

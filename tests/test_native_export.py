@@ -14,6 +14,7 @@ import yaml
 from tests.conftest import TINY, run_tuner
 from tuner.artifact import checks_table, export, verify
 from tuner.artifact.export import sha256_file
+from tuner.errors import ConfigError
 from tuner.runtimes import PLACEMENTS
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
@@ -108,15 +109,24 @@ def test_verify_reloads_the_ir_and_remeasures_it(ov_export):
 
 
 @needs_openvino
-def test_a_changed_ir_weight_file_does_not_reproduce(ov_export, tmp_path):
+@pytest.mark.parametrize("name", ["model.bin", "model.xml"])
+def test_a_changed_or_truncated_ir_file_is_a_damaged_export(ov_export, tmp_path, name):
+    """Checked by sha256 before OpenVINO reads anything: one line, exit 2 (the CLI), nothing changed."""
     import shutil
 
     copy = tmp_path / "ov"
     shutil.copytree(ov_export, copy)
-    weights = copy / "model.bin"
-    weights.write_bytes(weights.read_bytes() + b"\0")
-    ok, checks = verify(copy, lambda m: None, TEST_LATENCY_TOLERANCE)
-    assert not ok and [c.name for c in checks if c.ok is False] == ["sha256 model.bin"], checks_table(checks)
+    changed = copy / name
+    changed.write_bytes(changed.read_bytes() + b"\0")
+    with pytest.raises(ConfigError, match=f"is damaged: {name} .* does not match the sha256"):
+        verify(copy, lambda m: None, TEST_LATENCY_TOLERANCE)
+    with open(changed, "r+b") as f:
+        f.truncate(changed.stat().st_size // 2)
+    before = sorted((p.name, p.read_bytes()) for p in copy.iterdir())
+    r = run_tuner("verify", str(copy))
+    errors = [line for line in r.stderr.splitlines() if line.startswith("tuner: error:")]
+    assert r.returncode == 2 and errors == r.stderr.strip().splitlines()[-1:] and name in errors[0], r.stderr
+    assert "Traceback" not in r.stderr and sorted((p.name, p.read_bytes()) for p in copy.iterdir()) == before
 
 
 @needs_openvino

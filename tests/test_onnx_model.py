@@ -178,3 +178,62 @@ def test_torchs_default_exporter_works_in_the_projects_environment(tmp_path):
         warnings.simplefilter("ignore")
         torch.onnx.export(model.eval(), (torch.zeros(1, 3, 16, 16),), str(tmp_path / "m.onnx"))
     assert [o.name for o in onnx.load(str(tmp_path / "m.onnx")).graph.output]
+
+
+def test_export_and_verify_from_other_folders_of_a_study_given_relative_paths_and_the_files_resolution(
+        tiny_onnx, tmp_path):
+    """`--model net.onnx` from the folder holding it, no --resolution (the file's 16 px, not digits' 32): the study
+    records the absolute path and the resolution, so export run from another folder rebuilds it and verify, from
+    a third, reproduces it; an export that recorded no resolution (as before) is verified at the data's."""
+    import shutil
+
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    project.mkdir()
+    elsewhere.mkdir()
+    shutil.copy(tiny_onnx, project / "net.onnx")
+    (project / "space.yaml").write_text(yaml.safe_dump({"placement": "ort-cpu", "precision": {"choices": ["fp32", "int8"]},
+                                                        "batch_size": 1, "threads": 1}))
+    r = run_tuner("--model", "net.onnx", "--space", "space.yaml", "--n-trials", "2", "--studies-dir", "studies",
+                  "--remeasure-rounds", "0", "--json", cwd=project)
+    assert r.returncode == 0, r.stderr
+    name = json.loads(r.stdout)["study"]
+    import optuna
+
+    study = optuna.load_study(study_name=name, storage=f"sqlite:///{project / 'studies' / name}.db")
+    assert study.user_attrs["workload"]["model"] == str(project / "net.onnx")
+    assert study.user_attrs["workload"]["resolution"] == 16
+    r = run_tuner("export", "--study", name, "--studies-dir", str(project / "studies"), "--trial", "1",
+                  "--out", "deploy", cwd=elsewhere)
+    assert r.returncode == 0, r.stderr
+    deploy = elsewhere / "deploy"
+    r = run_tuner("verify", str(deploy), "--latency-tolerance", "1.0", cwd=tmp_path)
+    assert r.returncode == 0 and "reproduces" in r.stdout, r.stdout + r.stderr
+
+    config = yaml.safe_load((deploy / "config.yaml").read_text())
+    config["workload"]["resolution"] = None  # what an export of a study that did not record it holds
+    (deploy / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    r = run_tuner("verify", str(deploy), "--latency-tolerance", "1.0", cwd=tmp_path)
+    assert r.returncode == 0 and "reproduces" in r.stdout, r.stdout + r.stderr
+
+
+def test_export_from_another_folder_of_a_study_that_recorded_a_relative_path_says_where_to_run_it(tmp_path):
+    """Studies created before paths were recorded absolute: one line naming the flag and the fix, exit 2."""
+    import optuna
+
+    from tuner.candidate import Candidate
+    from tuner.study.loop import baseline_candidate
+    from tuner.workload import WorkloadSpec
+
+    storage = f"sqlite:///{tmp_path / 'old.db'}"
+    study = optuna.create_study(study_name="old", storage=storage, directions=["maximize", "minimize"])
+    study.set_user_attr("workload", WorkloadSpec(model="net.onnx", data="digits").to_record())
+    candidate: Candidate = baseline_candidate(WorkloadSpec(model="net.onnx"))
+    study.add_trial(optuna.trial.create_trial(values=[0.9, 1.0], user_attrs={
+        "candidate": candidate.to_dict(), "metrics": {"accuracy": 0.9, "per_sample_ms": 1.0}}))
+    before = sorted(p.name for p in tmp_path.iterdir())
+    r = run_tuner("export", "--study", "old", "--storage", storage, "--trial", "0", "--out", str(tmp_path / "out"),
+                  cwd=tmp_path)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
+    assert "recorded --model net.onnx relative to the folder it ran in" in lines[0], lines[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == before

@@ -7,7 +7,7 @@ from tuner import progress
 
 
 class Lines(list):
-    put = list.append  # the queue interface a trial's process sends its lines to
+    send = list.append  # the pipe interface a trial's process sends its lines to
 
 
 def test_a_tracker_tells_long_work_with_an_estimate_and_stays_quiet_on_short_work(monkeypatch):

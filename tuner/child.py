@@ -14,7 +14,7 @@ from typing import Any
 
 def init_child(status: Any = None) -> None:
     """Ctrl-C is the parent's (it finishes the trial first); a parent killed with -9 takes the child along;
-    progress lines go to ``status``, a queue the parent drains, where one is given."""
+    progress lines go to ``status``, a pipe the parent drains, where one is given."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     die_with_parent()
     if status is not None:

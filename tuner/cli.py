@@ -256,6 +256,8 @@ class Export(Command):
         from tuner.names import CONFIG_FILE
         from tuner.study.storage import load_existing_study
 
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)  # a terminated export removes its partial directory
+
         check_number("--trial", args.trial, 0)
         check_number("--max-drop", args.max_drop, 0, why=" accuracy points")
         check_number("--max-latency-ms", args.max_latency_ms, 0, above=True, why=" ms per sample")
@@ -272,6 +274,11 @@ class Export(Command):
               f"(study: {done.config['metrics']['study']['per_sample_ms']:.4f}); check it with "
               f"`tuner verify {done.out}`")
         return 0
+
+
+def _exit_on_sigterm(signum: int, frame: Any) -> None:
+    """SIGTERM unwinds like an exit (whatever is half written is removed on the way out), with the shell's code."""
+    raise SystemExit(128 + signum)
 
 
 EXIT_NOT_REPRODUCED = 1

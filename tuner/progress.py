@@ -22,10 +22,10 @@ def _stderr(line: str) -> None:
 _sink: Callable[[str], None] = _stderr
 
 
-def send_to(queue: Any) -> None:
-    """This process's lines go to ``queue`` (a multiprocessing queue its parent drains)."""
+def send_to(pipe: Any) -> None:
+    """This process's lines go to ``pipe`` (the writing end of a multiprocessing pipe its parent drains)."""
     global _sink
-    _sink = queue.put
+    _sink = pipe.send
 
 
 class Tracker:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import multiprocessing
+import pickle
 import sys
 import threading
 from collections.abc import Callable
@@ -103,20 +104,29 @@ class Worker:
         self.on_status = on_status  # the child's progress lines (tuner.progress), drawn by the parent
         self._labels: Any = None  # the validation labels, sent once with the reference's logits
         self._pool: ProcessPoolExecutor | None = None
-        self._status: Any = None
+        self._drainer: threading.Thread | None = None  # passes the child's progress lines on
+        self._closing = threading.Event()
         self.interrupted = False  # set by Ctrl-C (``interrupt``)
 
-    def _drain(self, queue: Any) -> None:
-        """Pass the child's progress lines on until the pool closes (``None``)."""
-        for line in iter(queue.get, None):
-            self.on_status(line)
+    def _drain(self, reader: Any) -> None:
+        """Pass the child's progress lines on until the pool closes; a pipe broken under a killed child (a line
+        half written) ends it too: progress is not worth a traceback. No lock is shared with the child, so a child
+        killed mid-line can never block the parent."""
+        while not self._closing.is_set():
+            try:
+                if reader.poll(0.2):
+                    self.on_status(reader.recv())
+            except (EOFError, OSError, ValueError, pickle.UnpicklingError):
+                return
 
     def _submit(self, fn: Any, *args: Any, timeout: float | None = None) -> Any:
         if self._pool is None:
             context = multiprocessing.get_context("spawn")
-            self._status = context.Queue()
-            threading.Thread(target=self._drain, args=(self._status,), daemon=True).start()
-            self._pool = ProcessPoolExecutor(1, context, initializer=init_child, initargs=(self._status,))
+            reader, writer = context.Pipe(duplex=False)
+            self._closing.clear()
+            self._drainer = threading.Thread(target=self._drain, args=(reader,), daemon=True)
+            self._drainer.start()
+            self._pool = ProcessPoolExecutor(1, context, initializer=init_child, initargs=(writer,))
         with main_module_hidden():  # the child starts here (spawn): it must not run the caller's script again
             future = self._pool.submit(fn, self.spec, *args)
         processes = list((self._pool._processes or {}).values())  # to read exit codes, and stop a hung child
@@ -172,4 +182,6 @@ class Worker:
             self._kill()
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
-            self._status.put(None)  # ends the drain thread
+            self._closing.set()  # ends the drain thread
+            if self._drainer is not None:
+                self._drainer.join(timeout=2)

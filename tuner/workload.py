@@ -110,6 +110,58 @@ def check_studies_dir(studies_dir: str) -> None:
                           f"({err.strerror or type(err).__name__}); {fix}.") from None
 
 
+def resolve_spec(spec: WorkloadSpec) -> WorkloadSpec:
+    """The spec as a study records it: every file it names (an ONNX or .py model, a saved module, the student, the
+    data folder, the weights) made absolute, and where an ONNX file fixes the images' size and no --resolution was
+    given, that size. ``tuner export``, ``verify`` and the re-measure then read the same workload from any folder
+    (a relative ``net.onnx`` means nothing elsewhere, and a resolution left to the file is not the data's default)."""
+    resolution = spec.resolution
+    if spec.onnx and resolution is None:
+        from tuner import onnx_model
+
+        resolution = onnx_model.read_signature(Path(spec.model)).height  # a bad file: one line, before any work
+    return dataclasses.replace(spec, model=_absolute(spec.model), student=_absolute(spec.student),
+                               data=spec.data if spec.data == "digits" else _absolute(spec.data),
+                               weights=_absolute(spec.weights), resolution=resolution)
+
+
+def _absolute(value: str | None) -> str | None:
+    """A --model / --data / --weights value with its file made absolute: ``file.py:callable``'s file, or a path that
+    exists; a name (``resnet18``, ``module:callable``) as it is."""
+    if not value:
+        return value
+    target, sep, attr = value.rpartition(":")
+    if sep and target.endswith(".py") and Path(target).is_file():
+        return f"{Path(target).resolve()}:{attr}"
+    return str(Path(value).resolve()) if Path(value).exists() else value
+
+
+def check_recorded_paths(spec: WorkloadSpec, source: str) -> None:
+    """A study recorded before its paths were made absolute (``resolve_spec``) names its files relative to the
+    folder it ran in: from another folder, say so in one line rather than that the file does not exist."""
+    for flag, value in (("--model", spec.model), ("--student", spec.student), ("--data", spec.data),
+                        ("--weights", spec.weights)):
+        if not value or value == "digits":
+            continue
+        target, sep, _ = value.rpartition(":")
+        path = Path(target if sep and target.endswith(".py") else value)
+        a_file = flag in ("--data", "--weights") or path.suffix in (".py", ".onnx", ".pt")  # not a model's name
+        if a_file and not path.is_absolute() and not path.exists():
+            raise ConfigError(f"{source} recorded {flag} {value} relative to the folder it ran in, and {path} is "
+                              f"not in {Path.cwd()}; run this from the folder the study ran in (studies created "
+                              "now record absolute paths).")
+
+
+def model_id(name: str) -> str:
+    """A --model value as cache keys see it: a file by its name, not by where it lies (its content is in the keys
+    through ``models.source_id``), so that the absolute path a study records keys as the relative one it was
+    given, and a study's cache serves its export run from another folder."""
+    target, sep, attr = name.rpartition(":")
+    if sep and target.endswith(".py"):
+        return f"{Path(target).name}:{attr}"
+    return Path(name).name if Path(name).name == "module.pt" else name
+
+
 def check_student(model: str, student: str | None) -> None:
     """A student is a torch model trained here against a torch model: refuse an ONNX file on either side."""
     if student and model.lower().endswith(".onnx"):
@@ -233,7 +285,7 @@ def load_workload(spec: WorkloadSpec, log: Callable[[str], None] = print) -> Wor
     models.check_forward(model, torch.from_numpy(data.example(2)), data.num_classes, spec.model)
     student = _student(spec, data) if spec.student else None  # refused, if it must be, before a baseline trains
     source = models.source_id(spec.model)
-    cache = Cache(cache_root)
+    cache = Cache(cache_root, log)
     baseline_key = None
     if state is not None:
         assert spec.weights is not None
@@ -251,7 +303,7 @@ def load_workload(spec: WorkloadSpec, log: Callable[[str], None] = print) -> Wor
     # Every input that changes what a build produces is in this key, the root of every build's key: the model's
     # code, its weights (by content), the data (content, resolution, split seed, normalization), the baseline's
     # budget when trained here, and the libraries that compute it.
-    key = make_key(model=spec.model, source=source, weights=tensor_hash(state), data=data.fingerprint,
+    key = make_key(model=model_id(spec.model), source=source, weights=tensor_hash(state), data=data.fingerprint,
                    baseline=baseline_key, torch=torch.__version__, libraries=library_versions("numpy"))
     return Workload(spec, data, lambda num_classes: models.create_model(spec.model, num_classes),
                     model.state_dict(), key, cache, student=student)
@@ -271,7 +323,7 @@ def _student(spec: WorkloadSpec, data: Dataset) -> Student:
     models.check_forward(copy.deepcopy(model), torch.from_numpy(data.example(2)), data.num_classes,
                          f"{spec.student} (--student)", train=True)  # it is trained: training mode must run too
     state = model.state_dict()
-    key = make_key(stage="student", model=spec.student, source=models.source_id(spec.student),
+    key = make_key(stage="student", model=model_id(spec.student), source=models.source_id(spec.student),
                    weights=tensor_hash(state))
     return Student(spec.student, state, key)
 
@@ -302,7 +354,7 @@ def _onnx_workload(spec: WorkloadSpec, cache_root: Path | None, log: Callable[[s
     try:  # a file that fails here leaves nothing behind in the cache
         prepared = onnx_model.prepare(source, scratch / "model.onnx")
         onnx_model.check_runs(prepared, data.example(2), data.num_classes, str(source), sig)
-        cache = Cache(cache_root)
+        cache = Cache(cache_root, log)
         entry = cache.entry(key, lambda d: shutil.copyfile(prepared, d / "model.onnx"))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -324,7 +376,7 @@ def _baseline_key(spec: WorkloadSpec, data: Dataset, source: str) -> str:
     budget, seed, the training code and the libraries."""
     import torch
 
-    return make_key(stage="baseline", model=spec.model, source=source, data=data.fingerprint,
+    return make_key(stage="baseline", model=model_id(spec.model), source=source, data=data.fingerprint,
                     steps=spec.train_steps, seed=spec.seed, lr=BASELINE_LR, code=code_id("tuner.train"),
                     torch=torch.__version__, libraries=library_versions("numpy"))
 

@@ -72,7 +72,7 @@ def tune(model: Any = "resnet18", train: Any = "digits", val: Any = None, *,
         default_study_name,
         quiet_optuna,
     )
-    from tuner.workload import check_student, make_spec
+    from tuner.workload import check_student, make_spec, resolve_spec
 
     if sampler not in SAMPLERS:
         raise TunerError(f"unknown sampler {sampler!r}; use one of {', '.join(SAMPLERS)}.")
@@ -98,6 +98,7 @@ def tune(model: Any = "resnet18", train: Any = "digits", val: Any = None, *,
     spec = dataclasses.replace(spec, model=model_ref, data=data_ref, resolution=resolution or size,
                                student=student_ref)
     check_student(spec.model, spec.student)
+    spec = resolve_spec(spec)  # as the study records it: export and verify read it from any folder
     space = load_space(space) if isinstance(space, (str, dict)) else space  # probes the placements: loads torch
     if spec.onnx:
         space = space.without_torch_graph(f"{Path(spec.model).name} is an ONNX file")

@@ -3,16 +3,17 @@ re-measure it, and write ``config.yaml`` plus the artifact in its runtime's nati
 ONNX Runtime placements, the OpenVINO IR (``model.xml`` + ``model.bin``, its compile config recorded) beside the
 ``model.onnx`` it was read from for OpenVINO, a ``torch.export`` program (``model.pt2``) for torch ones, or, when
 torch.export cannot capture the model, its ``state_dict.pt`` and what it takes to rebuild the module; and a
-``README.md`` with the lines that load and run it. Everything is written to a temporary directory first and moved
-into place only when complete; a previous export is replaced, nothing else."""
+``README.md`` with the lines that load and run it. Everything is written to a temporary sibling
+(``.OUT.partial-<host>-<pid>-xxxx``) first and moved into place only when complete; a previous export is replaced,
+nothing else, and the partial siblings that killed exports left are removed by the next one."""
 
 from __future__ import annotations
 
 import datetime
 import os
 import platform
+import re
 import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,9 +24,9 @@ import optuna
 
 from tuner import hardware, results
 from tuner.artifact.readme import readme_text
-from tuner.cache import sha256_file
+from tuner.cache import owned_temp_dir, remove_leftovers, sha256_file
 from tuner.candidate import Candidate
-from tuner.errors import ConfigError
+from tuner.errors import ConfigError, TunerError
 from tuner.metric import Metric, top1_of
 from tuner.names import (
     CONFIG_FILE,
@@ -41,11 +42,12 @@ from tuner.names import (
     STATE_FILE,
 )
 from tuner.study.storage import mask_url, read_remeasure
-from tuner.workload import WorkloadSpec
+from tuner.workload import WorkloadSpec, check_recorded_paths
 
 Log = Callable[[str], None]
 # all an export writes, and may replace
 EXPORT_FILES = (ONNX_FILE, IR_XML_FILE, IR_BIN_FILE, PROGRAM_FILE, STATE_FILE, README_FILE, CONFIG_FILE)
+PARTIAL_STALE_SECONDS = 3600  # a partial export is written in seconds (after the rebuild): this old, it is a leftover
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
@@ -122,8 +124,10 @@ def export(study: optuna.Study, trial: optuna.trial.FrozenTrial, why: str, out: 
         raise ConfigError(f"--torch-format must be export or state_dict, got {torch_format!r}.")
     out = Path(out)
     check_out(out)
+    _remove_partials(out, log)
     spec = WorkloadSpec.from_record(study.user_attrs.get("workload"), f"{studies_dir}/cache",
                                     f"study {study.study_name}")
+    check_recorded_paths(spec, f"study {study.study_name}")
     candidate = Candidate.from_dict(trial.user_attrs["candidate"], source=f"trial #{trial.number}")
     check_supported(candidate)  # a study from another machine may hold placements this one cannot run
     here, there = hardware.fingerprint(), trial.user_attrs.get("hardware") or study.user_attrs.get("fingerprint")
@@ -146,10 +150,7 @@ def export(study: optuna.Study, trial: optuna.trial.FrozenTrial, why: str, out: 
         metrics["top1"], reference = metrics["accuracy"], references.get("top1")
     if reference is not None:
         metrics["accuracy_drop"] = reference - metrics["accuracy"]
-    n_val = len(workload.data.val)
-    if abs(top1_of(metrics) - top1_of(recorded)) > 1.0 / n_val + 1e-9:
-        log(f"warning: the rebuilt model's top-1 is {top1_of(metrics):.2%}, the study recorded "
-            f"{top1_of(recorded):.2%}; the cache under {spec.cache_dir} may have been rebuilt differently")
+    check_rebuilt(top1_of(metrics), top1_of(recorded), len(workload.data.val), trial.number, spec.cache_dir)
 
     held_out = _holdout(workload, built)
     if held_out:
@@ -161,7 +162,7 @@ def export(study: optuna.Study, trial: optuna.trial.FrozenTrial, why: str, out: 
         log(f"note: {note}")
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    tmp = owned_temp_dir(out.parent, _partial_prefix(out))
     umask = os.umask(0)
     os.umask(umask)
     tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the export is an ordinary directory
@@ -239,6 +240,17 @@ def export(study: optuna.Study, trial: optuna.trial.FrozenTrial, why: str, out: 
     return Exported(out, trial.number, artifact, kind, config)
 
 
+def check_rebuilt(now: float, recorded: float, n_val: int, number: int, cache_dir: str | None) -> None:
+    """The rebuilt model must score what the study measured, within one validation image: a model that does not
+    (its cached build steps were rebuilt otherwise, the code or libraries changed) is not the one the study chose,
+    and is refused rather than exported under the study's figures."""
+    if abs(now - recorded) > 1.0 / n_val + 1e-9:
+        raise TunerError(f"the rebuilt trial #{number} scores {now:.2%} top-1 where the study measured {recorded:.2%} "
+                         f"(more than 1 of {n_val} validation images apart): its build under {cache_dir} is not the "
+                         "one the study chose; nothing exported: export another trial, or run the study again "
+                         "(--study NEW).")
+
+
 def serving_record(candidate: Candidate, metrics: dict[str, Any]) -> dict[str, Any]:
     """How the artifact was served when measured: streams, requests in flight, batch, threads per stream, what the
     runtime reported of them, and the load it was measured under (None: one call at a time, not under load)."""
@@ -313,9 +325,21 @@ def _save_torch(model: Any, example: Any, tmp: Path, torch_format: str, log: Log
     return "state_dict"
 
 
+def _partial_prefix(out: Path) -> str:
+    return f".{out.name}.partial-"
+
+
+def _remove_partials(out: Path, log: Log) -> None:
+    """The partial exports to ``out`` that killed exports (kill -9, a power cut) left beside it; a running export's
+    is kept (``tuner.cache.remove_leftovers``)."""
+    if out.parent.is_dir() and remove_leftovers(out.parent, re.escape(_partial_prefix(out)), PARTIAL_STALE_SECONDS):
+        log(f"removed the unfinished exports to {out} that interrupted runs left in {out.parent}")
+
+
 def _move_into_place(tmp: Path, out: Path) -> None:
-    """The new export's files into ``out``. A previous export there loses only the files an export writes
-    (the artifact kinds and config.yaml, written last); anything else the user keeps there stays."""
+    """The new export's files into ``out``. A previous export alone there is swapped for the new one by two
+    renames; one beside other files of the user's loses only the files an export writes (the artifact kinds and
+    config.yaml, written last), and the rest stays."""
     if not out.is_dir() or not any(out.iterdir()):
         if out.is_dir():
             out.rmdir()
@@ -323,6 +347,12 @@ def _move_into_place(tmp: Path, out: Path) -> None:
         return
     if not is_export(out):  # checked again: something may have appeared while we built
         raise ConfigError(f"--out {out} is not empty and not a previous export; pass a new directory.")
+    if {p.name for p in out.iterdir()} <= set(EXPORT_FILES):
+        aside = owned_temp_dir(out.parent, _partial_prefix(out))  # a kill in between leaves a partial: removed later
+        os.replace(out, aside)
+        os.replace(tmp, out)
+        shutil.rmtree(aside, ignore_errors=True)
+        return
     new = {p.name for p in tmp.iterdir()}
     for name in EXPORT_FILES:
         if name not in new:

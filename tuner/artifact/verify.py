@@ -1,7 +1,7 @@
 """Verify an export: reload its native artifact in its runtime (the OpenVINO IR with its recorded compile config,
 the ONNX file, the torch.export program or the rebuilt module) through the same path a trial measures by
-(``tuner.measure.open_session`` / ``time_session``), check the sha256 of every model file, re-measure accuracy
-and latency on the same data, and compare both with ``config.yaml``."""
+(``tuner.measure.open_session`` / ``time_session``), after checking the sha256 of every model file (a damaged
+export is refused first), re-measure accuracy and latency on the same data, and compare both with ``config.yaml``."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from tuner import hardware
 from tuner.artifact.export import Log, read_config_file
 from tuner.cache import sha256_file
 from tuner.candidate import Candidate
-from tuner.errors import ConfigError
+from tuner.errors import ConfigError, TunerError
 from tuner.metric import top1_of
 from tuner.names import CONFIG_FILE, EXPORT_FORMAT
 from tuner.table import aligned
@@ -41,10 +41,33 @@ def read_config(directory: str | Path) -> dict[str, Any]:
     if missing or not isinstance(config["metrics"].get("export"), dict):
         raise ConfigError(f"{d / CONFIG_FILE} is incomplete (no {', '.join(missing) or 'metrics.export'}); "
                           "export again.")
-    for name in [config["artifact"].get("file"), *(config["artifact"].get("files") or ())]:
-        if not (d / str(name)).is_file():
-            raise ConfigError(f"{d} lacks its artifact {name}; export again.")
+    check_files(d, config["artifact"])
     return config
+
+
+def recorded_digests(artifact: dict[str, Any]) -> dict[str, str]:
+    """{file name: sha256} of every model file config.yaml records (older exports: the artifact's alone)."""
+    files = artifact.get("files")
+    return {str(k): str(v) for k, v in files.items()} if isinstance(files, dict) and files else \
+        {str(artifact.get("file")): str(artifact.get("sha256"))}
+
+
+def check_files(d: Path, artifact: dict[str, Any]) -> None:
+    """Every model file of the export as config.yaml recorded it (its sha256), before anything loads one: a
+    truncated, changed or missing file is a damaged export (exit 2), not a model that fails to reproduce."""
+    for name, want in recorded_digests(artifact).items():
+        path = d / name
+        if not path.is_file():
+            raise ConfigError(f"{d} is damaged: its {name} is missing; export again (`tuner export ... --out {d}`).")
+        try:
+            digest, size = sha256_file(path), path.stat().st_size
+        except OSError as err:
+            raise ConfigError(f"{d} cannot be verified: {name} is not readable ({err.strerror}).") from None
+        if digest != want:
+            was = f", {artifact['bytes']} when exported" if name == artifact.get("file") and artifact.get("bytes") \
+                else ""
+            raise ConfigError(f"{d} is damaged: {name} ({size} bytes{was}) does not match the sha256 {CONFIG_FILE} "
+                              f"records; export again (`tuner export ... --out {d}`).")
 
 
 @dataclass(frozen=True)
@@ -95,7 +118,21 @@ def latency_reproduces(now_ms: float, recorded_ms: float, ci: tuple[float, float
 
 def verify(directory: str | Path, log: Log = print,
            latency_tolerance: float = LATENCY_TOLERANCE) -> tuple[bool, list[Check]]:
-    """Re-measure an export; (reproduces?, the checks behind the answer)."""
+    """Re-measure an export; (reproduces?, the checks behind the answer). A damaged export, or an error of its
+    runtime or its data while re-measuring, raises a TunerError ("cannot verify", exit 2): False means only that
+    the export ran and did not reproduce."""
+    try:
+        return _verify(directory, log, latency_tolerance)
+    except TunerError:
+        raise
+    except MemoryError:
+        raise TunerError(f"cannot verify {directory}: out of memory while re-measuring it.") from None
+    except Exception as err:  # noqa: BLE001 - a runtime, a loader or a malformed config.yaml: one line, not a trace
+        text = " ".join(str(err).split())[:200]
+        raise TunerError(f"cannot verify {directory}: {type(err).__name__}" + (f": {text}" if text else "")) from None
+
+
+def _verify(directory: str | Path, log: Log, latency_tolerance: float) -> tuple[bool, list[Check]]:
     from tuner.data import load_dataset
     from tuner.measure import host, open_session, resolve_threads, serve_session, time_session
     from tuner.measure.accuracy import top1
@@ -107,13 +144,13 @@ def verify(directory: str | Path, log: Log = print,
     check_supported(c)  # cannot run here: say so (exit 2), do not call it "not reproduced"
     art, rec = config["artifact"], config["metrics"]["export"]
     checks: list[Check] = []
-    for name, want_digest in (art.get("files") or {art["file"]: art.get("sha256")}).items():
-        digest = sha256_file(d / name) if (d / name).is_file() else "missing"
-        checks.append(Check("artifact sha256" if name == art["file"] else f"sha256 {name}", str(want_digest)[:16],
-                            digest[:16], digest == want_digest))
+    for name, digest in recorded_digests(art).items():  # read_config compared them: shown, all equal
+        checks.append(Check("artifact sha256" if name == art["file"] else f"sha256 {name}", digest[:16],
+                            digest[:16], True))
 
     w = config["workload"]
-    data = load_dataset(w["data"], w.get("resolution"), tuple(w["mean"]) if w.get("mean") else None,
+    # The resolution the data was measured at: the study's own setting may be None where an ONNX file set it.
+    data = load_dataset(w["data"], config["data"].get("resolution") or w.get("resolution"), tuple(w["mean"]) if w.get("mean") else None,
                         tuple(w["std"]) if w.get("std") else None, int(w.get("seed", 0)), None,
                         float(w.get("holdout", 0.0)))
     want = config["data"]

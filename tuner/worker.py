@@ -14,7 +14,7 @@ from typing import Any
 
 from tuner.candidate import Candidate
 from tuner.child import describe_death, init_child, main_module_hidden
-from tuner.errors import CandidateBuildError, ConfigError, MeasurementError, TunerError
+from tuner.errors import CandidateBuildError, ConfigError, MeasurementError, TunerError, one_line
 from tuner.metric import TOP1_METRIC, Metric
 from tuner.pipeline import Evaluation
 from tuner.workload import Workload, WorkloadSpec
@@ -28,12 +28,6 @@ class TrialCrashed(MeasurementError):
 
 class TrialTimedOut(MeasurementError):
     """The trial ran past its wall-clock limit; its process was stopped."""
-
-
-def one_line(err: BaseException) -> str:
-    """``Type: first line of the message`` (at most 300 characters): how a foreign error is recorded."""
-    first = str(err).strip().splitlines()[0][:300] if str(err).strip() else ""
-    return f"{type(err).__name__}: {first}" if first else type(err).__name__
 
 
 def _log(message: str) -> None:

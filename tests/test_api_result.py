@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -51,6 +52,11 @@ def test_tune_pareto_speedups_are_tuner_runs(case, studies_dir, tmp_path):
     # Somewhere other than the baseline (1x by either rule), so that a per-sample speedup in a study under load
     # would show here.
     assert any(p.speedup is not None and abs(p.speedup - 1.0) > 1e-6 for p in result.pareto), speedups
+    # One trial table: the report's CSV and the DataFrame have the same columns and rows.
+    result.report(tmp_path / "report.html", csv=tmp_path / "trials.csv")
+    frame, csv = result.to_dataframe(), pd.read_csv(tmp_path / "trials.csv")
+    assert list(csv.columns) == list(frame.columns) and list(csv["trial"]) == list(frame["trial"])
+    assert list(csv["speedup"].fillna(-1)) == pytest.approx(list(frame["speedup"].fillna(-1)))
     if case == "throughput":
         base = result.baseline
         assert base is not None

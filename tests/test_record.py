@@ -14,6 +14,7 @@ from tuner import results
 from tuner.candidate import Candidate, label
 from tuner.objectives import Constraint
 from tuner.record import read_enqueued, read_study, read_trials
+from tuner.study.counts import count_trials
 from tuner.study.storage import quiet_optuna, write_measured, write_remeasure
 
 METRICS = {"accuracy": 0.9, "accuracy_drop": 0.05, "per_sample_ms": 0.5, "latency_ms": 4.0, "throughput": 2000.0,
@@ -60,12 +61,15 @@ def _study() -> optuna.Study:
         study.optimize(crashed, n_trials=1, catch=(RuntimeError,))
     study.enqueue_trial({}, user_attrs={"retry_of": 2, "anchor": True})
     study.optimize(lambda t: [0.5, 1.0], n_trials=1)
+    # What the storage's heartbeat does when a worker dies (tuner.study.storage.make_storage): queue it again.
+    with quiet_optuna():
+        optuna.storages.RetryHeartbeatStaleTrialCallback()(study, study.trials[2])
     return study
 
 
 def test_a_trial_reads_back_as_the_loop_wrote_it():
     study = _study()
-    done, repeat, failed, retry = read_trials(study)
+    done, repeat, failed, retry, stale = read_trials(study)
     assert (done.number, done.state, done.complete) == (0, "complete", True)
     assert done.baseline and done.fixed_point and not done.anchor
     assert Candidate.from_dict(done.candidate).recovery == "long" and done.sampled["recovery"] == "short"
@@ -85,6 +89,8 @@ def test_a_trial_reads_back_as_the_loop_wrote_it():
     assert results.describe_trial(repeat) == f"#1 {label(repeat.candidate)}: pruned (needs AVX-512)"
     assert (failed.state, failed.crashed, failed.candidate, failed.filled) == ("fail", True, None, {})
     assert (retry.retry_of, retry.retried_from, retry.anchor, retry.baseline) == (2, 2, True, False)
+    assert (stale.state, stale.stale_retry_of, stale.retried_from, stale.retry_of) == ("waiting", 2, 2, None)
+    assert count_trials(study) == (2, 0, 1, 1, 0)  # #2 is accounted by its retries, #1 repeated: not at all
     # The rules see the completed trials that recorded what they measured (#3 completed, but recorded nothing).
     assert retry.state == "complete" and [r.number for r in results.completed(study)] == [0]
 

@@ -100,7 +100,7 @@ def read_trial(t: FrozenTrial) -> TrialRecord:
     queued = read_enqueued(t)
     with warnings.catch_warnings():  # public, but marked experimental since Optuna 2.8
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        stale = optuna.storages.RetryFailedTrialCallback.retried_trial_number(t)
+        stale = optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(t)
     return TrialRecord(
         number=t.number, state=t.state.name.lower(), params=dict(t.params),
         candidate=_dict(a.get("candidate")), sampled=_dict(a.get("sampled")),

@@ -105,3 +105,22 @@ def test_most_accurate_within_a_budget():
     pts = [_p(0, 0.5, 0.90), _p(1, 0.9, 0.95), _p(2, 1.5, 0.99)]
     assert results.most_accurate_within(pts, 1.0).number == 1
     assert results.most_accurate_within(pts, 0.1) is None
+
+
+@pytest.mark.parametrize("name", OBJECTIVES)
+def test_the_apis_speedups_are_the_summarys(name):
+    """``TuneResult.pareto[i].speedup`` is ``tuner run --json``'s (``summary.summarize``) under every objectives file:
+    in a study under load both go by its throughput objective, not by per-sample latency."""
+    from tuner.api.result import TuneResult
+    from tuner.metric import TOP1_METRIC
+    from tuner.summary import summarize
+
+    study, objectives = _study(name, seed=2), load_objectives(name)
+    result = TuneResult(study, objectives, TOP1_METRIC, studies_dir="unused", storage="unused")
+    printed = {e["number"]: e["speedup"] for e in summarize(study, objectives)["pareto"]}
+    assert {p.trial: p.speedup for p in result.pareto} == pytest.approx(printed) and len(printed) > 1
+    speed, base = results.speed_metric(study), result.baseline
+    for p in result.pareto:
+        expected = (base.per_sample_ms / p.per_sample_ms if speed is None
+                    else p.metrics[speed] / base.metrics[speed])  # the baseline's time over this one's
+        assert p.speedup == pytest.approx(expected)

@@ -14,7 +14,8 @@ from pathlib import Path
 import optuna
 import pytest
 
-from tuner.study.storage import FLAT_METRICS, REMEASURED_PREFIX, read_remeasure, write_remeasure
+from tuner.record import read_remeasure
+from tuner.study.storage import CONSTRAINT_PREFIX, FLAT_METRICS, REMEASURED_PREFIX, write_remeasure
 
 pytest.importorskip("optuna_dashboard", reason="optuna-dashboard is in the test extra: pip install -e '.[test]'")
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback only, never through a proxy
@@ -93,16 +94,18 @@ def test_dashboard_shows_the_trials_and_the_objectives_by_name(served):
 
 
 def test_dashboard_shows_each_trials_constraint(served):
-    """optuna-dashboard reads a trial's constraints from the plain list, the one form tuner writes."""
+    """tuner writes constraints through ``Trial.set_constraint`` only (Optuna's public API), named by the constraint
+    in words; optuna-dashboard 0.21 reads only the older unnamed list in its constraints column, so each trial's
+    violation is a plain user attr too, which the dashboard shows: the same figure Optuna reads."""
     detail, study = served["detail"], served["study"]
     by_number = {t.number: t for t in study.trials}
     complete = [t for t in detail["trials"] if t["state"] == "Complete"]
+    name = "accuracy_drop <= 0.2"  # the small study's bound: a 20-point drop
     for t in complete:
         frozen = by_number[t["number"]]
-        assert t["constraints"] == list(frozen.constraints.values()), t["number"]  # Optuna reads the same, once
-        drop = frozen.user_attrs["metrics"]["accuracy_drop"]
-        assert t["constraints"][0] == pytest.approx(drop - 0.2)  # the small study's bound: a 20-point drop
-    assert _attrs(detail["user_attrs"])["constraints"] == '["accuracy_drop <= 0.2"]'  # what the list means
+        assert frozen.constraints == {name: pytest.approx(frozen.user_attrs["metrics"]["accuracy_drop"] - 0.2)}
+        assert float(_attrs(t["user_attrs"])[CONSTRAINT_PREFIX + name]) == pytest.approx(frozen.constraints[name])
+    assert _attrs(detail["user_attrs"])["constraints"] == f'["{name}"]'  # the study's constraints, in order
 
 
 def test_dashboard_sorts_by_plain_figures(served):

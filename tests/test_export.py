@@ -11,9 +11,11 @@ import pytest
 import yaml
 
 from tests.conftest import run_tuner
+from tests.recorded import add_measured
 from tuner.artifact import checks_table, export, latency_reproduces, select_trial, verify
 from tuner.errors import ConfigError, TunerError
-from tuner.results import is_feasible
+from tuner.objectives import Constraint
+from tuner.results import completed, is_feasible
 from tuner.study.storage import write_remeasure
 
 # torch's own import-time deprecation notice (torch.jit), not ours
@@ -30,9 +32,8 @@ def study(small_study):
 
 
 def _completed(study, placement=None, precision=None):
-    return [t for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
-            if (placement is None or t.user_attrs["candidate"]["placement"] == placement)
-            and (precision is None or t.user_attrs["candidate"]["precision"] == precision)]
+    return [t for t in completed(study) if (placement is None or t.candidate["placement"] == placement)
+            and (precision is None or t.candidate["precision"] == precision)]
 
 
 def _export(small_study, out, *pick):
@@ -54,13 +55,13 @@ def test_export_verify_ort_int8(ort_int8_export):
     out, trial = ort_int8_export
     assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.yaml", "model.onnx"]
     config = yaml.safe_load((out / "config.yaml").read_text())
-    assert config["study"]["trial"] == trial.number and config["candidate"] == trial.user_attrs["candidate"]
+    assert config["study"]["trial"] == trial.number and config["candidate"] == trial.candidate
     assert config["artifact"]["kind"] == "onnx"
     assert config["artifact"]["sha256"] == hashlib.sha256((out / "model.onnx").read_bytes()).hexdigest()
-    recorded, study_side, again = trial.user_attrs["metrics"], config["metrics"]["study"], config["metrics"]["export"]
+    recorded, study_side, again = trial.metrics, config["metrics"]["study"], config["metrics"]["export"]
     assert {k: study_side[k] for k in recorded} == recorded  # the study's figures, as the trial recorded them
     # the export's own measurement is of the same candidate: its batch, int8 run as int8, the same accuracy
-    bs = trial.user_attrs["candidate"]["batch_size"]
+    bs = trial.candidate["batch_size"]
     assert again["batch_size"] == bs and again["executed_precision"] == "int8"
     assert again["accuracy"] == pytest.approx(recorded["accuracy"], abs=1 / config["data"]["validation_images"])
     for m in (study_side, again):  # per-sample CI = the per-batch CI over the candidate's batch (8 here: not 1)
@@ -73,7 +74,7 @@ def test_export_verify_ort_int8(ort_int8_export):
 
 
 def test_export_verify_torch_then_replace_with_state_dict(small_study, study, tmp_path):
-    torch_trial = min(_completed(study, "torch-cpu"), key=lambda t: t.user_attrs["metrics"]["per_sample_ms"])
+    torch_trial = min(_completed(study, "torch-cpu"), key=lambda t: t.metrics["per_sample_ms"])
     out = tmp_path / "torch"
     r = _export(small_study, out, "--trial", str(torch_trial.number))
     assert r.returncode == 0, r.stderr
@@ -86,7 +87,7 @@ def test_export_verify_torch_then_replace_with_state_dict(small_study, study, tm
     done = export(study, torch_trial, "test", out, small_study["studies_dir"], torch_format="state_dict",
                   log=lambda m: None)
     assert done.kind == "state_dict"
-    assert done.config["artifact"]["rebuild"]["prune_ratio"] == torch_trial.user_attrs["candidate"]["prune_ratio"]
+    assert done.config["artifact"]["rebuild"]["prune_ratio"] == torch_trial.candidate["prune_ratio"]
     assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.yaml", "state_dict.pt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["torch"]  # no partial or old directory left behind
     ok, checks = verify(out, lambda m: None, float(TEST_LATENCY_TOLERANCE))
@@ -100,7 +101,7 @@ def test_export_verify_torch_then_replace_with_state_dict(small_study, study, tm
 
 
 def _figures(t):
-    return t.user_attrs["metrics"]
+    return t.metrics
 
 
 def test_budget_picks_on_the_study_are_the_best_within_the_budget(study):
@@ -135,11 +136,10 @@ def _designed_study():
             (0.90, 0.5, False),  # 3 the fastest, but breaks a constraint
             (0.949, 2.0, True),  # 4 as fast as #2, more accurate (drop 0.1)
             (0.949, 2.0, True)]):  # 5 the same figures as #4, later
-        t = optuna.trial.create_trial(values=[acc, ms], user_attrs={
-            "baseline": i == 0, "candidate": {"placement": "ort-cpu", "precision": "fp32", "batch_size": 1},
-            "metrics": {"accuracy": acc, "accuracy_drop": 0.95 - acc, "per_sample_ms": ms, "latency_ms": ms}})
-        t.set_constraint("accuracy_drop", 0.0 if feasible else 0.04)
-        study.add_trial(t)
+        metrics = {"accuracy": acc, "accuracy_drop": 0.95 - acc, "per_sample_ms": ms, "latency_ms": ms}
+        add_measured(study, [acc, ms], metrics, {"placement": "ort-cpu", "precision": "fp32", "batch_size": 1},
+                     [Constraint("accuracy_drop", max=0.02)], baseline=i == 0)
+        assert is_feasible(completed(study)[-1]) == feasible  # the bound splits the trials as designed
     return study
 
 

@@ -10,10 +10,11 @@ from tests.conftest import SMALL_SPACE, TINY, run_tuner
 from tuner import results
 from tuner.artifact import select_trial
 from tuner.measure.latency import LatencyPolicy
+from tuner.record import read_remeasure, read_trial
 from tuner.remeasure import RemeasureEntry, RemeasureSummary, format_remeasure, remeasure_pareto
 from tuner.report import report_info
 from tuner.report.figures import _hover
-from tuner.study.storage import read_remeasure, write_remeasure
+from tuner.study.storage import write_remeasure
 
 
 def test_remeasure_real_study(tmp_path, studies_dir):
@@ -81,8 +82,8 @@ def test_remeasure_real_study(tmp_path, studies_dir):
     # `export --max-drop` decides among the re-timed points by their re-measured figures.
     picked, why = select_trial(again, max_drop=1)
     timed = {e.number: e for e in summary.entries}
-    ok = [t for t in again.trials if t.number in timed and results.is_feasible(t)
-          and t.user_attrs["metrics"]["accuracy_drop"] <= 0.01 + 1e-12]
+    ok = [t for t in results.completed(again) if t.number in timed and results.is_feasible(t)
+          and t.metrics["accuracy_drop"] <= 0.01 + 1e-12]
     assert picked.number in timed and "re-measured latency" in why
     assert all(timed[picked.number].per_sample_ms <= timed[t.number].per_sample_ms for t in ok)
 
@@ -138,6 +139,7 @@ def test_a_contended_round_does_not_make_the_figure():
     t = optuna.trial.create_trial(values=[0.9, 1.0], user_attrs={
         "candidate": {"placement": "ort-cpu", "batch_size": 1},
         "metrics": {"latency_ms": 1.0, "latency_ci_ms": [0.98, 1.02], "latency_quiet": True}})
+    t = read_trial(t)
     e = _entry(t, True, [1.5, 1.0, 1.04], [True, False, False], None)
     assert e.median_ms == pytest.approx(1.02) and e.rounds_used == 2 and e.contended_rounds == 0
     assert e.max_ms == 1.04 and e.within_5pct and e.round_ms == (1.5, 1.0, 1.04)

@@ -94,7 +94,8 @@ def test_report_cli_writes_html_and_csv(study, report_files):
     trials = pd.read_csv(csv_path)
     assert list(trials["trial"]) == [t.number for t in study.trials]
     assert set(trials.loc[trials["pareto"], "trial"]) == set(info.pareto)
-    assert {"placement", "precision", "accuracy", "ms/sample", "ci_low", "ci_high", "metric.latency_ms"} <= set(trials)
+    assert {"placement", "precision", "accuracy", "per_sample_ms", "latency_ci_low_ms", "latency_ci_high_ms",
+            "latency_ms", "remeasured_per_sample_ms", "speedup", "note"} <= set(trials)  # TuneResult.to_dataframe()'s
     assert trials.loc[trials["trial"] == 0, "baseline"].item()
     assert "report: " in stdout
 

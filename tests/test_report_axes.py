@@ -7,7 +7,9 @@ import warnings
 import optuna
 import pytest
 
+from tests.recorded import add_measured
 from tests.test_report import _browser
+from tuner.objectives import Constraint
 from tuner.report import report_info, write_report
 from tuner.report.figures import pareto_figure
 
@@ -27,10 +29,7 @@ def _study(accuracies: list[float]) -> optuna.Study:
                    "threads": 1, "batch_size": 1}
         candidate = {"placement": "ort-cpu", "precision": "fp32", "prune_ratio": 0.0, "batch_size": 1,
                      "fold_bn": False, "graph_opt": "all", "threads": 1}
-        trial = optuna.trial.create_trial(values=[acc, ms], user_attrs={"metrics": metrics, "candidate": candidate,
-                                                                        "baseline": i == 0})
-        trial.set_constraint("accuracy_drop", accuracies[0] - acc - 0.01)
-        study.add_trial(trial)
+        add_measured(study, [acc, ms], metrics, candidate, [Constraint("accuracy_drop", max=0.01)], baseline=i == 0)
     return study
 
 

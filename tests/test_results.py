@@ -10,6 +10,7 @@ import numpy as np
 import optuna
 import pytest
 
+from tests.recorded import add_measured
 from tuner import results
 from tuner.objectives import load_objectives
 from tuner.report import report_info
@@ -35,8 +36,8 @@ def _metrics(rng: np.random.Generator, reference: float) -> dict:
 
 
 def _study(objectives_name: str, n: int = 40, seed: int = 0) -> optuna.Study:
-    """A study recorded the way tuner.study.loop.Objective records a trial: values and constraints from the
-    objectives file, metrics and candidate as user attrs."""
+    """A study recorded the way tuner.study.loop.Objective records a trial (its writer, ``add_measured``):
+    values and constraints from the objectives file, metrics and candidate as user attrs."""
     objectives = load_objectives(objectives_name)
     study = optuna.create_study(directions=list(objectives.directions))
     with warnings.catch_warnings():
@@ -46,13 +47,9 @@ def _study(objectives_name: str, n: int = 40, seed: int = 0) -> optuna.Study:
     rng = np.random.default_rng(seed)
     for i in range(n):
         m = _metrics(rng, 0.95)
-        trial = optuna.trial.create_trial(
-            values=objectives.values(m), user_attrs={"metrics": m, "baseline": i == 0, "candidate": {
-                "placement": "ort-cpu", "precision": "fp32", "prune_ratio": 0.0, "batch_size": m["batch_size"],
-                "fold_bn": False, "graph_opt": "all", "threads": 1}})
-        for c in objectives.constraints:
-            trial.set_constraint(c.metric, c.violation(m))
-        study.add_trial(trial)
+        add_measured(study, objectives.values(m), m, {
+            "placement": "ort-cpu", "precision": "fp32", "prune_ratio": 0.0, "batch_size": m["batch_size"],
+            "fold_bn": False, "graph_opt": "all", "threads": 1}, objectives.constraints, baseline=i == 0)
     return study
 
 
@@ -72,16 +69,17 @@ def test_report_front_is_the_studys_front(name):
 def test_fastest_feasible_is_feasible_and_fastest(name):
     study = _study(name, seed=1)
     pick = results.fastest_feasible(results.points(study))
-    feasible = [t for t in study.trials if results.is_feasible(t)]
+    trials = results.completed(study)
+    feasible = [t for t in trials if results.is_feasible(t)]
     assert pick is not None and not pick.reordered and not pick.by_remeasure
-    chosen = study.trials[pick.point.number]
+    assert 0 < len(feasible) < len(trials) or not load_objectives(name).constraints  # the rule had to choose
+    chosen = trials[pick.point.number]
     assert results.is_feasible(chosen)
     speed = results.speed_metric(study)  # a study under load ranks by its throughput objective: the most is fastest
     if speed is None:
-        assert chosen.user_attrs["metrics"]["per_sample_ms"] == min(t.user_attrs["metrics"]["per_sample_ms"]
-                                                                    for t in feasible)
+        assert chosen.metrics["per_sample_ms"] == min(t.metrics["per_sample_ms"] for t in feasible)
     else:
-        assert chosen.user_attrs["metrics"][speed] == max(t.user_attrs["metrics"][speed] for t in feasible)
+        assert chosen.metrics[speed] == max(t.metrics[speed] for t in feasible)
 
 
 def _p(number, ms, accuracy=0.9, again=None, feasible=True, drop=0.0):
@@ -107,3 +105,22 @@ def test_most_accurate_within_a_budget():
     pts = [_p(0, 0.5, 0.90), _p(1, 0.9, 0.95), _p(2, 1.5, 0.99)]
     assert results.most_accurate_within(pts, 1.0).number == 1
     assert results.most_accurate_within(pts, 0.1) is None
+
+
+@pytest.mark.parametrize("name", OBJECTIVES)
+def test_the_apis_speedups_are_the_summarys(name):
+    """``TuneResult.pareto[i].speedup`` is ``tuner run --json``'s (``summary.summarize``) under every objectives file:
+    in a study under load both go by its throughput objective, not by per-sample latency."""
+    from tuner.api.result import TuneResult
+    from tuner.metric import TOP1_METRIC
+    from tuner.summary import summarize
+
+    study, objectives = _study(name, seed=2), load_objectives(name)
+    result = TuneResult(study, objectives, TOP1_METRIC, studies_dir="unused", storage="unused")
+    printed = {e["number"]: e["speedup"] for e in summarize(study, objectives)["pareto"]}
+    assert {p.trial: p.speedup for p in result.pareto} == pytest.approx(printed) and len(printed) > 1
+    speed, base = results.speed_metric(study), result.baseline
+    for p in result.pareto:
+        expected = (base.per_sample_ms / p.per_sample_ms if speed is None
+                    else p.metrics[speed] / base.metrics[speed])  # the baseline's time over this one's
+        assert p.speedup == pytest.approx(expected)

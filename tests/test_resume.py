@@ -21,7 +21,8 @@ import pytest
 
 from tests.conftest import TINY, make_image_folder, run_tuner
 from tuner.errors import ConfigError
-from tuner.study.resume import IDENTITY_ATTR, check_space, check_workload
+from tuner.record import IDENTITY_ATTR
+from tuner.study.resume import check_space, check_workload
 from tuner.study.storage import default_study_name
 from tuner.workload import WorkloadSpec
 

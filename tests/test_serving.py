@@ -53,15 +53,15 @@ def test_a_study_under_load_records_and_picks_by_throughput(load_study):
     done = results.completed(study)
     assert len(done) >= 3 and results.speed_metric(study) == "open_throughput"
     for t in done:  # every trial, the baseline too, measured under load: every figure the objectives may use
-        m = t.user_attrs["metrics"]
+        m = t.metrics
         assert all(isinstance(m[k], float) and m[k] > 0 for k in LOAD_METRICS)
         assert m["load"]["closed"]["answered"] == m["load"]["closed"]["issued"]
-        assert m["requests"] == (t.user_attrs["candidate"]["requests"] or t.user_attrs["candidate"]["streams"])
-    pick = max((t for t in done if results.is_feasible(t)), key=lambda t: t.user_attrs["metrics"]["open_throughput"])
+        assert m["requests"] == (t.candidate["requests"] or t.candidate["streams"])
+    pick = max((t for t in done if results.is_feasible(t)), key=lambda t: t.metrics["open_throughput"])
     best = found["best_feasible"]
     assert found["speed"] == "open_throughput" and best["number"] == pick.number
-    base = results.baseline_trial(study).user_attrs["metrics"]
-    assert best["speedup"] == pytest.approx(pick.user_attrs["metrics"]["open_throughput"] / base["open_throughput"])
+    base = results.baseline_trial(study).metrics
+    assert best["speedup"] == pytest.approx(pick.metrics["open_throughput"] / base["open_throughput"])
 
     info = report_info(study)
     s = info.serving
@@ -94,7 +94,7 @@ def test_remeasure_takes_the_load_figures_again(load_study, studies_dir):
 
 def test_export_records_the_serving_settings_and_verify_rechecks_them(load_study, studies_dir, tmp_path):
     study, _, _ = load_study
-    two = [t for t in results.completed(study) if t.user_attrs["candidate"]["streams"] == 2]
+    two = [t for t in results.completed(study) if t.candidate["streams"] == 2]
     assert two, "the seeded study should hold a 2-stream trial"
     trial = two[0]
     out = tmp_path / "export"

@@ -11,9 +11,9 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT, TINY, run_tuner
+from tuner.record import read_remeasure
 from tuner.results import front
 from tuner.study.counts import count_trials, study_complete
-from tuner.study.storage import read_remeasure
 
 SPACE = {
     "placement": {"choices": ["torch-cpu", "ort-cpu"]},

@@ -228,3 +228,32 @@ def _is_int(v: Any) -> bool:
 def _check(ok: bool, message: str) -> None:
     if not ok:
         raise ConfigError(message)
+
+
+def int8_settings(c: dict[str, Any]) -> str:
+    """A candidate's int8 settings that are not the defaults, in words: ``compute ops, 2 float``; "" for none."""
+    return ", ".join(note for note in ("compute ops" if c.get("int8_ops", "all") != "all" else "",
+                                       f"{c['float_layers']} float" if c.get("float_layers") else "",
+                                       c["calibration"] if c.get("calibration", "minmax") != "minmax" else "",
+                                       f"calibrated on {c['calibration_images']}" if c.get("calibration_images")
+                                       else "") if note)
+
+
+def label(candidate: Candidate | dict[str, Any]) -> str:
+    """A candidate in a few words, the one way it becomes text (progress lines, the report, the re-measure, the API):
+    placement, precision (and its int8 settings that are not the defaults), how it was compressed, batch (and its
+    streams, when several). A recorded dict lacking newer fields reads them at their defaults."""
+    c = candidate.to_dict() if isinstance(candidate, Candidate) else Candidate.fill(candidate)
+    shrink = ("student " if c["student"] else "") + f"prune {c['prune_ratio']:.2f}"
+    if c["prune_ratio"] and c["prune_profile"] != "uniform":
+        shrink += f" {c['prune_profile']}"
+    if c["drop_blocks"]:
+        shrink += f" -{c['drop_blocks']} blocks"
+    if c["sparsity"]:
+        shrink += f" sparse {c['sparsity']:.2f}"
+    if c["recovery"] == "long":
+        shrink += " (long recovery)"
+    int8 = int8_settings(c)
+    streams = int(c["streams"] or 1)
+    return (f"{c['placement']} {c['precision']}{f' ({int8})' if int8 else ''} {shrink} bs {c['batch_size']}"
+            + (f" x{streams} streams" if streams > 1 else ""))

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from tuner.errors import DataError
+from tuner.errors import DataError, first_line
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -404,7 +404,7 @@ def _load_image(path: Path, resolution: int) -> np.ndarray:
         raise DataError(f"image {path} has more than {MAX_IMAGE_PIXELS:,} pixels (a possible decompression bomb); "
                         "resize it, or remove it from the data.") from None
     except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as err:  # PIL's decoders raise all of these
-        reason = " ".join(str(err).split())[:160] or type(err).__name__
+        reason = first_line(err, 160, whole=True) or type(err).__name__
         raise DataError(f"cannot read image {path} ({reason}); remove or replace the file.") from None
 
 

@@ -87,6 +87,22 @@ class HopelessCandidate(TunerError):
     """The accuracy pass showed the candidate cannot meet the accuracy constraint: stopped early."""
 
 
+def first_line(text: object, limit: int = 300, *, whole: bool = False) -> str:
+    """The first non-empty line of ``text`` (``whole``: all of it, line breaks as spaces), at most ``limit``
+    characters: a reason short enough for one line."""
+    if whole:
+        return " ".join(str(text).split())[:limit]
+    return next((line.strip() for line in str(text).strip().splitlines() if line.strip()), "")[:limit]
+
+
+def one_line(err: BaseException, limit: int = 300, *, whole: bool = False) -> str:
+    """``Type: first line of the message`` (``whole``: all of it; at most ``limit`` characters): how a foreign
+    error, from a user's model or a library, becomes the one line a trial or the screen records. ``whole`` where
+    the cause is often past the first line (a file that fails to parse, a user's function)."""
+    text = first_line(err, limit, whole=whole)
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
 def check_number(flag: str, value: float | None, low: float, *, above: bool = False, why: str = "") -> None:
     """Refuse NaN, inf and values below ``low`` (or not above it), naming the flag, the value and why."""
     if value is None:

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from tuner.errors import ConfigError, MeasurementError
+from tuner.errors import ConfigError, MeasurementError, one_line
 
 TOP1 = "top1"
 
@@ -67,9 +67,8 @@ class Metric:
             value = self.fn(torch.from_numpy(logits), torch.from_numpy(labels))
             number = _as_number(value.item() if hasattr(value, "item") else value)
         except Exception as err:  # noqa: BLE001 - the user's function can raise anything: one line for this trial
-            text = " ".join(str(err).split())[:200]
-            raise MeasurementError(f"metric {self.name} failed on {logits.shape} logits: {type(err).__name__}"
-                                   + (f": {text}" if text else "")) from None
+            raise MeasurementError(f"metric {self.name} failed on {logits.shape} logits: "
+                                   f"{one_line(err, 200, whole=True)}") from None
         if number is None:
             shown = "None" if value is None else f"{repr(value)[:60]} (a {type(value).__name__})"
             raise MeasurementError(f"metric {self.name} returned {shown}; it must return a finite number (a float, "

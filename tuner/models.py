@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from tuner.errors import ModelError
+from tuner.errors import ModelError, first_line, one_line
 
 # ---------------------------------------------------------------- built-in ResNets (torchvision layout)
 
@@ -134,7 +134,7 @@ def create_model(name: str, num_classes: int) -> nn.Module:
         raise ModelError(f"model {name!r} called sys.exit({err.code!r}) while being built; a model builder "
                          "must return the module, not exit.") from None
     except Exception as err:  # noqa: BLE001 - a user's callable can raise anything; report it in one line
-        raise ModelError(f"model {name!r} could not be built with num_classes={num_classes} ({_one_line(err)}); "
+        raise ModelError(f"model {name!r} could not be built with num_classes={num_classes} ({one_line(err, 200, whole=True)}); "
                          "fix the builder, or pass another --model.") from None
     if not isinstance(model, nn.Module):
         raise ModelError(f"model {name!r} returned {type(model).__name__}, not a torch.nn.Module.")
@@ -161,7 +161,7 @@ def _user_callable(spec: str) -> Callable[..., nn.Module]:
         raise ModelError(f"importing {target!r} for model {spec!r} called sys.exit({err.code!r}); guard its "
                          "script code with `if __name__ == '__main__':`.") from None
     except Exception as err:  # noqa: BLE001 - a user's module can raise anything on import
-        raise ModelError(f"cannot import {target!r} for model {spec!r}: {_one_line(err)}") from None
+        raise ModelError(f"cannot import {target!r} for model {spec!r}: {one_line(err, 200, whole=True)}") from None
     builder = getattr(module, attr, None)
     if not callable(builder):
         raise ModelError(f"{target!r} has no callable {attr!r}; pass module:callable naming a model builder.")
@@ -273,7 +273,7 @@ def check_forward(model: nn.Module, example: torch.Tensor, num_classes: int, nam
         raise ModelError(f"model {name!r} called sys.exit({err.code!r}) in forward; it must return logits.") from None
     except Exception as err:  # noqa: BLE001 - the user's forward can raise anything
         raise ModelError(f"model {name!r} fails on a batch of {len(example)} images {tuple(example.shape)} in "
-                         f"{mode} mode ({_one_line(err)}); it must take one (batch, 3, H, W) tensor.") from None
+                         f"{mode} mode ({one_line(err, 200, whole=True)}); it must take one (batch, 3, H, W) tensor.") from None
     finally:
         model.train(was_training)
     expected = (len(example), num_classes)
@@ -297,11 +297,6 @@ def _required_inputs(model: nn.Module) -> int | None:
     return sum(1 for p in params if p.kind in positional and p.default is inspect.Parameter.empty)
 
 
-def _one_line(err: BaseException) -> str:
-    text = " ".join(str(err).split())
-    return f"{type(err).__name__}: {text[:200]}" if text else type(err).__name__
-
-
 # ---------------------------------------------------------------- weights
 
 
@@ -316,7 +311,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             warnings.simplefilter("ignore")
             obj: Any = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - a file that is not a state_dict fails in many ways
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        first = first_line(err, 1000) or type(err).__name__
         if "weights only load failed" in first.lower():  # torch's multi-paragraph advice: say it in a line
             first = ("it holds Python objects, such as a whole model saved with torch.save(model), that a safe "
                      "weights_only load does not run")
@@ -389,5 +384,5 @@ def load_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], source: 
     try:
         model.load_state_dict(state_dict)
     except (RuntimeError, TypeError, ValueError) as err:
-        raise ModelError(f"weights {source} cannot be loaded into the model ({_one_line(err)}); pass weights "
+        raise ModelError(f"weights {source} cannot be loaded into the model ({one_line(err, 200, whole=True)}); pass weights "
                          "saved from this model.") from None

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from tuner.errors import ModelError
+from tuner.errors import ModelError, one_line
 from tuner.names import INPUT, OUTPUT
 
 _FLOAT = 1  # onnx.TensorProto.FLOAT
@@ -44,11 +44,6 @@ class Signature:
     classes: int | None
 
 
-def _one_line(err: BaseException) -> str:
-    text = " ".join(str(err).split())[:200]
-    return f"{type(err).__name__}: {text}" if text else type(err).__name__
-
-
 def _dims(value_info: Any) -> list[int | None] | None:
     """A graph input's or output's shape, fixed dims as ints and symbolic ones as None (None: no shape given)."""
     tensor = value_info.type.tensor_type
@@ -67,7 +62,7 @@ def _load(path: Path) -> Any:
         model = onnx.load(str(path))
         onnx.checker.check_model(model)
     except Exception as err:  # noqa: BLE001 - protobuf, checker and file errors all mean "not a usable ONNX file"
-        raise ModelError(f"model file {path} is not a valid ONNX model ({_one_line(err)}); export it with "
+        raise ModelError(f"model file {path} is not a valid ONNX model ({one_line(err, 200, whole=True)}); export it with "
                          "torch.onnx.export or pass another --model.") from None
     if not model.graph.node:
         raise ModelError(f"model file {path} holds no graph (no nodes); pass an exported ONNX model.")
@@ -161,7 +156,7 @@ def check_runs(prepared: Path, example: np.ndarray, num_classes: int, name: str,
         why = f" (its batch of {fixed_batch} is fixed)" if fixed_batch else ""
         node = re.search(r"while running (\w+) node", str(err))  # ORT's own message runs to many lines
         raise ModelError(f"model {name} fails on a batch of 2 images {tuple(example[:2].shape)}{why}: "
-                         + (f"ONNX Runtime fails in its {node.group(1)} node" if node else _one_line(err))
+                         + (f"ONNX Runtime fails in its {node.group(1)} node" if node else one_line(err, 200, whole=True))
                          + f"; export it with a dynamic batch axis: {dynamic_export(sig.input, sig.output)}.") from None
     if both.shape != (2, num_classes):
         raise ModelError(f"model {name} returns shape {both.shape} for a batch of 2; expected (batch, classes) = "

@@ -1,10 +1,10 @@
 """The one home of the rules about what a study found: the front, the feasible set, the fastest feasible pick
 (by the re-measured figures where the study was re-timed) and its tie-break, the most accurate point within a
-latency budget, speedups, per-sample CIs and candidate labels.
+latency budget, speedups (by the study's speed figure) and per-sample CIs.
 
-The summary, the report, export, the re-measure and the benchmarks all call these; none recomputes them.
-The rules work on ``Point``s (what they need of a trial), so the report's designed tables and a live study
-go through the very same code.
+The summary, the report, export, the API, the re-measure and the benchmarks all call these; none recomputes them.
+Trials are read as ``tuner.record.TrialRecord``s; the rules work on ``Point``s (what they need of a trial), so the
+report's designed tables and a live study go through the very same code.
 """
 
 from __future__ import annotations
@@ -14,9 +14,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 
-from tuner.study.storage import read_remeasure
+from tuner.candidate import label
+from tuner.errors import first_line
+from tuner.record import TrialRecord, read_remeasure, read_trial, read_trials
 
 EPS = 1e-12  # a drop "within 1 point" includes exactly 1 point despite float rounding
 
@@ -50,30 +52,24 @@ class Pick:
 # ---------------------------------------------------------------- reading a study
 
 
-def is_feasible(t: FrozenTrial) -> bool:
+def is_feasible(r: TrialRecord) -> bool:
     """Meets every constraint the trial recorded (Optuna's convention: each value <= 0)."""
-    return all(v <= 0 for v in t.constraints.values())
+    return all(v <= 0 for v in r.constraints.values())
 
 
-def is_repeat(t: FrozenTrial) -> bool:
-    """A trial that repeated an earlier candidate and reused its outcome."""
-    return "duplicate_of" in t.user_attrs
-
-
-def completed(study: optuna.Study) -> list[FrozenTrial]:
+def completed(study: optuna.Study) -> list[TrialRecord]:
     """Completed trials that recorded their candidate and metrics."""
-    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if isinstance(t.user_attrs.get("metrics"), dict) and isinstance(t.user_attrs.get("candidate"), dict)]
+    return [r for r in read_trials(study, (TrialState.COMPLETE,)) if r.complete]
 
 
-def baseline_trial(study: optuna.Study) -> FrozenTrial | None:
-    return next((t for t in completed(study) if t.user_attrs.get("baseline")), None)
+def baseline_trial(study: optuna.Study) -> TrialRecord | None:
+    return next((r for r in completed(study) if r.baseline), None)
 
 
-def front(study: optuna.Study) -> list[FrozenTrial]:
+def front(study: optuna.Study) -> list[TrialRecord]:
     """The study's Pareto front over its own objectives, feasible only where it has constraints
     (``study.best_trials``), each point once: a repeat has its original's values and is left out."""
-    return [t for t in study.best_trials if not is_repeat(t)]
+    return [r for r in map(read_trial, study.best_trials) if not r.repeat]
 
 
 # Throughput objectives under load (tuner.objectives.LOAD_METRICS), in the order they decide a study's speed, each
@@ -111,13 +107,13 @@ def points(study: optuna.Study) -> list[Point]:
     again = read_remeasure(study)
     speed = speed_metric(study)
     out = []
-    for t in completed(study):
-        m = t.user_attrs["metrics"]
-        ms, re = cost_ms(m, speed), remeasured_cost_ms(again.get(t.number), speed)
+    for r in completed(study):
+        m = r.metrics or {}
+        ms, re = cost_ms(m, speed), remeasured_cost_ms(again.get(r.number), speed)
         if ms is None:
             continue  # a study under load whose trial recorded no load figure (none should)
-        out.append(Point(t.number, float(m["accuracy"]), float(m.get("accuracy_drop", 0.0)), float(ms),
-                         is_feasible(t), float(re) if re is not None else None))
+        out.append(Point(r.number, float(m["accuracy"]), float(m.get("accuracy_drop", 0.0)), float(ms),
+                         is_feasible(r), float(re) if re is not None else None))
     return out
 
 
@@ -155,6 +151,14 @@ def speedup(baseline_ms: float | None, ms: float | None) -> float | None:
     return baseline_ms / ms if baseline_ms and ms else None
 
 
+def speedup_over(base: TrialRecord | None, r: TrialRecord, speed: str | None) -> float | None:
+    """``r``'s speedup over the baseline by the study's speed figure (``cost_ms``: per-sample latency, or in a study
+    under load its throughput objective): the one figure the summary, the report, the tables and the API show."""
+    if base is None or base.metrics is None or r.metrics is None:
+        return None
+    return speedup(cost_ms(base.metrics, speed), cost_ms(r.metrics, speed))
+
+
 def per_sample_ci(metrics: dict[str, Any]) -> tuple[float, float]:
     """The 95% CI of the per-sample median, from the per-batch CI a measurement records."""
     lo, hi = metrics.get("latency_ci_ms") or (metrics["latency_ms"],) * 2
@@ -162,30 +166,12 @@ def per_sample_ci(metrics: dict[str, Any]) -> tuple[float, float]:
     return lo / bs, hi / bs
 
 
-def label(c: dict[str, Any]) -> str:
-    """A candidate in a few words: placement, precision, how it was compressed, batch (and its streams, when several)."""
-    shrink = ("student " if c.get("student") else "") + f"prune {c.get('prune_ratio', 0):.2f}"
-    if c.get("prune_ratio") and c.get("prune_profile", "uniform") != "uniform":
-        shrink += f" {c['prune_profile']}"
-    if c.get("drop_blocks"):
-        shrink += f" -{c['drop_blocks']} blocks"
-    if c.get("sparsity"):
-        shrink += f" sparse {c['sparsity']:.2f}"
-    if c.get("recovery") == "long":
-        shrink += " (long recovery)"
-    streams = int(c.get("streams") or 1)
-    return (f"{c.get('placement')} {c.get('precision')} {shrink} bs {c.get('batch_size')}"
-            + (f" x{streams} streams" if streams > 1 else ""))
-
-
-def describe_trial(t: FrozenTrial) -> str:
+def describe_trial(r: TrialRecord) -> str:
     """One line per finished trial, for the progress output."""
-    c = t.user_attrs.get("candidate", {})
-    what = label(c) if c else ""
-    if t.state == TrialState.COMPLETE and "metrics" in t.user_attrs:
-        m = t.user_attrs["metrics"]
+    what = label(r.candidate) if r.candidate else ""
+    if r.state == "complete" and r.metrics is not None:
+        m = r.metrics
         served = (f"; under load {m['load_throughput']:.0f} samples/s (p95 {m['load_p95_ms']:.3f} ms), open loop "
                   f"{m['open_throughput']:.0f} (p95 {m['open_p95_ms']:.3f} ms)" if m.get("load") else "")
-        return f"#{t.number} {what}: {m['accuracy']:.2%}, {m['per_sample_ms']:.3f} ms/sample{served}"
-    reason = t.user_attrs.get("error") or t.system_attrs.get("fail_reason", "")
-    return f"#{t.number} {what}: {t.state.name.lower()} ({str(reason).splitlines()[0][:120] if reason else ''})"
+        return f"#{r.number} {what}: {m['accuracy']:.2%}, {m['per_sample_ms']:.3f} ms/sample{served}"
+    return f"#{r.number} {what}: {r.state} ({first_line(r.error, 120)})"

@@ -10,6 +10,8 @@ import optuna
 from optuna.trial import TrialState
 
 from tuner import results
+from tuner.candidate import int8_settings
+from tuner.record import TrialRecord, read_study
 from tuner.study.counts import count_trials
 from tuner.table import aligned
 
@@ -18,42 +20,31 @@ if TYPE_CHECKING:
     from tuner.study.loop import Progress
 
 
-def _trial_entry(t: optuna.trial.FrozenTrial, baseline_ms: float | None, speed: str | None) -> dict[str, Any]:
-    metrics = t.user_attrs.get("metrics", {})
-    return {"number": t.number, "params": t.user_attrs.get("candidate", {}), "metrics": metrics,
-            "feasible": results.is_feasible(t), "speedup": results.speedup(baseline_ms, results.cost_ms(metrics, speed)),
-            "baseline": bool(t.user_attrs.get("baseline"))}
+def _trial_entry(r: TrialRecord, base: TrialRecord | None, speed: str | None) -> dict[str, Any]:
+    return {"number": r.number, "params": r.candidate or {}, "metrics": r.metrics or {},
+            "feasible": results.is_feasible(r), "speedup": results.speedup_over(base, r, speed),
+            "baseline": r.baseline}
 
 
 def summarize(study: optuna.Study, objectives: Objectives) -> dict[str, Any]:
     """The study's front and pick as data; in a study under load speedups are in its throughput objective."""
     base = results.baseline_trial(study)
     speed = results.speed_metric(study)
-    base_ms = results.cost_ms(base.user_attrs["metrics"], speed) if base is not None else None
     pick = results.fastest_feasible(results.points(study))
     states = [t.state for t in study.get_trials(deepcopy=False)]
     best = next((t for t in results.completed(study) if t.number == pick.point.number), None) if pick else None
     return {
         "objectives": dict(zip(objectives.names, objectives.directions)),
         "constraints": [str(c) for c in objectives.constraints],
-        "reference_accuracy": (study.user_attrs.get("reference") or {}).get("accuracy"),
-        "baseline": base.user_attrs["metrics"] if base else None,
+        "reference_accuracy": read_study(study).reference.get("accuracy"),
+        "baseline": base.metrics if base else None,
         "trials": {s.name.lower(): states.count(s) for s in TrialState if states.count(s)},
         "repeats": count_trials(study).repeats,  # finished trials that reused an earlier trial's outcome
         "speed": speed or "per_sample_ms",  # the figure "fastest" and the speedups go by
-        "pareto": sorted((_trial_entry(t, base_ms, speed) for t in results.front(study)), key=lambda e: e["number"]),
-        "best_feasible": {**_trial_entry(best, base_ms, speed), "by_remeasure": pick.by_remeasure}  # type: ignore[union-attr]
+        "pareto": sorted((_trial_entry(t, base, speed) for t in results.front(study)), key=lambda e: e["number"]),
+        "best_feasible": {**_trial_entry(best, base, speed), "by_remeasure": pick.by_remeasure}  # type: ignore[union-attr]
         if best is not None else None,
     }
-
-
-def int8_settings(c: dict[str, Any]) -> str:
-    """A candidate's int8 settings that are not the defaults, in words: ``compute ops, 2 float``; "" for none."""
-    return ", ".join(note for note in ("compute ops" if c.get("int8_ops", "all") != "all" else "",
-                                       f"{c['float_layers']} float" if c.get("float_layers") else "",
-                                       c["calibration"] if c.get("calibration", "minmax") != "minmax" else "",
-                                       f"calibrated on {c['calibration_images']}" if c.get("calibration_images")
-                                       else "") if note)
 
 
 def precision_cell(c: dict[str, Any], m: dict[str, Any]) -> str:

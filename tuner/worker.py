@@ -24,6 +24,7 @@ from tuner.errors import (
     ResourceExhausted,
     TunerError,
     full_disk,
+    one_line,
     shortage,
 )
 from tuner.metric import TOP1_METRIC, Metric
@@ -43,12 +44,6 @@ class TrialTimedOut(MeasurementError):
 
 class TrialInterrupted(MeasurementError):
     """Ctrl-C stopped the trial's process: not the candidate's doing, so the trial runs again on resume."""
-
-
-def one_line(err: BaseException) -> str:
-    """``Type: first line of the message`` (at most 300 characters): how a foreign error is recorded."""
-    first = str(err).strip().splitlines()[0][:300] if str(err).strip() else ""
-    return f"{type(err).__name__}: {first}" if first else type(err).__name__
 
 
 def _log(message: str) -> None:

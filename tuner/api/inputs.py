@@ -23,14 +23,9 @@ from typing import Any
 import numpy as np
 
 from tuner.cache import Cache, make_key, tensor_hash
-from tuner.errors import ConfigError, DataError, ModelError
+from tuner.errors import ConfigError, DataError, ModelError, one_line
 
 BATCH = 256  # images per read of a torch Dataset
-
-
-def _one_line(err: BaseException) -> str:
-    text = " ".join(str(err).split())[:160]
-    return f"{type(err).__name__}: {text}" if text else type(err).__name__
 
 
 # ---------------------------------------------------------------- the model
@@ -91,7 +86,7 @@ def _save_module(model: Any, resolution: int, cache: Cache) -> Path:
         pickle.dumps(module)
     except Exception as err:  # noqa: BLE001 - an attribute that does not pickle (a lambda, a file handle)
         raise ModelError(f"the model ({cls.__qualname__}) cannot be saved for the trials' process: torch.fx cannot "
-                         f"trace it ({why}) and pickling it fails ({_one_line(err)}).") from None
+                         f"trace it ({why}) and pickling it fails ({one_line(err, 160, whole=True)}).") from None
     key = make_key(stage="module", how="pickle", cls=f"{cls.__module__}.{cls.__qualname__}",
                    source=hashlib.sha256(where.read_bytes()).hexdigest(), structure=repr(module), weights=weights,
                    torch=torch.__version__)
@@ -111,7 +106,7 @@ def _traced(module: Any, example: Any) -> tuple[Any, str]:
             return None, "the traced graph computes other outputs"
         return traced, ""
     except Exception as err:  # noqa: BLE001 - data-dependent control flow and the like: fx says so variously
-        return None, _one_line(err)
+        return None, one_line(err, 160, whole=True)
 
 
 def _class_file(cls: type) -> Path | None:
@@ -194,7 +189,7 @@ def _arrays(obj: Any, name: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
         except ConfigError:
             raise
         except Exception as err:  # noqa: BLE001 - the user's data set can raise anything while read
-            raise DataError(f"reading {name} failed: {_one_line(err)}") from None
+            raise DataError(f"reading {name} failed: {one_line(err, 160, whole=True)}") from None
     if not images:
         raise DataError(f"{name} holds no images.")
     return _checked(name, np.concatenate(images), np.concatenate(labels))

@@ -9,13 +9,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
 
 from tuner import results
-from tuner.candidate import Candidate
+from tuner.candidate import Candidate, label
 from tuner.errors import TunerError
 from tuner.metric import Metric
-from tuner.study.storage import quiet_optuna, read_remeasure
+from tuner.record import TrialRecord, read_remeasure
+from tuner.study.storage import quiet_optuna
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -36,9 +36,14 @@ class TrialPoint:
     accuracy_drop: float  # the reference's accuracy minus this one's
     per_sample_ms: float  # the study's own timing
     remeasured_ms: float | None  # per sample, fresh processes at the end of the study
-    speedup: float | None  # the baseline's per-sample latency over this one's (the study's figures)
+    speedup: float | None  # over the baseline by the study's speed figure (results.speedup_over): `tuner run --json`'s
     feasible: bool
     metrics: dict[str, Any]
+
+    @property
+    def label(self) -> str:
+        """The candidate in a few words (``tuner.candidate.label``)."""
+        return label(self.candidate)
 
 
 @dataclass(frozen=True)
@@ -53,15 +58,13 @@ class TuneResult:
 
     # ------------------------------------------------------------ points
 
-    def _point(self, t: FrozenTrial) -> TrialPoint:
-        m = t.user_attrs["metrics"]
+    def _point(self, r: TrialRecord) -> TrialPoint:
+        m = r.metrics or {}
         again = read_remeasure(self.study)
-        base = results.baseline_trial(self.study)
-        base_ms = None if base is None else base.user_attrs["metrics"]["per_sample_ms"]
-        return TrialPoint(t.number, Candidate.from_dict(t.user_attrs["candidate"]), float(m["accuracy"]),
-                          float(m.get("accuracy_drop", 0.0)), float(m["per_sample_ms"]),
-                          (again.get(t.number) or {}).get("per_sample_ms"),
-                          results.speedup(base_ms, m["per_sample_ms"]), results.is_feasible(t), dict(m))
+        speedup = results.speedup_over(results.baseline_trial(self.study), r, results.speed_metric(self.study))
+        return TrialPoint(r.number, r.to_candidate(), float(m["accuracy"]), float(m.get("accuracy_drop", 0.0)),
+                          float(m["per_sample_ms"]), (again.get(r.number) or {}).get("per_sample_ms"), speedup,
+                          results.is_feasible(r), dict(m))
 
     @property
     def pareto(self) -> list[TrialPoint]:
@@ -79,7 +82,7 @@ class TuneResult:
         return self._point(self._select(None, max_drop, max_latency_ms)[0])
 
     def _select(self, trial: int | None, max_drop: float | None,
-                max_latency_ms: float | None) -> tuple[FrozenTrial, str]:
+                max_latency_ms: float | None) -> tuple[TrialRecord, str]:
         from tuner.artifact import select_trial
 
         if trial is None and max_drop is None and max_latency_ms is None:
@@ -94,29 +97,15 @@ class TuneResult:
     # ------------------------------------------------------------ tables and files
 
     def to_dataframe(self) -> pd.DataFrame:
-        """One row per trial, flat columns: trial, state, flags, every candidate param, every metric (the
-        latency CI as two columns, a record such as ``recovery`` as ``recovery.epochs``...), the re-measured
-        per-sample latency and its difference, speedup, note."""
+        """One row per trial, the report's CSV columns (``tuner.report.trials.trial_table``): trial, state, flags,
+        every candidate param, every metric (the latency CI as two columns, a record such as ``recovery`` as
+        ``recovery.epochs``...), the re-measured per-sample latency and its difference, speedup, note."""
         import pandas as pd
 
-        again = read_remeasure(self.study)
-        front = {t.number for t in results.front(self.study)}
-        base = results.baseline_trial(self.study)
-        base_ms = None if base is None else base.user_attrs["metrics"]["per_sample_ms"]
-        rows = []
-        for t in self.study.get_trials(deepcopy=False):
-            raw = dict(t.user_attrs.get("metrics") or {}) if t.state == TrialState.COMPLETE else {}
-            lo, hi = raw.pop("latency_ci_ms", None) or (None, None)
-            m = _flat(raw)
-            e = again.get(t.number) or {}
-            rows.append({"trial": t.number, "state": t.state.name.lower(), "baseline": bool(t.user_attrs.get("baseline")),
-                         "pareto": t.number in front, "feasible": bool(m) and results.is_feasible(t),
-                         "duplicate_of": t.user_attrs.get("duplicate_of"), **(t.user_attrs.get("candidate") or {}),
-                         **m, "latency_ci_low_ms": lo, "latency_ci_high_ms": hi,
-                         "remeasured_per_sample_ms": e.get("per_sample_ms"), "remeasure_diff": e.get("rel_diff"),
-                         "speedup": results.speedup(base_ms, m.get("per_sample_ms")),
-                         "note": str(t.user_attrs.get("error") or t.system_attrs.get("fail_reason") or "")[:200]})
-        return pd.DataFrame.from_records(rows)
+        from tuner.report.data import trial_rows
+        from tuner.report.trials import trial_table
+
+        return pd.DataFrame.from_records(trial_table(trial_rows(self.study)))
 
     def export(self, path: str | Path, trial: int | None = None, max_drop: float | None = None,
                max_latency_ms: float | None = None, torch_format: str = "export") -> Exported:
@@ -142,14 +131,3 @@ class TuneResult:
         from tuner import summary
 
         return summary.summarize(self.study, self.objectives)
-
-
-def _flat(metrics: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested records as dotted columns (``recovery.epochs``), lists as one comma-separated cell."""
-    out: dict[str, Any] = {}
-    for k, v in metrics.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = ", ".join(map(str, v)) if isinstance(v, (list, tuple)) else v
-    return out

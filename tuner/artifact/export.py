@@ -26,7 +26,7 @@ from tuner import hardware, results
 from tuner.artifact.readme import readme_text
 from tuner.cache import owned_temp_dir, remove_leftovers, sha256_file
 from tuner.candidate import Candidate
-from tuner.errors import ConfigError, TunerError
+from tuner.errors import ConfigError, TunerError, one_line
 from tuner.metric import Metric, top1_of
 from tuner.names import (
     CONFIG_FILE,
@@ -41,7 +41,8 @@ from tuner.names import (
     README_FILE,
     STATE_FILE,
 )
-from tuner.study.storage import mask_url, read_remeasure
+from tuner.record import TrialRecord, read_study
+from tuner.study.storage import mask_url
 from tuner.workload import WorkloadSpec, check_recorded_paths
 
 Log = Callable[[str], None]
@@ -107,7 +108,7 @@ class Exported:
     config: dict[str, Any]
 
 
-def export(study: optuna.Study, trial: optuna.trial.FrozenTrial, why: str, out: str | Path,
+def export(study: optuna.Study, trial: TrialRecord, why: str, out: str | Path,
            studies_dir: str | Path = "studies", storage: str | None = None, torch_format: str = "export",
            log: Log = print, metric: Metric | None = None) -> Exported:
     """Rebuild ``trial``, re-measure it, and write ``out/config.yaml`` plus its artifact. ``metric``: the study's
@@ -125,27 +126,27 @@ def export(study: optuna.Study, trial: optuna.trial.FrozenTrial, why: str, out: 
     out = Path(out)
     check_out(out)
     _remove_partials(out, log)
-    spec = WorkloadSpec.from_record(study.user_attrs.get("workload"), f"{studies_dir}/cache",
-                                    f"study {study.study_name}")
+    kept = read_study(study)
+    spec = WorkloadSpec.from_record(kept.workload, f"{studies_dir}/cache", f"study {study.study_name}")
     check_recorded_paths(spec, f"study {study.study_name}")
-    candidate = Candidate.from_dict(trial.user_attrs["candidate"], source=f"trial #{trial.number}")
+    candidate = trial.to_candidate()
     check_supported(candidate)  # a study from another machine may hold placements this one cannot run
-    here, there = hardware.fingerprint(), trial.user_attrs.get("hardware") or study.user_attrs.get("fingerprint")
+    here, there = hardware.fingerprint(), trial.hardware or kept.fingerprint
     if there and hardware.fingerprint_id(there) != hardware.fingerprint_id(here):
         log("note: the study was measured on other hardware or libraries; this re-measure is what this machine does")
     log(f"rebuilding trial #{trial.number} ({why}): {candidate}")
     workload = load_workload(spec, log)
     built = build(workload, candidate)
     logits: list[np.ndarray] = []
-    recorded = trial.user_attrs["metrics"]
+    recorded = trial.metrics or {}
     metrics = measure(built, workload.data, keep_logits=logits, load=replaying(recorded)).to_dict()  # the study's load
-    scored = (study.user_attrs.get("metric") or {}).get("code") is not None  # by a function of the user's
-    references = study.user_attrs.get("reference") or {}
+    scored = (kept.metric or {}).get("code") is not None  # by a function of the user's
+    references = kept.reference
     reference = references.get("accuracy")
     if scored and metric is not None and metric.custom:
         metrics = metric.rescore(metrics, np.concatenate(logits), np.asarray(workload.data.val.labels))
     elif scored:  # the function is not here (the command line): accuracy and its drop are top-1's
-        log(f"note: the study scores accuracy by its metric {study.user_attrs['metric']['name']}; this export "
+        log(f"note: the study scores accuracy by its metric {(kept.metric or {}).get('name')}; this export "
             "re-measures top-1 (TuneResult.export scores the metric too)")
         metrics["top1"], reference = metrics["accuracy"], references.get("top1")
     if reference is not None:
@@ -157,7 +158,7 @@ def export(study: optuna.Study, trial: optuna.trial.FrozenTrial, why: str, out: 
         log(f"held-out split ({held_out['images']} images the search never saw): {held_out['accuracy']:.2%}, "
             f"{100 * held_out['drop']:.2f} points below the baseline's {held_out['reference_accuracy']:.2%} "
             f"(on the search's validation split: {100 * metrics.get('accuracy_drop', 0.0):.2f} points)")
-    trust = latency_trust(metrics, recorded, read_remeasure(study).get(trial.number))
+    trust = latency_trust(metrics, recorded, kept.remeasure.get(trial.number))
     for note in trust["notes"]:
         log(f"note: {note}")
 
@@ -201,7 +202,7 @@ def export(study: optuna.Study, trial: optuna.trial.FrozenTrial, why: str, out: 
             "format": EXPORT_FORMAT,
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "study": {"name": study.study_name, "storage": mask_url(storage) if storage else None,
-                      "trial": trial.number, "selected_by": why, "duplicate_of": trial.user_attrs.get("duplicate_of")},
+                      "trial": trial.number, "selected_by": why, "duplicate_of": trial.duplicate_of},
             "candidate": candidate.to_dict(),
             "artifact": {"file": artifact, "kind": kind, "runtime": candidate.placement,
                          "sha256": sha256_file(tmp / artifact), "bytes": (tmp / artifact).stat().st_size,
@@ -317,8 +318,7 @@ def _save_torch(model: Any, example: Any, tmp: Path, torch_format: str, log: Log
                         raise RuntimeError("the reloaded program's outputs differ from the module's")
             return "torch.export"
         except Exception as err:  # noqa: BLE001 - torch.export fails in many ways; the state_dict always works
-            first = str(err).splitlines()[0][:160] if str(err) else type(err).__name__
-            log(f"torch.export did not work ({type(err).__name__}: {first}); writing a state_dict and the "
+            log(f"torch.export did not work ({one_line(err, 160)}); writing a state_dict and the "
                 "config to rebuild the module instead")
             (tmp / PROGRAM_FILE).unlink(missing_ok=True)
     torch.save(model.state_dict(), str(tmp / STATE_FILE))

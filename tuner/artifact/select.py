@@ -4,14 +4,14 @@ within a latency budget. The rules themselves are ``tuner.results``'; this says 
 from __future__ import annotations
 
 import optuna
-from optuna.trial import FrozenTrial
 
 from tuner import results
-from tuner.errors import ConfigError, TunerError
+from tuner.errors import ConfigError, TunerError, first_line
+from tuner.record import TrialRecord, read_trials
 
 
 def select_trial(study: optuna.Study, trial: int | None = None, max_drop: float | None = None,
-                 max_latency_ms: float | None = None) -> tuple[FrozenTrial, str]:
+                 max_latency_ms: float | None = None) -> tuple[TrialRecord, str]:
     """The trial to export and why it was picked. ``max_drop`` is in percentage points."""
     if sum(x is not None for x in (trial, max_drop, max_latency_ms)) != 1:
         raise ConfigError("give exactly one of --trial N, --max-drop POINTS, --max-latency-ms MS.")
@@ -51,15 +51,14 @@ def select_trial(study: optuna.Study, trial: int | None = None, max_drop: float 
     return done[best.number], f"most accurate trial at <= {max_latency_ms:g} ms/sample"
 
 
-def _by_number(study: optuna.Study, done: dict[int, FrozenTrial], number: int) -> FrozenTrial:
-    found = [t for t in study.get_trials(deepcopy=False) if t.number == number]
+def _by_number(study: optuna.Study, done: dict[int, TrialRecord], number: int) -> TrialRecord:
+    found = [t for t in read_trials(study) if t.number == number]
     if not found:
         held = f"its trials are #0-#{len(study.trials) - 1}" if study.trials else "it has no trials yet"
         raise TunerError(f"study {study.study_name} has no trial #{number} ({held}).")
     t = found[0]
     if number not in done:
-        reason = t.user_attrs.get("error") or t.system_attrs.get("fail_reason") or ""
-        reason = f" ({str(reason).splitlines()[0][:160]})" if reason else ""
-        raise TunerError(f"trial #{number} of study {study.study_name} is {t.state.name.lower()}{reason}; "
+        reason = f" ({first_line(t.error, 160)})" if t.error else ""
+        raise TunerError(f"trial #{number} of study {study.study_name} is {t.state}{reason}; "
                          "export a completed trial.")
     return t

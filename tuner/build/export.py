@@ -11,7 +11,7 @@ from torch import nn
 
 from tuner.build.step import Artifact
 from tuner.cache import code_id, make_key
-from tuner.errors import CandidateBuildError
+from tuner.errors import CandidateBuildError, first_line
 from tuner.names import INPUT, OUTPUT
 
 if TYPE_CHECKING:
@@ -33,7 +33,7 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: Path) -> Path:
                 dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}},
             )
     except Exception as err:  # noqa: BLE001 - the user's model meets the exporter: any failure fails the trial
-        first = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
+        first = first_line(err, 200) or type(err).__name__
         raise CandidateBuildError(f"ONNX export failed ({first}); use a torch placement for this model.") from None
     return path
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from tuner.errors import CandidateBuildError
+from tuner.errors import CandidateBuildError, first_line
 
 
 def fold_bn(model: nn.Module) -> nn.Module:
@@ -14,7 +14,7 @@ def fold_bn(model: nn.Module) -> nn.Module:
     try:
         folded = fuse(model.eval(), inplace=False)
     except Exception as err:  # noqa: BLE001 - fx cannot trace data-dependent control flow, and says so variously
-        first = str(err).splitlines()[0][:160] if str(err) else type(err).__name__
+        first = first_line(err, 160) or type(err).__name__
         raise CandidateBuildError(f"fold_bn needs a model torch.fx can trace ({first}); "
                                   "search with fold_bn: false for this model.") from None
     return folded

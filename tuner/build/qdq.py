@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tuner.errors import CandidateBuildError
+from tuner.errors import CandidateBuildError, first_line
 from tuner.names import INPUT
 
 if TYPE_CHECKING:
@@ -135,7 +135,7 @@ def quantize_int8(fp32_onnx: Path, data: Dataset, out: Path, reduce_range: bool,
         quantize_qdq(preprocess(fp32_onnx, prepared), out, reader, reduce_range, method,
                      keep_float=keep_float, ops=ops)
     except Exception as err:  # noqa: BLE001 - any quantizer failure fails this candidate only
-        first = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
+        first = first_line(err, 200) or type(err).__name__
         raise CandidateBuildError(f"int8 static quantization failed ({first}); try another precision.") from None
     finally:
         prepared.unlink(missing_ok=True)

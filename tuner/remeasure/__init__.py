@@ -26,13 +26,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import optuna
-from optuna.trial import FrozenTrial
 
 from tuner import results
+from tuner.candidate import label as candidate_label
 from tuner.errors import ConfigError, MeasurementError
 from tuner.measure.latency import LatencyPolicy
 from tuner.measure.load import replaying
 from tuner.objectives import LOAD_METRICS
+from tuner.record import TrialRecord, read_study, read_trials
 from tuner.remeasure.runner import measure_in_fresh_process
 from tuner.study.storage import write_remeasure
 from tuner.table import aligned
@@ -152,13 +153,13 @@ def remeasure_pareto(study: optuna.Study, cache_dir: str | None, rounds: int = 3
     if not isinstance(rounds, int) or isinstance(rounds, bool) or rounds < 1:
         raise ConfigError(f"rounds must be an integer >= 1, got {rounds!r}.")
     start = time.perf_counter()
-    spec = WorkloadSpec.from_record(study.user_attrs.get("workload"), cache_dir, f"study {study.study_name}")
+    spec = WorkloadSpec.from_record(read_study(study).workload, cache_dir, f"study {study.study_name}")
     trials = _chosen_trials(study, log)
     hardware_matches = _same_hardware(study, log)
     # One measurement per distinct candidate (duplicate trials share their figures).
-    groups: dict[str, list[FrozenTrial]] = {}
+    groups: dict[str, list[TrialRecord]] = {}
     for t in trials:
-        groups.setdefault(json.dumps(t.user_attrs["candidate"], sort_keys=True), []).append(t)
+        groups.setdefault(json.dumps(t.candidate, sort_keys=True), []).append(t)
     if trials:
         log(f"re-measuring latency of {len(trials)} trials ({len(groups)} distinct builds: the Pareto set and the "
             f"baseline) in fresh processes, {rounds} interleaved rounds")
@@ -172,21 +173,23 @@ def remeasure_pareto(study: optuna.Study, cache_dir: str | None, rounds: int = 3
         nonlocal full_speed
         if key in errors:
             return
-        candidate = groups[key][0].user_attrs["candidate"]
+        first = groups[key][0]
+        assert first.candidate is not None and first.metrics is not None
+        candidate = first.candidate
         label = "/".join(f"#{t.number}" for t in groups[key])
         try:
             out = measure_in_fresh_process(spec, candidate, policy, timeout, full_speed,
-                                           replaying(groups[key][0].user_attrs["metrics"]))
+                                           replaying(first.metrics))
         except MeasurementError as err:
             errors[key] = str(err)
-            log(f"  {step} {label} {results.label(candidate)}: failed: {err}")
+            log(f"  {step} {label} {candidate_label(candidate)}: failed: {err}")
             return
         timings[key].append(out["median_ms"])
         contended[key].append(not out["quiet"])
         if out.get("load"):
             loads[key].append({**{m: out[m] for m in LOAD_METRICS}, "quiet": out["load"]["quiet"]})
         full_speed = min(filter(None, (full_speed, out["host_reference_ms"])), default=None)
-        log(f"  {step} {label} {results.label(candidate)}: {out['median_ms'] / candidate['batch_size']:.4f} ms/sample "
+        log(f"  {step} {label} {candidate_label(candidate)}: {out['median_ms'] / candidate['batch_size']:.4f} ms/sample "
             f"(n={out['samples']}" + ("" if out["quiet"] else ", host contended throughout") + ")"
             + (f"; under load {out['load_throughput']:.0f} samples/s p95 {out['load_p95_ms']:.3f} ms, open loop "
                f"{out['open_throughput']:.0f} samples/s p95 {out['open_p95_ms']:.3f} ms" if out.get("load") else ""))
@@ -221,16 +224,16 @@ def remeasure_pareto(study: optuna.Study, cache_dir: str | None, rounds: int = 3
     return summary
 
 
-def _chosen_trials(study: optuna.Study, log: Callable[[str], None]) -> list[FrozenTrial]:
+def _chosen_trials(study: optuna.Study, log: Callable[[str], None]) -> list[TrialRecord]:
     """The baseline and the Pareto front, by number, each once."""
     base = results.baseline_trial(study)
-    chosen: dict[int, FrozenTrial] = {base.number: base} if base is not None else {}
+    chosen: dict[int, TrialRecord] = {base.number: base} if base is not None else {}
     for t in results.front(study):
         chosen.setdefault(t.number, t)
     usable = []
     for number in sorted(chosen):
         t = chosen[number]
-        if isinstance(t.user_attrs.get("candidate"), dict) and isinstance(t.user_attrs.get("metrics"), dict):
+        if t.complete:
             usable.append(t)
         else:
             log(f"  #{number} records no candidate or metrics: not re-measured")
@@ -240,7 +243,7 @@ def _chosen_trials(study: optuna.Study, log: Callable[[str], None]) -> list[Froz
 def _same_hardware(study: optuna.Study, log: Callable[[str], None]) -> bool:
     from tuner import hardware
 
-    theirs = study.user_attrs.get("fingerprint")
+    theirs = read_study(study).fingerprint
     if theirs is None or theirs == hardware.fingerprint():
         return True
     log("  note: the study ran on other hardware; its latencies are shown, but the comparison means little")
@@ -249,17 +252,17 @@ def _same_hardware(study: optuna.Study, log: Callable[[str], None]) -> bool:
 
 def _study_full_speed(study: optuna.Study) -> float | None:
     """The fastest host-probe canary the study's workers saw: full speed, for the fresh processes to start from."""
-    seen = [(t.user_attrs.get("metrics") or {}).get("host_reference_ms") for t in study.get_trials(deepcopy=False)]
+    seen = [(t.metrics or {}).get("host_reference_ms") for t in read_trials(study)]
     return min((float(x) for x in seen if isinstance(x, (int, float)) and x > 0), default=None)
 
 
-def _entry(t: FrozenTrial, pareto: bool, round_ms: list[float], contended: list[bool],
+def _entry(t: TrialRecord, pareto: bool, round_ms: list[float], contended: list[bool],
            error: str | None) -> RemeasureEntry:
-    m = t.user_attrs["metrics"]
+    m = t.metrics or {}
     study_ms = float(m["latency_ms"])
     lo, hi = (float(x) for x in m.get("latency_ci_ms", (study_ms, study_ms)))
-    base = dict(number=t.number, baseline=bool(t.user_attrs.get("baseline")), pareto=pareto,
-                candidate=dict(t.user_attrs["candidate"]), study_ms=study_ms, study_ci_ms=(lo, hi),
+    base = dict(number=t.number, baseline=t.baseline, pareto=pareto,
+                candidate=dict(t.candidate or {}), study_ms=study_ms, study_ci_ms=(lo, hi),
                 round_ms=tuple(round_ms), study_quiet=bool(m.get("latency_quiet", True)))
     if not round_ms:
         return RemeasureEntry(**base, error=error or "not measured")
@@ -273,9 +276,9 @@ def _entry(t: FrozenTrial, pareto: bool, round_ms: list[float], contended: list[
                           error=error)  # an error after some rounds: the figures cover the rounds that ran
 
 
-def _load_entry(t: FrozenTrial, rounds: list[dict[str, Any]]) -> dict[str, dict[str, Any]] | None:
+def _load_entry(t: TrialRecord, rounds: list[dict[str, Any]]) -> dict[str, dict[str, Any]] | None:
     """Per load metric: the study's figure, each round's, their median and how far it is from the study's."""
-    m = t.user_attrs["metrics"]
+    m = t.metrics or {}
     if not rounds or not isinstance(m.get("load"), dict):
         return None
     out = {}

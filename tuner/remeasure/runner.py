@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from tuner.child import describe_death, init_child
-from tuner.errors import MeasurementError
+from tuner.errors import MeasurementError, one_line
 from tuner.measure.latency import LatencyPolicy
 from tuner.measure.load import LoadPolicy
 from tuner.workload import WorkloadSpec
@@ -76,8 +76,7 @@ def _main() -> int:
         result = {"ok": True, **_time_latency(spec, job["candidate"], LatencyPolicy(**job["policy"]),
                                               job.get("full_speed_ms"), load)}
     except Exception as err:  # noqa: BLE001 - reported to the parent as this trial's error
-        first = str(err).strip().splitlines()[0][:300] if str(err).strip() else ""
-        result = {"ok": False, "error": f"{type(err).__name__}: {first}" if first else type(err).__name__}
+        result = {"ok": False, "error": one_line(err)}
     with os.fdopen(result_fd, "w") as out:
         out.write(json.dumps(result) + "\n")
     return 0

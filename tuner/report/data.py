@@ -11,12 +11,12 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import optuna
-from optuna.trial import TrialState
 
 from tuner import results
-from tuner.candidate import Candidate
+from tuner.candidate import label
+from tuner.errors import first_line, one_line
+from tuner.record import read_study, read_trials
 from tuner.report.serving import ServingInfo, serving_info
-from tuner.study.storage import read_remeasure
 
 PARAMS = ("placement", "precision", "prune_ratio", "batch_size", "fold_bn", "graph_opt", "threads", "streams", "requests",
           "calibration", "calibration_images", "float_layers", "int8_ops")
@@ -76,7 +76,7 @@ class TrialRow:
                              cost if cost is not None else self.ms, self.feasible, again)
 
     def label(self) -> str:
-        return f"#{self.number} {results.label(self.params)}"
+        return f"#{self.number} {label(self.params)}"
 
 
 @dataclass(frozen=True)
@@ -112,33 +112,37 @@ class ReportInfo:
         return (names[1], names[0]) if len(names) == 2 else ("per_sample_ms", "accuracy")
 
 
-def collect(study: optuna.Study) -> ReportInfo:
-    """Everything the report shows, but the findings (``tuner.report.findings`` reads this info)."""
-    remeasured = read_remeasure(study)
+def trial_rows(study: optuna.Study) -> list[TrialRow]:
+    """Every trial of the study as a row, with the rules of ``tuner.results`` applied (front, feasible, speedup)."""
+    remeasured = read_study(study).remeasure
     base = results.baseline_trial(study)
     speed = results.speed_metric(study)
-    base_ms = results.cost_ms(base.user_attrs["metrics"], speed) if base is not None else None
     front = {t.number for t in results.front(study)}
     rows = []
-    for t in study.get_trials(deepcopy=False):
-        metrics = dict(t.user_attrs.get("metrics", {})) if t.state == TrialState.COMPLETE else {}
-        reason = t.user_attrs.get("error") or t.system_attrs.get("fail_reason") or ""
-        params = Candidate.fill(t.user_attrs["candidate"]) if "candidate" in t.user_attrs else {}
-        rows.append(TrialRow(number=t.number, state=t.state.name.lower(), params=params,
+    for t in read_trials(study):
+        metrics = dict(t.metrics or {})
+        rows.append(TrialRow(number=t.number, state=t.state, params=t.filled,
                              metrics=metrics, feasible=results.is_feasible(t) and bool(metrics),
-                             pareto=t.number in front, baseline=bool(t.user_attrs.get("baseline")),
-                             speedup=results.speedup(base_ms, results.cost_ms(metrics, speed)) if metrics else None,
-                             duplicate_of=t.user_attrs.get("duplicate_of"), remeasure=remeasured.get(t.number),
-                             short_recovery=t.user_attrs.get("short_recovery"),
-                             speed=speed,
-                             note=str(reason).splitlines()[0][:200] if reason else ""))
-    reference = study.user_attrs.get("reference") or {}
+                             pareto=t.number in front, baseline=t.baseline,
+                             speedup=results.speedup_over(base, t, speed) if metrics else None,
+                             duplicate_of=t.duplicate_of, remeasure=remeasured.get(t.number),
+                             short_recovery=t.short_recovery, speed=speed, note=first_line(t.error, 200)))
+    return rows
+
+
+def collect(study: optuna.Study) -> ReportInfo:
+    """Everything the report shows, but the findings (``tuner.report.findings`` reads this info)."""
+    kept = read_study(study)
+    base = results.baseline_trial(study)
+    front = {t.number for t in results.front(study)}
+    rows = trial_rows(study)
+    reference = kept.reference
     objectives = dict(zip(study.metric_names or [f"objective {i}" for i in range(len(study.directions))],
                           (d.name.lower() for d in study.directions)))
     info = ReportInfo(
         study=study.study_name, objectives=objectives,
         reference_accuracy=reference.get("accuracy"), validation_images=reference.get("validation_images"),
-        hardware=study.user_attrs.get("fingerprint", {}), workload=study.user_attrs.get("workload", {}),
+        hardware=kept.fingerprint or {}, workload=kept.workload or {},
         trials=rows, pareto=[], baseline=base.number if base is not None else None, hypervolume=[],
         hypervolume_reference=None, importances={}, importance_notes=[], findings=[],
         states=dict(Counter(r.state for r in rows)),
@@ -147,7 +151,7 @@ def collect(study: optuna.Study) -> ReportInfo:
     hv, hv_ref = _hypervolume_history(info)
     importances, notes = _importances(study, rows)
     pick = results.fastest_feasible(r.point for r in info.completed)
-    serving = serving_info(objectives, study.user_attrs.get("constraints") or [], info.completed,
+    serving = serving_info(objectives, list(kept.constraints), info.completed,
                            pick.point.number if pick else None)
     return replace(info, pareto=sorted(front, key=lambda n: (float(info.row(n).metrics.get(x, 0.0)), n)),
                    hypervolume=hv, hypervolume_reference=hv_ref, importances=importances, importance_notes=notes,
@@ -228,5 +232,5 @@ def _importances(study: optuna.Study, rows: list[TrialRow]) -> tuple[dict[str, d
                 shadow, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0), target=lambda t: t.value)
             out[name] = {k: float(v) for k, v in found.items()}
         except Exception as err:  # noqa: BLE001 - fANOVA needs variation in the target; a few trials may lack it
-            notes.append(f"no importances for {name}: {type(err).__name__}: {str(err).splitlines()[0][:120]}")
+            notes.append(f"no importances for {name}: {one_line(err, 120)}")
     return out, notes

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from tuner.candidate import label
 from tuner.report.data import PARAMS, ReportInfo, TrialRow, group_by
 
 _AXIS_TITLES = {"per_sample_ms": "latency per sample, ms", "latency_ms": "latency per batch, ms",
@@ -219,7 +220,7 @@ def serving_figure(info: ReportInfo) -> Any | None:
 def _serving_hover(q: Any, throughput: str, p95: str) -> str:
     c = q.params
     return "<br>".join([f"<b>trial #{q.number}</b>" + (" (baseline)" if q.baseline else ""),
-                        f"{c['placement']} {c['precision']} prune {c['prune_ratio']}",
+                        label(c),
                         (f"streams {c['streams']}, requests {c['requests'] or c['streams']}, batch {c['batch_size']}, "
                          f"threads {c['threads'] or 'shared'}"),
                         f"{throughput}: {q.throughput:.0f} samples/s", f"{p95}: {q.p95_ms:.3f} ms"])

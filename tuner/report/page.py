@@ -7,9 +7,10 @@ import html
 from pathlib import Path
 from typing import Any
 
+from tuner.candidate import int8_settings
 from tuner.report.data import ReportInfo
 from tuner.report.figures import hypervolume_figure, importance_figure, pareto_figure, serving_figure
-from tuner.summary import int8_settings
+from tuner.report.trials import trial_table
 
 _COLUMNS = ("trial", "state", "flags", "placement", "precision", "int8", "prune", "batch", "fold_bn", "graph_opt",
             "threads", "streams", "requests",
@@ -19,7 +20,7 @@ _COLUMNS = ("trial", "state", "flags", "placement", "precision", "int8", "prune"
 
 
 def table_rows(info: ReportInfo) -> list[dict[str, Any]]:
-    """The trial table as plain records (the CSV, and the HTML table's cells)."""
+    """The HTML table's cells (what a reader sorts by; the CSV is ``trial_table``'s, machine-named columns)."""
     out = []
     for r in info.trials:
         c, m = r.params, r.metrics
@@ -51,17 +52,11 @@ def table_rows(info: ReportInfo) -> list[dict[str, Any]]:
 
 
 def write_csv(info: ReportInfo, path: str | Path) -> Path:
+    """The trial table (``trial_table``: the columns of ``TuneResult.to_dataframe()``) as CSV."""
     import pandas as pd
 
     path = Path(path)
-    records = []
-    for rec, r in zip(table_rows(info), info.trials):
-        records.append({**{k: v for k, v in rec.items() if k != "flags"}, "baseline": r.baseline, "pareto": r.pareto,
-                        "feasible": r.feasible, "duplicate_of": r.duplicate_of,
-                        **{f"metric.{k}": v for k, v in r.metrics.items() if k not in ("latency_ci_ms", "load")},
-                        "metric.latency_ci_low_ms": (r.metrics.get("latency_ci_ms") or [None, None])[0],
-                        "metric.latency_ci_high_ms": (r.metrics.get("latency_ci_ms") or [None, None])[1]})
-    pd.DataFrame.from_records(records).to_csv(path, index=False)
+    pd.DataFrame.from_records(trial_table(info.trials)).to_csv(path, index=False)
     return path
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
 
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+from tuner.record import TrialRecord, read_trials
+
+FINISHED = ("complete", "pruned", "fail")
 
 
 class TrialCounts(NamedTuple):
@@ -18,22 +19,22 @@ class TrialCounts(NamedTuple):
     repeat_streak: int  # repeats in a row at the end of the finished trials (by trial number)
 
 
-def _retried(trials: list[FrozenTrial]) -> set[int]:
+def _retried(trials: list[TrialRecord]) -> set[int]:
     """Numbers of failed trials that were queued again (by the stale-trial callback or after a crash)."""
-    return {t.system_attrs["failed_trial"] for t in trials if "failed_trial" in t.system_attrs} | \
-           {t.user_attrs["retry_of"] for t in trials if "retry_of" in t.user_attrs}
+    return {t.stale_retry_of for t in trials if t.stale_retry_of is not None} | \
+           {t.retry_of for t in trials if t.retry_of is not None}
 
 
 def count_trials(study: optuna.Study) -> TrialCounts:
     """A failed trial that was retried is accounted for by its retry; a repeat is not accounted at all:
     it cost no build and no measurement, so it does not spend the user's ``--n-trials``."""
-    trials = study.get_trials(deepcopy=False)
+    trials = read_trials(study)
     retried = _retried(trials)
     finished = sorted((t for t in trials if t.state in FINISHED and t.number not in retried), key=lambda t: t.number)
-    is_repeat = ["duplicate_of" in t.user_attrs for t in finished]
+    is_repeat = [t.repeat for t in finished]
     streak = next((i for i, r in enumerate(reversed(is_repeat)) if not r), len(is_repeat))
-    return TrialCounts(len(finished) - sum(is_repeat), sum(t.state == TrialState.RUNNING for t in trials),
-                       sum(t.state == TrialState.WAITING for t in trials), sum(is_repeat), streak)
+    return TrialCounts(len(finished) - sum(is_repeat), sum(t.state == "running" for t in trials),
+                       sum(t.state == "waiting" for t in trials), sum(is_repeat), streak)
 
 
 def space_exhausted(repeat_streak: int, n_trials: int) -> bool:

@@ -29,10 +29,11 @@ from tuner.errors import (
     UnsupportedCombination,
 )
 from tuner.metric import TOP1_METRIC, Metric, chance_warning
+from tuner.record import TrialRecord, read_enqueued, read_study, read_trial, read_trials
 from tuner.study import fidelity
 from tuner.study.counts import count_trials, space_exhausted, study_complete
 from tuner.study.resume import check_space, check_workload
-from tuner.study.storage import check_study_name, make_storage, write_constraints, write_figures
+from tuner.study.storage import check_study_name, make_storage, write_measured
 from tuner.worker import TrialCrashed, TrialInterrupted, Worker
 
 if TYPE_CHECKING:
@@ -41,7 +42,6 @@ if TYPE_CHECKING:
     from tuner.workload import WorkloadSpec
 
 SAMPLERS = ("tpe", "nsga2", "gp", "random")
-RETRIED_ATTRS = ("baseline", "fixed_point", "anchor")  # what a trial run again keeps of the one it repeats
 
 
 def baseline_candidate(workload: WorkloadSpec | None = None) -> Candidate:
@@ -125,8 +125,9 @@ def open_study(s: StudySettings, storage: optuna.storages.BaseStorage | None = N
             raise ConfigError(f"study {s.name} optimizes {', '.join(study.metric_names)}, not "
                               f"{', '.join(s.objectives.names)}; use its objectives, or a new --study name.") from None
         _check_same_hardware(study, s)
-        if study.user_attrs.get("metric", TOP1_METRIC.record()) != s.metric.record():
-            raise ConfigError(f"study {s.name} scores accuracy by {study.user_attrs.get('metric')}, not by "
+        recorded = read_study(study).metric
+        if (recorded or TOP1_METRIC.record()) != s.metric.record():
+            raise ConfigError(f"study {s.name} scores accuracy by {recorded}, not by "
                               f"{s.metric.record()}; pass the same metric, or a new study name.") from None
         check_space(study, s.space, s.name)  # before any trial: a parameter Optuna cannot merge fails each one
     if created:  # only the creator enqueues: a resumed or joined study never gets a second baseline
@@ -173,7 +174,7 @@ def anchor_params(space: SearchSpace) -> list[dict[str, Any]]:
 
 def _check_same_hardware(study: optuna.Study, s: StudySettings) -> None:
     """Latencies from different machines are not comparable: joining needs the same fingerprint."""
-    theirs, ours = study.user_attrs.get("fingerprint"), hardware.fingerprint()
+    theirs, ours = read_study(study).fingerprint, hardware.fingerprint()
     if theirs is None or theirs == ours or s.allow_mixed_hardware:
         return
     diff = ", ".join(f"{k}: {theirs.get(k)} here {ours.get(k)}" for k in ours if theirs.get(k) != ours.get(k))
@@ -184,16 +185,15 @@ def _check_same_hardware(study: optuna.Study, s: StudySettings) -> None:
 def _retry_after_crash(study: optuna.Study, trial: optuna.trial.FrozenTrial, max_retries: int) -> None:
     """A process crash may be transient (memory pressure): run the same candidate again, a bounded number of times.
     A trial stopped by Ctrl-C is queued again whatever the count: the resume runs it first."""
-    interrupted = bool(trial.user_attrs.get("interrupted"))
-    if trial.state != TrialState.FAIL or not (trial.user_attrs.get("crashed") or interrupted):
+    failed = read_trial(trial)
+    if failed.state != "fail" or not (failed.crashed or failed.interrupted):
         return
-    chain, t = 0, trial
-    trials = {x.number: x for x in study.get_trials(deepcopy=False)}
-    while "retry_of" in t.user_attrs and chain <= max_retries:
-        chain, t = chain + 1, trials[t.user_attrs["retry_of"]]
-    if chain < max_retries or interrupted:
-        attrs = {k: v for k, v in trial.user_attrs.items() if k in RETRIED_ATTRS}
-        study.enqueue_trial(trial.params, user_attrs={**attrs, "retry_of": trial.number})
+    chain, t = 0, failed
+    trials = {x.number: x for x in read_trials(study)}
+    while t.retry_of is not None and chain <= max_retries:
+        chain, t = chain + 1, trials[t.retry_of]
+    if chain < max_retries or failed.interrupted:
+        study.enqueue_trial(failed.params, user_attrs={**read_enqueued(trial).attrs(), "retry_of": failed.number})
 
 
 class Objective:
@@ -209,7 +209,7 @@ class Objective:
         self.fingerprint = hardware.fingerprint()
 
     def __call__(self, trial: optuna.Trial) -> list[float]:
-        fixed = trial.user_attrs.get("fixed_point")
+        fixed = read_enqueued(trial).fixed_point
         try:
             candidate = baseline_candidate(self.s.workload) if fixed else self.s.space.sample(trial)
         except UnsupportedCombination as err:
@@ -222,8 +222,8 @@ class Objective:
         earlier = self._outcome_before(trial, candidate)
         if earlier is not None:  # a repeat: the earlier outcome stands, nothing is built or timed again
             trial.set_user_attr("duplicate_of", earlier.number)
-            if earlier.state == TrialState.PRUNED:
-                reason = earlier.user_attrs.get("error", "")
+            if earlier.state == "pruned":
+                reason = earlier.error
                 trial.set_user_attr("error", reason)
                 raise optuna.TrialPruned(reason)
         try:
@@ -238,8 +238,9 @@ class Objective:
             trial.set_user_attr("error", str(err))
             raise optuna.TrialPruned(str(err)) from None
         if earlier is not None:
-            metrics = dict(earlier.user_attrs["metrics"])
-            trial.set_user_attr("candidate", earlier.user_attrs["candidate"])  # the long recovery, if it was promoted
+            assert earlier.metrics is not None and earlier.candidate is not None
+            metrics = dict(earlier.metrics)
+            trial.set_user_attr("candidate", earlier.candidate)  # the long recovery, if it was promoted
         else:
             try:
                 metrics = self._evaluate(trial, candidate)
@@ -248,8 +249,8 @@ class Objective:
                 raise optuna.TrialPruned(str(err)) from None
             except ResourceExhausted as err:  # the machine's, not the candidate's: run again when the study resumes
                 trial.set_user_attr("error", str(err))
-                trial.study.enqueue_trial(trial.params, user_attrs={
-                    **{k: v for k, v in trial.user_attrs.items() if k in RETRIED_ATTRS}, "retry_of": trial.number})
+                trial.study.enqueue_trial(trial.params, user_attrs={**read_enqueued(trial).attrs(),
+                                                                    "retry_of": trial.number})
                 raise
             except UnsupportedCombination as err:  # a refusal only the build could see: this candidate only
                 trial.set_user_attr("error", str(err))
@@ -260,15 +261,14 @@ class Objective:
                 trial.set_user_attr("interrupted", isinstance(err, TrialInterrupted))
                 raise
         metrics["accuracy_drop"] = self.reference_accuracy - metrics["accuracy"]
-        write_figures(trial, metrics)  # the metrics dict, and the figures users sort by as plain numbers
-        write_constraints(trial, {c.metric: c.violation(metrics) for c in self.s.objectives.constraints})
+        write_measured(trial, metrics, self.s.objectives.constraints)  # figures and constraints, public API only
         return self.s.objectives.values(metrics)
 
     def _evaluate(self, trial: optuna.Trial, candidate: Candidate) -> dict[str, Any]:
         """Build and measure in the worker; a compressed candidate that the short recovery left just short of the
         floor, and that would be the fastest feasible point, is recovered longer (``tuner.study.fidelity``)."""
         # The baseline is measured in full: it is the reference, never "hopeless".
-        floor = None if trial.user_attrs.get("baseline") else self.s.objectives.min_accuracy(self.reference_accuracy)
+        floor = None if read_enqueued(trial).baseline else self.s.objectives.min_accuracy(self.reference_accuracy)
         promotable = fidelity.can_promote(candidate, floor)
         assert floor is not None or not promotable
         load = self.s.objectives.uses_load  # measured under load too: the objectives use a figure under load
@@ -291,13 +291,13 @@ class Objective:
         return dict(ev.metrics)
 
     @staticmethod
-    def _outcome_before(trial: optuna.Trial, candidate: Candidate) -> optuna.trial.FrozenTrial | None:
+    def _outcome_before(trial: optuna.Trial, candidate: Candidate) -> TrialRecord | None:
         """The first trial of the very same candidate that was measured, refused or stopped early as hopeless."""
         wanted = candidate.to_dict()
-        for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
-            recorded = t.user_attrs.get("sampled", t.user_attrs.get("candidate"))
-            if isinstance(recorded, dict) and Candidate.fill(recorded) == wanted and "duplicate_of" not in t.user_attrs and (
-                    t.state == TrialState.PRUNED or "metrics" in t.user_attrs):
+        for t in read_trials(trial.study, (TrialState.COMPLETE, TrialState.PRUNED)):
+            recorded = t.sampled if t.sampled is not None else t.candidate
+            if recorded is not None and Candidate.fill(recorded) == wanted and not t.repeat and (
+                    t.state == "pruned" or t.metrics is not None):
                 return t
         return None
 
@@ -325,10 +325,12 @@ def run_study(s: StudySettings, on_progress: Callable[[Progress], None] = lambda
         check_workload(study, s.name, reference.pop("identity"), s.workload)  # resumed: the same data and weights
         announce(s)
         done_before = count_trials(study).accounted
-        if study.user_attrs.get("reference") is None:
+        if not read_study(study).reference:
             study.set_user_attr("reference", reference)
-        reference_accuracy = float(study.user_attrs["reference"]["accuracy"])
-        warning = chance_warning(study.user_attrs["reference"])
+        kept = read_study(study)
+        reference_accuracy = kept.reference_accuracy
+        assert reference_accuracy is not None
+        warning = chance_warning(kept.reference)
         if warning:
             log(warning)
         if not created:
@@ -349,11 +351,12 @@ def run_study(s: StudySettings, on_progress: Callable[[Progress], None] = lambda
         def after_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
             nonlocal explore
             _retry_after_crash(study, trial, s.max_retries)
-            explore = "duplicate_of" in trial.user_attrs
+            record = read_trial(trial)
+            explore = record.repeat
             progress.done, _, _, progress.repeats, _ = count_trials(study)
             progress.pareto = len(results.front(study))
             progress.best_speedup = best_speedup(study)
-            progress.last = results.describe_trial(trial)
+            progress.last = results.describe_trial(record)
             on_progress(progress)
 
         objective = Objective(s, worker, reference_accuracy, trial_timeout, int(reference["resolution"]))
@@ -407,7 +410,6 @@ def best_speedup(study: optuna.Study) -> float | None:
     """The fastest feasible point's speedup over the baseline (for the progress line)."""
     pick = results.fastest_feasible(results.points(study))
     base = results.baseline_trial(study)
-    if pick is None or base is None:
+    if pick is None or base is None or base.metrics is None:
         return None
-    return results.speedup(results.cost_ms(base.user_attrs["metrics"], results.speed_metric(study)),
-                           pick.point.per_sample_ms)
+    return results.speedup(results.cost_ms(base.metrics, results.speed_metric(study)), pick.point.per_sample_ms)

@@ -19,12 +19,12 @@ from optuna.distributions import (
 )
 
 from tuner.errors import ConfigError
+from tuner.record import IDENTITY_ATTR, read_study
 
 if TYPE_CHECKING:
     from tuner.space import SearchSpace
     from tuner.workload import WorkloadSpec
 
-IDENTITY_ATTR = "workload_identity"  # study user attr: tuner.workload.Workload.identity() when it was made
 
 
 # ---------------------------------------------------------------- the workload
@@ -33,11 +33,11 @@ IDENTITY_ATTR = "workload_identity"  # study user attr: tuner.workload.Workload.
 def check_workload(study: optuna.Study, name: str, identity: dict[str, Any], spec: WorkloadSpec) -> None:
     """Refuse to go on under another workload than the study's; a study made before studies recorded theirs
     (or a new one) records this one."""
-    recorded = study.user_attrs.get(IDENTITY_ATTR)
-    if not isinstance(recorded, dict):
+    kept = read_study(study)
+    if kept.identity is None:
         study.set_user_attr(IDENTITY_ATTR, identity)
         return
-    changes = workload_changes(recorded, identity, study.user_attrs.get("workload") or {}, spec)
+    changes = workload_changes(kept.identity, identity, kept.workload or {}, spec)
     if changes:
         what, fixes = zip(*changes)
         raise ConfigError(f"study {name} was made on another workload: {'; '.join(what)}; pass --study NEW to start "

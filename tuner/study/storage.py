@@ -7,26 +7,27 @@ import contextlib
 import hashlib
 import re
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import optuna
 
 from tuner import hardware
-from tuner.errors import ConfigError, ResourceExhausted
+from tuner.errors import ConfigError, ResourceExhausted, first_line
+from tuner.record import REMEASURE_ATTR
 
 if TYPE_CHECKING:
+    from tuner.objectives import Constraint
     from tuner.workload import WorkloadSpec
 
-REMEASURE_ATTR = "remeasure"  # study user attr: the end-of-study re-measure (tuner.remeasure.RemeasureSummary)
 # The figures a user sorts trials by, each also kept as a plain trial user attr (beside the "metrics" dict), so that
 # optuna-dashboard and trials_dataframe() show them as numbers.
 FLAT_METRICS = ("accuracy", "accuracy_drop", "per_sample_ms", "latency_ms", "latency_p95_ms", "throughput", "size_mb",
                 "compressed_mb", "macs", "params")
 FLAT_LOAD_METRICS = ("load_throughput", "load_p95_ms", "open_throughput", "open_p95_ms")  # where measured under load
 REMEASURED_PREFIX = "remeasured_per_sample_ms #"  # study user attr per re-timed trial: its re-measured figure
-_DASHBOARD_CONSTRAINTS = "constraints"  # the trial system attr optuna-dashboard reads constraints from
+CONSTRAINT_PREFIX = "constraint: "  # trial user attr per constraint: its violation, for optuna-dashboard's table
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
@@ -168,7 +169,7 @@ def make_storage(url: str, heartbeat: float, max_retries: int) -> optuna.storage
         failure = storage_failure(err, url)
         if failure is not None and ("full" in failure or "locked" in failure):
             raise ResourceExhausted(failure) from None
-        first = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
+        first = first_line(err, 160) or type(err).__name__
         raise ConfigError(f"cannot open storage {mask_url(url)}: {mask_url(first)}; check the URL and that the "
                           "database server is reachable.") from None
 
@@ -210,25 +211,31 @@ def load_existing_study(name: str, storage: str | None, studies_dir: str) -> opt
 # ---------------------------------------------------------------- what a running trial records
 
 
-def write_figures(trial: optuna.Trial, metrics: dict[str, Any]) -> None:
+def write_figures(trial: optuna.trial.BaseTrial, metrics: dict[str, Any]) -> None:
     """The whole ``metrics`` dict, and each figure of ``FLAT_METRICS`` (and of ``FLAT_LOAD_METRICS``, where measured)
-    as a plain number of its own."""
+    as a plain number of its own. ``trial``: a running ``optuna.Trial``, or a ``FrozenTrial`` made for
+    ``study.add_trial`` (the tests record their studies through these writers too)."""
     trial.set_user_attr("metrics", metrics)
     for key in (*FLAT_METRICS, *FLAT_LOAD_METRICS):
         if isinstance(metrics.get(key), (int, float)):
             trial.set_user_attr(key, metrics[key])
 
 
-def write_constraints(trial: optuna.Trial, violations: dict[str, float]) -> None:
-    """Each constraint's violation (<= 0: met), in the objectives file's order, as the plain list that Optuna's
-    samplers, ``study.best_trials``, ``FrozenTrial.constraints`` and optuna-dashboard (0.21, which does not read
-    ``Trial.set_constraint``'s named keys) all read, written once through the storage's public API. The names are
-    the study's user attr ``constraints``."""
-    if violations:
-        storage = trial.storage
-        trial_id = storage.get_trial_id_from_study_id_trial_number(
-            storage.get_study_id_from_name(trial.study.study_name), trial.number)
-        storage.set_trial_system_attr(trial_id, _DASHBOARD_CONSTRAINTS, [float(v) for v in violations.values()])
+def write_constraints(trial: optuna.trial.BaseTrial, violations: dict[str, float]) -> None:
+    """Each constraint's violation (<= 0: met), named by the constraint in words (``accuracy_drop <= 0.2``), through
+    ``Trial.set_constraint``: what Optuna's samplers, ``study.best_trials`` and ``FrozenTrial.constraints`` read.
+    optuna-dashboard 0.21 shows only the older unnamed list in its constraints column, so each violation is a
+    plain user attr too (``constraint: accuracy_drop <= 0.2``), which the dashboard lists and sorts."""
+    for name, value in violations.items():
+        trial.set_constraint(name, float(value))
+        trial.set_user_attr(f"{CONSTRAINT_PREFIX}{name}", float(value))
+
+
+def write_measured(trial: optuna.trial.BaseTrial, metrics: dict[str, Any], constraints: Sequence[Constraint]) -> None:
+    """What a measured trial records beside its values: its figures and each constraint's violation, named by the
+    constraint in words. The study loop writes every trial through this; tests make their studies with it too."""
+    write_figures(trial, metrics)
+    write_constraints(trial, {str(c): c.violation(metrics) for c in constraints})
 
 
 # ---------------------------------------------------------------- annotations of a finished study
@@ -249,14 +256,6 @@ def write_remeasure(study: optuna.Study, record: dict[str, Any]) -> None:
             study.set_user_attr(key, None)
     for key, value in figures.items():
         study.set_user_attr(key, value)
-
-
-def read_remeasure(study: optuna.Study) -> dict[int, dict[str, Any]]:
-    """Trial number -> its re-measure entry (``RemeasureEntry.to_dict()``), for entries that hold a figure."""
-    record = study.user_attrs.get(REMEASURE_ATTR) or {}
-    kept = record.get("trials") or {}
-    found = {int(n): {**e, "rounds": record.get("rounds")} for n, e in kept.items() if isinstance(e, dict)}
-    return {n: e for n, e in found.items() if isinstance(e.get("per_sample_ms"), (int, float))}
 
 
 def storage_failure(err: BaseException, url: str | None = None) -> str | None:

@@ -72,7 +72,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def rows(args: argparse.Namespace) -> dict[str, dict]:
     from tuner.candidate import Candidate
     from tuner.runtimes import PLACEMENTS
-    from tuner.study.loop import baseline_candidate
+    from tuner.study.objective import baseline_candidate
 
     common = {"placement": args.placement, "prune_ratio": args.prune_ratio, "threads": args.threads,
               "prune_profile": args.prune_profile, "drop_blocks": args.drop_blocks, "recovery": args.recovery}

@@ -125,7 +125,8 @@ def run_sampler(name: str, seed: int, n_trials: int, sampler_trials: int, space:
     from optuna.trial import TrialState
 
     from tuner.study.counts import space_exhausted
-    from tuner.study.loop import baseline_candidate, make_sampler, next_sampler
+    from tuner.study.objective import baseline_candidate
+    from tuner.study.samplers import make_sampler, next_sampler
 
     sampler = make_sampler(name, seed, sampler_trials)
     study = optuna.create_study(directions=list(objectives.directions), sampler=sampler)

@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> None:
     import yaml
 
     from tuner.candidate import Candidate
-    from tuner.study.loop import baseline_candidate
+    from tuner.study.objective import baseline_candidate
 
     fp = print_machine()
     experts = {"expert": Candidate(precision="int8", placement="ort-cpu", graph_opt="all", batch_size=1),

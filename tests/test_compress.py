@@ -182,7 +182,8 @@ def test_study_promotes_a_close_candidate_to_the_long_recovery(tmp_path, studies
 
     from tuner.objectives import load_objectives
     from tuner.space import load_space
-    from tuner.study.loop import StudySettings, run_study
+    from tuner.study.loop import run_study
+    from tuner.study.settings import StudySettings
     from tuner.workload import WorkloadSpec
 
     monkeypatch.setattr(fidelity, "PROMOTE_MARGIN", 1.0)  # every miss is "close": the rule itself is tested above

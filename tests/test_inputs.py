@@ -76,7 +76,7 @@ def test_16_bit_images_decode_as_their_8_bit_twins(tmp_path):
     """Grey 16-bit PNG and TIFF (PIL mode I;16) and 48-bit RGB PNG give the 8-bit twin's pixels exactly."""
     from PIL import Image
 
-    from tuner.data import _load_image, _rgb8
+    from tuner.images import load_image, rgb8
 
     rng = np.random.default_rng(1)
     grey = rng.integers(0, 256, (30, 40), dtype=np.uint8)
@@ -87,26 +87,26 @@ def test_16_bit_images_decode_as_their_8_bit_twins(tmp_path):
     Image.fromarray(rgb).save(tmp_path / "c24.png")
     _png16_rgb(tmp_path / "c48.png", rgb.astype(np.uint16) * 257)
     assert Image.open(tmp_path / "g16.png").mode == "I;16"  # the mode PIL's convert("RGB") clipped at 255
-    want = _load_image(tmp_path / "g8.png", 16)
-    assert np.array_equal(_load_image(tmp_path / "g16.png", 16), want)
-    assert np.array_equal(_load_image(tmp_path / "g16.tif", 16), want)
-    assert np.array_equal(_load_image(tmp_path / "c48.png", 16), _load_image(tmp_path / "c24.png", 16))
+    want = load_image(tmp_path / "g8.png", 16)
+    assert np.array_equal(load_image(tmp_path / "g16.png", 16), want)
+    assert np.array_equal(load_image(tmp_path / "g16.tif", 16), want)
+    assert np.array_equal(load_image(tmp_path / "c48.png", 16), load_image(tmp_path / "c24.png", 16))
     big_endian = Image.frombytes("I;16B", (40, 30), (grey.astype(np.uint16) * 257).astype(">u2").tobytes())
-    assert np.array_equal(np.asarray(_rgb8(big_endian, tmp_path / "be.tif"))[..., 0], grey)
+    assert np.array_equal(np.asarray(rgb8(big_endian, tmp_path / "be.tif"))[..., 0], grey)
 
 
 def test_float_and_negative_pixels_are_refused_naming_the_file(tmp_path):
     from PIL import Image
 
-    from tuner.data import _load_image
     from tuner.errors import DataError
+    from tuner.images import load_image
 
     Image.fromarray(np.full((8, 8), 0.5, np.float32)).save(tmp_path / "f.tif")
     Image.fromarray(np.full((8, 8), -5, np.int32)).save(tmp_path / "neg.tif")
     with pytest.raises(DataError, match=r"f\.tif holds floating-point pixels"):
-        _load_image(tmp_path / "f.tif", 8)
+        load_image(tmp_path / "f.tif", 8)
     with pytest.raises(DataError, match=r"neg\.tif holds negative pixel values"):
-        _load_image(tmp_path / "neg.tif", 8)
+        load_image(tmp_path / "neg.tif", 8)
 
 
 def test_a_16_bit_data_set_gives_the_same_top1_as_its_8_bit_twin(tmp_path):

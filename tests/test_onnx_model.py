@@ -221,7 +221,7 @@ def test_export_from_another_folder_of_a_study_that_recorded_a_relative_path_say
     import optuna
 
     from tuner.candidate import Candidate
-    from tuner.study.loop import baseline_candidate
+    from tuner.study.objective import baseline_candidate
     from tuner.workload import WorkloadSpec
 
     storage = f"sqlite:///{tmp_path / 'old.db'}"

@@ -20,6 +20,7 @@ from tuner.cache import Cache, code_id, make_key, sha256_file, tensor_hash
 from tuner.data import HOLDOUT_SHARE, Dataset, Split, check_inputs, load_dataset
 from tuner.errors import ConfigError, ModelError, UnsupportedCombination, check_number
 from tuner.hardware import library_versions
+from tuner.paths import absolute, check_studies_dir, model_id
 
 if TYPE_CHECKING:
     import torch
@@ -84,32 +85,6 @@ def make_spec(model: str = "resnet18", data: str = "digits", weights: str | None
         student=student or None)
 
 
-def check_studies_dir(studies_dir: str) -> None:
-    """--studies-dir must be a directory this process can write, or one it can create: refused in one line before
-    any work, not an OSError traceback when the first study or cache file is written. A missing one is made and
-    removed again to find out (a pseudo file system such as /proc lets no one create, whatever it says)."""
-    import os
-    import tempfile
-
-    path = Path(studies_dir)
-    fix = "pass a directory you can write (it is created if missing)"
-    if path.exists() and not path.is_dir():
-        raise ConfigError(f"--studies-dir {studies_dir} is a file; {fix}.")
-    if path.is_dir():
-        if not os.access(path, os.W_OK | os.X_OK) or os.statvfs(path).f_flag & os.ST_RDONLY:
-            raise ConfigError(f"--studies-dir {studies_dir} is not writable (read-only or no permission); {fix}.")
-        return
-    parent = next((p for p in path.absolute().parents if p.exists()), None)
-    if parent is None or not parent.is_dir():
-        raise ConfigError(f"--studies-dir {studies_dir}: {parent} is a file, not a directory; {fix}.")
-    try:
-        probe = Path(tempfile.mkdtemp(prefix=".tuner-probe-", dir=parent))
-        probe.rmdir()
-    except OSError as err:
-        raise ConfigError(f"--studies-dir {studies_dir} cannot be created in {parent} "
-                          f"({err.strerror or type(err).__name__}); {fix}.") from None
-
-
 def resolve_spec(spec: WorkloadSpec) -> WorkloadSpec:
     """The spec as a study records it: every file it names (an ONNX or .py model, a saved module, the student, the
     data folder, the weights) made absolute, and where an ONNX file fixes the images' size and no --resolution was
@@ -120,20 +95,9 @@ def resolve_spec(spec: WorkloadSpec) -> WorkloadSpec:
         from tuner import onnx_model
 
         resolution = onnx_model.read_signature(Path(spec.model)).height  # a bad file: one line, before any work
-    return dataclasses.replace(spec, model=_absolute(spec.model), student=_absolute(spec.student),
-                               data=spec.data if spec.data == "digits" else _absolute(spec.data),
-                               weights=_absolute(spec.weights), resolution=resolution)
-
-
-def _absolute(value: str | None) -> str | None:
-    """A --model / --data / --weights value with its file made absolute: ``file.py:callable``'s file, or a path that
-    exists; a name (``resnet18``, ``module:callable``) as it is."""
-    if not value:
-        return value
-    target, sep, attr = value.rpartition(":")
-    if sep and target.endswith(".py") and Path(target).is_file():
-        return f"{Path(target).resolve()}:{attr}"
-    return str(Path(value).resolve()) if Path(value).exists() else value
+    return dataclasses.replace(spec, model=absolute(spec.model), student=absolute(spec.student),
+                               data=spec.data if spec.data == "digits" else absolute(spec.data),
+                               weights=absolute(spec.weights), resolution=resolution)
 
 
 def check_recorded_paths(spec: WorkloadSpec, source: str) -> None:
@@ -150,16 +114,6 @@ def check_recorded_paths(spec: WorkloadSpec, source: str) -> None:
             raise ConfigError(f"{source} recorded {flag} {value} relative to the folder it ran in, and {path} is "
                               f"not in {Path.cwd()}; run this from the folder the study ran in (studies created "
                               "now record absolute paths).")
-
-
-def model_id(name: str) -> str:
-    """A --model value as cache keys see it: a file by its name, not by where it lies (its content is in the keys
-    through ``models.source_id``), so that the absolute path a study records keys as the relative one it was
-    given, and a study's cache serves its export run from another folder."""
-    target, sep, attr = name.rpartition(":")
-    if sep and target.endswith(".py"):
-        return f"{Path(target).name}:{attr}"
-    return Path(name).name if Path(name).name == "module.pt" else name
 
 
 def check_student(model: str, student: str | None) -> None:

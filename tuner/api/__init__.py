@@ -62,9 +62,11 @@ def tune(model: Any = "resnet18", train: Any = "digits", val: Any = None, *,
     from tuner.errors import TunerError
     from tuner.metric import make_metric
     from tuner.objectives import load_objectives
+    from tuner.paths import resolve_spec
     from tuner.space import load_space
     from tuner.study.counts import count_trials, study_complete
-    from tuner.study.loop import SAMPLERS, StudySettings
+    from tuner.study.samplers import SAMPLERS
+    from tuner.study.settings import StudySettings
     from tuner.study.storage import (
         check_storage_url,
         check_study_name,
@@ -72,7 +74,7 @@ def tune(model: Any = "resnet18", train: Any = "digits", val: Any = None, *,
         default_study_name,
         quiet_optuna,
     )
-    from tuner.workload import check_student, make_spec, resolve_spec
+    from tuner.workload import check_student, make_spec
 
     if sampler not in SAMPLERS:
         raise TunerError(f"unknown sampler {sampler!r}; use one of {', '.join(SAMPLERS)}.")

@@ -1,74 +1,32 @@
-"""The run loop: sampler, the enqueued baseline, the objective, resume, retries and Ctrl-C.
-
-A trial samples a Candidate, hands it to the worker process (build + measure), and records metrics,
-constraints and the hardware fingerprint.
-"""
+"""The run loop: the study opened (the baseline and the anchors enqueued, resume checked), one trial at a time
+through the objective (``tuner.study.objective``), retries, workers sharing a study, and Ctrl-C."""
 
 from __future__ import annotations
 
 import dataclasses
-import os
 import signal
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import optuna
-from optuna.trial import TrialState
 
 from tuner import hardware, results
 from tuner.candidate import Candidate
-from tuner.errors import (
-    CandidateBuildError,
-    ConfigError,
-    HopelessCandidate,
-    MeasurementError,
-    ResourceExhausted,
-    UnsupportedCombination,
-)
-from tuner.metric import TOP1_METRIC, Metric, chance_warning
-from tuner.record import TrialRecord, read_enqueued, read_study, read_trial, read_trials
-from tuner.study import fidelity
+from tuner.errors import CandidateBuildError, ConfigError, MeasurementError
+from tuner.metric import TOP1_METRIC, chance_warning
+from tuner.record import read_enqueued, read_study, read_trial, read_trials
 from tuner.study.counts import count_trials, space_exhausted, study_complete
+from tuner.study.objective import Objective, baseline_candidate
 from tuner.study.resume import check_space, check_workload
-from tuner.study.storage import check_study_name, make_storage, write_measured
-from tuner.worker import TrialCrashed, TrialInterrupted, Worker
+from tuner.study.samplers import make_sampler, next_sampler
+from tuner.study.settings import StudySettings
+from tuner.study.storage import check_study_name, make_storage
+from tuner.worker import Worker
 
 if TYPE_CHECKING:
-    from tuner.objectives import Objectives
     from tuner.space import SearchSpace
-    from tuner.workload import WorkloadSpec
-
-SAMPLERS = ("tpe", "nsga2", "gp", "random")
-
-
-def baseline_candidate(workload: WorkloadSpec | None = None) -> Candidate:
-    """The reference point every speedup is against: what the user has before tuning. For an ONNX file (no torch
-    graph to run) that is the file as given, on ONNX Runtime's CPU provider in fp32."""
-    placement = "ort-cpu" if workload is not None and workload.onnx else "torch-cpu"
-    return Candidate(prune_ratio=0.0, precision="fp32", fold_bn=False, batch_size=1, placement=placement,
-                     threads=hardware.cores())
-
-
-@dataclass(frozen=True)
-class StudySettings:
-    name: str
-    storage: str
-    space: SearchSpace
-    objectives: Objectives
-    workload: WorkloadSpec
-    sampler: str = "tpe"
-    seed: int = 0
-    n_trials: int = 20
-    timeout: float | None = None
-    heartbeat: float = 10.0  # seconds; a trial silent for 3 heartbeats is stale (its worker died)
-    max_retries: int = 1  # how often a stale or crashed trial is run again
-    allow_mixed_hardware: bool = False
-    trial_timeout: float | None = None  # wall-clock seconds per trial; None: default_trial_timeout(setup time)
-    metric: Metric = TOP1_METRIC  # what the study calls accuracy: top-1, or a function of the user's (tuner.metric)
-
 
 @dataclass
 class Progress:
@@ -87,24 +45,6 @@ def default_trial_timeout(setup_seconds: float) -> float:
     what loading the data and training a baseline took; 15 minutes at the least (a first deep prune's
     recovery on real photos), 30 times the setup beyond that."""
     return max(900.0, 30.0 * setup_seconds)
-
-
-def make_sampler(name: str, seed: int, n_trials: int) -> optuna.samplers.BaseSampler:
-    if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(3, n_trials // 4)))
-    if name == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed, population_size=max(4, min(50, n_trials // 4)))
-    if name == "gp":
-        return optuna.samplers.GPSampler(seed=seed)
-    if name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    raise ConfigError(f"unknown sampler {name!r}; use one of {', '.join(SAMPLERS)}.")
-
-
-def next_sampler(sampler: optuna.samplers.BaseSampler, after_repeat: bool, seed: int) -> optuna.samplers.BaseSampler:
-    """A sampler that proposed a candidate tried before has settled on what it knows: the next proposal is
-    drawn at random instead (the repeat itself reused the earlier outcome and is not counted)."""
-    return optuna.samplers.RandomSampler(seed=seed) if after_repeat else sampler
 
 
 def open_study(s: StudySettings, storage: optuna.storages.BaseStorage | None = None) -> tuple[optuna.Study, bool]:
@@ -194,112 +134,6 @@ def _retry_after_crash(study: optuna.Study, trial: optuna.trial.FrozenTrial, max
         chain, t = chain + 1, trials[t.retry_of]
     if chain < max_retries or failed.interrupted:
         study.enqueue_trial(failed.params, user_attrs={**read_enqueued(trial).attrs(), "retry_of": failed.number})
-
-
-class Objective:
-    """Optuna's objective: sample -> evaluate in the worker -> record."""
-
-    def __init__(self, settings: StudySettings, worker: Worker, reference_accuracy: float, trial_timeout: float,
-                 resolution: int):
-        self.s = settings
-        self.resolution = resolution
-        self.worker = worker
-        self.reference_accuracy = reference_accuracy
-        self.trial_timeout = trial_timeout
-        self.fingerprint = hardware.fingerprint()
-
-    def __call__(self, trial: optuna.Trial) -> list[float]:
-        fixed = read_enqueued(trial).fixed_point
-        try:
-            candidate = baseline_candidate(self.s.workload) if fixed else self.s.space.sample(trial)
-        except UnsupportedCombination as err:
-            trial.set_user_attr("error", str(err))
-            raise optuna.TrialPruned(str(err)) from None
-        trial.set_user_attr("sampled", candidate.to_dict())
-        trial.set_user_attr("candidate", candidate.to_dict())  # what was built: the long recovery if promoted
-        trial.set_user_attr("hardware", self.fingerprint)
-        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
-        earlier = self._outcome_before(trial, candidate)
-        if earlier is not None:  # a repeat: the earlier outcome stands, nothing is built or timed again
-            trial.set_user_attr("duplicate_of", earlier.number)
-            if earlier.state == "pruned":
-                reason = earlier.error
-                trial.set_user_attr("error", reason)
-                raise optuna.TrialPruned(reason)
-        try:
-            from tuner.runtimes import check_supported  # the parent loads the runtimes only when it samples
-
-            check_supported(candidate)
-            too_big = hardware.check_fits(candidate.batch_size, self.resolution, candidate.threads,
-                                          streams=candidate.streams, requests=candidate.in_flight)
-            if too_big:
-                raise UnsupportedCombination(too_big)
-        except UnsupportedCombination as err:  # refused before any work; the sampler learns from it
-            trial.set_user_attr("error", str(err))
-            raise optuna.TrialPruned(str(err)) from None
-        if earlier is not None:
-            assert earlier.metrics is not None and earlier.candidate is not None
-            metrics = dict(earlier.metrics)
-            trial.set_user_attr("candidate", earlier.candidate)  # the long recovery, if it was promoted
-        else:
-            try:
-                metrics = self._evaluate(trial, candidate)
-            except HopelessCandidate as err:  # cannot be feasible: stopped early, not a failure
-                trial.set_user_attr("error", str(err))
-                raise optuna.TrialPruned(str(err)) from None
-            except ResourceExhausted as err:  # the machine's, not the candidate's: run again when the study resumes
-                trial.set_user_attr("error", str(err))
-                trial.study.enqueue_trial(trial.params, user_attrs={**read_enqueued(trial).attrs(),
-                                                                    "retry_of": trial.number})
-                raise
-            except UnsupportedCombination as err:  # a refusal only the build could see: this candidate only
-                trial.set_user_attr("error", str(err))
-                raise optuna.TrialPruned(str(err)) from None
-            except (CandidateBuildError, MeasurementError) as err:
-                trial.set_user_attr("error", str(err))
-                trial.set_user_attr("crashed", isinstance(err, TrialCrashed))
-                trial.set_user_attr("interrupted", isinstance(err, TrialInterrupted))
-                raise
-        metrics["accuracy_drop"] = self.reference_accuracy - metrics["accuracy"]
-        write_measured(trial, metrics, self.s.objectives.constraints)  # figures and constraints, public API only
-        return self.s.objectives.values(metrics)
-
-    def _evaluate(self, trial: optuna.Trial, candidate: Candidate) -> dict[str, Any]:
-        """Build and measure in the worker; a compressed candidate that the short recovery left just short of the
-        floor, and that would be the fastest feasible point, is recovered longer (``tuner.study.fidelity``)."""
-        # The baseline is measured in full: it is the reference, never "hopeless".
-        floor = None if read_enqueued(trial).baseline else self.s.objectives.min_accuracy(self.reference_accuracy)
-        promotable = fidelity.can_promote(candidate, floor)
-        assert floor is not None or not promotable
-        load = self.s.objectives.uses_load  # measured under load too: the objectives use a figure under load
-        ev = self.worker.evaluate(candidate, fidelity.screening_floor(floor) if promotable else floor,
-                                  timeout=self.trial_timeout, load=load)
-        seconds = dict(ev.build_seconds)
-        hits, misses = ev.cache_hits, ev.cache_misses
-        if promotable and fidelity.should_promote(ev.metrics, floor, _fastest_feasible_ms(trial.study)):
-            trial.set_user_attr("short_recovery", {k: ev.metrics[k] for k in ("accuracy", "per_sample_ms", "recovery")})
-            candidate = fidelity.promoted(candidate)
-            trial.set_user_attr("candidate", candidate.to_dict())
-            ev = self.worker.evaluate(candidate, floor, timeout=self.trial_timeout, load=load)
-            seconds = {k: seconds.get(k, 0.0) + ev.build_seconds.get(k, 0.0) for k in {*seconds, *ev.build_seconds}}
-            hits, misses = hits + ev.cache_hits, misses + ev.cache_misses
-        elif floor is not None and ev.metrics["accuracy"] < floor:
-            raise HopelessCandidate(f"{ev.metrics['accuracy']:.2%} after the short recovery, below the {floor:.2%} "
-                                    "required, and not promoted to the long one (not faster than the feasible points)")
-        trial.set_user_attr("build_seconds", seconds)
-        trial.set_user_attr("cache", {"hits": hits, "misses": misses})
-        return dict(ev.metrics)
-
-    @staticmethod
-    def _outcome_before(trial: optuna.Trial, candidate: Candidate) -> TrialRecord | None:
-        """The first trial of the very same candidate that was measured, refused or stopped early as hopeless."""
-        wanted = candidate.to_dict()
-        for t in read_trials(trial.study, (TrialState.COMPLETE, TrialState.PRUNED)):
-            recorded = t.sampled if t.sampled is not None else t.candidate
-            if recorded is not None and Candidate.fill(recorded) == wanted and not t.repeat and (
-                    t.state == "pruned" or t.metrics is not None):
-                return t
-        return None
 
 
 def run_study(s: StudySettings, on_progress: Callable[[Progress], None] = lambda p: None,
@@ -399,11 +233,6 @@ def fit_to_model(s: StudySettings, reference: dict[str, Any]) -> StudySettings:
         return s
     why = f"the model has {blocks} droppable block{'s' * (blocks != 1)} (whose output has their input's shape)"
     return dataclasses.replace(s, space=s.space.capped("drop_blocks", blocks, why))
-
-
-def _fastest_feasible_ms(study: optuna.Study) -> float | None:
-    pick = results.fastest_feasible(results.points(study))
-    return pick.point.per_sample_ms if pick is not None else None
 
 
 def best_speedup(study: optuna.Study) -> float | None:

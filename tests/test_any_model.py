@@ -71,9 +71,13 @@ def test_near_chance_flags_a_model_that_has_not_learned_the_data():
     assert text is not None and "11.0% on 10 classes (chance: 10.0%)" in text  # a custom metric's top-1 decides
 
 
-def test_a_chance_level_baseline_is_warned_about_on_screen(studies_dir):
+def test_a_chance_level_baseline_is_warned_about_on_screen_and_in_the_report(studies_dir, tmp_path):
     r = run_tuner("--model", f"{TINY}:conv_net", "--resolution", "16", "--train-steps", "1", "--studies-dir",
                   str(studies_dir), "--n-trials", "1", "--study", "chance", "--remeasure-rounds", "0",
                   "--space", "default")
     assert r.returncode == 0, r.stderr[-3000:]
     assert "warning: the reference model's top-1 is" in r.stderr and "(chance: 10.0%)" in r.stderr
+    page = tmp_path / "chance.html"
+    assert run_tuner("report", "--study", "chance", "--studies-dir", str(studies_dir), "--out", str(page)).returncode == 0
+    assert "warning: the reference model&#x27;s top-1 is" in page.read_text() or \
+        "warning: the reference model's top-1 is" in page.read_text()

@@ -39,6 +39,15 @@ def test_latency_trust_says_when_figures_disagree():
     assert "never found the host quiet" in text and "export 1.3000" in text and "re-measure 1.2000" in text
 
 
+def test_a_contended_study_figure_does_not_widen_the_acceptance_range():
+    """Issue 32: a study timed 120 ms on a busy host, fresh processes 0.27-0.29 ms: verify's range is theirs."""
+    trust = latency_trust(_m(0.28, 0.27, 0.29), _m(120.0, 118.0, 122.0, quiet=False),
+                          {"median_ms": 0.28, "round_ms": [0.27, 0.28, 0.29]})
+    assert trust["range_ms"] == [0.27, 0.29]
+    assert any("outside what fresh processes measured" in n for n in trust["notes"])
+    assert not latency_reproduces(60.0, 0.28, (0.27, 0.29), 0.1, seen=tuple(trust["range_ms"]))
+
+
 def test_verify_judges_against_the_recorded_range_only_when_figures_disagreed():
     assert not latency_reproduces(1.25, 1.0, (0.95, 1.05), 0.1)
     assert latency_reproduces(1.25, 1.0, (0.95, 1.05), 0.1, seen=(1.0, 1.3))

@@ -241,7 +241,7 @@ def test_findings_report_the_remeasure():
                       hypervolume_reference=None, importances={}, importance_notes=[], findings=[])
     text = "\n".join(findings(info))
     assert ("re-timed in fresh processes (3 interleaved rounds): 1 of 2 Pareto points within 5% of the study's "
-            "figure (#1 +20.0%, #2 +0.9%); 1 outside the study's 95% CI") in text
+            "figure (#1 +20.0%, #2 +0.9%); 1 outside the study's within-process 95% CI") in text
     assert "the fastest feasible point is #2 (1.1100 ms/sample), not #1 (1.2000 re-measured, 1.0000 in the study)" \
         in text
     rows = {r["trial"]: r for r in table_rows(info)}

@@ -151,12 +151,34 @@ def speedup(baseline_ms: float | None, ms: float | None) -> float | None:
     return baseline_ms / ms if baseline_ms and ms else None
 
 
-def speedup_over(base: TrialRecord | None, r: TrialRecord, speed: str | None) -> float | None:
+def speedup_over(base: TrialRecord | None, r: TrialRecord, speed: str | None,
+                 remeasured: dict[int, dict[str, Any]]) -> float | None:
     """``r``'s speedup over the baseline by the study's speed figure (``cost_ms``: per-sample latency, or in a study
-    under load its throughput objective): the one figure the summary, the report, the tables and the API show."""
+    under load its throughput objective): the one figure the summary, the report, the tables and the API show.
+
+    Where the end-of-study re-measure timed both (``remeasured``: ``read_remeasure``), their fresh processes'
+    medians decide: they were timed in the same interleaved rounds, where the study timed each once, in its own
+    process and host state (a baseline timed on a busy host made "5780x"). Elsewhere the study's own figures."""
     if base is None or base.metrics is None or r.metrics is None:
         return None
+    again = (remeasured_cost_ms(remeasured.get(base.number), speed), remeasured_cost_ms(remeasured.get(r.number), speed))
+    if again[0] is not None and again[1] is not None:
+        return speedup(*again)
     return speedup(cost_ms(base.metrics, speed), cost_ms(r.metrics, speed))
+
+
+def trusted_ms(metrics: dict[str, Any], again: dict[str, Any] | None) -> tuple[float, float, float, bool]:
+    """(per-sample ms, low, high, from fresh processes): the re-measure's median and the range of its rounds where
+    this point was re-timed, else the study's own median with its within-process 95% CI. The within-process CI
+    says how steady one process was; fresh processes fall outside it most of the time, so it is never shown as
+    the figure's uncertainty where the spread between processes is known."""
+    if again and isinstance(again.get("per_sample_ms"), (int, float)):
+        bs = (again.get("candidate") or {}).get("batch_size") or metrics.get("batch_size") or 1
+        rounds = [x / bs for x in again.get("round_ms") or () if isinstance(x, (int, float))]
+        median = float(again["per_sample_ms"])
+        return median, min([median, *rounds]), max([median, *rounds]), True
+    lo, hi = per_sample_ci(metrics)
+    return float(metrics["per_sample_ms"]), lo, hi, False
 
 
 def per_sample_ci(metrics: dict[str, Any]) -> tuple[float, float]:

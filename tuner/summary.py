@@ -20,16 +20,21 @@ if TYPE_CHECKING:
     from tuner.study.loop import Progress
 
 
-def _trial_entry(r: TrialRecord, base: TrialRecord | None, speed: str | None) -> dict[str, Any]:
+def _trial_entry(r: TrialRecord, base: TrialRecord | None, speed: str | None,
+                 remeasured: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    ms, lo, hi, fresh = results.trusted_ms(r.metrics or {}, remeasured.get(r.number))
     return {"number": r.number, "params": r.candidate or {}, "metrics": r.metrics or {},
-            "feasible": results.is_feasible(r), "speedup": results.speedup_over(base, r, speed),
-            "baseline": r.baseline}
+            "feasible": results.is_feasible(r), "speedup": results.speedup_over(base, r, speed, remeasured),
+            "baseline": r.baseline,
+            # the figure shown: fresh processes' median and range where re-timed, else this process's and its CI
+            "ms": {"per_sample": ms, "low": lo, "high": hi, "source": "fresh processes" if fresh else "one process"}}
 
 
 def summarize(study: optuna.Study, objectives: Objectives) -> dict[str, Any]:
     """The study's front and pick as data; in a study under load speedups are in its throughput objective."""
     base = results.baseline_trial(study)
     speed = results.speed_metric(study)
+    remeasured = read_study(study).remeasure
     pick = results.fastest_feasible(results.points(study))
     states = [t.state for t in study.get_trials(deepcopy=False)]
     best = next((t for t in results.completed(study) if t.number == pick.point.number), None) if pick else None
@@ -41,8 +46,9 @@ def summarize(study: optuna.Study, objectives: Objectives) -> dict[str, Any]:
         "trials": {s.name.lower(): states.count(s) for s in TrialState if states.count(s)},
         "repeats": count_trials(study).repeats,  # finished trials that reused an earlier trial's outcome
         "speed": speed or "per_sample_ms",  # the figure "fastest" and the speedups go by
-        "pareto": sorted((_trial_entry(t, base, speed) for t in results.front(study)), key=lambda e: e["number"]),
-        "best_feasible": {**_trial_entry(best, base, speed), "by_remeasure": pick.by_remeasure}  # type: ignore[union-attr]
+        "pareto": sorted((_trial_entry(t, base, speed, remeasured) for t in results.front(study)),
+                         key=lambda e: e["number"]),
+        "best_feasible": {**_trial_entry(best, base, speed, remeasured), "by_remeasure": pick.by_remeasure}  # type: ignore[union-attr]
         if best is not None else None,
     }
 
@@ -58,18 +64,20 @@ def precision_cell(c: dict[str, Any], m: dict[str, Any]) -> str:
 def pareto_table(summary: dict[str, Any]) -> str:
     """The front as a table; a study under load gets its serving settings and figures under load too."""
     loaded = summary.get("speed", "per_sample_ms") != "per_sample_ms"
+    fresh = [e for e in summary["pareto"] if e["ms"]["source"] == "fresh processes"]
     rows = [("trial", "placement", "precision", "prune", "bs", "fold", "graph", "thr", "accuracy", "drop",
-             "ms/sample (95% CI)", "speedup") + (("streams", "req", "samples/s", "p95 ms", "open samples/s",
-                                                  "open p95 ms") if loaded else ())]
+             "ms/sample (range)" if fresh else "ms/sample (within-process CI)", "speedup")
+            + (("streams", "req", "samples/s", "p95 ms", "open samples/s", "open p95 ms") if loaded else ())]
     ref = summary["reference_accuracy"] or 0.0
     for e in summary["pareto"]:
         c, m = e["params"], e["metrics"]
-        lo, hi = results.per_sample_ci(m)
+        ms = e["ms"]
         rows.append((f"#{e['number']}", c["placement"], precision_cell(c, m),
                      f"{c['prune_ratio']:.2f}", str(c["batch_size"]), "y" if c["fold_bn"] else "n",
                      c["graph_opt"] if c["placement"].startswith("ort") else "-", str(m["threads"]),
                      f"{m['accuracy']:.2%}", f"{100 * (ref - m['accuracy']):+.2f}",
-                     f"{m['per_sample_ms']:.3f} ({lo:.3f}-{hi:.3f})",
+                     f"{ms['per_sample']:.3f} ({ms['low']:.3f}-{ms['high']:.3f})"
+                     + ("" if ms["source"] == "fresh processes" or not fresh else " *"),
                      f"{e['speedup']:.1f}x" if e["speedup"] else "-")
                     + ((str(m.get("streams", 1)), str(m.get("requests", 1)), _num(m.get("load_throughput"), ".0f"),
                         _num(m.get("load_p95_ms"), ".3f"), _num(m.get("open_throughput"), ".0f"),
@@ -82,12 +90,25 @@ def pareto_table(summary: dict[str, Any]) -> str:
                 f"{m[results.SPEED_UNDER_LOAD[speed]]:.3f} ms"
                 + (f", {best['speedup']:.1f}x the baseline's" if best["speedup"] else ""))
     else:
-        tail = (f"fastest feasible: trial #{best['number']}, {best['metrics']['per_sample_ms']:.3f} ms/sample"
+        tail = (f"fastest feasible: trial #{best['number']}, {best['ms']['per_sample']:.3f} ms/sample"
                 + (f", {best['speedup']:.1f}x the baseline" if best["speedup"] else "") if best else "")
     if best and tail and best["by_remeasure"]:
         tail += " (chosen by the re-measured figures)"
     no_base = [] if summary.get("baseline") else [NO_BASELINE]
-    return "\n".join([head, *aligned(rows), tail or "no feasible trial yet", *no_base])
+    return "\n".join([head, *aligned(rows), tail or "no feasible trial yet", *no_base, _latency_note(summary)])
+
+
+def _latency_note(summary: dict[str, Any]) -> str:
+    """What the latency column's interval is: the spread between fresh processes where the front was re-timed;
+    else one process's own 95% CI, said to be that (fresh processes fall outside it most of the time)."""
+    sources = {e["ms"]["source"] for e in summary["pareto"]}
+    if "fresh processes" in sources:
+        return ("ms/sample: the median of the fresh processes that re-timed the front and the baseline at the end of "
+                "the study (range: their lowest and highest round); speedups by those figures"
+                + ("; * not re-timed: one process's median and its within-process 95% CI" if len(sources) > 1
+                   else ""))
+    return ("ms/sample: one process's median and its within-process 95% CI, which other processes often fall "
+            "outside; --remeasure-rounds re-times the front in fresh processes")
 
 
 NO_BASELINE = "no speedups: the study has no completed baseline trial (it failed, or has not run yet)"

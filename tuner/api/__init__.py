@@ -62,7 +62,6 @@ def tune(model: Any = "resnet18", train: Any = "digits", val: Any = None, *,
     from tuner.errors import TunerError
     from tuner.metric import make_metric
     from tuner.objectives import load_objectives
-    from tuner.paths import resolve_spec
     from tuner.space import load_space
     from tuner.study.counts import count_trials, study_complete
     from tuner.study.samplers import SAMPLERS
@@ -74,7 +73,7 @@ def tune(model: Any = "resnet18", train: Any = "digits", val: Any = None, *,
         default_study_name,
         quiet_optuna,
     )
-    from tuner.workload import check_student, make_spec
+    from tuner.workload import check_student, make_spec, resolve_spec
 
     if sampler not in SAMPLERS:
         raise TunerError(f"unknown sampler {sampler!r}; use one of {', '.join(SAMPLERS)}.")

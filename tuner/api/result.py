@@ -61,7 +61,7 @@ class TuneResult:
     def _point(self, r: TrialRecord) -> TrialPoint:
         m = r.metrics or {}
         again = read_remeasure(self.study)
-        speedup = results.speedup_over(results.baseline_trial(self.study), r, results.speed_metric(self.study))
+        speedup = results.speedup_over(results.baseline_trial(self.study), r, results.speed_metric(self.study), again)
         return TrialPoint(r.number, r.to_candidate(), float(m["accuracy"]), float(m.get("accuracy_drop", 0.0)),
                           float(m["per_sample_ms"]), (again.get(r.number) or {}).get("per_sample_ms"), speedup,
                           results.is_feasible(r), dict(m))

@@ -15,6 +15,7 @@ import optuna
 from tuner import results
 from tuner.candidate import label
 from tuner.errors import first_line, one_line
+from tuner.metric import chance_warning
 from tuner.record import read_study, read_trials
 from tuner.report.serving import ServingInfo, serving_info
 
@@ -97,6 +98,7 @@ class ReportInfo:
     findings: list[str]
     states: dict[str, int] = field(default_factory=dict)
     serving: ServingInfo | None = None  # a study under load: throughput vs p95 and the budget
+    reference_warning: str | None = None  # the reference model near chance (tuner.metric.chance_warning)
 
     @property
     def completed(self) -> list[TrialRow]:
@@ -124,7 +126,7 @@ def trial_rows(study: optuna.Study) -> list[TrialRow]:
         rows.append(TrialRow(number=t.number, state=t.state, params=t.filled,
                              metrics=metrics, feasible=results.is_feasible(t) and bool(metrics),
                              pareto=t.number in front, baseline=t.baseline,
-                             speedup=results.speedup_over(base, t, speed) if metrics else None,
+                             speedup=results.speedup_over(base, t, speed, remeasured) if metrics else None,
                              duplicate_of=t.duplicate_of, remeasure=remeasured.get(t.number),
                              short_recovery=t.short_recovery, speed=speed, note=first_line(t.error, 200)))
     return rows
@@ -146,6 +148,7 @@ def collect(study: optuna.Study) -> ReportInfo:
         trials=rows, pareto=[], baseline=base.number if base is not None else None, hypervolume=[],
         hypervolume_reference=None, importances={}, importance_notes=[], findings=[],
         states=dict(Counter(r.state for r in rows)),
+        reference_warning=chance_warning(reference) if {"num_classes", "validation_images"} <= set(reference) else None,
     )
     x, _ = info.axes
     hv, hv_ref = _hypervolume_history(info)

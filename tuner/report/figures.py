@@ -32,8 +32,8 @@ def _hover(r: TrialRow, reference: float | None) -> str:
     lines += [f"{k}: {c[k]}" for k in PARAMS if k in c]
     lines += [f"accuracy: {m['accuracy']:.2%}" + (f" (drop {100 * m.get('accuracy_drop', 0):+.2f} pts)"
                                                   if reference is not None else ""),
-              f"per sample: {m['per_sample_ms']:.4f} ms (95% CI {slo:.4f}-{shi:.4f})",
-              f"per batch: {m['latency_ms']:.4f} ms (95% CI {lo:.4f}-{hi:.4f}), p95 {m['latency_p95_ms']:.4f}",
+              f"per sample: {m['per_sample_ms']:.4f} ms (within-process 95% CI {slo:.4f}-{shi:.4f})",
+              f"per batch: {m['latency_ms']:.4f} ms (within-process 95% CI {lo:.4f}-{hi:.4f}), p95 {m['latency_p95_ms']:.4f}",
               f"throughput: {m['throughput']:.0f}/s, n={m['samples']}",
               f"size {m['size_mb']:.3f} MB, {m['params']:,} params, {m['macs']:,} MACs",
               f"executed {m['executed_precision']}, {m['threads']} threads"]
@@ -112,7 +112,7 @@ def _title(metric: str) -> str:
 def _axis(metric: str, values: list[float]) -> dict[str, Any]:
     """A log axis with plain 1-2-5 ticks for latencies and sizes; accuracy in percent with enough decimals that
     no two ticks read the same."""
-    title = _title(metric) + (" (log; bars: 95% CI of the median)" if metric in _LATENCY_CI else
+    title = _title(metric) + (" (log; bars: within-process 95% CI of the median)" if metric in _LATENCY_CI else
                               " (log)" if metric in _LOG_METRICS else "")
     if metric in _LOG_METRICS and values and min(values) > 0:
         return dict(title=title, type="log", **_log_ticks(values))

@@ -24,9 +24,9 @@ def findings(info: ReportInfo) -> list[str]:
     when the 95% CIs of the two medians do not overlap.
     """
     rows = [r for r in info.completed if r.duplicate_of is None]
-    out: list[str] = []
+    out: list[str] = [info.reference_warning] if info.reference_warning else []
     if not rows:
-        return ["no trial completed yet: nothing to compare."]
+        return [*out, "no trial completed yet: nothing to compare."]
     out += _best_vs_baseline(info, rows)
     out += _placements_at_equal_accuracy(info, rows)
     out += _precision_rule(rows)
@@ -53,7 +53,7 @@ def _best_vs_baseline(info: ReportInfo, rows: list[TrialRow]) -> list[str]:
                    "; no speedup: the study has no completed baseline trial to compare with.")]
     base = info.row(info.baseline)
     drop = base.accuracy - best.accuracy
-    speed = (f"{base.ms / best.ms:.1f}x faster than" if _faster(best, base)
+    speed = (f"{best.speedup or base.ms / best.ms:.1f}x faster than" if _faster(best, base)
              else "no measurably faster than")
     return [f"the fastest feasible trial, {best.label()}, runs at {best.ms:.3f} ms/sample: {speed} the baseline "
             f"(#{base.number}, {base.ms:.3f} ms/sample), "
@@ -245,8 +245,8 @@ def _remeasure_rule(info: ReportInfo, rows: list[TrialRow]) -> list[str]:
     outside = sum(bool(e.get("outside_ci")) for e in entries)
     diffs = ", ".join(f"#{r.number} {100 * r.remeasured_diff:+.1f}%" for r in points)
     out = [(f"re-timed in fresh processes ({rounds} interleaved rounds): {agree} of {len(points)} Pareto "
-           f"points within 5% of the study's figure ({diffs}); {outside} outside the study's 95% CI, which "
-           "covers one process's timing, not the spread between processes.")]
+           f"points within 5% of the study's figure ({diffs}); {outside} outside the study's within-process 95% CI, "
+           "which covers one process's timing, not the spread between processes.")]
     pick = results.fastest_feasible(r.point for r in rows)
     if pick is not None and pick.reordered:
         by_study, by_again = info.row(pick.study_point.number), info.row(pick.point.number)

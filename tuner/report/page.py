@@ -14,7 +14,7 @@ from tuner.report.trials import trial_table
 
 _COLUMNS = ("trial", "state", "flags", "placement", "precision", "int8", "prune", "batch", "fold_bn", "graph_opt",
             "threads", "streams", "requests",
-            "accuracy", "drop (pts)", "ms/sample", "95% CI", "re-measured ms/sample", "re-measure diff %", "speedup",
+            "accuracy", "drop (pts)", "ms/sample", "within-process 95% CI", "re-measured ms/sample", "re-measure diff %", "speedup",
             "p95 ms/batch", "samples/s", "load samples/s", "load p95 ms", "open samples/s", "open p95 ms", "MB",
             "executed", "note")
 
@@ -78,7 +78,7 @@ def _table_html(info: ReportInfo) -> str:
     for rec, r in zip(table_rows(info), info.trials):
         cells = []
         for col in _COLUMNS:
-            if col == "95% CI":
+            if col == "within-process 95% CI":
                 cells.append(_cell(None, "") if rec["ci_low"] is None else
                              f'<td data-sort="{rec["ci_low"]}">{rec["ci_low"]:.4f}-{rec["ci_high"]:.4f}</td>')
             else:

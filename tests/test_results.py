@@ -159,3 +159,22 @@ def test_a_baseline_timed_on_a_busy_host_never_makes_the_speedups():
     assert "ms/sample (range)" in table and "median of the fresh processes" in table
     rows = report_info(study).trials
     assert next(r.speedup for r in rows if r.number == 1) == pytest.approx(0.13 / 0.052)
+
+
+def test_reasons_are_clipped_between_words_and_the_table_says_what_was_built():
+    from tuner.errors import clip, first_line
+    from tuner.summary import pareto_table
+
+    reason = "below the 95.59% required, and not promoted to the long one (not faster than the feasible points)"
+    assert clip(reason, 80) == "below the 95.59% required, and not promoted to the long one (not faster than…"
+    assert first_line(reason, 1000) == reason and len(clip(reason, 80)) <= 80
+    entry = {"number": 6, "params": {"placement": "ov-cpu", "precision": "fp32", "prune_ratio": 0.6,
+                                     "prune_profile": "global", "drop_blocks": 3, "student": True, "sparsity": 0.5,
+                                     "recovery": "long", "batch_size": 1, "fold_bn": False, "graph_opt": "all"},
+             "metrics": {"accuracy": 0.9, "per_sample_ms": 0.1, "executed_precision": "fp32", "threads": 1,
+                         "latency_ms": 0.1, "batch_size": 1},
+             "speedup": 3.0, "ms": {"per_sample": 0.1, "low": 0.09, "high": 0.11, "source": "one process"}}
+    table = pareto_table({"pareto": [entry], "reference_accuracy": 0.91, "best_feasible": None,
+                          "baseline": {"per_sample_ms": 0.3}})
+    assert "student prune 0.60 global -3 blocks sparse 0.50 (long recovery)" in table, table
+    assert "within-process CI" in table

@@ -239,11 +239,9 @@ def int8_settings(c: dict[str, Any]) -> str:
                                        else "") if note)
 
 
-def label(candidate: Candidate | dict[str, Any]) -> str:
-    """A candidate in a few words, the one way it becomes text (progress lines, the report, the re-measure, the API):
-    placement, precision (and its int8 settings that are not the defaults), how it was compressed, batch (and its
-    streams, when several). A recorded dict lacking newer fields reads them at their defaults."""
-    c = candidate.to_dict() if isinstance(candidate, Candidate) else Candidate.fill(candidate)
+def compression(c: dict[str, Any]) -> str:
+    """How a (filled) candidate's model was made smaller, in words: ``student prune 0.60 global -3 blocks sparse
+    0.50 (long recovery)``; ``prune 0.00`` for the model as brought."""
     shrink = ("student " if c["student"] else "") + f"prune {c['prune_ratio']:.2f}"
     if c["prune_ratio"] and c["prune_profile"] != "uniform":
         shrink += f" {c['prune_profile']}"
@@ -253,6 +251,15 @@ def label(candidate: Candidate | dict[str, Any]) -> str:
         shrink += f" sparse {c['sparsity']:.2f}"
     if c["recovery"] == "long":
         shrink += " (long recovery)"
+    return shrink
+
+
+def label(candidate: Candidate | dict[str, Any]) -> str:
+    """A candidate in a few words, the one way it becomes text (progress lines, the report, the re-measure, the API):
+    placement, precision (and its int8 settings that are not the defaults), how it was compressed, batch (and its
+    streams, when several). A recorded dict lacking newer fields reads them at their defaults."""
+    c = candidate.to_dict() if isinstance(candidate, Candidate) else Candidate.fill(candidate)
+    shrink = compression(c)
     int8 = int8_settings(c)
     streams = int(c["streams"] or 1)
     return (f"{c['placement']} {c['precision']}{f' ({int8})' if int8 else ''} {shrink} bs {c['batch_size']}"

@@ -91,8 +91,16 @@ def first_line(text: object, limit: int = 300, *, whole: bool = False) -> str:
     """The first non-empty line of ``text`` (``whole``: all of it, line breaks as spaces), at most ``limit``
     characters: a reason short enough for one line."""
     if whole:
-        return " ".join(str(text).split())[:limit]
-    return next((line.strip() for line in str(text).strip().splitlines() if line.strip()), "")[:limit]
+        return clip(" ".join(str(text).split()), limit)
+    return clip(next((line.strip() for line in str(text).strip().splitlines() if line.strip()), ""), limit)
+
+
+def clip(text: str, limit: int) -> str:
+    """``text`` in at most ``limit`` characters, cut between words with "…" where it is longer: never mid-word."""
+    if len(text) <= limit:
+        return text
+    cut = text[:limit - 1]
+    return (cut.rsplit(" ", 1)[0] if " " in cut else cut).rstrip(" ,;:(") + "…"
 
 
 def one_line(err: BaseException, limit: int = 300, *, whole: bool = False) -> str:

@@ -196,4 +196,4 @@ def describe_trial(r: TrialRecord) -> str:
         served = (f"; under load {m['load_throughput']:.0f} samples/s (p95 {m['load_p95_ms']:.3f} ms), open loop "
                   f"{m['open_throughput']:.0f} (p95 {m['open_p95_ms']:.3f} ms)" if m.get("load") else "")
         return f"#{r.number} {what}: {m['accuracy']:.2%}, {m['per_sample_ms']:.3f} ms/sample{served}"
-    return f"#{r.number} {what}: {r.state} ({first_line(r.error, 120)})"
+    return f"#{r.number} {what}: {r.state} ({first_line(r.error, 240)})"

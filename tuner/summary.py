@@ -10,7 +10,7 @@ import optuna
 from optuna.trial import TrialState
 
 from tuner import results
-from tuner.candidate import int8_settings
+from tuner.candidate import Candidate, compression, int8_settings
 from tuner.record import TrialRecord, read_study
 from tuner.study.counts import count_trials
 from tuner.table import aligned
@@ -65,7 +65,7 @@ def pareto_table(summary: dict[str, Any]) -> str:
     """The front as a table; a study under load gets its serving settings and figures under load too."""
     loaded = summary.get("speed", "per_sample_ms") != "per_sample_ms"
     fresh = [e for e in summary["pareto"] if e["ms"]["source"] == "fresh processes"]
-    rows = [("trial", "placement", "precision", "prune", "bs", "fold", "graph", "thr", "accuracy", "drop",
+    rows = [("trial", "placement", "precision", "compression", "bs", "fold", "graph", "thr", "accuracy", "drop",
              "ms/sample (range)" if fresh else "ms/sample (within-process CI)", "speedup")
             + (("streams", "req", "samples/s", "p95 ms", "open samples/s", "open p95 ms") if loaded else ())]
     ref = summary["reference_accuracy"] or 0.0
@@ -73,7 +73,7 @@ def pareto_table(summary: dict[str, Any]) -> str:
         c, m = e["params"], e["metrics"]
         ms = e["ms"]
         rows.append((f"#{e['number']}", c["placement"], precision_cell(c, m),
-                     f"{c['prune_ratio']:.2f}", str(c["batch_size"]), "y" if c["fold_bn"] else "n",
+                     compression(Candidate.fill(c)), str(c["batch_size"]), "y" if c["fold_bn"] else "n",
                      c["graph_opt"] if c["placement"].startswith("ort") else "-", str(m["threads"]),
                      f"{m['accuracy']:.2%}", f"{100 * (ref - m['accuracy']):+.2f}",
                      f"{ms['per_sample']:.3f} ({ms['low']:.3f}-{ms['high']:.3f})"

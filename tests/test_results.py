@@ -178,3 +178,33 @@ def test_reasons_are_clipped_between_words_and_the_table_says_what_was_built():
                           "baseline": {"per_sample_ms": 0.3}})
     assert "student prune 0.60 global -3 blocks sparse 0.50 (long recovery)" in table, table
     assert "within-process CI" in table
+
+
+def test_load_returns_a_stored_studys_result_with_short_reprs(tmp_path):
+    """``tuner.load``: a stored study's TuneResult, nothing built or timed again; short reprs; str is the table."""
+    import tuner
+
+    objectives = load_objectives("accuracy_latency")
+    url = f"sqlite:///{tmp_path / 'stored.db'}"
+    study = optuna.create_study(study_name="stored", storage=url, directions=list(objectives.directions))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(list(objectives.names))
+    study.set_user_attr("reference", {"accuracy": 0.95, "validation_images": 400, "num_classes": 10})
+    study.set_user_attr("metric", {"name": "macro_f1", "higher_is_better": True, "code": "abc"})
+    study.set_user_attr("constraints", [str(c) for c in objectives.constraints])
+    rng = np.random.default_rng(3)
+    for i in range(6):
+        m = _metrics(rng, 0.95)
+        add_measured(study, objectives.values(m), m, {
+            "placement": "ort-cpu", "precision": "fp32", "prune_ratio": 0.0, "batch_size": m["batch_size"],
+            "fold_bn": False, "graph_opt": "all", "threads": 1}, objectives.constraints, baseline=i == 0)
+    before = len(study.trials)
+    result = tuner.load("stored", storage=url)
+    assert result.objectives.constraints == objectives.constraints and result.metric.name == "macro_f1"
+    assert [p.trial for p in result.pareto] == sorted(e["number"] for e in result.summary()["pareto"])
+    assert repr(result).startswith("TuneResult(study 'stored', 6 trials, ") and len(repr(result)) < 200
+    assert all(repr(p).startswith(f"TrialPoint(#{p.trial} ort-cpu fp32") and len(repr(p)) < 200
+               for p in result.pareto)
+    assert "macro_f1" in str(result) and "top-1" not in str(result)  # the metric by its name
+    assert len(optuna.load_study(study_name="stored", storage=url).trials) == before

@@ -1,16 +1,17 @@
 """tuner: search prune ratio x precision x fusion x batch x placement for the fastest accurate-enough build.
 
 ``tuner.tune(model, train=..., val=..., metric=...)`` runs a study from Python and returns a ``TuneResult``;
-``python -m tuner`` is the same from the command line. Both load lazily: ``import tuner`` loads no torch.
+``python -m tuner`` is the same from the command line; ``tuner.load(study)`` returns a stored study's result without
+timing anything again. All load lazily: ``import tuner`` loads no torch.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["Candidate", "TrialPoint", "TuneResult", "tune"]
+__all__ = ["Candidate", "TrialPoint", "TuneResult", "load", "tune"]
 
-_HOMES = {"tune": "tuner.api", "TuneResult": "tuner.api.result", "TrialPoint": "tuner.api.result",
+_HOMES = {"tune": "tuner.api", "load": "tuner.api", "TuneResult": "tuner.api.result", "TrialPoint": "tuner.api.result",
           "Candidate": "tuner.candidate"}
 
 

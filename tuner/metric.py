@@ -48,6 +48,13 @@ def chance_warning(reference: dict[str, Any]) -> str | None:
             "trained on these classes in this order, and --mean/--std and --resolution")
 
 
+def metric_words(record: dict[str, Any] | None) -> str:
+    """What a study calls accuracy, for a title or a column (``Metric.record()`` as the study keeps it): "top-1
+    accuracy", or the user's metric by its name."""
+    name = (record or {}).get("name") or TOP1
+    return "top-1 accuracy" if name == TOP1 else str(name)
+
+
 @dataclass(frozen=True)
 class Metric:
     fn: Callable[[Any, Any], Any] | None = None  # None: top-1, computed in the trial's process

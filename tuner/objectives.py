@@ -38,6 +38,18 @@ class Constraint:
                 ([f"{self.metric} >= {self.min:g}"] if self.min is not None else [])
         return " and ".join(parts)
 
+    @classmethod
+    def parse(cls, text: str) -> Constraint:
+        """The constraint ``str()`` wrote (``accuracy_drop <= 0.01``, ``m <= a and m >= b``): how a stored study
+        says what it was constrained by."""
+        bounds: dict[str, float] = {}
+        metric = ""
+        for part in text.split(" and "):
+            name, op, value = part.split()
+            metric = name
+            bounds["max" if op == "<=" else "min"] = float(value)
+        return cls(metric, bounds.get("max"), bounds.get("min"))
+
 
 @dataclass(frozen=True)
 class Objectives:

@@ -11,6 +11,7 @@ from optuna.trial import TrialState
 
 from tuner import results
 from tuner.candidate import Candidate, compression, int8_settings
+from tuner.metric import metric_words
 from tuner.record import TrialRecord, read_study
 from tuner.study.counts import count_trials
 from tuner.table import aligned
@@ -42,6 +43,7 @@ def summarize(study: optuna.Study, objectives: Objectives) -> dict[str, Any]:
         "objectives": dict(zip(objectives.names, objectives.directions)),
         "constraints": [str(c) for c in objectives.constraints],
         "reference_accuracy": read_study(study).reference.get("accuracy"),
+        "metric": metric_words(read_study(study).metric),  # what "accuracy" is: top-1, or the user's metric
         "baseline": base.metrics if base else None,
         "trials": {s.name.lower(): states.count(s) for s in TrialState if states.count(s)},
         "repeats": count_trials(study).repeats,  # finished trials that reused an earlier trial's outcome
@@ -65,7 +67,8 @@ def pareto_table(summary: dict[str, Any]) -> str:
     """The front as a table; a study under load gets its serving settings and figures under load too."""
     loaded = summary.get("speed", "per_sample_ms") != "per_sample_ms"
     fresh = [e for e in summary["pareto"] if e["ms"]["source"] == "fresh processes"]
-    rows = [("trial", "placement", "precision", "compression", "bs", "fold", "graph", "thr", "accuracy", "drop",
+    metric = summary.get("metric", "top-1 accuracy")
+    rows = [("trial", "placement", "precision", "compression", "bs", "fold", "graph", "thr", metric, "drop",
              "ms/sample (range)" if fresh else "ms/sample (within-process CI)", "speedup")
             + (("streams", "req", "samples/s", "p95 ms", "open samples/s", "open p95 ms") if loaded else ())]
     ref = summary["reference_accuracy"] or 0.0
@@ -82,7 +85,7 @@ def pareto_table(summary: dict[str, Any]) -> str:
                     + ((str(m.get("streams", 1)), str(m.get("requests", 1)), _num(m.get("load_throughput"), ".0f"),
                         _num(m.get("load_p95_ms"), ".3f"), _num(m.get("open_throughput"), ".0f"),
                         _num(m.get("open_p95_ms"), ".3f")) if loaded else ()))
-    head = f"Pareto front ({len(summary['pareto'])} trials; drop in points vs {ref:.2%}):"
+    head = f"Pareto front ({len(summary['pareto'])} trials; {metric}, drop in points vs the reference's {ref:.2%}):"
     best = summary["best_feasible"]
     if best and loaded:
         m, speed = best["metrics"], summary["speed"]

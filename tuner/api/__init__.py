@@ -126,6 +126,30 @@ def tune(model: Any = "resnet18", train: Any = "digits", val: Any = None, *,
     return TuneResult(study_, objectives, scorer, studies_dir, storage, remeasured, log)
 
 
+def load(study: str, storage: str | None = None, studies_dir: str = "studies",
+         metric: Callable[[Any, Any], Any] | None = None) -> TuneResult:
+    """A stored study's ``TuneResult`` as it was saved: nothing is built or timed again (its end-of-study re-measure
+    is read from the study). ``metric``: the study's metric function, so that ``export`` scores it again (without
+    it, export re-measures top-1 and says so); the study refuses one other than its own when it runs again."""
+    from tuner.api.result import TuneResult
+    from tuner.metric import Metric, make_metric
+    from tuner.objectives import Constraint, Objectives
+    from tuner.record import read_study
+    from tuner.study.storage import existing_storage, load_existing_study, quiet_optuna
+
+    with quiet_optuna():
+        found = load_existing_study(study, storage, studies_dir)
+    kept = read_study(found)
+    recorded = kept.metric or {}
+    higher = bool(recorded.get("higher_is_better", True))
+    scorer = make_metric(metric, higher) if metric is not None else Metric(name=recorded.get("name") or "top1",
+                                                                          higher_is_better=higher)
+    objectives = Objectives(f"study {study}", tuple(found.metric_names or ()),
+                            tuple(d.name.lower() for d in found.directions),
+                            tuple(Constraint.parse(c) for c in kept.constraints))
+    return TuneResult(found, objectives, scorer, studies_dir, existing_storage(study, storage, studies_dir))
+
+
 def _run(s: Any, log: Callable[[str], None], progress: bool) -> Any:
     """The study, with what it is about said once the workload loaded (bad input stays one line before)."""
     from tuner import summary
@@ -145,4 +169,4 @@ def _run(s: Any, log: Callable[[str], None], progress: bool) -> Any:
         return run_study(s, bar.update, bar.say, announce)
 
 
-__all__ = ["tune"]
+__all__ = ["load", "tune"]

@@ -45,6 +45,12 @@ class TrialPoint:
         """The candidate in a few words (``tuner.candidate.label``)."""
         return label(self.candidate)
 
+    def __repr__(self) -> str:
+        ms = self.remeasured_ms if self.remeasured_ms is not None else self.per_sample_ms
+        return (f"TrialPoint(#{self.trial} {self.label}: accuracy {self.accuracy:.4g}, drop {100 * self.accuracy_drop:.2f} "
+                f"points, {ms:.4f} ms/sample" + (f", {self.speedup:.1f}x" if self.speedup else "")
+                + ("" if self.feasible else ", infeasible") + ")")
+
 
 @dataclass(frozen=True)
 class TuneResult:
@@ -125,6 +131,22 @@ class TuneResult:
 
         with quiet_optuna():  # the importances' shadow studies would each log their creation
             return write_report(self.study, path, csv)
+
+    def __repr__(self) -> str:
+        front, pick = self.pareto, self._pick()
+        return (f"TuneResult(study {self.study.study_name!r}, {len(self.study.trials)} trials, {len(front)} on the front"
+                + (f", fastest feasible #{pick.trial} at {pick.speedup:.1f}x the baseline" if pick and pick.speedup
+                   else "") + ")")
+
+    def __str__(self) -> str:
+        """The Pareto table ``tuner run`` prints."""
+        from tuner import summary
+
+        return summary.pareto_table(self.summary())
+
+    def _pick(self) -> TrialPoint | None:
+        chosen = results.fastest_feasible(results.points(self.study))
+        return next((p for p in self.pareto if chosen and p.trial == chosen.point.number), None)
 
     def summary(self) -> dict[str, Any]:
         """What ``tuner run --json`` prints: objectives, baseline, trial counts, the front, the fastest pick."""

@@ -27,7 +27,7 @@ from tuner.artifact.readme import readme_text
 from tuner.cache import owned_temp_dir, remove_leftovers, sha256_file
 from tuner.candidate import Candidate
 from tuner.errors import ConfigError, TunerError, one_line
-from tuner.metric import Metric, top1_of
+from tuner.metric import Metric, metric_words, top1_of
 from tuner.names import (
     CONFIG_FILE,
     EXPORT_FORMAT,
@@ -202,7 +202,10 @@ def export(study: optuna.Study, trial: TrialRecord, why: str, out: str | Path,
             "format": EXPORT_FORMAT,
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "study": {"name": study.study_name, "storage": mask_url(storage) if storage else None,
-                      "trial": trial.number, "selected_by": why, "duplicate_of": trial.duplicate_of},
+                      "trial": trial.number, "selected_by": why, "duplicate_of": trial.duplicate_of,
+                      # what metrics.export's accuracy is: the study's metric where it was scored again here
+                      "metric": metric_words(kept.metric) if not scored or (metric is not None and metric.custom)
+                      else "top-1 accuracy"},
             "candidate": candidate.to_dict(),
             "artifact": {"file": artifact, "kind": kind, "runtime": candidate.placement,
                          "sha256": sha256_file(tmp / artifact), "bytes": (tmp / artifact).stat().st_size,

@@ -171,6 +171,13 @@ def _serving_text(config: dict[str, Any]) -> list[str]:
     return ["## Serve it as measured", "", text, ""]
 
 
+def _accuracy_words(metric: str, m: dict[str, Any]) -> str:
+    """``Top-1 accuracy 91.20%``, or the user's metric by name with top-1 beside it."""
+    if metric == "top-1 accuracy":
+        return f"Top-1 accuracy {top1_of(m):.2%}"
+    return f"{metric} {m['accuracy']:.4f} (top-1 {top1_of(m):.2%})"
+
+
 def readme_text(config: dict[str, Any]) -> str:
     art, c, data = config["artifact"], config["candidate"], config["data"]
     m = config["metrics"]["export"]
@@ -185,7 +192,8 @@ def readme_text(config: dict[str, Any]) -> str:
         (f"# Trial #{config['study']['trial']} of study `{config['study']['name']}`: {c['precision']} on "
         f"{c['placement']}, batch {c['batch_size']}, prune {c['prune_ratio']}"),
         "",
-        (f"Top-1 accuracy {top1_of(m):.2%} on {data['validation_images']} validation images of "
+        (_accuracy_words(config["study"].get("metric", "top-1 accuracy"), m)
+         + f" on {data['validation_images']} validation images of "
         f"`{data['name']}`; {m['per_sample_ms']:.4f} ms per sample at batch {c['batch_size']} "
         f"({m['executed_precision']} executed, threads: {m['threads']}) on the machine in `{CONFIG_FILE}`."),
         "",

@@ -15,7 +15,7 @@ import optuna
 from tuner import results
 from tuner.candidate import label
 from tuner.errors import first_line, one_line
-from tuner.metric import chance_warning
+from tuner.metric import chance_warning, metric_words
 from tuner.record import read_study, read_trials
 from tuner.report.serving import ServingInfo, serving_info
 
@@ -99,6 +99,7 @@ class ReportInfo:
     states: dict[str, int] = field(default_factory=dict)
     serving: ServingInfo | None = None  # a study under load: throughput vs p95 and the budget
     reference_warning: str | None = None  # the reference model near chance (tuner.metric.chance_warning)
+    metric: str = "top-1 accuracy"  # what the study calls accuracy, in words: top-1, or the user's metric by name
 
     @property
     def completed(self) -> list[TrialRow]:
@@ -149,6 +150,7 @@ def collect(study: optuna.Study) -> ReportInfo:
         hypervolume_reference=None, importances={}, importance_notes=[], findings=[],
         states=dict(Counter(r.state for r in rows)),
         reference_warning=chance_warning(reference) if {"num_classes", "validation_images"} <= set(reference) else None,
+        metric=metric_words(kept.metric),
     )
     x, _ = info.axes
     hv, hv_ref = _hypervolume_history(info)

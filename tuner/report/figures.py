@@ -12,7 +12,6 @@ from tuner.report.data import PARAMS, ReportInfo, TrialRow, group_by
 _AXIS_TITLES = {"per_sample_ms": "latency per sample, ms", "latency_ms": "latency per batch, ms",
                 "latency_p95_ms": "p95 latency per batch, ms", "throughput": "throughput, samples/s",
                 "size_mb": "artifact size, MB", "macs": "MACs per sample", "params": "parameters",
-                "accuracy": "top-1 accuracy", "accuracy_drop": "accuracy drop",
                 "load_throughput": "samples/s, closed loop", "open_throughput": "samples/s, open loop",
                 "load_p95_ms": "p95 per request under load, ms", "open_p95_ms": "p95 per request, open loop, ms"}
 _LOG_METRICS = {"per_sample_ms", "latency_ms", "latency_p95_ms", "size_mb", "macs", "params", "load_p50_ms",
@@ -23,14 +22,14 @@ _PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#
 _SYMBOLS = {"fp32": "circle", "fp16": "diamond", "bf16": "square", "int8": "triangle-up"}
 
 
-def _hover(r: TrialRow, reference: float | None) -> str:
+def _hover(r: TrialRow, reference: float | None, accuracy: str = "top-1 accuracy") -> str:
     m, c = r.metrics, r.params
     lo, hi = m.get("latency_ci_ms", [m["latency_ms"]] * 2)
     slo, shi = r.ms_ci
     lines = [f"<b>trial #{r.number}</b>" + (" (baseline)" if r.baseline else "") + (" Pareto" if r.pareto else "")
              + ("" if r.feasible else " infeasible")]
     lines += [f"{k}: {c[k]}" for k in PARAMS if k in c]
-    lines += [f"accuracy: {m['accuracy']:.2%}" + (f" (drop {100 * m.get('accuracy_drop', 0):+.2f} pts)"
+    lines += [f"{accuracy}: {m['accuracy']:.2%}" + (f" (drop {100 * m.get('accuracy_drop', 0):+.2f} pts)"
                                                   if reference is not None else ""),
               f"per sample: {m['per_sample_ms']:.4f} ms (within-process 95% CI {slo:.4f}-{shi:.4f})",
               f"per batch: {m['latency_ms']:.4f} ms (within-process 95% CI {lo:.4f}-{hi:.4f}), p95 {m['latency_p95_ms']:.4f}",
@@ -77,7 +76,7 @@ def pareto_figure(info: ReportInfo) -> Any:
         error = bars(g)
         fig.add_trace(go.Scatter(
             x=xs(g), y=ys(g), mode="markers", name=f"{placement} {precision}",
-            text=[_hover(r, info.reference_accuracy) for r in g], hovertemplate="%{text}<extra></extra>",
+            text=[_hover(r, info.reference_accuracy, info.metric) for r in g], hovertemplate="%{text}<extra></extra>",
             error_x={**error, "color": colors[placement]} if error else None,
             marker=dict(color=colors[placement], symbol=[_SYMBOLS.get(precision, "circle") + ("" if r.feasible
                                                                                              else "-open") for r in g],
@@ -93,26 +92,29 @@ def pareto_figure(info: ReportInfo) -> Any:
         b = base[0]
         fig.add_trace(go.Scatter(x=xs(base), y=ys(base), mode="markers+text", name="baseline",
                                  text=["baseline"], textposition="top center",
-                                 hovertext=[_hover(b, info.reference_accuracy)],
+                                 hovertext=[_hover(b, info.reference_accuracy, info.metric)],
                                  hovertemplate="%{hovertext}<extra></extra>",
                                  marker=dict(symbol="star", size=20, color="gold", line=dict(width=1, color="black"))))
-    fig.update_layout(title=f"{_title(ym).capitalize()} vs {_title(xm)} (filled: feasible; open: breaks a "
-                            "constraint; ringed: the study's Pareto front)",
+    fig.update_layout(title=f"{_title(ym, info.metric).capitalize()} vs {_title(xm, info.metric)} (filled: feasible; "
+                            "open: breaks a constraint; ringed: the study's Pareto front)",
                       xaxis=_axis(xm, xs(done) + ([r.ms_ci[0] for r in done] + [r.ms_ci[1] for r in done]
-                                                  if xm in _LATENCY_CI else [])),
-                      yaxis=_axis(ym, ys(done)), legend=dict(title="placement precision"),
+                                                  if xm in _LATENCY_CI else []), info.metric),
+                      yaxis=_axis(ym, ys(done), info.metric), legend=dict(title="placement precision"),
                       template="plotly_white", height=560, margin=dict(t=60, l=70, r=20, b=60))
     return fig
 
 
-def _title(metric: str) -> str:
+def _title(metric: str, accuracy: str = "top-1 accuracy") -> str:
+    """An axis or figure title; ``accuracy``: what the study calls accuracy (top-1, or the user's metric by name)."""
+    if metric in ("accuracy", "accuracy_drop"):
+        return accuracy + (" drop" if metric == "accuracy_drop" else "")
     return _AXIS_TITLES.get(metric, metric)
 
 
-def _axis(metric: str, values: list[float]) -> dict[str, Any]:
+def _axis(metric: str, values: list[float], accuracy: str = "top-1 accuracy") -> dict[str, Any]:
     """A log axis with plain 1-2-5 ticks for latencies and sizes; accuracy in percent with enough decimals that
     no two ticks read the same."""
-    title = _title(metric) + (" (log; bars: within-process 95% CI of the median)" if metric in _LATENCY_CI else
+    title = _title(metric, accuracy) + (" (log; bars: within-process 95% CI of the median)" if metric in _LATENCY_CI else
                               " (log)" if metric in _LOG_METRICS else "")
     if metric in _LOG_METRICS and values and min(values) > 0:
         return dict(title=title, type="log", **_log_ticks(values))

@@ -73,7 +73,8 @@ def _table_html(info: ReportInfo) -> str:
     kinds = {"accuracy": "pct", "drop (pts)": "pts", "ms/sample": "ms", "re-measured ms/sample": "ms",
              "re-measure diff %": "pts", "speedup": "x", "p95 ms/batch": "ms", "samples/s": "int", "MB": "mb",
              "load samples/s": "int", "load p95 ms": "ms", "open samples/s": "int", "open p95 ms": "ms"}
-    head = "".join(f'<th title="click to sort">{html.escape(c)}</th>' for c in _COLUMNS)
+    head = "".join(f'<th title="click to sort">{html.escape(info.metric if c == "accuracy" else c)}</th>'
+                   for c in _COLUMNS)
     body = []
     for rec, r in zip(table_rows(info), info.trials):
         cells = []
@@ -147,7 +148,7 @@ def render_html(info: ReportInfo) -> str:
     wl = info.workload
     states = ", ".join(f"{n} {s}" for s, n in sorted(info.states.items()))
     meta = (f"{len(info.trials)} trials ({states}); objectives: "
-            f"{', '.join(f'{d} {n}' for n, d in info.objectives.items())}; reference accuracy "
+            f"{', '.join(f'{d} {n}' for n, d in info.objectives.items())}; accuracy is {info.metric}, the reference's "
             + (f"{info.reference_accuracy:.2%} on {info.validation_images} validation images"
                if info.reference_accuracy is not None else "unknown"))
     machine = f"{hw.get('cpu', '?')}, {hw.get('cores', '?')} cores" + (f", {hw['gpu']}" if hw.get("gpu") else "")

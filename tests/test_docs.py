@@ -205,7 +205,7 @@ def docs_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("docs")
     _placeholders(folder)
     r = subprocess.run([sys.executable, "-m", "tuner", "--model", TINY_MODEL, "--resolution", "16", "--train-steps",
-                        "80", "--n-trials", "4", "--remeasure-rounds", "0", "--study", SESSION_STUDY],
+                        "80", "--n-trials", "3", "--remeasure-rounds", "0", "--study", SESSION_STUDY],
                        capture_output=True, text=True, cwd=folder, env=_env(), timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     return folder

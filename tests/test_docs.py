@@ -23,6 +23,7 @@ import re
 import shlex
 import subprocess
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -185,8 +186,10 @@ def _placeholders(folder: Path) -> None:
     model = conv_net(num_classes=3).eval()
     for name in PLACEHOLDERS["weights"]:
         torch.save(model.state_dict(), folder / name)
-    torch.onnx.export(model, (torch.zeros(1, 3, 16, 16),), str(folder / "model.onnx"), input_names=["input"],
-                      output_names=["logits"], dynamic_axes={"input": {0: "n"}, "logits": {0: "n"}}, dynamo=False)
+    with warnings.catch_warnings():  # the TorchScript exporter is deprecated; the default one needs onnxscript
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(model, (torch.zeros(1, 3, 16, 16),), str(folder / "model.onnx"), input_names=["input"],
+                          output_names=["logits"], dynamic_axes={"input": {0: "n"}, "logits": {0: "n"}}, dynamo=False)
     for name, config in PLACEHOLDERS["configs"].items():
         (folder / name).write_text(yaml.safe_dump(config))
 

@@ -131,7 +131,7 @@ def substitute(command: str, tag: str) -> list[str]:
     no ``--weights`` (nor an ONNX model)        ``--train-steps 80``                  a baseline in seconds, cached
     run: ``--n-trials N``, or none              ``--n-trials 2``                      the baseline and the first anchor
     run: ``--remeasure-rounds``                 ``--remeasure-rounds 0``              tests/test_remeasure.py's job
-    run: no ``--study``                         ``--study docs-<line>``               a study per command (one command's
+    run: no ``--study``                         ``--study docs-<page>-<line>-<n>``    a study per command (one command's
                                                                                       weights never meet another's)
     ``NAME`` (a study ``tuner run`` made)       ``docs``                              made once per session
                                                                                       (``docs_folder``)
@@ -286,7 +286,7 @@ def test_bash_block_runs_at_small_scale(block: Block, docs_folder: Path):
     for n, command in enumerate(commands(block)):
         if command in SKIPPED:
             continue
-        argv = substitute(command, f"{block.line}-{n}")
+        argv = substitute(command, f"{block.path.stem}-{block.line}-{n}")
         if command not in RAN:
             r = subprocess.run(argv, capture_output=True, text=True, cwd=docs_folder, env=_env(), timeout=900)
             failure = "" if r.returncode == 0 else (

@@ -103,7 +103,7 @@ def test_explain_prints_the_pick_against_the_baseline(small_study):
     args = ("explain", "--study", small_study["name"], "--studies-dir", small_study["studies_dir"], "--repeats", "5")
     r = run_tuner(*args)
     assert r.returncode == 0, r.stderr
-    assert "against trial #0" in r.stdout and "findings:" in r.stdout and "top 5 layers by time:" in r.stdout
+    assert "against trial #0" in r.stdout and "findings:" in r.stdout and "top 5 layers by time" in r.stdout
     r = run_tuner(*args, "--json", "--trial", "0")
     assert r.returncode == 0, r.stderr
     done = json.loads(r.stdout)
@@ -115,3 +115,14 @@ def test_explain_unknown_trial_is_one_line_exit_2(small_study):
                   "--trial", "999")
     assert r.returncode == 2 and r.stdout == ""
     assert r.stderr.count("\n") == 1 and "has no trial #999" in r.stderr
+
+
+def test_export_lines_name_the_three_costliest_layers(tmp_path):
+    from tuner.explain import write_profile
+
+    p = LayerProfile("ov-cpu", "int8", 1, 1, 10, (_node("a", 0.1, "int8"), _node("b", 0.5, "int8"),
+                                                   _node("c", 0.3, "fp32"), _node("d", 0.2, "int8")),
+                     1.2, 1.1, "test")
+    lines = write_profile(tmp_path, p)
+    assert [line.split("`")[1] for line in lines[1:]] == ["b", "c", "d"] and "runs fp32" in lines[2]
+    assert LayerProfile.from_dict(json.loads((tmp_path / "profile.json").read_text())) == p

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from tuner.artifact import Exported
+    from tuner.explain import Comparison
     from tuner.objectives import Objectives
     from tuner.remeasure import RemeasureSummary
     from tuner.report import ReportInfo
@@ -136,6 +137,14 @@ class TuneResult:
 
         with quiet_optuna():  # the importances' shadow studies would each log their creation
             return write_report(self.study, path, csv)
+
+    def explain(self, trial: int | None = None, against: int | None = None) -> Comparison:
+        """``tuner explain``: per-layer time of ``trial`` (default: the pick) against ``against`` (default: the
+        baseline), from each runtime's own profiler, with findings; ``tuner.explain.render(comparison)`` is its text."""
+        from tuner.explain import explain_study
+
+        with quiet_optuna():
+            return explain_study(self.study, trial, against, self.studies_dir, log=self.log)
 
     def summary(self) -> dict[str, Any]:
         """What ``tuner run --json`` prints: objectives, baseline, trial counts, the front, the fastest pick."""

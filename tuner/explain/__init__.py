@@ -110,5 +110,23 @@ def explain_study(study: optuna.Study, trial: int | None = None, against: int | 
                    label(explained.user_attrs["candidate"]), label(other.user_attrs["candidate"]) if other else "")
 
 
-__all__ = ["Comparison", "LayerProfile", "LayerTime", "NodeTime", "cached_profile", "compare", "explain_study",
-           "profile", "read_trials", "render"]
+
+def costliest(p: LayerProfile, n: int = 3) -> list[str]:
+    """README lines naming the ``n`` costliest layers of a profile: time per call, share, precision, kernel."""
+    layers = sorted(p.layers(), key=lambda la: -la.ms)[:n]
+    return [f"- `{la.module}`: {la.ms:.3f} ms per call of batch {p.batch_size} ({la.share:.0%} of the profiled call), "
+            f"runs {la.precision}" + (f" ({', '.join(la.kernels[:2])})" if la.kernels else "") for la in layers]
+
+
+def write_profile(out: Any, p: LayerProfile) -> list[str]:
+    """``out/profile.json`` (the whole profile), and the README lines naming the costliest layers: what export
+    writes beside an artifact."""
+    from pathlib import Path
+
+    (Path(out) / PROFILE_FILE).write_text(json.dumps(p.to_dict(), indent=1))
+    head = f"Where the time goes ({p.placement} {p.precision}; {PROFILE_FILE} has every node):"
+    return [head, *costliest(p)]
+
+
+__all__ = ["Comparison", "LayerProfile", "LayerTime", "NodeTime", "cached_profile", "compare", "costliest",
+           "explain_study", "profile", "read_trials", "render", "write_profile"]

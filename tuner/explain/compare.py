@@ -60,7 +60,9 @@ def rows(p: LayerProfile, base: LayerProfile | None) -> list[LayerRow]:
         a, b = mine.get(m), theirs.get(m)
         changed = []
         if a is None:
-            changed.append("gone (dropped or fused away)")
+            changed.append("gone (dropped)" if b is not None and b.compute else "fused into a neighbour")
+        elif not a.executed:
+            changed.append("optimized out (fused into a neighbour)")
         elif b is not None:
             if a.channels and b.channels and a.channels != b.channels:
                 changed.append(f"{b.channels} -> {a.channels} channels")
@@ -116,7 +118,10 @@ def findings(p: LayerProfile, base: LayerProfile | None, table: list[LayerRow]) 
             worse = [d for d in deltas[::-1] if d[1] > 0]
             over_b = base.kind_ms(*OVERHEAD_KINDS) / base.batch_size
             extra = over / p.batch_size - over_b
-            why = f"; layers slower than in the baseline: {_names(worse)}" if worse else ""
+            outside = p.outside_ms / p.batch_size - base.outside_ms / base.batch_size
+            why = (f"; layers slower than in the baseline: {_names(worse)}" if worse else
+                   f"; no layer is slower: the difference is outside the layers ({outside:+.3f} ms per sample "
+                   "outside every node, the runtime's own per-call cost)")
             if extra > 0:
                 why += f"; conversions add {extra:.3f} ms per sample"
             out.append(f"this {p.precision} build is slower than the baseline ({mine:.3f} vs {theirs:.3f} ms per sample "
@@ -125,7 +130,7 @@ def findings(p: LayerProfile, base: LayerProfile | None, table: list[LayerRow]) 
             saved = [d for d in deltas if d[1] < 0]
             out.append(f"{theirs / mine:.2f}x faster than the baseline ({mine:.3f} vs {theirs:.3f} ms per sample "
                        f"unprofiled); most of the saving: {_names([(m, -d) for m, d in saved])}")
-        gone = [r.module for r in table if r.ms is None and r.against_ms]
+        gone = [r.module for r in table if r.changed == "gone (dropped)"]
         if gone:
             out.append(f"{len(gone)} layers of the baseline are gone in this build: {', '.join(gone[:6])}")
     return out
@@ -173,7 +178,7 @@ def render(c: Comparison, top: int = 5) -> str:
                      f"{_ms(sum(n.ms for n in rest) / p.batch_size):>9} "
                      f"{_pct(sum(n.ms for n in rest) / p.total_ms if p.total_ms else None):>6}")
     lines.append("")
-    lines.append(f"top {top} layers by time:")
+    lines.append(f"top {top} layers by time (ms per call of batch {p.batch_size}):")
     for la in sorted(p.layers(), key=lambda la: -la.ms)[:top]:
         lines.append(f"  {la.module:32} {la.ms:8.4f} ms {la.share:5.1%}  {la.precision:6} {', '.join(la.kernels)}")
     lines.append("")

@@ -75,6 +75,8 @@ class LayerTime:
     kernels: tuple[str, ...]
     nodes: int
     channels: int | None  # output channels (features) the build kept, where known
+    compute: bool = False  # holds a compute node (a conv, a matmul), not only activations, pools or copies
+    executed: bool = True  # False: every node of it was optimized out (fused into a neighbour)
 
 
 @dataclass(frozen=True)
@@ -113,10 +115,11 @@ class LayerProfile:
             ms = sum(n.ms for n in nodes)
             compute = [n for n in nodes if n.kind == COMPUTE and n.status == EXECUTED] or \
                 [n for n in nodes if n.status == EXECUTED] or nodes
-            precision = "+".join(sorted({n.precision for n in compute if n.precision})) or "?"
+            ran = any(n.status == EXECUTED for n in nodes)
+            precision = "+".join(sorted({n.precision for n in compute if n.precision})) if ran else "-"
             kernels = tuple(dict.fromkeys(n.kernel for n in nodes if n.status == EXECUTED and n.kernel))
             out.append(LayerTime(module, ms, ms / self.total_ms if self.total_ms else 0.0, precision, kernels,
-                                 len(nodes), self.channels.get(module)))
+                                 len(nodes), self.channels.get(module), any(n.kind == COMPUTE for n in nodes), ran))
         return out
 
     def unmatched(self) -> list[NodeTime]:

@@ -8,8 +8,9 @@ from tests.conftest import run_tuner
 from tuner.build import build
 from tuner.candidate import Candidate
 from tuner.explain import cached_profile, compare, profile, render
+from tuner.explain.layers import EXECUTED, LayerProfile, NodeTime
 from tuner.explain.match import COMPUTE, QUANTIZE, REORDER, kind_of, module_of, scope_path
-from tuner.explain.profile import EXECUTED, LayerProfile, NodeTime, refuse
+from tuner.explain.profile import refuse
 
 # conv_net (tests/tiny_models.py) is a Sequential: its compute layers are the modules "0", "4" (convs) and "9" (fc).
 LAYERS = {"0", "4", "9"}

@@ -12,7 +12,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from tuner.explain.compare import Comparison, compare, render
-from tuner.explain.profile import LayerProfile, LayerTime, NodeTime, profile, refuse
+from tuner.explain.layers import LayerProfile, LayerTime, NodeTime
+from tuner.explain.profile import profile, refuse
 
 if TYPE_CHECKING:
     import optuna

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from tuner.explain.layers import LayerProfile, LayerTime
 from tuner.explain.match import OVERHEAD_KINDS
-from tuner.explain.profile import LayerProfile, LayerTime
 
 FLOAT = ("fp32", "bf16", "fp16")
 NOTABLE_SHARE = 0.05  # overheads below this share of the call are not worth a sentence

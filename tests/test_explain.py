@@ -93,6 +93,7 @@ def test_findings_name_the_layers_that_make_an_int8_build_slower():
     c = compare(slow, base, 3, 0, "ort-cpu int8", "ort-cpu fp32")
     text = " ".join(c.findings)
     assert "slower than the baseline" in text and "conv1 (0.400 ms)" in text
+    assert "conversions add 0.400 ms per sample, the costliest: x_QuantizeLinear (Conv, 0.400 ms)" in text
     assert "conv1 runs int8 but costs 58% of the time" in text and "64 channels were not pruned" in text
     assert "Reorder/Convert/Quantize nodes cost 17%" in text and "fc" in text  # the float layer pays for conversions
     assert "fp32 -> int8" in {r.module: r.changed for r in c.rows}["conv1"]

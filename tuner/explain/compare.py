@@ -123,7 +123,9 @@ def findings(p: LayerProfile, base: LayerProfile | None, table: list[LayerRow]) 
                    f"; no layer is slower: the difference is outside the layers ({outside:+.3f} ms per sample "
                    "outside every node, the runtime's own per-call cost)")
             if extra > 0:
-                why += f"; conversions add {extra:.3f} ms per sample"
+                costly = sorted((x for x in p.nodes if x.kind in OVERHEAD_KINDS), key=lambda x: -x.ms)[:3]
+                why += (f"; conversions add {extra:.3f} ms per sample, the costliest: "
+                        + ", ".join(f"{x.node} ({x.op}, {x.ms:.3f} ms)" for x in costly))
             out.append(f"this {p.precision} build is slower than the baseline ({mine:.3f} vs {theirs:.3f} ms per sample "
                        f"unprofiled){why}")
         else:

@@ -24,6 +24,7 @@ def test_scope_path_reads_the_exporter_node_names():
     assert scope_path("/0/Conv") == "0"
     assert scope_path("/Flatten") is None and scope_path("Transpose_token_64") is None
     assert module_of("/layer1/layer1.0/conv1/Conv", {"layer1", "layer1.0"}) == "layer1.0"  # longest known enclosing
+    assert module_of("/layer1/layer1.0/relu_1/Relu", {"layer1.0", "layer1.0.relu"}) == "layer1.0.relu"  # called twice
     assert kind_of("QLinearConv") == COMPUTE and kind_of("Reorder") == REORDER and kind_of("DequantizeLinear") == QUANTIZE
     assert kind_of("Subgraph", "input_QuantizeLinear") == QUANTIZE
 

@@ -66,7 +66,7 @@ def rows(p: LayerProfile, base: LayerProfile | None) -> list[LayerRow]:
         elif b is not None:
             if a.channels and b.channels and a.channels != b.channels:
                 changed.append(f"{b.channels} -> {a.channels} channels")
-            if a.precision != b.precision:
+            if a.precision != b.precision and "-" not in (a.precision, b.precision):
                 changed.append(f"{b.precision} -> {a.precision}")
         out.append(LayerRow(m, _per_sample(p, a) if a else None, a.share if a else None, a.precision if a else "",
                             _per_sample(base, b) if b and base else None, b.share if b else None,
@@ -169,11 +169,19 @@ def render(c: Comparison, top: int = 5) -> str:
     if b is not None:
         head += f" | {'baseline':>9} {'share':>6} {'prec':>9}  changed"
     lines.append(head)
+    fused = [r for r in c.rows if not r.ms and not (r.against_ms and "gone" in r.changed) and r.changed.startswith(
+        ("fused", "optimized out"))]
     for r in c.rows:
+        if r in fused:
+            continue
         line = f"{r.module[:32]:32} {_ms(r.ms):>9} {_pct(r.share):>6} {r.precision:>9}"
         if b is not None:
             line += f" | {_ms(r.against_ms):>9} {_pct(r.against_share):>6} {r.against_precision:>9}  {r.changed}"
         lines.append(line)
+    if fused:
+        was = sum(r.against_ms or 0.0 for r in fused)
+        lines.append(f"(fused into neighbours here: {len(fused)} layers, {', '.join(r.module for r in fused[:4])}"
+                     + (", ..." if len(fused) > 4 else "") + (f"; {was:.4f} ms/sample in the baseline)" if was else ")"))
     rest = p.unmatched()
     if rest:
         lines.append(f"{'(no module: ' + str(len(rest)) + ' nodes)':32} "

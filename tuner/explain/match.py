@@ -29,6 +29,7 @@ _COMPUTE_OPS = {
 _REORDER_OPS = {"Reorder", "Transpose"}
 _CONVERT_OPS = {"Convert", "Cast"}
 _QUANTIZE_OPS = {"FakeQuantize", "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"}
+_CALL = re.compile(r"_\d+$")  # the exporter's suffix on a module's second and later calls
 _OP_SEGMENT = re.compile(r"^[A-Z]")  # an ONNX op type (Conv, Relu, GlobalAveragePool) ends the module scope
 
 
@@ -71,6 +72,8 @@ def module_of(name: str, modules: Iterable[str] | None = None) -> str | None:
     if path is None or modules is None:
         return path
     known = set(modules)
+    if path not in known and _CALL.sub("", path) in known:  # a module called twice: the exporter's "relu_1"
+        return _CALL.sub("", path)
     parts = path.split(".")
     for end in range(len(parts), 0, -1):
         if ".".join(parts[:end]) in known:

@@ -27,6 +27,8 @@ from tuner.explain.readers import COUNTED, READERS
 from tuner.measure.latency import LatencyPolicy
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from tuner.build import Built
     from tuner.data import Dataset
 
@@ -41,9 +43,11 @@ def refuse(placement: str) -> str | None:
             f"torch-cpu (CUDA and TensorRT kernels run asynchronously; their profilers are not wired in)")
 
 
-def profile(built: Built, data: Dataset, repeats: int = 30, warmup: int = 5,
-            policy: LatencyPolicy = QUICK) -> LayerProfile:
-    """The per-layer profile of ``built`` on a batch of real validation images."""
+def profile(built: Built, data: Dataset, repeats: int = 30, warmup: int = 5, policy: LatencyPolicy = QUICK,
+            modules: Iterable[str] | None = None) -> LayerProfile:
+    """The per-layer profile of ``built`` on a batch of real validation images. ``modules``: the model's module
+    names, to match runtime nodes against (default: the built torch module's; an ONNX build reads them from its
+    node names alone)."""
     from tuner.measure import open_session, resolve_threads, time_session
 
     c = built.candidate
@@ -57,12 +61,13 @@ def profile(built: Built, data: Dataset, repeats: int = 30, warmup: int = 5,
         latency = time_session(session, data, c.batch_size, threads, policy)
     finally:
         session.close()
+    known = set(modules) if modules is not None else None
     if built.model is not None:
-        modules: set[str] | None = {n for n, _ in built.model.named_modules()}
+        known = {n for n, _ in built.model.named_modules()}
         channels = torch_channels(built.model)
     else:
         assert built.onnx_path is not None
-        modules, channels = None, onnx_channels(built.onnx_path)
-    nodes, total_ms = READERS[c.placement](built, data.example(c.batch_size), warmup, repeats, modules)
+        channels = onnx_channels(built.onnx_path)
+    nodes, total_ms = READERS[c.placement](built, data.example(c.batch_size), warmup, repeats, known)
     return LayerProfile(c.placement, c.precision, c.batch_size, threads, repeats, tuple(nodes),
                         total_ms, latency.median_ms, COUNTED[c.placement], channels)

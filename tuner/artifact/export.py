@@ -112,6 +112,7 @@ def export(study: optuna.Study, trial: optuna.trial.FrozenTrial, why: str, out: 
     own function (``TuneResult.export`` passes it), scored again on the rebuilt model's logits."""
     import torch
 
+    from tuner import explain
     from tuner.build import build
     from tuner.measure import measure
     from tuner.measure.load import replaying
@@ -229,7 +230,10 @@ def export(study: optuna.Study, trial: optuna.trial.FrozenTrial, why: str, out: 
         })
         import yaml
 
-        (tmp / README_FILE).write_text(readme_text(config), encoding="utf-8")
+        readme = readme_text(config)
+        if explain.refuse(candidate.placement) is None:  # where its time goes: profile.json, the costliest layers
+            readme += "\n" + "\n".join(explain.write_profile(tmp, explain.cached_profile(workload, built))) + "\n"
+        (tmp / README_FILE).write_text(readme, encoding="utf-8")
         (tmp / CONFIG_FILE).write_text("# written by `tuner export`; check it with `tuner verify DIR`\n"
                                   + yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
         _move_into_place(tmp, out)

@@ -129,3 +129,10 @@ def test_export_lines_name_the_three_costliest_layers(tmp_path):
     lines = write_profile(tmp_path, p)
     assert [line.split("`")[1] for line in lines[1:]] == ["b", "c", "d"] and "runs fp32" in lines[2]
     assert LayerProfile.from_dict(json.loads((tmp_path / "profile.json").read_text())) == p
+
+
+def test_ort_fp32_fused_convs_keep_their_module(workload):
+    """ORT names a Conv fused with its Relu (NCHWc) after the Relu's output: the conv's module is found again."""
+    p = profile(build(workload, Candidate(placement="ort-cpu", precision="fp32", threads=1)), workload.data, 10)
+    layers = _check(p, "fp32")
+    assert not any(la.compute for name, la in layers.items() if name not in LAYERS), layers.keys()

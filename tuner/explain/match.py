@@ -26,7 +26,7 @@ _COMPUTE_OPS = {
     # torch modules
     "Conv1d", "Conv2d", "Conv3d", "ConvTranspose2d", "Linear", "MultiheadAttention",
 }
-_REORDER_OPS = {"Reorder", "Transpose"}
+_REORDER_OPS = {"Reorder", "Transpose", "ReorderInput", "ReorderOutput"}
 _CONVERT_OPS = {"Convert", "Cast"}
 _QUANTIZE_OPS = {"FakeQuantize", "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"}
 _CALL = re.compile(r"_\d+$")  # the exporter's suffix on a module's second and later calls
@@ -133,3 +133,31 @@ def torch_channels(model: object) -> dict[str, int]:
         if isinstance(n, int) and name:
             out[name] = n
     return out
+
+
+_TENSOR_SUFFIX = re.compile(r"(_nchwc|_token_\d+)+$")
+
+
+def compute_sources(path: Path) -> dict[str, str]:
+    """Output tensor -> the compute node behind it, for the tensors of an ONNX file that a non-compute node makes
+    (``/stem/stem.2/Relu_output_0`` -> ``/stem/stem.0/Conv``). ONNX Runtime names a node its optimizer fused (a
+    Conv with its Relu, in NCHWc layout) after the fused chain's last output: this finds the conv again."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    producer = {o: n for n in graph.node for o in n.output}
+    out: dict[str, str] = {}
+    for tensor, node in producer.items():
+        seen = node
+        for _ in range(3):  # Conv -> Relu, Conv -> HardSwish -> Mul: a short chain of elementwise ops
+            if kind_of(seen.op_type) == COMPUTE or not seen.input or seen.input[0] not in producer:
+                break
+            seen = producer[seen.input[0]]
+        if seen is not node and kind_of(seen.op_type) == COMPUTE:
+            out[tensor] = seen.name
+    return out
+
+
+def ort_source(node: str, sources: dict[str, str]) -> str:
+    """The name to read an ORT node's module from: the compute node behind a fused node named by its output."""
+    return sources.get(_TENSOR_SUFFIX.sub("", node), node)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tuner.explain.layers import EXECUTED, NOT_RUN, NodeTime
-from tuner.explain.match import kind_of, module_of, module_of_fused
+from tuner.explain.match import COMPUTE, REORDER, compute_sources, kind_of, module_of, module_of_fused, ort_source
 from tuner.measure.latency import FAST_CLUSTER
 
 if TYPE_CHECKING:
@@ -150,10 +150,12 @@ def _profile_ort(built: Built, x: np.ndarray, warmup: int, repeats: int,
         op = args.get("op_name", "")
         meta[name] = (op, f"{op} ({args.get('provider', '').replace('ExecutionProvider', '')})",
                       ort_precision(op, args.get("input_type_shape", [])))
+    sources = compute_sources(built.onnx_path) if built.onnx_path is not None else {}
     nodes = []
     for name, (op, kernel, precision) in meta.items():
         kind = kind_of(op, name)
-        module = None if kind in ("reorder",) else module_of(name, modules)
+        source = ort_source(name, sources) if kind == COMPUTE else name
+        module = None if kind == REORDER else module_of(source, modules)
         nodes.append(NodeTime(name, op, kernel, precision, _median_us([times[name][i] for i in kept]), EXECUTED,
                               module, kind))
     return nodes, _median_us([runs[i][1] - runs[i][0] for i in kept])  # ORT's own model_run: the nodes' clock

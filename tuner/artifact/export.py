@@ -45,7 +45,8 @@ from tuner.workload import WorkloadSpec
 
 Log = Callable[[str], None]
 # all an export writes, and may replace
-EXPORT_FILES = (ONNX_FILE, IR_XML_FILE, IR_BIN_FILE, PROGRAM_FILE, STATE_FILE, README_FILE, CONFIG_FILE)
+EXPORT_FILES = (ONNX_FILE, IR_XML_FILE, IR_BIN_FILE, PROGRAM_FILE, STATE_FILE, README_FILE, CONFIG_FILE,
+                "profile.json")  # tuner.explain.PROFILE_FILE: where the time goes, per layer
 
 
 def read_config_file(path: Path) -> dict[str, Any]:

@@ -53,7 +53,7 @@ def ort_int8_export(small_study, study, tmp_path_factory):
 
 def test_export_verify_ort_int8(ort_int8_export):
     out, trial = ort_int8_export
-    assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.yaml", "model.onnx"]
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.yaml", "model.onnx", "profile.json"]
     config = yaml.safe_load((out / "config.yaml").read_text())
     assert config["study"]["trial"] == trial.number and config["candidate"] == trial.candidate
     assert config["artifact"]["kind"] == "onnx"
@@ -78,7 +78,7 @@ def test_export_verify_torch_then_replace_with_state_dict(small_study, study, tm
     out = tmp_path / "torch"
     r = _export(small_study, out, "--trial", str(torch_trial.number))
     assert r.returncode == 0, r.stderr
-    assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.yaml", "model.pt2"]
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.yaml", "model.pt2", "profile.json"]
     r = run_tuner("verify", str(out), "--latency-tolerance", TEST_LATENCY_TOLERANCE)
     assert r.returncode == 0, r.stdout + r.stderr
 
@@ -88,7 +88,7 @@ def test_export_verify_torch_then_replace_with_state_dict(small_study, study, tm
                   log=lambda m: None)
     assert done.kind == "state_dict"
     assert done.config["artifact"]["rebuild"]["prune_ratio"] == torch_trial.candidate["prune_ratio"]
-    assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.yaml", "state_dict.pt"]
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.yaml", "profile.json", "state_dict.pt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["torch"]  # no partial or old directory left behind
     ok, checks = verify(out, lambda m: None, float(TEST_LATENCY_TOLERANCE))
     assert ok, checks_table(checks)

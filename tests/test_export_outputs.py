@@ -20,7 +20,8 @@ def test_export_over_a_previous_export_keeps_the_users_own_file(small_study, tmp
     done = export(study, study.trials[0], "test again", out, small_study["studies_dir"], log=lambda m: None)
     # the old export's state_dict.pt is gone (an export wrote it), the new program is there, the user's file stays
     assert done.artifact == "model.pt2"
-    assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.yaml", "model.pt2", "notes.txt"]
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.yaml", "model.pt2", "notes.txt",
+                                                      "profile.json"]
     assert (out / "notes.txt").read_text() == "mine"
     assert yaml.safe_load((out / "config.yaml").read_text())["study"]["selected_by"] == "test again"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["deploy"]  # no partial directory left

@@ -77,7 +77,7 @@ def ov_export(ov_study, tmp_path_factory):
 def test_ov_export_holds_the_ir_beside_the_onnx_with_its_compile_config(ov_export):
     out = ov_export
     assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.yaml", "model.bin", "model.onnx",
-                                                      "model.xml"]
+                                                      "model.xml", "profile.json"]
     config = yaml.safe_load((out / "config.yaml").read_text())
     art = config["artifact"]
     assert art["kind"] == "openvino-ir" and art["file"] == "model.xml" and art["runtime"] == "ov-cpu"

@@ -302,8 +302,37 @@ class Verify(Command):
         return 0 if ok else EXIT_NOT_REPRODUCED
 
 
+class Explain(Command):
+    """Why a trial is fast or slow: per-layer time of the pick (or --trial) against the baseline (or --against),
+    from each runtime's own profiler, with findings in words."""
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        _add_study_args(parser)
+        parser.add_argument("--trial", type=int, help="the trial to explain (default: the study's pick, the fastest "
+                                                      "feasible)")
+        parser.add_argument("--against", type=int, help="the trial to hold it against (default: the baseline)")
+        parser.add_argument("--repeats", type=int, default=30, help="profiled calls per build (median per layer)")
+        parser.add_argument("--top", type=int, default=5, help="how many of the costliest layers to list")
+        parser.add_argument("--json", action="store_true", help="print the comparison as JSON")
+
+    def run(self, args: argparse.Namespace) -> int:
+        import json
+
+        from tuner.explain import explain_study, render
+        from tuner.study.storage import load_existing_study
+
+        check_number("--trial", args.trial, 0)
+        check_number("--against", args.against, 0)
+        check_number("--repeats", args.repeats, 1)
+        check_number("--top", args.top, 1)
+        study = load_existing_study(args.study, args.storage, args.studies_dir)
+        done = explain_study(study, args.trial, args.against, args.studies_dir, args.repeats, log)
+        print(json.dumps(done.to_dict(), indent=1) if args.json else render(done, args.top))
+        return 0
+
+
 COMMANDS: dict[str, type[Command]] = {"run": Run, "measure": Measure, "report": Report, "export": Export,
-                                      "verify": Verify}
+                                      "verify": Verify, "explain": Explain}
 DEFAULT_COMMAND = "run"
 
 

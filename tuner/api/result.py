@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from tuner.artifact import Exported
+    from tuner.explain import Comparison
     from tuner.objectives import Objectives
     from tuner.remeasure import RemeasureSummary
     from tuner.report import ReportInfo
@@ -147,6 +148,14 @@ class TuneResult:
     def _pick(self) -> TrialPoint | None:
         chosen = results.fastest_feasible(results.points(self.study))
         return next((p for p in self.pareto if chosen and p.trial == chosen.point.number), None)
+
+    def explain(self, trial: int | None = None, against: int | None = None) -> Comparison:
+        """``tuner explain``: per-layer time of ``trial`` (default: the pick) against ``against`` (default: the
+        baseline), from each runtime's own profiler, with findings; ``tuner.explain.render(comparison)`` is its text."""
+        from tuner.explain import explain_study
+
+        with quiet_optuna():
+            return explain_study(self.study, trial, against, self.studies_dir, log=self.log)
 
     def summary(self) -> dict[str, Any]:
         """What ``tuner run --json`` prints: objectives, baseline, trial counts, the front, the fastest pick."""

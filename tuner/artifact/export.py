@@ -47,7 +47,8 @@ from tuner.workload import WorkloadSpec, check_recorded_paths
 
 Log = Callable[[str], None]
 # all an export writes, and may replace
-EXPORT_FILES = (ONNX_FILE, IR_XML_FILE, IR_BIN_FILE, PROGRAM_FILE, STATE_FILE, README_FILE, CONFIG_FILE)
+EXPORT_FILES = (ONNX_FILE, IR_XML_FILE, IR_BIN_FILE, PROGRAM_FILE, STATE_FILE, README_FILE, CONFIG_FILE,
+                "profile.json")  # tuner.explain.PROFILE_FILE: where the time goes, per layer
 PARTIAL_STALE_SECONDS = 3600  # a partial export is written in seconds (after the rebuild): this old, it is a leftover
 
 
@@ -115,6 +116,7 @@ def export(study: optuna.Study, trial: TrialRecord, why: str, out: str | Path,
     own function (``TuneResult.export`` passes it), scored again on the rebuilt model's logits."""
     import torch
 
+    from tuner import explain
     from tuner.build import build
     from tuner.measure import measure
     from tuner.measure.load import replaying
@@ -234,7 +236,10 @@ def export(study: optuna.Study, trial: TrialRecord, why: str, out: str | Path,
         })
         import yaml
 
-        (tmp / README_FILE).write_text(readme_text(config), encoding="utf-8")
+        readme = readme_text(config)
+        if explain.refuse(candidate.placement) is None:  # where its time goes: profile.json, the costliest layers
+            readme += "\n" + "\n".join(explain.write_profile(tmp, explain.cached_profile(workload, built))) + "\n"
+        (tmp / README_FILE).write_text(readme, encoding="utf-8")
         (tmp / CONFIG_FILE).write_text("# written by `tuner export`; check it with `tuner verify DIR`\n"
                                   + yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
         _move_into_place(tmp, out)

@@ -47,8 +47,15 @@ def test_short_study_end_to_end(tmp_path, studies_dir):
         assert "latency_ci_ms" in entry["metrics"]
     best = out["best_feasible"]
     assert best["feasible"] and best["metrics"]["accuracy_drop"] <= 0.01
-    # the speedup is the baseline's per-sample time over the pick's, not the inverse
-    assert best["speedup"] == pytest.approx(out["baseline"]["per_sample_ms"] / best["metrics"]["per_sample_ms"])
+    # the speedup is the baseline's per-sample time over the pick's, not the inverse: by the figures of the fresh
+    # processes that re-timed both (the table shows them), else by the study's own
+    again = out["remeasure"]["trials"]
+    if str(best["number"]) in again and "0" in again and again["0"].get("per_sample_ms"):
+        ratio = again["0"]["per_sample_ms"] / again[str(best["number"])]["per_sample_ms"]
+        assert best["ms"]["source"] == "fresh processes"
+    else:
+        ratio = out["baseline"]["per_sample_ms"] / best["metrics"]["per_sample_ms"]
+    assert best["speedup"] == pytest.approx(ratio)
     # the fastest feasible point is undominated, so on the feasible front; the re-measure may instead pick
     # the other point it re-timed, the baseline (#0)
     assert best["number"] in {e["number"] for e in out["pareto"]} | {0}

@@ -66,7 +66,7 @@ def precision_cell(c: dict[str, Any], m: dict[str, Any]) -> str:
 def pareto_table(summary: dict[str, Any]) -> str:
     """The front as a table; a study under load gets its serving settings and figures under load too."""
     loaded = summary.get("speed", "per_sample_ms") != "per_sample_ms"
-    fresh = [e for e in summary["pareto"] if e["ms"]["source"] == "fresh processes"]
+    fresh = [e for e in summary["pareto"] if _shown_ms(e)["source"] == "fresh processes"]
     metric = summary.get("metric", "top-1 accuracy")
     rows = [("trial", "placement", "precision", "compression", "bs", "fold", "graph", "thr", metric, "drop",
              "ms/sample (range)" if fresh else "ms/sample (within-process CI)", "speedup")
@@ -74,7 +74,7 @@ def pareto_table(summary: dict[str, Any]) -> str:
     ref = summary["reference_accuracy"] or 0.0
     for e in summary["pareto"]:
         c, m = e["params"], e["metrics"]
-        ms = e["ms"]
+        ms = _shown_ms(e)
         rows.append((f"#{e['number']}", c["placement"], precision_cell(c, m),
                      compression(Candidate.fill(c)), str(c["batch_size"]), "y" if c["fold_bn"] else "n",
                      c["graph_opt"] if c["placement"].startswith("ort") else "-", str(m["threads"]),
@@ -93,18 +93,26 @@ def pareto_table(summary: dict[str, Any]) -> str:
                 f"{m[results.SPEED_UNDER_LOAD[speed]]:.3f} ms"
                 + (f", {best['speedup']:.1f}x the baseline's" if best["speedup"] else ""))
     else:
-        tail = (f"fastest feasible: trial #{best['number']}, {best['ms']['per_sample']:.3f} ms/sample"
+        tail = (f"fastest feasible: trial #{best['number']}, {_shown_ms(best)['per_sample']:.3f} ms/sample"
                 + (f", {best['speedup']:.1f}x the baseline" if best["speedup"] else "") if best else "")
     if best and tail and best["by_remeasure"]:
         tail += " (chosen by the re-measured figures)"
     no_base = [] if summary.get("baseline") else [NO_BASELINE]
-    return "\n".join([head, *aligned(rows), tail or "no feasible trial yet", *no_base, _latency_note(summary)])
+    return "\n".join([head, *aligned(rows), tail or "no feasible trial yet", _latency_note(summary), *no_base])
+
+
+def _shown_ms(entry: dict[str, Any]) -> dict[str, Any]:
+    """An entry's latency as the table shows it (``summarize``'s ``ms``; a summary made before it: the study's)."""
+    if "ms" in entry:
+        return entry["ms"]
+    ms, lo, hi, _ = results.trusted_ms(entry["metrics"], None)
+    return {"per_sample": ms, "low": lo, "high": hi, "source": "one process"}
 
 
 def _latency_note(summary: dict[str, Any]) -> str:
     """What the latency column's interval is: the spread between fresh processes where the front was re-timed;
     else one process's own 95% CI, said to be that (fresh processes fall outside it most of the time)."""
-    sources = {e["ms"]["source"] for e in summary["pareto"]}
+    sources = {_shown_ms(e)["source"] for e in summary["pareto"]}
     if "fresh processes" in sources:
         return ("ms/sample: the median of the fresh processes that re-timed the front and the baseline at the end of "
                 "the study (range: their lowest and highest round); speedups by those figures"

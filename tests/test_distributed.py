@@ -48,7 +48,7 @@ def _as_postgres(cmd: list[str]) -> list[str]:
 def postgres_url():
     bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
     if not bins:
-        message = "PostgreSQL is not installed: apt-get install postgresql (Debian), or see README"
+        message = "PostgreSQL is not installed: apt-get install postgresql (Debian), or see docs/study.md"
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)

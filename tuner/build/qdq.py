@@ -22,7 +22,7 @@ CALIBRATION_BATCH = 32
 # 1.16 compute only); a transformer's Softmax, LayerNorm, GELU and residual Adds then run as int8 -> float -> int8
 # conversions that cost more than its int8 matmuls save, and lose accuracy (benchmarks/models.py:small_vit trained
 # at 96 px, oneDNN capped at AVX512_CORE_VNNI: every op 5.95 ms and -1.12 points, compute only 3.94 ms and +0.38,
-# fp32 6.80; benchmarks/README.md).
+# fp32 6.80; benchmarks/HISTORY.md).
 COMPUTE_OPS = ("Conv", "Gemm", "MatMul")
 
 

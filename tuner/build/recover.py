@@ -6,7 +6,7 @@ the short run (warm start, ``LONG_FACTOR`` times its epochs in all) and is spent
 reach the front (``tuner.study.fidelity``). Each is cached by content, so one recovered model serves every
 precision, placement and batch size. The record says whether the student had matched its teacher on the train
 split by the end (a distillation loss still falling means it had not); whether more epochs would buy validation
-accuracy is another question, which the recovery table in benchmarks/README.md measures.
+accuracy is another question, which the recovery table in benchmarks/HISTORY.md measures.
 """
 
 from __future__ import annotations

@@ -97,5 +97,5 @@ def _recovery(rows: list[TrialRow]) -> list[str]:
         out.append(f"the distillation loss was still falling when {len(short)} recover"
                    f"{'ies' if len(short) > 1 else 'y'} ended ({what}): the student had not yet matched the teacher "
                    "on the train split; a larger --recover-epochs may buy accuracy, or only fit the train split "
-                   "closer (benchmarks/README.md, recovery table).")
+                   "closer (benchmarks/HISTORY.md, recovery table).")
     return out

@@ -16,7 +16,7 @@ from typing import Any
 from tuner.candidate import Candidate
 
 # How far below the accuracy floor a short recovery may land and still get the long one. Measured on
-# imagenette/ResNet18 (benchmarks/README.md, recovery table): the long recovery adds 1-4 points over the short.
+# imagenette/ResNet18 (benchmarks/HISTORY.md, recovery table): the long recovery adds 1-4 points over the short.
 PROMOTE_MARGIN = 0.05
 
 

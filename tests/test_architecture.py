@@ -100,3 +100,36 @@ def test_light_entry_points_load_no_torch(code):
              "assert not heavy, heavy")
     r = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert r.returncode == 0, r.stderr[-1000:]
+
+
+# The layers, bottom to top (docs/architecture.md): a module imports from its own layer or below, never above.
+LAYERS = (
+    ("tuner.names", "tuner.candidate", "tuner.errors", "tuner.table", "tuner.record", "tuner.progress",
+     "tuner.streams"),
+    ("tuner.data", "tuner.images", "tuner.models", "tuner.zoo", "tuner.onnx_model", "tuner.metric", "tuner.train",
+     "tuner.workload", "tuner.paths", "tuner.hardware", "tuner.cache"),
+    ("tuner.build", "tuner.runtimes"),
+    ("tuner.measure",),
+    ("tuner.pipeline", "tuner.worker", "tuner.child"),
+    ("tuner.results",),
+    ("tuner.space", "tuner.objectives", "tuner.study"),
+    ("tuner.summary", "tuner.remeasure", "tuner.report", "tuner.explain", "tuner.artifact"),
+    ("tuner.api",),
+    ("tuner.cli", "tuner.__main__", "tuner"),
+)
+
+
+def _layer(module: str) -> int:
+    if module == "tuner":  # the package's lazy front door sits on top
+        return len(LAYERS) - 1
+    for i, names in enumerate(LAYERS):
+        if any(module == n or module.startswith(n + ".") for n in names if n != "tuner"):
+            return i
+    raise AssertionError(f"{module} is in no layer of LAYERS: place it")
+
+
+def test_imports_point_down_the_written_layer_order():
+    upward = [f"{name}:{line} imports {target}" for name, path in MODULES.items()
+              for target, line in _imports(path, name)
+              if target in MODULES and target != "tuner" and _layer(target) > _layer(name)]
+    assert not upward, "imports pointing up the layers:\n" + "\n".join(upward)

@@ -15,7 +15,7 @@ from tests.test_native_export import run_readme
 from tuner import hardware, results
 from tuner.artifact import checks_table, verify
 from tuner.measure.latency import LatencyPolicy
-from tuner.objectives import LOAD_METRICS
+from tuner.names import LOAD_METRICS
 from tuner.remeasure import format_remeasure, remeasure_pareto
 from tuner.report import report_info
 from tuner.report.serving import budget_of

@@ -72,3 +72,7 @@ PLACEMENTS: dict[str, PlacementInfo] = {p.name: p for p in (
 def artifact_kind(placement: str, precision: str) -> str:
     """The artifact ``placement`` runs ``precision`` from (KeyError for a combination it never runs)."""
     return PLACEMENTS[placement].artifacts[precision]
+
+# The figures measured under load (tuner.measure.load), only in studies whose objectives or constraints use one.
+LOAD_METRICS = ("load_throughput", "load_p50_ms", "load_p95_ms", "load_p99_ms", "open_throughput", "open_p50_ms",
+                "open_p95_ms", "open_p99_ms")

@@ -9,12 +9,11 @@ from typing import Any
 
 from tuner.candidate import read_yaml
 from tuner.errors import ConfigError
+from tuner.names import LOAD_METRICS
 
 OBJECTIVES_DIR = Path(__file__).resolve().parent.parent / "objectives"
 # Every metric a trial reports that can be optimized or constrained (see tuner.measure.Metrics).
 # The load metrics are measured (tuner.measure.load) only in studies whose objectives or constraints use one.
-LOAD_METRICS = ("load_throughput", "load_p50_ms", "load_p95_ms", "load_p99_ms", "open_throughput", "open_p50_ms",
-                "open_p95_ms", "open_p99_ms")
 METRICS = ("accuracy", "accuracy_drop", "latency_ms", "latency_p95_ms", "per_sample_ms", "throughput",
            "params", "macs", "size_mb", "compressed_mb", *LOAD_METRICS)
 DIRECTIONS = ("maximize", "minimize")

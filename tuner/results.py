@@ -72,7 +72,7 @@ def front(study: optuna.Study) -> list[TrialRecord]:
     return [r for r in map(read_trial, study.best_trials) if not r.repeat]
 
 
-# Throughput objectives under load (tuner.objectives.LOAD_METRICS), in the order they decide a study's speed, each
+# Throughput objectives under load (tuner.names.LOAD_METRICS), in the order they decide a study's speed, each
 # with the p95 of the same loop.
 SPEED_UNDER_LOAD = {"open_throughput": "open_p95_ms", "load_throughput": "load_p95_ms"}
 

@@ -16,7 +16,7 @@ from tuner.measure import host
 from tuner.measure.accuracy import top1
 from tuner.measure.latency import LatencyPolicy, LatencyStats, time_calls
 from tuner.measure.load import LoadPolicy, run_load
-from tuner.objectives import LOAD_METRICS
+from tuner.names import LOAD_METRICS
 from tuner.runtimes.base import describe_precisions
 
 if TYPE_CHECKING:

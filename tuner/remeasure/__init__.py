@@ -32,7 +32,7 @@ from tuner.candidate import label as candidate_label
 from tuner.errors import ConfigError, MeasurementError
 from tuner.measure.latency import LatencyPolicy
 from tuner.measure.load import replaying
-from tuner.objectives import LOAD_METRICS
+from tuner.names import LOAD_METRICS
 from tuner.record import TrialRecord, read_study, read_trials
 from tuner.remeasure.runner import measure_in_fresh_process
 from tuner.study.storage import write_remeasure

@@ -45,7 +45,7 @@ def test_tune_pareto_speedups_are_tuner_runs(case, studies_dir, tmp_path):
     # The same study resumed through the Python API: it holds its trials already, none is added.
     result = tuner.tune(f"{TINY}:conv_net", "digits", resolution=16, train_steps=80, recover_epochs=1,
                         space=space, objectives=objectives, n_trials=3, studies_dir=str(studies_dir), study=name,
-                        remeasure_rounds=0, progress=False, log=lambda m: None)
+                        remeasure_rounds=0, seed=1, progress=False, log=lambda m: None)
     speedups = {p.trial: p.speedup for p in result.pareto}
     assert speedups == pytest.approx({e["number"]: e["speedup"] for e in printed["pareto"]})
     assert printed["speed"] == ("per_sample_ms" if case == "accuracy_latency" else "load_throughput")

@@ -54,7 +54,7 @@ SKIPPED = {
 }
 
 WORKLOAD_COMMANDS = ("run", "measure")  # the commands that take --model, --data, --resolution, ...
-COMMANDS = ("run", "measure", "report", "export", "verify")
+COMMANDS = ("run", "measure", "report", "export", "verify", "explain")
 
 
 @dataclass(frozen=True)

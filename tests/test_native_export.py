@@ -15,6 +15,7 @@ from tests.conftest import TINY, run_tuner
 from tuner.artifact import checks_table, export, verify
 from tuner.artifact.export import sha256_file
 from tuner.errors import ConfigError
+from tuner.record import read_trial
 from tuner.runtimes import PLACEMENTS
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
@@ -160,7 +161,7 @@ def test_onnx_and_torch_export_readmes_run_as_written(small_study, tmp_path):
         assert re.fullmatch(r"\['\d'\]", run_readme(out).strip())
 
     # the state_dict form (torch.export's fallback) rebuilds the module with the tuner package, as its README says
-    done = export(study, picks["torch-cpu"], "test", tmp_path / "state", small_study["studies_dir"],
+    done = export(study, read_trial(picks["torch-cpu"]), "test", tmp_path / "state", small_study["studies_dir"],
                   torch_format="state_dict", log=lambda m: None)
     assert done.kind == "state_dict" and "rebuild_module(" in readme_code(done.out)
     assert re.fullmatch(r"\['\d'\]", run_readme(done.out).strip())

@@ -4,11 +4,14 @@ the build can see costs its trial, never the study."""
 from __future__ import annotations
 
 import optuna
+import pytest
 import yaml
 
 from tests.conftest import TINY, run_tuner
 from tuner.candidate import Candidate
 from tuner.space import load_space
+
+pytestmark = pytest.mark.slow  # end to end: studies, exports and processes (pytest -m "not slow" skips)
 
 
 def test_capped_narrows_a_range_and_choices_and_lists_why(tmp_path):

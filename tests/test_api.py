@@ -18,6 +18,8 @@ from tuner.api.inputs import data_reference, model_reference
 from tuner.cache import Cache
 from tuner.errors import ConfigError, DataError, ModelError, TunerError
 
+pytestmark = pytest.mark.slow  # end to end: studies, exports and processes (pytest -m "not slow" skips)
+
 
 def _python(code: str, cwd) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, cwd=cwd,

@@ -14,6 +14,8 @@ from tests.conftest import ROOT, SMALL_SPACE, TINY, run_tuner
 from tests.test_serving import SPACE as SERVING_SPACE
 from tuner import hardware
 
+pytestmark = pytest.mark.slow  # end to end: studies, exports and processes (pytest -m "not slow" skips)
+
 WORKLOAD = ("--model", f"{TINY}:conv_net", "--resolution", "16", "--train-steps", "80", "--recover-epochs", "1")
 
 

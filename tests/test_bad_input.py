@@ -11,6 +11,8 @@ import yaml
 
 from tests.conftest import TINY, make_image_folder, run_tuner
 
+pytestmark = pytest.mark.slow  # end to end: studies, exports and processes (pytest -m "not slow" skips)
+
 
 def _write(path: Path, text: str) -> str:
     path.write_text(text)

@@ -18,6 +18,8 @@ import pytest
 from tests.conftest import ROOT, TINY
 from tuner.cache import MANIFEST, Cache, sha256_file
 
+pytestmark = pytest.mark.slow  # end to end: studies, exports and processes (pytest -m "not slow" skips)
+
 
 def _load(cache: Path, lines: list[str]):
     from tuner.workload import WorkloadSpec, load_workload

@@ -8,6 +8,8 @@ import yaml
 
 from tests.conftest import TINY, run_tuner
 
+pytestmark = pytest.mark.slow  # end to end: studies, exports and processes (pytest -m "not slow" skips)
+
 
 def _config(tmp_path, **fields):
     path = tmp_path / "config.yaml"

@@ -22,6 +22,8 @@ from tuner.errors import UnsupportedCombination
 from tuner.measure import measure
 from tuner.study import fidelity
 
+pytestmark = pytest.mark.slow  # end to end: studies, exports and processes (pytest -m "not slow" skips)
+
 
 @pytest.fixture(scope="module")
 def mobile(studies_dir):

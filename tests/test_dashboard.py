@@ -17,6 +17,8 @@ import pytest
 from tuner.record import read_remeasure
 from tuner.study.storage import CONSTRAINT_PREFIX, FLAT_METRICS, REMEASURED_PREFIX, write_remeasure
 
+pytestmark = pytest.mark.slow  # end to end: studies, exports and processes (pytest -m "not slow" skips)
+
 pytest.importorskip("optuna_dashboard", reason="optuna-dashboard is in the test extra: pip install -e '.[test]'")
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback only, never through a proxy
 

@@ -24,6 +24,8 @@ import yaml
 from tests.conftest import ROOT, TINY, run_tuner
 from tuner.study.counts import count_trials
 
+pytestmark = pytest.mark.slow  # end to end: studies, exports and processes (pytest -m "not slow" skips)
+
 SPACE = {
     "placement": {"choices": ["torch-cpu", "ort-cpu"]},
     "precision": {"per": "placement", "choices": {"torch-cpu": ["fp32"], "ort-cpu": ["fp32", "int8"]}},

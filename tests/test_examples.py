@@ -6,9 +6,12 @@ import os
 import subprocess
 import sys
 
+import pytest
 import yaml
 
 from tests.conftest import ROOT
+
+pytestmark = pytest.mark.slow  # end to end: studies, exports and processes (pytest -m "not slow" skips)
 
 
 def test_tune_in_memory_runs_prints_the_pareto_rows_and_exports_the_pick(tmp_path):

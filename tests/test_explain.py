@@ -12,6 +12,8 @@ from tuner.explain.layers import EXECUTED, LayerProfile, NodeTime
 from tuner.explain.match import COMPUTE, QUANTIZE, REORDER, kind_of, module_of, scope_path
 from tuner.explain.profile import refuse
 
+pytestmark = pytest.mark.slow  # end to end: studies, exports and processes (pytest -m "not slow" skips)
+
 # conv_net (tests/tiny_models.py) is a Sequential: its compute layers are the modules "0", "4" (convs) and "9" (fc).
 LAYERS = {"0", "4", "9"}
 SUM_TOLERANCE = 0.15  # per-layer times plus the time outside them make the call; the layers alone never exceed it

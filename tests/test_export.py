@@ -19,7 +19,8 @@ from tuner.results import completed, is_feasible
 from tuner.study.storage import write_remeasure
 
 # torch's own import-time deprecation notice (torch.jit), not ours
-pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
+pytestmark = [pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning"),
+              pytest.mark.slow]  # end to end: studies, exports and processes (pytest -m "not slow" skips)
 
 # This machine is shared while the tests run, so a re-timed median can move by more than the 10% that
 # `tuner verify` allows by default; here latency must reproduce within 2x, accuracy exactly as by default.

@@ -21,6 +21,8 @@ import yaml
 
 from tests.conftest import ROOT, run_tuner
 
+pytestmark = pytest.mark.slow  # end to end: studies, exports and processes (pytest -m "not slow" skips)
+
 
 @pytest.fixture(scope="module")
 def study(small_study):

@@ -5,11 +5,14 @@ new timing against the range this machine was seen to give."""
 from __future__ import annotations
 
 import optuna
+import pytest
 import yaml
 
 from tuner.artifact import export, latency_reproduces
 from tuner.artifact.export import latency_trust
 from tuner.record import read_trial
+
+pytestmark = pytest.mark.slow  # end to end: studies, exports and processes (pytest -m "not slow" skips)
 
 
 def test_export_over_a_previous_export_keeps_the_users_own_file(small_study, tmp_path):

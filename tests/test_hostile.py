@@ -26,6 +26,8 @@ import yaml
 
 from tests.conftest import ROOT, TINY, make_image_folder
 
+pytestmark = pytest.mark.slow  # end to end: studies, exports and processes (pytest -m "not slow" skips)
+
 HOSTILE = str(ROOT / "tests" / "hostile_models.py")
 PARALLEL = 4  # subprocesses at a time: most of a case is interpreter and import start-up
 SPACE_OK = "placement: torch-cpu\nprecision: fp32\n"

@@ -21,6 +21,8 @@ import pytest
 from tests.conftest import TINY, run_tuner
 from tests.test_hostile import _listing, _tuner
 
+pytestmark = pytest.mark.slow  # end to end: studies, exports and processes (pytest -m "not slow" skips)
+
 HOSTILE = str(Path(__file__).resolve().parent / "hostile_models.py")
 
 

@@ -4,10 +4,13 @@ another still lets the study finish, each bad trial FAILED with its one-line rea
 from __future__ import annotations
 
 import optuna
+import pytest
 import yaml
 from optuna.trial import TrialState
 
 from tests.conftest import ROOT, run_tuner
+
+pytestmark = pytest.mark.slow  # end to end: studies, exports and processes (pytest -m "not slow" skips)
 
 FAULTY = f"{ROOT / 'tests' / 'faulty_models.py'}:raises_at_8_hangs_at_32"
 

@@ -20,6 +20,8 @@ from tuner.measure.latency import grouped_quantile, quantile_ci
 from tuner.measure.load import LoadPolicy, closed_window, open_window, replaying, run_load
 from tuner.runtimes import PLACEMENTS, check_supported
 
+pytestmark = pytest.mark.slow  # end to end: studies, exports and processes (pytest -m "not slow" skips)
+
 QUICK = LoadPolicy(warmup_seconds=0.05, min_seconds=0.3, max_seconds=0.6, min_requests=50, window_seconds=0.1)
 
 

@@ -15,6 +15,8 @@ from tuner.candidate import Candidate
 from tuner.measure import measure
 from tuner.measure.latency import LatencyPolicy
 
+pytestmark = pytest.mark.slow  # end to end: studies, exports and processes (pytest -m "not slow" skips)
+
 QUICK = LatencyPolicy(min_seconds=0.2, max_seconds=0.4, warmup_seconds=0.05, quiet_host=False)
 
 

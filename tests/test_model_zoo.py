@@ -12,6 +12,8 @@ import yaml
 from tests.conftest import run_tuner
 from tuner.zoo import torchvision_models
 
+pytestmark = pytest.mark.slow  # end to end: studies, exports and processes (pytest -m "not slow" skips)
+
 NAME = "mobilenet_v3_small"
 
 

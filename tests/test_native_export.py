@@ -18,7 +18,8 @@ from tuner.errors import ConfigError
 from tuner.record import read_trial
 from tuner.runtimes import PLACEMENTS
 
-pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
+pytestmark = [pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning"),
+              pytest.mark.slow]  # end to end: studies, exports and processes (pytest -m "not slow" skips)
 
 TEST_LATENCY_TOLERANCE = 1.0  # a shared machine: latency within 2x here, accuracy exactly (see test_export.py)
 needs_openvino = pytest.mark.skipif(bool(PLACEMENTS["ov-cpu"].unavailable()),

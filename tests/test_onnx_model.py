@@ -20,6 +20,8 @@ from tuner.errors import ConfigError
 from tuner.names import INPUT, OUTPUT
 from tuner.space import load_space
 
+pytestmark = pytest.mark.slow  # end to end: studies, exports and processes (pytest -m "not slow" skips)
+
 SPACE = {
     "placement": {"choices": ["torch-cpu", "ort-cpu", "ov-cpu"]},
     "precision": {"per": "placement", "choices": {"torch-cpu": ["fp32"], "ort-cpu": ["fp32", "int8"],

@@ -16,6 +16,8 @@ from tuner.measure.latency import LatencyPolicy
 from tuner.runtimes import PLACEMENTS, check_supported
 from tuner.space import load_space
 
+pytestmark = pytest.mark.slow  # end to end: studies, exports and processes (pytest -m "not slow" skips)
+
 if PLACEMENTS["ov-cpu"].unavailable():  # imports openvino the tuner's way (see the telemetry test)
     pytest.skip(PLACEMENTS["ov-cpu"].unavailable(), allow_module_level=True)
 QUICK = LatencyPolicy(warmup=2, min_samples=10, max_samples=30, max_seconds=0.5)

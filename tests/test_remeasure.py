@@ -16,6 +16,8 @@ from tuner.report import report_info
 from tuner.report.figures import _hover
 from tuner.study.storage import write_remeasure
 
+pytestmark = pytest.mark.slow  # end to end: studies, exports and processes (pytest -m "not slow" skips)
+
 
 def test_remeasure_real_study(tmp_path, studies_dir):
     space = tmp_path / "space.yaml"

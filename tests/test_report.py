@@ -16,6 +16,8 @@ from tests.conftest import run_tuner
 from tuner.report import ReportInfo, TrialRow, findings, report_info, table_rows
 from tuner.report.compression import compression_findings
 
+pytestmark = pytest.mark.slow  # end to end: studies, exports and processes (pytest -m "not slow" skips)
+
 
 @pytest.fixture(scope="module")
 def study(small_study):

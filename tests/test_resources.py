@@ -14,6 +14,8 @@ import yaml
 
 from tests.conftest import TINY, run_tuner
 
+pytestmark = pytest.mark.slow  # end to end: studies, exports and processes (pytest -m "not slow" skips)
+
 EXIT_RESOURCE = 74
 
 

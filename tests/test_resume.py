@@ -26,6 +26,8 @@ from tuner.study.resume import check_space, check_workload
 from tuner.study.storage import default_study_name
 from tuner.workload import WorkloadSpec
 
+pytestmark = pytest.mark.slow  # end to end: studies, exports and processes (pytest -m "not slow" skips)
+
 PARALLEL = 3  # refusals at a time: most of one is interpreter and import start-up
 SPACE = "placement: torch-cpu\nprecision: fp32\nthreads: 1\nbatch_size: {choices: [1, 8]}\n"
 

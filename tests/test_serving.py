@@ -21,7 +21,7 @@ from tuner.report import report_info
 from tuner.report.serving import budget_of
 
 pytestmark = [pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning"),
-              pytest.mark.skipif(hardware.cores() < 2, reason="two streams need two CPUs")]
+              pytest.mark.skipif(hardware.cores() < 2, reason="two streams need two CPUs"), pytest.mark.slow]
 
 # ov-cpu int8 on the tiny CNN, at 1 or 2 streams of one thread (2 streams: 4 requests in flight, one infer
 # request each); the budget is loose, so every trial is feasible and the pick is the one serving the most.

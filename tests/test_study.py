@@ -15,6 +15,8 @@ from tuner.record import read_remeasure
 from tuner.results import front
 from tuner.study.counts import count_trials, study_complete
 
+pytestmark = pytest.mark.slow  # end to end: studies, exports and processes (pytest -m "not slow" skips)
+
 SPACE = {
     "placement": {"choices": ["torch-cpu", "ort-cpu"]},
     "precision": {"per": "placement", "choices": {"torch-cpu": ["fp32"], "ort-cpu": ["fp32", "int8"]}},

@@ -7,7 +7,8 @@ Each ``# %%`` cell runs as is in Jupyter or VS Code; as a script it runs top to 
 
 Flags: ``--tiny`` (the CI settings), ``--n-trials N``, ``--studies-dir DIR`` (default ``studies``),
 ``--out DIR`` (the export, default ``deploy-in-memory``). It prints the Pareto rows of the result's DataFrame,
-then exports the pick (the fastest point within 1 point of macro-F1 of the model as given) and prints where.
+then exports the pick (the fastest point within 1 point of macro-F1 of the model as given) and prints where, and
+writes the report beside the export (``DIR.html``: its figures and tables name macro_f1).
 """
 
 # %% 0. Settings (argv in a script; the defaults in a notebook, whose argv is the kernel's)
@@ -108,3 +109,8 @@ pick = result.best(max_drop=1)
 exported = result.export(args.out, trial=pick.trial)
 print(f"picked trial #{pick.trial} ({pick.candidate.placement} {pick.candidate.precision}, "
       f"{pick.speedup:.1f}x the baseline): exported {exported.artifact} to {exported.out}")
+
+# %% 7. The report: one HTML page, in the metric's own name
+page = f"{exported.out}.html"
+result.report(page)
+print(f"report: {page}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -38,3 +39,6 @@ def test_tune_in_memory_runs_prints_the_pareto_rows_and_exports_the_pick(tmp_pat
     assert {"accuracy", "top1", "accuracy_drop"} <= set(exported) and 0 < exported["accuracy"] <= 1
     assert abs(exported["accuracy"] - config["metrics"]["study"]["accuracy"]) < 0.02
     assert config["data"]["preprocessed"] and "exactly as the data" in (out / "README.md").read_text()
+    # the metric by its name wherever it is shown: the report's title, axes, table and header, and the table
+    page = re.sub(r"<script.*?</script>", "", (tmp_path / "deploy.html").read_text(), flags=re.S)  # not plotly.js
+    assert "macro_f1" in page and "top-1" not in page.lower()

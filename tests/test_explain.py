@@ -40,7 +40,9 @@ def _check(p: LayerProfile, precision: str) -> dict:
     assert set(layers) >= LAYERS, sorted(layers)
     for name in LAYERS:  # every compute layer named by its module, its executed precision read back
         assert layers[name].precision == precision, (name, layers[name])
-        assert layers[name].ms > 0 and layers[name].kernels
+        # a layer of the 16 px test model can take under the microsecond OpenVINO's counters resolve: 0 is a reading
+        assert layers[name].ms >= 0 and layers[name].kernels
+    assert sum(layers[name].ms for name in LAYERS) > 0
     assert all(n.module is not None for n in p.nodes if n.kind == COMPUTE and n.status == EXECUTED)
     return layers
 

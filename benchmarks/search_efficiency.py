@@ -95,12 +95,13 @@ class Oracle:
     def __call__(self, candidate: Any) -> tuple[str, Any]:
         if candidate not in self.memo:
             from tuner.errors import UnsupportedCombination
+            from tuner.metric import drop_points
             from tuner.pipeline import evaluate
 
             start = time.perf_counter()
             try:
                 metrics = dict(evaluate(self.w, candidate).metrics)
-                metrics["accuracy_drop"] = self.reference_accuracy - metrics["accuracy"]
+                metrics["accuracy_drop"] = drop_points(self.reference_accuracy, metrics["accuracy"])
                 self.memo[candidate] = ("ok", metrics)
             except UnsupportedCombination as err:
                 self.memo[candidate] = ("pruned", str(err))
@@ -212,7 +213,6 @@ def main(argv: list[str] | None = None) -> None:
     if dirs.get("accuracy") != "maximize" or len(others) != 1 or dirs[others[0]] != "minimize":
         raise SystemExit(f"{objectives.source}: this benchmark needs accuracy (maximize) and one minimized metric")
     latency = others[0]
-    drops = [c.max for c in objectives.constraints if c.metric == "accuracy_drop" and c.max is not None]
     print(f"workload: {describe_workload(args)}")
     print(f"space: {space.source} (placements {', '.join(space.placements)}); objectives: "
           f"{', '.join(f'{d} {n}' for n, d in dirs.items())}; constraints: "
@@ -224,7 +224,7 @@ def main(argv: list[str] | None = None) -> None:
 
     w = load_workload(workload_spec(args), log=lambda m: print(f"  {m}", flush=True))
     reference_accuracy = torch_accuracy(w.reference_model(), w.data)
-    floor = reference_accuracy - min(drops) if drops else None
+    floor = objectives.min_accuracy(reference_accuracy)
     print(f"baseline accuracy {reference_accuracy:.2%} on {len(w.data.val)} validation images"
           + (f"; feasible: accuracy >= {floor:.2%}" if floor is not None else ""), flush=True)
     oracle = Oracle(w, reference_accuracy)

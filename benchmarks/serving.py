@@ -118,7 +118,7 @@ def write_objectives(name: str, out: Path, budget_ms: float | None, max_drop: fl
     from tuner.objectives import load_objectives, resolve
 
     raw = read_yaml(resolve(name))
-    raw["constraints"]["accuracy_drop"] = {"max": max_drop / 100}
+    raw["constraints"]["accuracy_drop"] = {"max": max_drop}
     if budget_ms is not None:
         raw["constraints"]["open_p95_ms"] = {"max": float(budget_ms)}
     out.write_text(yaml.safe_dump(raw, sort_keys=False))

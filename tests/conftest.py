@@ -65,7 +65,7 @@ def run_tuner(*args: str, cwd: Path | None = None, timeout: float = 600) -> subp
 # both pruned 0.5, beside the unpruned torch-cpu baseline (#0): the completed trials always hold both
 # placements and both prune ratios (so accuracy varies, the front has more than one candidate to rank, and
 # fANOVA has something to explain in both objectives).
-SMALL_MAX_DROP = 0.2
+SMALL_MAX_DROP = 20  # points
 SMALL_SPACE = {
     "placement": {"choices": ["torch-cpu", "ort-cpu"]},
     "precision": {"per": "placement", "choices": {"torch-cpu": ["fp32"], "ort-cpu": ["int8"]}},

@@ -13,6 +13,7 @@ import yaml
 from tests.conftest import ROOT, SMALL_SPACE, TINY, run_tuner
 from tests.test_serving import SPACE as SERVING_SPACE
 from tuner import hardware
+from tuner.errors import TunerError
 
 pytestmark = pytest.mark.slow  # end to end: studies, exports and processes (pytest -m "not slow" skips)
 
@@ -22,7 +23,7 @@ WORKLOAD = ("--model", f"{TINY}:conv_net", "--resolution", "16", "--train-steps"
 def _throughput_objectives() -> dict:
     """objectives/throughput.yaml with a loose accuracy bound, so that the tiny CNN's int8 points are feasible."""
     objectives = yaml.safe_load((ROOT / "objectives" / "throughput.yaml").read_text())
-    objectives["constraints"]["accuracy_drop"]["max"] = 0.2
+    objectives["constraints"]["accuracy_drop"]["max"] = 20
     return objectives
 
 
@@ -49,6 +50,10 @@ def test_tune_pareto_speedups_are_tuner_runs(case, studies_dir, tmp_path):
                         space=space, objectives=objectives, n_trials=3, studies_dir=str(studies_dir), study=name,
                         remeasure_rounds=0, seed=1, progress=False, log=lambda m: None)
     speedups = {p.trial: p.speedup for p in result.pareto}
+    # A drop budget is in points; one that reads like a fraction is refused, naming the keyword, not the flag.
+    with pytest.raises(TunerError, match=r"^max_drop 0.01 is ambiguous: .*write 1 for 1 points") as refused:
+        result.best(max_drop=0.01)
+    assert "--" not in str(refused.value)
     assert speedups == pytest.approx({e["number"]: e["speedup"] for e in printed["pareto"]})
     assert printed["speed"] == ("per_sample_ms" if case == "accuracy_latency" else "load_throughput")
     # Somewhere other than the baseline (1x by either rule), so that a per-sample speedup in a study under load

@@ -102,10 +102,10 @@ def test_dashboard_shows_each_trials_constraint(served):
     detail, study = served["detail"], served["study"]
     by_number = {t.number: t for t in study.trials}
     complete = [t for t in detail["trials"] if t["state"] == "Complete"]
-    name = "accuracy_drop <= 0.2"  # the small study's bound: a 20-point drop
+    name = "accuracy_drop <= 20"  # the small study's bound: a 20-point drop
     for t in complete:
         frozen = by_number[t["number"]]
-        assert frozen.constraints == {name: pytest.approx(frozen.user_attrs["metrics"]["accuracy_drop"] - 0.2)}
+        assert frozen.constraints == {name: pytest.approx(frozen.user_attrs["metrics"]["accuracy_drop"] - 20)}
         assert float(_attrs(t["user_attrs"])[CONSTRAINT_PREFIX + name]) == pytest.approx(frozen.constraints[name])
     assert _attrs(detail["user_attrs"])["constraints"] == f'["{name}"]'  # the study's constraints, in order
 

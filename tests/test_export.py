@@ -112,8 +112,8 @@ def test_budget_picks_on_the_study_are_the_best_within_the_budget(study):
     for drop in (1.0, 5.0, 100.0):  # the baseline's drop is ~0: every one of these is met (5: unpruned only)
         picked, _ = select_trial(study, max_drop=drop)
         m = _figures(picked)
-        assert is_feasible(picked) and m["accuracy_drop"] <= drop / 100 + 1e-12
-        within = [t for t in done if is_feasible(t) and _figures(t)["accuracy_drop"] <= drop / 100 + 1e-12]
+        assert is_feasible(picked) and m["accuracy_drop"] <= drop + 1e-9
+        within = [t for t in done if is_feasible(t) and _figures(t)["accuracy_drop"] <= drop + 1e-9]
         assert not [t.number for t in within if _figures(t)["per_sample_ms"] < m["per_sample_ms"]
                     or (_figures(t)["per_sample_ms"] == m["per_sample_ms"] and _figures(t)["accuracy"] > m["accuracy"])]
     for t in done:
@@ -137,9 +137,9 @@ def _designed_study():
             (0.90, 0.5, False),  # 3 the fastest, but breaks a constraint
             (0.949, 2.0, True),  # 4 as fast as #2, more accurate (drop 0.1)
             (0.949, 2.0, True)]):  # 5 the same figures as #4, later
-        metrics = {"accuracy": acc, "accuracy_drop": 0.95 - acc, "per_sample_ms": ms, "latency_ms": ms}
+        metrics = {"accuracy": acc, "accuracy_drop": 100 * (0.95 - acc), "per_sample_ms": ms, "latency_ms": ms}
         add_measured(study, [acc, ms], metrics, {"placement": "ort-cpu", "precision": "fp32", "batch_size": 1},
-                     [Constraint("accuracy_drop", max=0.02)], baseline=i == 0)
+                     [Constraint("accuracy_drop", max=2)], baseline=i == 0)
         assert is_feasible(completed(study)[-1]) == feasible  # the bound splits the trials as designed
     return study
 
@@ -159,8 +159,10 @@ def test_budget_picks_on_a_designed_study():
     assert [by_latency(ms) for ms in (1.0, 1.999, 2.0, 4.99, 5.0)] == [1, 1, 4, 4, 0]
     with pytest.raises(TunerError, match=r"no completed trial of study designed runs at <= 0\.4 ms/sample"):
         select_trial(study, max_latency_ms=0.4)
-    with pytest.raises(ConfigError, match="must be >= 0"):
+    with pytest.raises(ConfigError, match="must be a number >= 0"):
         select_trial(study, max_drop=-1)
+    with pytest.raises(ConfigError, match=r"--max-drop 0.05 is ambiguous: .*write 5 for 5 points"):
+        select_trial(study, max_drop=0.05)  # a fraction meant as 5 points, refused rather than read as 0.05
 
     # Re-timed points are ranked by their re-measured figures: #4 (the study's pick within 0.5 points) re-timed
     # slower than #2; #1 (within 1 point) stays the fastest re-timed. The latency budget keeps the study's figures.
@@ -237,3 +239,38 @@ def test_onnx_runs_in_plain_onnxruntime_without_tuner(ort_int8_export, tmp_path)
     assert r.returncode == 0, r.stderr
     accuracy = float(r.stdout.strip().splitlines()[-1])
     assert abs(accuracy - config["metrics"]["export"]["accuracy"]) <= 1 / len(data.val.labels) + 1e-9
+
+
+def test_one_drop_budget_means_the_same_pick_from_cli_api_and_objectives_file(small_study, study, tmp_path):
+    """A drop budget in points, set the three ways a user sets one, picks the same trial: ``export --max-drop``,
+    ``TuneResult.best(max_drop=)`` and an objectives file's ``accuracy_drop: {max: ...}`` (applied as the study
+    applies it to each trial's figures). The budget is one that binds (the fastest trial is outside it), so a
+    fraction read as points, or points as a fraction, would pick another trial."""
+    import dataclasses
+
+    import tuner
+    from tuner import results
+    from tuner.objectives import load_objectives
+
+    pts = results.points(study)
+    overall = results.fastest_feasible(pts).point
+    budget = next((d for d in sorted({0.0} | {round(p.accuracy_drop, 2) + 0.01 for p in pts if p.accuracy_drop >= 0.1})
+                   if (pick := results.fastest_feasible(pts, d)) is not None and pick.point.number != overall.number),
+                  None)
+    assert budget is not None, f"no drop budget binds in the small study: {pts}"
+
+    r = _export(small_study, tmp_path / "cli", "--max-drop", f"{budget:g}")
+    assert r.returncode == 0, r.stderr
+    by_cli = yaml.safe_load((tmp_path / "cli" / "config.yaml").read_text())["study"]["trial"]
+    by_api = tuner.load(small_study["name"], studies_dir=small_study["studies_dir"]).best(max_drop=budget).trial
+    objectives_file = tmp_path / "objectives.yaml"
+    objectives_file.write_text(f"objectives:\n  accuracy: maximize\n  per_sample_ms: minimize\n"
+                               f"constraints:\n  accuracy_drop: {{max: {budget:g}}}\n")
+    objectives = load_objectives(str(objectives_file))
+    by_file = {r.number: r for r in completed(study)}
+    by_yaml = results.fastest_feasible([dataclasses.replace(p, feasible=p.feasible and objectives.feasible(
+        by_file[p.number].metrics)) for p in pts]).point.number
+    assert by_cli == by_api == by_yaml != overall.number
+    assert by_file[by_cli].metrics["accuracy_drop"] <= budget  # points, as the DataFrame shows them
+    frame = tuner.load(small_study["name"], studies_dir=small_study["studies_dir"]).to_dataframe()
+    assert frame.set_index("trial").loc[by_cli, "accuracy_drop"] == pytest.approx(by_file[by_cli].metrics["accuracy_drop"])

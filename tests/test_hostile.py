@@ -409,6 +409,7 @@ CASES = [
          "--latency-tolerance"),
     Case("max-drop-nan", _export(lambda d: d / "out", "--max-drop", "nan"), "--max-drop"),
     Case("max-drop-negative", _export(lambda d: d / "out", "--max-drop", "-1"), "--max-drop"),
+    Case("max-drop-a-fraction", _export(lambda d: d / "out", "--max-drop", "0.01"), "--max-drop 0.01 is ambiguous"),
     Case("max-latency-zero", _export(lambda d: d / "out", "--max-latency-ms", "0"), "--max-latency-ms"),
     Case("max-latency-inf", _export(lambda d: d / "out", "--max-latency-ms", "inf"), "--max-latency-ms"),
     Case("trial-negative", _export(lambda d: d / "out", "--trial", "-1"), "--trial"),

@@ -17,9 +17,9 @@ from tuner.record import read_enqueued, read_study, read_trials
 from tuner.study.counts import count_trials
 from tuner.study.storage import quiet_optuna, write_measured, write_remeasure
 
-METRICS = {"accuracy": 0.9, "accuracy_drop": 0.05, "per_sample_ms": 0.5, "latency_ms": 4.0, "throughput": 2000.0,
+METRICS = {"accuracy": 0.9, "accuracy_drop": 5.0, "per_sample_ms": 0.5, "latency_ms": 4.0, "throughput": 2000.0,
            "load_throughput": 1800.0, "batch_size": 8, "recovery": {"epochs": 1.0}}
-CONSTRAINTS = (Constraint("accuracy_drop", max=0.02), Constraint("per_sample_ms", max=1.0))
+CONSTRAINTS = (Constraint("accuracy_drop", max=2), Constraint("per_sample_ms", max=1.0))
 
 
 def _study() -> optuna.Study:
@@ -76,9 +76,9 @@ def test_a_trial_reads_back_as_the_loop_wrote_it():
     assert done.to_candidate().precision == "int8" and done.filled == done.candidate
     assert done.metrics == METRICS and done.metrics["recovery"] == {"epochs": 1.0}
     # The constraints as Optuna itself reads them (FrozenTrial.constraints), named in words; feasible = all <= 0.
-    assert done.constraints == pytest.approx({"accuracy_drop <= 0.02": 0.03, "per_sample_ms <= 1": -0.5})
+    assert done.constraints == pytest.approx({"accuracy_drop <= 2": 3.0, "per_sample_ms <= 1": -0.5})
     assert study.trials[0].constraints == done.constraints and not results.is_feasible(done)
-    assert study.trials[0].user_attrs["constraint: accuracy_drop <= 0.02"] == pytest.approx(0.03)  # the dashboard's
+    assert study.trials[0].user_attrs["constraint: accuracy_drop <= 2"] == pytest.approx(3.0)  # the dashboard's
     assert study.trials[0].user_attrs["load_throughput"] == 1800.0  # a figure users sort by, plain
     assert done.short_recovery["accuracy"] == 0.8 and done.build_seconds == {"prune": 1.5, "quantize": 0.25}
     assert (done.cache_hits, done.cache_misses, done.hardware, done.worker) == (2, 3, {"cpu": "test"}, "host:1")
@@ -98,7 +98,7 @@ def test_a_trial_reads_back_as_the_loop_wrote_it():
 def test_the_study_record():
     study = _study()
     kept = read_study(study)
-    assert kept.reference_accuracy == 0.95 and kept.constraints == ("accuracy_drop <= 0.02", "per_sample_ms <= 1")
+    assert kept.reference_accuracy == 0.95 and kept.constraints == ("accuracy_drop <= 2", "per_sample_ms <= 1")
     assert kept.remeasure == {} and kept.fingerprint is None
     write_remeasure(study, {"rounds": 2, "trials": {"0": {"per_sample_ms": 0.4}, "1": {"error": "boom"}}})
     assert read_study(study).remeasure == {0: {"per_sample_ms": 0.4, "rounds": 2}}
@@ -130,3 +130,15 @@ def test_the_record_sits_below_the_study_and_the_rules():
     assert tuner_imports("tuner.record") <= {"tuner.candidate", "tuner.errors", "tuner.names"}
     assert not [m for m in tuner_imports("tuner.results") if m.startswith("tuner.study")]
     assert "tuner.results" in tuner_imports("tuner.study.loop") and "tuner.record" in tuner_imports("tuner.study.loop")
+
+
+def test_a_study_from_before_points_reads_its_drops_in_points():
+    """Studies made before the drop's unit was points kept it as a fraction, with no ``drop_unit`` attr: a resume
+    a week later reads 0.012 as 1.2 points, never as 0.012 points."""
+    study = optuna.create_study(directions=["maximize", "minimize"], storage=optuna.storages.InMemoryStorage())
+    old = {"accuracy": 0.938, "accuracy_drop": 0.012, "per_sample_ms": 0.5}
+    study.add_trial(optuna.trial.create_trial(values=[0.938, 0.5], user_attrs={"metrics": old}))
+    trial = optuna.trial.create_trial(values=[0.938, 0.5])
+    write_measured(trial, dict(old, accuracy_drop=1.2), ())
+    study.add_trial(trial)
+    assert [r.metrics["accuracy_drop"] for r in read_trials(study)] == pytest.approx([1.2, 1.2])

@@ -85,7 +85,7 @@ def test_remeasure_real_study(tmp_path, studies_dir):
     picked, why = select_trial(again, max_drop=1)
     timed = {e.number: e for e in summary.entries}
     ok = [t for t in results.completed(again) if t.number in timed and results.is_feasible(t)
-          and t.metrics["accuracy_drop"] <= 0.01 + 1e-12]
+          and t.metrics["accuracy_drop"] <= 1 + 1e-9]
     assert picked.number in timed and "re-measured latency" in why
     assert all(timed[picked.number].per_sample_ms <= timed[t.number].per_sample_ms for t in ok)
 

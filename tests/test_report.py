@@ -152,7 +152,7 @@ def _row(n, placement, precision, prune, bs, acc, ms, baseline=False):
         params={"placement": placement, "precision": precision, "prune_ratio": prune, "batch_size": bs,
                 "fold_bn": False, "graph_opt": "all", "threads": 1},
         metrics={"accuracy": acc, "per_sample_ms": ms, "latency_ms": lat, "latency_ci_ms": [lat * 0.98, lat * 1.02],
-                 "executed_precision": precision, "accuracy_drop": 0.95 - acc},
+                 "executed_precision": precision, "accuracy_drop": 100 * (0.95 - acc)},
         feasible=0.95 - acc <= 0.01, pareto=False, baseline=baseline, speedup=None, duplicate_of=None, note="")
 
 

@@ -24,7 +24,7 @@ def _metrics(rng: np.random.Generator, reference: float) -> dict:
     per_sample = float(rng.uniform(0.05, 5.0))
     accuracy = float(reference - rng.uniform(0.0, 0.04))
     capacity = 1000.0 / per_sample * float(rng.uniform(1.0, 2.0))  # under load: streams can add throughput
-    return {"accuracy": accuracy, "accuracy_drop": reference - accuracy, "per_sample_ms": per_sample,
+    return {"accuracy": accuracy, "accuracy_drop": 100 * (reference - accuracy), "per_sample_ms": per_sample,
             "latency_ms": per_sample * bs, "latency_p95_ms": per_sample * bs * rng.uniform(1.0, 1.5),
             "latency_ci_ms": [per_sample * bs * 0.97, per_sample * bs * 1.03], "batch_size": bs,
             "throughput": 1000.0 / per_sample, "size_mb": float(rng.uniform(0.5, 50)),
@@ -97,8 +97,8 @@ def test_the_remeasure_reorders_the_pick_among_re_timed_points():
 
 def test_ties_go_to_the_more_accurate_then_the_earlier_trial():
     assert results.fastest_feasible([_p(4, 1.0, 0.90), _p(2, 1.0, 0.92), _p(1, 1.0, 0.92)]).point.number == 1
-    assert results.fastest_feasible([_p(0, 1.0, drop=0.02), _p(1, 2.0, drop=0.005)], max_drop=0.01).point.number == 1
-    assert results.fastest_feasible([_p(0, 1.0, drop=0.02)], max_drop=0.01) is None
+    assert results.fastest_feasible([_p(0, 1.0, drop=2), _p(1, 2.0, drop=0.5)], max_drop=1).point.number == 1
+    assert results.fastest_feasible([_p(0, 1.0, drop=2)], max_drop=1) is None
 
 
 def test_most_accurate_within_a_budget():
@@ -144,7 +144,7 @@ def test_a_baseline_timed_on_a_busy_host_never_makes_the_speedups():
     candidate = {"placement": "ort-cpu", "precision": "fp32", "prune_ratio": 0.0, "batch_size": 1,
                  "fold_bn": False, "graph_opt": "all", "threads": 1}
     for ms, accuracy in ((120.0, 0.95), (0.05, 0.945)):  # the baseline, then the pick
-        m = {"accuracy": accuracy, "accuracy_drop": 0.95 - accuracy, "per_sample_ms": ms, "latency_ms": ms,
+        m = {"accuracy": accuracy, "accuracy_drop": 100 * (0.95 - accuracy), "per_sample_ms": ms, "latency_ms": ms,
              "latency_ci_ms": [ms * 0.99, ms * 1.01], "batch_size": 1, "executed_precision": "fp32", "threads": 1}
         add_measured(study, objectives.values(m), m, candidate, objectives.constraints, baseline=ms == 120.0)
     write_remeasure(study, {"rounds": 3, "trials": {

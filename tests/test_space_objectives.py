@@ -84,14 +84,14 @@ def test_invalid_spaces_name_file_key_and_rule(tmp_path, data, needle):
 def test_shipped_objectives_load():
     o = load_objectives("accuracy_latency")
     assert o.names == ("accuracy", "per_sample_ms") and o.directions == ("maximize", "minimize")
-    assert [str(c) for c in o.constraints] == ["accuracy_drop <= 0.01"]
+    assert [str(c) for c in o.constraints] == ["accuracy_drop <= 1"]
     slo = load_objectives("latency_slo")  # under load: throughput in the open loop, its p95 within the budget
     assert slo.names == ("accuracy", "open_throughput") and slo.uses_load and not o.uses_load
     assert "open_p95_ms" in [c.metric for c in slo.constraints]
     assert load_objectives("throughput").names == ("accuracy", "load_throughput")
     assert "compressed_mb" in load_objectives("accuracy_size").names
     c = o.constraints[0]
-    assert c.violation({"accuracy_drop": 0.02}) > 0 >= c.violation({"accuracy_drop": 0.005})
+    assert c.violation({"accuracy_drop": 2}) > 0 >= c.violation({"accuracy_drop": 0.5})
 
 
 @pytest.mark.parametrize("data,needle", [
@@ -106,3 +106,25 @@ def test_invalid_objectives(tmp_path, data, needle):
     with pytest.raises(ConfigError, match=None) as err:
         load_objectives(path)
     assert path in str(err.value) and needle in str(err.value)
+
+
+def test_a_drop_budget_is_in_points_and_one_that_reads_like_a_fraction_is_refused():
+    def objectives(bound):
+        return load_objectives({"objectives": {"accuracy": "maximize"}, "constraints": {"accuracy_drop": bound}})
+
+    with pytest.raises(ConfigError, match=r"accuracy_drop max 0.01 is ambiguous: .*write 1 for 1 points"):
+        objectives({"max": 0.01})
+    assert objectives({"max": 0}).min_accuracy(0.9) == pytest.approx(0.9)  # no drop at all
+    assert objectives({"max": 1.5}).min_accuracy(0.9) == pytest.approx(0.885)
+    assert [c.words for c in objectives({"max": 1.5}).constraints] == ["accuracy_drop <= 1.5 (points)"]
+
+
+def test_python_entry_points_name_their_keywords_not_the_flags():
+    import tuner
+    from tuner.errors import TunerError, as_keywords
+
+    text = "--max-drop 0.05 is ambiguous; raise --max-drop, or --out; --data x (--not-a-keyword)"
+    assert as_keywords(text, {"max_drop", "path", "train"}) == \
+        "max_drop 0.05 is ambiguous; raise max_drop, or path; train x (--not-a-keyword)"
+    with pytest.raises(TunerError, match=r"^n_trials must be >= 1, got 0\.$"):
+        tuner.tune(n_trials=0)

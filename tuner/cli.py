@@ -252,13 +252,15 @@ class Export(Command):
 
     def run(self, args: argparse.Namespace) -> int:
         from tuner.artifact import check_out, export, select_trial
+        from tuner.metric import check_drop_budget
         from tuner.names import CONFIG_FILE
         from tuner.study.storage import load_existing_study
 
         signal.signal(signal.SIGTERM, _exit_on_sigterm)  # a terminated export removes its partial directory
 
         check_number("--trial", args.trial, 0)
-        check_number("--max-drop", args.max_drop, 0, why=" accuracy points")
+        if args.max_drop is not None:
+            check_drop_budget(args.max_drop, "--max-drop")
         check_number("--max-latency-ms", args.max_latency_ms, 0, above=True, why=" ms per sample")
         parent = next((p for p in Path(args.out).parents if p.exists()), Path("."))
         if not parent.is_dir():

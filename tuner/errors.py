@@ -8,9 +8,14 @@ caught anywhere on purpose: they should show a traceback.
 from __future__ import annotations
 
 import errno
+import functools
+import inspect
 import math
+import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 
 class TunerError(Exception):
@@ -119,3 +124,35 @@ def check_number(flag: str, value: float | None, low: float, *, above: bool = Fa
     if not math.isfinite(value) or value < low or (above and value == low):
         kind = "a finite number " if isinstance(value, float) else ""
         raise TunerError(f"{flag} must be {kind}{bound}{why}, got {value}.")
+
+
+# ---------------------------------------------------------------- one message, two ways in
+# Checks deep in the tuner name an option the command line's way (``--max-drop``); a Python entry point wrapped by
+# ``in_keywords`` re-raises the same error naming its own keyword (``max_drop``), so the checks are written once.
+FLAG = re.compile(r"(?<![\w-])--([a-z][a-z0-9-]*)")
+KEYWORD_OF_FLAG = {"data": "train", "out": "path"}  # tune(train=) is --data, export(path) --out; the others are the flag's name in snake case
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def as_keywords(text: str, keywords: set[str]) -> str:
+    """``text`` with each ``--flag`` that is one of ``keywords`` written as that keyword."""
+    def keyword(m: re.Match[str]) -> str:
+        name = KEYWORD_OF_FLAG.get(m[1], m[1].replace("-", "_"))
+        return name if name in keywords else m[0]
+    return FLAG.sub(keyword, text)
+
+
+def in_keywords(fn: F) -> F:
+    """A Python entry point whose TunerErrors name its keyword arguments, not the command line's flags."""
+    keywords = set(inspect.signature(fn).parameters)
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except TunerError as err:
+            text = as_keywords(str(err), keywords)
+            if text == str(err):
+                raise
+            raise type(err)(text) from None
+    return wrapper  # type: ignore[return-value]

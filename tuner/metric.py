@@ -3,7 +3,7 @@
 A function of the user's is scored in the study's own process, from the validation logits a trial's process
 sends back (a few kilobytes to megabytes): any function works, a lambda in a notebook too, and nothing of it
 has to be pickled for the child. Its value is what the study calls ``accuracy`` (and ``accuracy_drop``, the
-reference's value minus it), so that every objectives file, constraint, pick (``export --max-drop``), report
+reference's value minus it, in percentage points), so that every objectives file, constraint, pick (``export --max-drop``), report
 and summary states its rules once, over one name; the runtime's top-1 is kept beside it as ``top1``. A
 lower-is-better metric (a loss, an error rate) is negated, so higher is better everywhere. Only top-1 can stop
 a hopeless trial early (a partial top-1 bounds the whole; a partial F1 bounds nothing)."""
@@ -23,6 +23,23 @@ import numpy as np
 from tuner.errors import ConfigError, MeasurementError, one_line
 
 TOP1 = "top1"
+AMBIGUOUS_DROP = 0.1  # a drop budget above 0 and below this reads as a fraction (0.01 = 1 point): refused
+
+
+def drop_points(reference: float, value: float) -> float:
+    """The accuracy drop of ``value`` below ``reference``, in percentage points (``tuner.names.DROP_UNIT``)."""
+    return 100.0 * (reference - value)
+
+
+def check_drop_budget(value: float, what: str) -> None:
+    """A drop budget in points: a number >= 0, and not one that looks like a fraction (``what`` names where the
+    user wrote it: ``--max-drop``, ``max_drop=``, an objectives file's constraint)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value < 0:
+        raise ConfigError(f"{what} is an accuracy drop in percentage points and must be a number >= 0, got {value!r}.")
+    if 0 < value < AMBIGUOUS_DROP:
+        raise ConfigError(f"{what} {value:g} is ambiguous: drops are in percentage points, so it means "
+                          f"{value:g} points, but it reads like a fraction ({value:g} = {100 * value:g} points); "
+                          f"write {100 * value:g} for {100 * value:g} points (0 allows no drop at all).")
 
 
 def top1_of(metrics: dict[str, Any]) -> float:

@@ -16,6 +16,9 @@ CALIBRATIONS = ("minmax", "entropy", "percentile")  # how int8 activation ranges
 # inputs of the compute layers (Conv, Gemm, MatMul; everything between them runs float). tuner.build.qdq says why.
 INT8_OPS = ("all", "compute")
 PRUNE_PROFILES = ("uniform", "global")  # how a prune ratio is spread over the layers (tuner.build.prune)
+# An accuracy drop is in percentage points of the metric (100 x the reference's value minus the trial's) wherever a
+# user reads or writes one: --max-drop, best(max_drop=), objectives files, the DataFrame, report and exports.
+DROP_UNIT = "points"
 RECOVERY_FIDELITIES = ("short", "long")  # recovery budgets (tuner.build.recover); long only for front contenders
 
 # Precision -> the torch dtype's attribute name (torch.float32, ...): the one dtype map. int8 never runs in torch.

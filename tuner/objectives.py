@@ -9,10 +9,12 @@ from typing import Any
 
 from tuner.candidate import read_yaml
 from tuner.errors import ConfigError
+from tuner.metric import check_drop_budget
 from tuner.names import LOAD_METRICS
 
 OBJECTIVES_DIR = Path(__file__).resolve().parent.parent / "objectives"
-# Every metric a trial reports that can be optimized or constrained (see tuner.measure.Metrics).
+# Every metric a trial reports that can be optimized or constrained (see tuner.measure.Metrics); accuracy_drop is in
+# percentage points (tuner.metric.DROP_UNIT), accuracy in the metric's own units (0..1 for top-1).
 # The load metrics are measured (tuner.measure.load) only in studies whose objectives or constraints use one.
 METRICS = ("accuracy", "accuracy_drop", "latency_ms", "latency_p95_ms", "per_sample_ms", "throughput",
            "params", "macs", "size_mb", "compressed_mb", *LOAD_METRICS)
@@ -37,9 +39,14 @@ class Constraint:
                 ([f"{self.metric} >= {self.min:g}"] if self.min is not None else [])
         return " and ".join(parts)
 
+    @property
+    def words(self) -> str:
+        """As the screen states it: ``str()`` with the unit where it is not the metric's own (a drop's points)."""
+        return f"{self} (points)" if self.metric == "accuracy_drop" else str(self)
+
     @classmethod
     def parse(cls, text: str) -> Constraint:
-        """The constraint ``str()`` wrote (``accuracy_drop <= 0.01``, ``m <= a and m >= b``): how a stored study
+        """The constraint ``str()`` wrote (``accuracy_drop <= 1``, ``m <= a and m >= b``): how a stored study
         says what it was constrained by."""
         bounds: dict[str, float] = {}
         metric = ""
@@ -63,7 +70,7 @@ class Objectives:
     def min_accuracy(self, reference_accuracy: float) -> float | None:
         """The lowest accuracy any feasible trial can have, from the accuracy constraints (None: no bound)."""
         bounds = [c.min for c in self.constraints if c.metric == "accuracy" and c.min is not None]
-        bounds += [reference_accuracy - c.max for c in self.constraints if c.metric == "accuracy_drop" and c.max is not None]
+        bounds += [reference_accuracy - c.max / 100 for c in self.constraints if c.metric == "accuracy_drop" and c.max is not None]
         return max(bounds) if bounds else None
 
     @property
@@ -108,6 +115,9 @@ def load_objectives(source: str | dict[str, Any]) -> Objectives:
         if "max" in bound and "min" in bound and bound["min"] > bound["max"]:
             raise ConfigError(f"{path}: constraints: {metric} has min {bound['min']} > max {bound['max']}; no trial "
                               "could be feasible: swap them.")
+        if metric == "accuracy_drop":
+            for side, value in bound.items():
+                check_drop_budget(value, f"{path}: constraints: accuracy_drop {side}")
         constraints.append(Constraint(metric, bound.get("max"), bound.get("min")))
     return Objectives(str(path), tuple(objectives), tuple(objectives.values()), tuple(constraints))
 

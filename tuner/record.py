@@ -17,8 +17,10 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner.candidate import Candidate
+from tuner.names import DROP_UNIT
 
 REMEASURE_ATTR = "remeasure"  # study user attr: the end-of-study re-measure (tuner.remeasure.RemeasureSummary)
+DROP_UNIT_ATTR = "drop_unit"  # trial user attr: the unit of its accuracy_drop (tuner.names.DROP_UNIT)
 IDENTITY_ATTR = "workload_identity"  # study user attr: what its reference rests on (tuner.study.resume)
 
 
@@ -31,7 +33,7 @@ class TrialRecord:
     params: dict[str, Any]  # the sampler's own params (what a retry enqueues again)
     candidate: dict[str, Any] | None  # what was built (the long recovery where promoted), as recorded
     sampled: dict[str, Any] | None  # what the sampler proposed (differs from ``candidate`` once promoted)
-    metrics: dict[str, Any] | None  # tuner.measure.Metrics.to_dict() + accuracy_drop, once measured
+    metrics: dict[str, Any] | None  # tuner.measure.Metrics.to_dict() + accuracy_drop (points), once measured
     constraints: dict[str, float]  # name -> violation (<= 0: met), as Optuna reads them (FrozenTrial.constraints)
     baseline: bool = False  # the reference every speedup is against
     fixed_point: bool = False  # the baseline runs outside the space (its params are not the space's)
@@ -96,6 +98,14 @@ def _dict(value: Any) -> dict[str, Any] | None:
     return dict(value) if isinstance(value, dict) else None
 
 
+def _metrics(a: dict[str, Any]) -> dict[str, Any] | None:
+    """A trial's figures, its accuracy drop in points: a study made before points were the unit kept fractions."""
+    metrics = _dict(a.get("metrics"))
+    if metrics and a.get(DROP_UNIT_ATTR) != DROP_UNIT and isinstance(metrics.get("accuracy_drop"), (int, float)):
+        metrics["accuracy_drop"] = 100.0 * metrics["accuracy_drop"]
+    return metrics
+
+
 def _int(value: Any) -> int | None:
     return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
@@ -111,7 +121,7 @@ def read_trial(t: FrozenTrial) -> TrialRecord:
     return TrialRecord(
         number=t.number, state=t.state.name.lower(), params=dict(t.params),
         candidate=_dict(a.get("candidate")), sampled=_dict(a.get("sampled")),
-        metrics=_dict(a.get("metrics")) if t.state == TrialState.COMPLETE else None,
+        metrics=_metrics(a) if t.state == TrialState.COMPLETE else None,
         constraints={str(k): float(v) for k, v in t.constraints.items()},
         baseline=queued.baseline, fixed_point=queued.fixed_point, anchor=queued.anchor,
         error=str(a.get("error") or ""), crashed=bool(a.get("crashed")), interrupted=bool(a.get("interrupted")),

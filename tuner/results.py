@@ -126,7 +126,7 @@ def speed_order(per_sample_ms: float, accuracy: float, number: int) -> tuple[flo
 
 
 def fastest_feasible(pts: Iterable[Point], max_drop: float | None = None) -> Pick | None:
-    """The fastest feasible point (within ``max_drop``, a fraction, when given).
+    """The fastest feasible point (within ``max_drop`` percentage points, when given).
 
     Where the study's own pick was re-timed at the end of the study, the re-measured medians decide among the
     re-timed points: one process's timing can be a few percent off, the fresh processes' median less so."""

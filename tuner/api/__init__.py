@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tuner.errors import check_number
+from tuner.errors import check_number, in_keywords
 
 if TYPE_CHECKING:
     from tuner.api.result import TuneResult
@@ -23,6 +23,7 @@ def _stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+@in_keywords
 def tune(model: Any = "resnet18", train: Any = "digits", val: Any = None, *,
          metric: Callable[[Any, Any], Any] | None = None, higher_is_better: bool = True,
          space: str | dict[str, Any] | SearchSpace = "default",
@@ -52,7 +53,7 @@ def tune(model: Any = "resnet18", train: Any = "digits", val: Any = None, *,
     space, objectives: a name or YAML path as ``--space`` / ``--objectives`` take, or the mapping such a file
         holds (``{"placement": {"choices": ["ort-cpu", "ov-cpu"]}, ...}``).
     The rest are ``tuner run``'s flags (``--n-trials`` is ``n_trials``); bad values raise a TunerError whose
-    message names the flag. Runs one trial at a time, each in a child process.
+    message names the keyword. Runs one trial at a time, each in a child process.
     """
     from tuner import hardware
     from tuner.api import inputs
@@ -126,6 +127,7 @@ def tune(model: Any = "resnet18", train: Any = "digits", val: Any = None, *,
     return TuneResult(study_, objectives, scorer, studies_dir, storage, remeasured, log)
 
 
+@in_keywords
 def load(study: str, storage: str | None = None, studies_dir: str = "studies",
          metric: Callable[[Any, Any], Any] | None = None) -> TuneResult:
     """A stored study's ``TuneResult`` as it was saved: nothing is built or timed again (its end-of-study re-measure
@@ -160,7 +162,7 @@ def _run(s: Any, log: Callable[[str], None], progress: bool) -> Any:
         log(f"study {s.name} on {mask_url(s.storage)}")
         log(f"placements: {', '.join(s.space.placements)}" + "".join(f"\n  dropped {d}" for d in s.space.dropped))
         log(f"objectives: {', '.join(f'{d} {n}' for n, d in zip(s.objectives.names, s.objectives.directions))}"
-            + (f"; subject to {', '.join(map(str, s.objectives.constraints))}" if s.objectives.constraints else "")
+            + (f"; subject to {', '.join(c.words for c in s.objectives.constraints)}" if s.objectives.constraints else "")
             + (f"; accuracy is the metric {s.metric.name}" if s.metric.custom else ""))
 
     if not progress:

@@ -12,7 +12,7 @@ import optuna
 
 from tuner import results
 from tuner.candidate import Candidate, label
-from tuner.errors import TunerError
+from tuner.errors import TunerError, in_keywords
 from tuner.metric import Metric
 from tuner.record import TrialRecord, read_remeasure
 from tuner.study.storage import quiet_optuna
@@ -34,7 +34,7 @@ class TrialPoint:
     trial: int
     candidate: Candidate
     accuracy: float  # the study's metric (top-1, or the function given to tune)
-    accuracy_drop: float  # the reference's accuracy minus this one's
+    accuracy_drop: float  # the reference's accuracy minus this one's, in percentage points
     per_sample_ms: float  # the study's own timing
     remeasured_ms: float | None  # per sample, fresh processes at the end of the study
     speedup: float | None  # over the baseline by the study's speed figure (results.speedup_over): `tuner run --json`'s
@@ -48,7 +48,7 @@ class TrialPoint:
 
     def __repr__(self) -> str:
         ms = self.remeasured_ms if self.remeasured_ms is not None else self.per_sample_ms
-        return (f"TrialPoint(#{self.trial} {self.label}: accuracy {self.accuracy:.4g}, drop {100 * self.accuracy_drop:.2f} "
+        return (f"TrialPoint(#{self.trial} {self.label}: accuracy {self.accuracy:.4g}, drop {self.accuracy_drop:.2f} "
                 f"points, {ms:.4f} ms/sample" + (f", {self.speedup:.1f}x" if self.speedup else "")
                 + ("" if self.feasible else ", infeasible") + ")")
 
@@ -83,6 +83,7 @@ class TuneResult:
         base = results.baseline_trial(self.study)
         return None if base is None else self._point(base)
 
+    @in_keywords
     def best(self, max_drop: float | None = None, max_latency_ms: float | None = None) -> TrialPoint:
         """The fastest feasible point (within ``max_drop`` accuracy points), or the most accurate one at or under
         ``max_latency_ms`` per sample: ``tuner export``'s rules, by the re-measured figures where there are."""
@@ -114,6 +115,7 @@ class TuneResult:
 
         return pd.DataFrame.from_records(trial_table(trial_rows(self.study)))
 
+    @in_keywords
     def export(self, path: str | Path, trial: int | None = None, max_drop: float | None = None,
                max_latency_ms: float | None = None, torch_format: str = "export") -> Exported:
         """``tuner export``: rebuild the pick (default: the fastest feasible), re-measure it (and score the
@@ -126,6 +128,7 @@ class TuneResult:
             return export(self.study, t, why, path, self.studies_dir, self.storage, torch_format, self.log,
                           self.metric)
 
+    @in_keywords
     def report(self, path: str | Path, csv: str | Path | None = None) -> ReportInfo:
         """``tuner report``: one self-contained HTML page (and the trial table as CSV)."""
         from tuner.report import write_report
@@ -149,6 +152,7 @@ class TuneResult:
         chosen = results.fastest_feasible(results.points(self.study))
         return next((p for p in self.pareto if chosen and p.trial == chosen.point.number), None)
 
+    @in_keywords
     def explain(self, trial: int | None = None, against: int | None = None) -> Comparison:
         """``tuner explain``: per-layer time of ``trial`` (default: the pick) against ``against`` (default: the
         baseline), from each runtime's own profiler, with findings; ``tuner.explain.render(comparison)`` is its text."""

@@ -27,7 +27,7 @@ from tuner.artifact.readme import readme_text
 from tuner.cache import owned_temp_dir, remove_leftovers, sha256_file
 from tuner.candidate import Candidate
 from tuner.errors import ConfigError, TunerError, one_line
-from tuner.metric import Metric, metric_words, top1_of
+from tuner.metric import Metric, drop_points, metric_words, top1_of
 from tuner.names import (
     CONFIG_FILE,
     EXPORT_FORMAT,
@@ -152,14 +152,14 @@ def export(study: optuna.Study, trial: TrialRecord, why: str, out: str | Path,
             "re-measures top-1 (TuneResult.export scores the metric too)")
         metrics["top1"], reference = metrics["accuracy"], references.get("top1")
     if reference is not None:
-        metrics["accuracy_drop"] = reference - metrics["accuracy"]
+        metrics["accuracy_drop"] = drop_points(reference, metrics["accuracy"])
     check_rebuilt(top1_of(metrics), top1_of(recorded), len(workload.data.val), trial.number, spec.cache_dir)
 
     held_out = _holdout(workload, built)
     if held_out:
         log(f"held-out split ({held_out['images']} images the search never saw): {held_out['accuracy']:.2%}, "
             f"{100 * held_out['drop']:.2f} points below the baseline's {held_out['reference_accuracy']:.2%} "
-            f"(on the search's validation split: {100 * metrics.get('accuracy_drop', 0.0):.2f} points)")
+            f"(on the search's validation split: {metrics.get('accuracy_drop', 0.0):.2f} points)")
     trust = latency_trust(metrics, recorded, kept.remeasure.get(trial.number))
     for note in trust["notes"]:
         log(f"note: {note}")

@@ -7,6 +7,7 @@ import optuna
 
 from tuner import results
 from tuner.errors import ConfigError, TunerError, first_line
+from tuner.metric import check_drop_budget
 from tuner.record import TrialRecord, read_trials
 
 
@@ -20,13 +21,12 @@ def select_trial(study: optuna.Study, trial: int | None = None, max_drop: float 
         return _by_number(study, done, trial), f"--trial {trial}"
     pts = results.points(study)
     if max_drop is not None:
-        if not max_drop >= 0:
-            raise ConfigError(f"--max-drop is in percentage points and must be >= 0, got {max_drop}.")
-        pick = results.fastest_feasible(pts, max_drop / 100)
+        check_drop_budget(max_drop, "--max-drop")
+        pick = results.fastest_feasible(pts, max_drop)
         if pick is None:
             feasible = [p for p in pts if p.feasible] or pts
             least = min(feasible, key=lambda p: p.accuracy_drop, default=None)
-            hint = (f"; the smallest drop is {100 * least.accuracy_drop:.2f} points (trial #{least.number})"
+            hint = (f"; the smallest drop is {least.accuracy_drop:.2f} points (trial #{least.number})"
                     if least is not None else "")
             raise TunerError(f"no completed feasible trial of study {study.study_name} has an accuracy drop <= "
                              f"{max_drop:g} points{hint}; raise --max-drop.")

@@ -29,7 +29,7 @@ def _hover(r: TrialRow, reference: float | None, accuracy: str = "top-1 accuracy
     lines = [f"<b>trial #{r.number}</b>" + (" (baseline)" if r.baseline else "") + (" Pareto" if r.pareto else "")
              + ("" if r.feasible else " infeasible")]
     lines += [f"{k}: {c[k]}" for k in PARAMS if k in c]
-    lines += [f"{accuracy}: {m['accuracy']:.2%}" + (f" (drop {100 * m.get('accuracy_drop', 0):+.2f} pts)"
+    lines += [f"{accuracy}: {m['accuracy']:.2%}" + (f" (drop {m.get('accuracy_drop', 0):+.2f} pts)"
                                                   if reference is not None else ""),
               f"per sample: {m['per_sample_ms']:.4f} ms (within-process 95% CI {slo:.4f}-{shi:.4f})",
               f"per batch: {m['latency_ms']:.4f} ms (within-process 95% CI {lo:.4f}-{hi:.4f}), p95 {m['latency_p95_ms']:.4f}",

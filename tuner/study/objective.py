@@ -19,6 +19,7 @@ from tuner.errors import (
     ResourceExhausted,
     UnsupportedCombination,
 )
+from tuner.metric import drop_points
 from tuner.record import TrialRecord, read_enqueued, read_trials
 from tuner.study import fidelity
 from tuner.study.storage import write_measured
@@ -101,7 +102,7 @@ class Objective:
                 trial.set_user_attr("crashed", isinstance(err, TrialCrashed))
                 trial.set_user_attr("interrupted", isinstance(err, TrialInterrupted))
                 raise
-        metrics["accuracy_drop"] = self.reference_accuracy - metrics["accuracy"]
+        metrics["accuracy_drop"] = drop_points(self.reference_accuracy, metrics["accuracy"])
         write_measured(trial, metrics, self.s.objectives.constraints)  # figures and constraints, public API only
         return self.s.objectives.values(metrics)
 

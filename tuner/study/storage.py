@@ -15,7 +15,8 @@ import optuna
 
 from tuner import hardware
 from tuner.errors import ConfigError, ResourceExhausted, first_line
-from tuner.record import REMEASURE_ATTR
+from tuner.names import DROP_UNIT
+from tuner.record import DROP_UNIT_ATTR, REMEASURE_ATTR
 
 if TYPE_CHECKING:
     from tuner.objectives import Constraint
@@ -216,6 +217,7 @@ def write_figures(trial: optuna.trial.BaseTrial, metrics: dict[str, Any]) -> Non
     as a plain number of its own. ``trial``: a running ``optuna.Trial``, or a ``FrozenTrial`` made for
     ``study.add_trial`` (the tests record their studies through these writers too)."""
     trial.set_user_attr("metrics", metrics)
+    trial.set_user_attr(DROP_UNIT_ATTR, DROP_UNIT)  # studies before it kept accuracy_drop as a fraction (tuner.record)
     for key in (*FLAT_METRICS, *FLAT_LOAD_METRICS):
         if isinstance(metrics.get(key), (int, float)):
             trial.set_user_attr(key, metrics[key])

@@ -158,7 +158,7 @@ def export(study: optuna.Study, trial: TrialRecord, why: str, out: str | Path,
     held_out = _holdout(workload, built)
     if held_out:
         log(f"held-out split ({held_out['images']} images the search never saw): {held_out['accuracy']:.2%}, "
-            f"{100 * held_out['drop']:.2f} points below the baseline's {held_out['reference_accuracy']:.2%} "
+            f"{held_out['accuracy_drop']:.2f} points below the baseline's {held_out['reference_accuracy']:.2%} "
             f"(on the search's validation split: {metrics.get('accuracy_drop', 0.0):.2f} points)")
     trust = latency_trust(metrics, recorded, kept.remeasure.get(trial.number))
     for note in trust["notes"]:
@@ -282,7 +282,7 @@ def _holdout(workload: Any, built: Any) -> dict[str, Any] | None:
     accuracy = holdout_accuracy(built, data)
     reference = reference_accuracy(workload, data.holdout)  # the torch module, or an ONNX file as given
     return {"images": len(data.holdout), "accuracy": accuracy, "reference_accuracy": reference,
-            "drop": reference - accuracy}
+            "accuracy_drop": drop_points(reference, accuracy)}
 
 
 def latency_trust(now: dict[str, Any], study: dict[str, Any], again: dict[str, Any] | None) -> dict[str, Any]:

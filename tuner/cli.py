@@ -170,6 +170,7 @@ class Run(Command):
         from tuner.api import tune
         from tuner.study.storage import mask_url
 
+        tune = tune.__wrapped__  # unwrapped from in_keywords: its errors name the command line's flags
         result = tune(args.model, args.data, weights=args.weights, resolution=args.resolution, mean=args.mean,
                       std=args.std, seed=args.seed, holdout=args.holdout, train_steps=args.train_steps,
                       recover_epochs=args.recover_epochs, student=args.student, space=args.space,

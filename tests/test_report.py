@@ -331,3 +331,30 @@ def test_the_pareto_tables_precision_cell_names_the_int8_settings_and_what_ran()
     assert precision_cell({"precision": "int8", "int8_ops": "all", "float_layers": 0},
                           {"executed_precision": "int8"}) == "int8"
     assert precision_cell({"precision": "fp32"}, {"executed_precision": "bf16"}) == "fp32 (ran bf16)"
+
+
+def test_the_layer_view_renders_in_headless_chromium(small_study, tmp_path):
+    """`tuner explain` keeps its comparison on the study; the report drawn after it shows the costliest layers of the
+    pick and the baseline, bar by bar (before it, a note says how to get them)."""
+    from tuner.explain import explain_study
+    from tuner.report import write_report
+    from tuner.report.figures import LAYER_VIEW_ROWS
+    from tuner.report.page import render_html
+
+    storage = f"sqlite:///{tmp_path / 'copy.db'}"  # a copy: the shared small study stays as the other tests read it
+    optuna.copy_study(from_study_name=small_study["name"], from_storage=small_study["storage"], to_storage=storage,
+                      to_study_name="layers")
+    study = optuna.load_study(study_name="layers", storage=storage)
+    assert report_info(study).layers is None and "Not profiled yet: `tuner explain" in render_html(report_info(study))
+    done = explain_study(study, studies_dir=small_study["studies_dir"], repeats=3, log=lambda m: None)
+    info = report_info(optuna.load_study(study_name="layers", storage=storage))
+    assert (info.layers["trial"], info.layers["against"]) == (done.trial, done.against) and done.against is not None
+    assert [r["module"] for r in info.layers["rows"]] == [r.module for r in done.rows]
+    page = tmp_path / "report.html"
+    write_report(study, page)
+    dom = _browser(tmp_path, page, "--dump-dom")
+    assert dom.returncode == 0 and "Uncaught" not in dom.stderr, dom.stderr[-2000:]
+    view = dom.stdout.split('id="figure-layer-by-layer"')[1].split('id="figure-hypervolume-history"')[0]
+    drawn = [r for r in done.rows if r.ms or r.against_ms][:LAYER_VIEW_ROWS]
+    assert all(f">{r.module}<" in view for r in drawn), [r.module for r in drawn]
+    assert view.count('class="point"') >= len(drawn)  # one bar per layer and build (a layer gone draws none)

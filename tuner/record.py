@@ -21,7 +21,8 @@ from tuner.names import DROP_UNIT
 
 REMEASURE_ATTR = "remeasure"  # study user attr: the end-of-study re-measure (tuner.remeasure.RemeasureSummary)
 DROP_UNIT_ATTR = "drop_unit"  # trial user attr: the unit of its accuracy_drop (tuner.names.DROP_UNIT)
-IDENTITY_ATTR = "workload_identity"  # study user attr: what its reference rests on (tuner.study.resume)
+IDENTITY_ATTR = "workload_identity"
+EXPLAIN_ATTR = "explain"  # study user attr: the last `tuner explain` (tuner.explain.Comparison.to_record())  # study user attr: what its reference rests on (tuner.study.resume)
 
 
 @dataclass(frozen=True)
@@ -148,6 +149,7 @@ class StudyRecord:
     constraints: tuple[str, ...]  # the objectives' constraints in words, in order
     remeasure: dict[int, dict[str, Any]]  # trial number -> its re-measure entry (read_remeasure)
     identity: dict[str, Any] | None = None  # what its reference rests on (None: made before studies recorded it)
+    explain: dict[str, Any] | None = None  # the last layer-by-layer comparison (`tuner explain`), for the report
 
     @property
     def reference_accuracy(self) -> float | None:
@@ -168,4 +170,5 @@ def read_study(study: optuna.Study) -> StudyRecord:
     return StudyRecord(reference=_dict(a.get("reference")) or {}, fingerprint=_dict(a.get("fingerprint")),
                        workload=_dict(a.get("workload")), metric=_dict(a.get("metric")),
                        constraints=tuple(str(c) for c in a.get("constraints") or ()),
-                       remeasure=read_remeasure(study), identity=_dict(a.get(IDENTITY_ATTR)))
+                       remeasure=read_remeasure(study), identity=_dict(a.get(IDENTITY_ATTR)),
+                       explain=_dict(a.get(EXPLAIN_ATTR)))

@@ -83,6 +83,7 @@ def explain_study(study: optuna.Study, trial: int | None = None, against: int | 
     from tuner.errors import TunerError
     from tuner.record import read_study
     from tuner.runtimes import check_supported
+    from tuner.study.storage import write_explain
     from tuner.workload import WorkloadSpec, load_workload
 
     explained, other = read_trials(study, trial, against)
@@ -103,8 +104,10 @@ def explain_study(study: optuna.Study, trial: int | None = None, against: int | 
         log(f"profiling trial #{t.number}: {label(c.to_dict())}")
         profiles.append(cached_profile(workload, build(workload, c), repeats))
     assert profiles[0] is not None
-    return compare(profiles[0], profiles[1], explained.number, other.number if other else None,
+    done = compare(profiles[0], profiles[1], explained.number, other.number if other else None,
                    label(explained.to_candidate()), label(other.to_candidate()) if other else "")
+    write_explain(study, done.to_record())  # the report's layer view draws the last one
+    return done
 
 
 

@@ -46,6 +46,17 @@ class Comparison:
                 "profile": self.profile.to_dict(),
                 "baseline": self.baseline.to_dict() if self.baseline is not None else None}
 
+    def to_record(self) -> dict[str, Any]:
+        """What the study keeps for its report's layer view: the rows and findings, and each build's profiled call
+        against the sum of its layers (the whole profiles stay in the cache and in an export's profile.json)."""
+        def call(p: LayerProfile | None) -> dict[str, Any] | None:
+            return None if p is None else {"placement": p.placement, "precision": p.precision,
+                                           "batch_size": p.batch_size, "total_ms": p.total_ms, "nodes_ms": p.nodes_ms,
+                                           "outside_ms": p.outside_ms}
+        return {"trial": self.trial, "against": self.against, "label": self.label, "against_label": self.against_label,
+                "rows": [asdict(r) for r in self.rows], "findings": list(self.findings),
+                "profile": call(self.profile), "baseline": call(self.baseline)}
+
 
 def _per_sample(p: LayerProfile, layer: LayerTime) -> float:
     return layer.ms / p.batch_size

@@ -100,6 +100,7 @@ class ReportInfo:
     serving: ServingInfo | None = None  # a study under load: throughput vs p95 and the budget
     reference_warning: str | None = None  # the reference model near chance (tuner.metric.chance_warning)
     metric: str = "top-1 accuracy"  # what the study calls accuracy, in words: top-1, or the user's metric by name
+    layers: dict[str, Any] | None = None  # the last `tuner explain` (Comparison.to_record()): the layer view
 
     @property
     def completed(self) -> list[TrialRow]:
@@ -151,6 +152,7 @@ def collect(study: optuna.Study) -> ReportInfo:
         states=dict(Counter(r.state for r in rows)),
         reference_warning=chance_warning(reference) if {"num_classes", "validation_images"} <= set(reference) else None,
         metric=metric_words(kept.metric),
+        layers=kept.explain if kept.explain and any(r.number == kept.explain.get("trial") for r in rows) else None,
     )
     x, _ = info.axes
     hv, hv_ref = _hypervolume_history(info)

@@ -9,7 +9,13 @@ from typing import Any
 
 from tuner.candidate import int8_settings
 from tuner.report.data import ReportInfo
-from tuner.report.figures import hypervolume_figure, importance_figure, pareto_figure, serving_figure
+from tuner.report.figures import (
+    hypervolume_figure,
+    importance_figure,
+    layers_figure,
+    pareto_figure,
+    serving_figure,
+)
 from tuner.report.trials import trial_table
 
 _COLUMNS = ("trial", "state", "flags", "placement", "precision", "int8", "prune", "batch", "fold_bn", "graph_opt",
@@ -128,22 +134,28 @@ document.querySelectorAll('#trials th').forEach(function (th, col) {
 """
 
 
+def _slug(title: str) -> str:
+    return "-".join(title.lower().split())
+
+
 def render_html(info: ReportInfo) -> str:
     serving = serving_figure(info)
-    figures = [("Pareto front", pareto_figure(info)), *([("Serving under load", serving)] if serving else []),
-               ("Hypervolume history", hypervolume_figure(info)), ("Parameter importances", importance_figure(info))]
+    not_yet = (f"Not profiled yet: `tuner explain --study {info.study}` profiles the pick and the baseline with each "
+               "runtime's own profiler, and a report written after it shows where their time goes here.")
+    layer_notes = [not_yet] if info.layers is None else [f"tuner explain: {f}" for f in info.layers.get("findings", [])]
+    figures = [("Pareto front", pareto_figure(info), []), *([("Serving under load", serving, [])] if serving else []),
+               ("Layer by layer", layers_figure(info), layer_notes),
+               ("Hypervolume history", hypervolume_figure(info), []),
+               ("Parameter importances", importance_figure(info), info.importance_notes)]
     parts = []
     first = True
-    for title, fig in figures:
+    for title, fig, notes in figures:
         parts.append(f"<h2>{html.escape(title)}</h2>")
-        if fig is None:
-            parts.append("".join(f'<p class="note">{html.escape(n)}</p>' for n in info.importance_notes))
-            continue
-        parts.append(fig.to_html(full_html=False, include_plotlyjs=first,
-                                 config={"displaylogo": False, "responsive": True}))
-        first = False
-        if title == "Parameter importances":
-            parts.extend(f'<p class="note">{html.escape(n)}</p>' for n in info.importance_notes)
+        if fig is not None:
+            parts.append(fig.to_html(full_html=False, include_plotlyjs=first, div_id=f"figure-{_slug(title)}",
+                                     config={"displaylogo": False, "responsive": True}))
+            first = False
+        parts.extend(f'<p class="note">{html.escape(n)}</p>' for n in notes)
     hw = info.hardware
     wl = info.workload
     states = ", ".join(f"{n} {s}" for s, n in sorted(info.states.items()))

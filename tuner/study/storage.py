@@ -16,7 +16,7 @@ import optuna
 from tuner import hardware
 from tuner.errors import ConfigError, ResourceExhausted, first_line
 from tuner.names import DROP_UNIT
-from tuner.record import DROP_UNIT_ATTR, REMEASURE_ATTR
+from tuner.record import DROP_UNIT_ATTR, EXPLAIN_ATTR, REMEASURE_ATTR
 
 if TYPE_CHECKING:
     from tuner.objectives import Constraint
@@ -243,6 +243,11 @@ def write_measured(trial: optuna.trial.BaseTrial, metrics: dict[str, Any], const
 # ---------------------------------------------------------------- annotations of a finished study
 # Optuna keeps finished trials read-only, so what the tuner learns after a trial ended (the re-measure) is
 # kept on the study, keyed by trial number: public API, on every storage.
+
+
+def write_explain(study: optuna.Study, record: dict[str, Any]) -> None:
+    """Keep the last layer-by-layer comparison (``tuner explain``), which the report draws as its layer view."""
+    study.set_user_attr(EXPLAIN_ATTR, record)
 
 
 def write_remeasure(study: optuna.Study, record: dict[str, Any]) -> None:

@@ -23,6 +23,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tuner.claims import make_claims
+
 
 def make_key(**parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
@@ -79,11 +81,14 @@ class Cache:
     with a manifest of every file's size and sha256 written last; a hit is checked against it, and an entry that
     no longer matches (a flipped byte, a truncated or missing file) is discarded and rebuilt with a warning."""
 
-    def __init__(self, root: Path | None, log: Callable[[str], None] | None = None):
+    def __init__(self, root: Path | None, log: Callable[[str], None] | None = None, claims_url: str | None = None):
         self.root = root  # None: nothing is kept (each call builds into a fresh temporary directory)
         self.log = log or _stderr
         self.hits = 0
         self.misses = 0
+        self.waited = 0.0  # seconds spent waiting for other workers' builds of entries this process needed
+        # A miss is built under a claim (tuner.claims): one worker of a study builds it, the others wait and reuse.
+        self.claims = make_claims(claims_url, root) if root is not None else None
         self._scratch: list[Path] = []
         self._checked: set[Path] = set()  # entries verified by this process (each is read once per process)
         if root is not None:
@@ -101,6 +106,18 @@ class Cache:
         if final.is_dir() and self._intact(final):
             self.hits += 1
             return final
+        assert self.claims is not None
+        with self.claims.hold(key, self.log) as waited:
+            self.waited += waited
+            if final.is_dir() and self._intact(final):  # built by the worker that held the claim
+                self.hits += 1
+                if waited:
+                    self.log(f"cache entry {key}: reusing what another worker built (waited {waited:.0f} s)")
+                return final
+            return self._build(key, final, build)
+
+    def _build(self, key: str, final: Path, build: Callable[[Path], None]) -> Path:
+        assert self.root is not None
         self.misses += 1
         self.root.mkdir(parents=True, exist_ok=True)
         tmp = owned_temp_dir(self.root, f".{key}-")

@@ -4,7 +4,8 @@ A key is the SHA-256 of the sorted JSON of everything that determines the output
 the key of the step's input, so keys chain: one pruned model serves every precision and
 placement. Entries are written to a temporary directory and renamed into place, so workers
 that share ``studies/`` never see half an entry; each carries a manifest of its files' sizes and
-sha256, checked when read, so that an entry damaged on disk is rebuilt rather than used.
+sha256, checked when read, so that an entry damaged on disk is rebuilt rather than used. A missing entry is built
+under a claim (``tuner.claims``): of the workers that miss it at once, one builds it and the others wait and reuse it.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tuner.claims import make_claims
+from tuner.claims import make_claims, remove_stale
 
 
 def make_key(**parts: Any) -> str:
@@ -255,6 +255,7 @@ def remove_leftovers(parent: Path, prefix: str, stale_seconds: float) -> int:
 def sweep(root: Path, log: Callable[[str], None]) -> int:
     """The temporary entries that killed builds left under the cache ``root``, removed (``remove_leftovers``)."""
     removed = remove_leftovers(root, _ENTRY_TEMP, STALE_SECONDS)
+    remove_stale(root)  # their claims' files too
     if removed:
         log(f"removed {removed} unfinished cache entr{'y' if removed == 1 else 'ies'} left under {root} by "
             "interrupted builds")

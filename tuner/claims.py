@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
+CLAIMS_DIR = ".claims"  # under the cache root: the lock files of FileClaims
 POLL = 0.5  # seconds between two tries of a claim another worker holds
 TELL_EVERY = 30.0  # seconds between two "still waiting" lines
 
@@ -70,7 +71,7 @@ class FileClaims:
     """``<root>/.claims/<key>``, held by ``flock``; the holder writes its name in it and removes it when done."""
 
     def __init__(self, root: Path):
-        self.dir = root / ".claims"
+        self.dir = root / CLAIMS_DIR
 
     @contextlib.contextmanager
     def hold(self, key: str, log: Callable[[str], None]) -> Iterator[float]:
@@ -116,6 +117,24 @@ class FileClaims:
             with contextlib.suppress(OSError):
                 path.unlink()
             os.close(fd[0])
+
+
+def remove_stale(root: Path) -> None:
+    """The claim files under the cache ``root`` that no one holds (left by killed holders), removed: each is locked
+    first, as a holder removes its own, so that no live claim's file goes."""
+    try:
+        found = list((root / CLAIMS_DIR).iterdir())
+    except OSError:
+        return
+    for path in found:
+        with contextlib.suppress(OSError):
+            f = os.open(path, os.O_RDWR)
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                if os.fstat(f).st_ino == os.stat(path).st_ino:
+                    path.unlink()
+            finally:
+                os.close(f)
 
 
 def advisory_id(key: str) -> int:

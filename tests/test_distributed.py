@@ -107,6 +107,28 @@ def test_four_workers_on_postgres_one_killed(tmp_path, studies_dir, postgres_url
     _check_accounted(study, n_trials, killed)
 
 
+_OPEN = """
+import sys
+from tuner.study.storage import make_storage
+make_storage(sys.argv[1], 10, 2)
+"""
+
+
+def test_workers_started_together_on_an_empty_database_all_open_it(postgres_url):
+    """Each creates Optuna's tables; PostgreSQL refused all but one of four (a unique violation), every time."""
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(sqlalchemy.text("CREATE DATABASE together"))
+    engine.dispose()
+    url = f"{postgres_url.rsplit('/', 1)[0]}/together"
+    procs = [subprocess.Popen([sys.executable, "-c", _OPEN, url], cwd=ROOT, stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)}) for _ in range(4)]
+    errs = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4, [e[-500:] for e in errs if "Error" in e]
+
+
 def test_kill_9_then_same_command_completes(tmp_path, studies_dir):
     args = _args(tmp_path, studies_dir, "killed", 6)
     storage = f"sqlite:///{studies_dir}/killed.db"

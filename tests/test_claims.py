@@ -37,7 +37,7 @@ print((entry / "value.txt").read_text(), cache.hits, cache.misses)
 KEY = "0123456789abcdef0123"
 
 
-@pytest.fixture(params=["file", "postgresql"])
+@pytest.fixture(params=["file", pytest.param("postgresql", marks=pytest.mark.slow)])  # slow: a server starts
 def claims_url(request) -> str:
     """'' for lock files in the cache directory; a PostgreSQL URL for advisory locks on that server."""
     return request.getfixturevalue("postgres_url") if request.param == "postgresql" else ""
@@ -90,6 +90,7 @@ def test_a_killed_holders_claim_expires_and_the_waiter_builds(tmp_path, claims_u
     assert waiter.returncode == 0, err[-2000:]
     assert _builders(tmp_path) == [holder.pid, waiter.pid], "the killed holder's claim passed to the waiter"
     assert out.split() == ["built", "by", str(waiter.pid), "0", "1"]
+    assert "the other worker's build did not finish; building it here" in waiter_log.read_text()
     assert not list((tmp_path / "cache" / ".claims").glob("*"))
 
 
@@ -148,6 +149,7 @@ def test_two_workers_on_postgres_train_a_recovery_they_both_meet_once(tmp_path, 
     child = recovering()[0]
     os.kill(child, signal.SIGSTOP)  # the first worker's trial process, paused holding the claim
     try:
+        assert child in _advisory_holders(postgres_url), "the recovery ended before it could be paused"
         second = start(logs[1])
         _wait_for(lambda: "is building it; waiting to reuse it" in logs[1].read_text(), "the second worker to wait",
                   timeout=240)

@@ -115,6 +115,8 @@ class Cache:
                 if waited:
                     self.log(f"cache entry {key}: reusing what another worker built (waited {waited:.0f} s)")
                 return final
+            if waited:
+                self.log(f"cache entry {key}: the other worker's build did not finish; building it here")
             return self._build(key, final, build)
 
     def _build(self, key: str, final: Path, build: Callable[[Path], None]) -> Path:

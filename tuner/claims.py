@@ -8,7 +8,7 @@ A claim is a lock that dies with its holder, so a killed worker never leaves a k
   advisory lock held on a connection of its own: the server releases it when that connection ends, whether the
   holder finished, raised or was killed; a host that vanishes is found by the server's TCP keepalives, set short
   on that connection. This is the study's own storage, reachable by every worker whatever file system they share.
-- Otherwise (SQLite, or no storage at all: export, verify, the re-measure) it is an exclusive ``flock`` on a file
+- Otherwise (SQLite, MySQL, or no storage at all: export, verify, the re-measure) it is an exclusive ``flock`` on a file
   in the cache directory's ``.claims/``: the kernel releases it when the holder's process dies (NFSv4 holds it as
   a lease that expires with a dead client). SQLite has no lock that outlives a transaction and follows a
   connection, and the workers of a SQLite study share its file system, hence the cache directory, anyway.

@@ -1,8 +1,12 @@
 from __future__ import annotations
 
+import glob
 import os
+import shutil
+import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +52,46 @@ def workload(studies_dir: Path):
     spec = WorkloadSpec(model=f"{TINY}:conv_net", data="digits", resolution=16, train_steps=80, recover_epochs=1.0,
                         cache_dir=str(studies_dir / "cache"))
     return load_workload(spec, log=lambda m: None)
+
+
+# PostgreSQL is real: .ci/run installs Debian's package; the fixture starts a throwaway server on loopback per module.
+# Without the package the tests that use it skip locally and fail under CI (CI never skips them).
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _as_postgres(cmd: list[str]) -> list[str]:
+    return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
+
+
+@pytest.fixture(scope="module")
+def postgres_url():
+    """The URL of a throwaway PostgreSQL server on loopback (trust auth: any password works)."""
+    bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    if not bins:
+        message = "PostgreSQL is not installed: apt-get install postgresql (Debian), or see docs/study.md"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    bindir = Path(bins[-1]).parent
+    data = Path(tempfile.mkdtemp(prefix="tuner-pg-"))
+    if os.geteuid() == 0:
+        shutil.chown(data, "postgres", "postgres")
+    port = _free_port()
+    subprocess.run(_as_postgres([str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust"]),
+                   check=True, capture_output=True)
+    subprocess.run(_as_postgres([str(bindir / "pg_ctl"), "-D", str(data), "-w", "-l", str(data / "log"), "-o",
+                                 f"-p {port} -k {data} -c listen_addresses=127.0.0.1", "start"]),
+                   check=True, capture_output=True)
+    try:
+        yield f"postgresql://postgres:s3cret@127.0.0.1:{port}/postgres"  # trust auth: any password works
+    finally:
+        subprocess.run(_as_postgres([str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"]),
+                       capture_output=True)
+        shutil.rmtree(data, ignore_errors=True)
+
 
 
 def run_tuner(*args: str, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess[str]:

@@ -17,6 +17,7 @@ import pytest
 
 from tests.conftest import ROOT, TINY
 from tuner.cache import MANIFEST, Cache, sha256_file
+from tuner.claims import CLAIMS_DIR
 
 pytestmark = pytest.mark.slow  # end to end: studies, exports and processes (pytest -m "not slow" skips)
 
@@ -57,7 +58,7 @@ def _damaged(cache: Path, weights: Path, reference, damage) -> list[str]:
     assert len(warnings) == 1 and "weights.pt" in warnings[0] and "rebuilding" in warnings[0], lines
     assert any("training a" in m for m in lines), lines  # really rebuilt, not used as is
     assert _same_weights(again.state_dict, reference)
-    assert (weights.parent / MANIFEST).is_file() and not [p for p in cache.iterdir() if p.name.startswith(".")]
+    assert (weights.parent / MANIFEST).is_file() and not _hidden(cache)
     quiet: list[str] = []
     _load(cache, quiet)  # the rebuilt entry is intact: a plain hit
     assert not [m for m in quiet if "warning" in m] and any("using the cached baseline" in m for m in quiet)
@@ -106,19 +107,28 @@ def build(d):
     (d / "part").write_text("half")
     time.sleep(60)
 
-Cache(Path(sys.argv[1])).entry("0123456789abcdef0123", build)
+Cache(Path(sys.argv[1])).entry(sys.argv[2], build)
 """
+
+
+def _hidden(cache: Path) -> list[Path]:
+    """What is hidden in the cache beside the claims' folder (tuner.claims), and in that folder."""
+    claims = cache / CLAIMS_DIR
+    return [p for p in cache.iterdir() if p.name.startswith(".") and p != claims] + \
+        (list(claims.iterdir()) if claims.is_dir() else [])
 
 
 def test_a_killed_builds_temporary_entry_is_removed_by_the_next_run_and_a_live_ones_kept(tmp_path):
     cache = tmp_path / "cache"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    procs = [subprocess.Popen([sys.executable, "-c", _SLOW_BUILD, str(cache)], env=env) for _ in range(3)]
+    # Three keys: builders of one key would take turns (its claim), these build at once.
+    procs = [subprocess.Popen([sys.executable, "-c", _SLOW_BUILD, str(cache), f"0123456789abcdef012{i}"], env=env)
+             for i in range(3)]
     try:
         deadline = time.monotonic() + 60
-        while len(list(cache.glob(".0123456789abcdef0123-*/part"))) < 3 and time.monotonic() < deadline:
+        while len(list(cache.glob(".0123456789abcdef012?-*/part"))) < 3 and time.monotonic() < deadline:
             time.sleep(0.1)
-        temps = {p.name for p in cache.glob(".0123456789abcdef0123-*")}
+        temps = {p.name for p in cache.glob(".0123456789abcdef012?-*")}
         assert len(temps) == 3
         procs[0].send_signal(signal.SIGKILL)
         procs[1].send_signal(signal.SIGTERM)
@@ -126,7 +136,7 @@ def test_a_killed_builds_temporary_entry_is_removed_by_the_next_run_and_a_live_o
             p.wait(timeout=30)
         lines: list[str] = []
         Cache(cache, lines.append)
-        left = {p.name for p in cache.glob(".0123456789abcdef0123-*")}
+        left = {p.name for p in cache.glob(".0123456789abcdef012?-*")}
         assert left == {n for n in temps if f"-{procs[2].pid}-" in n}  # the live builder's, only
         assert lines == [f"removed 2 unfinished cache entries left under {cache} by interrupted builds"]
     finally:
@@ -134,4 +144,4 @@ def test_a_killed_builds_temporary_entry_is_removed_by_the_next_run_and_a_live_o
             p.kill()
             p.wait()
     Cache(cache, lines.append)
-    assert not list(cache.glob(".*"))  # once its builder is gone, the last one goes too
+    assert not _hidden(cache)  # once its builder is gone, the last one goes too (and the killed builds' claims)

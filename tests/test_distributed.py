@@ -1,19 +1,15 @@
 """Many workers on one PostgreSQL study, a worker killed mid-trial, a crashing candidate, kill -9 and resume.
 
-PostgreSQL is real: .ci/run installs Debian's package; this module starts a throwaway server on
+PostgreSQL is real: .ci/run installs Debian's package; conftest's ``postgres_url`` starts a throwaway server on
 loopback. Without the package the tests skip locally and fail under CI (CI never skips them).
 """
 
 from __future__ import annotations
 
-import glob
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -34,42 +30,6 @@ SPACE = {
     "graph_opt": {"choices": ["basic", "all"], "when": {"placement": ["ort-cpu"]}},
     "threads": 1,
 }
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _as_postgres(cmd: list[str]) -> list[str]:
-    return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
-
-
-@pytest.fixture(scope="module")
-def postgres_url():
-    bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
-    if not bins:
-        message = "PostgreSQL is not installed: apt-get install postgresql (Debian), or see docs/study.md"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    bindir = Path(bins[-1]).parent
-    data = Path(tempfile.mkdtemp(prefix="tuner-pg-"))
-    if os.geteuid() == 0:
-        shutil.chown(data, "postgres", "postgres")
-    port = _free_port()
-    subprocess.run(_as_postgres([str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust"]),
-                   check=True, capture_output=True)
-    subprocess.run(_as_postgres([str(bindir / "pg_ctl"), "-D", str(data), "-w", "-l", str(data / "log"), "-o",
-                                 f"-p {port} -k {data} -c listen_addresses=127.0.0.1", "start"]),
-                   check=True, capture_output=True)
-    try:
-        yield f"postgresql://postgres:s3cret@127.0.0.1:{port}/postgres"  # trust auth: any password works
-    finally:
-        subprocess.run(_as_postgres([str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"]),
-                       capture_output=True)
-        shutil.rmtree(data, ignore_errors=True)
 
 
 def _args(tmp_path: Path, studies_dir: Path, study: str, n_trials: int, model: str = "conv_net",
@@ -145,6 +105,28 @@ def test_four_workers_on_postgres_one_killed(tmp_path, studies_dir, postgres_url
     assert all("s3cret" not in e for e in outputs) and any("postgres:***@" in e for e in outputs)
     study = optuna.load_study(study_name="pg-shared", storage=postgres_url)
     _check_accounted(study, n_trials, killed)
+
+
+_OPEN = """
+import sys
+from tuner.study.storage import make_storage
+make_storage(sys.argv[1], 10, 2)
+"""
+
+
+def test_workers_started_together_on_an_empty_database_all_open_it(postgres_url):
+    """Each creates Optuna's tables; PostgreSQL refused all but one of four (a unique violation), every time."""
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(sqlalchemy.text("CREATE DATABASE together"))
+    engine.dispose()
+    url = f"{postgres_url.rsplit('/', 1)[0]}/together"
+    procs = [subprocess.Popen([sys.executable, "-c", _OPEN, url], cwd=ROOT, stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)}) for _ in range(4)]
+    errs = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4, [e[-500:] for e in errs if "Error" in e]
 
 
 def test_kill_9_then_same_command_completes(tmp_path, studies_dir):

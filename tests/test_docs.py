@@ -47,8 +47,10 @@ SKIPPED = {
                         "ends with is README's `python -m tuner --model resnet18`, run here at small scale",
     ".venv/bin/python -m pytest -q": "the test suite itself (.ci/run runs it)",
     "pip install -e '.[postgres]'": "installs packages (the test environment has the postgres extra)",
-    "python -m tuner --model resnet18 --storage postgresql://USER:PASSWORD@HOST/DB --study shared":
-        "needs a PostgreSQL server and its credentials; tests/test_distributed.py runs workers on a throwaway one",
+    "python -m tuner --model resnet18 --storage postgresql://USER:PASSWORD@HOST/DB --study shared "
+    "--studies-dir /mnt/shared/tuner":
+        "needs a PostgreSQL server, its credentials and a shared folder; tests/test_distributed.py runs workers on a "
+        "throwaway server, tests/test_claims.py two of them sharing one cache",
     "optuna-dashboard sqlite:///studies/NAME.db": "serves until stopped; tests/test_dashboard.py serves a tuner "
                                                   "study with it on loopback",
 }

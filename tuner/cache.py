@@ -4,7 +4,8 @@ A key is the SHA-256 of the sorted JSON of everything that determines the output
 the key of the step's input, so keys chain: one pruned model serves every precision and
 placement. Entries are written to a temporary directory and renamed into place, so workers
 that share ``studies/`` never see half an entry; each carries a manifest of its files' sizes and
-sha256, checked when read, so that an entry damaged on disk is rebuilt rather than used.
+sha256, checked when read, so that an entry damaged on disk is rebuilt rather than used. A missing entry is built
+under a claim (``tuner.claims``): of the workers that miss it at once, one builds it and the others wait and reuse it.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from tuner.claims import make_claims, remove_stale
 
 
 def make_key(**parts: Any) -> str:
@@ -79,11 +82,14 @@ class Cache:
     with a manifest of every file's size and sha256 written last; a hit is checked against it, and an entry that
     no longer matches (a flipped byte, a truncated or missing file) is discarded and rebuilt with a warning."""
 
-    def __init__(self, root: Path | None, log: Callable[[str], None] | None = None):
+    def __init__(self, root: Path | None, log: Callable[[str], None] | None = None, claims_url: str | None = None):
         self.root = root  # None: nothing is kept (each call builds into a fresh temporary directory)
         self.log = log or _stderr
         self.hits = 0
         self.misses = 0
+        self.waited = 0.0  # seconds spent waiting for other workers' builds of entries this process needed
+        # A miss is built under a claim (tuner.claims): one worker of a study builds it, the others wait and reuse.
+        self.claims = make_claims(claims_url, root) if root is not None else None
         self._scratch: list[Path] = []
         self._checked: set[Path] = set()  # entries verified by this process (each is read once per process)
         if root is not None:
@@ -101,6 +107,20 @@ class Cache:
         if final.is_dir() and self._intact(final):
             self.hits += 1
             return final
+        assert self.claims is not None
+        with self.claims.hold(key, self.log) as waited:
+            self.waited += waited
+            if final.is_dir() and self._intact(final):  # built by the worker that held the claim
+                self.hits += 1
+                if waited:
+                    self.log(f"cache entry {key}: reusing what another worker built (waited {waited:.0f} s)")
+                return final
+            if waited:
+                self.log(f"cache entry {key}: the other worker's build did not finish; building it here")
+            return self._build(key, final, build)
+
+    def _build(self, key: str, final: Path, build: Callable[[Path], None]) -> Path:
+        assert self.root is not None
         self.misses += 1
         self.root.mkdir(parents=True, exist_ok=True)
         tmp = owned_temp_dir(self.root, f".{key}-")
@@ -237,6 +257,7 @@ def remove_leftovers(parent: Path, prefix: str, stale_seconds: float) -> int:
 def sweep(root: Path, log: Callable[[str], None]) -> int:
     """The temporary entries that killed builds left under the cache ``root``, removed (``remove_leftovers``)."""
     removed = remove_leftovers(root, _ENTRY_TEMP, STALE_SECONDS)
+    remove_stale(root)  # their claims' files too
     if removed:
         log(f"removed {removed} unfinished cache entr{'y' if removed == 1 else 'ies'} left under {root} by "
             "interrupted builds")

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from tuner.workload import Workload
 
 REFERENCE_BATCH = 256
+CLAIM_WAIT = "claim_wait"  # the build step that is another worker's build of an entry this trial needed
 
 
 @dataclass(frozen=True)
@@ -36,8 +37,10 @@ def evaluate(workload: Workload, candidate: Candidate, min_accuracy: float | Non
     from tuner.build import build  # torch and the runtimes load in the trial's process, not its parent's
     from tuner.measure import LoadPolicy, measure
 
-    hits, misses = workload.cache.hits, workload.cache.misses
+    hits, misses, waited = workload.cache.hits, workload.cache.misses, workload.cache.waited
     built = build(workload, candidate)
+    if workload.cache.waited > waited:  # time spent waiting for another worker's build of an entry (tuner.claims)
+        built.seconds[CLAIM_WAIT] = workload.cache.waited - waited
     kept: list[np.ndarray] | None = [] if keep_logits else None
     metrics = measure(built, workload.data, min_accuracy=min_accuracy, keep_logits=kept,
                       load=LoadPolicy() if load else None)

@@ -12,7 +12,7 @@ import dataclasses
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +25,9 @@ from tuner.paths import absolute, check_studies_dir, model_id
 if TYPE_CHECKING:
     import torch
     from torch import nn
+
+
+LOCAL = frozenset({"cache_dir", "claims"})  # the reader's own fields of a WorkloadSpec: never recorded
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,9 @@ class WorkloadSpec:
     recover_epochs: float = 2.0  # short recovery, epochs over the train split, for half the compute removed
     cache_dir: str | None = "studies/cache"  # None: cache nothing
     student: str | None = None  # --student: the user's own smaller model (a --model value), distilled from model
+    # The study's storage URL where cache entries are claimed on it (PostgreSQL: tuner.claims), so that the workers
+    # of one study build each entry once; like cache_dir, the reader's own: never recorded (it holds a password).
+    claims: str | None = field(default=None, repr=False)
 
     @property
     def onnx(self) -> bool:
@@ -49,13 +55,13 @@ class WorkloadSpec:
 
     def to_record(self) -> dict[str, Any]:
         """What a study records of its workload (the cache directory is the reader's own)."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if k != "cache_dir"}
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in LOCAL}
 
     @classmethod
     def from_record(cls, record: Any, cache_dir: str | None, source: str = "the study") -> WorkloadSpec:
         if not isinstance(record, dict):
             raise ConfigError(f"{source} records no workload; was it created by `tuner run`?")
-        known = {f.name for f in dataclasses.fields(cls)} - {"cache_dir"}
+        known = {f.name for f in dataclasses.fields(cls)} - LOCAL
         kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in record.items() if k in known}  # JSON lists
         return cls(**kwargs, cache_dir=cache_dir)
 
@@ -239,7 +245,7 @@ def load_workload(spec: WorkloadSpec, log: Callable[[str], None] = print) -> Wor
     models.check_forward(model, torch.from_numpy(data.example(2)), data.num_classes, spec.model)
     student = _student(spec, data) if spec.student else None  # refused, if it must be, before a baseline trains
     source = models.source_id(spec.model)
-    cache = Cache(cache_root, log)
+    cache = Cache(cache_root, log, spec.claims)
     baseline_key = None
     if state is not None:
         assert spec.weights is not None
@@ -308,7 +314,7 @@ def _onnx_workload(spec: WorkloadSpec, cache_root: Path | None, log: Callable[[s
     try:  # a file that fails here leaves nothing behind in the cache
         prepared = onnx_model.prepare(source, scratch / "model.onnx")
         onnx_model.check_runs(prepared, data.example(2), data.num_classes, str(source), sig)
-        cache = Cache(cache_root, log)
+        cache = Cache(cache_root, log, spec.claims)
         entry = cache.entry(key, lambda d: shutil.copyfile(prepared, d / "model.onnx"))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

@@ -114,6 +114,7 @@ def tune(model: Any = "resnet18", train: Any = "digits", val: Any = None, *,
     name = check_study_name(study or default_study_name(spec, expected, model_name,
                                                         studies_dir=None if storage else studies_dir))
     storage = storage or default_storage(studies_dir, name)
+    spec = dataclasses.replace(spec, claims=storage)  # its workers claim what they build on it (tuner.claims)
     settings = StudySettings(name, storage, space, objectives, spec, sampler, seed, n_trials, timeout, heartbeat,
                              max_retries, allow_mixed_hardware, trial_timeout, scorer)
     with quiet_optuna():

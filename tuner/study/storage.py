@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import re
+import time
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -143,6 +144,7 @@ def _sqlite_file(url: str) -> Path | None:
 
 
 SQLITE_LOCK_WAIT = 60.0  # seconds
+SCHEMA_TRIES = 3  # opening a storage whose tables another worker is creating at that moment
 
 
 def make_storage(url: str, heartbeat: float, max_retries: int) -> optuna.storages.BaseStorage:
@@ -158,11 +160,22 @@ def make_storage(url: str, heartbeat: float, max_retries: int) -> optuna.storage
     if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     try:
-        return optuna.storages.RDBStorage(
-            url, engine_kwargs=engine, heartbeat_interval=max(1, round(heartbeat)),
-            grace_period=max(3, round(3 * heartbeat)),
-            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retries),
-        )
+        for attempt in range(SCHEMA_TRIES):
+            try:
+                return optuna.storages.RDBStorage(
+                    url, engine_kwargs=engine, heartbeat_interval=max(1, round(heartbeat)),
+                    grace_period=max(3, round(3 * heartbeat)),
+                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                        max_retry=max_retries),
+                )
+            except Exception as err:
+                # Workers started together on an empty database all create its tables; PostgreSQL refuses all but
+                # one (a unique violation in its catalog): the others open it again, once the tables are there.
+                if attempt + 1 < SCHEMA_TRIES and _schema_race(err):
+                    time.sleep(0.5 + attempt)
+                    continue
+                raise
+        raise AssertionError("unreachable")
     except ImportError:
         raise ConfigError(f"--storage {mask_url(url)} needs its database driver; for PostgreSQL: "
                           "pip install 'psycopg[binary]' (or the tuner[postgres] extra).") from None
@@ -173,6 +186,14 @@ def make_storage(url: str, heartbeat: float, max_retries: int) -> optuna.storage
         first = first_line(err, 160) or type(err).__name__
         raise ConfigError(f"cannot open storage {mask_url(url)}: {mask_url(first)}; check the URL and that the "
                           "database server is reachable.") from None
+
+
+def _schema_race(err: Exception) -> bool:
+    """Whether opening a storage failed on tables another process was creating at that moment."""
+    import sqlalchemy.exc
+
+    return isinstance(err, sqlalchemy.exc.IntegrityError) or (
+        isinstance(err, sqlalchemy.exc.ProgrammingError) and "already exists" in str(err))
 
 
 def existing_storage(name: str, storage: str | None, studies_dir: str) -> str:

@@ -136,3 +136,16 @@ def small_study(studies_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> 
                   "--n-trials", "8", "--study", "small", "--remeasure-rounds", "0", "--seed", "3")
     assert r.returncode == 0, r.stderr
     return {"name": "small", "studies_dir": str(studies_dir), "storage": f"sqlite:///{studies_dir}/small.db"}
+
+
+PLAIN_TRIALS = 8
+
+
+@pytest.fixture(scope="session")
+def plain_cnn_study(studies_dir: Path) -> subprocess.CompletedProcess[str]:
+    """The tiny CNN on the default space, PLAIN_TRIALS trials through the CLI with its output piped, run once per
+    session: what a plain CNN cannot take is capped (tests/test_any_model.py), and progress on a pipe is one plain
+    line per trial (tests/test_progress.py). Its study: "plain-cnn" under studies_dir."""
+    return run_tuner("--model", f"{TINY}:conv_net", "--resolution", "16", "--train-steps", "80", "--recover-epochs",
+                     "0.3", "--studies-dir", str(studies_dir), "--n-trials", str(PLAIN_TRIALS), "--study", "plain-cnn",
+                     "--remeasure-rounds", "0", "--json", timeout=900)

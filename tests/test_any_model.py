@@ -7,7 +7,7 @@ import optuna
 import pytest
 import yaml
 
-from tests.conftest import TINY, run_tuner
+from tests.conftest import PLAIN_TRIALS, TINY, run_tuner
 from tuner.candidate import Candidate
 from tuner.space import load_space
 
@@ -27,19 +27,19 @@ def test_capped_narrows_a_range_and_choices_and_lists_why(tmp_path):
     assert s.capped("drop_blocks", 5, "plenty") is s  # nothing above the cap: the same space, nothing listed
 
 
-def test_a_plain_cnn_completes_the_default_space_with_what_it_cannot_take_listed(tmp_path, studies_dir):
+def test_a_plain_cnn_completes_the_default_space_with_what_it_cannot_take_listed(plain_cnn_study, studies_dir):
     """The default space drops up to 3 blocks; a plain CNN has none: the range is capped to 0 at start (listed),
-    and the study completes its 12 trials (before: a traceback at the first drop_blocks > 0, and on resume)."""
-    r = run_tuner("--model", f"{TINY}:conv_net", "--resolution", "16", "--train-steps", "80", "--recover-epochs",
-                  "0.3", "--studies-dir", str(studies_dir), "--n-trials", "12", "--study", "plain-cnn",
-                  "--remeasure-rounds", "0", "--json", timeout=900)
+    and the study completes its 8 trials (before: a traceback at the first drop_blocks > 0, and on resume): the
+    baseline, the two int8 anchors, three random proposals and two of TPE's, each of which would draw drop_blocks
+    1-3 three times in four were the range not capped."""
+    r = plain_cnn_study
     assert r.returncode == 0, r.stderr[-3000:]
     assert "dropped drop_blocks above 0: the model has 0 droppable blocks" in r.stderr
     assert "Traceback" not in r.stderr
     study = optuna.load_study(study_name="plain-cnn", storage=f"sqlite:///{studies_dir}/plain-cnn.db")
     finished = [t for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
                 and "duplicate_of" not in t.user_attrs]
-    assert len(finished) == 12
+    assert len(finished) == PLAIN_TRIALS
     assert all(t.user_attrs["candidate"]["drop_blocks"] == 0 for t in study.trials if "candidate" in t.user_attrs)
 
 

@@ -3,7 +3,9 @@ nothing written. (More cases live beside the features: test_cli_measure.py, test
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from subprocess import CompletedProcess
 
 import pytest
 import torch
@@ -93,9 +95,29 @@ def _cases(tmp: Path) -> dict[str, tuple[list[str], str]]:
 
 
 
+PARALLEL = 4  # subprocesses at a time: most of a refusal is interpreter and import start-up (as test_hostile.py)
+
+
 @pytest.fixture(scope="module")
 def cases(tmp_path_factory):
     return _cases(tmp_path_factory.mktemp("bad"))
+
+
+@pytest.fixture(scope="module")
+def outcomes(cases, request: pytest.FixtureRequest, tmp_path_factory) -> dict[str, tuple[Path, CompletedProcess]]:
+    """Every selected case run once, PARALLEL at a time, each with a --studies-dir of its own (verify takes none)."""
+    selected = {item.callspec.params["name"] for item in request.session.items
+                if item.originalname == "test_bad_input_gets_one_line_and_exit_2" and hasattr(item, "callspec")}
+    base = tmp_path_factory.mktemp("bad-studies")
+
+    def go(name: str) -> tuple[str, tuple[Path, CompletedProcess]]:
+        args, _ = cases[name]
+        studies = base / str(sorted(cases).index(name)) / "studies"
+        return name, (studies, run_tuner(*args, "--studies-dir", str(studies)) if args[0] != "verify"
+                      else run_tuner(*args))
+
+    with ThreadPoolExecutor(PARALLEL) as pool:
+        return dict(pool.map(go, sorted(selected & set(cases))))
 
 
 def test_there_are_at_least_25_cases(cases):
@@ -112,15 +134,15 @@ def test_there_are_at_least_25_cases(cases):
     "invalid space file", "missing space", "invalid objectives", "zero trials", "report of a missing study",
     "export of a missing study", "verify a folder that is no export", "CUDA without a GPU",
 ])
-def test_bad_input_gets_one_line_and_exit_2(cases, name, tmp_path):
+def test_bad_input_gets_one_line_and_exit_2(cases, outcomes, name):
     if name not in cases:
         pytest.skip("this machine has a GPU")
     args, needle = cases[name]
-    studies = tmp_path / "studies"
-    r = run_tuner(*args, "--studies-dir", str(studies)) if args[0] not in ("verify",) else run_tuner(*args)
+    studies, r = outcomes[name]
     assert r.returncode == 2, (r.stdout, r.stderr)
-    lines = [line for line in r.stderr.splitlines() if line.strip() and not line.startswith(("study ", "placements",
-                                                                                           "  dropped", "objectives"))]
+    # a study prints its setup lines before it refuses; every other command, the one line alone
+    setup = ("study ", "placements", "  dropped", "objectives") if args[0] == "--model" else ()
+    lines = [line for line in r.stderr.splitlines() if line.strip() and not line.startswith(setup)]
     assert len(lines) == 1 and lines[0].startswith("tuner: error:"), r.stderr
     assert needle in lines[0], lines[0]
     assert "Traceback" not in r.stderr and "hunter2" not in r.stderr + r.stdout

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import TINY, run_tuner
+from tests.conftest import PLAIN_TRIALS
 from tuner import progress
 
 pytestmark = pytest.mark.slow  # end to end: studies, exports and processes (pytest -m "not slow" skips)
@@ -30,11 +30,10 @@ def test_a_tracker_tells_long_work_with_an_estimate_and_stays_quiet_on_short_wor
     assert len(lines) == 5
 
 
-def test_a_piped_study_prints_one_line_per_trial_and_no_bar_frames(tmp_path, studies_dir):
-    r = run_tuner("--model", f"{TINY}:conv_net", "--resolution", "16", "--train-steps", "80", "--studies-dir",
-                  str(studies_dir), "--n-trials", "3", "--study", "piped", "--remeasure-rounds", "0",
-                  "--space", "default")
+def test_a_piped_study_prints_one_line_per_trial_and_no_bar_frames(plain_cnn_study):
+    r = plain_cnn_study  # the default space's study of the tiny CNN, its output piped
     assert r.returncode == 0, r.stderr[-3000:]
     assert "\r" not in r.stderr and "%|" not in r.stderr  # no tqdm frames
     numbered = [line for line in r.stderr.splitlines() if line.startswith("[") and " trials; pareto " in line]
-    assert [line.split()[0] for line in numbered] == ["[1/3", "[2/3", "[3/3"], r.stderr
+    assert [line.split()[0] for line in numbered] == [f"[{n}/{PLAIN_TRIALS}" for n in range(1, PLAIN_TRIALS + 1)], \
+        r.stderr

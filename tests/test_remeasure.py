@@ -1,12 +1,12 @@
 """Re-measuring a real study's Pareto set and baseline in fresh processes, and keeping the result on the study."""
 
 import dataclasses
+import shutil
+from pathlib import Path
 
 import optuna
 import pytest
-import yaml
 
-from tests.conftest import SMALL_SPACE, TINY, run_tuner
 from tuner import results
 from tuner.artifact import select_trial
 from tuner.measure.latency import LatencyPolicy
@@ -19,15 +19,12 @@ from tuner.study.storage import write_remeasure
 pytestmark = pytest.mark.slow  # end to end: studies, exports and processes (pytest -m "not slow" skips)
 
 
-def test_remeasure_real_study(tmp_path, studies_dir):
-    space = tmp_path / "space.yaml"
-    space.write_text(yaml.safe_dump(SMALL_SPACE))
-    name = "remeasure-pareto"
-    r = run_tuner("--model", f"{TINY}:conv_net", "--resolution", "16", "--train-steps", "80", "--recover-epochs", "1",
-                  "--studies-dir", str(studies_dir), "--space", str(space), "--n-trials", "6", "--study", name, "--remeasure-rounds", "0",
-                  "--seed", "3")
-    assert r.returncode == 0, r.stderr
-    storage = f"sqlite:///{studies_dir}/{name}.db"
+def test_remeasure_real_study(small_study, tmp_path):
+    """On a copy of the session's small study (its builds in the session's cache): re-measuring keeps its record on
+    the study, which the report and export tests read as the study left it."""
+    studies_dir = Path(small_study["studies_dir"])
+    shutil.copyfile(studies_dir / "small.db", tmp_path / "small.db")
+    name, storage = small_study["name"], f"sqlite:///{tmp_path}/small.db"
     study = optuna.load_study(study_name=name, storage=storage)
     lines: list[str] = []
 

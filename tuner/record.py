@@ -19,6 +19,7 @@ from optuna.trial import FrozenTrial, TrialState
 from tuner.candidate import Candidate
 
 REMEASURE_ATTR = "remeasure"  # study user attr: the end-of-study re-measure (tuner.remeasure.RemeasureSummary)
+TIME_ATTR = "time"  # study user attr: where the last run's time went (tuner.study.budget.Plan.record)
 IDENTITY_ATTR = "workload_identity"  # study user attr: what its reference rests on (tuner.study.resume)
 
 
@@ -48,6 +49,12 @@ class TrialRecord:
     cache_misses: int | None = None
     hardware: dict[str, Any] | None = None  # the fingerprint of the machine that measured it
     worker: str | None = None  # host:pid of the process that ran it
+    started_at: float | None = None  # when it started (seconds since the epoch)
+    seconds: float | None = None  # its wall time, start to finish (None: not finished)
+    follow_up_of: int | None = None  # a cheap follow-up of this trial: it recovered a new architecture, or the
+    # budget did not start it (tuner.study.followups)
+    budget_skip: bool = False  # not started: its estimated cost did not fit the time budget left
+    stopped_early: bool = False  # built, then stopped as hopeless (its architecture was recovered all the same)
 
     @property
     def complete(self) -> bool:
@@ -57,6 +64,11 @@ class TrialRecord:
     @property
     def repeat(self) -> bool:
         return self.duplicate_of is not None
+
+    @property
+    def trained(self) -> bool:
+        """It trained a recovery itself (a cached one is only loaded: no ``prune`` step is timed)."""
+        return "prune" in self.build_seconds
 
     @property
     def retried_from(self) -> int | None:
@@ -120,6 +132,11 @@ def read_trial(t: FrozenTrial) -> TrialRecord:
         build_seconds={str(k): float(v) for k, v in (_dict(a.get("build_seconds")) or {}).items()},
         cache_hits=_int(cache.get("hits")), cache_misses=_int(cache.get("misses")),
         hardware=_dict(a.get("hardware")), worker=a.get("worker") if isinstance(a.get("worker"), str) else None,
+        started_at=t.datetime_start.timestamp() if t.datetime_start else None,
+        seconds=(t.datetime_complete - t.datetime_start).total_seconds()
+        if t.datetime_start and t.datetime_complete else None,
+        follow_up_of=_int(a.get("follow_up_of")), budget_skip=bool(a.get("budget_skip")),
+        stopped_early=bool(a.get("stopped_early")),
     )
 
 
@@ -138,6 +155,7 @@ class StudyRecord:
     constraints: tuple[str, ...]  # the objectives' constraints in words, in order
     remeasure: dict[int, dict[str, Any]]  # trial number -> its re-measure entry (read_remeasure)
     identity: dict[str, Any] | None = None  # what its reference rests on (None: made before studies recorded it)
+    time: dict[str, Any] | None = None  # where the last run's time went (``tuner.study.budget.Plan.record``)
 
     @property
     def reference_accuracy(self) -> float | None:
@@ -158,4 +176,5 @@ def read_study(study: optuna.Study) -> StudyRecord:
     return StudyRecord(reference=_dict(a.get("reference")) or {}, fingerprint=_dict(a.get("fingerprint")),
                        workload=_dict(a.get("workload")), metric=_dict(a.get("metric")),
                        constraints=tuple(str(c) for c in a.get("constraints") or ()),
-                       remeasure=read_remeasure(study), identity=_dict(a.get(IDENTITY_ATTR)))
+                       remeasure=read_remeasure(study), identity=_dict(a.get(IDENTITY_ATTR)),
+                       time=_dict(a.get(TIME_ATTR)))

@@ -16,7 +16,9 @@ from tuner.record import read_study, read_trials
 
 pytestmark = pytest.mark.slow  # end to end: studies and processes (pytest -m "not slow" skips)
 
-SLACK = 10.0  # the command's own start (the interpreter, imports) and its last lines, beyond tune()'s clock
+# The command's own start (the interpreter, imports) and last lines, beyond tune()'s clock, and estimates that lag
+# a host other tests load (a trial's stage can take ten times what the one before it took).
+SLACK = 15.0
 TIME_ROWS = ("setup", "recovery", "calibration", "accuracy", "latency", "re-measure", "idle and overhead")
 
 
@@ -57,12 +59,13 @@ def test_a_budgeted_study_ends_within_it_with_the_remeasure_and_says_where_the_t
 
 
 def test_a_trial_that_would_not_fit_is_not_started_and_says_why(workload, studies_dir, tmp_path):
-    # Every proposal is a new 0.5 prune, and a recovery budget of 200 epochs makes its estimate minutes long.
+    # Every proposal is a new 0.5 prune, and a recovery budget of 200 epochs makes its estimate hours long: the
+    # study ends after the baseline and three proposals not started, long before its 5 minutes.
     space = {"placement": "ort-cpu", "precision": "fp32", "prune_ratio": 0.5, "batch_size": 1, "threads": 1}
-    r, wall = _run(studies_dir, "no_room", "--budget", "40s", "--remeasure-rounds", "1",
+    r, wall = _run(studies_dir, "no_room", "--budget", "5m", "--remeasure-rounds", "0",
                    *_files(tmp_path, space), "--recover-epochs", "200")
     assert r.returncode == 0, r.stderr[-3000:]
-    assert wall <= 40 + SLACK
+    assert wall < 300
     trials = read_trials(_study(studies_dir, "no_room"))
     skipped = [t for t in trials if t.budget_skip]
     assert skipped and all(t.state == "pruned" for t in skipped)
@@ -79,7 +82,7 @@ def test_a_recovered_architecture_is_followed_by_its_cheap_variants_first(worklo
              "precision": {"per": "placement", "choices": {"torch-cpu": ["fp32"], "ort-cpu": ["int8"]}},
              "prune_ratio": 0.5, "batch_size": 1, "threads": {"choices": sorted({1, hardware.cores()})}}
     r, _ = _run(studies_dir, "follow", "--n-trials", "3", "--remeasure-rounds", "0", "--seed", "1",
-                *_files(tmp_path, space))
+                *_files(tmp_path, space), "--recover-epochs", "0.5")  # a short recovery: the test is the queue
     assert r.returncode == 0, r.stderr[-3000:]
     trials = {t.number: t for t in read_trials(_study(studies_dir, "follow"))}
     first = trials[1]

@@ -16,10 +16,10 @@ from tuner import hardware, results
 from tuner.candidate import Candidate
 from tuner.errors import CandidateBuildError, ConfigError, MeasurementError
 from tuner.metric import TOP1_METRIC, chance_warning
-from tuner.record import read_enqueued, read_study, read_trial, read_trials
+from tuner.record import TrialRecord, read_enqueued, read_study, read_trial, read_trials
 from tuner.study import costs
 from tuner.study.budget import SKIPS_IN_A_ROW, Plan, duration
-from tuner.study.counts import count_trials, space_exhausted, study_complete
+from tuner.study.counts import FINISHED, count_trials, space_exhausted, study_complete
 from tuner.study.followups import follow_ups, instead
 from tuner.study.objective import Objective, baseline_candidate
 from tuner.study.resume import check_space, check_workload
@@ -219,7 +219,7 @@ def run_study(s: StudySettings, on_progress: Callable[[Progress], None] = lambda
                 if counts.accounted + counts.running >= s.n_trials and not counts.waiting:
                     time.sleep(min(1.0, s.heartbeat))
                     continue
-                plan.ended = _out_of_budget(study, plan, skipped)
+                plan.ended = _out_of_budget(study, plan, skipped, counts.waiting)
                 if plan.ended:
                     log(plan.ended)
                     break
@@ -240,22 +240,23 @@ def run_study(s: StudySettings, on_progress: Callable[[Progress], None] = lambda
         worker.close()
 
 
-def _out_of_budget(study: optuna.Study, plan: Plan, skipped: int) -> str:
+def _out_of_budget(study: optuna.Study, plan: Plan, skipped: int, waiting: int) -> str:
     """Why the budget ends the trials here ("" while it has room): less left than the cheapest trial takes, or
-    the sampler's last proposals all dearer than what is left."""
-    if not plan.limited or results.baseline_trial(study) is None:  # the baseline runs first, whatever it costs
+    the sampler's last proposals all dearer than what is left (and nothing cheaper queued)."""
+    trials = read_trials(study)
+    if not plan.limited or not any(t.state in FINISHED for t in trials):  # the baseline runs first, whatever it costs
         return ""
     left = plan.left_for_trials(study)
-    cheapest = min(costs.cheap_seconds(read_trials(study), int8) for int8 in (False, True))
+    cheapest = min(costs.cheap_seconds(trials, int8) for int8 in (False, True))
     words = f"{duration(max(0.0, left))} of the budget left before the re-measure"
     if left < cheapest:
         return f"budget: {words}, less than the cheapest trial takes (about {cheapest:.0f} s): the trials end here"
-    if skipped >= SKIPS_IN_A_ROW:
+    if skipped >= SKIPS_IN_A_ROW and not waiting:
         return f"budget: the last {skipped} proposals would not end within the {words}: the trials end here"
     return ""
 
 
-def _queue_follow_ups(study: optuna.Study, record: Any, s: StudySettings, reference_accuracy: float,
+def _queue_follow_ups(study: optuna.Study, record: TrialRecord, s: StudySettings, reference_accuracy: float,
                       log: Callable[[str], None]) -> None:
     """After a trial that recovered a new architecture: its cheap follow-ups, queued to run next; after a proposal
     the budget did not start: its recipe on an architecture already built."""

@@ -22,7 +22,7 @@ from tuner.errors import (
 )
 from tuner.record import TrialRecord, read_enqueued, read_trials
 from tuner.study import costs, fidelity
-from tuner.study.budget import duration
+from tuner.study.budget import MIN_TRIAL_TIMEOUT, duration
 from tuner.study.storage import write_measured
 from tuner.worker import TrialCrashed, TrialInterrupted, Worker
 
@@ -145,8 +145,10 @@ class Objective:
 
     def _timeout(self, trial: optuna.Trial) -> float:
         """The trial's wall-clock limit: --trial-timeout, and under a budget no later than the trials' share of it."""
-        if self.plan is None or read_enqueued(trial).baseline:
+        if self.plan is None:
             return self.trial_timeout
+        if read_enqueued(trial).baseline:  # it always runs, within what is left of the budget at all
+            return min(self.trial_timeout, max(MIN_TRIAL_TIMEOUT, self.plan.left()))
         return self.plan.trial_timeout(trial.study, self.trial_timeout)
 
     def _start_within_budget(self, trial: optuna.Trial, candidate: Candidate) -> None:

@@ -55,6 +55,7 @@ class TrialRecord:
     # budget did not start it (tuner.study.followups)
     budget_skip: bool = False  # not started: its estimated cost did not fit the time budget left
     stopped_early: bool = False  # built, then stopped as hopeless (its architecture was recovered all the same)
+    estimate_s: float | None = None  # what it was estimated to take before it started (tuner.study.costs)
 
     @property
     def complete(self) -> bool:
@@ -137,6 +138,7 @@ def read_trial(t: FrozenTrial) -> TrialRecord:
         if t.datetime_start and t.datetime_complete else None,
         follow_up_of=_int(a.get("follow_up_of")), budget_skip=bool(a.get("budget_skip")),
         stopped_early=bool(a.get("stopped_early")),
+        estimate_s=float(a["estimate_s"]) if isinstance(a.get("estimate_s"), (int, float)) else None,
     )
 
 

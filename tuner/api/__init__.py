@@ -20,8 +20,7 @@ if TYPE_CHECKING:
     from tuner.space import SearchSpace
 
 
-DEFAULT_TRIALS = 20  # without a budget
-NO_CAP = 100_000  # with a budget and no --n-trials: the budget alone ends the study
+DEFAULT_TRIALS = 20  # without a budget; with one and no n_trials: tuner.study.budget.NO_CAP
 
 
 def _stderr(message: str) -> None:
@@ -72,7 +71,7 @@ def tune(model: Any = "resnet18", train: Any = "digits", val: Any = None, *,
     from tuner.objectives import load_objectives
     from tuner.record import TIME_ATTR
     from tuner.space import load_space
-    from tuner.study.budget import Plan, parse_budget
+    from tuner.study.budget import NO_CAP, Plan, parse_budget
     from tuner.study.counts import count_trials, study_complete
     from tuner.study.samplers import SAMPLERS
     from tuner.study.settings import StudySettings
@@ -176,6 +175,7 @@ def load(study: str, storage: str | None = None, studies_dir: str = "studies",
 def _run(s: Any, log: Callable[[str], None], progress: bool, plan: Any) -> Any:
     """The study, with what it is about said once the workload loaded (bad input stays one line before)."""
     from tuner import summary
+    from tuner.study.budget import NO_CAP
     from tuner.study.loop import run_study
     from tuner.study.storage import mask_url
 
@@ -188,7 +188,7 @@ def _run(s: Any, log: Callable[[str], None], progress: bool, plan: Any) -> Any:
 
     if not progress:
         return run_study(s, lambda p: None, log, announce, plan)
-    with summary.ProgressBar(s.n_trials if s.n_trials != NO_CAP else None, log) as bar:
+    with summary.ProgressBar(s.n_trials if s.n_trials < NO_CAP else None, log) as bar:
         return run_study(s, bar.update, bar.say, announce, plan)
 
 

@@ -23,6 +23,7 @@ from tuner.record import TrialRecord
 from tuner.study.costs import PROCESS_S, Prior, remeasure_seconds
 
 UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+NO_CAP = 100_000  # --n-trials under a budget when none is given: the budget alone ends the study
 SKIPS_IN_A_ROW = 3  # proposals in a row that did not fit: the sampler's ideas are dearer than the time left
 MIN_TRIAL_TIMEOUT = 5.0  # a trial's timeout is the budget left, but never below this
 

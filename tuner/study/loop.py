@@ -18,7 +18,7 @@ from tuner.errors import CandidateBuildError, ConfigError, MeasurementError
 from tuner.metric import TOP1_METRIC, chance_warning
 from tuner.record import TrialRecord, read_enqueued, read_study, read_trial, read_trials
 from tuner.study import costs
-from tuner.study.budget import SKIPS_IN_A_ROW, Plan, duration
+from tuner.study.budget import NO_CAP, SKIPS_IN_A_ROW, Plan, duration
 from tuner.study.counts import FINISHED, count_trials, space_exhausted, study_complete
 from tuner.study.followups import follow_ups, instead
 from tuner.study.objective import Objective, baseline_candidate
@@ -174,7 +174,7 @@ def run_study(s: StudySettings, on_progress: Callable[[Progress], None] = lambda
         if warning:
             log(warning)
         if not created:
-            log(f"resuming study {s.name}: {done_before} of {s.n_trials} trials already finished")
+            log(f"resuming study {s.name}: {done_before} {_of(s.n_trials)}trials already finished")
         # Re-seed per resume, or a seeded sampler would replay the first run's random proposals.
         sampler = make_sampler(s.sampler, s.seed + done_before, s.n_trials)
         progress = Progress(done=done_before)
@@ -230,7 +230,7 @@ def run_study(s: StudySettings, on_progress: Callable[[Progress], None] = lambda
             signal.signal(signal.SIGINT, previous)
         counts = count_trials(study)
         if progress.stop_requested:  # the study is saved; what it holds is partial, not the study's result
-            log(f"stopped by Ctrl-C after {counts.accounted} of {s.n_trials} trials; run the same command to resume")
+            log(f"stopped by Ctrl-C after {counts.accounted} {_of(s.n_trials)}trials; run the same command to resume")
             raise KeyboardInterrupt
         elif counts.accounted < s.n_trials and space_exhausted(counts.repeat_streak, s.n_trials):
             log(f"stopped after {counts.repeat_streak} proposals in a row of candidates measured before: "
@@ -238,6 +238,10 @@ def run_study(s: StudySettings, on_progress: Callable[[Progress], None] = lambda
         return study
     finally:
         worker.close()
+
+
+def _of(n_trials: int) -> str:
+    return "" if n_trials >= NO_CAP else f"of {n_trials} "
 
 
 def _out_of_budget(study: optuna.Study, plan: Plan, skipped: int, waiting: int) -> str:

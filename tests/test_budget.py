@@ -122,3 +122,23 @@ def test_the_account_says_where_the_time_went_and_the_rest_is_overhead():
     for words in ("setup", "recovery", "calibration", "accuracy", "latency", "re-measure", "idle and overhead",
                   "1 proposals not started", "the trials end here"):
         assert words in text
+
+
+def test_the_plan_reserves_the_remeasure_and_lends_the_trials_the_rest():
+    from tests.recorded import add_measured
+    from tuner.study.budget import Plan
+
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    # the baseline, alone on the front: 3 s of latency timing (measure_seconds less accuracy_seconds) a process
+    metrics = {"accuracy": 0.9, "per_sample_ms": 1.0, "latency_ms": 1.0, "measure_seconds": 4.0,
+               "accuracy_seconds": 1.0}
+    add_measured(study, [0.9, 1.0], metrics, Candidate().to_dict(), baseline=True)
+    per_point = costs.PROCESS_S + 3.0
+    # two rounds of the one point, and one point more per round that the front may still gain
+    assert Plan(100.0, 2).reserve(study) == pytest.approx(4 * per_point)
+    assert Plan(100.0, 2).trial_timeout(study, 900.0) == pytest.approx(100.0 - 4 * per_point, abs=1.0)
+    assert Plan(100.0, 0).reserve(study) == 0.0  # no re-measure asked: nothing reserved
+    assert Plan(None, 3).trial_timeout(study, 900.0) == 900.0 and Plan(None, 3).rounds_that_fit(study) == 3
+    assert Plan(100.0, 3).rounds_that_fit(study) == 3
+    assert Plan(1.5 * per_point, 3).rounds_that_fit(study) == 1  # what is left fits one round of the three
+    assert Plan(0.5 * per_point, 3).rounds_that_fit(study) == 0

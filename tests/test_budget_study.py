@@ -42,12 +42,13 @@ def _study(studies_dir, name):
 
 
 def test_a_budgeted_study_ends_within_it_with_the_remeasure_and_says_where_the_time_went(workload, studies_dir):
-    budget = 50.0  # the baseline is trained already (the session's workload): the budget pays for trials
-    r, wall = _run(studies_dir, "budget50", "--budget", f"{budget:g}s", "--remeasure-rounds", "1", "--space",
+    budget = 90.0  # the baseline is trained already (the session's workload); setup and the baseline trial are
+    # paid from it too, and on a host other tests load they took 34-40 s of 50-60 s here: room for the re-measure
+    r, wall = _run(studies_dir, "budget90", "--budget", f"{budget:g}s", "--remeasure-rounds", "1", "--space",
                    "default")
     assert r.returncode == 0, r.stderr[-3000:]
     assert wall <= budget + SLACK, r.stderr[-3000:]
-    kept = read_study(_study(studies_dir, "budget50")).time
+    kept = read_study(_study(studies_dir, "budget90")).time
     assert kept is not None and kept["wall_s"] <= budget + 1.0 and kept["budget_s"] == budget
     assert kept["remeasure_s"] > 0, r.stderr[-3000:]  # the front was re-timed inside the budget
     assert "re-timing the Pareto set and the baseline in fresh processes (1 rounds" in r.stderr

@@ -58,7 +58,9 @@ from _common import (
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_workload_args(p, studies_dir="studies")
-    p.add_argument("--n-trials", type=int, default=20, help="trials per study, baseline included (default 20)")
+    p.add_argument("--n-trials", type=int, default=None,
+                   help="trials per study, baseline included (default 20; with --budget: no cap)")
+    p.add_argument("--budget", help="each study's time budget, its re-measure included (90s, 20m): tuner's --budget")
     p.add_argument("--sampler", default="tpe", help="tpe | nsga2 | gp | random (default tpe)")
     p.add_argument("--space", default="default", help="the space to restrict to batch 1 (default: default)")
     p.add_argument("--objectives", default="accuracy_latency", help="objectives name or YAML path")
@@ -66,7 +68,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--skip-batched", action="store_true", help="omit the default-space (batched) study")
     p.add_argument("--keep", action="store_true", help="keep the temporary space, configs and study storage")
     args = p.parse_args(argv)
-    if args.n_trials < 1 or args.rounds < 1:
+    if args.n_trials is None and not args.budget:
+        args.n_trials = 20
+    if (args.n_trials is not None and args.n_trials < 1) or args.rounds < 1:
         p.error("--n-trials and --rounds must be >= 1")
     return args
 
@@ -132,9 +136,12 @@ def main(argv: list[str] | None = None) -> None:
     print(f"workload: {describe_workload(args)}; studies dir (cache) {args.studies_dir}")
     try:
         space = batch1_space(args.space, tmp / "space-bs1.yaml")
-        common = [*workload_cli_args(args), "--storage", storage, "--n-trials", str(args.n_trials),
-                  "--sampler", args.sampler, "--objectives", args.objectives, "--json"]
-        print(f"study at batch 1: {args.n_trials} trials, sampler {args.sampler}, space {space}", flush=True)
+        common = [*workload_cli_args(args), "--storage", storage, "--sampler", args.sampler, "--objectives",
+                  args.objectives, "--json"]
+        common += ["--n-trials", str(args.n_trials)] if args.n_trials else []
+        common += ["--budget", args.budget] if args.budget else []
+        limit = f"{args.n_trials or 'any number of'} trials" + (f" within {args.budget}" if args.budget else "")
+        print(f"study at batch 1: {limit}, sampler {args.sampler}, space {space}", flush=True)
         found_bs1, wall_bs1 = run_tuner([*common, "--study", "vs_expert_bs1", "--space", str(space)])
         pick, pick_study = study_pick(found_bs1)
         print(f"  done in {wall_bs1:.0f} s: pick trial #{pick_study['trial']} {pick} "
@@ -143,7 +150,7 @@ def main(argv: list[str] | None = None) -> None:
                 "tuner": pick}
         batched_study = None
         if not args.skip_batched:
-            print(f"study over {args.space} (any batch size): {args.n_trials} trials", flush=True)
+            print(f"study over {args.space} (any batch size): {limit}", flush=True)
             found_any, wall_any = run_tuner([*common, "--study", "vs_expert_batched", "--space", args.space])
             rows["batched"], batched_study = study_pick(found_any)
             print(f"  done in {wall_any:.0f} s: pick trial #{batched_study['trial']} {rows['batched']} "
@@ -232,7 +239,7 @@ def main(argv: list[str] | None = None) -> None:
               f"{fmt(ratio(exp, b), '.2f')}x the batch-1 expert (throughput, not batch-1 latency)")
     print(json.dumps({**machine_json(fp), "benchmark": "vs_expert", "model": args.model, "data": args.data,
                       "resolution": args.resolution, "weights": args.weights, "train_steps": args.train_steps,
-                      "recover_epochs": args.recover_epochs, "seed": args.seed, "n_trials": args.n_trials,
+                      "recover_epochs": args.recover_epochs, "seed": args.seed, "n_trials": args.n_trials, "budget": args.budget, "study_wall_s": round(wall_bs1, 1),
                       "sampler": args.sampler, "objectives": args.objectives, "rounds": args.rounds,
                       "baseline": base, "expert": exp, "tuner": tun, "batched": summary.get("batched"),
                       "speedup_vs_baseline": speedup_vs_baseline, "speedup_vs_expert": speedup_vs_expert,

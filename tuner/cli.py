@@ -151,7 +151,11 @@ class Run(Command):
                        "the model's and data's full paths where they are files)")
         g.add_argument("--storage", help="any Optuna storage URL (default: sqlite under --studies-dir)")
         g.add_argument("--sampler", default="tpe", help="tpe | nsga2 | gp | random")
-        g.add_argument("--n-trials", type=int, default=20, help="total trials in the study, baseline included")
+        g.add_argument("--budget", metavar="TIME",
+                       help="the time the whole run may take, the re-measure included: 90s, 20m, 1.5h; the study plans "
+                            "its trials (and which get a recovery) to end within it")
+        g.add_argument("--n-trials", type=int, default=None,
+                       help="total trials in the study, baseline included (default 20; with --budget: no cap)")
         g.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
         g.add_argument("--heartbeat", type=float, default=10.0,
                        help="seconds between a running trial's heartbeats; 3 missed ones mark its worker dead")
@@ -175,7 +179,8 @@ class Run(Command):
                       std=args.std, seed=args.seed, holdout=args.holdout, train_steps=args.train_steps,
                       recover_epochs=args.recover_epochs, student=args.student, space=args.space,
                       objectives=args.objectives,
-                      n_trials=args.n_trials, study=args.study, storage=args.storage, studies_dir=args.studies_dir,
+                      n_trials=args.n_trials, budget=args.budget, study=args.study, storage=args.storage,
+                      studies_dir=args.studies_dir,
                       sampler=args.sampler, timeout=args.timeout, heartbeat=args.heartbeat,
                       max_retries=args.max_retries, trial_timeout=args.trial_timeout,
                       remeasure_rounds=args.remeasure_rounds, allow_mixed_hardware=args.allow_mixed_hardware, log=log)
@@ -189,6 +194,8 @@ class Run(Command):
             print(summary.pareto_table(found))
             if result.remeasure:
                 print("\n" + format_remeasure(result.remeasure))
+            if found.get("time"):
+                print("\n" + summary.time_table(found))
             print(f"\nstorage: {storage}  (optuna.load_study(study_name={name!r}, storage=...))")
         return 0
 

@@ -35,6 +35,7 @@ def evaluate(workload: Workload, candidate: Candidate, min_accuracy: float | Non
     import numpy as np
 
     from tuner.build import build  # torch and the runtimes load in the trial's process, not its parent's
+    from tuner.errors import HopelessCandidate
     from tuner.measure import LoadPolicy, measure
 
     hits, misses, waited = workload.cache.hits, workload.cache.misses, workload.cache.waited
@@ -42,8 +43,12 @@ def evaluate(workload: Workload, candidate: Candidate, min_accuracy: float | Non
     if workload.cache.waited > waited:  # time spent waiting for another worker's build of an entry (tuner.claims)
         built.seconds[CLAIM_WAIT] = workload.cache.waited - waited
     kept: list[np.ndarray] | None = [] if keep_logits else None
-    metrics = measure(built, workload.data, min_accuracy=min_accuracy, keep_logits=kept,
-                      load=LoadPolicy() if load else None)
+    try:
+        metrics = measure(built, workload.data, min_accuracy=min_accuracy, keep_logits=kept,
+                          load=LoadPolicy() if load else None)
+    except HopelessCandidate as err:  # what it cost goes with it (an exception's attributes survive pickling)
+        err.build_seconds = dict(built.seconds)  # type: ignore[attr-defined]
+        raise
     return Evaluation(candidate.to_dict(), metrics.to_dict(), built.seconds,
                       workload.cache.hits - hits, workload.cache.misses - misses,
                       np.concatenate(kept) if kept else None)
@@ -100,18 +105,44 @@ def reference(workload: Workload, keep_logits: bool = False, log: Callable[[str]
     """The reference every accuracy drop is against, on the validation split; with ``keep_logits``, its logits
     and the labels too (a metric of the user's scores them in the study's process). ``log``: where a model whose
     outputs vary run to run is warned about (once per study: the reference is scored once)."""
+    import time
+
     import numpy as np
 
     w = workload
     kept: list[np.ndarray] = []
-    out = {"accuracy": reference_accuracy(w, keep=kept, log=log), "workload_key": w.key, "data": w.data.name,
+    start = time.perf_counter()
+    accuracy = reference_accuracy(w, keep=kept, log=log)
+    forward_s = (time.perf_counter() - start) / max(1, len(w.data.val))  # per image, batched (and opening it)
+    out = {"accuracy": accuracy, "workload_key": w.key, "data": w.data.name,
            "resolution": w.data.resolution, "num_classes": w.data.num_classes, "validation_images": len(w.data.val),
            "identity": w.identity()}  # what the study checks on resume (tuner.study.resume)
     if w.onnx is None:  # what the model can give a shallower student (the space's drop_blocks is capped to it)
         out["droppable_blocks"] = droppable_blocks(w)
+        out["recovery_prior"] = recovery_prior(w, forward_s)
     if keep_logits:
         out.update(logits=np.concatenate(kept), labels=np.asarray(w.data.val.labels))
     return out
+
+
+# A distillation step on one image costs the teacher's forward, the student's forward and its backward (about
+# two forwards), at training batches rather than the accuracy pass's larger ones. Measured on the tests' tiny CNN
+# (digits, 16 px, 2 vCPUs under contention): 0.76 s a step of 64 against 3.1 ms/image in the reference's accuracy
+# pass, 3.9 forwards; 5 errs long.
+DISTILL_FORWARDS = 5.0
+
+
+def recovery_prior(workload: Workload, forward_s: float) -> dict[str, float]:
+    """What a recovery will cost before any was seen (``tuner.study.costs``): seconds per distillation step from
+    the reference's forward speed, the most steps a short recovery takes (all of the compute removed) and how
+    many times the short one's steps the long recovery adds."""
+    from tuner.build.recover import LONG_FACTOR, budget_epochs
+    from tuner.train import BATCH_SIZE, steps_per_epoch
+
+    w = workload
+    steps = budget_epochs(1.0, w.spec.recover_epochs, "short") * steps_per_epoch(w.data)
+    return {"step_seconds": DISTILL_FORWARDS * BATCH_SIZE * forward_s, "short_steps": float(steps),
+            "long_extra": float(LONG_FACTOR - 1)}
 
 
 def droppable_blocks(workload: Workload) -> int:

@@ -21,8 +21,9 @@ from tuner.names import DROP_UNIT
 
 REMEASURE_ATTR = "remeasure"  # study user attr: the end-of-study re-measure (tuner.remeasure.RemeasureSummary)
 DROP_UNIT_ATTR = "drop_unit"  # trial user attr: the unit of its accuracy_drop (tuner.names.DROP_UNIT)
-IDENTITY_ATTR = "workload_identity"
-EXPLAIN_ATTR = "explain"  # study user attr: the last `tuner explain` (tuner.explain.Comparison.to_record())  # study user attr: what its reference rests on (tuner.study.resume)
+TIME_ATTR = "time"  # study user attr: where the last run's time went (tuner.study.budget.Plan.record)
+IDENTITY_ATTR = "workload_identity"  # study user attr: what its reference rests on (tuner.study.resume)
+EXPLAIN_ATTR = "explain"  # study user attr: the last `tuner explain` (tuner.explain.Comparison.to_record())
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,13 @@ class TrialRecord:
     cache_misses: int | None = None
     hardware: dict[str, Any] | None = None  # the fingerprint of the machine that measured it
     worker: str | None = None  # host:pid of the process that ran it
+    started_at: float | None = None  # when it started (seconds since the epoch)
+    seconds: float | None = None  # its wall time, start to finish (None: not finished)
+    follow_up_of: int | None = None  # a cheap follow-up of this trial: it recovered a new architecture, or the
+    # budget did not start it (tuner.study.followups)
+    budget_skip: bool = False  # not started: its estimated cost did not fit the time budget left
+    stopped_early: bool = False  # built, then stopped as hopeless (its architecture was recovered all the same)
+    estimate_s: float | None = None  # what it was estimated to take before it started (tuner.study.costs)
 
     @property
     def complete(self) -> bool:
@@ -60,6 +68,11 @@ class TrialRecord:
     @property
     def repeat(self) -> bool:
         return self.duplicate_of is not None
+
+    @property
+    def trained(self) -> bool:
+        """It trained a recovery itself (a cached one is only loaded: no ``prune`` step is timed)."""
+        return "prune" in self.build_seconds
 
     @property
     def retried_from(self) -> int | None:
@@ -131,6 +144,12 @@ def read_trial(t: FrozenTrial) -> TrialRecord:
         build_seconds={str(k): float(v) for k, v in (_dict(a.get("build_seconds")) or {}).items()},
         cache_hits=_int(cache.get("hits")), cache_misses=_int(cache.get("misses")),
         hardware=_dict(a.get("hardware")), worker=a.get("worker") if isinstance(a.get("worker"), str) else None,
+        started_at=t.datetime_start.timestamp() if t.datetime_start else None,
+        seconds=(t.datetime_complete - t.datetime_start).total_seconds()
+        if t.datetime_start and t.datetime_complete else None,
+        follow_up_of=_int(a.get("follow_up_of")), budget_skip=bool(a.get("budget_skip")),
+        stopped_early=bool(a.get("stopped_early")),
+        estimate_s=float(a["estimate_s"]) if isinstance(a.get("estimate_s"), (int, float)) else None,
     )
 
 
@@ -150,6 +169,7 @@ class StudyRecord:
     remeasure: dict[int, dict[str, Any]]  # trial number -> its re-measure entry (read_remeasure)
     identity: dict[str, Any] | None = None  # what its reference rests on (None: made before studies recorded it)
     explain: dict[str, Any] | None = None  # the last layer-by-layer comparison (`tuner explain`), for the report
+    time: dict[str, Any] | None = None  # where the last run's time went (``tuner.study.budget.Plan.record``)
 
     @property
     def reference_accuracy(self) -> float | None:
@@ -171,4 +191,4 @@ def read_study(study: optuna.Study) -> StudyRecord:
                        workload=_dict(a.get("workload")), metric=_dict(a.get("metric")),
                        constraints=tuple(str(c) for c in a.get("constraints") or ()),
                        remeasure=read_remeasure(study), identity=_dict(a.get(IDENTITY_ATTR)),
-                       explain=_dict(a.get(EXPLAIN_ATTR)))
+                       explain=_dict(a.get(EXPLAIN_ATTR)), time=_dict(a.get(TIME_ATTR)))

@@ -12,7 +12,9 @@ from optuna.trial import TrialState
 from tuner import results
 from tuner.candidate import Candidate, compression, int8_settings
 from tuner.metric import metric_words
-from tuner.record import TrialRecord, read_study
+from tuner.record import TrialRecord, read_study, read_trials
+from tuner.study.budget import duration
+from tuner.study.costs import account
 from tuner.study.counts import count_trials
 from tuner.table import aligned
 
@@ -53,7 +55,29 @@ def summarize(study: optuna.Study, objectives: Objectives) -> dict[str, Any]:
                          key=lambda e: e["number"]),
         "best_feasible": {**_trial_entry(best, base, speed, remeasured), "by_remeasure": pick.by_remeasure}  # type: ignore[union-attr]
         if best is not None else None,
+        # where the last run's time went (tuner.study.costs.account); None for a study run before it was kept
+        "time": account(read_trials(study), kept_time) if (kept_time := read_study(study).time) else None,
     }
+
+
+TIME_WORDS = {"setup": "setup (data, baseline, reference)", "recovery": "recovery (distillation)",
+              "calibration": "int8 calibration and sensitivity", "export": "export and conversion",
+              "accuracy": "accuracy", "latency": "latency", "re-measure": "re-measure (fresh processes)",
+              "overhead": "idle and overhead (processes, storage)"}
+
+
+def time_table(summary: dict[str, Any]) -> str:
+    """Where the run's time (its budget, when it had one) went, by category, with each one's share."""
+    spent = summary.get("time")
+    if not spent:
+        return ""
+    wall, budget = spent["wall_s"], spent["budget_s"]
+    head = (f"time: {duration(wall)} of the {duration(budget)} budget ({wall / budget:.0%})" if budget
+            else f"time: {duration(wall)}") + f", {spent['trials']} trials:"
+    rows = [(f"  {TIME_WORDS[k]}", f"{v:.1f} s", f"{v / wall:.0%}" if wall else "-") for k, v in spent["parts"].items()]
+    tail = [f"  {spent['skipped']} proposals not started: they would not have ended within the budget"] \
+        if spent["skipped"] else []
+    return "\n".join([head, *aligned(rows), *tail] + ([f"  {spent['ended']}"] if spent["ended"] else []))
 
 
 def precision_cell(c: dict[str, Any], m: dict[str, Any]) -> str:
@@ -164,7 +188,7 @@ class ProgressBar:
     pipe, a file, CI) one plain line per trial, never a bar's frames. ``say`` prints any other line (a trial's
     progress) without breaking the bar."""
 
-    def __init__(self, total: int, log: Callable[[str], None]):
+    def __init__(self, total: int | None, log: Callable[[str], None]):
         self.total, self.log = total, log
         self.tty = sys.stderr.isatty()
         self.bar: Any = None  # drawn at the first finished trial, so setup errors stay one line
@@ -177,16 +201,18 @@ class ProgressBar:
 
     def update(self, p: Progress) -> None:
         status = (f"pareto {p.pareto}" + (f", best {p.best_speedup:.1f}x" if p.best_speedup else "")
-                  + (f", {p.repeats} repeats not counted" if p.repeats else ""))
+                  + (f", {p.repeats} repeats not counted" if p.repeats else "")
+                  + (f", {duration(max(0.0, p.budget_left))} of the budget left" if p.budget_left is not None else ""))
         if not self.tty:
-            self.log(f"[{min(p.done, self.total)}/{self.total} trials; {status}] {p.last}")
+            count = f"{p.done}" if self.total is None else f"{min(p.done, self.total)}/{self.total}"
+            self.log(f"[{count} trials; {status}] {p.last}")
             return
         if self.bar is None:
             from tqdm import tqdm
 
             self.bar = tqdm(total=self.total, unit="trial", file=sys.stderr, dynamic_ncols=True,
                             bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} trials [{elapsed}{postfix}]")
-        self.bar.n = min(p.done, self.bar.total)
+        self.bar.n = p.done if self.total is None else min(p.done, self.total)
         self.bar.set_postfix_str(status)
         self.bar.write(p.last, file=sys.stderr)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,6 +20,9 @@ if TYPE_CHECKING:
     from tuner.space import SearchSpace
 
 
+DEFAULT_TRIALS = 20  # without a budget; with one and no n_trials: tuner.study.budget.NO_CAP
+
+
 def _stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
@@ -28,7 +32,8 @@ def tune(model: Any = "resnet18", train: Any = "digits", val: Any = None, *,
          metric: Callable[[Any, Any], Any] | None = None, higher_is_better: bool = True,
          space: str | dict[str, Any] | SearchSpace = "default",
          objectives: str | dict[str, Any] | Objectives = "accuracy_latency",
-         n_trials: int = 20, weights: str | None = None, classes: Sequence[str] | None = None,
+         n_trials: int | None = None, budget: str | float | None = None, weights: str | None = None,
+         classes: Sequence[str] | None = None,
          resolution: int | None = None, mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
          seed: int = 0, holdout: float | None = None, train_steps: int | None = None,
          recover_epochs: float | None = None, student: Any = None,
@@ -52,6 +57,8 @@ def tune(model: Any = "resnet18", train: Any = "digits", val: Any = None, *,
         value (``--student``).
     space, objectives: a name or YAML path as ``--space`` / ``--objectives`` take, or the mapping such a file
         holds (``{"placement": {"choices": ["ort-cpu", "ov-cpu"]}, ...}``).
+    budget: the time the whole run may take, the end-of-study re-measure included: ``"20m"``, ``"90s"``, ``"1.5h"``
+        or seconds (``--budget``). ``n_trials`` then only caps the trials (default: 20 without a budget, none with).
     The rest are ``tuner run``'s flags (``--n-trials`` is ``n_trials``); bad values raise a TunerError whose
     message names the keyword. Runs one trial at a time, each in a child process.
     """
@@ -63,7 +70,9 @@ def tune(model: Any = "resnet18", train: Any = "digits", val: Any = None, *,
     from tuner.errors import TunerError
     from tuner.metric import make_metric
     from tuner.objectives import load_objectives
+    from tuner.record import TIME_ATTR
     from tuner.space import load_space
+    from tuner.study.budget import NO_CAP, Plan, parse_budget
     from tuner.study.counts import count_trials, study_complete
     from tuner.study.samplers import SAMPLERS
     from tuner.study.settings import StudySettings
@@ -78,7 +87,10 @@ def tune(model: Any = "resnet18", train: Any = "digits", val: Any = None, *,
 
     if sampler not in SAMPLERS:
         raise TunerError(f"unknown sampler {sampler!r}; use one of {', '.join(SAMPLERS)}.")
+    seconds = parse_budget(budget)
+    plan = Plan(seconds, remeasure_rounds)  # the budget's clock starts here: setup is part of what it pays for
     check_number("--n-trials", n_trials, 1)
+    n_trials = n_trials or (NO_CAP if seconds else DEFAULT_TRIALS)
     check_number("--timeout", timeout, 0, above=True, why=" seconds (leave it out for no limit)")
     check_number("--heartbeat", heartbeat, 0, above=True, why=" seconds")
     check_number("--max-retries", max_retries, 0)
@@ -118,13 +130,23 @@ def tune(model: Any = "resnet18", train: Any = "digits", val: Any = None, *,
     settings = StudySettings(name, storage, space, objectives, spec, sampler, seed, n_trials, timeout, heartbeat,
                              max_retries, allow_mixed_hardware, trial_timeout, scorer)
     with quiet_optuna():
-        study_ = _run(settings, log, progress)
+        study_ = _run(settings, log, progress, plan)
         remeasured = None
-        if remeasure_rounds and study_complete(count_trials(study_), n_trials):
+        # A study the budget ended is as complete as it will get: its front is re-timed within what is left.
+        rounds = plan.rounds_that_fit(study_) if remeasure_rounds else 0
+        if rounds and (study_complete(count_trials(study_), n_trials) or plan.limited):
             from tuner.remeasure import remeasure_pareto  # loads torch: after the checks
 
-            log(f"re-timing the Pareto set and the baseline in fresh processes ({remeasure_rounds} rounds)")
-            remeasured = remeasure_pareto(study_, spec.cache_dir, rounds=remeasure_rounds, log=log)
+            log(f"re-timing the Pareto set and the baseline in fresh processes ({rounds} rounds"
+                + (f" of the {remeasure_rounds} asked: what the budget leaves" if rounds < remeasure_rounds else "")
+                + ")")
+            started = time.monotonic()
+            remeasured = remeasure_pareto(study_, spec.cache_dir, rounds=rounds, log=log,
+                                          deadline=plan.started + plan.seconds if plan.seconds else None)
+            plan.remeasure_s = time.monotonic() - started
+        elif remeasure_rounds and plan.limited:
+            log("no time left in the budget for the re-measure: the figures are the study's own")
+        study_.set_user_attr(TIME_ATTR, plan.record())
     return TuneResult(study_, objectives, scorer, studies_dir, storage, remeasured, log)
 
 
@@ -153,9 +175,10 @@ def load(study: str, storage: str | None = None, studies_dir: str = "studies",
     return TuneResult(found, objectives, scorer, studies_dir, existing_storage(study, storage, studies_dir))
 
 
-def _run(s: Any, log: Callable[[str], None], progress: bool) -> Any:
+def _run(s: Any, log: Callable[[str], None], progress: bool, plan: Any) -> Any:
     """The study, with what it is about said once the workload loaded (bad input stays one line before)."""
     from tuner import summary
+    from tuner.study.budget import NO_CAP
     from tuner.study.loop import run_study
     from tuner.study.storage import mask_url
 
@@ -167,9 +190,9 @@ def _run(s: Any, log: Callable[[str], None], progress: bool) -> Any:
             + (f"; accuracy is the metric {s.metric.name}" if s.metric.custom else ""))
 
     if not progress:
-        return run_study(s, lambda p: None, log, announce)
-    with summary.ProgressBar(s.n_trials, log) as bar:
-        return run_study(s, bar.update, bar.say, announce)
+        return run_study(s, lambda p: None, log, announce, plan)
+    with summary.ProgressBar(s.n_trials if s.n_trials < NO_CAP else None, log) as bar:
+        return run_study(s, bar.update, bar.say, announce, plan)
 
 
 __all__ = ["load", "tune"]

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tuner import progress
+
 if TYPE_CHECKING:
     import torch
     from torch import nn
@@ -32,7 +34,8 @@ class StepContext:
     def timed(self, step: str) -> Iterator[None]:
         start = time.perf_counter()
         try:
-            yield
+            with progress.stage(step):  # a long step is told on screen as it ends
+                yield
         finally:
             self.seconds[step] = self.seconds.get(step, 0.0) + time.perf_counter() - start
 

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from tuner import hardware, runtimes
+from tuner import hardware, progress, runtimes
 from tuner.measure import host
 from tuner.measure.accuracy import top1
 from tuner.measure.latency import LatencyPolicy, LatencyStats, time_calls
@@ -64,6 +64,8 @@ class Metrics:
     open_p95_ms: float | None = None
     open_p99_ms: float | None = None
     load: dict[str, Any] | None = None  # the whole record: closed / open LoadStats, the runtime's serving settings
+    accuracy_seconds: float | None = None  # opening the session and the accuracy pass (the rest of measure_seconds:
+    # latency, and the load where measured)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -137,9 +139,12 @@ def measure(built: Built, data: Dataset, policy: LatencyPolicy = LatencyPolicy()
     start = time.perf_counter()
     session = open_session(built)
     try:
-        accuracy = top1(session, data, c.batch_size, min_accuracy, keep=keep_logits)  # first: a hopeless one skips timing
-        lat = time_session(session, data, c.batch_size, threads, policy)
-        served = serve_session(session, data, c, load) if load is not None else {}
+        with progress.stage("accuracy"):  # first: a hopeless one skips timing
+            accuracy = top1(session, data, c.batch_size, min_accuracy, keep=keep_logits)
+        accuracy_seconds = time.perf_counter() - start
+        with progress.stage("latency"):
+            lat = time_session(session, data, c.batch_size, threads, policy)
+            served = serve_session(session, data, c, load) if load is not None else {}
         executed = session.executed_precision
         layers = describe_precisions(session.layer_precisions)
     finally:
@@ -153,5 +158,5 @@ def measure(built: Built, data: Dataset, policy: LatencyPolicy = LatencyPolicy()
         compressed_mb=built.compressed_mb, executed_precision=executed, layer_precisions=layers,
         float_layers=built.float_layers, threads=threads, measure_seconds=time.perf_counter() - start,
         dropped_blocks=tuple(built.compression.get("dropped_blocks", ())), recovery=built.compression.get("recovery"),
-        streams=c.streams, requests=c.in_flight, **served,
+        streams=c.streams, requests=c.in_flight, accuracy_seconds=accuracy_seconds, **served,
     )

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -144,11 +145,13 @@ class RemeasureSummary:
 
 def remeasure_pareto(study: optuna.Study, cache_dir: str | None, rounds: int = 3,
                      log: Callable[[str], None] = print, *, policy: LatencyPolicy = LatencyPolicy(),
-                     timeout: float = TIMEOUT_SECONDS) -> RemeasureSummary:
+                     timeout: float = TIMEOUT_SECONDS, deadline: float | None = None) -> RemeasureSummary:
     """Re-time the study's front (``results.front``) and the baseline in fresh processes, ``rounds`` interleaved rounds.
 
     ``cache_dir`` is the build cache the study used (``WorkloadSpec.cache_dir``, ``<studies-dir>/cache``),
     so that each process rebuilds from it in seconds. Keeps the result on the study (``write_remeasure``).
+    ``deadline`` (``time.monotonic()``, the time budget's end): a contended round is run again only while the
+    longest measurement so far still fits before it, and no measurement runs past it.
     """
     if not isinstance(rounds, int) or isinstance(rounds, bool) or rounds < 1:
         raise ConfigError(f"rounds must be an integer >= 1, got {rounds!r}.")
@@ -168,22 +171,28 @@ def remeasure_pareto(study: optuna.Study, cache_dir: str | None, rounds: int = 3
     contended: dict[str, list[bool]] = {k: [] for k in groups}  # per round: no quiet period came
     errors: dict[str, str] = {}
     full_speed = _study_full_speed(study)
+    longest = 0.0  # the longest measurement so far: what one more must fit before the deadline
 
     def measure(key: str, step: str) -> None:
-        nonlocal full_speed
+        nonlocal full_speed, longest
         if key in errors:
+            return
+        left = math.inf if deadline is None else deadline - time.monotonic()
+        if left <= 0 and timings[key]:  # out of budget: the rounds already run stand
             return
         first = groups[key][0]
         assert first.candidate is not None and first.metrics is not None
         candidate = first.candidate
         label = "/".join(f"#{t.number}" for t in groups[key])
+        began = time.monotonic()
         try:
-            out = measure_in_fresh_process(spec, candidate, policy, timeout, full_speed,
+            out = measure_in_fresh_process(spec, candidate, policy, min(timeout, max(1.0, left)), full_speed,
                                            replaying(first.metrics))
         except MeasurementError as err:
             errors[key] = str(err)
             log(f"  {step} {label} {candidate_label(candidate)}: failed: {err}")
             return
+        longest = max(longest, time.monotonic() - began)
         timings[key].append(out["median_ms"])
         contended[key].append(not out["quiet"])
         if out.get("load"):
@@ -202,7 +211,7 @@ def remeasure_pareto(study: optuna.Study, cache_dir: str | None, rounds: int = 3
     again = {key: sum(flags) for key, flags in contended.items()}
     for i in range(max(again.values(), default=0)):
         for key in groups:
-            if again[key] > i:
+            if again[key] > i and (deadline is None or time.monotonic() + longest <= deadline):
                 measure(key, f"again {i + 1} (a contended round)")
 
     pareto = {t.number for t in results.front(study)}

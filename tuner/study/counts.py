@@ -12,7 +12,7 @@ FINISHED = ("complete", "pruned", "fail")
 
 
 class TrialCounts(NamedTuple):
-    accounted: int  # finished trials that count towards n_trials
+    accounted: int  # finished trials that count towards n_trials (not repeats, nor trials the budget did not start)
     running: int
     waiting: int
     repeats: int  # finished trials that repeated an earlier candidate: they reused its outcome, spent nothing
@@ -27,13 +27,15 @@ def _retried(trials: list[TrialRecord]) -> set[int]:
 
 def count_trials(study: optuna.Study) -> TrialCounts:
     """A failed trial that was retried is accounted for by its retry; a repeat is not accounted at all:
-    it cost no build and no measurement, so it does not spend the user's ``--n-trials``."""
+    it cost no build and no measurement, so it does not spend the user's ``--n-trials``; nor does a proposal the
+    time budget did not start."""
     trials = read_trials(study)
     retried = _retried(trials)
     finished = sorted((t for t in trials if t.state in FINISHED and t.number not in retried), key=lambda t: t.number)
     is_repeat = [t.repeat for t in finished]
     streak = next((i for i, r in enumerate(reversed(is_repeat)) if not r), len(is_repeat))
-    return TrialCounts(len(finished) - sum(is_repeat), sum(t.state == "running" for t in trials),
+    return TrialCounts(len(finished) - sum(is_repeat) - sum(t.budget_skip for t in finished),
+                       sum(t.state == "running" for t in trials),
                        sum(t.state == "waiting" for t in trials), sum(is_repeat), streak)
 
 

@@ -16,8 +16,11 @@ from tuner import hardware, results
 from tuner.candidate import Candidate
 from tuner.errors import CandidateBuildError, ConfigError, MeasurementError
 from tuner.metric import TOP1_METRIC, chance_warning
-from tuner.record import read_enqueued, read_study, read_trial, read_trials
-from tuner.study.counts import count_trials, space_exhausted, study_complete
+from tuner.record import TrialRecord, read_enqueued, read_study, read_trial, read_trials
+from tuner.study import costs
+from tuner.study.budget import NO_CAP, SKIPS_IN_A_ROW, Plan, duration
+from tuner.study.counts import FINISHED, count_trials, space_exhausted, study_complete
+from tuner.study.followups import follow_ups, instead
 from tuner.study.objective import Objective, baseline_candidate
 from tuner.study.resume import check_space, check_workload
 from tuner.study.samplers import make_sampler, next_sampler
@@ -38,6 +41,7 @@ class Progress:
     best_speedup: float | None = None
     last: str = ""
     stop_requested: bool = False
+    budget_left: float | None = None  # seconds of the time budget left (None: no budget)
 
 
 def default_trial_timeout(setup_seconds: float) -> float:
@@ -138,10 +142,11 @@ def _retry_after_crash(study: optuna.Study, trial: optuna.trial.FrozenTrial, max
 
 def run_study(s: StudySettings, on_progress: Callable[[Progress], None] = lambda p: None,
               log: Callable[[str], None] = print,
-              announce: Callable[[StudySettings], None] = lambda s: None) -> optuna.Study:
-    """Run (or resume) the study until it holds ``n_trials`` finished trials or the timeout passes.
-    ``announce`` is called once the workload loaded and the study opened (setup can no longer fail on input), with
-    the settings as the model narrowed them (``fit_to_model``)."""
+              announce: Callable[[StudySettings], None] = lambda s: None, plan: Plan | None = None) -> optuna.Study:
+    """Run (or resume) the study until it holds ``n_trials`` finished trials, the timeout passes or the time budget
+    (``plan``) has no room for another trial. ``announce`` is called once the workload loaded and the study opened
+    (setup can no longer fail on input), with the settings as the model narrowed them (``fit_to_model``)."""
+    plan = plan or Plan(None, 0)
     done_before = 0
     worker = Worker(s.workload, s.metric, on_status=log)
     try:
@@ -162,17 +167,19 @@ def run_study(s: StudySettings, on_progress: Callable[[Progress], None] = lambda
         if not read_study(study).reference:
             study.set_user_attr("reference", reference)
         kept = read_study(study)
+        plan.prior = costs.Prior.read(kept.reference)
         reference_accuracy = kept.reference_accuracy
         assert reference_accuracy is not None
         warning = chance_warning(kept.reference)
         if warning:
             log(warning)
         if not created:
-            log(f"resuming study {s.name}: {done_before} of {s.n_trials} trials already finished")
+            log(f"resuming study {s.name}: {done_before} {_of(s.n_trials)}trials already finished")
         # Re-seed per resume, or a seeded sampler would replay the first run's random proposals.
         sampler = make_sampler(s.sampler, s.seed + done_before, s.n_trials)
         progress = Progress(done=done_before)
         explore = False  # the last trial repeated a measured candidate
+        skipped = 0  # proposals in a row not started: they did not fit the budget left
         previous = signal.getsignal(signal.SIGINT)
 
         def on_sigint(signum: int, frame: Any) -> None:
@@ -183,18 +190,22 @@ def run_study(s: StudySettings, on_progress: Callable[[Progress], None] = lambda
             worker.interrupt()
 
         def after_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-            nonlocal explore
+            nonlocal explore, skipped
             _retry_after_crash(study, trial, s.max_retries)
             record = read_trial(trial)
             explore = record.repeat
+            skipped = skipped + 1 if record.budget_skip else 0
+            _queue_follow_ups(study, record, s, reference_accuracy, log)
             progress.done, _, _, progress.repeats, _ = count_trials(study)
+            progress.budget_left = plan.left() if plan.limited else None
             progress.pareto = len(results.front(study))
             progress.best_speedup = best_speedup(study)
             progress.last = results.describe_trial(record)
             on_progress(progress)
 
-        objective = Objective(s, worker, reference_accuracy, trial_timeout, int(reference["resolution"]))
+        objective = Objective(s, worker, reference_accuracy, trial_timeout, int(reference["resolution"]), plan, log)
         deadline = time.monotonic() + s.timeout if s.timeout else float("inf")
+        plan.setup_s = time.monotonic() - plan.started
         signal.signal(signal.SIGINT, on_sigint)
         try:
             # One trial at a time until the study holds n_trials accounted for. Other workers may share
@@ -208,6 +219,10 @@ def run_study(s: StudySettings, on_progress: Callable[[Progress], None] = lambda
                 if counts.accounted + counts.running >= s.n_trials and not counts.waiting:
                     time.sleep(min(1.0, s.heartbeat))
                     continue
+                plan.ended = _out_of_budget(study, plan, skipped, counts.waiting)
+                if plan.ended:
+                    log(plan.ended)
+                    break
                 study.sampler = next_sampler(sampler, explore, s.seed + counts.accounted + counts.repeats)
                 study.optimize(objective, n_trials=1, callbacks=[after_trial], gc_after_trial=False,
                                catch=(CandidateBuildError, MeasurementError))
@@ -215,7 +230,7 @@ def run_study(s: StudySettings, on_progress: Callable[[Progress], None] = lambda
             signal.signal(signal.SIGINT, previous)
         counts = count_trials(study)
         if progress.stop_requested:  # the study is saved; what it holds is partial, not the study's result
-            log(f"stopped by Ctrl-C after {counts.accounted} of {s.n_trials} trials; run the same command to resume")
+            log(f"stopped by Ctrl-C after {counts.accounted} {_of(s.n_trials)}trials; run the same command to resume")
             raise KeyboardInterrupt
         elif counts.accounted < s.n_trials and space_exhausted(counts.repeat_streak, s.n_trials):
             log(f"stopped after {counts.repeat_streak} proposals in a row of candidates measured before: "
@@ -223,6 +238,44 @@ def run_study(s: StudySettings, on_progress: Callable[[Progress], None] = lambda
         return study
     finally:
         worker.close()
+
+
+def _of(n_trials: int) -> str:
+    return "" if n_trials >= NO_CAP else f"of {n_trials} "
+
+
+def _out_of_budget(study: optuna.Study, plan: Plan, skipped: int, waiting: int) -> str:
+    """Why the budget ends the trials here ("" while it has room): less left than the cheapest trial takes, or
+    the sampler's last proposals all dearer than what is left (and nothing cheaper queued)."""
+    trials = read_trials(study)
+    if not plan.limited or not any(t.state in FINISHED for t in trials):  # the baseline runs first, whatever it costs
+        return ""
+    left = plan.left_for_trials(study)
+    cheapest = min(costs.cheap_seconds(trials, int8) for int8 in (False, True))
+    words = f"{duration(max(0.0, left))} of the budget left before the re-measure"
+    if left < cheapest:
+        return f"budget: {words}, less than the cheapest trial takes (about {cheapest:.0f} s): the trials end here"
+    if skipped >= SKIPS_IN_A_ROW and not waiting:
+        return f"budget: the last {skipped} proposals would not end within the {words}: the trials end here"
+    return ""
+
+
+def _queue_follow_ups(study: optuna.Study, record: TrialRecord, s: StudySettings, reference_accuracy: float,
+                      log: Callable[[str], None]) -> None:
+    """After a trial that recovered a new architecture: its cheap follow-ups, queued to run next; after a proposal
+    the budget did not start: its recipe on an architecture already built."""
+    floor = s.objectives.min_accuracy(reference_accuracy)
+    trials, speed = read_trials(study), results.speed_metric(study)
+    queued = follow_ups(trials, record, s.space, floor, speed)
+    cheaper = instead(trials, record, s.space, speed)
+    for params in queued + cheaper:
+        study.enqueue_trial(params, user_attrs={"follow_up_of": record.number})
+    if queued:
+        log(f"queued {len(queued)} cheap follow-up{'s' * (len(queued) > 1)} of #{record.number}'s architecture "
+            "(its recovery is cached): the fastest recipes so far")
+    if cheaper:
+        log(f"queued #{record.number}'s recipe on the fastest architecture already built instead (seconds, not a "
+            "recovery)")
 
 
 def fit_to_model(s: StudySettings, reference: dict[str, Any]) -> StudySettings:

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import optuna
 from optuna.trial import TrialState
 
 from tuner import hardware, results
-from tuner.candidate import Candidate
+from tuner.candidate import Candidate, label
 from tuner.errors import (
     CandidateBuildError,
     HopelessCandidate,
@@ -21,11 +22,13 @@ from tuner.errors import (
 )
 from tuner.metric import drop_points
 from tuner.record import TrialRecord, read_enqueued, read_trials
-from tuner.study import fidelity
+from tuner.study import costs, fidelity
+from tuner.study.budget import MIN_TRIAL_TIMEOUT, duration
 from tuner.study.storage import write_measured
 from tuner.worker import TrialCrashed, TrialInterrupted, Worker
 
 if TYPE_CHECKING:
+    from tuner.study.budget import Plan
     from tuner.study.settings import StudySettings
     from tuner.workload import WorkloadSpec
 
@@ -42,13 +45,16 @@ class Objective:
     """Optuna's objective: sample -> evaluate in the worker -> record."""
 
     def __init__(self, settings: StudySettings, worker: Worker, reference_accuracy: float, trial_timeout: float,
-                 resolution: int):
+                 resolution: int, plan: Plan | None = None, log: Callable[[str], None] = lambda line: None):
         self.s = settings
         self.resolution = resolution
         self.worker = worker
         self.reference_accuracy = reference_accuracy
         self.trial_timeout = trial_timeout
+        self.plan = plan  # the time budget: a trial that cannot finish within it is not started
+        self.log = log
         self.fingerprint = hardware.fingerprint()
+        self.seconds: dict[str, float] = {}  # the running trial's build steps so far (kept when it stops early)
 
     def __call__(self, trial: optuna.Trial) -> list[float]:
         fixed = read_enqueued(trial).fixed_point
@@ -84,10 +90,15 @@ class Objective:
             metrics = dict(earlier.metrics)
             trial.set_user_attr("candidate", earlier.candidate)  # the long recovery, if it was promoted
         else:
+            if not read_enqueued(trial).baseline:  # the baseline is the reference: it always runs
+                self._start_within_budget(trial, candidate)
+            self.seconds = {}
             try:
                 metrics = self._evaluate(trial, candidate)
             except HopelessCandidate as err:  # cannot be feasible: stopped early, not a failure
                 trial.set_user_attr("error", str(err))
+                trial.set_user_attr("stopped_early", True)  # its architecture is recovered (and cached) all the same
+                trial.set_user_attr("build_seconds", _added(self.seconds, getattr(err, "build_seconds", {})))
                 raise optuna.TrialPruned(str(err)) from None
             except ResourceExhausted as err:  # the machine's, not the candidate's: run again when the study resumes
                 trial.set_user_attr("error", str(err))
@@ -115,15 +126,16 @@ class Objective:
         assert floor is not None or not promotable
         load = self.s.objectives.uses_load  # measured under load too: the objectives use a figure under load
         ev = self.worker.evaluate(candidate, fidelity.screening_floor(floor) if promotable else floor,
-                                  timeout=self.trial_timeout, load=load)
-        seconds = dict(ev.build_seconds)
+                                  timeout=self._timeout(trial), load=load)
+        seconds = self.seconds = dict(ev.build_seconds)
         hits, misses = ev.cache_hits, ev.cache_misses
         if promotable and fidelity.should_promote(ev.metrics, floor, _fastest_feasible_ms(trial.study)):
+            self._promote_within_budget(trial, ev.metrics, floor)
             trial.set_user_attr("short_recovery", {k: ev.metrics[k] for k in ("accuracy", "per_sample_ms", "recovery")})
             candidate = fidelity.promoted(candidate)
             trial.set_user_attr("candidate", candidate.to_dict())
-            ev = self.worker.evaluate(candidate, floor, timeout=self.trial_timeout, load=load)
-            seconds = {k: seconds.get(k, 0.0) + ev.build_seconds.get(k, 0.0) for k in {*seconds, *ev.build_seconds}}
+            ev = self.worker.evaluate(candidate, floor, timeout=self._timeout(trial), load=load)
+            seconds = self.seconds = _added(seconds, ev.build_seconds)
             hits, misses = hits + ev.cache_hits, misses + ev.cache_misses
         elif floor is not None and ev.metrics["accuracy"] < floor:
             raise HopelessCandidate(f"{ev.metrics['accuracy']:.2%} after the short recovery, below the {floor:.2%} "
@@ -132,16 +144,65 @@ class Objective:
         trial.set_user_attr("cache", {"hits": hits, "misses": misses})
         return dict(ev.metrics)
 
+    def _timeout(self, trial: optuna.Trial) -> float:
+        """The trial's wall-clock limit: --trial-timeout, and under a budget no later than the trials' share of it."""
+        if self.plan is None:
+            return self.trial_timeout
+        if read_enqueued(trial).baseline:  # it always runs, within what is left of the budget at all
+            return min(self.trial_timeout, max(MIN_TRIAL_TIMEOUT, self.plan.left()))
+        return self.plan.trial_timeout(trial.study, self.trial_timeout)
+
+    def _start_within_budget(self, trial: optuna.Trial, candidate: Candidate) -> None:
+        """Say what the trial will take; under a budget, do not start one whose estimate does not fit what is left
+        before the re-measure's reserve (a new recovery also needs room for its fastest follow-up after it: a
+        recovered architecture pays through its cheap variants)."""
+        if self.plan is None:
+            return
+        trials = read_trials(trial.study)
+        est = costs.estimate(candidate, trials, self.plan.prior)
+        trial.set_user_attr("estimate_s", round(est.seconds, 1))
+        if not self.plan.limited:
+            if est.recovery:  # long work is told before it starts, as it is while it runs
+                self.log(f"#{trial.number} {label(candidate)}: started, {est.words()}")
+            return
+        left = self.plan.left_for_trials(trial.study)
+        need = est.seconds + (costs.cheap_seconds(trials, True) if est.recovery else 0.0)
+        if need > left:
+            reason = (f"not started: {est.words()}" + (" and its fastest follow-up" if est.recovery else "")
+                      + f" would not end within the {duration(max(0.0, left))} the budget leaves before the re-measure")
+            trial.set_user_attr("budget_skip", True)
+            trial.set_user_attr("error", reason)
+            raise optuna.TrialPruned(reason)
+        self.log(f"#{trial.number} {label(candidate)}: started, {est.words()}; {duration(left)} of the budget left "
+                 "for trials")
+
+    def _promote_within_budget(self, trial: optuna.Trial, metrics: dict[str, Any], floor: float) -> None:
+        """Under a budget, the long recovery only where it ends before the trials' share of the budget runs out."""
+        if self.plan is None or not self.plan.limited:
+            return
+        trials = read_trials(trial.study)
+        steps = int((metrics.get("recovery") or {}).get("steps") or 0)
+        need = costs.long_recovery_seconds(steps, trials, self.plan.prior) + costs.cheap_seconds(trials, False)
+        left = self.plan.left_for_trials(trial.study)
+        if need > left:
+            raise HopelessCandidate(f"{metrics['accuracy']:.2%} after the short recovery, below the {floor:.2%} "
+                                    f"required; the long one (about {need:.0f} s) would not end within the "
+                                    f"{duration(max(0.0, left))} the budget leaves")
+
     @staticmethod
     def _outcome_before(trial: optuna.Trial, candidate: Candidate) -> TrialRecord | None:
         """The first trial of the very same candidate that was measured, refused or stopped early as hopeless."""
         wanted = candidate.to_dict()
         for t in read_trials(trial.study, (TrialState.COMPLETE, TrialState.PRUNED)):
             recorded = t.sampled if t.sampled is not None else t.candidate
-            if recorded is not None and Candidate.fill(recorded) == wanted and not t.repeat and (
+            if recorded is not None and Candidate.fill(recorded) == wanted and not t.repeat and not t.budget_skip and (
                     t.state == "pruned" or t.metrics is not None):
                 return t
         return None
+
+
+def _added(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
+    return {k: a.get(k, 0.0) + b.get(k, 0.0) for k in {*a, *b}}
 
 
 def _fastest_feasible_ms(study: optuna.Study) -> float | None:

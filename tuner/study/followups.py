@@ -1,0 +1,97 @@
+"""Cheap follow-ups first: once a trial has recovered a compressed architecture new to the study, the deployment
+recipes of the study's fastest feasible points so far (placement, precision with its int8 settings, threads,
+batch, serving) are queued for that architecture. Its weights are cached by then, so each costs seconds (a build
+and a measurement), and queued trials run before the sampler's next proposal: the budget tries the new
+architecture where it can reach the front before it pays for another recovery.
+
+Only an architecture that came close to the accuracy floor gets them (within the promotion margin: the long
+recovery may still lift it); the recipes go by the study's own speed figure, each queued once per study.
+
+The same holds when the budget cannot start a proposal (a new recovery would not end in time): its recipe is
+queued on the fastest feasible architecture already recovered instead (``instead``), so that the budget left
+is spent on what still fits rather than on proposals it must refuse.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import TYPE_CHECKING, Any
+
+from tuner import results
+from tuner.candidate import Candidate
+from tuner.record import TrialRecord
+from tuner.study.costs import architecture
+from tuner.study.fidelity import PROMOTE_MARGIN
+
+if TYPE_CHECKING:
+    from tuner.space import SearchSpace
+
+MOST = 3  # recipes per new architecture: the fastest few; more would crowd out the search
+COMPRESSION = ("student", "drop_blocks", "prune_ratio", "prune_profile", "sparsity", "recovery")
+
+
+def recipe(c: dict[str, Any]) -> dict[str, Any]:
+    """How a candidate is deployed, apart from how its model was made smaller."""
+    return {k: v for k, v in Candidate.fill(c).items() if k not in COMPRESSION}
+
+
+def follow_ups(trials: list[TrialRecord], new: TrialRecord, space: SearchSpace, floor: float | None,
+               speed: str | None = None, most: int = MOST) -> list[dict[str, Any]]:
+    """The params to queue after ``new`` finished: the fastest feasible recipes applied to its architecture,
+    where it is the first of its architecture in the study and came close enough to the floor."""
+    if not new.complete or new.follow_up_of is not None or new.repeat:
+        return []
+    c = Candidate.fill(new.candidate or {})
+    if not Candidate(**c).compresses or any(t.follow_up_of == new.number for t in trials):
+        return []
+    arch = architecture(c)
+    if any(t.number < new.number and t.candidate is not None and (t.complete or t.stopped_early)
+           and architecture(t.candidate) == arch for t in trials):
+        return []  # an architecture recovered before: its follow-ups were queued then
+    if floor is not None and float((new.metrics or {})["accuracy"]) < floor - PROMOTE_MARGIN:
+        return []  # far below: another precision or placement only loses more
+    measured = {_key(Candidate.fill(t.sampled or t.candidate or {})) for t in trials if t.candidate is not None}
+    fastest = sorted((t for t in trials if t.complete and results.is_feasible(t) and not t.repeat),
+                     key=lambda t: results.cost_ms(t.metrics or {}, speed) or float("inf"))
+    out: list[dict[str, Any]] = []
+    seen = {_key(recipe(c))}
+    for t in fastest:
+        want = recipe(t.candidate or {})
+        if _key(want) in seen:
+            continue
+        seen.add(_key(want))
+        candidate = Candidate(**{**c, **want})
+        for option in (candidate, dataclasses.replace(candidate, recovery="short")):  # a space without `recovery`
+            params = space.params_of(option)
+            if params is not None:
+                break
+        if params is None or _key(dataclasses.asdict(option)) in measured:
+            continue
+        out.append(params)
+        if len(out) == most:
+            break
+    return out
+
+
+def instead(trials: list[TrialRecord], skipped: TrialRecord, space: SearchSpace,
+            speed: str | None = None) -> list[dict[str, Any]]:
+    """The params of the skipped proposal's recipe on the fastest feasible architecture already built where that
+    candidate is new to the study (none: [])."""
+    if not skipped.budget_skip or skipped.sampled is None:
+        return []
+    want = recipe(skipped.sampled)
+    measured = {_key(Candidate.fill(t.sampled or t.candidate or {})) for t in trials if t.candidate is not None}
+    fastest = sorted((t for t in trials if t.complete and results.is_feasible(t) and not t.repeat),
+                     key=lambda t: results.cost_ms(t.metrics or {}, speed) or float("inf"))
+    for t in fastest:
+        shrink = {k: v for k, v in Candidate.fill(t.sampled or t.candidate or {}).items() if k in COMPRESSION}
+        candidate = Candidate(**{**want, **shrink})
+        params = space.params_of(candidate)
+        if params is not None and _key(candidate.to_dict()) not in measured:
+            return [params]
+    return []
+
+
+def _key(c: dict[str, Any]) -> str:
+    return json.dumps(c, sort_keys=True)

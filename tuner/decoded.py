@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from tuner.cache import make_key, owned_temp_dir, sha256_file, sweep
+from tuner.errors import DataError
 from tuner.images import DECODER, load_image, strict_pil
 
 Files = Sequence[tuple[Path, int]]  # (image file, class index) in the split's order
@@ -105,6 +106,17 @@ def _stat(path: Path) -> list[int]:
     return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
 
 
+def _unreadable(path: Path, err: OSError) -> DataError:
+    return DataError(f"cannot read image {path} ({err.strerror or type(err).__name__}); remove or replace the file.")
+
+
+def _hash(path: Path) -> str:
+    try:
+        return sha256_file(path)
+    except OSError as err:  # as decoding it would: one line naming the file
+        raise _unreadable(path, err) from None
+
+
 def _digests(paths: list[Path], index: Path | None) -> dict[str, str]:
     """{path: sha256 of its bytes}: from the index where the file's stat is the one recorded, else read."""
     known: dict[str, list] = {}
@@ -113,7 +125,10 @@ def _digests(paths: list[Path], index: Path | None) -> dict[str, str]:
             known = dict(json.loads(index.read_text())["files"])
     out, stats, missing = {}, {}, []
     for path in paths:
-        name, stat = str(path), _stat(path)
+        try:
+            name, stat = str(path), _stat(path)
+        except OSError as err:  # gone since it was listed
+            raise _unreadable(path, err) from None
         stats[name] = stat
         kept = known.get(name)
         if isinstance(kept, list) and len(kept) == 5 and kept[:4] == stat and isinstance(kept[4], str):
@@ -122,7 +137,7 @@ def _digests(paths: list[Path], index: Path | None) -> dict[str, str]:
             missing.append(path)
     if missing:
         with ThreadPoolExecutor(max_workers=4) as pool:  # hashlib releases the GIL on large buffers
-            out.update(zip(map(str, missing), pool.map(sha256_file, missing)))
+            out.update(zip(map(str, missing), pool.map(_hash, missing)))
     if index is not None and missing:
         now = time.time_ns()
         settled = {name: [*stat, out[name]] for name, stat in stats.items() if now - max(stat[1:3]) > RACY_NS}

@@ -68,7 +68,7 @@ def load(splits: dict[str, Files], resolution: int, key: str, root: Path | None,
         if problem is None:
             try:
                 return _open(entry, splits, resolution)
-            except (OSError, ValueError) as err:  # a header the manifest could not vouch for (written before it)
+            except (OSError, ValueError) as err:  # bytes as recorded, but not the arrays this folder needs
                 problem = f"unreadable: {type(err).__name__}"
         log(f"warning: the decoded images in {entry} are damaged ({problem}); decoding them again")
         _discard(entry)

@@ -1,7 +1,8 @@
 """Data sets: the built-in offline ``digits`` and any ImageFolder directory.
 
 Images are kept decoded as uint8 NCHW arrays (4x smaller than float) and normalized per
-batch, so a trial never decodes a JPEG twice; decoded ImageFolders are cached on disk.
+batch; an ImageFolder is decoded once per content and resolution and memory-mapped by every process
+(``tuner.decoded``).
 """
 
 from __future__ import annotations
@@ -9,15 +10,15 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from tuner import decoded
 from tuner.errors import DataError
-from tuner.images import DECODER, load_image, strict_pil
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -32,6 +33,10 @@ HOLDOUT_SHARE = 0.2
 # ImageFolder and no train/ and val/, a fifth of each class (at least one image) is held out for validation.
 MIN_TRAIN_PER_CLASS, MIN_VAL_PER_CLASS = 2, 1
 MIN_RESOLUTION, MAX_RESOLUTION = 8, 2048
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 @dataclass(frozen=True)
@@ -81,10 +86,11 @@ class Dataset:
 
 def load_dataset(source: str, resolution: int | None = None, mean: tuple[float, ...] | None = None,
                  std: tuple[float, ...] | None = None, seed: int = 0, cache_dir: Path | None = None,
-                 holdout: float = HOLDOUT_SHARE) -> Dataset:
+                 holdout: float = HOLDOUT_SHARE, log: Callable[[str], None] = _stderr) -> Dataset:
     """``digits``, a path to an ImageFolder (with ``train/`` and ``val/``, and ``test/``, inside when present), or
     a directory of arrays ``save_arrays`` wrote (data given to ``tuner.tune`` in memory); ``holdout`` of each
-    class's validation images are kept apart (unless a ``test/`` folder is)."""
+    class's validation images are kept apart (unless a ``test/`` folder is). ``cache_dir``: where an ImageFolder's
+    decoded images are kept (under ``data/``; None: decoded into memory)."""
     check_inputs(resolution, mean, std)
     if not 0 <= holdout < 1:
         raise DataError(f"--holdout must be a fraction >= 0 and < 1 (0 keeps none apart), got {holdout}.")
@@ -94,7 +100,7 @@ def load_dataset(source: str, resolution: int | None = None, mean: tuple[float, 
         data = _digits(resolution or DEFAULT_RESOLUTION["digits"], mean, std, seed)
     else:
         data = _image_folder(Path(source), resolution or 224, mean or IMAGENET_MEAN, std or IMAGENET_STD, seed,
-                             cache_dir)
+                             cache_dir, log)
     if data.holdout is not None or not holdout:
         return data
     val, kept_apart = _hold_out(data.val, holdout, seed)
@@ -226,7 +232,7 @@ def _arrays(root: Path, resolution: int | None, mean: tuple[float, ...] | None, 
 
 
 def _image_folder(root: Path, resolution: int, mean: tuple[float, ...], std: tuple[float, ...], seed: int,
-                  cache_dir: Path | None) -> Dataset:
+                  cache_dir: Path | None, log: Callable[[str], None]) -> Dataset:
     if not root.is_dir():
         what = "is a file" if root.exists() else "does not exist"
         raise DataError(f"data directory {root} {what}; pass --data digits or an ImageFolder directory.")
@@ -255,16 +261,18 @@ def _image_folder(root: Path, resolution: int, mean: tuple[float, ...], std: tup
         if test_classes != classes:
             raise DataError(f"{root}: test/ and train/ have different class folders; give test/ the same classes, "
                             "or remove it (a share of val/ is then held out).")
-    listing = "\n".join(f"{p}:{p.stat().st_size}:{p.stat().st_mtime_ns}:{y}"
-                        for p, y in train_files + val_files + test_files)
-    # The decoded pixels depend on the files, their split, the resolution and the decoder; the data set's
-    # fingerprint (the key of every model trained or calibrated on it) adds the normalization and seed.
+    # The decoded pixels depend on the files' content, their split and label, the resolution and the decoder; the
+    # data set's fingerprint (the key of every model trained or calibrated on it) adds the classes' names, the
+    # normalization and the seed. Neither holds a path or a date: a moved or re-listed folder is the same data.
     check_decoded_fits(len(train_files) + len(val_files) + len(test_files), resolution, str(root))
-    decoded = _fingerprint("folder", str(root.resolve()), _version("pillow"), resolution, listing, DECODER)
-    train, val, test = _decode_cached(train_files, val_files, test_files, resolution, decoded, cache_dir)
+    store = cache_dir / "data" if cache_dir is not None else None
+    index = store / "files" / f"{_fingerprint(str(root.resolve()))}.json" if store is not None else None
+    splits = {"train": train_files, "val": val_files, "test": test_files}
+    key = decoded.content_key(splits, resolution, _version("pillow"), index)
+    train, val, test = (Split(x, y) for x, y in decoded.load(splits, resolution, key, store, str(root), log).values())
     pick = np.random.default_rng(seed).permutation(len(train))[:CALIBRATION_SIZE]
     calib = Split(train.images[np.sort(pick)], train.labels[np.sort(pick)])
-    fp = _fingerprint(decoded, seed, mean, std, CALIBRATION_SIZE)
+    fp = _fingerprint(key, tuple(classes), seed, mean, std, CALIBRATION_SIZE)
     return Dataset(root.name, tuple(classes), resolution, tuple(mean), tuple(std), train, val, calib, fp,  # type: ignore[arg-type]
                    test if len(test) else None)
 
@@ -340,33 +348,3 @@ def _stratified_split(files: list[tuple[Path, int]], num_classes: int, seed: int
         val += [own[i] for i in sorted(order[:n_val])]
         train += [own[i] for i in sorted(order[n_val:])]
     return train, val
-
-
-def _decode_cached(train_files: list[tuple[Path, int]], val_files: list[tuple[Path, int]],
-                   test_files: list[tuple[Path, int]], resolution: int, fp: str,
-                   cache_dir: Path | None) -> tuple[Split, Split, Split]:
-    cached = cache_dir / "data" / f"{fp}.npz" if cache_dir is not None else None
-    if cached is not None and cached.is_file():
-        try:
-            with np.load(cached) as z:
-                return (Split(z["train_x"], z["train_y"]), Split(z["val_x"], z["val_y"]),
-                        Split(z["test_x"], z["test_y"]))
-        except Exception:  # noqa: BLE001 - a damaged cache file is decoded again and replaced
-            cached.unlink(missing_ok=True)
-    train, val, test = (_decode(files, resolution) for files in (train_files, val_files, test_files))
-    if cached is not None:
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cached.with_name(f"{cached.stem}.tmp.npz")
-        np.savez(tmp, train_x=train.images, train_y=train.labels, val_x=val.images, val_y=val.labels,
-                 test_x=test.images, test_y=test.labels)
-        tmp.replace(cached)  # atomic: a concurrent worker never reads half a file
-    return train, val, test
-
-
-def _decode(files: list[tuple[Path, int]], resolution: int) -> Split:
-    if not files:
-        return Split(np.zeros((0, 3, resolution, resolution), np.uint8), np.zeros(0, np.int64))
-    strict_pil()
-    with ThreadPoolExecutor(max_workers=4) as pool:  # PIL releases the GIL while decoding
-        images = list(pool.map(lambda f: load_image(f[0], resolution), files))
-    return Split(np.stack(images), np.asarray([y for _, y in files], dtype=np.int64))

@@ -3,6 +3,7 @@ or a hang), converted to 8-bit RGB by its real bit depth, centre-cropped and res
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,8 @@ import numpy as np
 
 from tuner.errors import DataError, first_line
 
+decodes = 0  # images this process has decoded: what the decoded-data cache saves is counted by it
+_counting = threading.Lock()  # images are decoded on several threads
 MAX_IMAGE_PIXELS = 89_478_485  # PIL's own default, set explicitly: a larger image is refused as a decompression bomb
 
 
@@ -30,6 +33,10 @@ DECODER = "rgb8-by-bit-depth/1"  # how pixels become 8-bit RGB (``rgb8``): a cha
 def load_image(path: Path, resolution: int) -> np.ndarray:
     """Centre-crop to a square, resize to resolution, HWC -> CHW uint8."""
     from PIL import Image
+
+    global decodes
+    with _counting:
+        decodes += 1
 
     try:
         with Image.open(path) as im:

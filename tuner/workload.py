@@ -237,7 +237,7 @@ def load_workload(spec: WorkloadSpec, log: Callable[[str], None] = print) -> Wor
     for name in filter(None, (spec.model, spec.student)):  # an unknown model or bad weights fail before a large
         models.resolve_builder(name)  # data set is decoded
     state = models.read_state_dict(spec.weights) if spec.weights else None
-    data = load_dataset(spec.data, spec.resolution, spec.mean, spec.std, spec.seed, cache_root, spec.holdout)
+    data = load_dataset(spec.data, spec.resolution, spec.mean, spec.std, spec.seed, cache_root, spec.holdout, log)
     torch.manual_seed(spec.seed)  # the baseline's initial weights, so a trained baseline is reproducible
     model = models.create_model(spec.model, data.num_classes)
     # One real batch of 2 through the model, as every trial will run it: a model with two inputs, a tuple or a
@@ -301,7 +301,7 @@ def _onnx_workload(spec: WorkloadSpec, cache_root: Path | None, log: Callable[[s
     source = Path(spec.model)
     sig = onnx_model.read_signature(source)
     data = load_dataset(spec.data, spec.resolution or sig.height, spec.mean, spec.std, spec.seed, cache_root,
-                        spec.holdout)
+                        spec.holdout, log)
     if sig.height is not None and sig.height != data.resolution:
         raise ModelError(f"model file {source} takes {sig.height} x {sig.width} images but the data is at "
                          f"{data.resolution} px; pass --resolution {sig.height}.")

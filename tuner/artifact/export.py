@@ -227,7 +227,9 @@ def export(study: optuna.Study, trial: TrialRecord, why: str, out: str | Path,
             "workload": spec.to_record(),
             "data": {"name": data.name, "fingerprint": data.fingerprint, "resolution": data.resolution,
                      "mean": data.mean, "std": data.std, "classes": list(data.classes),
-                     "validation_images": len(data.val), "preprocessed": data.preprocessed},
+                     "validation_images": len(data.val), "preprocessed": data.preprocessed,
+                     # the build cache that holds the decoded images: verify maps them from there when it can
+                     "cache": str(Path(spec.cache_dir).resolve()) if spec.cache_dir else None},
             "weights": ({"path": str(Path(spec.weights).resolve()), "sha256": sha256_file(spec.weights)}
                         if spec.weights else None),
             "hardware": here,

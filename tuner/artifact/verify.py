@@ -150,9 +150,13 @@ def _verify(directory: str | Path, log: Log, latency_tolerance: float) -> tuple[
 
     w = config["workload"]
     # The resolution the data was measured at: the study's own setting may be None where an ONNX file set it.
+    # The study's decoded images where this machine has them (they are keyed by content: another machine's path
+    # that happens to exist is no risk); else decoded here into memory.
+    cache = config["data"].get("cache")
     data = load_dataset(w["data"], config["data"].get("resolution") or w.get("resolution"), tuple(w["mean"]) if w.get("mean") else None,
-                        tuple(w["std"]) if w.get("std") else None, int(w.get("seed", 0)), None,
-                        float(w.get("holdout", 0.0)))
+                        tuple(w["std"]) if w.get("std") else None, int(w.get("seed", 0)),
+                        Path(cache) if isinstance(cache, str) and Path(cache).is_dir() else None,
+                        float(w.get("holdout", 0.0)), log)
     want = config["data"]
     checks.append(Check("data", f"{want['name']} {want['fingerprint']}", f"{data.name} {data.fingerprint}",
                         data.fingerprint == want["fingerprint"] and len(data.val) == want["validation_images"]))

@@ -37,6 +37,11 @@ CONFIG_FILE, ONNX_FILE, PROGRAM_FILE, STATE_FILE = "config.yaml", "model.onnx", 
 IR_XML_FILE, IR_BIN_FILE = "model.xml", "model.bin"  # the OpenVINO IR of an ov-cpu export, beside its ONNX
 README_FILE = "README.md"  # how to load and run the export in its runtime
 
+# Export kinds: the form an export saves its model in (config.yaml's artifact.kind), one module each under
+# tuner/artifact/kinds/ (tuner.artifact.kinds.registry).
+EXPORT_ONNX, EXPORT_OPENVINO_IR, EXPORT_TORCH_PROGRAM, EXPORT_STATE_DICT = "onnx", "openvino-ir", "torch.export", \
+    "state_dict"
+
 
 @dataclass(frozen=True)
 class PlacementInfo:

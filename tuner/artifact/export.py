@@ -1,11 +1,11 @@
 """Export a study's chosen point: rebuild it exactly as the study did (same workload, same cached build steps),
-re-measure it, and write ``config.yaml`` plus the artifact in its runtime's native form: ``model.onnx`` for
-ONNX Runtime placements, the OpenVINO IR (``model.xml`` + ``model.bin``, its compile config recorded) beside the
-``model.onnx`` it was read from for OpenVINO, a ``torch.export`` program (``model.pt2``) for torch ones, or, when
-torch.export cannot capture the model, its ``state_dict.pt`` and what it takes to rebuild the module; and a
-``README.md`` with the lines that load and run it. Everything is written to a temporary sibling
-(``.OUT.partial-<host>-<pid>-xxxx``) first and moved into place only when complete; a previous export is replaced,
-nothing else, and the partial siblings that killed exports left are removed by the next one."""
+re-measure it (``rebuild_and_measure``), save the model in its runtime's native form through the first export kind
+that serves it (``save_model``; the kinds are ``tuner.artifact.kinds``: ``model.onnx`` for ONNX Runtime placements,
+the OpenVINO IR beside its ONNX file for OpenVINO, a ``torch.export`` program or a ``state_dict.pt`` for torch
+ones), and write ``config.yaml`` (``ExportConfig``) and a ``README.md`` with the lines that load and run it.
+Everything is written to a temporary sibling (``.OUT.partial-<host>-<pid>-xxxx``) first and moved into place only
+when complete; a previous export is replaced, nothing else, and the partial siblings that killed exports left are
+removed by the next one."""
 
 from __future__ import annotations
 
@@ -14,41 +14,33 @@ import os
 import platform
 import re
 import shutil
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import optuna
 
 from tuner import hardware, results
+from tuner.artifact.config import ExportConfig
+from tuner.artifact.kinds import registry
+from tuner.artifact.kinds.base import ExportKind, Log, Saved, SaveJob
 from tuner.artifact.readme import readme_text
 from tuner.cache import owned_temp_dir, remove_leftovers, sha256_file
 from tuner.candidate import Candidate
-from tuner.errors import ConfigError, TunerError, one_line
+from tuner.errors import ConfigError, TunerError
 from tuner.metric import Metric, drop_points, metric_words, top1_of
-from tuner.names import (
-    CONFIG_FILE,
-    EXPORT_FORMAT,
-    INPUT,
-    IR_BIN_FILE,
-    IR_XML_FILE,
-    ONNX_FILE,
-    OUTPUT,
-    PLACEMENTS,
-    PROGRAM_FILE,
-    README_FILE,
-    STATE_FILE,
-)
-from tuner.record import TrialRecord, read_study
+from tuner.names import CONFIG_FILE, EXPORT_FORMAT, INPUT, OUTPUT, README_FILE
+from tuner.record import StudyRecord, TrialRecord, read_study
 from tuner.study.storage import mask_url
 from tuner.workload import WorkloadSpec, check_recorded_paths
 
-Log = Callable[[str], None]
-# all an export writes, and may replace
-EXPORT_FILES = (ONNX_FILE, IR_XML_FILE, IR_BIN_FILE, PROGRAM_FILE, STATE_FILE, README_FILE, CONFIG_FILE,
-                "profile.json")  # tuner.explain.PROFILE_FILE: where the time goes, per layer
+if TYPE_CHECKING:
+    from tuner.build import Built
+    from tuner.workload import Workload
+
+# all an export writes beside its kinds' model files, and may replace
+EXPORT_FILES = (README_FILE, CONFIG_FILE, "profile.json")  # tuner.explain.PROFILE_FILE: where the time goes, per layer
 PARTIAL_STALE_SECONDS = 3600  # a partial export is written in seconds (after the rebuild): this old, it is a leftover
 
 
@@ -74,19 +66,6 @@ def check_out(out: Path) -> None:
         raise ConfigError(f"--out {out} is not empty and not a previous export; pass a new or empty directory.")
 
 
-def _plain(value: Any) -> Any:
-    """YAML-safe: tuples to lists, numpy scalars to Python numbers, paths to strings."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, (Path, str)):  # str subclasses too (torch.__version__ is a TorchVersion)
-        return str(value)
-    return value
-
-
 def _with_per_sample_ci(metrics: dict[str, Any]) -> dict[str, Any]:
     return {**metrics, "per_sample_ci_ms": list(results.per_sample_ci(metrics))} if "latency_ms" in metrics \
         else dict(metrics)
@@ -105,8 +84,27 @@ class Exported:
     out: Path
     trial: int
     artifact: str  # file name inside out
-    kind: str  # onnx | openvino-ir | torch.export | state_dict
+    kind: str  # its export kind's name (tuner.artifact.kinds)
     config: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Remeasured:
+    """A study's trial rebuilt as the study built it and measured again here: what an export saves and records."""
+
+    study: StudyRecord
+    spec: WorkloadSpec
+    workload: Workload
+    candidate: Candidate
+    built: Built
+    metrics: dict[str, Any]  # measured here
+    recorded: dict[str, Any]  # as the study measured it
+    reference: float | None  # the baseline's accuracy the drop is from
+    scored: bool  # the study scored accuracy by a function of the user's
+    held_out: dict[str, Any] | None
+    trust: dict[str, Any]  # latency_trust
+    here: dict[str, Any]  # this machine's fingerprint
+    there: dict[str, Any] | None  # the study's
 
 
 def export(study: optuna.Study, trial: TrialRecord, why: str, out: str | Path,
@@ -114,20 +112,47 @@ def export(study: optuna.Study, trial: TrialRecord, why: str, out: str | Path,
            log: Log = print, metric: Metric | None = None) -> Exported:
     """Rebuild ``trial``, re-measure it, and write ``out/config.yaml`` plus its artifact. ``metric``: the study's
     own function (``TuneResult.export`` passes it), scored again on the rebuilt model's logits."""
-    import torch
-
     from tuner import explain
-    from tuner.build import build
-    from tuner.measure import measure
-    from tuner.measure.load import replaying
-    from tuner.runtimes import check_supported
-    from tuner.workload import load_workload
 
     if torch_format not in ("export", "state_dict"):
         raise ConfigError(f"--torch-format must be export or state_dict, got {torch_format!r}.")
     out = Path(out)
     check_out(out)
     _remove_partials(out, log)
+    again = rebuild_and_measure(study, trial, why, studies_dir, log, metric)
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = owned_temp_dir(out.parent, _partial_prefix(out))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the export is an ordinary directory
+    try:
+        kind, saved = save_model(again, tmp, torch_format, log)
+        config = export_config(study, trial, why, storage, metric, again, kind, saved, tmp)
+        readme = readme_text(config.to_dict())
+        candidate = again.candidate
+        if explain.refuse(candidate.placement) is None:  # where its time goes: profile.json, the costliest layers
+            readme += "\n" + "\n".join(explain.write_profile(tmp, explain.cached_profile(again.workload,
+                                                                                        again.built))) + "\n"
+        (tmp / README_FILE).write_text(readme, encoding="utf-8")
+        config.write(tmp / CONFIG_FILE)
+        _move_into_place(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return Exported(out, trial.number, saved.file, kind.name, config.to_dict())
+
+
+def rebuild_and_measure(study: optuna.Study, trial: TrialRecord, why: str, studies_dir: str | Path, log: Log,
+                        metric: Metric | None = None) -> Remeasured:
+    """``trial`` rebuilt through the study's workload and cached build steps, measured under the study's load,
+    checked to score what the study measured, its held-out figures and how far its latency can be trusted."""
+    from tuner.build import build
+    from tuner.measure import measure
+    from tuner.measure.load import replaying
+    from tuner.runtimes import check_supported
+    from tuner.workload import load_workload
+
     kept = read_study(study)
     spec = WorkloadSpec.from_record(kept.workload, f"{studies_dir}/cache", f"study {study.study_name}")
     check_recorded_paths(spec, f"study {study.study_name}")
@@ -163,92 +188,62 @@ def export(study: optuna.Study, trial: TrialRecord, why: str, out: str | Path,
     trust = latency_trust(metrics, recorded, kept.remeasure.get(trial.number))
     for note in trust["notes"]:
         log(f"note: {note}")
+    return Remeasured(kept, spec, workload, candidate, built, metrics, recorded, reference, scored, held_out, trust,
+                      here, there)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = owned_temp_dir(out.parent, _partial_prefix(out))
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the export is an ordinary directory
-    try:
-        rebuild: dict[str, Any] | None = None
-        openvino: dict[str, Any] | None = None
-        if built.onnx_path is not None:
-            kind, artifact = "onnx", ONNX_FILE
-            shutil.copyfile(built.onnx_path, tmp / ONNX_FILE)
-            input_dtype = "float32"
-            if PLACEMENTS[candidate.placement].runtime == "openvino":
-                from tuner.runtimes.openvino import model_config, read_model, save_ir
 
-                kind, artifact = "openvino-ir", IR_XML_FILE
-                save_ir(tmp / ONNX_FILE, tmp / IR_XML_FILE)
-                openvino = {"read_from": ONNX_FILE, "device": "CPU",
-                            "compile_config": model_config(read_model(tmp / IR_XML_FILE), candidate.precision,
-                                                           int(metrics["threads"]), candidate.streams)}
-        else:
-            assert built.model is not None
-            model = built.model.to("cpu").eval()
-            dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
-            input_dtype = str(dtype).replace("torch.", "")
-            example = torch.from_numpy(workload.data.example(max(2, candidate.batch_size))).to(dtype)
-            kind = _save_torch(model, example, tmp, torch_format, log)
-            artifact = PROGRAM_FILE if kind == "torch.export" else STATE_FILE
-            if kind == "state_dict":
-                rebuild = {"model": spec.student if candidate.student else spec.model,
-                           "num_classes": workload.data.num_classes,
-                           "prune_ratio": candidate.prune_ratio, "drop_blocks": candidate.drop_blocks,
-                           "fold_bn": candidate.fold_bn, "precision": candidate.precision,
-                           "steps": "create_model(model, num_classes) -> drop the blocks and prune the groups the "
-                                    "state_dict's shapes say -> fold_bn -> cast(precision) -> load_state_dict"}
-        data = workload.data
-        config = _plain({
-            "format": EXPORT_FORMAT,
-            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "study": {"name": study.study_name, "storage": mask_url(storage) if storage else None,
-                      "trial": trial.number, "selected_by": why, "duplicate_of": trial.duplicate_of,
-                      # what metrics.export's accuracy is: the study's metric where it was scored again here
-                      "metric": metric_words(kept.metric) if not scored or (metric is not None and metric.custom)
-                      else "top-1 accuracy"},
-            "candidate": candidate.to_dict(),
-            "artifact": {"file": artifact, "kind": kind, "runtime": candidate.placement,
-                         "sha256": sha256_file(tmp / artifact), "bytes": (tmp / artifact).stat().st_size,
-                         "files": {p.name: sha256_file(p) for p in sorted(tmp.iterdir())},  # every model file
-                         "openvino": openvino,
-                         "input": {"name": INPUT, "shape": ["batch", 3, data.resolution, data.resolution],
-                                   "dtype": input_dtype,
-                                   "preprocessing": "float32 NCHW as the data gave it" if data.preprocessed else
-                                   "RGB uint8 NCHW -> (x / 255 - mean) / std per channel"},
-                         "output": {"name": OUTPUT, "shape": ["batch", data.num_classes]},
-                         "rebuild": rebuild},
-            "serving": serving_record(candidate, metrics),
-            "metrics": {"study": _with_per_sample_ci(recorded), "export": _with_per_sample_ci(metrics)},
-            "latency_trust": trust,
-            "reference_accuracy": reference,
-            "holdout": held_out,
-            "workload": spec.to_record(),
-            "data": {"name": data.name, "fingerprint": data.fingerprint, "resolution": data.resolution,
-                     "mean": data.mean, "std": data.std, "classes": list(data.classes),
-                     "validation_images": len(data.val), "preprocessed": data.preprocessed,
-                     # the build cache that holds the decoded images: verify maps them from there when it can
-                     "cache": str(Path(spec.cache_dir).resolve()) if spec.cache_dir else None},
-            "weights": ({"path": str(Path(spec.weights).resolve()), "sha256": sha256_file(spec.weights)}
-                        if spec.weights else None),
-            "hardware": here,
-            "study_hardware": there,
-            "libraries": library_versions(),
-        })
-        import yaml
+def save_model(again: Remeasured, directory: Path, torch_format: str, log: Log) -> tuple[ExportKind, Saved]:
+    """The model saved into ``directory`` by the first kind that serves it and saves it
+    (``tuner.artifact.kinds.registry``)."""
+    job = SaveJob(again.candidate, again.built, again.workload.data, again.spec, again.metrics, torch_format, log)
+    for kind in registry.kinds():
+        if kind.serves(job):
+            saved = kind.save(job, directory)
+            if saved is not None:
+                return kind, saved
+    raise TunerError(f"no export kind saves {again.candidate} (kinds: "
+                     + ", ".join(k.name for k in registry.kinds()) + ").")
 
-        readme = readme_text(config)
-        if explain.refuse(candidate.placement) is None:  # where its time goes: profile.json, the costliest layers
-            readme += "\n" + "\n".join(explain.write_profile(tmp, explain.cached_profile(workload, built))) + "\n"
-        (tmp / README_FILE).write_text(readme, encoding="utf-8")
-        (tmp / CONFIG_FILE).write_text("# written by `tuner export`; check it with `tuner verify DIR`\n"
-                                  + yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
-        _move_into_place(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return Exported(out, trial.number, artifact, kind, config)
+
+def export_config(study: optuna.Study, trial: TrialRecord, why: str, storage: str | None, metric: Metric | None,
+                  again: Remeasured, kind: ExportKind, saved: Saved, directory: Path) -> ExportConfig:
+    """config.yaml's record of the export whose files are in ``directory``."""
+    candidate, metrics, kept, spec, data = again.candidate, again.metrics, again.study, again.spec, again.workload.data
+    artifact = saved.file
+    return ExportConfig(
+        format=EXPORT_FORMAT,
+        created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        study={"name": study.study_name, "storage": mask_url(storage) if storage else None,
+               "trial": trial.number, "selected_by": why, "duplicate_of": trial.duplicate_of,
+               # what metrics.export's accuracy is: the study's metric where it was scored again here
+               "metric": metric_words(kept.metric) if not again.scored or (metric is not None and metric.custom)
+               else "top-1 accuracy"},
+        candidate=candidate.to_dict(),
+        artifact={"file": artifact, "kind": kind.name, "runtime": candidate.placement,
+                  "sha256": sha256_file(directory / artifact), "bytes": (directory / artifact).stat().st_size,
+                  "files": {p.name: sha256_file(p) for p in sorted(directory.iterdir())},  # every model file
+                  **saved.details,  # the kind's own: the IR's compile config, how to rebuild a state_dict
+                  "input": {"name": INPUT, "shape": ["batch", 3, data.resolution, data.resolution],
+                            "dtype": saved.input_dtype,
+                            "preprocessing": "float32 NCHW as the data gave it" if data.preprocessed else
+                            "RGB uint8 NCHW -> (x / 255 - mean) / std per channel"},
+                  "output": {"name": OUTPUT, "shape": ["batch", data.num_classes]}},
+        serving=serving_record(candidate, metrics),
+        metrics={"study": _with_per_sample_ci(again.recorded), "export": _with_per_sample_ci(metrics)},
+        latency_trust=again.trust,
+        reference_accuracy=again.reference,
+        holdout=again.held_out,
+        workload=spec.to_record(),
+        data={"name": data.name, "fingerprint": data.fingerprint, "resolution": data.resolution,
+              "mean": data.mean, "std": data.std, "classes": list(data.classes),
+              "validation_images": len(data.val), "preprocessed": data.preprocessed,
+              # the build cache that holds the decoded images: verify maps them from there when it can
+              "cache": str(Path(spec.cache_dir).resolve()) if spec.cache_dir else None},
+        weights=({"path": str(Path(spec.weights).resolve()), "sha256": sha256_file(spec.weights)}
+                 if spec.weights else None),
+        hardware=again.here,
+        study_hardware=again.there,
+        libraries=library_versions())
 
 
 def check_rebuilt(now: float, recorded: float, n_val: int, number: int, cache_dir: str | None) -> None:
@@ -316,31 +311,6 @@ def latency_trust(now: dict[str, Any], study: dict[str, Any], again: dict[str, A
             "range_ms": [min(fresh), max(fresh)], "notes": notes}
 
 
-def _save_torch(model: Any, example: Any, tmp: Path, torch_format: str, log: Log) -> str:
-    """torch.export the module with a dynamic batch axis and check it reloads; else a state_dict."""
-    import torch
-
-    if torch_format == "export":
-        try:
-            dim = torch.export.Dim.DYNAMIC if hasattr(torch.export.Dim, "DYNAMIC") else torch.export.Dim("batch")
-            with torch.no_grad():
-                program = torch.export.export(model, (example,), dynamic_shapes=({0: dim},))
-            torch.export.save(program, str(tmp / PROGRAM_FILE))
-            loaded = torch.export.load(str(tmp / PROGRAM_FILE)).module()
-            with torch.inference_mode():
-                for x in (example, example[:1]):  # two batch sizes: the batch axis really is dynamic
-                    want, got = model(x).float(), loaded(x).float()
-                    if not torch.allclose(want, got, rtol=1e-3, atol=1e-3 * float(want.abs().max()) + 1e-5):
-                        raise RuntimeError("the reloaded program's outputs differ from the module's")
-            return "torch.export"
-        except Exception as err:  # noqa: BLE001 - torch.export fails in many ways; the state_dict always works
-            log(f"torch.export did not work ({one_line(err, 160)}); writing a state_dict and the "
-                "config to rebuild the module instead")
-            (tmp / PROGRAM_FILE).unlink(missing_ok=True)
-    torch.save(model.state_dict(), str(tmp / STATE_FILE))
-    return "state_dict"
-
-
 def _partial_prefix(out: Path) -> str:
     return f".{out.name}.partial-"
 
@@ -363,14 +333,15 @@ def _move_into_place(tmp: Path, out: Path) -> None:
         return
     if not is_export(out):  # checked again: something may have appeared while we built
         raise ConfigError(f"--out {out} is not empty and not a previous export; pass a new directory.")
-    if {p.name for p in out.iterdir()} <= set(EXPORT_FILES):
+    replaced = (*registry.model_files(), *EXPORT_FILES)
+    if {p.name for p in out.iterdir()} <= set(replaced):
         aside = owned_temp_dir(out.parent, _partial_prefix(out))  # a kill in between leaves a partial: removed later
         os.replace(out, aside)
         os.replace(tmp, out)
         shutil.rmtree(aside, ignore_errors=True)
         return
     new = {p.name for p in tmp.iterdir()}
-    for name in EXPORT_FILES:
+    for name in replaced:
         if name not in new:
             (out / name).unlink(missing_ok=True)
     for name in sorted(new, key=lambda n: n == CONFIG_FILE):  # config.yaml last: it marks the export complete

@@ -6,91 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from tuner.artifact.kinds import registry
 from tuner.metric import top1_of
-from tuner.names import CONFIG_FILE, INPUT, IR_BIN_FILE, IR_XML_FILE, ONNX_FILE, OUTPUT, PLACEMENTS
-
-_PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
-_ORT_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
-               "all": "ORT_ENABLE_ALL"}
-
-
-def _prelude(config: dict[str, Any], imports: list[str]) -> list[str]:
-    """Imports, then the recorded normalization and an input batch: RGB uint8 images -> NCHW float32."""
-    data = config["data"]
-    size = int(data["resolution"])
-    if data.get("preprocessed"):  # float inputs given to tuner.tune ready for the model: no normalization here
-        return [*imports, "", f"H = W = {size}", f"classes = {[str(c) for c in data['classes']]}", "",
-                "# Your inputs, N x 3 x H x W float32, preprocessed exactly as the data the tuner was given",
-                "x = np.zeros((1, 3, H, W), np.float32)", ""]
-    return [*imports, "",
-            f"H = W = {size}",
-            f"mean = np.array({[round(float(v), 8) for v in data['mean']]}, np.float32).reshape(1, 3, 1, 1)",
-            f"std = np.array({[round(float(v), 8) for v in data['std']]}, np.float32).reshape(1, 3, 1, 1)",
-            f"classes = {[str(c) for c in data['classes']]}",
-            "",
-            "# Your images, RGB uint8, N x H x W x 3: centre-cropped to a square and resized (bilinear) to H x W,",
-            "# e.g. np.stack([np.asarray(Image.open(p).convert('RGB').resize((W, H), Image.BILINEAR)) for p in paths])",
-            "pixels = np.zeros((1, H, W, 3), np.uint8)",
-            "x = ((pixels.transpose(0, 3, 1, 2) / 255.0 - mean) / std).astype(np.float32)  # NCHW float32",
-            ""]
-
-
-def _onnxruntime(config: dict[str, Any]) -> list[str]:
-    c = config["candidate"]
-    device = PLACEMENTS[c["placement"]].device
-    threads = int(config["metrics"]["export"].get("threads") or c.get("threads") or 0)
-    return [*_prelude(config, ["import numpy as np", "import onnxruntime as ort"]),
-            "options = ort.SessionOptions()",
-            f"options.graph_optimization_level = ort.GraphOptimizationLevel.{_ORT_LEVELS[c['graph_opt']]}",
-            f"options.intra_op_num_threads = {threads}",
-            f'session = ort.InferenceSession("{ONNX_FILE}", options, providers=["{_PROVIDERS[device]}"])',
-            f'logits = session.run(["{OUTPUT}"], {{"{INPUT}": x}})[0]',
-            "print([classes[i] for i in logits.argmax(1)])"]
-
-
-def _openvino(config: dict[str, Any]) -> list[str]:
-    settings = config["artifact"]["openvino"]["compile_config"]
-    return [*_prelude(config, ["import numpy as np", "import openvino as ov"]),
-            "core = ov.Core()",
-            f'model = core.read_model("{IR_XML_FILE}")  # reads {IR_BIN_FILE} beside it',
-            f'model.reshape({{"{INPUT}": list(x.shape)}})  # static shapes: compile for the batch size you run',
-            f"compiled = core.compile_model(model, \"CPU\", {settings!r})",
-            f'logits = compiled(x)[compiled.output("{OUTPUT}")]',
-            "print([classes[i] for i in logits.argmax(1)])"]
-
-
-def _torch_export(config: dict[str, Any], program: str) -> list[str]:
-    dtype = config["artifact"]["input"]["dtype"]
-    threads = int(config["metrics"]["export"].get("threads") or config["candidate"].get("threads") or 0)
-    return [*_prelude(config, ["import numpy as np", "import torch"]),
-            *([f"torch.set_num_threads({threads})"] if threads else []),
-            f'module = torch.export.load("{program}").module()',
-            "with torch.inference_mode():",
-            f"    logits = module(torch.from_numpy(x).to(torch.{dtype})).float().numpy()",
-            "print([classes[i] for i in logits.argmax(1)])"]
-
-
-def _off_default(candidate: dict[str, Any]) -> dict[str, Any]:
-    """The candidate's keys off their defaults: what the rebuild needs, readable by a tuner that lacks later keys."""
-    from tuner.candidate import Candidate
-
-    defaults = Candidate().to_dict()
-    return {k: v for k, v in candidate.items() if k not in defaults or v != defaults[k]}
-
-
-def _state_dict(config: dict[str, Any], state: str) -> list[str]:
-    r = config["artifact"]["rebuild"]
-    return [*_prelude(config, ["import numpy as np", "import torch", "",
-                               "from tuner.build import rebuild_module  # the tuner package rebuilds the module",
-                               "from tuner.candidate import Candidate", "from tuner.models import create_model"]),
-            f"candidate = Candidate.from_dict({_off_default(config['candidate'])!r})",
-            f"module = rebuild_module(create_model({r['model']!r}, {int(r['num_classes'])}), candidate,",
-            "                        torch.from_numpy(x[:1]),",
-            f'                        torch.load("{state}", map_location="cpu", weights_only=True))',
-            "with torch.inference_mode():",
-            (f"    logits = module(torch.from_numpy(x).to(torch.{config['artifact']['input']['dtype']}))"
-            ".float().numpy()"),
-            "print([classes[i] for i in logits.argmax(1)])"]
+from tuner.names import CONFIG_FILE, INPUT, OUTPUT
 
 
 def _concurrent(config: dict[str, Any]) -> bool:
@@ -100,58 +18,17 @@ def _concurrent(config: dict[str, Any]) -> bool:
 
 def code_lines(config: dict[str, Any]) -> list[str]:
     """The Python lines that load and run the export's native artifact and print a prediction."""
-    art = config["artifact"]
-    if art["kind"] == "openvino-ir":
-        return _openvino(config)
-    if art["kind"] == "onnx":
-        return _onnxruntime(config)
-    if art["kind"] == "torch.export":
-        return _torch_export(config, art["file"])
-    return _state_dict(config, art["file"])
+    return registry.get(config["artifact"]["kind"]).code(config)
 
 
 def _serve_code(config: dict[str, Any]) -> list[str]:
     """Lines that serve many requests at once, as measured: appended to ``code_lines`` (``batches``: your requests,
     each an N x 3 x H x W float32 array like ``x``)."""
-    art, serving = config["artifact"], config["serving"]
+    serving = config["serving"]
     streams, requests = int(serving["streams"]), int(serving["requests"])
     head = ["", f"# Serve as measured: {streams} stream(s) at once, {requests} request(s) in flight.",
             "batches = [x] * 16  # your requests, each N x 3 x H x W float32"]
-    if art["kind"] == "openvino-ir":
-        return [*head,
-                f"queue = ov.AsyncInferQueue(compiled, {requests})  # one infer request each; OpenVINO queues the rest",
-                "answers = {}",
-                "def answered(request, i):  # runs in OpenVINO's thread as each request completes",
-                "    answers[i] = request.get_output_tensor(0).data.copy()",
-                "queue.set_callback(answered)",
-                "for i, batch in enumerate(batches):",
-                "    queue.start_async({0: batch}, i)  # returns at once while a request is free",
-                "queue.wait_all()"]
-    if art["kind"] == "onnx":
-        c = config["candidate"]
-        return [*head, "import queue", "from concurrent.futures import ThreadPoolExecutor", "",
-                "sessions = queue.SimpleQueue()  # one session per stream, each with its own intra-op threads",
-                f"for _ in range({streams}):",
-                (f'    sessions.put(ort.InferenceSession("{ONNX_FILE}", options, '
-                 f'providers=["{_PROVIDERS[PLACEMENTS[c["placement"]].device]}"]))'),
-                "",
-                "def infer(batch):",
-                "    s = sessions.get()",
-                "    try:",
-                f'        return s.run(["{OUTPUT}"], {{"{INPUT}": batch}})[0]',
-                "    finally:",
-                "        sessions.put(s)",
-                "",
-                f"with ThreadPoolExecutor({requests}) as pool:  # requests beyond the streams wait for a session",
-                "    answers = list(pool.map(infer, batches))"]
-    dtype = art["input"]["dtype"]
-    return [*head, "from concurrent.futures import ThreadPoolExecutor", "",
-            "def infer(batch):  # the threads share the module (inference only reads it)",
-            "    with torch.inference_mode():",
-            f"        return module(torch.from_numpy(batch).to(torch.{dtype})).float().numpy()",
-            "",
-            f"with ThreadPoolExecutor({streams}) as pool:  # {streams} stream(s), each with torch's intra-op threads",
-            "    answers = list(pool.map(infer, batches))"]
+    return [*head, *registry.get(config["artifact"]["kind"]).serve_code(config)]
 
 
 def _serving_text(config: dict[str, Any]) -> list[str]:
@@ -181,11 +58,9 @@ def _accuracy_words(metric: str, m: dict[str, Any]) -> str:
 def readme_text(config: dict[str, Any]) -> str:
     art, c, data = config["artifact"], config["candidate"], config["data"]
     m = config["metrics"]["export"]
-    runtime = {"openvino-ir": "OpenVINO", "onnx": "ONNX Runtime", "torch.export": "PyTorch (torch.export)",
-               "state_dict": "PyTorch (state_dict, rebuilt with the tuner package)"}[art["kind"]]
-    files = [f"- `{art['file']}`: the model ({runtime})"]
-    if art["kind"] == "openvino-ir":
-        files += [f"- `{IR_BIN_FILE}`: its weights", f"- `{ONNX_FILE}`: the same model as ONNX (what the study ran)"]
+    kind = registry.get(art["kind"])
+    runtime = kind.runtime
+    files = [f"- `{art['file']}`: the model ({runtime})", *kind.readme_files(config)]
     files += [f"- `{CONFIG_FILE}`: every setting, the measured figures, hardware, libraries and sha256 of each file"]
     size = int(data["resolution"])
     return "\n".join([

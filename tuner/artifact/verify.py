@@ -5,12 +5,13 @@ export is refused first), re-measure accuracy and latency on the same data, and 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tuner import hardware
+from tuner.artifact.check import Check, settings_text
 from tuner.artifact.export import Log, read_config_file
+from tuner.artifact.kinds import registry
 from tuner.cache import sha256_file
 from tuner.candidate import Candidate
 from tuner.errors import ConfigError, TunerError
@@ -70,40 +71,12 @@ def check_files(d: Path, artifact: dict[str, Any]) -> None:
                               f"records; export again (`tuner export ... --out {d}`).")
 
 
-@dataclass(frozen=True)
-class Check:
-    name: str
-    recorded: str
-    now: str
-    ok: bool | None  # None: informational, not compared
-    note: str = ""
-
-
 def load_built(directory: Path, config: dict[str, Any], data: Dataset) -> Built:
-    """The exported artifact as a ``Built`` (what ``measure`` opens): the ONNX file or the OpenVINO IR as is (the
-    runtime reads either from ``onnx_path``), the torch.export program's module, or the module rebuilt by
-    ``tuner.build.rebuild_module`` from its state_dict."""
-    import torch
-
-    from tuner.build import Built, rebuild_module
-
+    """The exported artifact as a ``Built`` (what ``measure`` opens), loaded by its kind
+    (``tuner.artifact.kinds.registry``)."""
     c = Candidate.from_dict(config["candidate"], source=str(directory / CONFIG_FILE))
-    art = config["artifact"]
-    path = directory / art["file"]
-    size = path.stat().st_size
-    if art["kind"] in ("onnx", "openvino-ir"):
-        return Built(c, None, path, 0, 0, size)
-    if art["kind"] == "torch.export":
-        return Built(c, torch.export.load(str(path)).module(), None, 0, 0, size)
-    if art["kind"] == "state_dict":
-        from tuner import models
-
-        r = art["rebuild"]
-        state = torch.load(str(path), map_location="cpu", weights_only=True)
-        module = rebuild_module(models.create_model(r["model"], int(r["num_classes"])), c,
-                                torch.from_numpy(data.example(1)), state)
-        return Built(c, module, None, 0, 0, size)
-    raise ConfigError(f"{directory / CONFIG_FILE}: unknown artifact kind {art['kind']!r}.")
+    kind = registry.get(config["artifact"]["kind"], str(directory / CONFIG_FILE))
+    return kind.load(directory, config, c, data)
 
 
 def latency_reproduces(now_ms: float, recorded_ms: float, ci: tuple[float, float],
@@ -169,12 +142,7 @@ def _verify(directory: str | Path, log: Log, latency_tolerance: float) -> tuple[
         + (f" x {c.streams} streams" if c.streams > 1 else ""))
     session = open_session(load_built(d, config, data))
     try:
-        if art["kind"] == "openvino-ir":  # compiled as recorded (and as its README does), checked against ours
-            recorded = dict(art["openvino"]["compile_config"])
-            ours, session.config = session.config, recorded  # type: ignore[attr-defined]
-            checks.append(Check("OpenVINO compile config", _settings(recorded), _settings(ours),
-                                ours == recorded if same_machine else None,
-                                "the export's config is the one compiled and timed here"))
+        checks += registry.get(art["kind"]).verify(session, config, same_machine)  # the kind's own checks
         accuracy = top1(session, data, c.batch_size)
         tol = 1.0 / len(data.val)
         checks.append(Check("accuracy", f"{top1_of(rec):.4%}", f"{accuracy:.4%}",
@@ -240,7 +208,7 @@ def _load_checks(serve: Any, serving: dict[str, Any], rec: dict[str, Any], same_
         log(f"under load: {', '.join(m for m, ok in inside.items() if not ok)} outside the recorded CI and "
             f"{tolerance:.0%}; measuring again ({attempt + 1}/{LATENCY_ATTEMPTS})")
     recorded, reported = serving.get("runtime") or {}, now["load"]["serving"]
-    checks = [Check("serving settings", _settings(recorded), _settings(reported),
+    checks = [Check("serving settings", settings_text(recorded), settings_text(reported),
                     reported == recorded if same_machine else None,
                     "as the runtime reports them: streams, threads, infer requests")]
     quiet = "" if now["load"]["quiet"] else "; the host was contended in some windows"
@@ -257,14 +225,6 @@ def _load_checks(serve: Any, serving: dict[str, Any], rec: dict[str, Any], same_
 
 def _figure(value: float) -> str:
     return f"{value:.0f}" if value >= 100 else f"{value:.4f}"
-
-
-_SHORT = {"INFERENCE_PRECISION_HINT": "precision", "PERFORMANCE_HINT": "mode", "INFERENCE_NUM_THREADS": "threads",
-          "ENABLE_CPU_PINNING": "pinning"}
-
-
-def _settings(config: dict[str, Any]) -> str:
-    return " ".join(f"{_SHORT.get(k, k)}={v}" for k, v in config.items())
 
 
 def checks_table(checks: list[Check]) -> str:

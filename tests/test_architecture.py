@@ -106,8 +106,8 @@ def test_light_entry_points_load_no_torch(code):
 LAYERS = (
     ("tuner.names", "tuner.candidate", "tuner.errors", "tuner.table", "tuner.record", "tuner.progress",
      "tuner.streams"),
-    ("tuner.data", "tuner.images", "tuner.models", "tuner.zoo", "tuner.onnx_model", "tuner.metric", "tuner.train",
-     "tuner.workload", "tuner.paths", "tuner.hardware", "tuner.cache"),
+    ("tuner.data", "tuner.images", "tuner.models", "tuner.zoo", "tuner.onnx_model", "tuner.metric", "tuner.guardrails",
+     "tuner.train", "tuner.workload", "tuner.paths", "tuner.hardware", "tuner.cache"),
     ("tuner.build", "tuner.runtimes"),
     ("tuner.measure",),
     ("tuner.pipeline", "tuner.worker", "tuner.child"),

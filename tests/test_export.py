@@ -157,7 +157,7 @@ def test_budget_picks_on_a_designed_study():
 
     assert [by_drop(d) for d in (0, 0.1, 0.5, 1, 100)] == [0, 4, 4, 1, 1]
     assert [by_latency(ms) for ms in (1.0, 1.999, 2.0, 4.99, 5.0)] == [1, 1, 4, 4, 0]
-    with pytest.raises(TunerError, match=r"no completed trial of study designed runs at <= 0\.4 ms/sample"):
+    with pytest.raises(TunerError, match=r"no completed feasible trial of study designed runs at <= 0\.4 ms/sample"):
         select_trial(study, max_latency_ms=0.4)
     with pytest.raises(ConfigError, match="must be a number >= 0"):
         select_trial(study, max_drop=-1)

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import optuna
 
-from tuner import hardware, results
+from tuner import guardrails, hardware, results
 from tuner.artifact.readme import readme_text
 from tuner.cache import owned_temp_dir, remove_leftovers, sha256_file
 from tuner.candidate import Candidate
@@ -43,6 +43,7 @@ from tuner.names import (
 )
 from tuner.record import TrialRecord, read_study
 from tuner.study.storage import mask_url
+from tuner.summary import guard_words
 from tuner.workload import WorkloadSpec, check_recorded_paths
 
 Log = Callable[[str], None]
@@ -159,7 +160,8 @@ def export(study: optuna.Study, trial: TrialRecord, why: str, out: str | Path,
     if held_out:
         log(f"held-out split ({held_out['images']} images the search never saw): {held_out['accuracy']:.2%}, "
             f"{held_out['accuracy_drop']:.2f} points below the baseline's {held_out['reference_accuracy']:.2%} "
-            f"(on the search's validation split: {metrics.get('accuracy_drop', 0.0):.2f} points)")
+            f"(on the search's validation split: {metrics.get('accuracy_drop', 0.0):.2f} points); "
+            + guard_words(held_out))
     trust = latency_trust(metrics, recorded, kept.remeasure.get(trial.number))
     for note in trust["notes"]:
         log(f"note: {note}")
@@ -279,10 +281,15 @@ def _holdout(workload: Any, built: Any) -> dict[str, Any] | None:
     data = workload.data
     if data.holdout is None:
         return None
-    accuracy = holdout_accuracy(built, data)
-    reference = reference_accuracy(workload, data.holdout)  # the torch module, or an ONNX file as given
+    mine, theirs = guardrails.Tally(), guardrails.Tally()  # the same passes' predictions: the guardrails there
+    accuracy = holdout_accuracy(built, data, mine)
+    reference = reference_accuracy(workload, data.holdout, tally=theirs)  # the torch module, or an ONNX file as given
+    guards = guardrails.figures(mine.predictions(), theirs.predictions())
+    worst = int(guards.pop("worst_class"))
+    guards.pop("class_accuracy")
     return {"images": len(data.holdout), "accuracy": accuracy, "reference_accuracy": reference,
-            "accuracy_drop": drop_points(reference, accuracy)}
+            "accuracy_drop": drop_points(reference, accuracy), **guards,
+            "worst_class": data.classes[worst] if worst >= 0 else None}
 
 
 def latency_trust(now: dict[str, Any], study: dict[str, Any], again: dict[str, Any] | None) -> dict[str, Any]:

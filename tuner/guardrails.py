@@ -113,6 +113,11 @@ class Tally:
         self._parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (labels, predicted, confidence)
         self._flips = self._flips_of_right = 0
         self._class_wrong = np.zeros(self.num_classes, dtype=np.int64)
+        if baseline is not None:  # computed once: ``add`` runs per batch, batch 1 included
+            self._base_correct = baseline.correct
+            self._base_right = max(int(self._base_correct.sum()), 1)
+            self._class_total = np.bincount(baseline.labels, minlength=baseline.num_classes)
+            self._base_class_accuracy = baseline.class_accuracy
 
     def add(self, logits: np.ndarray, labels: np.ndarray) -> str | None:
         """Take one batch (the split's next rows); the reason the trial cannot meet its limits, or None."""
@@ -127,18 +132,18 @@ class Tally:
         base = self.baseline
         flipped = predicted != base.predicted[rows]
         self._flips += int(flipped.sum())
-        self._flips_of_right += int((flipped & base.correct[rows]).sum())
-        self._class_wrong += np.bincount(labels[predicted != labels], minlength=base.num_classes)[:base.num_classes]
-        return self._broken(base)
+        self._flips_of_right += int((flipped & self._base_correct[rows]).sum())
+        wrong = labels[predicted != labels]
+        np.add.at(self._class_wrong, wrong, 1)
+        return self._broken(len(base.labels), wrong)
 
-    def _broken(self, base: Predictions) -> str | None:
-        n = len(base.labels)
-        bounds = {"flip_rate": self._flips / max(n, 1),
-                  "flip_rate_correct": self._flips_of_right / max(int(base.correct.sum()), 1)}
-        if "worst_class_drop" in self.limits:
-            total = np.bincount(base.labels, minlength=base.num_classes)
-            at_most = np.where(total > 0, (total - self._class_wrong) / np.maximum(total, 1), np.nan)
-            bounds["worst_class_drop"] = float(np.nanmax(100.0 * (base.class_accuracy - at_most)))
+    def _broken(self, n: int, wrong: np.ndarray) -> str | None:
+        bounds = {"flip_rate": self._flips / max(n, 1), "flip_rate_correct": self._flips_of_right / self._base_right,
+                  "worst_class_drop": float("-inf")}
+        if "worst_class_drop" in self.limits and len(wrong):  # only the classes with a new error can newly break it
+            total = self._class_total[wrong]  # > 0: each holds this batch's image
+            at_most = (total - self._class_wrong[wrong]) / total
+            bounds["worst_class_drop"] = float(np.max(100.0 * (self._base_class_accuracy[wrong] - at_most)))
         for metric, limit in self.limits.items():
             if bounds[metric] > limit + EPS:
                 unit = " points" if metric == "worst_class_drop" else ""

@@ -148,28 +148,39 @@ def test_a_worst_class_drop_written_as_a_fraction_is_refused_like_accuracy_drop(
 # ---------------------------------------------------------------- a designed study: front, pick, export's choice
 
 
-def _guarded_study():
-    """Reference top-1 0.95 under objectives/guarded.yaml; every trial within 1 point, the faster ones each breaking
-    one guardrail: #1 flips 8% of the images, #2 drops a class 6 points, #3 is worse calibrated by 0.05."""
+REFERENCE_CLASSES = {"class_accuracy": [1.0, 0.9, 0.95], "ece": 0.05, "classes": ["cat", "dog", "fox"]}
+
+
+def _guarded_study(name: str = "guarded"):
+    """Reference top-1 0.95 (classes cat, dog, fox) under objectives ``name``; every trial within 1 point, the
+    faster ones each breaking one guardrail of guarded.yaml: #1 flips 8% of the images, #2 drops dog 6 points, #3
+    is worse calibrated by 0.05; #4 keeps every bound, at its edge (dog -3 points, 3% flipped)."""
     import warnings
 
     import optuna
 
     from tests.recorded import add_measured
 
-    objectives = load_objectives("guarded")
-    study = optuna.create_study(directions=list(objectives.directions), study_name="guarded")
+    objectives = load_objectives(name)
+    study = optuna.create_study(directions=list(objectives.directions), study_name=name)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study.set_metric_names(list(objectives.names))
-    study.set_user_attr("reference", {"accuracy": 0.95, "validation_images": 400, "num_classes": 10})
+    study.set_user_attr("reference", {"accuracy": 0.95, "validation_images": 400, "num_classes": 3,
+                                      "guardrails": REFERENCE_CLASSES})
     study.set_user_attr("constraints", [str(c) for c in objectives.constraints])
-    held = {"worst_class_drop": 0.0, "flip_rate": 0.0, "flip_rate_correct": 0.0, "ece": 0.05, "ece_increase": 0.0}
-    for i, (acc, ms, broken) in enumerate([(0.95, 5.0, {}), (0.945, 0.5, {"flip_rate": 0.08}),
-                                           (0.94, 1.0, {"worst_class_drop": 6.0}), (0.945, 2.0, {"ece_increase": 0.05}),
-                                           (0.945, 3.0, {"flip_rate": 0.03, "worst_class_drop": 3.0})]):
+    held = {"worst_class_drop": 0.0, "worst_class": 0, "flip_rate": 0.0, "flip_rate_correct": 0.0, "ece": 0.05,
+            "ece_increase": 0.0, "class_accuracy": REFERENCE_CLASSES["class_accuracy"]}
+    dog = {"worst_class": 1, "flip_rate_correct": 0.01}
+    for i, (acc, ms, broken) in enumerate([
+            (0.95, 5.0, {}), (0.945, 0.5, {"flip_rate": 0.08}),
+            (0.94, 1.0, {"worst_class_drop": 6.0, "class_accuracy": [1.0, 0.84, 0.95], **dog}),
+            (0.945, 2.0, {"ece_increase": 0.05}),
+            (0.945, 3.0, {"flip_rate": 0.03, "worst_class_drop": 3.0, "class_accuracy": [1.0, 0.87, 0.95], **dog})]):
         m = {"accuracy": acc, "accuracy_drop": 100 * (0.95 - acc), "per_sample_ms": ms, "latency_ms": ms,
-             "latency_ci_ms": [ms, ms], "batch_size": 1, "executed_precision": "fp32", "threads": 1, **held, **broken}
+             "latency_ci_ms": [ms, ms], "latency_p95_ms": ms, "throughput": 1000 / ms, "samples": 30, "size_mb": 1.0,
+             "params": 1000, "macs": 10**6, "batch_size": 1, "executed_precision": "fp32", "threads": 1, **held,
+             **broken}
         add_measured(study, objectives.values(m), m, {"placement": "ort-cpu", "precision": "fp32", "prune_ratio": 0.0,
                                                       "batch_size": 1, "fold_bn": False, "graph_opt": "all"},
                      objectives.constraints, baseline=i == 0)
@@ -199,3 +210,46 @@ def test_front_pick_and_exports_choice_honour_every_guardrail():
     table = pareto_table(summarize(study, objectives))
     assert "worst class" in table and "flips" in table
     assert "fastest feasible: trial #4" in table and "worst class +3.00 points, 3.0% of the images" in table, table
+
+
+def test_the_report_says_what_the_pick_forgot_and_what_a_faster_point_broke(tmp_path):
+    from tuner.report import report_info
+    from tuner.report.page import render_html
+
+    info = report_info(_guarded_study()[0])
+    said = "\n".join(info.findings)
+    assert ("what the fastest feasible trial, #4, forgot against the reference: its worst class, dog, lost 3.0 "
+            "points; 3.0% of the validation images are predicted otherwise than by the reference") in said, said
+    assert "top-1 holds" not in said  # #4 keeps every bound of the study
+    assert ("the fastest trial that holds top-1 within 1 points but breaks a guardrail (flip_rate <= 0.03, the "
+            "study's constraints): #1 ort-cpu") in said and "6.0x the pick's speed" in said, said
+    page = render_html(info)
+    assert "What the pick forgot" in page
+    rows = page.split('<table class="classes">')[1].split("</table>")[0]
+    assert rows.index("<td>dog</td><td>90.0%</td><td>87.0%</td><td>+3.0</td>") < rows.index("<td>cat</td>")
+
+
+def test_a_study_without_guardrails_is_read_against_guarded_yaml():
+    """The same trials under the default objectives: the fastest within 1 point is #1, which flips 8% of the
+    images; the report says top-1 held and a guardrail did not, by guarded.yaml's bounds."""
+    from tuner.report import report_info
+
+    info = report_info(_guarded_study("accuracy_latency")[0])
+    said = "\n".join(info.findings)
+    assert ("top-1 holds (0.50 points) but a guardrail does not: #1 breaks flip_rate <= 0.03 "
+            "(objectives/guarded.yaml's bounds); --objectives guarded makes them constraints.") in said, said
+
+
+@pytest.mark.slow
+def test_the_per_class_view_renders_in_headless_chromium(tmp_path):
+    from tests.test_report import _browser
+    from tuner.report import report_info
+    from tuner.report.page import render_html
+
+    page = tmp_path / "guarded.html"
+    page.write_text(render_html(report_info(_guarded_study()[0])), encoding="utf-8")
+    dom = _browser(tmp_path, page, "--dump-dom")
+    assert dom.returncode == 0 and "Uncaught" not in dom.stderr, dom.stderr[-2000:]
+    table = dom.stdout.split('<table class="classes">')[1].split("</table>")[0]
+    assert table.count("<tr>") == 4 and "<td>dog</td>" in table  # the heading and the three classes, drawn
+    assert "What the pick forgot" in dom.stdout and 'class="main-svg"' in dom.stdout

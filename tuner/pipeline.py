@@ -116,7 +116,7 @@ def reference(workload: Workload, keep_logits: bool = False, log: Callable[[str]
     if w.onnx is None:  # what the model can give a shallower student (the space's drop_blocks is capped to it)
         out["droppable_blocks"] = droppable_blocks(w)
     predictions = tally.predictions()
-    out.update(guardrails=predictions.record(), predictions=predictions)
+    out.update(guardrails={**predictions.record(), "classes": list(w.data.classes)}, predictions=predictions)
     if keep_logits:
         out.update(logits=np.concatenate(kept), labels=np.asarray(w.data.val.labels))
     return out

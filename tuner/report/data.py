@@ -100,6 +100,9 @@ class ReportInfo:
     serving: ServingInfo | None = None  # a study under load: throughput vs p95 and the budget
     reference_warning: str | None = None  # the reference model near chance (tuner.metric.chance_warning)
     metric: str = "top-1 accuracy"  # what the study calls accuracy, in words: top-1, or the user's metric by name
+    constraints: tuple[str, ...] = ()  # the study's constraints in words (Constraint.parse reads them)
+    # the reference's per-class top-1, ECE and class names (tuner.guardrails; {} in a study made before them)
+    reference_guardrails: dict[str, Any] = field(default_factory=dict)
 
     @property
     def completed(self) -> list[TrialRow]:
@@ -150,7 +153,8 @@ def collect(study: optuna.Study) -> ReportInfo:
         hypervolume_reference=None, importances={}, importance_notes=[], findings=[],
         states=dict(Counter(r.state for r in rows)),
         reference_warning=chance_warning(reference) if {"num_classes", "validation_images"} <= set(reference) else None,
-        metric=metric_words(kept.metric),
+        metric=metric_words(kept.metric), constraints=kept.constraints,
+        reference_guardrails=dict(reference.get("guardrails") or {}),
     )
     x, _ = info.axes
     hv, hv_ref = _hypervolume_history(info)

@@ -144,13 +144,15 @@ def measure(built: Built, data: Dataset, policy: LatencyPolicy = LatencyPolicy()
     tally = guardrails.Tally(baseline, limits) if baseline is not None else None
     session = open_session(built)
     try:
-        accuracy = top1(session, data, c.batch_size, min_accuracy, keep=keep_logits, tally=tally)  # first: a hopeless one skips timing
+        # first: a hopeless one skips timing
+        accuracy = top1(session, data, c.batch_size, min_accuracy, keep=keep_logits, tally=tally)
         lat = time_session(session, data, c.batch_size, threads, policy)
         served = serve_session(session, data, c, load) if load is not None else {}
         executed = session.executed_precision
         layers = describe_precisions(session.layer_precisions)
     finally:
         session.close()
+    guards = None if tally is None or baseline is None else guardrails.figures(tally.predictions(), baseline)
     return Metrics(
         accuracy=accuracy, latency_ms=lat.median_ms, latency_p95_ms=lat.p95_ms,
         latency_ci_ms=(lat.ci_low_ms, lat.ci_high_ms), samples=lat.samples,
@@ -161,6 +163,5 @@ def measure(built: Built, data: Dataset, policy: LatencyPolicy = LatencyPolicy()
         float_layers=built.float_layers, threads=threads, measure_seconds=time.perf_counter() - start,
         dropped_blocks=tuple(built.compression.get("dropped_blocks", ())), recovery=built.compression.get("recovery"),
         streams=c.streams, requests=c.in_flight, **served,
-        guardrails=guardrails.figures(tally.predictions(), baseline) if tally is not None and baseline is not None
-        else None,
+        guardrails=guards,
     )

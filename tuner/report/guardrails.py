@@ -73,10 +73,11 @@ def guardrail_findings(info: ReportInfo, rows: list[TrialRow]) -> list[str]:
     if "flip_rate" not in best.metrics or best.number == info.baseline:
         return []
     guards, holds, source = bounds(info)
+    held = "top-1" if info.metric == "top-1 accuracy" else info.metric  # a study of the user's metric never says top-1
     out = [f"what the fastest feasible trial, #{best.number}, forgot against the reference: {_words(info, best.metrics)}."]
     over = broken(best.metrics, guards)
     if over:
-        out.append(f"top-1 holds ({best.metrics.get('accuracy_drop', 0.0):.2f} points) but a guardrail does not: "
+        out.append(f"{held} holds ({best.metrics.get('accuracy_drop', 0.0):.2f} points) but a guardrail does not: "
                    f"#{best.number} breaks {', '.join(str(c) for c in over)} ({source}); "
                    f"--objectives {YARDSTICK} makes them constraints.")
     faster = [r for r in rows if "flip_rate" in r.metrics and r.number != best.number
@@ -84,7 +85,7 @@ def guardrail_findings(info: ReportInfo, rows: list[TrialRow]) -> list[str]:
               and r.point.per_sample_ms < best.point.per_sample_ms]
     if faster:
         f = min(faster, key=lambda r: results.speed_order(r.point.per_sample_ms, r.accuracy, r.number))
-        out.append(f"the fastest trial that holds top-1 within {holds:g} points but breaks a guardrail ("
+        out.append(f"the fastest trial that holds {held} within {holds:g} points but breaks a guardrail ("
                    f"{', '.join(str(c) for c in broken(f.metrics, guards))}, {source}): {f.label()} at "
                    f"{f.ms:.3f} ms/sample, {best.point.per_sample_ms / f.point.per_sample_ms:.1f}x the pick's "
                    f"speed; {_words(info, f.metrics)}.")

@@ -107,7 +107,7 @@ LAYERS = (
     ("tuner.names", "tuner.candidate", "tuner.errors", "tuner.table", "tuner.record", "tuner.progress",
      "tuner.streams"),
     ("tuner.data", "tuner.decoded", "tuner.images", "tuner.models", "tuner.zoo", "tuner.onnx_model", "tuner.metric",
-     "tuner.train", "tuner.workload", "tuner.paths", "tuner.hardware", "tuner.cache", "tuner.claims"),
+     "tuner.guardrails", "tuner.train", "tuner.workload", "tuner.paths", "tuner.hardware", "tuner.cache", "tuner.claims"),
     ("tuner.build", "tuner.runtimes"),
     ("tuner.measure",),
     ("tuner.pipeline", "tuner.worker", "tuner.child"),

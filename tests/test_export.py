@@ -69,6 +69,9 @@ def test_export_verify_ort_int8(ort_int8_export):
         assert m["per_sample_ci_ms"] == pytest.approx([m["latency_ci_ms"][0] / bs, m["latency_ci_ms"][1] / bs])
     assert config["hardware"]["cores"] >= 1 and "onnxruntime" in config["libraries"]
     assert config["data"]["fingerprint"] and config["weights"] is None  # trained baseline: no --weights file
+    held = config["holdout"]  # the guardrails on images the search never saw, against the unchanged model there
+    assert 0 <= held["flip_rate"] <= 1 and held["worst_class"] in config["data"]["classes"] and held["ece"] >= 0
+    assert f"On {held['images']} held-out images the search never saw" in (out / "README.md").read_text()
     r = run_tuner("verify", str(out), "--latency-tolerance", TEST_LATENCY_TOLERANCE)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "reproduces" in r.stdout and "accuracy" in r.stdout and "DIFFERS" not in r.stdout
@@ -157,7 +160,7 @@ def test_budget_picks_on_a_designed_study():
 
     assert [by_drop(d) for d in (0, 0.1, 0.5, 1, 100)] == [0, 4, 4, 1, 1]
     assert [by_latency(ms) for ms in (1.0, 1.999, 2.0, 4.99, 5.0)] == [1, 1, 4, 4, 0]
-    with pytest.raises(TunerError, match=r"no completed trial of study designed runs at <= 0\.4 ms/sample"):
+    with pytest.raises(TunerError, match=r"no completed feasible trial of study designed runs at <= 0\.4 ms/sample"):
         select_trial(study, max_latency_ms=0.4)
     with pytest.raises(ConfigError, match="must be a number >= 0"):
         select_trial(study, max_drop=-1)

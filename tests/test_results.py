@@ -32,7 +32,16 @@ def _metrics(rng: np.random.Generator, reference: float) -> dict:
             "macs": int(rng.integers(10**6, 10**9)), "executed_precision": "fp32", "threads": 1, "samples": 30,
             "load_throughput": capacity, "load_p50_ms": per_sample * bs, "load_p95_ms": per_sample * bs * 1.2,
             "load_p99_ms": per_sample * bs * 1.5, "open_throughput": capacity / 2, "open_p50_ms": per_sample * bs,
-            "open_p95_ms": per_sample * bs * float(rng.uniform(1.5, 4.0)), "open_p99_ms": per_sample * bs * 5}
+            "open_p95_ms": per_sample * bs * float(rng.uniform(1.5, 4.0)), "open_p99_ms": per_sample * bs * 5,
+            **_guardrails(np.random.default_rng(int(per_sample * 1e6)))}  # its own draws: the rest stay as they were
+
+
+def _guardrails(rng: np.random.Generator) -> dict:
+    """Guardrail figures (tuner.guardrails) that objectives/guarded.yaml's bounds split about 6 to 1 each."""
+    flips = float(rng.uniform(0.0, 0.035))
+    ece = float(rng.uniform(0.02, 0.1))
+    return {"worst_class_drop": float(rng.uniform(0.0, 3.5)), "flip_rate": flips, "flip_rate_correct": flips / 2,
+            "ece": ece, "ece_increase": float(rng.uniform(-0.01, 0.025))}
 
 
 def _study(objectives_name: str, n: int = 40, seed: int = 0) -> optuna.Study:
@@ -102,8 +111,8 @@ def test_ties_go_to_the_more_accurate_then_the_earlier_trial():
 
 
 def test_most_accurate_within_a_budget():
-    pts = [_p(0, 0.5, 0.90), _p(1, 0.9, 0.95), _p(2, 1.5, 0.99)]
-    assert results.most_accurate_within(pts, 1.0).number == 1
+    pts = [_p(0, 0.5, 0.90), _p(1, 0.9, 0.95), _p(2, 1.5, 0.99), _p(3, 0.8, 0.97, feasible=False)]
+    assert results.most_accurate_within(pts, 1.0).number == 1  # #3 is more accurate but breaks a constraint
     assert results.most_accurate_within(pts, 0.1) is None
 
 

@@ -253,7 +253,7 @@ class Export(Command):
         pick.add_argument("--max-drop", type=float, metavar="POINTS",
                           help="the fastest feasible trial losing at most this many accuracy points")
         pick.add_argument("--max-latency-ms", type=float, metavar="MS",
-                          help="the most accurate trial at or under this per-sample latency")
+                          help="the most accurate feasible trial at or under this per-sample latency")
         parser.add_argument("--out", required=True, help="directory to write (new, empty, or a previous export)")
         parser.add_argument("--torch-format", default="export", choices=("export", "state_dict"),
                             help="torch placements: a torch.export program (falls back to state_dict) or a state_dict")

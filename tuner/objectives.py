@@ -9,15 +9,18 @@ from typing import Any
 
 from tuner.candidate import read_yaml
 from tuner.errors import ConfigError
+from tuner.guardrails import BOUNDED_METRICS, GUARD_METRICS
 from tuner.metric import check_drop_budget
 from tuner.names import LOAD_METRICS
 
 OBJECTIVES_DIR = Path(__file__).resolve().parent.parent / "objectives"
 # Every metric a trial reports that can be optimized or constrained (see tuner.measure.Metrics); accuracy_drop is in
 # percentage points (tuner.metric.DROP_UNIT), accuracy in the metric's own units (0..1 for top-1).
-# The load metrics are measured (tuner.measure.load) only in studies whose objectives or constraints use one.
+# The load metrics are measured (tuner.measure.load) only in studies whose objectives or constraints use one; the
+# guardrails (tuner.guardrails: worst_class_drop in points, the rest shares of 0..1) in every trial.
 METRICS = ("accuracy", "accuracy_drop", "latency_ms", "latency_p95_ms", "per_sample_ms", "throughput",
-           "params", "macs", "size_mb", "compressed_mb", *LOAD_METRICS)
+           "params", "macs", "size_mb", "compressed_mb", *LOAD_METRICS, *GUARD_METRICS)
+DROPS = ("accuracy_drop", "worst_class_drop")  # in percentage points (tuner.names.DROP_UNIT)
 DIRECTIONS = ("maximize", "minimize")
 
 
@@ -42,7 +45,7 @@ class Constraint:
     @property
     def words(self) -> str:
         """As the screen states it: ``str()`` with the unit where it is not the metric's own (a drop's points)."""
-        return f"{self} (points)" if self.metric == "accuracy_drop" else str(self)
+        return f"{self} (points)" if self.metric in DROPS else str(self)
 
     @classmethod
     def parse(cls, text: str) -> Constraint:
@@ -72,6 +75,11 @@ class Objectives:
         bounds = [c.min for c in self.constraints if c.metric == "accuracy" and c.min is not None]
         bounds += [reference_accuracy - c.max / 100 for c in self.constraints if c.metric == "accuracy_drop" and c.max is not None]
         return max(bounds) if bounds else None
+
+    def guard_limits(self) -> dict[str, float]:
+        """The ``max`` of each guardrail constraint whose partial count bounds the whole: a trial bound to break
+        one stops early (``tuner.guardrails.Tally``). ECE and its increase never stop a trial early."""
+        return {c.metric: c.max for c in self.constraints if c.metric in BOUNDED_METRICS and c.max is not None}
 
     @property
     def uses_load(self) -> bool:
@@ -115,9 +123,9 @@ def load_objectives(source: str | dict[str, Any]) -> Objectives:
         if "max" in bound and "min" in bound and bound["min"] > bound["max"]:
             raise ConfigError(f"{path}: constraints: {metric} has min {bound['min']} > max {bound['max']}; no trial "
                               "could be feasible: swap them.")
-        if metric == "accuracy_drop":
+        if metric in DROPS:
             for side, value in bound.items():
-                check_drop_budget(value, f"{path}: constraints: accuracy_drop {side}")
+                check_drop_budget(value, f"{path}: constraints: {metric} {side}")
         constraints.append(Constraint(metric, bound.get("max"), bound.get("min")))
     return Objectives(str(path), tuple(objectives), tuple(objectives.values()), tuple(constraints))
 

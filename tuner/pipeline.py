@@ -12,6 +12,7 @@ if TYPE_CHECKING:
 
     from tuner.candidate import Candidate
     from tuner.data import Split
+    from tuner.guardrails import Predictions, Tally
     from tuner.runtimes import Session
     from tuner.workload import Workload
 
@@ -30,8 +31,10 @@ class Evaluation:
 
 
 def evaluate(workload: Workload, candidate: Candidate, min_accuracy: float | None = None,
-             keep_logits: bool = False, load: bool = False) -> Evaluation:
-    """``load``: measure it under load too (the study's objectives use a figure under load)."""
+             keep_logits: bool = False, load: bool = False, baseline: Predictions | None = None,
+             limits: dict[str, float] | None = None) -> Evaluation:
+    """``load``: measure it under load too (the study's objectives use a figure under load); ``baseline``: the
+    reference's validation predictions, for the guardrail figures (``limits``: where they stop it early)."""
     import numpy as np
 
     from tuner.build import build  # torch and the runtimes load in the trial's process, not its parent's
@@ -45,7 +48,7 @@ def evaluate(workload: Workload, candidate: Candidate, min_accuracy: float | Non
     kept: list[np.ndarray] | None = [] if keep_logits else None
     try:
         metrics = measure(built, workload.data, min_accuracy=min_accuracy, keep_logits=kept,
-                          load=LoadPolicy() if load else None)
+                          load=LoadPolicy() if load else None, baseline=baseline, limits=limits)
     except HopelessCandidate as err:  # what it cost goes with it (an exception's attributes survive pickling)
         err.build_seconds = dict(built.seconds)  # type: ignore[attr-defined]
         raise
@@ -67,7 +70,7 @@ def reference_session(workload: Workload) -> Session:
 
 
 def reference_accuracy(workload: Workload, split: Split | None = None, keep: list[np.ndarray] | None = None,
-                       log: Callable[[str], None] | None = None) -> float:
+                       log: Callable[[str], None] | None = None, tally: Tally | None = None) -> float:
     """Top-1 of the model as brought (``reference_session``) on ``split`` (the validation split); with ``log``,
     a model whose outputs vary between identical evaluations is warned about there (``varies``)."""
     from tuner.measure.accuracy import top1
@@ -79,7 +82,7 @@ def reference_accuracy(workload: Workload, split: Split | None = None, keep: lis
             note = varies(session, workload.data.example(min(REFERENCE_BATCH, len(workload.data.val))))
             if note:
                 log(note)
-        return top1(session, workload.data, REFERENCE_BATCH, split=split, keep=keep)
+        return top1(session, workload.data, REFERENCE_BATCH, split=split, keep=keep, tally=tally)
     finally:
         session.close()
 
@@ -104,15 +107,20 @@ def reference(workload: Workload, keep_logits: bool = False, log: Callable[[str]
               ) -> dict[str, Any]:
     """The reference every accuracy drop is against, on the validation split; with ``keep_logits``, its logits
     and the labels too (a metric of the user's scores them in the study's process). ``log``: where a model whose
-    outputs vary run to run is warned about (once per study: the reference is scored once)."""
+    outputs vary run to run is warned about (once per study: the reference is scored once). Its predictions
+    (``predictions``, not JSON: the study's process keeps them for every trial's guardrail figures) and their
+    plain figures (``guardrails``: per-class top-1, ECE) come with it."""
     import time
 
     import numpy as np
 
+    from tuner.guardrails import Tally
+
     w = workload
     kept: list[np.ndarray] = []
     start = time.perf_counter()
-    accuracy = reference_accuracy(w, keep=kept, log=log)
+    tally = Tally()
+    accuracy = reference_accuracy(w, keep=kept, log=log, tally=tally)
     forward_s = (time.perf_counter() - start) / max(1, len(w.data.val))  # per image, batched (and opening it)
     out = {"accuracy": accuracy, "workload_key": w.key, "data": w.data.name,
            "resolution": w.data.resolution, "num_classes": w.data.num_classes, "validation_images": len(w.data.val),
@@ -120,6 +128,8 @@ def reference(workload: Workload, keep_logits: bool = False, log: Callable[[str]
     if w.onnx is None:  # what the model can give a shallower student (the space's drop_blocks is capped to it)
         out["droppable_blocks"] = droppable_blocks(w)
         out["recovery_prior"] = recovery_prior(w, forward_s)
+    predictions = tally.predictions()
+    out.update(guardrails={**predictions.record(), "classes": list(w.data.classes)}, predictions=predictions)
     if keep_logits:
         out.update(logits=np.concatenate(kept), labels=np.asarray(w.data.val.labels))
     return out

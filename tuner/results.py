@@ -142,8 +142,9 @@ def fastest_feasible(pts: Iterable[Point], max_drop: float | None = None) -> Pic
 
 
 def most_accurate_within(pts: Iterable[Point], max_ms: float) -> Point | None:
-    """The most accurate point at or under ``max_ms`` per sample (then the faster, then the earlier)."""
-    ok = [p for p in pts if p.per_sample_ms <= max_ms]
+    """The most accurate feasible point at or under ``max_ms`` per sample (then the faster, then the earlier): a
+    point that breaks a constraint of the study (a guardrail, an accuracy floor) is never picked."""
+    ok = [p for p in pts if p.feasible and p.per_sample_ms <= max_ms]
     return min(ok, key=lambda p: (-p.accuracy, p.per_sample_ms, p.number), default=None)
 
 

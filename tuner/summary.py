@@ -93,8 +93,10 @@ def pareto_table(summary: dict[str, Any]) -> str:
     loaded = summary.get("speed", "per_sample_ms") != "per_sample_ms"
     fresh = [e for e in summary["pareto"] if _shown_ms(e)["source"] == "fresh processes"]
     metric = summary.get("metric", "top-1 accuracy")
-    rows = [("trial", "placement", "precision", "compression", "bs", "fold", "graph", "thr", metric, "drop",
-             "ms/sample (range)" if fresh else "ms/sample (within-process CI)", "speedup")
+    guarded = any("flip_rate" in e["metrics"] for e in summary["pareto"])  # a study made before guardrails: none
+    rows = [("trial", "placement", "precision", "compression", "bs", "fold", "graph", "thr", metric, "drop")
+            + (("worst class", "flips") if guarded else ())
+            + ("ms/sample (range)" if fresh else "ms/sample (within-process CI)", "speedup")
             + (("streams", "req", "samples/s", "p95 ms", "open samples/s", "open p95 ms") if loaded else ())]
     ref = summary["reference_accuracy"] or 0.0
     for e in summary["pareto"]:
@@ -103,14 +105,17 @@ def pareto_table(summary: dict[str, Any]) -> str:
         rows.append((f"#{e['number']}", c["placement"], precision_cell(c, m),
                      compression(Candidate.fill(c)), str(c["batch_size"]), "y" if c["fold_bn"] else "n",
                      c["graph_opt"] if c["placement"].startswith("ort") else "-", str(m["threads"]),
-                     f"{m['accuracy']:.2%}", f"{100 * (ref - m['accuracy']):+.2f}",
-                     f"{ms['per_sample']:.3f} ({ms['low']:.3f}-{ms['high']:.3f})"
+                     f"{m['accuracy']:.2%}", f"{100 * (ref - m['accuracy']):+.2f}")
+                    + ((_num(m.get("worst_class_drop"), "+.2f"), _num(m.get("flip_rate"), ".1%")) if guarded else ())
+                    + (f"{ms['per_sample']:.3f} ({ms['low']:.3f}-{ms['high']:.3f})"
                      + ("" if ms["source"] == "fresh processes" or not fresh else " *"),
                      f"{e['speedup']:.1f}x" if e["speedup"] else "-")
                     + ((str(m.get("streams", 1)), str(m.get("requests", 1)), _num(m.get("load_throughput"), ".0f"),
                         _num(m.get("load_p95_ms"), ".3f"), _num(m.get("open_throughput"), ".0f"),
                         _num(m.get("open_p95_ms"), ".3f")) if loaded else ()))
-    head = f"Pareto front ({len(summary['pareto'])} trials; {metric}, drop in points vs the reference's {ref:.2%}):"
+    head = f"Pareto front ({len(summary['pareto'])} trials; {metric}, drop in points vs the reference's {ref:.2%}"
+    head += ("; worst class: the largest drop of one class's share predicted right, in points; flips: images "
+             "predicted otherwise than by the reference):" if guarded else "):")
     best = summary["best_feasible"]
     if best and loaded:
         m, speed = best["metrics"], summary["speed"]
@@ -123,8 +128,17 @@ def pareto_table(summary: dict[str, Any]) -> str:
                 if best else "")
     if best and tail and best["by_remeasure"]:
         tail += " (chosen by the re-measured figures)"
+    if best and tail and "flip_rate" in best["metrics"]:
+        tail += "; " + guard_words(best["metrics"])
     no_base = [] if summary.get("baseline") else [NO_BASELINE]
     return "\n".join([head, *aligned(rows), tail or "no feasible trial yet", _latency_note(summary), *no_base])
+
+
+def guard_words(m: dict[str, Any]) -> str:
+    """A point's guardrail figures in words (``tuner.guardrails``): what its top-1 does not say."""
+    return (f"worst class {m['worst_class_drop']:+.2f} points, {m['flip_rate']:.1%} of the images predicted "
+            f"otherwise than by the reference ({m['flip_rate_correct']:.1%} of those it had right), ECE "
+            f"{m['ece']:.3f} ({m['ece_increase']:+.3f})")
 
 
 def _baseline_words(summary: dict[str, Any]) -> str:

@@ -27,6 +27,7 @@ from tuner.errors import (
     one_line,
     shortage,
 )
+from tuner.guardrails import Predictions
 from tuner.metric import TOP1_METRIC, Metric
 from tuner.pipeline import Evaluation
 from tuner.workload import Workload, WorkloadSpec
@@ -72,12 +73,13 @@ def _reference(spec: WorkloadSpec, keep_logits: bool) -> dict[str, Any]:
 
 
 def _evaluate(spec: WorkloadSpec, candidate: dict[str, Any], min_accuracy: float | None,
-              keep_logits: bool, load: bool) -> Evaluation:
+              keep_logits: bool, load: bool, baseline: Predictions | None = None,
+              limits: dict[str, float] | None = None) -> Evaluation:
     from tuner.pipeline import evaluate
 
     w = _load(spec)  # outside the guard: a workload that cannot load is the study's setup failing
     try:
-        return evaluate(w, Candidate(**candidate), min_accuracy, keep_logits, load)
+        return evaluate(w, Candidate(**candidate), min_accuracy, keep_logits, load, baseline, limits)
     except Exception as err:  # a full disk is the machine's, whatever raised it: the study stops
         short = shortage(err) or full_disk(w.cache.root)
         if short:
@@ -91,13 +93,16 @@ def _evaluate(spec: WorkloadSpec, candidate: dict[str, Any], min_accuracy: float
 
 class Worker:
     """A one-process pool that is replaced when its process dies. With a metric of the user's, the child sends
-    the validation logits back and the metric is scored here (``tuner.metric``)."""
+    the validation logits back and the metric is scored here (``tuner.metric``). The reference's validation
+    predictions are kept here and sent with every trial (a fresh child after a crash gets them too), for the
+    guardrail figures (``tuner.guardrails``)."""
 
     def __init__(self, spec: WorkloadSpec, metric: Metric = TOP1_METRIC, on_status: Callable[[str], None] = _log):
         self.spec = spec
         self.metric = metric
         self.on_status = on_status  # the child's progress lines (tuner.progress), drawn by the parent
         self._labels: Any = None  # the validation labels, sent once with the reference's logits
+        self._baseline: Predictions | None = None  # the reference's validation predictions (``reference``)
         self._pool: ProcessPoolExecutor | None = None
         self._drainer: threading.Thread | None = None  # passes the child's progress lines on
         self._closing = threading.Event()
@@ -151,6 +156,7 @@ class Worker:
     def reference(self, timeout: float | None = None) -> dict[str, Any]:
         """Load the workload in the child (training a baseline if needed) and score the reference model."""
         found = self._submit(_reference, self.metric.custom, timeout=timeout)
+        self._baseline = found.pop("predictions", None)
         if not self.metric.custom:
             return found
         logits, self._labels = found.pop("logits"), found.pop("labels")
@@ -160,14 +166,17 @@ class Worker:
             raise ConfigError(f"{str(err).rstrip('.')} (scoring the reference model); fix the metric function.") from None
 
     def evaluate(self, candidate: Candidate, min_accuracy: float | None = None,
-                 timeout: float | None = None, load: bool = False) -> Evaluation:
-        """Build and measure ``candidate`` in the child; ``min_accuracy`` (top-1 only) stops a hopeless one early;
-        ``load``: measure it under load too (the study's objectives use a figure under load)."""
+                 timeout: float | None = None, load: bool = False, limits: dict[str, float] | None = None
+                 ) -> Evaluation:
+        """Build and measure ``candidate`` in the child; ``min_accuracy`` (top-1 only) stops a hopeless one early,
+        and so do guardrail ``limits`` (``tuner.guardrails.Tally``); ``load``: measure it under load too (the
+        study's objectives use a figure under load). The guardrail figures come once ``reference`` ran."""
         if not self.metric.custom:
-            return self._submit(_evaluate, candidate.to_dict(), min_accuracy, False, load, timeout=timeout)
+            return self._submit(_evaluate, candidate.to_dict(), min_accuracy, False, load, self._baseline, limits,
+                                timeout=timeout)
         if self._labels is None:
             self.reference(timeout)
-        ev = self._submit(_evaluate, candidate.to_dict(), None, True, load, timeout=timeout)
+        ev = self._submit(_evaluate, candidate.to_dict(), None, True, load, self._baseline, limits, timeout=timeout)
         assert ev.logits is not None
         return dataclasses.replace(ev, metrics=self.metric.rescore(ev.metrics, ev.logits, self._labels), logits=None)
 

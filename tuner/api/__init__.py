@@ -178,16 +178,20 @@ def load(study: str, storage: str | None = None, studies_dir: str = "studies",
 def _run(s: Any, log: Callable[[str], None], progress: bool, plan: Any) -> Any:
     """The study, with what it is about said once the workload loaded (bad input stays one line before)."""
     from tuner import summary
+    from tuner.guardrails import GUARD_METRICS
     from tuner.study.budget import NO_CAP
     from tuner.study.loop import run_study
     from tuner.study.storage import mask_url
 
     def announce(s: Any) -> None:  # the settings as the loaded model narrowed them
+        late = sorted({c.metric for c in s.objectives.constraints if c.metric in GUARD_METRICS
+                       and c.metric not in s.objectives.guard_limits()})  # tuner.guardrails: ECE, or a min bound
         log(f"study {s.name} on {mask_url(s.storage)}")
         log(f"placements: {', '.join(s.space.placements)}" + "".join(f"\n  dropped {d}" for d in s.space.dropped))
         log(f"objectives: {', '.join(f'{d} {n}' for n, d in zip(s.objectives.names, s.objectives.directions))}"
             + (f"; subject to {', '.join(c.words for c in s.objectives.constraints)}" if s.objectives.constraints else "")
-            + (f"; accuracy is the metric {s.metric.name}" if s.metric.custom else ""))
+            + (f"; accuracy is the metric {s.metric.name}" if s.metric.custom else "")
+            + (f"; no early stop on {', '.join(late)} (a partial count bounds nothing)" if late else ""))
 
     if not progress:
         return run_study(s, lambda p: None, log, announce, plan)

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import optuna
 
-from tuner import hardware, results
+from tuner import guardrails, hardware, results
 from tuner.artifact.config import ExportConfig
 from tuner.artifact.kinds import registry
 from tuner.artifact.kinds.base import ExportKind, Log, Saved, SaveJob
@@ -33,6 +33,7 @@ from tuner.metric import Metric, drop_points, metric_words, top1_of
 from tuner.names import CONFIG_FILE, EXPORT_FORMAT, INPUT, OUTPUT, README_FILE
 from tuner.record import StudyRecord, TrialRecord, read_study
 from tuner.study.storage import mask_url
+from tuner.summary import guard_words
 from tuner.workload import WorkloadSpec, check_recorded_paths
 
 if TYPE_CHECKING:
@@ -184,7 +185,8 @@ def rebuild_and_measure(study: optuna.Study, trial: TrialRecord, why: str, studi
     if held_out:
         log(f"held-out split ({held_out['images']} images the search never saw): {held_out['accuracy']:.2%}, "
             f"{held_out['accuracy_drop']:.2f} points below the baseline's {held_out['reference_accuracy']:.2%} "
-            f"(on the search's validation split: {metrics.get('accuracy_drop', 0.0):.2f} points)")
+            f"(on the search's validation split: {metrics.get('accuracy_drop', 0.0):.2f} points); "
+            + guard_words(held_out))
     trust = latency_trust(metrics, recorded, kept.remeasure.get(trial.number))
     for note in trust["notes"]:
         log(f"note: {note}")
@@ -276,10 +278,15 @@ def _holdout(workload: Any, built: Any) -> dict[str, Any] | None:
     data = workload.data
     if data.holdout is None:
         return None
-    accuracy = holdout_accuracy(built, data)
-    reference = reference_accuracy(workload, data.holdout)  # the torch module, or an ONNX file as given
+    mine, theirs = guardrails.Tally(), guardrails.Tally()  # the same passes' predictions: the guardrails there
+    accuracy = holdout_accuracy(built, data, mine)
+    reference = reference_accuracy(workload, data.holdout, tally=theirs)  # the torch module, or an ONNX file as given
+    guards = guardrails.figures(mine.predictions(), theirs.predictions())
+    worst = int(guards.pop("worst_class"))
+    guards.pop("class_accuracy")
     return {"images": len(data.holdout), "accuracy": accuracy, "reference_accuracy": reference,
-            "accuracy_drop": drop_points(reference, accuracy)}
+            "accuracy_drop": drop_points(reference, accuracy), **guards,
+            "worst_class": data.classes[worst] if worst >= 0 else None}
 
 
 def latency_trust(now: dict[str, Any], study: dict[str, Any], again: dict[str, Any] | None) -> dict[str, Any]:

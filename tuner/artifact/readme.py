@@ -55,6 +55,17 @@ def _accuracy_words(metric: str, m: dict[str, Any]) -> str:
     return f"{metric} {m['accuracy']:.4f} (top-1 {top1_of(m):.2%})"
 
 
+def _holdout_lines(held: dict[str, Any] | None) -> list[str]:
+    """What the held-out split (images the search never saw) says of the model against the unchanged one."""
+    if not held or "flip_rate" not in held:
+        return []
+    return [(f"On {held['images']} held-out images the search never saw: top-1 {held['accuracy']:.2%}, "
+            f"{held['accuracy_drop']:.2f} points below the unchanged model's {held['reference_accuracy']:.2%}; the "
+            f"worst class ({held['worst_class']}) {held['worst_class_drop']:+.2f} points; {held['flip_rate']:.1%} of "
+            f"the images predicted otherwise than the unchanged model did ({held['flip_rate_correct']:.1%} of those it "
+            f"had right); expected calibration error {held['ece']:.3f} ({held['ece_increase']:+.3f})."), ""]
+
+
 def readme_text(config: dict[str, Any]) -> str:
     art, c, data = config["artifact"], config["candidate"], config["data"]
     m = config["metrics"]["export"]
@@ -72,6 +83,7 @@ def readme_text(config: dict[str, Any]) -> str:
         f"`{data['name']}`; {m['per_sample_ms']:.4f} ms per sample at batch {c['batch_size']} "
         f"({m['executed_precision']} executed, threads: {m['threads']}) on the machine in `{CONFIG_FILE}`."),
         "",
+        *_holdout_lines(config.get("holdout")),
         *files,
         "",
         "## Preprocessing",

@@ -43,12 +43,13 @@ def select_trial(study: optuna.Study, trial: int | None = None, max_drop: float 
         raise ConfigError(f"--max-latency-ms must be > 0, got {max_latency_ms}.")
     best = results.most_accurate_within(pts, max_latency_ms)
     if best is None:
-        fastest = min(pts, key=lambda p: results.speed_order(p.per_sample_ms, p.accuracy, p.number), default=None)
+        feasible = [p for p in pts if p.feasible]
+        fastest = min(feasible, key=lambda p: results.speed_order(p.per_sample_ms, p.accuracy, p.number), default=None)
         hint = (f"; the fastest is {fastest.per_sample_ms:.4f} ms/sample (trial #{fastest.number})"
                 if fastest is not None else "")
-        raise TunerError(f"no completed trial of study {study.study_name} runs at <= {max_latency_ms:g} "
+        raise TunerError(f"no completed feasible trial of study {study.study_name} runs at <= {max_latency_ms:g} "
                          f"ms/sample{hint}; raise --max-latency-ms.")
-    return done[best.number], f"most accurate trial at <= {max_latency_ms:g} ms/sample"
+    return done[best.number], f"most accurate feasible trial at <= {max_latency_ms:g} ms/sample"
 
 
 def _by_number(study: optuna.Study, done: dict[int, TrialRecord], number: int) -> TrialRecord:

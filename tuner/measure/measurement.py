@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from tuner import hardware, progress, runtimes
+from tuner import guardrails, hardware, progress, runtimes
 from tuner.measure import host
 from tuner.measure.accuracy import top1
 from tuner.measure.latency import LatencyPolicy, LatencyStats, time_calls
@@ -66,9 +66,12 @@ class Metrics:
     load: dict[str, Any] | None = None  # the whole record: closed / open LoadStats, the runtime's serving settings
     accuracy_seconds: float | None = None  # opening the session and the accuracy pass (the rest of measure_seconds:
     # latency, and the load where measured)
+    # Against the baseline's predictions, where given (tuner.guardrails.figures): flattened into the dict.
+    guardrails: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
+        d.update(d.pop("guardrails") or {})
         d["latency_ci_ms"] = list(self.latency_ci_ms)
         d["float_layers"] = list(self.float_layers)
         d["dropped_blocks"] = list(self.dropped_blocks)
@@ -118,29 +121,33 @@ def time_session(session: Session, data: Dataset, batch_size: int, threads: int,
     return time_calls(session.run, prepared, policy, threads=threads)
 
 
-def holdout_accuracy(built: Built, data: Dataset) -> float | None:
-    """Top-1 of the built artifact on the held-out split, which the search never saw (None: no split kept)."""
+def holdout_accuracy(built: Built, data: Dataset, tally: guardrails.Tally | None = None) -> float | None:
+    """Top-1 of the built artifact on the held-out split, which the search never saw (None: no split kept);
+    ``tally`` collects its predictions there."""
     if data.holdout is None:
         return None
     session = open_session(built)
     try:
-        return top1(session, data, built.candidate.batch_size, split=data.holdout)
+        return top1(session, data, built.candidate.batch_size, split=data.holdout, tally=tally)
     finally:
         session.close()
 
 
 def measure(built: Built, data: Dataset, policy: LatencyPolicy = LatencyPolicy(),
             min_accuracy: float | None = None, keep_logits: list[np.ndarray] | None = None,
-            load: LoadPolicy | None = None) -> Metrics:
+            load: LoadPolicy | None = None, baseline: guardrails.Predictions | None = None,
+            limits: dict[str, float] | None = None) -> Metrics:
     """Accuracy and single-call latency; ``keep_logits`` collects the validation logits, batch by batch
-    (``tuner.measure.accuracy.top1``); with ``load``, the figures under load too (``serve_session``)."""
+    (``tuner.measure.accuracy.top1``); with ``load``, the figures under load too (``serve_session``); with the
+    ``baseline``'s validation predictions, the guardrail figures against it (stopped early past ``limits``)."""
     c = built.candidate
     threads = resolve_threads(c.threads, c.streams)
     start = time.perf_counter()
+    tally = guardrails.Tally(baseline, limits) if baseline is not None else None
     session = open_session(built)
     try:
         with progress.stage("accuracy"):  # first: a hopeless one skips timing
-            accuracy = top1(session, data, c.batch_size, min_accuracy, keep=keep_logits)
+            accuracy = top1(session, data, c.batch_size, min_accuracy, keep=keep_logits, tally=tally)
         accuracy_seconds = time.perf_counter() - start
         with progress.stage("latency"):
             lat = time_session(session, data, c.batch_size, threads, policy)
@@ -149,6 +156,7 @@ def measure(built: Built, data: Dataset, policy: LatencyPolicy = LatencyPolicy()
         layers = describe_precisions(session.layer_precisions)
     finally:
         session.close()
+    guards = None if tally is None or baseline is None else guardrails.figures(tally.predictions(), baseline)
     return Metrics(
         accuracy=accuracy, latency_ms=lat.median_ms, latency_p95_ms=lat.p95_ms,
         latency_ci_ms=(lat.ci_low_ms, lat.ci_high_ms), samples=lat.samples,
@@ -159,4 +167,5 @@ def measure(built: Built, data: Dataset, policy: LatencyPolicy = LatencyPolicy()
         float_layers=built.float_layers, threads=threads, measure_seconds=time.perf_counter() - start,
         dropped_blocks=tuple(built.compression.get("dropped_blocks", ())), recovery=built.compression.get("recovery"),
         streams=c.streams, requests=c.in_flight, accuracy_seconds=accuracy_seconds, **served,
+        guardrails=guards,
     )

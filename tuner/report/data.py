@@ -101,6 +101,9 @@ class ReportInfo:
     reference_warning: str | None = None  # the reference model near chance (tuner.metric.chance_warning)
     metric: str = "top-1 accuracy"  # what the study calls accuracy, in words: top-1, or the user's metric by name
     layers: dict[str, Any] | None = None  # the last `tuner explain` (Comparison.to_record()): the layer view
+    constraints: tuple[str, ...] = ()  # the study's constraints in words (Constraint.parse reads them)
+    # the reference's per-class top-1, ECE and class names (tuner.guardrails; {} in a study made before them)
+    reference_guardrails: dict[str, Any] = field(default_factory=dict)
 
     @property
     def completed(self) -> list[TrialRow]:
@@ -151,7 +154,8 @@ def collect(study: optuna.Study) -> ReportInfo:
         hypervolume_reference=None, importances={}, importance_notes=[], findings=[],
         states=dict(Counter(r.state for r in rows)),
         reference_warning=chance_warning(reference) if {"num_classes", "validation_images"} <= set(reference) else None,
-        metric=metric_words(kept.metric),
+        metric=metric_words(kept.metric), constraints=kept.constraints,
+        reference_guardrails=dict(reference.get("guardrails") or {}),
         layers=kept.explain if kept.explain and any(r.number == kept.explain.get("trial") for r in rows) else None,
     )
     x, _ = info.axes

@@ -14,6 +14,7 @@ from tuner.report.compare import pts as _pts
 from tuner.report.compare import times as _x
 from tuner.report.compression import compression_findings
 from tuner.report.data import ReportInfo, TrialRow, group_by
+from tuner.report.guardrails import guardrail_findings
 
 
 def findings(info: ReportInfo) -> list[str]:
@@ -28,6 +29,7 @@ def findings(info: ReportInfo) -> list[str]:
     if not rows:
         return [*out, "no trial completed yet: nothing to compare."]
     out += _best_vs_baseline(info, rows)
+    out += guardrail_findings(info, rows)
     out += _placements_at_equal_accuracy(info, rows)
     out += _precision_rule(rows)
     out += _pruning_rule(rows)

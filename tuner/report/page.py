@@ -16,6 +16,7 @@ from tuner.report.figures import (
     pareto_figure,
     serving_figure,
 )
+from tuner.report.guardrails import class_table_html
 from tuner.report.trials import trial_table
 
 _COLUMNS = ("trial", "state", "flags", "placement", "precision", "int8", "prune", "batch", "fold_bn", "graph_opt",
@@ -109,7 +110,7 @@ th{cursor:pointer;background:#f4f4f4;position:sticky;top:0;user-select:none}
 th.asc:after{content:" \\25B2"} th.desc:after{content:" \\25BC"}
 td:nth-child(-n+5),th:nth-child(-n+5),td:last-child,th:last-child{text-align:left}
 tr.pareto{background:#eef7ee} tr.baseline{background:#fff7d6} tr.muted{color:#888}
-.note{color:#777;font-size:.9em}
+.note{color:#777;font-size:.9em} table.classes{width:auto}
 """
 
 _SORT_JS = """
@@ -174,6 +175,7 @@ def render_html(info: ReportInfo) -> str:
 <p class="meta">{html.escape(meta)}<br>machine: {html.escape(machine)}; {html.escape(libs)}<br>
 workload: {html.escape(workload)}</p>
 <h2>Findings</h2><ul class="findings">{findings_html}</ul>
+{class_table_html(info)}
 {"".join(parts)}
 <h2>Trials</h2><p class="note">Click a column heading to sort. Green: feasible Pareto front; yellow: baseline;
 grey: failed, refused or breaking a constraint.</p>

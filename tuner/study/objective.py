@@ -121,12 +121,16 @@ class Objective:
         """Build and measure in the worker; a compressed candidate that the short recovery left just short of the
         floor, and that would be the fastest feasible point, is recovered longer (``tuner.study.fidelity``)."""
         # The baseline is measured in full: it is the reference, never "hopeless".
-        floor = None if read_enqueued(trial).baseline else self.s.objectives.min_accuracy(self.reference_accuracy)
+        baseline = read_enqueued(trial).baseline
+        floor = None if baseline else self.s.objectives.min_accuracy(self.reference_accuracy)
         promotable = fidelity.can_promote(candidate, floor)
         assert floor is not None or not promotable
         load = self.s.objectives.uses_load  # measured under load too: the objectives use a figure under load
+        # A guardrail bound to break stops a trial early, but not the short recovery's screening: the long one,
+        # where earned, may mend what the short one forgot.
+        limits = {} if baseline else self.s.objectives.guard_limits()
         ev = self.worker.evaluate(candidate, fidelity.screening_floor(floor) if promotable else floor,
-                                  timeout=self._timeout(trial), load=load)
+                                  timeout=self._timeout(trial), load=load, limits={} if promotable else limits)
         seconds = self.seconds = dict(ev.build_seconds)
         hits, misses = ev.cache_hits, ev.cache_misses
         if promotable and fidelity.should_promote(ev.metrics, floor, _fastest_feasible_ms(trial.study)):
@@ -134,7 +138,7 @@ class Objective:
             trial.set_user_attr("short_recovery", {k: ev.metrics[k] for k in ("accuracy", "per_sample_ms", "recovery")})
             candidate = fidelity.promoted(candidate)
             trial.set_user_attr("candidate", candidate.to_dict())
-            ev = self.worker.evaluate(candidate, floor, timeout=self._timeout(trial), load=load)
+            ev = self.worker.evaluate(candidate, floor, timeout=self._timeout(trial), load=load, limits=limits)
             seconds = self.seconds = _added(seconds, ev.build_seconds)
             hits, misses = hits + ev.cache_hits, misses + ev.cache_misses
         elif floor is not None and ev.metrics["accuracy"] < floor:

@@ -45,7 +45,7 @@ def workload(studies_dir: Path):
     """The tiny CNN on digits at 16 px with a short trained baseline, shared by build/measure tests."""
     from tuner.workload import WorkloadSpec, load_workload
 
-    spec = WorkloadSpec(model=f"{TINY}:conv_net", data="digits", resolution=16, train_steps=80, recover_epochs=1.0,
+    spec = WorkloadSpec(model=f"{TINY}:conv_net", data="digits", resolution=16, train_steps=80, recover_steps=20,
                         cache_dir=str(studies_dir / "cache"))
     return load_workload(spec, log=lambda m: None)
 
@@ -87,7 +87,7 @@ def small_study(studies_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     space.write_text(yaml.safe_dump(SMALL_SPACE))
     objectives.write_text(yaml.safe_dump({"objectives": {"accuracy": "maximize", "per_sample_ms": "minimize"},
                                           "constraints": {"accuracy_drop": {"max": SMALL_MAX_DROP}}}))
-    r = run_tuner("--model", f"{TINY}:conv_net", "--resolution", "16", "--train-steps", "80", "--recover-epochs", "1",
+    r = run_tuner("--model", f"{TINY}:conv_net", "--resolution", "16", "--train-steps", "80", "--recover-steps", "20",
                   "--studies-dir", str(studies_dir), "--space", str(space), "--objectives", str(objectives),
                   "--n-trials", "8", "--study", "small", "--remeasure-rounds", "0", "--seed", "3")
     assert r.returncode == 0, r.stderr

@@ -30,8 +30,8 @@ def test_capped_narrows_a_range_and_choices_and_lists_why(tmp_path):
 def test_a_plain_cnn_completes_the_default_space_with_what_it_cannot_take_listed(tmp_path, studies_dir):
     """The default space drops up to 3 blocks; a plain CNN has none: the range is capped to 0 at start (listed),
     and the study completes its 12 trials (before: a traceback at the first drop_blocks > 0, and on resume)."""
-    r = run_tuner("--model", f"{TINY}:conv_net", "--resolution", "16", "--train-steps", "80", "--recover-epochs",
-                  "0.3", "--studies-dir", str(studies_dir), "--n-trials", "12", "--study", "plain-cnn",
+    r = run_tuner("--model", f"{TINY}:conv_net", "--resolution", "16", "--train-steps", "80", "--recover-steps",
+                  "6", "--studies-dir", str(studies_dir), "--n-trials", "12", "--study", "plain-cnn",
                   "--remeasure-rounds", "0", "--json", timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "dropped drop_blocks above 0: the model has 0 droppable blocks" in r.stderr
@@ -51,7 +51,7 @@ def test_a_refusal_inside_a_trial_is_a_refused_trial(tmp_path, studies_dir):
     space.write_text(yaml.safe_dump({"placement": "ort-cpu", "precision": "fp32", "student": True, "drop_blocks": 1,
                                      "batch_size": 1, "threads": 1}))
     args = ("--model", f"{TINY}:mobile_net", "--student", f"{TINY}:conv_net", "--resolution", "16", "--train-steps",
-            "40", "--recover-epochs", "0.2", "--studies-dir", str(studies_dir), "--space", str(space), "--study",
+            "40", "--recover-steps", "4", "--studies-dir", str(studies_dir), "--space", str(space), "--study",
             "refused-inside", "--remeasure-rounds", "0", "--json")
     r = run_tuner(*args, "--n-trials", "2", timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]

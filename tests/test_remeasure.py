@@ -23,7 +23,7 @@ def test_remeasure_real_study(tmp_path, studies_dir):
     space = tmp_path / "space.yaml"
     space.write_text(yaml.safe_dump(SMALL_SPACE))
     name = "remeasure-pareto"
-    r = run_tuner("--model", f"{TINY}:conv_net", "--resolution", "16", "--train-steps", "80", "--recover-epochs", "1",
+    r = run_tuner("--model", f"{TINY}:conv_net", "--resolution", "16", "--train-steps", "80", "--recover-steps", "20",
                   "--studies-dir", str(studies_dir), "--space", str(space), "--n-trials", "6", "--study", name, "--remeasure-rounds", "0",
                   "--seed", "3")
     assert r.returncode == 0, r.stderr

@@ -130,13 +130,16 @@ def recover(student: nn.Module, teacher: nn.Module, data: Dataset, removed: floa
     lr = BASELINE_LR if fresh else learning_rate(removed)  # fresh: trained as a baseline is, from its initial weights
     lr *= 0.5 if before else 1.0  # a warm restart: the model is near its optimum
     curve: list[list[float]] = []
-    best: dict[str, Any] = {"loss": math.inf, "step": before, "state": None, "since": 0}
+    # the lowest proxy's weights are kept; only a gain of MIN_GAIN over the last such gain resets the patience
+    best: dict[str, Any] = {"loss": math.inf, "gain": math.inf, "step": before, "state": None, "since": 0}
 
     def check(step: int) -> bool:
         loss, top1 = proxy_loss(student, teacher, data, held)
         curve.append([before + step, round(loss, 5), round(top1, 5)])
-        if loss < (1 - MIN_GAIN) * best["loss"]:
-            best.update(loss=loss, step=before + step, since=0, state=copy.deepcopy(student.state_dict()))
+        if loss < best["loss"]:
+            best.update(loss=loss, step=before + step, state=copy.deepcopy(student.state_dict()))
+        if loss < (1 - MIN_GAIN) * best["gain"]:
+            best.update(gain=loss, since=0)
         else:
             best["since"] += 1
         return best["since"] >= PATIENCE

@@ -23,7 +23,7 @@ TINY = f"{ROOT / 'tests' / 'tiny_models.py'}:conv_net"  # the tests' small CNN: 
 
 def add_workload_args(p: argparse.ArgumentParser, model: str = "resnet18", resolution: int | None = None,
                       studies_dir: str | None = "studies") -> None:
-    """--model --data --weights --resolution --train-steps --recover-epochs --studies-dir --seed, as `tuner` has them."""
+    """--model --data --weights --resolution --train-steps --recover-steps --studies-dir --seed, as `tuner` has them."""
     g = p.add_argument_group("workload (as for `python -m tuner`)")
     g.add_argument("--model", default=model, help="resnet18|..., a torchvision/timm name, or module:callable / "
                    f"file.py:callable (default {model})")
@@ -32,7 +32,7 @@ def add_workload_args(p: argparse.ArgumentParser, model: str = "resnet18", resol
     g.add_argument("--resolution", type=int, default=resolution,
                    help="input size in pixels (default: " + (f"{resolution})" if resolution else "the data's default)"))
     g.add_argument("--train-steps", type=int, default=None, help="baseline training steps when no --weights")
-    g.add_argument("--recover-epochs", type=float, default=None, help="short recovery budget in epochs (see tuner)")
+    g.add_argument("--recover-steps", type=int, default=None, help="short recovery budget in steps (see tuner)")
     g.add_argument("--studies-dir", default=studies_dir, help="where studies and the build cache live"
                    + (f" (default {studies_dir})" if studies_dir else ""))
     g.add_argument("--seed", type=int, default=0, help="data split, baseline training and sampler seed")
@@ -44,7 +44,7 @@ def workload_cli_args(args: argparse.Namespace, studies_dir: str | None = None) 
     out = ["--model", args.model, "--data", args.data, "--seed", str(args.seed),
            "--studies-dir", str(studies_dir or args.studies_dir)]
     for flag, value in (("--weights", args.weights), ("--resolution", args.resolution),
-                        ("--train-steps", args.train_steps), ("--recover-epochs", args.recover_epochs), ("--holdout", args.holdout)):
+                        ("--train-steps", args.train_steps), ("--recover-steps", args.recover_steps), ("--holdout", args.holdout)):
         if value is not None:
             out += [flag, str(value)]
     return out
@@ -57,7 +57,7 @@ def workload_spec(args: argparse.Namespace) -> Any:
     d = WorkloadSpec()
     return WorkloadSpec(model=args.model, data=args.data, weights=args.weights, resolution=args.resolution,
                         seed=args.seed, train_steps=d.train_steps if args.train_steps is None else args.train_steps,
-                        recover_epochs=d.recover_epochs if args.recover_epochs is None else args.recover_epochs,
+                        recover_steps=d.recover_steps if args.recover_steps is None else args.recover_steps,
                         holdout=d.holdout if args.holdout is None else args.holdout,
                         cache_dir=f"{args.studies_dir}/cache")
 
@@ -70,8 +70,8 @@ def describe_workload(args: argparse.Namespace) -> str:
     res = args.resolution or DEFAULT_RESOLUTION.get(args.data, 224)
     weights = args.weights or (f"baseline trained {d.train_steps if args.train_steps is None else args.train_steps} "
                                "steps")
-    recover = d.recover_epochs if args.recover_epochs is None else args.recover_epochs
-    return (f"{args.model} on {args.data} at {res} px, weights: {weights}, recover {recover:g} epochs, "
+    recover = d.recover_steps if args.recover_steps is None else args.recover_steps
+    return (f"{args.model} on {args.data} at {res} px, weights: {weights}, recover {recover} steps, "
             f"seed {args.seed}")
 
 
@@ -134,7 +134,7 @@ def measure_once(args: argparse.Namespace, config: Path, extra: Sequence[str] = 
 
 
 def measure_config(args: argparse.Namespace, params: dict[str, Any], **workload: Any) -> dict[str, Any]:
-    """`measure_once` of one candidate given as a dict, with workload flags overridden (recover_epochs=0, ...)."""
+    """`measure_once` of one candidate given as a dict, with workload flags overridden (recover_steps=0, ...)."""
     import tempfile
 
     import yaml

@@ -317,7 +317,7 @@ def main(argv: list[str] | None = None) -> None:
     print(json.dumps({**machine_json(fp), "benchmark": "search_efficiency", "baseline_trial": not args.no_baseline,
                       "model": args.model, "data": args.data,
                       "resolution": args.resolution, "weights": args.weights, "train_steps": args.train_steps,
-                      "recover_epochs": args.recover_epochs, "seed": args.seed, "space": space.source,
+                      "recover_steps": args.recover_steps, "seed": args.seed, "space": space.source,
                       "objectives": objectives.source, "reference_accuracy": reference_accuracy,
                       "budgets": args.budgets, "n_seeds": args.n_seeds, "reference_trials": args.reference_trials,
                       "reference_seed": args.reference_seed, "distinct_measured": len(oracle.memo),

@@ -257,7 +257,7 @@ def main(argv: list[str] | None = None) -> None:
           + ("within" if reproduction["within_10pct"] else "NOT within") + " 10%")
     print(json.dumps({**machine_json(fp), "benchmark": "serving", "model": args.model, "data": args.data,
                       "resolution": args.resolution, "weights": args.weights, "train_steps": args.train_steps,
-                      "recover_epochs": args.recover_epochs, "seed": args.seed, "n_trials": args.n_trials,
+                      "recover_steps": args.recover_steps, "seed": args.seed, "n_trials": args.n_trials,
                       "single_trials": args.single_trials or args.n_trials, "space": args.space,
                       "sampler": args.sampler, "max_drop_points": args.max_drop, "rounds": args.rounds,
                       "p95_budget_ms": budget, "single_stream": s, "slo_pick": p, "throughput_ratio": ratio,

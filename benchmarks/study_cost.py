@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"kept: {studies_dir} (storage {storage})")
     print(json.dumps({**machine_json(fp), "benchmark": "study_cost", "model": args.model, "data": args.data,
                       "resolution": args.resolution, "weights": args.weights, "train_steps": args.train_steps,
-                      "recover_epochs": args.recover_epochs, "seed": args.seed, "n_trials": args.n_trials,
+                      "recover_steps": args.recover_steps, "seed": args.seed, "n_trials": args.n_trials,
                       "sampler": args.sampler, "space": args.space, "fresh_cache": fresh, **result}))
 
 

@@ -239,7 +239,8 @@ def main(argv: list[str] | None = None) -> None:
               f"{fmt(ratio(exp, b), '.2f')}x the batch-1 expert (throughput, not batch-1 latency)")
     print(json.dumps({**machine_json(fp), "benchmark": "vs_expert", "model": args.model, "data": args.data,
                       "resolution": args.resolution, "weights": args.weights, "train_steps": args.train_steps,
-                      "recover_epochs": args.recover_epochs, "seed": args.seed, "n_trials": args.n_trials, "budget": args.budget, "study_wall_s": round(wall_bs1, 1),
+                      "recover_steps": args.recover_steps, "seed": args.seed, "n_trials": args.n_trials,
+                      "budget": args.budget, "study_wall_s": round(wall_bs1, 1),
                       "sampler": args.sampler, "objectives": args.objectives, "rounds": args.rounds,
                       "baseline": base, "expert": exp, "tuner": tun, "batched": summary.get("batched"),
                       "speedup_vs_baseline": speedup_vs_baseline, "speedup_vs_expert": speedup_vs_expert,

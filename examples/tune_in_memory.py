@@ -94,7 +94,7 @@ space = {
     "threads": 1,
 }
 result = tuner.tune(model, train, val, metric=macro_f1, space=space, n_trials=N_TRIALS, studies_dir=args.studies_dir,
-                    study=f"in-memory-{SIZE}px", recover_epochs=0.5 if args.tiny else 2,
+                    study=f"in-memory-{SIZE}px", recover_steps=10 if args.tiny else 40,
                     remeasure_rounds=1 if args.tiny else 3)
 
 # %% 5. The result as a DataFrame: one row per trial, every param and metric, both latency figures

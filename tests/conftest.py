@@ -49,7 +49,7 @@ def workload(studies_dir: Path):
     """The tiny CNN on digits at 16 px with a short trained baseline, shared by build/measure tests."""
     from tuner.workload import WorkloadSpec, load_workload
 
-    spec = WorkloadSpec(model=f"{TINY}:conv_net", data="digits", resolution=16, train_steps=80, recover_epochs=1.0,
+    spec = WorkloadSpec(model=f"{TINY}:conv_net", data="digits", resolution=16, train_steps=80, recover_steps=20,
                         cache_dir=str(studies_dir / "cache"))
     return load_workload(spec, log=lambda m: None)
 
@@ -131,7 +131,7 @@ def small_study(studies_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     space.write_text(yaml.safe_dump(SMALL_SPACE))
     objectives.write_text(yaml.safe_dump({"objectives": {"accuracy": "maximize", "per_sample_ms": "minimize"},
                                           "constraints": {"accuracy_drop": {"max": SMALL_MAX_DROP}}}))
-    r = run_tuner("--model", f"{TINY}:conv_net", "--resolution", "16", "--train-steps", "80", "--recover-epochs", "1",
+    r = run_tuner("--model", f"{TINY}:conv_net", "--resolution", "16", "--train-steps", "80", "--recover-steps", "20",
                   "--studies-dir", str(studies_dir), "--space", str(space), "--objectives", str(objectives),
                   "--n-trials", "8", "--study", "small", "--remeasure-rounds", "0", "--seed", "3")
     assert r.returncode == 0, r.stderr
@@ -146,6 +146,6 @@ def plain_cnn_study(studies_dir: Path) -> subprocess.CompletedProcess[str]:
     """The tiny CNN on the default space, PLAIN_TRIALS trials through the CLI with its output piped, run once per
     session: what a plain CNN cannot take is capped (tests/test_any_model.py), and progress on a pipe is one plain
     line per trial (tests/test_progress.py). Its study: "plain-cnn" under studies_dir."""
-    return run_tuner("--model", f"{TINY}:conv_net", "--resolution", "16", "--train-steps", "80", "--recover-epochs",
-                     "0.3", "--studies-dir", str(studies_dir), "--n-trials", str(PLAIN_TRIALS), "--study", "plain-cnn",
+    return run_tuner("--model", f"{TINY}:conv_net", "--resolution", "16", "--train-steps", "80", "--recover-steps",
+                     "6", "--studies-dir", str(studies_dir), "--n-trials", str(PLAIN_TRIALS), "--study", "plain-cnn",
                      "--remeasure-rounds", "0", "--json", timeout=900)

@@ -51,7 +51,7 @@ def test_a_refusal_inside_a_trial_is_a_refused_trial(tmp_path, studies_dir):
     space.write_text(yaml.safe_dump({"placement": "ort-cpu", "precision": "fp32", "student": True, "drop_blocks": 1,
                                      "batch_size": 1, "threads": 1}))
     args = ("--model", f"{TINY}:mobile_net", "--student", f"{TINY}:conv_net", "--resolution", "16", "--train-steps",
-            "40", "--recover-epochs", "0.2", "--studies-dir", str(studies_dir), "--space", str(space), "--study",
+            "40", "--recover-steps", "4", "--studies-dir", str(studies_dir), "--space", str(space), "--study",
             "refused-inside", "--remeasure-rounds", "0", "--json")
     r = run_tuner(*args, "--n-trials", "2", timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]

@@ -17,7 +17,7 @@ from tuner.errors import TunerError
 
 pytestmark = pytest.mark.slow  # end to end: studies, exports and processes (pytest -m "not slow" skips)
 
-WORKLOAD = ("--model", f"{TINY}:conv_net", "--resolution", "16", "--train-steps", "80", "--recover-epochs", "1")
+WORKLOAD = ("--model", f"{TINY}:conv_net", "--resolution", "16", "--train-steps", "80", "--recover-steps", "20")
 
 
 def _throughput_objectives() -> dict:
@@ -46,7 +46,7 @@ def test_tune_pareto_speedups_are_tuner_runs(case, studies_dir, tmp_path):
     import tuner
 
     # The same study resumed through the Python API: it holds its trials already, none is added.
-    result = tuner.tune(f"{TINY}:conv_net", "digits", resolution=16, train_steps=80, recover_epochs=1,
+    result = tuner.tune(f"{TINY}:conv_net", "digits", resolution=16, train_steps=80, recover_steps=20,
                         space=space, objectives=objectives, n_trials=3, studies_dir=str(studies_dir), study=name,
                         remeasure_rounds=0, seed=1, progress=False, log=lambda m: None)
     speedups = {p.trial: p.speedup for p in result.pareto}

@@ -13,7 +13,7 @@ from tuner.build.export import export_onnx
 from tuner.build.fuse import fold_bn
 from tuner.build.prune import count, output_layer, prune
 from tuner.build.qdq import quantize_int8
-from tuner.build.recover import recover
+from tuner.build.recover import budget_steps, recover
 from tuner.candidate import Candidate
 from tuner.errors import UnsupportedCombination
 from tuner.hardware import has_cpu_vnni
@@ -49,8 +49,10 @@ def test_recover_restores_accuracy(workload):
     student = workload.reference_model()
     prune(student, 0.5, torch.from_numpy(workload.data.example(1)))
     pruned_acc = torch_accuracy(student, workload.data)
-    record = recover(student, reference, workload.data, removed=0.75, base_epochs=1.5, fidelity="short")
-    assert record.steps == 45 and record.loss_end < record.loss_start  # 2.25 epochs of 20 steps; it learned
+    budget = budget_steps(0.75, 30, "short", len(workload.data.train))
+    record = recover(student, reference, workload.data, removed=0.75, budget=budget, fidelity="short")
+    assert record.planned == budget == 45 and record.loss_end < record.loss_start  # 30 steps per half removed
+    assert 0 < record.steps <= 45 and record.seconds > 0 and record.proxy  # it learned, judged by its proxy
     recovered = torch_accuracy(student, workload.data)
     assert recovered > pruned_acc or recovered >= base_acc - 0.05
     assert recovered >= base_acc - 0.1

@@ -70,7 +70,7 @@ def build_with(recorder: list[Entry], model_file: Path, tmp_path_factory: pytest
     from tuner.build import build
     from tuner.workload import WorkloadSpec, load_workload
 
-    base = WorkloadSpec(model=f"{model_file}:conv_net", data="digits", resolution=16, train_steps=3, recover_epochs=0.2,
+    base = WorkloadSpec(model=f"{model_file}:conv_net", data="digits", resolution=16, train_steps=3, recover_steps=4,
                         seed=0, cache_dir=str(tmp_path_factory.mktemp("cache")))
 
     def run(**changes) -> Built:
@@ -98,7 +98,7 @@ CHANGES = {  # input -> the WorkloadSpec change (the CLI flag it stands for)
     "resolution": {"resolution": 20},  # --resolution
     "seed": {"seed": 1},  # --seed
     "train_steps": {"train_steps": 4},  # --train-steps
-    "recover_epochs": {"recover_epochs": 0.3},  # --recover-epochs
+    "recover_steps": {"recover_steps": 6},  # --recover-steps
 }
 
 
@@ -113,7 +113,7 @@ def test_the_same_inputs_reuse_every_entry(build_with, original):
 @pytest.mark.parametrize("name", list(CHANGES))
 def test_changing_an_input_rebuilds(build_with, original, name):
     changed = build_with(**CHANGES[name])
-    _assert_rebuilt(original, changed, baseline_too=name != "recover_epochs")
+    _assert_rebuilt(original, changed, baseline_too=name != "recover_steps")
 
 
 def test_editing_the_model_file_rebuilds_and_restoring_it_reuses(build_with, original, model_file):

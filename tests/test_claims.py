@@ -125,7 +125,7 @@ def test_two_workers_on_postgres_train_a_recovery_they_both_meet_once(tmp_path, 
     space = tmp_path / "space.yaml"
     space.write_text(yaml.safe_dump({"placement": "torch-cpu", "precision": "fp32", "prune_ratio": 0.5,
                                      "batch_size": {"choices": [1, 4, 16]}, "threads": 1}))
-    args = ["--model", f"{TINY}:conv_net", "--resolution", "16", "--train-steps", "40", "--recover-epochs", "4",
+    args = ["--model", f"{TINY}:conv_net", "--resolution", "16", "--train-steps", "40", "--recover-steps", "80",
             "--studies-dir", str(tmp_path / "shared"), "--space", str(space), "--study", "claimed", "--n-trials", "3",
             "--storage", postgres_url, "--remeasure-rounds", "0", "--sampler", "random"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}

@@ -19,7 +19,7 @@ def _config(tmp_path, **fields):
 
 
 def _workload_args(studies_dir):
-    return ["--model", f"{TINY}:conv_net", "--resolution", "16", "--train-steps", "80", "--recover-epochs", "1",
+    return ["--model", f"{TINY}:conv_net", "--resolution", "16", "--train-steps", "80", "--recover-steps", "20",
             "--studies-dir", str(studies_dir)]
 
 

@@ -15,7 +15,7 @@ from tuner.build import build, rebuild_module
 from tuner.build import student as students
 from tuner.build.compress import reshape
 from tuner.build.prune import prune
-from tuner.build.recover import LONG_FACTOR, budget_epochs, removed_share
+from tuner.build.recover import LONG_FACTOR, budget_steps, removed_share
 from tuner.build.sparsify import measured_sparsity
 from tuner.candidate import Candidate
 from tuner.errors import UnsupportedCombination
@@ -29,7 +29,7 @@ pytestmark = pytest.mark.slow  # end to end: studies, exports and processes (pyt
 def mobile(studies_dir):
     from tuner.workload import WorkloadSpec, load_workload
 
-    spec = WorkloadSpec(model=f"{TINY}:mobile_net", data="digits", resolution=16, train_steps=60, recover_epochs=0.5,
+    spec = WorkloadSpec(model=f"{TINY}:mobile_net", data="digits", resolution=16, train_steps=60, recover_steps=10,
                         cache_dir=str(studies_dir / "cache"))
     return load_workload(spec, log=lambda m: None)
 
@@ -118,14 +118,14 @@ def test_a_users_own_student_is_distilled_compressed_and_quantized(mobile, studi
     from tuner.space import load_space
     from tuner.workload import load_workload
 
-    w = load_workload(dataclasses.replace(mobile.spec, student=f"{TINY}:narrow_mobile_net", recover_epochs=2.0),
+    w = load_workload(dataclasses.replace(mobile.spec, student=f"{TINY}:narrow_mobile_net", recover_steps=40),
                       log=lambda m: None)
     assert w.key == mobile.key and w.student is not None  # the teacher is the same model
     c = Candidate(student=True, drop_blocks=1)
     built = build(w, c)
     assert built.macs < 0.5 * build(mobile, Candidate()).macs
     record = built.compression["recovery"]
-    assert record["fresh"] and record["epochs"] == budget_epochs(1.0, 2.0, "short")
+    assert record["fresh"] and record["planned"] == budget_steps(1.0, 40, "short", len(w.data.train))
     assert record["loss_end"] < record["loss_start"]
     assert next(m.out_channels for m in built.model.modules() if isinstance(m, nn.Conv2d)) == 16  # the student's
     m = measure(build(w, Candidate(**{**c.to_dict(), "placement": "ov-cpu", "precision": "int8"})), w.data)
@@ -154,15 +154,13 @@ def test_sparsity_zeros_the_weights_and_shrinks_the_zipped_file(mobile):
     assert sparse.compressed_bytes < 0.7 * dense.compressed_bytes  # but the zeros compress
 
 
-def test_recovery_budget_grows_with_what_was_removed_and_long_continues_short(mobile):
-    assert budget_epochs(0.8, 2.0, "short") > budget_epochs(0.4, 2.0, "short") >= 0.5
-    assert budget_epochs(0.4, 2.0, "long") == LONG_FACTOR * budget_epochs(0.4, 2.0, "short")
-    assert budget_epochs(0.4, 0.0, "short") == 0.0
+def test_the_long_recovery_continues_the_short_one_for_more_steps(mobile):
     assert removed_share(50, 100, 0.0) == pytest.approx(0.5) and removed_share(100, 100, 0.5) == pytest.approx(0.5)
     short = build(mobile, Candidate(prune_ratio=0.6)).compression["recovery"]
     long = build(mobile, Candidate(prune_ratio=0.6, recovery="long")).compression["recovery"]
-    assert long["epochs"] == pytest.approx(LONG_FACTOR * short["epochs"])
-    assert long["steps"] == pytest.approx((LONG_FACTOR - 1) * short["steps"], abs=LONG_FACTOR)  # continued the short
+    assert long["before"] == short["steps"] and long["fidelity"] == "long"  # continued the short run
+    assert long["before"] + long["planned"] == LONG_FACTOR * short["planned"]  # a rung: 4x the short's steps in all
+    assert long["proxy"][0][0] > short["steps"]  # its proxy curve goes on from where the short one ended
 
 
 def test_promotion_rule():
@@ -194,7 +192,7 @@ def test_study_promotes_a_close_candidate_to_the_long_recovery(tmp_path, studies
                                      "batch_size": 1, "threads": 1}))
     objectives.write_text(yaml.safe_dump({"objectives": {"accuracy": "maximize", "per_sample_ms": "minimize"},
                                           "constraints": {"accuracy_drop": {"max": 0.0}}}))
-    spec = WorkloadSpec(model=f"{TINY}:conv_net", data="digits", resolution=16, train_steps=80, recover_epochs=0.3,
+    spec = WorkloadSpec(model=f"{TINY}:conv_net", data="digits", resolution=16, train_steps=80, recover_steps=6,
                         cache_dir=str(studies_dir / "cache"))
     storage = f"sqlite:///{tmp_path / 'fidelity.db'}"
     settings = StudySettings("fidelity", storage, load_space(str(space)), load_objectives(str(objectives)), spec,

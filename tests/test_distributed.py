@@ -36,7 +36,7 @@ def _args(tmp_path: Path, studies_dir: Path, study: str, n_trials: int, model: s
           space: dict | None = None) -> list[str]:
     path = tmp_path / f"space-{study}.yaml"
     path.write_text(yaml.safe_dump(space or SPACE, sort_keys=False))
-    return ["--model", f"{TINY}:{model}", "--resolution", "16", "--train-steps", "80", "--recover-epochs", "1",
+    return ["--model", f"{TINY}:{model}", "--resolution", "16", "--train-steps", "80", "--recover-steps", "20",
             "--studies-dir", str(studies_dir), "--space", str(path), "--study", study,
             "--n-trials", str(n_trials), "--heartbeat", "1", "--max-retries", "2", "--remeasure-rounds", "0"]
 

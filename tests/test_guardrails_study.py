@@ -42,7 +42,7 @@ def test_a_guarded_study_honours_every_bound_on_digits(studies_dir):
 
     objectives = load_objectives("guarded")
     said: list[str] = []
-    result = tuner.tune(f"{TINY}:conv_net", "digits", resolution=16, train_steps=80, recover_epochs=1,
+    result = tuner.tune(f"{TINY}:conv_net", "digits", resolution=16, train_steps=80, recover_steps=20,
                         space=SMALL_SPACE, objectives="guarded", n_trials=5, studies_dir=str(studies_dir),
                         study="guarded", remeasure_rounds=0, seed=3, progress=False, log=said.append)
     told = next(line for line in said if line.startswith("objectives: "))

@@ -59,14 +59,14 @@ def _config(d: Path, text: str = "precision: fp32\n") -> str:
 
 
 def _measure(d: Path, *extra: str, config: str | None = None, model: str = f"{TINY}:conv_net") -> list[str]:
-    return ["measure", "--model", model, "--resolution", "16", "--train-steps", "2", "--recover-epochs", "0.1",
+    return ["measure", "--model", model, "--resolution", "16", "--train-steps", "2", "--recover-steps", "2",
             "--studies-dir", str(d / "studies"), "--config", config or _config(d), *extra]
 
 
 def _run(d: Path, *extra: str) -> list[str]:
     """A study on a one-placement space (probing every placement of the default one takes seconds)."""
     space = [] if "--space" in extra else ["--space", _write(d / "space.yaml", SPACE_OK)]
-    return ["run", "--model", f"{TINY}:conv_net", "--resolution", "16", "--train-steps", "2", "--recover-epochs", "0.1",
+    return ["run", "--model", f"{TINY}:conv_net", "--resolution", "16", "--train-steps", "2", "--recover-steps", "2",
             "--studies-dir", str(d / "studies"), "--n-trials", "2", "--remeasure-rounds", "0", *space, *extra]
 
 
@@ -394,7 +394,7 @@ CASES = [
     Case("resolution-huge", _flags("run", "--resolution", "100000"), "--resolution"),
     Case("resolution-not-a-number", _flags("measure", "--resolution", "224px"), "invalid int value"),
     Case("train-steps-negative", _flags("measure", "--train-steps", "-5"), "--train-steps"),
-    Case("recover-epochs-negative", _flags("run", "--recover-epochs", "-1"), "--recover-epochs"),
+    Case("recover-steps-negative", _flags("run", "--recover-steps", "-1"), "--recover-steps"),
     Case("n-trials-negative", _flags("run", "--n-trials", "-3"), "--n-trials"),
     Case("timeout-zero", _flags("run", "--timeout", "0"), "--timeout"),
     Case("timeout-negative", _flags("run", "--timeout", "-60"), "--timeout"),

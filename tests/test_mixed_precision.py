@@ -25,7 +25,7 @@ def mobile(studies_dir):
     """The tests' depthwise / squeeze-excite / hardswish model: 11 convs and a Gemm to rank."""
     from tuner.workload import WorkloadSpec, load_workload
 
-    spec = WorkloadSpec(model=f"{TINY}:mobile_net", data="digits", resolution=16, train_steps=60, recover_epochs=0.5,
+    spec = WorkloadSpec(model=f"{TINY}:mobile_net", data="digits", resolution=16, train_steps=60, recover_steps=10,
                         cache_dir=str(studies_dir / "cache"))
     return load_workload(spec, log=lambda m: None)
 

@@ -55,7 +55,7 @@ def ov_study(studies_dir, tmp_path_factory):
                                      "prune_ratio": 0.0, "fold_bn": True, "batch_size": 1, "threads": 1}))
     objectives.write_text(yaml.safe_dump({"objectives": {"accuracy": "maximize", "per_sample_ms": "minimize"},
                                           "constraints": {"accuracy_drop": {"max": 20}}}))
-    r = run_tuner("--model", f"{TINY}:conv_net", "--resolution", "16", "--train-steps", "80", "--recover-epochs", "1",
+    r = run_tuner("--model", f"{TINY}:conv_net", "--resolution", "16", "--train-steps", "80", "--recover-steps", "20",
                   "--studies-dir", str(studies_dir), "--space", str(space), "--objectives", str(objectives),
                   "--n-trials", "2", "--study", "ov_native", "--remeasure-rounds", "0", "--seed", "0")
     assert r.returncode == 0, r.stderr

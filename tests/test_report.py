@@ -192,7 +192,7 @@ def test_findings_on_compression():
     sparse.metrics["compressed_mb"] = 0.5
     long = row(5, 0.945, 0.8, drop_blocks=1)
     long = TrialRow(**{**long.__dict__, "short_recovery": {"accuracy": 0.92, "per_sample_ms": 0.8, "recovery": {}}})
-    long.metrics["recovery"] = {"still_improving": True, "epochs": 8.0, "fidelity": "long"}
+    long.metrics["recovery"] = {"stopped": "budget", "before": 100, "steps": 300, "kept": 400, "fidelity": "long"}
     rows = [row(1, 0.94, 1.0), row(2, 0.95, 0.9, prune_profile="global"), row(3, 0.94, 1.2, prune=0.0), sparse, long]
     text = "\n".join(compression_findings(rows))
     assert ("the global ratio profile ran at 1.11x the speed of uniform at the same ratio, with 0.80x its MACs, and "
@@ -201,7 +201,8 @@ def test_findings_on_compression():
     assert ("sparsity 0.70 ran at 0.99x the dense speed (CIs overlap: no runtime here turned the zeros into speed); "
             "its zipped artifact is 4.0x smaller (0.50 vs 2.00 MB); cost 1.0 points of accuracy") in text
     assert "1 candidate missed the accuracy floor after the short recovery by little" in text and "92.00% -> 94.50%" in text
-    assert "still falling when 1 recovery ended (prune 0.40 uniform, -1 blocks, sparsity 0, long (8.0 epochs))" in text
+    assert ("still improving when 1 recovery ran out of steps (prune 0.40 uniform, -1 blocks, sparsity 0, long "
+            "(300 steps))") in text
     assert "prune 0.00" not in text  # the unpruned row has no profile to compare
 
 

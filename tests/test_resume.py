@@ -48,7 +48,7 @@ def _save_weights(path: Path, seed: int) -> None:
 def _run(d: Path, *extra: str, data: str = "images", weights: str = "w1.pt", space: str = "space.yaml",
          n_trials: int = 2) -> list[str]:
     return ["run", "--model", f"{TINY}:conv_net", "--data", str(d / data), "--weights", str(d / weights),
-            "--resolution", "16", "--recover-epochs", "0.1", "--studies-dir", str(d / "studies"),
+            "--resolution", "16", "--recover-steps", "2", "--studies-dir", str(d / "studies"),
             "--space", str(d / space), "--n-trials", str(n_trials), "--remeasure-rounds", "0", *extra]
 
 

@@ -40,7 +40,7 @@ def load_study(studies_dir, tmp_path_factory):
     slo["constraints"]["open_p95_ms"]["max"] = BUDGET_MS
     slo["constraints"]["accuracy_drop"]["max"] = 20
     objectives.write_text(yaml.safe_dump(slo))
-    r = run_tuner("--model", f"{TINY}:conv_net", "--resolution", "16", "--train-steps", "80", "--recover-epochs", "1",
+    r = run_tuner("--model", f"{TINY}:conv_net", "--resolution", "16", "--train-steps", "80", "--recover-steps", "20",
                   "--studies-dir", str(studies_dir), "--space", str(space), "--objectives", str(objectives),
                   "--n-trials", "4", "--study", "serving", "--remeasure-rounds", "0", "--seed", "1", "--json")
     assert r.returncode == 0, r.stderr

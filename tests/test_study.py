@@ -31,7 +31,7 @@ SPACE = {
 def _args(tmp_path, studies_dir, n_trials, name):
     space = tmp_path / "space.yaml"
     space.write_text(yaml.safe_dump(SPACE))
-    return ["--model", f"{TINY}:conv_net", "--resolution", "16", "--train-steps", "80", "--recover-epochs", "1",
+    return ["--model", f"{TINY}:conv_net", "--resolution", "16", "--train-steps", "80", "--recover-steps", "20",
             "--studies-dir", str(studies_dir), "--space", str(space), "--n-trials", str(n_trials),
             "--study", name, "--seed", "3"]
 

@@ -51,9 +51,10 @@ def _add_workload_args(p: argparse.ArgumentParser) -> None:
                    help="share of each class's validation images the search never sees; export scores its pick on "
                         "them (default 0.2; 0: none; a test/ folder beside train/ and val/ is used instead)")
     g.add_argument("--train-steps", type=int, default=None, help="baseline training steps when no --weights")
-    g.add_argument("--recover-epochs", type=float, default=None,
-                   help="short recovery budget: epochs of distillation over the train split for a model with half its "
-                        "compute removed, in proportion for more or less (default 2; the long recovery is 4x)")
+    g.add_argument("--recover-steps", type=int, default=None,
+                   help="short recovery budget: distillation steps (batch 64) for a model with half its compute "
+                        "removed, in proportion for more or less, at most 3 passes over the train split; it stops "
+                        "sooner when it stops improving (default 100; the long recovery is 4x)")
     g.add_argument("--studies-dir", default="studies", help="where studies, caches and artifacts live")
 
 
@@ -61,7 +62,7 @@ def workload_spec(args: argparse.Namespace) -> Any:
     from tuner.workload import make_spec
 
     return make_spec(args.model, args.data, args.weights, args.resolution, args.mean, args.std, args.seed,
-                     train_steps=args.train_steps, recover_epochs=args.recover_epochs, holdout=args.holdout,
+                     train_steps=args.train_steps, recover_steps=args.recover_steps, holdout=args.holdout,
                      student=args.student, studies_dir=args.studies_dir)
 
 
@@ -177,7 +178,7 @@ class Run(Command):
         tune = tune.__wrapped__  # unwrapped from in_keywords: its errors name the command line's flags
         result = tune(args.model, args.data, weights=args.weights, resolution=args.resolution, mean=args.mean,
                       std=args.std, seed=args.seed, holdout=args.holdout, train_steps=args.train_steps,
-                      recover_epochs=args.recover_epochs, student=args.student, space=args.space,
+                      recover_steps=args.recover_steps, student=args.student, space=args.space,
                       objectives=args.objectives,
                       n_trials=args.n_trials, budget=args.budget, study=args.study, storage=args.storage,
                       studies_dir=args.studies_dir,

@@ -146,11 +146,11 @@ def recovery_prior(workload: Workload, forward_s: float) -> dict[str, float]:
     """What a recovery will cost before any was seen (``tuner.study.costs``): seconds per distillation step from
     the reference's forward speed, the most steps a short recovery takes (all of the compute removed) and how
     many times the short one's steps the long recovery adds."""
-    from tuner.build.recover import LONG_FACTOR, budget_epochs
-    from tuner.train import BATCH_SIZE, steps_per_epoch
+    from tuner.build.recover import LONG_FACTOR, budget_steps
+    from tuner.train import BATCH_SIZE
 
     w = workload
-    steps = budget_epochs(1.0, w.spec.recover_epochs, "short") * steps_per_epoch(w.data)
+    steps = budget_steps(1.0, w.spec.recover_steps, "short", len(w.data.train))
     return {"step_seconds": DISTILL_FORWARDS * BATCH_SIZE * forward_s, "short_steps": float(steps),
             "long_extra": float(LONG_FACTOR - 1)}
 

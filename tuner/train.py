@@ -19,16 +19,20 @@ WARMUP = 0.05  # share of the steps spent ramping the learning rate up: a pruned
 SHIFT = 8  # random translation of up to 1/SHIFT of the side, per image: label-safe for any image class
 
 
-def steps_per_epoch(data: Dataset) -> int:
-    return max(1, math.ceil(len(data.train) / BATCH_SIZE))
+def steps_per_epoch(data: Dataset, images: int | None = None) -> int:
+    """Steps of one pass over the train split (or over ``images`` of it)."""
+    return max(1, math.ceil((len(data.train) if images is None else images) / BATCH_SIZE))
 
 
 def train(model: nn.Module, data: Dataset, steps: int, lr: float, seed: int = 0,
           teacher: nn.Module | None = None, augment: bool = True,
           on_epoch: Callable[[int], None] | None = None, after_step: Callable[[], None] | None = None,
-          what: str = "training") -> list[float]:
+          what: str = "training", pool: np.ndarray | None = None,
+          check: Callable[[int], bool] | None = None, check_every: int = 0) -> list[float]:
     """Train ``model`` in place for ``steps`` AdamW steps on the train split (linear warm-up, then cosine);
-    returns the loss of every step.
+    returns the loss of every step. ``pool``: the indices of the train images it may draw from (recovery keeps
+    a slice apart to judge itself on); ``check(step)``, every ``check_every`` steps and after the last, with the
+    model in eval mode, ends the training early when it returns True.
 
     With a ``teacher`` the loss is knowledge distillation (KL at TEMPERATURE) plus half the label loss, the
     usual recipe to recover a pruned network or train a smaller student. ``on_epoch(step)`` is called after
@@ -45,14 +49,15 @@ def train(model: nn.Module, data: Dataset, steps: int, lr: float, seed: int = 0,
     warm = max(1, int(WARMUP * steps))
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: (s + 1) / warm if s < warm else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, steps - warm))))
-    n, epoch = len(data.train), steps_per_epoch(data)
-    order = rng.permutation(n)
+    pool = np.arange(len(data.train)) if pool is None else pool
+    n, epoch = len(pool), steps_per_epoch(data, len(pool))
+    order = pool[rng.permutation(n)]
     pos = 0
     losses = []
     tracker = Tracker(what, steps)
     for step in range(steps):
         if pos + BATCH_SIZE > n:
-            order, pos = rng.permutation(n), 0
+            order, pos = pool[rng.permutation(n)], 0
         idx = np.sort(order[pos:pos + BATCH_SIZE])
         pos += BATCH_SIZE
         images = data.train.images[idx]
@@ -79,6 +84,12 @@ def train(model: nn.Module, data: Dataset, steps: int, lr: float, seed: int = 0,
             model.eval()
             on_epoch(step + 1)
             model.train()
+        if check is not None and ((check_every and (step + 1) % check_every == 0) or step + 1 == steps):
+            model.eval()
+            stop = check(step + 1)
+            model.train()
+            if stop:
+                break
     model.eval()
     return losses
 

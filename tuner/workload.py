@@ -41,7 +41,7 @@ class WorkloadSpec:
     seed: int = 0
     train_steps: int = 100  # baseline training budget, only used without --weights
     holdout: float = HOLDOUT_SHARE  # share of the validation images kept from the search (export scores them)
-    recover_epochs: float = 2.0  # short recovery, epochs over the train split, for half the compute removed
+    recover_steps: int = 100  # short recovery, optimizer steps for half the compute removed (tuner.build.recover)
     cache_dir: str | None = "studies/cache"  # None: cache nothing
     student: str | None = None  # --student: the user's own smaller model (a --model value), distilled from model
     # The study's storage URL where cache entries are claimed on it (PostgreSQL: tuner.claims), so that the workers
@@ -68,13 +68,15 @@ class WorkloadSpec:
 
 def make_spec(model: str = "resnet18", data: str = "digits", weights: str | None = None,
               resolution: int | None = None, mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
-              seed: int = 0, *, train_steps: int | None = None, recover_epochs: float | None = None,
+              seed: int = 0, *, train_steps: int | None = None, recover_steps: int | None = None,
               holdout: float | None = None, student: str | None = None, studies_dir: str = "studies") -> WorkloadSpec:
     """A WorkloadSpec from the command line's values (``tuner run`` / ``measure``, ``tuner.tune``), each checked
     before anything loads: bad input is one line naming the flag; None takes the default."""
     defaults = WorkloadSpec()
-    for flag, value in (("--train-steps", train_steps), ("--recover-epochs", recover_epochs)):
+    for flag, value in (("--train-steps", train_steps), ("--recover-steps", recover_steps)):
         check_number(flag, value, 0)
+        if value is not None and value != int(value):
+            raise ConfigError(f"{flag} counts optimizer steps: it must be a whole number, got {value}.")
     if not 0 <= seed < 2**32:  # numpy's and Optuna's seeds are 32-bit
         raise ConfigError(f"--seed must be >= 0 and below 2**32, got {seed}.")
     check_inputs(resolution, mean, std)
@@ -86,7 +88,7 @@ def make_spec(model: str = "resnet18", data: str = "digits", weights: str | None
         model=model, data=data, weights=weights, resolution=resolution,
         mean=tuple(mean) if mean else None, std=tuple(std) if std else None, seed=seed,  # type: ignore[arg-type]
         train_steps=defaults.train_steps if train_steps is None else train_steps,
-        recover_epochs=defaults.recover_epochs if recover_epochs is None else recover_epochs,
+        recover_steps=defaults.recover_steps if recover_steps is None else int(recover_steps),
         holdout=defaults.holdout if holdout is None else holdout, cache_dir=f"{studies_dir}/cache",
         student=student or None)
 

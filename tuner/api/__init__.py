@@ -36,7 +36,7 @@ def tune(model: Any = "resnet18", train: Any = "digits", val: Any = None, *,
          classes: Sequence[str] | None = None,
          resolution: int | None = None, mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
          seed: int = 0, holdout: float | None = None, train_steps: int | None = None,
-         recover_epochs: float | None = None, student: Any = None,
+         recover_steps: int | None = None, student: Any = None,
          study: str | None = None, storage: str | None = None, studies_dir: str = "studies", sampler: str = "tpe",
          timeout: float | None = None, heartbeat: float = 10.0, max_retries: int = 1,
          trial_timeout: float | None = None, remeasure_rounds: int = 3, allow_mixed_hardware: bool = False,
@@ -101,7 +101,7 @@ def tune(model: Any = "resnet18", train: Any = "digits", val: Any = None, *,
     scorer = make_metric(metric, higher_is_better)
     objectives = load_objectives(objectives) if isinstance(objectives, (str, dict)) else objectives
     spec = make_spec("", "", weights, resolution, mean, std, seed, train_steps=train_steps,
-                     recover_epochs=recover_epochs, holdout=holdout, studies_dir=studies_dir)
+                     recover_steps=recover_steps, holdout=holdout, studies_dir=studies_dir)
     # What is given in memory is saved into the cache (so that every process of the study can load it), and only
     # that: names and paths, as the command line gives them, leave nothing behind when they are wrong.
     cache = Cache(Path(studies_dir) / "cache")

@@ -107,7 +107,7 @@ class TuneResult:
     def to_dataframe(self) -> pd.DataFrame:
         """One row per trial, the report's CSV columns (``tuner.report.trials.trial_table``): trial, state, flags,
         every candidate param, every metric (the latency CI as two columns, a record such as ``recovery`` as
-        ``recovery.epochs``...), the re-measured per-sample latency and its difference, speedup, note."""
+        ``recovery.steps``...), the re-measured per-sample latency and its difference, speedup, note."""
         import pandas as pd
 
         from tuner.report.data import trial_rows

@@ -22,7 +22,7 @@ from torch import nn
 from tuner import hardware
 from tuner.build import sparsify, student
 from tuner.build.prune import count, output_layer, prune, prune_to
-from tuner.build.recover import RecoveryRecord, recover, removed_share
+from tuner.build.recover import RecoveryRecord, budget_steps, recover, removed_share
 from tuner.cache import code_id, make_key
 from tuner.errors import UnsupportedCombination
 
@@ -55,11 +55,11 @@ def compress(ctx: StepContext) -> Compressed:
         if len(dropped) < c.drop_blocks:
             raise UnsupportedCombination(f"drop_blocks {c.drop_blocks} is refused: this model has {len(dropped)} "
                                          "blocks whose output has their input's shape (droppable ones)")
-    short = _key(start_key, c, dropped, "short", w.spec.seed, w.spec.recover_epochs)
+    short = _key(start_key, c, dropped, "short", w.spec.seed, w.spec.recover_steps)
     entry = short_entry = w.cache.entry(short, lambda out: _recover(ctx, out, dropped, "short"))
     key = short
     if c.recovery == "long":  # continues the short recovery: the short one is built (or found) first
-        key = make_key(stage="recover-long", input=short, epochs=w.spec.recover_epochs, seed=w.spec.seed,
+        key = make_key(stage="recover-long", input=short, steps=w.spec.recover_steps, seed=w.spec.seed,
                        code=code_id("tuner.build.recover", "tuner.train"))
         entry = w.cache.entry(key, lambda out: _recover(ctx, out, dropped, "long", warm=short_entry))
     with ctx.timed("recover"):
@@ -84,11 +84,11 @@ def reshape(model: nn.Module, c: Candidate, example: torch.Tensor, state: dict[s
     return model
 
 
-def _key(model_key: str, c: Candidate, dropped: tuple[str, ...], fidelity: str, seed: int, epochs: float) -> str:
+def _key(model_key: str, c: Candidate, dropped: tuple[str, ...], fidelity: str, seed: int, steps: int) -> str:
     return make_key(stage="compress", input=model_key, dropped=list(dropped), ratio=c.prune_ratio,
                     profile=c.prune_profile if c.prune_ratio else None, multiple=hardware.channel_multiple(),
                     sparsity=c.sparsity, fidelity=fidelity,
-                    epochs=epochs, seed=seed, tp=torch_pruning.__version__, torch=torch.__version__,
+                    steps=steps, seed=seed, tp=torch_pruning.__version__, torch=torch.__version__,
                     code=code_id("tuner.build.prune", "tuner.build.student", "tuner.build.sparsify",
                                  "tuner.build.recover", "tuner.train"))
 
@@ -98,13 +98,14 @@ def _recover(ctx: StepContext, out: Path, dropped: tuple[str, ...], fidelity: st
     w, c = ctx.workload, ctx.candidate
     reference = w.reference_model()
     ref_macs, _ = count(reference, ctx.example)
-    already = 0.0
+    before = 0
     with ctx.timed("prune"):
         if warm is not None:
             state = torch.load(warm / WEIGHTS, map_location="cpu", weights_only=True)
             model = reshape(w.start_model(c.student)[0], c, ctx.example, state)
             model.load_state_dict(state)
-            already = json.loads((warm / RECORD).read_text())["epochs"]
+            short = json.loads((warm / RECORD).read_text())
+            before = short["before"] + short["steps"]
         else:
             model = student.drop(w.start_model(c.student)[0], dropped)
             if c.prune_ratio:
@@ -113,8 +114,10 @@ def _recover(ctx: StepContext, out: Path, dropped: tuple[str, ...], fidelity: st
         sparsify.apply(model, keep)
         macs, _ = count(model, ctx.example)
     with ctx.timed("recover"):
-        record = recover(model, reference, w.data, removed_share(macs, ref_macs, c.sparsity), w.spec.recover_epochs,
-                         fidelity, w.spec.seed, already, fresh=c.student,
+        removed = removed_share(macs, ref_macs, c.sparsity)
+        # a fresh student (--student) keeps none of the teacher's weights: budgeted as if all compute were removed
+        budget = budget_steps(1.0 if c.student else removed, w.spec.recover_steps, fidelity, len(w.data.train))
+        record = recover(model, reference, w.data, removed, budget, fidelity, w.spec.seed, before, fresh=c.student,
                          after_step=(lambda: sparsify.apply(model, keep)) if keep else None)
     torch.save(model.state_dict(), out / WEIGHTS)
     (out / RECORD).write_text(json.dumps(record.to_dict(), indent=1))

@@ -88,14 +88,14 @@ def _recovery(rows: list[TrialRow]) -> list[str]:
     short = {}
     for r in rows:
         rec = r.metrics.get("recovery") or {}
-        if rec.get("still_improving"):
+        # out of steps with its best proxy at the very end: more steps could still buy accuracy
+        if rec.get("stopped") == "budget" and rec.get("kept") == rec.get("before", 0) + rec.get("steps", 0):
             short.setdefault((r.params.get("prune_ratio"), r.params.get("prune_profile"), r.params.get("drop_blocks"),
                               r.params.get("sparsity"), rec.get("fidelity")), rec)
     if short:
-        what = "; ".join(f"prune {k[0]:.2f} {k[1]}, -{k[2]} blocks, sparsity {k[3]:g}, {k[4]} ({rec['epochs']:.1f} "
-                         f"epochs)" for k, rec in list(short.items())[:3])
-        out.append(f"the distillation loss was still falling when {len(short)} recover"
-                   f"{'ies' if len(short) > 1 else 'y'} ended ({what}): the student had not yet matched the teacher "
-                   "on the train split; a larger --recover-epochs may buy accuracy, or only fit the train split "
-                   "closer (benchmarks/HISTORY.md, recovery table).")
+        what = "; ".join(f"prune {k[0]:.2f} {k[1]}, -{k[2]} blocks, sparsity {k[3]:g}, {k[4]} ({rec['steps']} "
+                         f"steps)" for k, rec in list(short.items())[:3])
+        out.append(f"the proxy (train images kept out of the recovery) was still improving when {len(short)} "
+                   f"recover{'ies' if len(short) > 1 else 'y'} ran out of steps ({what}): a larger --recover-steps "
+                   "may buy accuracy (benchmarks/HISTORY.md, recovery in steps).")
     return out

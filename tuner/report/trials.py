@@ -12,7 +12,7 @@ from tuner.report.data import TrialRow
 def trial_table(rows: list[TrialRow]) -> list[dict[str, Any]]:
     """Per trial: trial, state, baseline, pareto, feasible, duplicate_of, every candidate field, every metric (a
     figure measured in the run overrides the candidate's request of the same name: ``threads`` as it ran; the
-    latency CI as two columns, a record such as ``recovery`` as ``recovery.epochs``), the re-measured per-sample
+    latency CI as two columns, a record such as ``recovery`` as ``recovery.steps``), the re-measured per-sample
     latency and its relative difference, the speedup, and the note (why it failed or was refused)."""
     out = []
     for r in rows:
@@ -28,7 +28,7 @@ def trial_table(rows: list[TrialRow]) -> list[dict[str, Any]]:
 
 
 def _flat(metrics: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested records as dotted columns (``recovery.epochs``), lists as one comma-separated cell."""
+    """Nested records as dotted columns (``recovery.steps``), lists as one comma-separated cell."""
     out: dict[str, Any] = {}
     for k, v in metrics.items():
         if isinstance(v, dict):

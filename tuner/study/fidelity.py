@@ -5,7 +5,9 @@ was distilled (the architecture and precision are the same), so one short measur
 recovery could matter: it is spent only on a candidate that missed the accuracy floor by at most
 ``PROMOTE_MARGIN`` and is faster than every feasible point so far, i.e. one that would become the study's
 fastest feasible point if the long recovery made it feasible. The long recovery continues the short one and
-is cached per architecture, so every later precision or placement of it reuses it.
+is cached per architecture, so every later precision or placement of it reuses it. The two are rungs of a
+successive halving in optimizer steps: the long one trains ``tuner.build.recover.LONG_FACTOR`` times the short
+one's steps in all, from where the short one ended.
 """
 
 from __future__ import annotations

@@ -120,7 +120,10 @@ def test_dashboard_sorts_by_plain_figures(served):
         attrs, metrics = _attrs(t["user_attrs"]), by_number[t["number"]].user_attrs["metrics"]
         for key in FLAT_METRICS:
             assert float(attrs[key]) == pytest.approx(metrics[key]), key
-        assert json.loads(attrs["metrics"])["per_sample_ms"] == metrics["per_sample_ms"]
+        # The whole dict, as the dashboard shows it: JSON, cut at its 1024 characters (a recovery's proxy curve or
+        # many classes' top-1 run past that).
+        shown = attrs["metrics"]
+        assert shown == json.dumps(metrics)[:len(shown)] and shown.startswith('{"accuracy": ')
 
 
 def test_remeasure_is_kept_as_plain_study_values(served):

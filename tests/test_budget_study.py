@@ -60,12 +60,17 @@ def test_a_budgeted_study_ends_within_it_with_the_remeasure_and_says_where_the_t
 
 
 def test_a_trial_that_would_not_fit_is_not_started_and_says_why(studies_dir, tmp_path):
-    # Every proposal is a new 0.5 prune of a model whose inference takes 20 ms an image: its recovery is priced from
-    # that speed at minutes, more than the budget leaves after setup and the baseline (which always runs), so the
-    # study ends after the baseline and three proposals not started, long before its budget.
+    # Every proposal is a new 0.5 prune of a model whose training steps take 50 ms an image: its recovery is priced
+    # (from steps timed at setup) at minutes, more than the budget leaves after setup and the baseline (which always
+    # runs), so the study ends after the baseline and three proposals not started, long before its budget.
+    import torch
+
+    from tests.tiny_models import slow_to_train_net
+
+    torch.save(slow_to_train_net().state_dict(), tmp_path / "weights.pt")
     space = {"placement": "ort-cpu", "precision": "fp32", "prune_ratio": 0.5, "batch_size": 1, "threads": 1}
     r, wall = _run(studies_dir, "no_room", "--budget", "90s", "--remeasure-rounds", "0", *_files(tmp_path, space),
-                   "--model", f"{TINY}:slow_net")
+                   "--model", f"{TINY}:slow_to_train_net", "--weights", str(tmp_path / "weights.pt"))
     assert r.returncode == 0, r.stderr[-3000:]
     assert wall < 90
     trials = read_trials(_study(studies_dir, "no_room"))

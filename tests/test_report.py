@@ -338,6 +338,7 @@ def test_the_layer_view_renders_in_headless_chromium(small_study, tmp_path):
     """`tuner explain` keeps its comparison on the study; the report drawn after it shows the costliest layers of the
     pick and the baseline, bar by bar (before it, a note says how to get them)."""
     from tuner.explain import explain_study
+    from tuner.record import EXPLAIN_ATTR
     from tuner.report import write_report
     from tuner.report.figures import LAYER_VIEW_ROWS
     from tuner.report.page import render_html
@@ -346,6 +347,7 @@ def test_the_layer_view_renders_in_headless_chromium(small_study, tmp_path):
     optuna.copy_study(from_study_name=small_study["name"], from_storage=small_study["storage"], to_storage=storage,
                       to_study_name="layers")
     study = optuna.load_study(study_name="layers", storage=storage)
+    study.set_user_attr(EXPLAIN_ATTR, None)  # tests/test_explain.py may have explained the shared study already
     assert report_info(study).layers is None and "Not profiled yet: `tuner explain" in render_html(report_info(study))
     done = explain_study(study, studies_dir=small_study["studies_dir"], repeats=3, log=lambda m: None)
     info = report_info(optuna.load_study(study_name="layers", storage=storage))

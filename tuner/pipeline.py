@@ -110,24 +110,20 @@ def reference(workload: Workload, keep_logits: bool = False, log: Callable[[str]
     outputs vary run to run is warned about (once per study: the reference is scored once). Its predictions
     (``predictions``, not JSON: the study's process keeps them for every trial's guardrail figures) and their
     plain figures (``guardrails``: per-class top-1, ECE) come with it."""
-    import time
-
     import numpy as np
 
     from tuner.guardrails import Tally
 
     w = workload
     kept: list[np.ndarray] = []
-    start = time.perf_counter()
     tally = Tally()
     accuracy = reference_accuracy(w, keep=kept, log=log, tally=tally)
-    forward_s = (time.perf_counter() - start) / max(1, len(w.data.val))  # per image, batched (and opening it)
     out = {"accuracy": accuracy, "workload_key": w.key, "data": w.data.name,
            "resolution": w.data.resolution, "num_classes": w.data.num_classes, "validation_images": len(w.data.val),
            "identity": w.identity()}  # what the study checks on resume (tuner.study.resume)
     if w.onnx is None:  # what the model can give a shallower student (the space's drop_blocks is capped to it)
         out["droppable_blocks"] = droppable_blocks(w)
-        out["recovery_prior"] = recovery_prior(w, forward_s)
+        out["recovery_prior"] = recovery_prior(w)
     predictions = tally.predictions()
     out.update(guardrails={**predictions.record(), "classes": list(w.data.classes)}, predictions=predictions)
     if keep_logits:
@@ -135,24 +131,28 @@ def reference(workload: Workload, keep_logits: bool = False, log: Callable[[str]
     return out
 
 
-# A distillation step on one image costs the teacher's forward, the student's forward and its backward (about
-# two forwards), at training batches rather than the accuracy pass's larger ones. Measured on the tests' tiny CNN
-# (digits, 16 px, 2 vCPUs under contention): 0.76 s a step of 64 against 3.1 ms/image in the reference's accuracy
-# pass, 3.9 forwards; 5 errs long.
-DISTILL_FORWARDS = 5.0
+PRIOR_STEPS = 3  # distillation steps timed at setup for the prior (the first, slower one included: it errs long)
 
 
-def recovery_prior(workload: Workload, forward_s: float) -> dict[str, float]:
-    """What a recovery will cost before any was seen (``tuner.study.costs``): seconds per distillation step from
-    the reference's forward speed, the most steps a short recovery takes (all of the compute removed) and how
-    many times the short one's steps the long recovery adds."""
+def recovery_prior(workload: Workload) -> dict[str, float]:
+    """What a recovery will cost before any was seen (``tuner.study.costs``): seconds per distillation step, timed
+    on ``PRIOR_STEPS`` steps of the reference distilled into a copy of itself (a compressed student is no dearer),
+    the most steps a short recovery takes (all of the compute removed) and how many times the short one's steps
+    the long recovery adds. Timed, not derived from the accuracy pass's speed: a pass at large batches in eval mode
+    said 14 s a step for a ResNet18 at 96 px whose steps took 2 s."""
+    import copy
+    import time
+
     from tuner.build.recover import LONG_FACTOR, budget_steps
-    from tuner.train import BATCH_SIZE
+    from tuner.train import train
 
     w = workload
+    teacher = w.reference_model()
+    start = time.perf_counter()
+    train(copy.deepcopy(teacher), w.data, PRIOR_STEPS, lr=1e-6, teacher=teacher, what="timing a distillation step")
+    step_seconds = (time.perf_counter() - start) / PRIOR_STEPS
     steps = budget_steps(1.0, w.spec.recover_steps, "short", len(w.data.train))
-    return {"step_seconds": DISTILL_FORWARDS * BATCH_SIZE * forward_s, "short_steps": float(steps),
-            "long_extra": float(LONG_FACTOR - 1)}
+    return {"step_seconds": step_seconds, "short_steps": float(steps), "long_extra": float(LONG_FACTOR - 1)}
 
 
 def droppable_blocks(workload: Workload) -> int:

@@ -268,11 +268,13 @@ def _image_folder(root: Path, resolution: int, mean: tuple[float, ...], std: tup
     store = cache_dir / "data" if cache_dir is not None else None
     index = store / "files" / f"{_fingerprint(str(root.resolve()))}.json" if store is not None else None
     splits = {"train": train_files, "val": val_files, "test": test_files}
-    key = decoded.content_key(splits, resolution, _version("pillow"), index)
-    train, val, test = (Split(x, y) for x, y in decoded.load(splits, resolution, key, store, str(root), log).values())
+    content = decoded.content_key(splits, resolution, _version("pillow"), index)
+    arrays = decoded.load(splits, resolution, content.key, store, str(root), log)
+    content.save_index()  # once decoded: a folder with a bad image leaves nothing behind
+    train, val, test = (Split(x, y) for x, y in arrays.values())
     pick = np.random.default_rng(seed).permutation(len(train))[:CALIBRATION_SIZE]
     calib = Split(train.images[np.sort(pick)], train.labels[np.sort(pick)])
-    fp = _fingerprint(key, tuple(classes), seed, mean, std, CALIBRATION_SIZE)
+    fp = _fingerprint(content.key, tuple(classes), seed, mean, std, CALIBRATION_SIZE)
     return Dataset(root.name, tuple(classes), resolution, tuple(mean), tuple(std), train, val, calib, fp,  # type: ignore[arg-type]
                    test if len(test) else None)
 

@@ -20,6 +20,7 @@ import shutil
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -39,17 +40,32 @@ RACY_NS = 100_000_000
 CHUNK = 256  # images decoded per step: memory stays bounded while the arrays fill
 
 
-def content_key(splits: dict[str, Files], resolution: int, pillow: str, index: Path | None) -> str:
+@dataclass(frozen=True)
+class Content:
+    """A folder's decoded arrays by content: their key, and the folder's stat index to keep once they are decoded
+    (a folder with a bad image leaves nothing behind)."""
+
+    key: str
+    index: Path | None
+    settled: dict[str, list] | None  # None: the index on disk is current
+
+    def save_index(self) -> None:
+        if self.index is not None and self.settled is not None:
+            _write_json(self.index, {"format": FORMAT, "files": self.settled})
+
+
+def content_key(splits: dict[str, Files], resolution: int, pillow: str, index: Path | None) -> Content:
     """The key of the decoded arrays: each split's files by content and label, the resolution and the decoder
     (its rules and PIL's version). ``index``: the folder's stat -> sha256 index (None: hash every file)."""
     every = [path for files in splits.values() for path, _ in files]
-    digests = _digests(every, index)
+    digests, settled = _digests(every, index)
     h = hashlib.sha256()
     for name, files in splits.items():
         h.update(f"split {name}\n".encode())
         for path, label in files:
             h.update(f"{digests[str(path)]}:{label}\n".encode())
-    return make_key(format=FORMAT, decoder=DECODER, pillow=pillow, resolution=resolution, files=h.hexdigest())
+    key = make_key(format=FORMAT, decoder=DECODER, pillow=pillow, resolution=resolution, files=h.hexdigest())
+    return Content(key, index, settled)
 
 
 def load(splits: dict[str, Files], resolution: int, key: str, root: Path | None, source: str,
@@ -72,6 +88,7 @@ def load(splits: dict[str, Files], resolution: int, key: str, root: Path | None,
                 problem = f"unreadable: {type(err).__name__}"
         log(f"warning: the decoded images in {entry} are damaged ({problem}); decoding them again")
         _discard(entry)
+    created = [d for d in (root, *root.parents) if not d.exists()]  # removed again if the decode fails
     try:
         root.mkdir(parents=True, exist_ok=True)
         tmp = owned_temp_dir(root, f".{key}-")
@@ -93,6 +110,12 @@ def load(splits: dict[str, Files], resolution: int, key: str, root: Path | None,
         _write_manifest(tmp)
         with contextlib.suppress(OSError):  # another process published it first: theirs is the same content
             os.replace(tmp, entry)
+    except BaseException:  # a bad image (or Ctrl-C): the folders this decode made go with it
+        shutil.rmtree(tmp, ignore_errors=True)
+        for d in created:
+            with contextlib.suppress(OSError):
+                d.rmdir()
+        raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return _open(entry, splits, resolution)
@@ -117,8 +140,9 @@ def _hash(path: Path) -> str:
         raise _unreadable(path, err) from None
 
 
-def _digests(paths: list[Path], index: Path | None) -> dict[str, str]:
-    """{path: sha256 of its bytes}: from the index where the file's stat is the one recorded, else read."""
+def _digests(paths: list[Path], index: Path | None) -> tuple[dict[str, str], dict[str, list] | None]:
+    """({path: sha256 of its bytes}, the index to write or None): from the index where the file's stat is the one
+    recorded, else read."""
     known: dict[str, list] = {}
     if index is not None:
         with contextlib.suppress(OSError, ValueError, TypeError, KeyError):  # no index, or a damaged one: rebuilt
@@ -138,11 +162,10 @@ def _digests(paths: list[Path], index: Path | None) -> dict[str, str]:
     if missing:
         with ThreadPoolExecutor(max_workers=4) as pool:  # hashlib releases the GIL on large buffers
             out.update(zip(map(str, missing), pool.map(_hash, missing)))
-    if index is not None and missing:
-        now = time.time_ns()
-        settled = {name: [*stat, out[name]] for name, stat in stats.items() if now - max(stat[1:3]) > RACY_NS}
-        _write_json(index, {"format": FORMAT, "files": settled})
-    return out
+    if index is None or not missing:
+        return out, None
+    now = time.time_ns()
+    return out, {name: [*stat, out[name]] for name, stat in stats.items() if now - max(stat[1:3]) > RACY_NS}
 
 
 def _write_json(path: Path, record: dict) -> None:

@@ -29,9 +29,9 @@ def test_capped_narrows_a_range_and_choices_and_lists_why(tmp_path):
 
 def test_a_plain_cnn_completes_the_default_space_with_what_it_cannot_take_listed(plain_cnn_study, studies_dir):
     """The default space drops up to 3 blocks; a plain CNN has none: the range is capped to 0 at start (listed),
-    and the study completes its 8 trials (before: a traceback at the first drop_blocks > 0, and on resume): the
-    baseline, the two int8 anchors, three random proposals and two of TPE's, each of which would draw drop_blocks
-    1-3 three times in four were the range not capped."""
+    and the study completes its PLAIN_TRIALS (12) trials (before: a traceback at the first drop_blocks > 0, and on
+    resume): the baseline, the int8 anchors and the sampler's proposals, each of which would draw drop_blocks 1-3
+    three times in four were the range not capped."""
     r = plain_cnn_study
     assert r.returncode == 0, r.stderr[-3000:]
     assert "dropped drop_blocks above 0: the model has 0 droppable blocks" in r.stderr

@@ -57,9 +57,9 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     from tuner import hardware
-    from tuner.build.export import export_onnx
-    from tuner.build.prune import count, prune
-    from tuner.build.qdq import quantize_int8
+    from tuner.passes.onnx_export import export_onnx
+    from tuner.passes.prune import count, prune
+    from tuner.passes.qdq import quantize_int8
     from tuner.data import load_dataset
     from tuner.models import create_model
 

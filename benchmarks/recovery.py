@@ -6,7 +6,7 @@ one ten times larger: what a recovery buys and costs per step should not depend 
         --weights studies/weights/resnet18-imagenette-96.pt --ratios 0.2,0.4,0.6 --steps 0,25,50,100,200,400
 
 Each row prunes the model (`--profile`), distils it for a budget of k optimizer steps (batch 64) exactly as a
-study's short recovery does (tuner.build.recover: warm-up then cosine over k steps, early stop on the train
+study's short recovery does (tuner.passes.recover: warm-up then cosine over k steps, early stop on the train
 slice kept apart, best weights kept) and scores it in torch fp32 on the validation split the study picks on.
 k = 0 is the pruned model untrained. `default` names the budget a study gives that ratio with the default
 `--recover-steps`. Latency is not measured: it depends on the architecture, not on how long it was distilled
@@ -39,8 +39,8 @@ def main(argv: list[str] | None = None) -> None:
 
     import torch
 
-    from tuner.build.prune import count, prune
-    from tuner.build.recover import budget_steps, recover, removed_share
+    from tuner.passes.prune import count, prune
+    from tuner.passes.recover import budget_steps, recover, removed_share
     from tuner.train import torch_accuracy
     from tuner.workload import load_workload
 

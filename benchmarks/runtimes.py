@@ -3,7 +3,7 @@
     python benchmarks/runtimes.py --model resnet18 --data digits --resolution 224 --rounds 3
 
 The ONNX fp32 and int8 artifacts are built once, here, through the project's own pipeline
-(tuner.workload.load_workload + tuner.build.build); int8 is the one calibrated QDQ file that both
+(tuner.workload.load_workload + tuner.passes.build); int8 is the one calibrated QDQ file that both
 ort-cpu and ov-cpu run. Each measurement then runs in its own subprocess, alternated round-robin
 (A B C D E, A B C D E, ...), because runtimes keep spinning thread pools that distort each other in
 one process, and because alternation spreads slow phases of a shared machine over every row.
@@ -65,8 +65,8 @@ def child(job: dict) -> None:
 
     model = None
     if job["torch"]:  # the same architecture rebuilt, then the built weights loaded (fx modules do not pickle)
-        from tuner.build.fuse import fold_bn
-        from tuner.build.quantize import cast_torch
+        from tuner.passes.fuse import fold_bn
+        from tuner.passes.quantize import cast_torch
         from tuner.models import create_model
 
         spec = job["torch"]
@@ -98,7 +98,7 @@ def build_artifacts(args: argparse.Namespace, tmp: Path, rows: list[tuple[str, s
     import numpy as np
     import torch
 
-    from tuner.build import build
+    from tuner.passes import build
     from tuner.candidate import Candidate
     from tuner.workload import WorkloadSpec, load_workload
 

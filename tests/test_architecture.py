@@ -108,7 +108,7 @@ LAYERS = (
      "tuner.streams"),
     ("tuner.data", "tuner.decoded", "tuner.images", "tuner.models", "tuner.zoo", "tuner.onnx_model", "tuner.metric",
      "tuner.guardrails", "tuner.train", "tuner.workload", "tuner.paths", "tuner.hardware", "tuner.cache", "tuner.claims"),
-    ("tuner.build", "tuner.runtimes"),
+    ("tuner.passes", "tuner.runtimes"),
     ("tuner.measure",),
     ("tuner.pipeline", "tuner.worker", "tuner.child"),
     ("tuner.results",),

@@ -11,12 +11,12 @@ from torch import nn
 
 from tests.conftest import TINY
 from tests.tiny_models import mobile_net
-from tuner.build import build, rebuild_module
-from tuner.build import student as students
-from tuner.build.compress import reshape
-from tuner.build.prune import prune
-from tuner.build.recover import LONG_FACTOR, budget_steps, removed_share
-from tuner.build.sparsify import measured_sparsity
+from tuner.passes import build, rebuild_module
+from tuner.passes import student as students
+from tuner.passes.compress import reshape
+from tuner.passes.prune import prune
+from tuner.passes.recover import LONG_FACTOR, budget_steps, removed_share
+from tuner.passes.sparsify import measured_sparsity
 from tuner.candidate import Candidate
 from tuner.errors import UnsupportedCombination
 from tuner.measure import measure

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from tests.conftest import run_tuner
-from tuner.build import build
+from tuner.passes import build
 from tuner.candidate import Candidate
 from tuner.explain import cached_profile, compare, profile, render
 from tuner.explain.layers import EXECUTED, LayerProfile, NodeTime

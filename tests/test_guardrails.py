@@ -189,7 +189,7 @@ def _guarded_study(name: str = "guarded"):
 
 def test_front_pick_and_exports_choice_honour_every_guardrail():
     from tuner import results
-    from tuner.api.result import TuneResult
+    from tuner.api.tune_result import TuneResult
     from tuner.artifact.select import select_trial
     from tuner.errors import TunerError
     from tuner.metric import TOP1_METRIC

@@ -64,7 +64,7 @@ def test_a_guarded_study_honours_every_bound_on_digits(studies_dir):
 def test_a_real_measurement_bound_to_flip_too_many_stops_early(workload):
     """The tiny CNN measured against a designed baseline that answered every image with another class than the
     model does: the first batch already flips more than the 10% allowed, and the rest is never run."""
-    from tuner.build import build
+    from tuner.passes import build
     from tuner.candidate import Candidate
     from tuner.errors import HopelessCandidate
     from tuner.measure import measure

@@ -12,7 +12,7 @@ import pytest
 
 from tests.conftest import TINY, run_tuner
 from tuner import hardware
-from tuner.build import build
+from tuner.passes import build
 from tuner.candidate import Candidate
 from tuner.errors import ConfigError, MeasurementError, UnsupportedCombination
 from tuner.measure import measure

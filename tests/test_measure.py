@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from tuner import hardware
-from tuner.build import build
+from tuner.passes import build
 from tuner.candidate import Candidate
 from tuner.measure import host, measure
 from tuner.measure.latency import LatencyPolicy, median_ci, summarize, time_calls

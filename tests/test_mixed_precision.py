@@ -8,9 +8,9 @@ import pytest
 
 from tests.conftest import TINY
 from tuner import hardware
-from tuner.build import build
-from tuner.build.sensitivity import ranking
-from tuner.build.step import StepContext
+from tuner.passes import build
+from tuner.passes.sensitivity import ranking
+from tuner.passes.step import StepContext
 from tuner.candidate import Candidate
 from tuner.measure import measure
 from tuner.measure.latency import LatencyPolicy
@@ -33,7 +33,7 @@ def mobile(studies_dir):
 def _fp32_artifact(workload):
     import torch
 
-    from tuner.build.export import onnx_fp32_step
+    from tuner.passes.onnx_export import onnx_fp32_step
 
     ctx = StepContext(workload, Candidate(placement="ort-cpu", precision="int8"),
                       torch.from_numpy(workload.data.example(1)), {})
@@ -48,7 +48,7 @@ def test_sensitivity_ranking_is_deterministic_and_cached(mobile):
     assert all(s.error >= 0 and 0 <= s.agreement <= 1 for s in first) and first[0].error > first[-1].error
     hits = mobile.cache.hits
     assert ranking(ctx, fp32, reduce_range=False) == first and mobile.cache.hits == hits + 1  # from the cache
-    from tuner.build.sensitivity import measure_layers
+    from tuner.passes.sensitivity import measure_layers
 
     again = measure_layers(fp32.path, mobile.data, reduce_range=False)  # computed afresh
     assert [s.node for s in again] == [s.node for s in first]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from tuner import hardware
-from tuner.build import build
+from tuner.passes import build
 from tuner.candidate import Candidate
 from tuner.errors import UnsupportedCombination
 from tuner.measure import measure
@@ -61,7 +61,7 @@ def test_static_batch_handles_the_partial_last_batch(workload):
     assert batched.batch_size == 32 and batched.executed_precision == "fp32"
 
 
-# tuner quantizes with reduce_range on CPUs without VNNI (see tuner/build/quantize.py), so int8 holds
+# tuner quantizes with reduce_range on CPUs without VNNI (see tuner/passes/quantize.py), so int8 holds
 # within 2 points on every CPU.
 INT8_TOLERANCE = 0.02
 
@@ -107,7 +107,7 @@ def test_qdq_that_does_not_run_int8_is_reported_as_run(workload, tmp_path, quant
     """QDQ pairs only around a pooling op leave every conv/FC in float: read back as fp32, not int8."""
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
-    from tuner.build.qdq import CalibrationReader
+    from tuner.passes.qdq import CalibrationReader
 
     fp32 = build(workload, Candidate(placement="ov-cpu", threads=1)).onnx_path
     partial = tmp_path / "partial.onnx"

@@ -23,7 +23,7 @@ def test_registry_and_names_table_agree():
 
 @pytest.mark.parametrize(("placement", "precision"), CASES)
 def test_refusals_have_reasons_and_the_rest_runs(placement, precision, workload):
-    from tuner.build import build
+    from tuner.passes import build
     from tuner.measure import open_session
 
     p = runtimes.PLACEMENTS[placement]

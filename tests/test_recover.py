@@ -8,9 +8,9 @@ import dataclasses
 import numpy as np
 import pytest
 
-from tuner.build.compress import _key
-from tuner.build.prune import count, prune
-from tuner.build.recover import (
+from tuner.passes.compress import _key
+from tuner.passes.prune import count, prune
+from tuner.passes.recover import (
     LONG_FACTOR,
     MAX_EPOCHS,
     MIN_GAIN,

@@ -120,7 +120,7 @@ def test_most_accurate_within_a_budget():
 def test_the_apis_speedups_are_the_summarys(name):
     """``TuneResult.pareto[i].speedup`` is ``tuner run --json``'s (``summary.summarize``) under every objectives file:
     in a study under load both go by its throughput objective, not by per-sample latency."""
-    from tuner.api.result import TuneResult
+    from tuner.api.tune_result import TuneResult
     from tuner.metric import TOP1_METRIC
     from tuner.summary import summarize
 
@@ -139,7 +139,7 @@ def test_a_baseline_timed_on_a_busy_host_never_makes_the_speedups():
     """Issue 32: the study timed its baseline at 120 ms on a busy host (0.13 ms in fact); the end-of-study re-measure
     timed it and the front in fresh processes. Every speedup shown (summary, table, API, report) and the table's
     figures are the fresh processes', and the table says what its interval is."""
-    from tuner.api.result import TuneResult
+    from tuner.api.tune_result import TuneResult
     from tuner.metric import TOP1_METRIC
     from tuner.study.storage import write_remeasure
     from tuner.summary import pareto_table, summarize

@@ -13,13 +13,13 @@ PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 GRAPH_OPTS = ("disable", "basic", "extended", "all")  # ONNX Runtime graph optimization levels
 CALIBRATIONS = ("minmax", "entropy", "percentile")  # how int8 activation ranges are chosen (ORT's calibrators)
 # Which ops int8 quantizes: all that ORT's quantizer takes (activations stay int8 from layer to layer), or only the
-# inputs of the compute layers (Conv, Gemm, MatMul; everything between them runs float). tuner.build.qdq says why.
+# inputs of the compute layers (Conv, Gemm, MatMul; everything between them runs float). tuner.passes.qdq says why.
 INT8_OPS = ("all", "compute")
-PRUNE_PROFILES = ("uniform", "global")  # how a prune ratio is spread over the layers (tuner.build.prune)
+PRUNE_PROFILES = ("uniform", "global")  # how a prune ratio is spread over the layers (tuner.passes.prune)
 # An accuracy drop is in percentage points of the metric (100 x the reference's value minus the trial's) wherever a
 # user reads or writes one: --max-drop, best(max_drop=), objectives files, the DataFrame, report and exports.
 DROP_UNIT = "points"
-RECOVERY_FIDELITIES = ("short", "long")  # recovery budgets (tuner.build.recover); long only for front contenders
+RECOVERY_FIDELITIES = ("short", "long")  # recovery budgets (tuner.passes.recover); long only for front contenders
 
 # Precision -> the torch dtype's attribute name (torch.float32, ...): the one dtype map. int8 never runs in torch.
 TORCH_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}

@@ -37,7 +37,7 @@ def evaluate(workload: Workload, candidate: Candidate, min_accuracy: float | Non
     reference's validation predictions, for the guardrail figures (``limits``: where they stop it early)."""
     import numpy as np
 
-    from tuner.build import build  # torch and the runtimes load in the trial's process, not its parent's
+    from tuner.passes import build  # torch and the runtimes load in the trial's process, not its parent's
     from tuner.errors import HopelessCandidate
     from tuner.measure import LoadPolicy, measure
 
@@ -143,7 +143,7 @@ def recovery_prior(workload: Workload) -> dict[str, float]:
     import copy
     import time
 
-    from tuner.build.recover import LONG_FACTOR, budget_steps
+    from tuner.passes.recover import LONG_FACTOR, budget_steps
     from tuner.train import train
 
     w = workload
@@ -159,7 +159,7 @@ def droppable_blocks(workload: Workload) -> int:
     """The most blocks any start model of ``workload`` (the user's model, and their student if given) can drop."""
     import torch
 
-    from tuner.build.student import most_droppable
+    from tuner.passes.student import most_droppable
 
     example = torch.from_numpy(workload.data.example(2))
     starts = (False, True) if workload.student is not None else (False,)

@@ -41,7 +41,7 @@ class WorkloadSpec:
     seed: int = 0
     train_steps: int = 100  # baseline training budget, only used without --weights
     holdout: float = HOLDOUT_SHARE  # share of the validation images kept from the search (export scores them)
-    recover_steps: int = 100  # short recovery, optimizer steps for half the compute removed (tuner.build.recover)
+    recover_steps: int = 100  # short recovery, optimizer steps for half the compute removed (tuner.passes.recover)
     cache_dir: str | None = "studies/cache"  # None: cache nothing
     student: str | None = None  # --student: the user's own smaller model (a --model value), distilled from model
     # The study's storage URL where cache entries are claimed on it (PostgreSQL: tuner.claims), so that the workers

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from tuner.errors import check_number, in_keywords
 
 if TYPE_CHECKING:
-    from tuner.api.result import TuneResult
+    from tuner.api.tune_result import TuneResult
     from tuner.objectives import Objectives
     from tuner.space import SearchSpace
 
@@ -64,7 +64,7 @@ def tune(model: Any = "resnet18", train: Any = "digits", val: Any = None, *,
     """
     from tuner import hardware
     from tuner.api import inputs
-    from tuner.api.result import TuneResult
+    from tuner.api.tune_result import TuneResult
     from tuner.cache import Cache
     from tuner.data import DEFAULT_RESOLUTION
     from tuner.errors import TunerError
@@ -156,7 +156,7 @@ def load(study: str, storage: str | None = None, studies_dir: str = "studies",
     """A stored study's ``TuneResult`` as it was saved: nothing is built or timed again (its end-of-study re-measure
     is read from the study). ``metric``: the study's metric function, so that ``export`` scores it again (without
     it, export re-measures top-1 and says so); the study refuses one other than its own when it runs again."""
-    from tuner.api.result import TuneResult
+    from tuner.api.tune_result import TuneResult
     from tuner.metric import Metric, make_metric
     from tuner.objectives import Constraint, Objectives
     from tuner.record import read_study

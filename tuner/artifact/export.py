@@ -37,7 +37,7 @@ from tuner.summary import guard_words
 from tuner.workload import WorkloadSpec, check_recorded_paths
 
 if TYPE_CHECKING:
-    from tuner.build import Built
+    from tuner.passes import Built
     from tuner.workload import Workload
 
 # all an export writes beside its kinds' model files, and may replace
@@ -148,7 +148,7 @@ def rebuild_and_measure(study: optuna.Study, trial: TrialRecord, why: str, studi
                         metric: Metric | None = None) -> Remeasured:
     """``trial`` rebuilt through the study's workload and cached build steps, measured under the study's load,
     checked to score what the study measured, its held-out figures and how far its latency can be trusted."""
-    from tuner.build import build
+    from tuner.passes import build
     from tuner.measure import measure
     from tuner.measure.load import replaying
     from tuner.runtimes import check_supported

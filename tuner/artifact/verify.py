@@ -20,7 +20,7 @@ from tuner.names import CONFIG_FILE, EXPORT_FORMAT
 from tuner.table import aligned
 
 if TYPE_CHECKING:
-    from tuner.build import Built
+    from tuner.passes import Built
     from tuner.data import Dataset
 
 LATENCY_TOLERANCE = 0.10  # latency reproduces within the recorded 95% CI or within 10% of the median

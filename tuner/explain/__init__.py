@@ -18,7 +18,7 @@ from tuner.explain.profile import profile, refuse
 if TYPE_CHECKING:
     import optuna
 
-    from tuner.build import Built
+    from tuner.passes import Built
     from tuner.record import TrialRecord
     from tuner.workload import Workload
 
@@ -78,7 +78,7 @@ def explain_study(study: optuna.Study, trial: int | None = None, against: int | 
                   log: Callable[[str], None] = print) -> Comparison:
     """Rebuild the trial (the pick by default) and the one it is held against (the baseline), profile both,
     compare them."""
-    from tuner.build import build
+    from tuner.passes import build
     from tuner.candidate import label
     from tuner.errors import TunerError
     from tuner.record import read_study

@@ -1,6 +1,6 @@
 """Runtime node names back to the model's own module names, and what kind of work a node is.
 
-torch.onnx.export (the TorchScript exporter ``tuner.build.export`` uses) names each node by the scope of the module
+torch.onnx.export (the TorchScript exporter ``tuner.passes.onnx_export`` uses) names each node by the scope of the module
 that made it: ``/layer1/layer1.0/conv1/Conv`` is ``layer1.0.conv1``'s Conv; a child of a ``Sequential`` repeats its
 parent's name (``/stem/stem.0/Conv``). ONNX Runtime keeps those names (``.../Conv_token_4`` after a QDQ fusion),
 and OpenVINO keeps them as node names and lists the ONNX nodes it fused into a node (``originalLayersNames``).

@@ -22,7 +22,7 @@ from tuner.runtimes.base import describe_precisions
 if TYPE_CHECKING:
     import numpy as np
 
-    from tuner.build import Built
+    from tuner.passes import Built
     from tuner.candidate import Candidate
     from tuner.data import Dataset
     from tuner.runtimes import Session

@@ -6,7 +6,7 @@ recovery could matter: it is spent only on a candidate that missed the accuracy 
 ``PROMOTE_MARGIN`` and is faster than every feasible point so far, i.e. one that would become the study's
 fastest feasible point if the long recovery made it feasible. The long recovery continues the short one and
 is cached per architecture, so every later precision or placement of it reuses it. The two are rungs of a
-successive halving in optimizer steps: the long one trains ``tuner.build.recover.LONG_FACTOR`` times the short
+successive halving in optimizer steps: the long one trains ``tuner.passes.recover.LONG_FACTOR`` times the short
 one's steps in all, from where the short one ended.
 """
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from tuner.artifact.check import Check
-    from tuner.build import Built
+    from tuner.passes import Built
     from tuner.candidate import Candidate
     from tuner.data import Dataset
     from tuner.workload import WorkloadSpec

@@ -12,7 +12,7 @@ from tuner.artifact.kinds.prelude import prelude
 from tuner.names import EXPORT_ONNX, INPUT, ONNX_FILE, OUTPUT, PLACEMENTS
 
 if TYPE_CHECKING:
-    from tuner.build import Built
+    from tuner.passes import Built
     from tuner.candidate import Candidate
     from tuner.data import Dataset
 
@@ -23,7 +23,7 @@ _ORT_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "exten
 
 def load_onnx(directory: Path, config: dict[str, Any], candidate: Candidate) -> Built:
     """A model file its runtime reads as is (an ONNX file, an OpenVINO IR) as a ``Built``."""
-    from tuner.build import Built
+    from tuner.passes import Built
 
     path = directory / config["artifact"]["file"]
     return Built(candidate, None, path, 0, 0, path.stat().st_size)

@@ -13,7 +13,7 @@ from tuner.errors import one_line
 from tuner.names import EXPORT_TORCH_PROGRAM, PROGRAM_FILE
 
 if TYPE_CHECKING:
-    from tuner.build import Built
+    from tuner.passes import Built
     from tuner.candidate import Candidate
     from tuner.data import Dataset
 
@@ -73,7 +73,7 @@ class TorchProgram(ExportKind):
     def load(self, directory: Path, config: dict[str, Any], candidate: Candidate, data: Dataset) -> Built:
         import torch
 
-        from tuner.build import Built
+        from tuner.passes import Built
 
         path = directory / config["artifact"]["file"]
         return Built(candidate, torch.export.load(str(path)).module(), None, 0, 0, path.stat().st_size)

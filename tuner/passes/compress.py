@@ -20,14 +20,14 @@ import torch_pruning
 from torch import nn
 
 from tuner import hardware
-from tuner.build import sparsify, student
-from tuner.build.prune import count, output_layer, prune, prune_to
-from tuner.build.recover import RecoveryRecord, budget_steps, recover, removed_share
+from tuner.passes import sparsify, student
+from tuner.passes.prune import count, output_layer, prune, prune_to
+from tuner.passes.recover import RecoveryRecord, budget_steps, recover, removed_share
 from tuner.cache import code_id, make_key
 from tuner.errors import UnsupportedCombination
 
 if TYPE_CHECKING:
-    from tuner.build.step import StepContext
+    from tuner.passes.step import StepContext
     from tuner.candidate import Candidate
 
 WEIGHTS, RECORD = "weights.pt", "recovery.json"
@@ -60,7 +60,7 @@ def compress(ctx: StepContext) -> Compressed:
     key = short
     if c.recovery == "long":  # continues the short recovery: the short one is built (or found) first
         key = make_key(stage="recover-long", input=short, steps=w.spec.recover_steps, seed=w.spec.seed,
-                       code=code_id("tuner.build.recover", "tuner.train"))
+                       code=code_id("tuner.passes.recover", "tuner.train"))
         entry = w.cache.entry(key, lambda out: _recover(ctx, out, dropped, "long", warm=short_entry))
     with ctx.timed("recover"):
         state = torch.load(entry / WEIGHTS, map_location="cpu", weights_only=True)
@@ -89,8 +89,8 @@ def _key(model_key: str, c: Candidate, dropped: tuple[str, ...], fidelity: str, 
                     profile=c.prune_profile if c.prune_ratio else None, multiple=hardware.channel_multiple(),
                     sparsity=c.sparsity, fidelity=fidelity,
                     steps=steps, seed=seed, tp=torch_pruning.__version__, torch=torch.__version__,
-                    code=code_id("tuner.build.prune", "tuner.build.student", "tuner.build.sparsify",
-                                 "tuner.build.recover", "tuner.train"))
+                    code=code_id("tuner.passes.prune", "tuner.passes.student", "tuner.passes.sparsify",
+                                 "tuner.passes.recover", "tuner.train"))
 
 
 def _recover(ctx: StepContext, out: Path, dropped: tuple[str, ...], fidelity: str, warm: Path | None = None) -> None:

@@ -16,13 +16,13 @@ import torch
 from torch import nn
 
 from tuner import runtimes
-from tuner.build.compress import compress, describe, reshape
-from tuner.build.export import onnx_fp32_step
-from tuner.build.fuse import fold_bn
-from tuner.build.prune import count
-from tuner.build.quantize import cast_torch, fp16_step, int8_step, torch_step
-from tuner.build.sparsify import compressed_bytes
-from tuner.build.step import ArtifactStep, StepContext
+from tuner.passes.compress import compress, describe, reshape
+from tuner.passes.onnx_export import onnx_fp32_step
+from tuner.passes.fuse import fold_bn
+from tuner.passes.prune import count
+from tuner.passes.quantize import cast_torch, fp16_step, int8_step, torch_step
+from tuner.passes.sparsify import compressed_bytes
+from tuner.passes.step import ArtifactStep, StepContext
 from tuner.candidate import Candidate
 from tuner.names import ONNX_FP16, ONNX_FP32, ONNX_INT8, TORCH_MODULE, artifact_kind
 from tuner.workload import Workload
@@ -37,7 +37,7 @@ class Built:
     params: int
     artifact_bytes: int
     seconds: dict[str, float] = field(default_factory=dict)  # wall time per build step
-    float_layers: tuple[str, ...] = ()  # int8: layers kept in float by sensitivity (tuner.build.sensitivity)
+    float_layers: tuple[str, ...] = ()  # int8: layers kept in float by sensitivity (tuner.passes.sensitivity)
     compressed_bytes: int = 0  # the artifact deflated: what shipping it costs (0: not computed)
     compression: dict[str, Any] = field(default_factory=dict)  # dropped blocks and the recovery record
 

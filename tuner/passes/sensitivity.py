@@ -19,12 +19,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from tuner.build.qdq import COMPUTE_OPS, CalibrationReader, preprocess, quantize_qdq
+from tuner.passes.qdq import COMPUTE_OPS, CalibrationReader, preprocess, quantize_qdq
 from tuner.cache import make_key
 from tuner.names import INPUT, OUTPUT
 
 if TYPE_CHECKING:
-    from tuner.build.step import Artifact, StepContext
+    from tuner.passes.step import Artifact, StepContext
     from tuner.data import Dataset
 
 IMAGES = 128  # calibration images per layer: enough to rank, cheap enough for ~50 layers

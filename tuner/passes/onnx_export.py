@@ -9,13 +9,13 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from tuner.build.step import Artifact
+from tuner.passes.step import Artifact
 from tuner.cache import code_id, make_key
 from tuner.errors import CandidateBuildError, first_line
 from tuner.names import INPUT, OUTPUT
 
 if TYPE_CHECKING:
-    from tuner.build.step import StepContext
+    from tuner.passes.step import StepContext
 
 OPSET = 17
 ONNX_NAME = "model.onnx"
@@ -45,7 +45,7 @@ def onnx_fp32_step(ctx: StepContext, model: nn.Module | None, key: str) -> Artif
         return Artifact(None, ctx.workload.onnx.path, ctx.workload.key)
     assert model is not None
     key = make_key(stage="onnx", input=key, fold_bn=ctx.candidate.fold_bn, opset=OPSET, torch=torch.__version__,
-                   code=code_id("tuner.build.fuse"))
+                   code=code_id("tuner.passes.fuse"))
     with ctx.timed("export"):
         entry = ctx.workload.cache.entry(key, lambda d: export_onnx(model, ctx.example, d / ONNX_NAME))
     return Artifact(None, entry / ONNX_NAME, key)

@@ -10,16 +10,16 @@ import torch
 from torch import nn
 
 from tuner import hardware
-from tuner.build.export import ONNX_NAME, onnx_fp32_step
-from tuner.build.qdq import CALIBRATION_BATCH, quantize_int8
-from tuner.build.sensitivity import most_sensitive
-from tuner.build.step import Artifact
+from tuner.passes.onnx_export import ONNX_NAME, onnx_fp32_step
+from tuner.passes.qdq import CALIBRATION_BATCH, quantize_int8
+from tuner.passes.sensitivity import most_sensitive
+from tuner.passes.step import Artifact
 from tuner.cache import code_id, make_key
 from tuner.hardware import library_versions
 from tuner.names import TORCH_DTYPES
 
 if TYPE_CHECKING:
-    from tuner.build.step import StepContext
+    from tuner.passes.step import StepContext
 
 
 def cast_torch(model: nn.Module, precision: str) -> nn.Module:
@@ -35,7 +35,7 @@ def torch_step(ctx: StepContext, model: nn.Module | None, key: str) -> Artifact:
 
 def int8_step(ctx: StepContext, model: nn.Module | None, key: str) -> Artifact:
     """The artifact step for ONNX_INT8: the fp32 ONNX file, calibrated and quantized once per content; with
-    ``float_layers`` k > 0, the k layers most sensitive to int8 (tuner.build.sensitivity) stay in float."""
+    ``float_layers`` k > 0, the k layers most sensitive to int8 (tuner.passes.sensitivity) stay in float."""
     import onnxruntime
 
     c = ctx.candidate
@@ -49,7 +49,7 @@ def int8_step(ctx: StepContext, model: nn.Module | None, key: str) -> Artifact:
     key = make_key(stage="int8", input=fp32.key, calib=data.fingerprint, ort=onnxruntime.__version__,
                    reduce_range=reduce_range, method=c.calibration, ops=c.int8_ops, calib_images=images,
                    calib_batch=CALIBRATION_BATCH, keep_float=list(keep_float), libraries=library_versions("onnx"),
-                   code=code_id("tuner.build.qdq"))
+                   code=code_id("tuner.passes.qdq"))
     with ctx.timed("calibrate"):
         entry = ctx.workload.cache.entry(key, lambda d: quantize_int8(
             fp32.path, data, d / ONNX_NAME, reduce_range, c.calibration, keep_float, c.int8_ops, images))

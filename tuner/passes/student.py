@@ -3,7 +3,7 @@
 
 Which blocks go is measured, not guessed: each droppable block is replaced alone and the logits' error on
 calibration images (never the validation split) is taken, relative to the model's own logits, as
-``tuner.build.sensitivity`` does for int8. ``drop_blocks: k`` removes the k blocks that matter least (nested
+``tuner.passes.sensitivity`` does for int8. ``drop_blocks: k`` removes the k blocks that matter least (nested
 blocks are never counted twice); distillation then recovers the rest. The ranking is computed once per
 model and cached; a block whose removal breaks the forward pass is simply not droppable.
 """
@@ -87,7 +87,7 @@ def measure_blocks(model: nn.Module, data: Dataset) -> list[Block]:
 def ranking(w: Workload, model: nn.Module, model_key: str) -> list[Block]:
     """``measure_blocks`` of ``model`` (whose content key is ``model_key``), cached."""
     key = make_key(stage="blocks", input=model_key, calib=w.data.fingerprint, images=IMAGES,
-                   torch=torch.__version__, code=code_id("tuner.build.student"))
+                   torch=torch.__version__, code=code_id("tuner.passes.student"))
     entry = w.cache.entry(key, lambda d: (d / FILE).write_text(
         json.dumps([asdict(b) for b in measure_blocks(model, w.data)], indent=1)))
     return [Block(**row) for row in json.loads((entry / FILE).read_text())]

@@ -57,11 +57,11 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     from tuner import hardware
+    from tuner.data import load_dataset
+    from tuner.models import create_model
     from tuner.passes.onnx_export import export_onnx
     from tuner.passes.prune import count, prune
     from tuner.passes.qdq import quantize_int8
-    from tuner.data import load_dataset
-    from tuner.models import create_model
 
     spec = workload_spec(args)
     data = load_dataset(spec.data, spec.resolution, spec.mean, spec.std, spec.seed, Path(spec.cache_dir))

@@ -65,9 +65,9 @@ def child(job: dict) -> None:
 
     model = None
     if job["torch"]:  # the same architecture rebuilt, then the built weights loaded (fx modules do not pickle)
+        from tuner.models import create_model
         from tuner.passes.fuse import fold_bn
         from tuner.passes.quantize import cast_torch
-        from tuner.models import create_model
 
         spec = job["torch"]
         model = create_model(spec["model"], spec["num_classes"]).eval()
@@ -98,8 +98,8 @@ def build_artifacts(args: argparse.Namespace, tmp: Path, rows: list[tuple[str, s
     import numpy as np
     import torch
 
-    from tuner.passes import build
     from tuner.candidate import Candidate
+    from tuner.passes import build
     from tuner.workload import WorkloadSpec, load_workload
 
     spec = WorkloadSpec(model=args.model, data=args.data, weights=args.weights, resolution=args.resolution,

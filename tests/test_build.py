@@ -8,15 +8,15 @@ import torch
 from torch import nn
 
 from tests.tiny_models import mobile_net
-from tuner.passes import build
-from tuner.passes.onnx_export import export_onnx
-from tuner.passes.fuse import fold_bn
-from tuner.passes.prune import count, output_layer, prune
-from tuner.passes.qdq import quantize_int8
-from tuner.passes.recover import budget_steps, recover
 from tuner.candidate import Candidate
 from tuner.errors import UnsupportedCombination
 from tuner.hardware import has_cpu_vnni
+from tuner.passes import build
+from tuner.passes.fuse import fold_bn
+from tuner.passes.onnx_export import export_onnx
+from tuner.passes.prune import count, output_layer, prune
+from tuner.passes.qdq import quantize_int8
+from tuner.passes.recover import budget_steps, recover
 from tuner.runtimes.ort import executed_precision
 from tuner.train import torch_accuracy
 

@@ -11,15 +11,15 @@ from torch import nn
 
 from tests.conftest import TINY
 from tests.tiny_models import mobile_net
+from tuner.candidate import Candidate
+from tuner.errors import UnsupportedCombination
+from tuner.measure import measure
 from tuner.passes import build, rebuild_module
 from tuner.passes import student as students
 from tuner.passes.compress import reshape
 from tuner.passes.prune import prune
 from tuner.passes.recover import LONG_FACTOR, budget_steps, removed_share
 from tuner.passes.sparsify import measured_sparsity
-from tuner.candidate import Candidate
-from tuner.errors import UnsupportedCombination
-from tuner.measure import measure
 from tuner.study import fidelity
 
 pytestmark = pytest.mark.slow  # end to end: studies, exports and processes (pytest -m "not slow" skips)

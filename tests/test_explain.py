@@ -5,12 +5,12 @@ import json
 import pytest
 
 from tests.conftest import run_tuner
-from tuner.passes import build
 from tuner.candidate import Candidate
 from tuner.explain import cached_profile, compare, profile, render
 from tuner.explain.layers import EXECUTED, LayerProfile, NodeTime
 from tuner.explain.match import COMPUTE, QUANTIZE, REORDER, kind_of, module_of, scope_path
 from tuner.explain.profile import refuse
+from tuner.passes import build
 
 pytestmark = pytest.mark.slow  # end to end: studies, exports and processes (pytest -m "not slow" skips)
 

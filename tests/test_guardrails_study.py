@@ -64,10 +64,10 @@ def test_a_guarded_study_honours_every_bound_on_digits(studies_dir):
 def test_a_real_measurement_bound_to_flip_too_many_stops_early(workload):
     """The tiny CNN measured against a designed baseline that answered every image with another class than the
     model does: the first batch already flips more than the 10% allowed, and the rest is never run."""
-    from tuner.passes import build
     from tuner.candidate import Candidate
     from tuner.errors import HopelessCandidate
     from tuner.measure import measure
+    from tuner.passes import build
 
     built = build(workload, Candidate(placement="torch-cpu", precision="fp32", batch_size=32, threads=1))
     honest = measure(built, workload.data, baseline=_baseline(built, workload, shift=0))

@@ -12,12 +12,12 @@ import pytest
 
 from tests.conftest import TINY, run_tuner
 from tuner import hardware
-from tuner.passes import build
 from tuner.candidate import Candidate
 from tuner.errors import ConfigError, MeasurementError, UnsupportedCombination
 from tuner.measure import measure
 from tuner.measure.latency import grouped_quantile, quantile_ci
 from tuner.measure.load import LoadPolicy, closed_window, open_window, replaying, run_load
+from tuner.passes import build
 from tuner.runtimes import PLACEMENTS, check_supported
 
 pytestmark = pytest.mark.slow  # end to end: studies, exports and processes (pytest -m "not slow" skips)

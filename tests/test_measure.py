@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 
 from tuner import hardware
-from tuner.passes import build
 from tuner.candidate import Candidate
 from tuner.measure import host, measure
 from tuner.measure.latency import LatencyPolicy, median_ci, summarize, time_calls
+from tuner.passes import build
 
 
 def test_median_ci_covers_the_true_median_95_percent_of_the_time():

@@ -8,12 +8,12 @@ import pytest
 
 from tests.conftest import TINY
 from tuner import hardware
-from tuner.passes import build
-from tuner.passes.sensitivity import ranking
-from tuner.passes.step import StepContext
 from tuner.candidate import Candidate
 from tuner.measure import measure
 from tuner.measure.latency import LatencyPolicy
+from tuner.passes import build
+from tuner.passes.sensitivity import ranking
+from tuner.passes.step import StepContext
 
 pytestmark = pytest.mark.slow  # end to end: studies, exports and processes (pytest -m "not slow" skips)
 

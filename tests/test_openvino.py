@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from tuner import hardware
-from tuner.passes import build
 from tuner.candidate import Candidate
 from tuner.errors import UnsupportedCombination
 from tuner.measure import measure
 from tuner.measure.latency import LatencyPolicy
+from tuner.passes import build
 from tuner.runtimes import PLACEMENTS, check_supported
 from tuner.space import load_space
 

@@ -23,8 +23,8 @@ def test_registry_and_names_table_agree():
 
 @pytest.mark.parametrize(("placement", "precision"), CASES)
 def test_refusals_have_reasons_and_the_rest_runs(placement, precision, workload):
-    from tuner.passes import build
     from tuner.measure import open_session
+    from tuner.passes import build
 
     p = runtimes.PLACEMENTS[placement]
     why = p.unavailable() or p.refuse(precision)

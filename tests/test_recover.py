@@ -8,6 +8,8 @@ import dataclasses
 import numpy as np
 import pytest
 
+from tuner.candidate import Candidate
+from tuner.data import Split
 from tuner.passes.compress import _key
 from tuner.passes.prune import count, prune
 from tuner.passes.recover import (
@@ -22,8 +24,6 @@ from tuner.passes.recover import (
     recover,
     removed_share,
 )
-from tuner.candidate import Candidate
-from tuner.data import Split
 from tuner.train import BATCH_SIZE
 
 

@@ -108,8 +108,8 @@ class Measure(Command):
         if problem:
             raise TunerError(f"{args.config}: {problem}")
 
-        from tuner.passes import build
         from tuner.measure import holdout_accuracy, measure
+        from tuner.passes import build
         from tuner.runtimes import check_supported
         from tuner.workload import load_workload
 

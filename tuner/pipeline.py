@@ -37,9 +37,9 @@ def evaluate(workload: Workload, candidate: Candidate, min_accuracy: float | Non
     reference's validation predictions, for the guardrail figures (``limits``: where they stop it early)."""
     import numpy as np
 
-    from tuner.passes import build  # torch and the runtimes load in the trial's process, not its parent's
     from tuner.errors import HopelessCandidate
     from tuner.measure import LoadPolicy, measure
+    from tuner.passes import build  # torch and the runtimes load in the trial's process, not its parent's
 
     hits, misses, waited = workload.cache.hits, workload.cache.misses, workload.cache.waited
     built = build(workload, candidate)

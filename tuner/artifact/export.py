@@ -148,9 +148,9 @@ def rebuild_and_measure(study: optuna.Study, trial: TrialRecord, why: str, studi
                         metric: Metric | None = None) -> Remeasured:
     """``trial`` rebuilt through the study's workload and cached build steps, measured under the study's load,
     checked to score what the study measured, its held-out figures and how far its latency can be trusted."""
-    from tuner.passes import build
     from tuner.measure import measure
     from tuner.measure.load import replaying
+    from tuner.passes import build
     from tuner.runtimes import check_supported
     from tuner.workload import load_workload
 

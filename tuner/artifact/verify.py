@@ -20,8 +20,8 @@ from tuner.names import CONFIG_FILE, EXPORT_FORMAT
 from tuner.table import aligned
 
 if TYPE_CHECKING:
-    from tuner.passes import Built
     from tuner.data import Dataset
+    from tuner.passes import Built
 
 LATENCY_TOLERANCE = 0.10  # latency reproduces within the recorded 95% CI or within 10% of the median
 LATENCY_ATTEMPTS = 3  # a latency outside tolerance is re-timed (a neighbour's burst is not a regression)

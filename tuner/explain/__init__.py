@@ -78,9 +78,9 @@ def explain_study(study: optuna.Study, trial: int | None = None, against: int | 
                   log: Callable[[str], None] = print) -> Comparison:
     """Rebuild the trial (the pick by default) and the one it is held against (the baseline), profile both,
     compare them."""
-    from tuner.passes import build
     from tuner.candidate import label
     from tuner.errors import TunerError
+    from tuner.passes import build
     from tuner.record import read_study
     from tuner.runtimes import check_supported
     from tuner.study.storage import write_explain

@@ -22,9 +22,9 @@ from tuner.runtimes.base import describe_precisions
 if TYPE_CHECKING:
     import numpy as np
 
-    from tuner.passes import Built
     from tuner.candidate import Candidate
     from tuner.data import Dataset
+    from tuner.passes import Built
     from tuner.runtimes import Session
 
 

@@ -16,15 +16,15 @@ import torch
 from torch import nn
 
 from tuner import runtimes
+from tuner.candidate import Candidate
+from tuner.names import ONNX_FP16, ONNX_FP32, ONNX_INT8, TORCH_MODULE, artifact_kind
 from tuner.passes.compress import compress, describe, reshape
-from tuner.passes.onnx_export import onnx_fp32_step
 from tuner.passes.fuse import fold_bn
+from tuner.passes.onnx_export import onnx_fp32_step
 from tuner.passes.prune import count
 from tuner.passes.quantize import cast_torch, fp16_step, int8_step, torch_step
 from tuner.passes.sparsify import compressed_bytes
 from tuner.passes.step import ArtifactStep, StepContext
-from tuner.candidate import Candidate
-from tuner.names import ONNX_FP16, ONNX_FP32, ONNX_INT8, TORCH_MODULE, artifact_kind
 from tuner.workload import Workload
 
 

@@ -20,15 +20,15 @@ import torch_pruning
 from torch import nn
 
 from tuner import hardware
+from tuner.cache import code_id, make_key
+from tuner.errors import UnsupportedCombination
 from tuner.passes import sparsify, student
 from tuner.passes.prune import count, output_layer, prune, prune_to
 from tuner.passes.recover import RecoveryRecord, budget_steps, recover, removed_share
-from tuner.cache import code_id, make_key
-from tuner.errors import UnsupportedCombination
 
 if TYPE_CHECKING:
-    from tuner.passes.step import StepContext
     from tuner.candidate import Candidate
+    from tuner.passes.step import StepContext
 
 WEIGHTS, RECORD = "weights.pt", "recovery.json"
 

@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from tuner.passes.step import Artifact
 from tuner.cache import code_id, make_key
 from tuner.errors import CandidateBuildError, first_line
 from tuner.names import INPUT, OUTPUT
+from tuner.passes.step import Artifact
 
 if TYPE_CHECKING:
     from tuner.passes.step import StepContext

@@ -10,13 +10,13 @@ import torch
 from torch import nn
 
 from tuner import hardware
+from tuner.cache import code_id, make_key
+from tuner.hardware import library_versions
+from tuner.names import TORCH_DTYPES
 from tuner.passes.onnx_export import ONNX_NAME, onnx_fp32_step
 from tuner.passes.qdq import CALIBRATION_BATCH, quantize_int8
 from tuner.passes.sensitivity import most_sensitive
 from tuner.passes.step import Artifact
-from tuner.cache import code_id, make_key
-from tuner.hardware import library_versions
-from tuner.names import TORCH_DTYPES
 
 if TYPE_CHECKING:
     from tuner.passes.step import StepContext

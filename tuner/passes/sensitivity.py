@@ -19,13 +19,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from tuner.passes.qdq import COMPUTE_OPS, CalibrationReader, preprocess, quantize_qdq
 from tuner.cache import make_key
 from tuner.names import INPUT, OUTPUT
+from tuner.passes.qdq import COMPUTE_OPS, CalibrationReader, preprocess, quantize_qdq
 
 if TYPE_CHECKING:
-    from tuner.passes.step import Artifact, StepContext
     from tuner.data import Dataset
+    from tuner.passes.step import Artifact, StepContext
 
 IMAGES = 128  # calibration images per layer: enough to rank, cheap enough for ~50 layers
 FILE = "sensitivity.json"

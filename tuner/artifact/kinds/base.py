@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from tuner.artifact.check import Check
-    from tuner.passes import Built
     from tuner.candidate import Candidate
     from tuner.data import Dataset
+    from tuner.passes import Built
     from tuner.workload import WorkloadSpec
 
 Log = Callable[[str], None]

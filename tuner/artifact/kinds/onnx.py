@@ -12,9 +12,9 @@ from tuner.artifact.kinds.prelude import prelude
 from tuner.names import EXPORT_ONNX, INPUT, ONNX_FILE, OUTPUT, PLACEMENTS
 
 if TYPE_CHECKING:
-    from tuner.passes import Built
     from tuner.candidate import Candidate
     from tuner.data import Dataset
+    from tuner.passes import Built
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
 _ORT_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",

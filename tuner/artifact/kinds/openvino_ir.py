@@ -14,9 +14,9 @@ from tuner.artifact.kinds.prelude import prelude
 from tuner.names import EXPORT_OPENVINO_IR, INPUT, IR_BIN_FILE, IR_XML_FILE, ONNX_FILE, OUTPUT, PLACEMENTS
 
 if TYPE_CHECKING:
-    from tuner.passes import Built
     from tuner.candidate import Candidate
     from tuner.data import Dataset
+    from tuner.passes import Built
 
 
 class OpenVinoIR(ExportKind):

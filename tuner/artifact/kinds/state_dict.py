@@ -12,9 +12,9 @@ from tuner.artifact.kinds.torch_export import torch_module, torch_serve_code
 from tuner.names import EXPORT_STATE_DICT, STATE_FILE
 
 if TYPE_CHECKING:
-    from tuner.passes import Built
     from tuner.candidate import Candidate
     from tuner.data import Dataset
+    from tuner.passes import Built
 
 
 def _off_default(candidate: dict[str, Any]) -> dict[str, Any]:

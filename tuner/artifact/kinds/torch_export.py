@@ -13,9 +13,9 @@ from tuner.errors import one_line
 from tuner.names import EXPORT_TORCH_PROGRAM, PROGRAM_FILE
 
 if TYPE_CHECKING:
-    from tuner.passes import Built
     from tuner.candidate import Candidate
     from tuner.data import Dataset
+    from tuner.passes import Built
 
 
 def torch_module(job: SaveJob) -> tuple[Any, Any, str]:

@@ -3,6 +3,7 @@ ratio profiles, derived students, sparsity, recovery budgets and the study's mul
 torch-pruning, real distillation, real ORT / OpenVINO sessions."""
 
 import copy
+import dataclasses
 
 import optuna
 import pytest
@@ -189,7 +190,7 @@ def test_study_promotes_a_close_candidate_to_the_long_recovery(tmp_path, studies
     monkeypatch.setattr(fidelity, "PROMOTE_MARGIN", 1.0)  # every miss is "close": the rule itself is tested above
     space, objectives = tmp_path / "space.yaml", tmp_path / "objectives.yaml"
     space.write_text(yaml.safe_dump({"placement": "ort-cpu", "precision": "fp32", "prune_ratio": 0.6,
-                                     "batch_size": 1, "threads": 1}))
+                                     "batch_size": 1, "threads": {"choices": [1, 2]}}))
     objectives.write_text(yaml.safe_dump({"objectives": {"accuracy": "maximize", "per_sample_ms": "minimize"},
                                           "constraints": {"accuracy_drop": {"max": 0.0}}}))
     spec = WorkloadSpec(model=f"{TINY}:conv_net", data="digits", resolution=16, train_steps=80, recover_steps=6,
@@ -207,3 +208,9 @@ def test_study_promotes_a_close_candidate_to_the_long_recovery(tmp_path, studies
         assert pruned.user_attrs["metrics"]["recovery"]["fidelity"] == "long"
     else:
         assert "required" in pruned.user_attrs["error"]
+    # Another variant of the same architecture starts from the long recovery it earned (cached), not the short.
+    study.enqueue_trial({"threads": 3 - pruned.params["threads"]})
+    run_study(dataclasses.replace(settings, n_trials=3), log=lambda m: None)
+    variant = optuna.load_study(study_name="fidelity", storage=storage).trials[2]
+    assert variant.params["threads"] != pruned.params["threads"]
+    assert variant.user_attrs["candidate"]["recovery"] == "long" and "short_recovery" not in variant.user_attrs

@@ -124,6 +124,11 @@ class Objective:
         baseline = read_enqueued(trial).baseline
         floor = None if baseline else self.s.objectives.min_accuracy(self.reference_accuracy)
         promotable = fidelity.can_promote(candidate, floor)
+        if promotable and "long" in costs.recovered(read_trials(trial.study), candidate.to_dict()):
+            # Its architecture earned the long recovery in an earlier trial: those weights are cached, and the
+            # short ones would judge this variant (another precision, placement, batch) by less than the study has.
+            candidate, promotable = fidelity.promoted(candidate), False
+            trial.set_user_attr("candidate", candidate.to_dict())
         assert floor is not None or not promotable
         load = self.s.objectives.uses_load  # measured under load too: the objectives use a figure under load
         # A guardrail bound to break stops a trial early, but not the short recovery's screening: the long one,

@@ -158,7 +158,7 @@ def _digits(resolution: int, mean: tuple[float, ...] | None, std: tuple[float, .
     order = np.random.default_rng(seed).permutation(len(labels))
     # 60 / 10 / 30 train / calibration / validation: a fifth of 1797 scans left 292 images to search on once the
     # held-out share was kept apart, 0.34 points an image, so a 1-point budget saw three accuracies and the front
-    # two points; 431 images tell finer steps apart, and a ResNet18 still learns the rest to 99%.
+    # two points; 436 images tell finer steps apart, and a ResNet18 still learns the rest to 99%.
     n_val, n_calib = len(labels) * 3 // 10, len(labels) // 10
     val, calib, train = order[:n_val], order[n_val:n_val + n_calib], order[n_val + n_calib:]
     pixel = images[train].astype(np.float32) / 255.0

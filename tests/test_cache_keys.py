@@ -67,7 +67,7 @@ def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def build_with(recorder: list[Entry], model_file: Path, tmp_path_factory: pytest.TempPathFactory):
-    from tuner.passes import build
+    from tuner.passes.chain import build
     from tuner.workload import WorkloadSpec, load_workload
 
     base = WorkloadSpec(model=f"{model_file}:conv_net", data="digits", resolution=16, train_steps=3, recover_steps=4,

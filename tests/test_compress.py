@@ -14,8 +14,8 @@ from tests.tiny_models import mobile_net
 from tuner.candidate import Candidate
 from tuner.errors import UnsupportedCombination
 from tuner.measure import measure
-from tuner.passes import build, rebuild_module
 from tuner.passes import student as students
+from tuner.passes.chain import build, rebuild_module
 from tuner.passes.compress import reshape
 from tuner.passes.prune import prune
 from tuner.passes.recover import LONG_FACTOR, budget_steps, removed_share

@@ -36,7 +36,7 @@ class ToyOnnx(ExportKind):
         return Saved(TOY_FILE, details={"toy": {"copied_from": Path(job.built.onnx_path).name}})
 
     def load(self, directory, config, candidate, data):
-        from tuner.passes import Built
+        from tuner.passes.chain import Built
 
         path = directory / config["artifact"]["file"]
         return Built(candidate, None, path, 0, 0, path.stat().st_size)

@@ -338,7 +338,7 @@ def test_the_reports_findings_say_there_is_no_baseline_to_compare_with():
 
     import optuna
 
-    from tuner.report import report_info
+    from tuner.report.writer import report_info
 
     study = optuna.create_study(directions=["maximize", "minimize"])
     with warnings.catch_warnings():

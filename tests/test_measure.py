@@ -8,7 +8,7 @@ from tuner import hardware
 from tuner.candidate import Candidate
 from tuner.measure import host, measure
 from tuner.measure.latency import LatencyPolicy, median_ci, summarize, time_calls
-from tuner.passes import build
+from tuner.passes.chain import build
 
 
 def test_median_ci_covers_the_true_median_95_percent_of_the_time():

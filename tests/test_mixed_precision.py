@@ -11,7 +11,7 @@ from tuner import hardware
 from tuner.candidate import Candidate
 from tuner.measure import measure
 from tuner.measure.latency import LatencyPolicy
-from tuner.passes import build
+from tuner.passes.chain import build
 from tuner.passes.sensitivity import ranking
 from tuner.passes.step import StepContext
 

@@ -16,7 +16,7 @@ from tuner.artifact import checks_table, export, verify
 from tuner.artifact.export import sha256_file
 from tuner.errors import ConfigError
 from tuner.record import read_trial
-from tuner.runtimes import PLACEMENTS
+from tuner.runtimes.registry import PLACEMENTS
 
 pytestmark = [pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning"),
               pytest.mark.slow]  # end to end: studies, exports and processes (pytest -m "not slow" skips)

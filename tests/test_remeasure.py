@@ -11,9 +11,9 @@ from tuner import results
 from tuner.artifact import select_trial
 from tuner.measure.latency import LatencyPolicy
 from tuner.record import read_remeasure, read_trial
-from tuner.remeasure import RemeasureEntry, RemeasureSummary, format_remeasure, remeasure_pareto
-from tuner.report import report_info
+from tuner.remeasure.orchestrate import RemeasureEntry, RemeasureSummary, format_remeasure, remeasure_pareto
 from tuner.report.figures import _hover
+from tuner.report.writer import report_info
 from tuner.study.storage import write_remeasure
 
 pytestmark = pytest.mark.slow  # end to end: studies, exports and processes (pytest -m "not slow" skips)
@@ -133,7 +133,7 @@ def test_a_failing_measurement_is_one_error_line():
 
 def test_a_contended_round_does_not_make_the_figure():
     """Rounds whose process never found the host quiet are left out where quiet rounds exist."""
-    from tuner.remeasure import _entry
+    from tuner.remeasure.orchestrate import _entry
 
     t = optuna.trial.create_trial(values=[0.9, 1.0], user_attrs={
         "candidate": {"placement": "ort-cpu", "batch_size": 1},

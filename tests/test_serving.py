@@ -16,9 +16,9 @@ from tuner import hardware, results
 from tuner.artifact import checks_table, verify
 from tuner.measure.latency import LatencyPolicy
 from tuner.names import LOAD_METRICS
-from tuner.remeasure import format_remeasure, remeasure_pareto
-from tuner.report import report_info
+from tuner.remeasure.orchestrate import format_remeasure, remeasure_pareto
 from tuner.report.serving import budget_of
+from tuner.report.writer import report_info
 
 pytestmark = [pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning"),
               pytest.mark.skipif(hardware.cores() < 2, reason="two streams need two CPUs"), pytest.mark.slow]

@@ -11,7 +11,7 @@ from typing import Any
 
 __all__ = ["Candidate", "TrialPoint", "TuneResult", "load", "tune"]
 
-_HOMES = {"tune": "tuner.api", "load": "tuner.api", "TuneResult": "tuner.api.tune_result", "TrialPoint": "tuner.api.tune_result",
+_HOMES = {"tune": "tuner.api.tuning", "load": "tuner.api.tuning", "TuneResult": "tuner.api.tune_result", "TrialPoint": "tuner.api.tune_result",
           "Candidate": "tuner.candidate"}
 
 

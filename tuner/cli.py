@@ -109,8 +109,8 @@ class Measure(Command):
             raise TunerError(f"{args.config}: {problem}")
 
         from tuner.measure import holdout_accuracy, measure
-        from tuner.passes import build
-        from tuner.runtimes import check_supported
+        from tuner.passes.chain import build
+        from tuner.runtimes.registry import check_supported
         from tuner.workload import load_workload
 
         check_supported(candidate)  # refuse before loading data or training anything
@@ -172,7 +172,7 @@ class Run(Command):
 
     def run(self, args: argparse.Namespace) -> int:
         from tuner import summary
-        from tuner.api import tune
+        from tuner.api.tuning import tune
         from tuner.study.storage import mask_url
 
         tune = tune.__wrapped__  # unwrapped from in_keywords: its errors name the command line's flags
@@ -185,7 +185,7 @@ class Run(Command):
                       sampler=args.sampler, timeout=args.timeout, heartbeat=args.heartbeat,
                       max_retries=args.max_retries, trial_timeout=args.trial_timeout,
                       remeasure_rounds=args.remeasure_rounds, allow_mixed_hardware=args.allow_mixed_hardware, log=log)
-        from tuner.remeasure import format_remeasure  # loads torch: after the study
+        from tuner.remeasure.orchestrate import format_remeasure  # loads torch: after the study
 
         found, name, storage = result.summary(), result.study.study_name, mask_url(result.storage)
         if args.json:
@@ -228,7 +228,7 @@ class Report(Command):
         parser.add_argument("--csv", help="also write the trial table as CSV here")
 
     def run(self, args: argparse.Namespace) -> int:
-        from tuner.report import write_report
+        from tuner.report.writer import write_report
         from tuner.study.storage import load_existing_study
 
         out = Path(args.out or Path(args.studies_dir) / f"{args.study}.html")
@@ -329,7 +329,8 @@ class Explain(Command):
     def run(self, args: argparse.Namespace) -> int:
         import json
 
-        from tuner.explain import explain_study, render
+        from tuner.explain.compare import render
+        from tuner.explain.trials import explain_study
         from tuner.study.storage import load_existing_study
 
         check_number("--trial", args.trial, 0)

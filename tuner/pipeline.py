@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from tuner.candidate import Candidate
     from tuner.data import Split
     from tuner.guardrails import Predictions, Tally
-    from tuner.runtimes import Session
+    from tuner.runtimes.base import Session
     from tuner.workload import Workload
 
 REFERENCE_BATCH = 256
@@ -39,7 +39,7 @@ def evaluate(workload: Workload, candidate: Candidate, min_accuracy: float | Non
 
     from tuner.errors import HopelessCandidate
     from tuner.measure import LoadPolicy, measure
-    from tuner.passes import build  # torch and the runtimes load in the trial's process, not its parent's
+    from tuner.passes.chain import build  # torch and the runtimes load in the trial's process, not its parent's
 
     hits, misses, waited = workload.cache.hits, workload.cache.misses, workload.cache.waited
     built = build(workload, candidate)
@@ -61,7 +61,7 @@ def reference_session(workload: Workload) -> Session:
     """The model as the user brought it, opened to be scored: the torch module in fp32, or an ONNX file as given
     on ort-cpu fp32 (no torch graph to run)."""
     from tuner import hardware
-    from tuner.runtimes import PLACEMENTS
+    from tuner.runtimes.registry import PLACEMENTS
 
     w = workload
     if w.onnx is not None:

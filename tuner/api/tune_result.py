@@ -21,10 +21,10 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from tuner.artifact import Exported
-    from tuner.explain import Comparison
+    from tuner.explain.compare import Comparison
     from tuner.objectives import Objectives
-    from tuner.remeasure import RemeasureSummary
-    from tuner.report import ReportInfo
+    from tuner.remeasure.orchestrate import RemeasureSummary
+    from tuner.report.data import ReportInfo
 
 
 @dataclass(frozen=True)
@@ -131,7 +131,7 @@ class TuneResult:
     @in_keywords
     def report(self, path: str | Path, csv: str | Path | None = None) -> ReportInfo:
         """``tuner report``: one self-contained HTML page (and the trial table as CSV)."""
-        from tuner.report import write_report
+        from tuner.report.writer import write_report
 
         with quiet_optuna():  # the importances' shadow studies would each log their creation
             return write_report(self.study, path, csv)
@@ -156,7 +156,7 @@ class TuneResult:
     def explain(self, trial: int | None = None, against: int | None = None) -> Comparison:
         """``tuner explain``: per-layer time of ``trial`` (default: the pick) against ``against`` (default: the
         baseline), from each runtime's own profiler, with findings; ``tuner.explain.render(comparison)`` is its text."""
-        from tuner.explain import explain_study
+        from tuner.explain.trials import explain_study
 
         with quiet_optuna():
             return explain_study(self.study, trial, against, self.studies_dir, log=self.log)

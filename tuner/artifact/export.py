@@ -37,11 +37,11 @@ from tuner.summary import guard_words
 from tuner.workload import WorkloadSpec, check_recorded_paths
 
 if TYPE_CHECKING:
-    from tuner.passes import Built
+    from tuner.passes.chain import Built
     from tuner.workload import Workload
 
 # all an export writes beside its kinds' model files, and may replace
-EXPORT_FILES = (README_FILE, CONFIG_FILE, "profile.json")  # tuner.explain.PROFILE_FILE: where the time goes, per layer
+EXPORT_FILES = (README_FILE, CONFIG_FILE, "profile.json")  # tuner.explain.trials.PROFILE_FILE: where the time goes, per layer
 PARTIAL_STALE_SECONDS = 3600  # a partial export is written in seconds (after the rebuild): this old, it is a leftover
 
 
@@ -113,7 +113,8 @@ def export(study: optuna.Study, trial: TrialRecord, why: str, out: str | Path,
            log: Log = print, metric: Metric | None = None) -> Exported:
     """Rebuild ``trial``, re-measure it, and write ``out/config.yaml`` plus its artifact. ``metric``: the study's
     own function (``TuneResult.export`` passes it), scored again on the rebuilt model's logits."""
-    from tuner import explain
+    from tuner.explain.profile import refuse
+    from tuner.explain.trials import cached_profile, write_profile
 
     if torch_format not in ("export", "state_dict"):
         raise ConfigError(f"--torch-format must be export or state_dict, got {torch_format!r}.")
@@ -132,9 +133,8 @@ def export(study: optuna.Study, trial: TrialRecord, why: str, out: str | Path,
         config = export_config(study, trial, why, storage, metric, again, kind, saved, tmp)
         readme = readme_text(config.to_dict())
         candidate = again.candidate
-        if explain.refuse(candidate.placement) is None:  # where its time goes: profile.json, the costliest layers
-            readme += "\n" + "\n".join(explain.write_profile(tmp, explain.cached_profile(again.workload,
-                                                                                        again.built))) + "\n"
+        if refuse(candidate.placement) is None:  # where its time goes: profile.json, the costliest layers
+            readme += "\n" + "\n".join(write_profile(tmp, cached_profile(again.workload, again.built))) + "\n"
         (tmp / README_FILE).write_text(readme, encoding="utf-8")
         config.write(tmp / CONFIG_FILE)
         _move_into_place(tmp, out)
@@ -150,8 +150,8 @@ def rebuild_and_measure(study: optuna.Study, trial: TrialRecord, why: str, studi
     checked to score what the study measured, its held-out figures and how far its latency can be trusted."""
     from tuner.measure import measure
     from tuner.measure.load import replaying
-    from tuner.passes import build
-    from tuner.runtimes import check_supported
+    from tuner.passes.chain import build
+    from tuner.runtimes.registry import check_supported
     from tuner.workload import load_workload
 
     kept = read_study(study)

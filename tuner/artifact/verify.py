@@ -21,7 +21,7 @@ from tuner.table import aligned
 
 if TYPE_CHECKING:
     from tuner.data import Dataset
-    from tuner.passes import Built
+    from tuner.passes.chain import Built
 
 LATENCY_TOLERANCE = 0.10  # latency reproduces within the recorded 95% CI or within 10% of the median
 LATENCY_ATTEMPTS = 3  # a latency outside tolerance is re-timed (a neighbour's burst is not a regression)
@@ -109,7 +109,7 @@ def _verify(directory: str | Path, log: Log, latency_tolerance: float) -> tuple[
     from tuner.data import load_dataset
     from tuner.measure import host, open_session, resolve_threads, serve_session, time_session
     from tuner.measure.accuracy import top1
-    from tuner.runtimes import check_supported
+    from tuner.runtimes.registry import check_supported
 
     d = Path(directory)
     config = read_config(d)

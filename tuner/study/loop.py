@@ -96,7 +96,7 @@ def anchor_params(space: SearchSpace) -> list[dict[str, Any]]:
     space serves several streams, the same on one stream per core of one thread each (what OpenVINO's THROUGHPUT
     hint sets up). Measured first, so that the search starts from the strongest hand-made points of this machine
     rather than having to stumble on them, and the front is never worse than them."""
-    from tuner.runtimes import PLACEMENTS
+    from tuner.runtimes.registry import PLACEMENTS
 
     found = []
     cores = hardware.cores()

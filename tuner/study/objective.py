@@ -75,7 +75,7 @@ class Objective:
                 trial.set_user_attr("error", reason)
                 raise optuna.TrialPruned(reason)
         try:
-            from tuner.runtimes import check_supported  # the parent loads the runtimes only when it samples
+            from tuner.runtimes.registry import check_supported  # the parent loads the runtimes only when it samples
 
             check_supported(candidate)
             too_big = hardware.check_fits(candidate.batch_size, self.resolution, candidate.threads,

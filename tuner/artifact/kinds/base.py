@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from tuner.artifact.check import Check
     from tuner.candidate import Candidate
     from tuner.data import Dataset
-    from tuner.passes import Built
+    from tuner.passes.chain import Built
     from tuner.workload import WorkloadSpec
 
 Log = Callable[[str], None]

@@ -15,7 +15,7 @@ from tuner.names import EXPORT_TORCH_PROGRAM, PROGRAM_FILE
 if TYPE_CHECKING:
     from tuner.candidate import Candidate
     from tuner.data import Dataset
-    from tuner.passes import Built
+    from tuner.passes.chain import Built
 
 
 def torch_module(job: SaveJob) -> tuple[Any, Any, str]:
@@ -73,7 +73,7 @@ class TorchProgram(ExportKind):
     def load(self, directory: Path, config: dict[str, Any], candidate: Candidate, data: Dataset) -> Built:
         import torch
 
-        from tuner.passes import Built
+        from tuner.passes.chain import Built
 
         path = directory / config["artifact"]["file"]
         return Built(candidate, torch.export.load(str(path)).module(), None, 0, 0, path.stat().st_size)

@@ -98,13 +98,15 @@ def build_artifacts(args: argparse.Namespace, tmp: Path, rows: list[tuple[str, s
     import numpy as np
     import torch
 
+    from tuner import logs
     from tuner.candidate import Candidate
     from tuner.passes.chain import build
     from tuner.workload import WorkloadSpec, load_workload
 
     spec = WorkloadSpec(model=args.model, data=args.data, weights=args.weights, resolution=args.resolution,
                         train_steps=args.train_steps, cache_dir=args.cache_dir)
-    w = load_workload(spec, log=lambda m: print(f"  {m}", flush=True))
+    with logs.to(lambda m: print(f"  {m}", flush=True)):
+        w = load_workload(spec)
     example = tmp / "example.npy"
     np.save(example, w.data.example(args.batch_size))  # real validation images
     jobs = {}

@@ -31,7 +31,7 @@ def mobile(studies_dir):
 
     spec = WorkloadSpec(model=f"{TINY}:mobile_net", data="digits", resolution=16, train_steps=60, recover_steps=10,
                         cache_dir=str(studies_dir / "cache"))
-    return load_workload(spec, log=lambda m: None)
+    return load_workload(spec)
 
 
 def _widths(model: nn.Module) -> list[tuple[int, int]]:
@@ -118,8 +118,7 @@ def test_a_users_own_student_is_distilled_compressed_and_quantized(mobile, studi
     from tuner.space import load_space
     from tuner.workload import load_workload
 
-    w = load_workload(dataclasses.replace(mobile.spec, student=f"{TINY}:narrow_mobile_net", recover_steps=40),
-                      log=lambda m: None)
+    w = load_workload(dataclasses.replace(mobile.spec, student=f"{TINY}:narrow_mobile_net", recover_steps=40))
     assert w.key == mobile.key and w.student is not None  # the teacher is the same model
     c = Candidate(student=True, drop_blocks=1)
     built = build(w, c)
@@ -197,7 +196,7 @@ def test_study_promotes_a_close_candidate_to_the_long_recovery(tmp_path, studies
     storage = f"sqlite:///{tmp_path / 'fidelity.db'}"
     settings = StudySettings("fidelity", storage, load_space(str(space)), load_objectives(str(objectives)), spec,
                              n_trials=2)
-    study = run_study(settings, log=lambda m: None)
+    study = run_study(settings)
     pruned = study.trials[1]
     assert pruned.user_attrs["sampled"]["recovery"] == "short"
     assert pruned.user_attrs["candidate"]["recovery"] == "long"

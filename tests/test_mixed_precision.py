@@ -27,7 +27,7 @@ def mobile(studies_dir):
 
     spec = WorkloadSpec(model=f"{TINY}:mobile_net", data="digits", resolution=16, train_steps=60, recover_steps=10,
                         cache_dir=str(studies_dir / "cache"))
-    return load_workload(spec, log=lambda m: None)
+    return load_workload(spec)
 
 
 def _fp32_artifact(workload):

@@ -9,6 +9,7 @@ import pytest
 
 from tuner import results
 from tuner.artifact import select_trial
+from tuner.logs import to
 from tuner.measure.latency import LatencyPolicy
 from tuner.record import read_remeasure, read_trial
 from tuner.remeasure.orchestrate import RemeasureEntry, RemeasureSummary, format_remeasure, remeasure_pareto
@@ -29,8 +30,8 @@ def test_remeasure_real_study(small_study, tmp_path):
     lines: list[str] = []
 
     # A shorter timing budget than the study's (3 s) keeps the test quick on a loaded machine.
-    summary = remeasure_pareto(study, str(studies_dir / "cache"), rounds=2, log=lines.append,
-                               policy=LatencyPolicy(max_seconds=1.0))
+    with to(lines.append):
+        summary = remeasure_pareto(study, str(studies_dir / "cache"), rounds=2, policy=LatencyPolicy(max_seconds=1.0))
 
     pareto = {t.number for t in results.front(study)}
     baseline = next(t.number for t in study.trials if t.user_attrs.get("baseline")

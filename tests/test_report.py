@@ -352,7 +352,7 @@ def test_the_layer_view_renders_in_headless_chromium(small_study, tmp_path):
     study = optuna.load_study(study_name="layers", storage=storage)
     study.set_user_attr(EXPLAIN_ATTR, None)  # tests/test_explain.py may have explained the shared study already
     assert report_info(study).layers is None and "Not profiled yet: `tuner explain" in render_html(report_info(study))
-    done = explain_study(study, studies_dir=small_study["studies_dir"], repeats=3, log=lambda m: None)
+    done = explain_study(study, studies_dir=small_study["studies_dir"], repeats=3)
     info = report_info(optuna.load_study(study_name="layers", storage=storage))
     assert (info.layers["trial"], info.layers["against"]) == (done.trial, done.against) and done.against is not None
     assert [r["module"] for r in info.layers["rows"]] == [r.module for r in done.rows]

@@ -16,14 +16,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from tuner import logs
 from tuner.errors import ResourceExhausted, TunerError, check_number
 from tuner.streams import EXIT_RESOURCE, output_guarded
 
 EXIT_USAGE = 2
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -114,7 +111,7 @@ class Measure(Command):
         from tuner.workload import load_workload
 
         check_supported(candidate)  # refuse before loading data or training anything
-        workload = load_workload(spec, log)
+        workload = load_workload(spec)
         built = build(workload, candidate)
         metrics = measure(built, workload.data, load=load)
         held_out = holdout_accuracy(built, workload.data)
@@ -184,7 +181,7 @@ class Run(Command):
                       studies_dir=args.studies_dir,
                       sampler=args.sampler, timeout=args.timeout, heartbeat=args.heartbeat,
                       max_retries=args.max_retries, trial_timeout=args.trial_timeout,
-                      remeasure_rounds=args.remeasure_rounds, allow_mixed_hardware=args.allow_mixed_hardware, log=log)
+                      remeasure_rounds=args.remeasure_rounds, allow_mixed_hardware=args.allow_mixed_hardware)
         from tuner.remeasure.orchestrate import format_remeasure  # loads torch: after the study
 
         found, name, storage = result.summary(), result.study.study_name, mask_url(result.storage)
@@ -277,7 +274,7 @@ class Export(Command):
         check_out(Path(args.out))
         study = load_existing_study(args.study, args.storage, args.studies_dir)
         trial, why = select_trial(study, args.trial, args.max_drop, args.max_latency_ms)
-        done = export(study, trial, why, args.out, args.studies_dir, args.storage, args.torch_format, log)
+        done = export(study, trial, why, args.out, args.studies_dir, args.storage, args.torch_format)
         m = done.config["metrics"]["export"]
         print(f"exported trial #{done.trial} ({why}) to {done.out}: {done.artifact} ({done.kind}), {CONFIG_FILE}\n"
               f"re-measured: {m['accuracy']:.2%}, {m['per_sample_ms']:.4f} ms/sample "
@@ -307,7 +304,7 @@ class Verify(Command):
 
         check_number("--latency-tolerance", args.latency_tolerance, 0, why=" (a fraction: 0.10 = 10%)")
         read_config(args.dir)  # a broken or incomplete export is refused before torch loads
-        ok, checks = verify(args.dir, log, args.latency_tolerance)
+        ok, checks = verify(args.dir, args.latency_tolerance)
         print(checks_table(checks))
         print("reproduces" if ok else "does NOT reproduce")
         return 0 if ok else EXIT_NOT_REPRODUCED
@@ -338,7 +335,7 @@ class Explain(Command):
         check_number("--repeats", args.repeats, 1)
         check_number("--top", args.top, 1)
         study = load_existing_study(args.study, args.storage, args.studies_dir)
-        done = explain_study(study, args.trial, args.against, args.studies_dir, args.repeats, log)
+        done = explain_study(study, args.trial, args.against, args.studies_dir, args.repeats)
         print(json.dumps(done.to_dict(), indent=1) if args.json else render(done, args.top))
         return 0
 
@@ -364,7 +361,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from tuner.study.storage import quiet_optuna
 
     try:
-        with quiet_optuna():
+        with quiet_optuna(), logs.to(logs.stderr):  # the library's lines on stderr, results on stdout
             return commands[args.command].run(args)
     except TunerError as err:
         print(f"tuner: error: {err}", file=sys.stderr)

@@ -13,6 +13,7 @@ import optuna
 from tuner import results
 from tuner.candidate import Candidate, label
 from tuner.errors import TunerError, in_keywords
+from tuner.logs import to
 from tuner.metric import Metric
 from tuner.record import TrialRecord, read_remeasure
 from tuner.study.storage import quiet_optuna
@@ -61,7 +62,7 @@ class TuneResult:
     studies_dir: str
     storage: str
     remeasure: RemeasureSummary | None = None
-    log: Callable[[str], None] = print
+    log: Callable[[str], None] = print  # where export and explain show their lines (tune(): its own ``log``)
 
     # ------------------------------------------------------------ points
 
@@ -124,9 +125,8 @@ class TuneResult:
 
         check_out(Path(path))
         t, why = self._select(trial, max_drop, max_latency_ms)
-        with quiet_optuna():
-            return export(self.study, t, why, path, self.studies_dir, self.storage, torch_format, self.log,
-                          self.metric)
+        with quiet_optuna(), to(self.log):
+            return export(self.study, t, why, path, self.studies_dir, self.storage, torch_format, self.metric)
 
     @in_keywords
     def report(self, path: str | Path, csv: str | Path | None = None) -> ReportInfo:
@@ -158,8 +158,8 @@ class TuneResult:
         baseline), from each runtime's own profiler, with findings; ``tuner.explain.render(comparison)`` is its text."""
         from tuner.explain.trials import explain_study
 
-        with quiet_optuna():
-            return explain_study(self.study, trial, against, self.studies_dir, log=self.log)
+        with quiet_optuna(), to(self.log):
+            return explain_study(self.study, trial, against, self.studies_dir)
 
     def summary(self) -> dict[str, Any]:
         """What ``tuner run --json`` prints: objectives, baseline, trial counts, the front, the fastest pick."""

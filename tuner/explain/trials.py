@@ -5,12 +5,14 @@ of a study, profile both, cached beside the build, compare them); ``write_profil
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import logging
 from typing import TYPE_CHECKING, Any
 
 from tuner.explain.compare import Comparison, compare
 from tuner.explain.layers import LayerProfile
 from tuner.explain.profile import profile, refuse
+
+_log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     import optuna
@@ -71,8 +73,7 @@ def read_trials(study: optuna.Study, trial: int | None, against: int | None) -> 
 
 
 def explain_study(study: optuna.Study, trial: int | None = None, against: int | None = None,
-                  studies_dir: str = "studies", repeats: int = REPEATS,
-                  log: Callable[[str], None] = print) -> Comparison:
+                  studies_dir: str = "studies", repeats: int = REPEATS) -> Comparison:
     """Rebuild the trial (the pick by default) and the one it is held against (the baseline), profile both,
     compare them."""
     from tuner.candidate import label
@@ -91,14 +92,14 @@ def explain_study(study: optuna.Study, trial: int | None = None, against: int | 
                 raise TunerError(f"trial #{t.number}: {why}; pass --trial/--against with a CPU placement.")
             check_supported(c)
     spec = WorkloadSpec.from_record(read_study(study).workload, f"{studies_dir}/cache", f"study {study.study_name}")
-    workload = load_workload(spec, log)
+    workload = load_workload(spec)
     profiles = []
     for t in (explained, other):
         if t is None:
             profiles.append(None)
             continue
         c = t.to_candidate()
-        log(f"profiling trial #{t.number}: {label(c.to_dict())}")
+        _log.info(f"profiling trial #{t.number}: {label(c.to_dict())}")
         profiles.append(cached_profile(workload, build(workload, c), repeats))
     assert profiles[0] is not None
     done = compare(profiles[0], profiles[1], explained.number, other.number if other else None,

@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +39,8 @@ from tuner.remeasure.runner import measure_in_fresh_process
 from tuner.study.storage import write_remeasure
 from tuner.table import aligned
 from tuner.workload import WorkloadSpec
+
+_log = logging.getLogger(__name__)
 
 WITHIN = 0.05  # "agrees" = the re-measured median is within 5% of the study's
 LOAD_WITHIN = 0.10  # a figure under load "agrees" within 10%: a p95 over a few thousand requests moves more
@@ -144,7 +146,7 @@ class RemeasureSummary:
 
 
 def remeasure_pareto(study: optuna.Study, cache_dir: str | None, rounds: int = 3,
-                     log: Callable[[str], None] = print, *, policy: LatencyPolicy = LatencyPolicy(),
+                     *, policy: LatencyPolicy = LatencyPolicy(),
                      timeout: float = TIMEOUT_SECONDS, deadline: float | None = None) -> RemeasureSummary:
     """Re-time the study's front (``results.front``) and the baseline in fresh processes, ``rounds`` interleaved rounds.
 
@@ -157,14 +159,14 @@ def remeasure_pareto(study: optuna.Study, cache_dir: str | None, rounds: int = 3
         raise ConfigError(f"rounds must be an integer >= 1, got {rounds!r}.")
     start = time.perf_counter()
     spec = WorkloadSpec.from_record(read_study(study).workload, cache_dir, f"study {study.study_name}")
-    trials = _chosen_trials(study, log)
-    hardware_matches = _same_hardware(study, log)
+    trials = _chosen_trials(study)
+    hardware_matches = _same_hardware(study)
     # One measurement per distinct candidate (duplicate trials share their figures).
     groups: dict[str, list[TrialRecord]] = {}
     for t in trials:
         groups.setdefault(json.dumps(t.candidate, sort_keys=True), []).append(t)
     if trials:
-        log(f"re-measuring latency of {len(trials)} trials ({len(groups)} distinct builds: the Pareto set and the "
+        _log.info(f"re-measuring latency of {len(trials)} trials ({len(groups)} distinct builds: the Pareto set and the "
             f"baseline) in fresh processes, {rounds} interleaved rounds")
     timings: dict[str, list[float]] = {k: [] for k in groups}
     loads: dict[str, list[dict[str, Any]]] = {k: [] for k in groups}  # per round: the load figures
@@ -190,7 +192,7 @@ def remeasure_pareto(study: optuna.Study, cache_dir: str | None, rounds: int = 3
                                            replaying(first.metrics))
         except MeasurementError as err:
             errors[key] = str(err)
-            log(f"  {step} {label} {candidate_label(candidate)}: failed: {err}")
+            _log.info(f"  {step} {label} {candidate_label(candidate)}: failed: {err}")
             return
         longest = max(longest, time.monotonic() - began)
         timings[key].append(out["median_ms"])
@@ -198,7 +200,7 @@ def remeasure_pareto(study: optuna.Study, cache_dir: str | None, rounds: int = 3
         if out.get("load"):
             loads[key].append({**{m: out[m] for m in LOAD_METRICS}, "quiet": out["load"]["quiet"]})
         full_speed = min(filter(None, (full_speed, out["host_reference_ms"])), default=None)
-        log(f"  {step} {label} {candidate_label(candidate)}: {out['median_ms'] / candidate['batch_size']:.4f} ms/sample "
+        _log.info(f"  {step} {label} {candidate_label(candidate)}: {out['median_ms'] / candidate['batch_size']:.4f} ms/sample "
             f"(n={out['samples']}" + ("" if out["quiet"] else ", host contended throughout") + ")"
             + (f"; under load {out['load_throughput']:.0f} samples/s p95 {out['load_p95_ms']:.3f} ms, open loop "
                f"{out['open_throughput']:.0f} samples/s p95 {out['open_p95_ms']:.3f} ms" if out.get("load") else ""))
@@ -227,13 +229,13 @@ def remeasure_pareto(study: optuna.Study, cache_dir: str | None, rounds: int = 3
     summary = dataclasses.replace(summary, fraction_within_5pct=fraction)
     write_remeasure(study, {**summary.to_dict(), "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
     if fraction is not None:
-        log(f"re-measured {len(summary.measured)} points in {summary.seconds:.0f} s: {fraction:.0%} of the "
+        _log.info(f"re-measured {len(summary.measured)} points in {summary.seconds:.0f} s: {fraction:.0%} of the "
             f"{len(points)} Pareto points within 5% of the study's figure, {summary.fraction_outside_ci:.0%} outside "
             f"its 95% CI")
     return summary
 
 
-def _chosen_trials(study: optuna.Study, log: Callable[[str], None]) -> list[TrialRecord]:
+def _chosen_trials(study: optuna.Study) -> list[TrialRecord]:
     """The baseline and the Pareto front, by number, each once."""
     base = results.baseline_trial(study)
     chosen: dict[int, TrialRecord] = {base.number: base} if base is not None else {}
@@ -245,17 +247,17 @@ def _chosen_trials(study: optuna.Study, log: Callable[[str], None]) -> list[Tria
         if t.complete:
             usable.append(t)
         else:
-            log(f"  #{number} records no candidate or metrics: not re-measured")
+            _log.info(f"  #{number} records no candidate or metrics: not re-measured")
     return usable
 
 
-def _same_hardware(study: optuna.Study, log: Callable[[str], None]) -> bool:
+def _same_hardware(study: optuna.Study) -> bool:
     from tuner import hardware
 
     theirs = read_study(study).fingerprint
     if theirs is None or theirs == hardware.fingerprint():
         return True
-    log("  note: the study ran on other hardware; its latencies are shown, but the comparison means little")
+    _log.info("  note: the study ran on other hardware; its latencies are shown, but the comparison means little")
     return False
 
 

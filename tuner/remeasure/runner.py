@@ -91,7 +91,7 @@ def _time_latency(spec: WorkloadSpec, candidate: dict[str, Any], policy: Latency
     from tuner.workload import load_workload
 
     host.remember(full_speed_ms)
-    workload = load_workload(spec, log=lambda message: None)
+    workload = load_workload(spec)  # no handler here: its info lines stay silent
     c = Candidate(**candidate)
     session = open_session(build(workload, c))
     try:

@@ -86,44 +86,21 @@ class Measure(Command):
         parser.add_argument("--json", action="store_true", help="print one JSON object")
 
     def run(self, args: argparse.Namespace) -> int:
-        from tuner import hardware
-        from tuner.candidate import Candidate
-        from tuner.data import DEFAULT_RESOLUTION
-        from tuner.measure.load import LoadPolicy
+        from tuner.api.measuring import measure_config
 
-        # Everything the user gave is checked before torch loads or anything is allocated.
-        candidate = Candidate.from_yaml(args.config)
-        spec = workload_spec(args)
-        if spec.onnx:
-            candidate.check_without_torch_graph(spec.model)
-        if candidate.student and not spec.student:
-            raise TunerError(f"{args.config}: student: true is refused: no --student SPEC was given (your own smaller "
-                             "model, distilled from --model); pass --student, or set student: false.")
-        load = LoadPolicy(utilisation=args.utilisation, open_rate=args.rate) if args.load else None
-        problem = hardware.check_fits(candidate.batch_size, args.resolution or DEFAULT_RESOLUTION.get(args.data, 224),
-                                      candidate.threads, streams=candidate.streams, requests=candidate.in_flight)
-        if problem:
-            raise TunerError(f"{args.config}: {problem}")
-
-        from tuner.measure import holdout_accuracy, measure
-        from tuner.passes.chain import build
-        from tuner.runtimes.registry import check_supported
-        from tuner.workload import load_workload
-
-        check_supported(candidate)  # refuse before loading data or training anything
-        workload = load_workload(spec)
-        built = build(workload, candidate)
-        metrics = measure(built, workload.data, load=load)
-        held_out = holdout_accuracy(built, workload.data)
-        result = {**metrics.to_dict(), "holdout_accuracy": held_out, "config": candidate.to_dict(),
-                  "build_seconds": built.seconds}
+        done = measure_config.__wrapped__(  # unwrapped from in_keywords: its errors name the command line's flags
+            args.config, args.model, args.data, weights=args.weights, student=args.student,
+            resolution=args.resolution, mean=args.mean, std=args.std, seed=args.seed, holdout=args.holdout,
+            train_steps=args.train_steps, recover_steps=args.recover_steps, studies_dir=args.studies_dir,
+            load=args.load, utilisation=args.utilisation, rate=args.rate)
+        candidate, metrics, held_out = done.candidate, done.metrics, done.holdout_accuracy
         if args.json:
-            print(json.dumps(result))
+            print(json.dumps(done.to_dict()))
         else:
             lo, hi = metrics.latency_ci_ms
             print(f"{candidate}\n"
-                  f"accuracy       {metrics.accuracy:.2%} ({len(workload.data.val)} validation images)"
-                  + (f", {held_out:.2%} on {len(workload.data.holdout or ())} held-out ones\n" if held_out is not None
+                  f"accuracy       {metrics.accuracy:.2%} ({done.validation_images} validation images)"
+                  + (f", {held_out:.2%} on {done.holdout_images} held-out ones\n" if held_out is not None
                      else "\n") +
                   f"latency        {metrics.latency_ms:.3f} ms per batch of {candidate.batch_size} "
                   f"(95% CI {lo:.3f}-{hi:.3f}, p95 {metrics.latency_p95_ms:.3f}, n={metrics.samples})\n"

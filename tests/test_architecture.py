@@ -123,6 +123,7 @@ def test_light_entry_points_load_no_torch(code):
 # The layers, bottom to top (docs/architecture.md): a module imports from its own layer or below, never above.
 LAYERS = (
     ("tuner.names", "tuner.candidate", "tuner.errors", "tuner.table", "tuner.record", "tuner.progress", "tuner.logs",
+     "tuner.defaults",
      "tuner.streams"),
     ("tuner.data", "tuner.decoded", "tuner.images", "tuner.models", "tuner.zoo", "tuner.onnx_model", "tuner.metric",
      "tuner.guardrails", "tuner.train", "tuner.workload", "tuner.paths", "tuner.hardware", "tuner.cache", "tuner.claims"),

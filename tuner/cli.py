@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from tuner import logs
+from tuner.defaults import DEFAULTS
 from tuner.errors import ResourceExhausted, TunerError, check_number
 from tuner.streams import EXIT_RESOURCE, output_guarded
 
@@ -32,10 +33,10 @@ class _Parser(argparse.ArgumentParser):
 
 def _add_workload_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("workload")
-    g.add_argument("--model", default="resnet18",
+    g.add_argument("--model", default=DEFAULTS.model,
                    help="resnet18|resnet34|resnet50, a torchvision/timm name, module:callable / file.py:callable, "
                         "or path/to/model.onnx")
-    g.add_argument("--data", default="digits", help="'digits' (built in, offline) or an ImageFolder directory")
+    g.add_argument("--data", default=DEFAULTS.data, help="'digits' (built in, offline) or an ImageFolder directory")
     g.add_argument("--weights", help="a state_dict file (loaded with weights_only); without it a baseline is trained")
     g.add_argument("--student", metavar="SPEC",
                    help="your own smaller model to distil from --model (a --model value: a name, module:callable or "
@@ -43,7 +44,7 @@ def _add_workload_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--resolution", type=int, help="input size in pixels (default: digits 32, ImageFolder 224)")
     g.add_argument("--mean", type=float, nargs=3, metavar=("R", "G", "B"), help="normalization mean (0..1)")
     g.add_argument("--std", type=float, nargs=3, metavar=("R", "G", "B"), help="normalization std (0..1)")
-    g.add_argument("--seed", type=int, default=0, help="data split, training and sampler seed")
+    g.add_argument("--seed", type=int, default=DEFAULTS.seed, help="data split, training and sampler seed")
     g.add_argument("--holdout", type=float, default=None, metavar="FRACTION",
                    help="share of each class's validation images the search never sees; export scores its pick on "
                         "them (default 0.2; 0: none; a test/ folder beside train/ and val/ is used instead)")
@@ -52,7 +53,7 @@ def _add_workload_args(p: argparse.ArgumentParser) -> None:
                    help="short recovery budget: distillation steps (batch 64) for a model with half its compute "
                         "removed, in proportion for more or less, at most 3 passes over the train split; it stops "
                         "sooner when it stops improving (default 100; the long recovery is 4x)")
-    g.add_argument("--studies-dir", default="studies", help="where studies, caches and artifacts live")
+    g.add_argument("--studies-dir", default=DEFAULTS.studies_dir, help="where studies, caches and artifacts live")
 
 
 def workload_spec(args: argparse.Namespace) -> Any:
@@ -81,7 +82,8 @@ class Measure(Command):
         parser.add_argument("--config", required=True, help="YAML file with candidate keys (prune_ratio, precision, ...)")
         parser.add_argument("--load", action="store_true", help="measure it under load too: the closed loop at its "
                             "requests in flight, then Poisson arrivals at --utilisation of the rate it answered")
-        parser.add_argument("--utilisation", type=float, default=0.5, metavar="SHARE", help="--load: default 0.5")
+        parser.add_argument("--utilisation", type=float, default=DEFAULTS.utilisation, metavar="SHARE",
+                            help=f"--load: default {DEFAULTS.utilisation}")
         parser.add_argument("--rate", type=float, metavar="PER_SECOND", help="--load: arrivals per second instead")
         parser.add_argument("--json", action="store_true", help="print one JSON object")
 
@@ -120,24 +122,24 @@ class Run(Command):
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         _add_workload_args(parser)
         g = parser.add_argument_group("study")
-        g.add_argument("--space", default="default", help="search space: a name in search_spaces/ or a YAML path")
-        g.add_argument("--objectives", default="accuracy_latency", help="a name in objectives/ or a YAML path")
+        g.add_argument("--space", default=DEFAULTS.space, help="search space: a name in search_spaces/ or a YAML path")
+        g.add_argument("--objectives", default=DEFAULTS.objectives, help="a name in objectives/ or a YAML path")
         g.add_argument("--study", help="study name (default: model-data-resolution-hardware, then a hash of "
                        "the model's and data's full paths where they are files)")
         g.add_argument("--storage", help="any Optuna storage URL (default: sqlite under --studies-dir)")
-        g.add_argument("--sampler", default="tpe", help="tpe | nsga2 | gp | random")
+        g.add_argument("--sampler", default=DEFAULTS.sampler, help="tpe | nsga2 | gp | random")
         g.add_argument("--budget", metavar="TIME",
                        help="the time the whole run may take, the re-measure included: 90s, 20m, 1.5h; the study plans "
                             "its trials (and which get a recovery) to end within it")
         g.add_argument("--n-trials", type=int, default=None,
                        help="total trials in the study, baseline included (default 20; with --budget: no cap)")
         g.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
-        g.add_argument("--heartbeat", type=float, default=10.0,
+        g.add_argument("--heartbeat", type=float, default=DEFAULTS.heartbeat,
                        help="seconds between a running trial's heartbeats; 3 missed ones mark its worker dead")
-        g.add_argument("--max-retries", type=int, default=1, help="re-runs of a trial whose worker died or crashed")
+        g.add_argument("--max-retries", type=int, default=DEFAULTS.max_retries, help="re-runs of a trial whose worker died or crashed")
         g.add_argument("--trial-timeout", type=float, metavar="SECONDS",
                        help="stop a trial (and fail it) after this long; default: 30x the setup time, at least 900 s")
-        g.add_argument("--remeasure-rounds", type=int, default=3,  # a median of 3 outlasts one round in a slow phase
+        g.add_argument("--remeasure-rounds", type=int, default=DEFAULTS.remeasure_rounds,
                        help="when the study is complete, re-time the Pareto set in fresh processes, interleaved, "
                             "this many rounds (0: skip)")
         g.add_argument("--allow-mixed-hardware", action="store_true",
@@ -178,7 +180,7 @@ class Run(Command):
 def _add_study_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--study", required=True, help="the study name `tuner run` printed")
     parser.add_argument("--storage", help="its Optuna storage URL (default: sqlite under --studies-dir)")
-    parser.add_argument("--studies-dir", default="studies", help="where studies, caches and artifacts live")
+    parser.add_argument("--studies-dir", default=DEFAULTS.studies_dir, help="where studies, caches and artifacts live")
 
 
 def check_output_file(flag: str, path: Path) -> None:
@@ -230,7 +232,7 @@ class Export(Command):
         pick.add_argument("--max-latency-ms", type=float, metavar="MS",
                           help="the most accurate feasible trial at or under this per-sample latency")
         parser.add_argument("--out", required=True, help="directory to write (new, empty, or a previous export)")
-        parser.add_argument("--torch-format", default="export", choices=("export", "state_dict"),
+        parser.add_argument("--torch-format", default=DEFAULTS.torch_format, choices=("export", "state_dict"),
                             help="torch placements: a torch.export program (falls back to state_dict) or a state_dict")
 
     def run(self, args: argparse.Namespace) -> int:
@@ -273,7 +275,7 @@ class Verify(Command):
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("dir", help="a directory written by `tuner export`")
-        parser.add_argument("--latency-tolerance", type=float, default=0.10, metavar="FRACTION",
+        parser.add_argument("--latency-tolerance", type=float, default=DEFAULTS.latency_tolerance, metavar="FRACTION",
                             help="latency reproduces within the recorded 95%% CI or this fraction of it (default 0.10)")
 
     def run(self, args: argparse.Namespace) -> int:
@@ -296,7 +298,7 @@ class Explain(Command):
         parser.add_argument("--trial", type=int, help="the trial to explain (default: the study's pick, the fastest "
                                                       "feasible)")
         parser.add_argument("--against", type=int, help="the trial to hold it against (default: the baseline)")
-        parser.add_argument("--repeats", type=int, default=30, help="profiled calls per build (median per layer)")
+        parser.add_argument("--repeats", type=int, default=DEFAULTS.repeats, help="profiled calls per build (median per layer)")
         parser.add_argument("--top", type=int, default=5, help="how many of the costliest layers to list")
         parser.add_argument("--json", action="store_true", help="print the comparison as JSON")
 

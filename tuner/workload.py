@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from tuner.cache import Cache, code_id, make_key, sha256_file, tensor_hash
 from tuner.data import HOLDOUT_SHARE, Dataset, Split, check_inputs, load_dataset
+from tuner.defaults import DEFAULTS
 from tuner.errors import ConfigError, ModelError, UnsupportedCombination, check_number
 from tuner.hardware import library_versions
 from tuner.paths import absolute, check_studies_dir, model_id
@@ -35,13 +36,13 @@ LOCAL = frozenset({"cache_dir", "claims"})  # the reader's own fields of a Workl
 
 @dataclass(frozen=True)
 class WorkloadSpec:
-    model: str = "resnet18"
-    data: str = "digits"
+    model: str = DEFAULTS.model
+    data: str = DEFAULTS.data
     weights: str | None = None
     resolution: int | None = None  # None: the data set's default (digits 32, ImageFolder 224)
     mean: tuple[float, float, float] | None = None
     std: tuple[float, float, float] | None = None
-    seed: int = 0
+    seed: int = DEFAULTS.seed
     train_steps: int = 100  # baseline training budget, only used without --weights
     holdout: float = HOLDOUT_SHARE  # share of the validation images kept from the search (export scores them)
     recover_steps: int = 100  # short recovery, optimizer steps for half the compute removed (tuner.passes.recover)
@@ -69,10 +70,11 @@ class WorkloadSpec:
         return cls(**kwargs, cache_dir=cache_dir)
 
 
-def make_spec(model: str = "resnet18", data: str = "digits", weights: str | None = None,
+def make_spec(model: str = DEFAULTS.model, data: str = DEFAULTS.data, weights: str | None = None,
               resolution: int | None = None, mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
-              seed: int = 0, *, train_steps: int | None = None, recover_steps: int | None = None,
-              holdout: float | None = None, student: str | None = None, studies_dir: str = "studies") -> WorkloadSpec:
+              seed: int = DEFAULTS.seed, *, train_steps: int | None = None, recover_steps: int | None = None,
+              holdout: float | None = None, student: str | None = None,
+              studies_dir: str = DEFAULTS.studies_dir) -> WorkloadSpec:
     """A WorkloadSpec from the command line's values (``tuner run`` / ``measure``, ``tuner.tune``), each checked
     before anything loads: bad input is one line naming the flag; None takes the default."""
     defaults = WorkloadSpec()

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tuner.defaults import DEFAULTS
 from tuner.errors import TunerError, in_keywords
 from tuner.logs import stderr
 
@@ -35,11 +36,12 @@ class Measured:
 
 
 @in_keywords
-def measure_config(config: Candidate | dict[str, Any] | str | Path, model: str = "resnet18", data: str = "digits", *,
+def measure_config(config: Candidate | dict[str, Any] | str | Path, model: str = DEFAULTS.model, data: str = DEFAULTS.data, *,
                    weights: str | None = None, student: str | None = None, resolution: int | None = None,
-                   mean: Sequence[float] | None = None, std: Sequence[float] | None = None, seed: int = 0,
+                   mean: Sequence[float] | None = None, std: Sequence[float] | None = None, seed: int = DEFAULTS.seed,
                    holdout: float | None = None, train_steps: int | None = None, recover_steps: int | None = None,
-                   studies_dir: str = "studies", load: bool = False, utilisation: float = 0.5,
+                   studies_dir: str = DEFAULTS.studies_dir, load: bool = False,
+                   utilisation: float = DEFAULTS.utilisation,
                    rate: float | None = None, log: Callable[[str], None] = stderr) -> Measured:
     """Build ``config`` (a ``Candidate``, a mapping of candidate keys, or a YAML file of them) for ``model`` on
     ``data`` and measure it as a study's trial is measured: accuracy, latency (and, with ``load``, the closed loop

@@ -12,6 +12,7 @@ import optuna
 
 from tuner import results
 from tuner.candidate import Candidate, label
+from tuner.defaults import DEFAULTS
 from tuner.errors import TunerError, in_keywords
 from tuner.logs import to
 from tuner.metric import Metric
@@ -118,7 +119,7 @@ class TuneResult:
 
     @in_keywords
     def export(self, path: str | Path, trial: int | None = None, max_drop: float | None = None,
-               max_latency_ms: float | None = None, torch_format: str = "export") -> Exported:
+               max_latency_ms: float | None = None, torch_format: str = DEFAULTS.torch_format) -> Exported:
         """``tuner export``: rebuild the pick (default: the fastest feasible), re-measure it (and score the
         study's metric on it), write ``path/config.yaml``, the artifact in its runtime's form and a README."""
         from tuner.artifact import check_out, export

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tuner.defaults import DEFAULTS
 from tuner.errors import check_number, in_keywords
 from tuner.logs import stderr
 
@@ -26,18 +27,18 @@ DEFAULT_TRIALS = 20  # without a budget; with one and no n_trials: tuner.study.b
 
 
 @in_keywords
-def tune(model: Any = "resnet18", train: Any = "digits", val: Any = None, *,
+def tune(model: Any = DEFAULTS.model, train: Any = DEFAULTS.data, val: Any = None, *,
          metric: Callable[[Any, Any], Any] | None = None, higher_is_better: bool = True,
-         space: str | dict[str, Any] | SearchSpace = "default",
-         objectives: str | dict[str, Any] | Objectives = "accuracy_latency",
+         space: str | dict[str, Any] | SearchSpace = DEFAULTS.space,
+         objectives: str | dict[str, Any] | Objectives = DEFAULTS.objectives,
          n_trials: int | None = None, budget: str | float | None = None, weights: str | None = None,
          classes: Sequence[str] | None = None,
          resolution: int | None = None, mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
-         seed: int = 0, holdout: float | None = None, train_steps: int | None = None,
+         seed: int = DEFAULTS.seed, holdout: float | None = None, train_steps: int | None = None,
          recover_steps: int | None = None, student: Any = None,
-         study: str | None = None, storage: str | None = None, studies_dir: str = "studies", sampler: str = "tpe",
-         timeout: float | None = None, heartbeat: float = 10.0, max_retries: int = 1,
-         trial_timeout: float | None = None, remeasure_rounds: int = 3, allow_mixed_hardware: bool = False,
+         study: str | None = None, storage: str | None = None, studies_dir: str = DEFAULTS.studies_dir, sampler: str = DEFAULTS.sampler,
+         timeout: float | None = None, heartbeat: float = DEFAULTS.heartbeat, max_retries: int = DEFAULTS.max_retries,
+         trial_timeout: float | None = None, remeasure_rounds: int = DEFAULTS.remeasure_rounds, allow_mixed_hardware: bool = False,
          log: Callable[[str], None] = stderr, progress: bool = True) -> TuneResult:
     """Search the fastest accurate-enough build of ``model`` and return what the study found.
 
@@ -151,7 +152,7 @@ def tune(model: Any = "resnet18", train: Any = "digits", val: Any = None, *,
 
 
 @in_keywords
-def load(study: str, storage: str | None = None, studies_dir: str = "studies",
+def load(study: str, storage: str | None = None, studies_dir: str = DEFAULTS.studies_dir,
          metric: Callable[[Any, Any], Any] | None = None) -> TuneResult:
     """A stored study's ``TuneResult`` as it was saved: nothing is built or timed again (its end-of-study re-measure
     is read from the study). ``metric``: the study's metric function, so that ``export`` scores it again (without

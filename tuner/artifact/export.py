@@ -29,6 +29,7 @@ from tuner.artifact.kinds.base import ExportKind, Saved, SaveJob
 from tuner.artifact.readme import readme_text
 from tuner.cache import owned_temp_dir, remove_leftovers, sha256_file
 from tuner.candidate import Candidate
+from tuner.defaults import DEFAULTS
 from tuner.errors import ConfigError, TunerError
 from tuner.metric import Metric, drop_points, metric_words, top1_of
 from tuner.names import CONFIG_FILE, EXPORT_FORMAT, INPUT, OUTPUT, README_FILE
@@ -112,7 +113,8 @@ class Remeasured:
 
 
 def export(study: optuna.Study, trial: TrialRecord, why: str, out: str | Path,
-           studies_dir: str | Path = "studies", storage: str | None = None, torch_format: str = "export",
+           studies_dir: str | Path = DEFAULTS.studies_dir, storage: str | None = None,
+           torch_format: str = DEFAULTS.torch_format,
            metric: Metric | None = None) -> Exported:
     """Rebuild ``trial``, re-measure it, and write ``out/config.yaml`` plus its artifact. ``metric``: the study's
     own function (``TuneResult.export`` passes it), scored again on the rebuilt model's logits."""

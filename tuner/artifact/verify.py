@@ -15,6 +15,7 @@ from tuner.artifact.export import read_config_file
 from tuner.artifact.kinds import registry
 from tuner.cache import sha256_file
 from tuner.candidate import Candidate
+from tuner.defaults import DEFAULTS
 from tuner.errors import ConfigError, TunerError
 from tuner.metric import top1_of
 from tuner.names import CONFIG_FILE, EXPORT_FORMAT
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
     from tuner.data import Dataset
     from tuner.passes.chain import Built
 
-LATENCY_TOLERANCE = 0.10  # latency reproduces within the recorded 95% CI or within 10% of the median
+LATENCY_TOLERANCE = DEFAULTS.latency_tolerance  # latency reproduces within the recorded 95% CI or this share
 LATENCY_ATTEMPTS = 3  # a latency outside tolerance is re-timed (a neighbour's burst is not a regression)
 
 

@@ -8,6 +8,7 @@ import json
 import logging
 from typing import TYPE_CHECKING, Any
 
+from tuner.defaults import DEFAULTS
 from tuner.explain.compare import Comparison, compare
 from tuner.explain.layers import LayerProfile
 from tuner.explain.profile import profile, refuse
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
     from tuner.workload import Workload
 
 PROFILE_FILE = "profile.json"
-REPEATS = 30
+REPEATS = DEFAULTS.repeats
 
 
 def profile_key(built: Built, repeats: int) -> str:
@@ -73,7 +74,7 @@ def read_trials(study: optuna.Study, trial: int | None, against: int | None) -> 
 
 
 def explain_study(study: optuna.Study, trial: int | None = None, against: int | None = None,
-                  studies_dir: str = "studies", repeats: int = REPEATS) -> Comparison:
+                  studies_dir: str = DEFAULTS.studies_dir, repeats: int = REPEATS) -> Comparison:
     """Rebuild the trial (the pick by default) and the one it is held against (the baseline), profile both,
     compare them."""
     from tuner.candidate import label

@@ -51,7 +51,7 @@ def workload(studies_dir: Path):
 
     spec = WorkloadSpec(model=f"{TINY}:conv_net", data="digits", resolution=16, train_steps=80, recover_steps=20,
                         cache_dir=str(studies_dir / "cache"))
-    return load_workload(spec, log=lambda m: None)
+    return load_workload(spec)
 
 
 # PostgreSQL is real: .ci/run installs Debian's package; the fixture starts a throwaway server on loopback per module.

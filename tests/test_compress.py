@@ -15,8 +15,8 @@ from tests.tiny_models import mobile_net
 from tuner.candidate import Candidate
 from tuner.errors import UnsupportedCombination
 from tuner.measure import measure
-from tuner.passes import build, rebuild_module
 from tuner.passes import student as students
+from tuner.passes.chain import build, rebuild_module
 from tuner.passes.compress import reshape
 from tuner.passes.prune import prune
 from tuner.passes.recover import LONG_FACTOR, budget_steps, removed_share
@@ -32,7 +32,7 @@ def mobile(studies_dir):
 
     spec = WorkloadSpec(model=f"{TINY}:mobile_net", data="digits", resolution=16, train_steps=60, recover_steps=10,
                         cache_dir=str(studies_dir / "cache"))
-    return load_workload(spec, log=lambda m: None)
+    return load_workload(spec)
 
 
 def _widths(model: nn.Module) -> list[tuple[int, int]]:
@@ -119,8 +119,7 @@ def test_a_users_own_student_is_distilled_compressed_and_quantized(mobile, studi
     from tuner.space import load_space
     from tuner.workload import load_workload
 
-    w = load_workload(dataclasses.replace(mobile.spec, student=f"{TINY}:narrow_mobile_net", recover_steps=40),
-                      log=lambda m: None)
+    w = load_workload(dataclasses.replace(mobile.spec, student=f"{TINY}:narrow_mobile_net", recover_steps=40))
     assert w.key == mobile.key and w.student is not None  # the teacher is the same model
     c = Candidate(student=True, drop_blocks=1)
     built = build(w, c)
@@ -198,7 +197,7 @@ def test_study_promotes_a_close_candidate_to_the_long_recovery(tmp_path, studies
     storage = f"sqlite:///{tmp_path / 'fidelity.db'}"
     settings = StudySettings("fidelity", storage, load_space(str(space)), load_objectives(str(objectives)), spec,
                              n_trials=2)
-    study = run_study(settings, log=lambda m: None)
+    study = run_study(settings)
     pruned = study.trials[1]
     assert pruned.user_attrs["sampled"]["recovery"] == "short"
     assert pruned.user_attrs["candidate"]["recovery"] == "long"
@@ -210,7 +209,7 @@ def test_study_promotes_a_close_candidate_to_the_long_recovery(tmp_path, studies
         assert "required" in pruned.user_attrs["error"]
     # Another variant of the same architecture starts from the long recovery it earned (cached), not the short.
     study.enqueue_trial({"threads": 3 - pruned.params["threads"]})
-    run_study(dataclasses.replace(settings, n_trials=3), log=lambda m: None)
+    run_study(dataclasses.replace(settings, n_trials=3))
     variant = optuna.load_study(study_name="fidelity", storage=storage).trials[2]
     assert variant.params["threads"] != pruned.params["threads"]
     assert variant.user_attrs["candidate"]["recovery"] == "long" and "short_recovery" not in variant.user_attrs

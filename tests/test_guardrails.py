@@ -213,8 +213,8 @@ def test_front_pick_and_exports_choice_honour_every_guardrail():
 
 
 def test_the_report_says_what_the_pick_forgot_and_what_a_faster_point_broke(tmp_path):
-    from tuner.report import report_info
     from tuner.report.page import render_html
+    from tuner.report.writer import report_info
 
     info = report_info(_guarded_study()[0])
     said = "\n".join(info.findings)
@@ -232,7 +232,7 @@ def test_the_report_says_what_the_pick_forgot_and_what_a_faster_point_broke(tmp_
 def test_a_study_without_guardrails_is_read_against_guarded_yaml():
     """The same trials under the default objectives: the fastest within 1 point is #1, which flips 8% of the
     images; the report says top-1 held and a guardrail did not, by guarded.yaml's bounds."""
-    from tuner.report import report_info
+    from tuner.report.writer import report_info
 
     info = report_info(_guarded_study("accuracy_latency")[0])
     said = "\n".join(info.findings)
@@ -243,8 +243,8 @@ def test_a_study_without_guardrails_is_read_against_guarded_yaml():
 @pytest.mark.slow
 def test_the_per_class_view_renders_in_headless_chromium(tmp_path):
     from tests.test_report import _browser
-    from tuner.report import report_info
     from tuner.report.page import render_html
+    from tuner.report.writer import report_info
 
     page = tmp_path / "guarded.html"
     page.write_text(render_html(report_info(_guarded_study()[0])), encoding="utf-8")

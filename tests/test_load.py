@@ -17,8 +17,8 @@ from tuner.errors import ConfigError, MeasurementError, UnsupportedCombination
 from tuner.measure import measure
 from tuner.measure.latency import grouped_quantile, quantile_ci
 from tuner.measure.load import LoadPolicy, closed_window, open_window, replaying, run_load
-from tuner.passes import build
-from tuner.runtimes import PLACEMENTS, check_supported
+from tuner.passes.chain import build
+from tuner.runtimes.registry import PLACEMENTS, check_supported
 
 pytestmark = pytest.mark.slow  # end to end: studies, exports and processes (pytest -m "not slow" skips)
 

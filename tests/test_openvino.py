@@ -12,8 +12,8 @@ from tuner.candidate import Candidate
 from tuner.errors import UnsupportedCombination
 from tuner.measure import measure
 from tuner.measure.latency import LatencyPolicy
-from tuner.passes import build
-from tuner.runtimes import PLACEMENTS, check_supported
+from tuner.passes.chain import build
+from tuner.runtimes.registry import PLACEMENTS, check_supported
 from tuner.space import load_space
 
 pytestmark = pytest.mark.slow  # end to end: studies, exports and processes (pytest -m "not slow" skips)

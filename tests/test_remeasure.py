@@ -10,11 +10,12 @@ import pytest
 
 from tuner import results
 from tuner.artifact import select_trial
+from tuner.logs import to
 from tuner.measure.latency import LatencyPolicy
 from tuner.record import read_remeasure, read_trial
-from tuner.remeasure import RemeasureEntry, RemeasureSummary, format_remeasure, remeasure_pareto
-from tuner.report import report_info
+from tuner.remeasure.orchestrate import RemeasureEntry, RemeasureSummary, format_remeasure, remeasure_pareto
 from tuner.report.figures import _hover
+from tuner.report.writer import report_info
 from tuner.study.storage import write_remeasure
 
 pytestmark = pytest.mark.slow  # end to end: studies, exports and processes (pytest -m "not slow" skips)
@@ -31,8 +32,9 @@ def test_remeasure_real_study(small_study, tmp_path):
 
     # A shorter timing budget than the study's (3 s) keeps the test quick on a loaded machine. One round asked for,
     # and a budget's end an hour away: the time left buys one more round (as many again, no more).
-    summary = remeasure_pareto(study, str(studies_dir / "cache"), rounds=1, log=lines.append,
-                               policy=LatencyPolicy(max_seconds=1.0), deadline=time.monotonic() + 3600)
+    with to(lines.append):
+        summary = remeasure_pareto(study, str(studies_dir / "cache"), rounds=1, policy=LatencyPolicy(max_seconds=1.0),
+                                   deadline=time.monotonic() + 3600)
 
     pareto = {t.number for t in results.front(study)}
     baseline = next(t.number for t in study.trials if t.user_attrs.get("baseline")
@@ -137,7 +139,7 @@ def test_a_failing_measurement_is_one_error_line():
 
 def test_a_contended_round_does_not_make_the_figure():
     """Rounds whose process never found the host quiet are left out where quiet rounds exist."""
-    from tuner.remeasure import _entry
+    from tuner.remeasure.orchestrate import _entry
 
     t = optuna.trial.create_trial(values=[0.9, 1.0], user_attrs={
         "candidate": {"placement": "ort-cpu", "batch_size": 1},

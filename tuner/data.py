@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import logging
 import math
-import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +19,8 @@ import numpy as np
 
 from tuner import decoded
 from tuner.errors import DataError
+
+_log = logging.getLogger(__name__)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -33,10 +35,6 @@ HOLDOUT_SHARE = 0.2
 # ImageFolder and no train/ and val/, a fifth of each class (at least one image) is held out for validation.
 MIN_TRAIN_PER_CLASS, MIN_VAL_PER_CLASS = 2, 1
 MIN_RESOLUTION, MAX_RESOLUTION = 8, 2048
-
-
-def _stderr(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 @dataclass(frozen=True)
@@ -86,7 +84,7 @@ class Dataset:
 
 def load_dataset(source: str, resolution: int | None = None, mean: tuple[float, ...] | None = None,
                  std: tuple[float, ...] | None = None, seed: int = 0, cache_dir: Path | None = None,
-                 holdout: float = HOLDOUT_SHARE, log: Callable[[str], None] = _stderr) -> Dataset:
+                 holdout: float = HOLDOUT_SHARE) -> Dataset:
     """``digits``, a path to an ImageFolder (with ``train/`` and ``val/``, and ``test/``, inside when present), or
     a directory of arrays ``save_arrays`` wrote (data given to ``tuner.tune`` in memory); ``holdout`` of each
     class's validation images are kept apart (unless a ``test/`` folder is). ``cache_dir``: where an ImageFolder's
@@ -100,7 +98,7 @@ def load_dataset(source: str, resolution: int | None = None, mean: tuple[float, 
         data = _digits(resolution or DEFAULT_RESOLUTION["digits"], mean, std, seed)
     else:
         data = _image_folder(Path(source), resolution or 224, mean or IMAGENET_MEAN, std or IMAGENET_STD, seed,
-                             cache_dir, log)
+                             cache_dir)
     if data.holdout is not None or not holdout:
         return data
     val, kept_apart = _hold_out(data.val, holdout, seed)
@@ -238,7 +236,7 @@ def _arrays(root: Path, resolution: int | None, mean: tuple[float, ...] | None, 
 
 
 def _image_folder(root: Path, resolution: int, mean: tuple[float, ...], std: tuple[float, ...], seed: int,
-                  cache_dir: Path | None, log: Callable[[str], None]) -> Dataset:
+                  cache_dir: Path | None) -> Dataset:
     if not root.is_dir():
         what = "is a file" if root.exists() else "does not exist"
         raise DataError(f"data directory {root} {what}; pass --data digits or an ImageFolder directory.")
@@ -275,7 +273,7 @@ def _image_folder(root: Path, resolution: int, mean: tuple[float, ...], std: tup
     index = store / "files" / f"{_fingerprint(str(root.resolve()))}.json" if store is not None else None
     splits = {"train": train_files, "val": val_files, "test": test_files}
     content = decoded.content_key(splits, resolution, _version("pillow"), index)
-    arrays = decoded.load(splits, resolution, content.key, store, str(root), log)
+    arrays = decoded.load(splits, resolution, content.key, store, str(root))
     content.save_index()  # once decoded: a folder with a bad image leaves nothing behind
     train, val, test = (Split(x, y) for x, y in arrays.values())
     pick = np.random.default_rng(seed).permutation(len(train))[:CALIBRATION_SIZE]

@@ -41,6 +41,7 @@ def test_closed_loop_keeps_its_requests_in_flight_and_answers_every_one():
     assert issued == len(queued) and 3.3 < np.median(queued) / np.median(one) < 4.7
 
 
+@pytest.mark.alone
 def test_open_loop_counts_queueing_and_bounds_an_overload():
     # At 10% of a 2 ms lane's capacity a request rarely waits: the median is the service time.
     light, issued, overloaded = open_window([_sleep(2)], 50.0, 0.4, seed=0)

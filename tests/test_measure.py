@@ -69,6 +69,7 @@ class _Host:
         _spin(2.0 if self.slow else 1.0)
 
 
+@pytest.mark.alone
 def test_time_calls_stops_when_ci_is_tight():
     """A steady 1 ms call on a quiet host: the CI of the median is tight at once, so the timing ends at
     min_seconds, long before max_seconds; asked for a CI of +-0 it runs to max_seconds instead."""
@@ -84,6 +85,7 @@ def test_time_calls_stops_when_ci_is_tight():
     assert time.perf_counter() - start >= 0.5
 
 
+@pytest.mark.alone
 @pytest.mark.parametrize("reported", [True, False], ids=["canary-sees-it", "only-the-block-shows-it"])
 def test_time_calls_drops_contended_blocks(reported):
     """Contention the probe sees, or that only makes a whole block slow, is left out of the figures."""
@@ -131,6 +133,7 @@ def test_ci_counts_blocks_not_calls():
     assert block_hits >= 0.9 * 200 and call_hits <= 0.5 * 200, (block_hits, call_hits)
 
 
+@pytest.mark.alone
 def test_time_calls_on_a_host_that_never_goes_quiet_says_so():
     h = _Host(contended_every=1)
     policy = LatencyPolicy(warmup=1, min_samples=10, max_seconds=0.2, max_wait_seconds=0.3, block_seconds=0.01)
@@ -152,6 +155,7 @@ def test_host_probe_reads_every_cpu_and_keeps_the_fastest(monkeypatch):
     assert host.probe().reference_ms == state.reference_ms / 2  # later probes judge against the remembered speed
 
 
+@pytest.mark.alone
 @pytest.mark.parametrize("candidate", [
     Candidate(batch_size=4),
     Candidate(placement="ort-cpu", precision="int8", batch_size=3),

@@ -166,6 +166,10 @@ class Run(Command):
         g.add_argument("--remeasure-rounds", type=int, default=3,  # a median of 3 outlasts one round in a slow phase
                        help="when the study is complete, re-time the Pareto set in fresh processes, interleaved, "
                             "this many rounds (0: skip)")
+        g.add_argument("--corruptions", action="store_true",
+                       help="score every trial on a corruption set of the validation images too (noise, blur, JPEG, "
+                            "contrast, a resize mismatch; made once, cached): corruption_drop in the table; implied "
+                            "by objectives that use it; needs kornia (pip install 'tuner[robust]')")
         g.add_argument("--allow-mixed-hardware", action="store_true",
                        help="join a study started on other hardware (its latencies are then not comparable)")
         parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -184,7 +188,8 @@ class Run(Command):
                       studies_dir=args.studies_dir,
                       sampler=args.sampler, timeout=args.timeout, heartbeat=args.heartbeat,
                       max_retries=args.max_retries, trial_timeout=args.trial_timeout,
-                      remeasure_rounds=args.remeasure_rounds, allow_mixed_hardware=args.allow_mixed_hardware, log=log)
+                      remeasure_rounds=args.remeasure_rounds, allow_mixed_hardware=args.allow_mixed_hardware,
+                      corruptions=args.corruptions, log=log)
         from tuner.remeasure import format_remeasure  # loads torch: after the study
 
         found, name, storage = result.summary(), result.study.study_name, mask_url(result.storage)

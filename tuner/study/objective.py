@@ -45,8 +45,10 @@ class Objective:
     """Optuna's objective: sample -> evaluate in the worker -> record."""
 
     def __init__(self, settings: StudySettings, worker: Worker, reference_accuracy: float, trial_timeout: float,
-                 resolution: int, plan: Plan | None = None, log: Callable[[str], None] = lambda line: None):
+                 resolution: int, plan: Plan | None = None, log: Callable[[str], None] = lambda line: None,
+                 reference_corruption: float | None = None):
         self.s = settings
+        self.reference_corruption = reference_corruption  # the baseline's top-1 on the corruption set, where scored
         self.resolution = resolution
         self.worker = worker
         self.reference_accuracy = reference_accuracy
@@ -114,6 +116,8 @@ class Objective:
                 trial.set_user_attr("interrupted", isinstance(err, TrialInterrupted))
                 raise
         metrics["accuracy_drop"] = drop_points(self.reference_accuracy, metrics["accuracy"])
+        if self.reference_corruption is not None and "corruption_accuracy" in metrics:
+            metrics["corruption_drop"] = drop_points(self.reference_corruption, metrics["corruption_accuracy"])
         write_measured(trial, metrics, self.s.objectives.constraints)  # figures and constraints, public API only
         return self.s.objectives.values(metrics)
 
@@ -129,8 +133,10 @@ class Objective:
         # A guardrail bound to break stops a trial early, but not the short recovery's screening: the long one,
         # where earned, may mend what the short one forgot.
         limits = {} if baseline else self.s.objectives.guard_limits()
+        robust = None if baseline else self.s.objectives.min_corruption(self.reference_corruption)  # likewise
         ev = self.worker.evaluate(candidate, fidelity.screening_floor(floor) if promotable else floor,
-                                  timeout=self._timeout(trial), load=load, limits={} if promotable else limits)
+                                  timeout=self._timeout(trial), load=load, limits={} if promotable else limits,
+                                  min_corruption=None if promotable else robust)
         seconds = self.seconds = dict(ev.build_seconds)
         hits, misses = ev.cache_hits, ev.cache_misses
         if promotable and fidelity.should_promote(ev.metrics, floor, _fastest_feasible_ms(trial.study)):
@@ -138,7 +144,8 @@ class Objective:
             trial.set_user_attr("short_recovery", {k: ev.metrics[k] for k in ("accuracy", "per_sample_ms", "recovery")})
             candidate = fidelity.promoted(candidate)
             trial.set_user_attr("candidate", candidate.to_dict())
-            ev = self.worker.evaluate(candidate, floor, timeout=self._timeout(trial), load=load, limits=limits)
+            ev = self.worker.evaluate(candidate, floor, timeout=self._timeout(trial), load=load, limits=limits,
+                                      min_corruption=robust)
             seconds = self.seconds = _added(seconds, ev.build_seconds)
             hits, misses = hits + ev.cache_hits, misses + ev.cache_misses
         elif floor is not None and ev.metrics["accuracy"] < floor:

@@ -243,7 +243,7 @@ class Report(Command):
         if args.csv and Path(args.csv).resolve() == out.resolve():
             raise TunerError(f"--out and --csv are the same file {out}; give the CSV its own name.")
         study = load_existing_study(args.study, args.storage, args.studies_dir)
-        info = write_report(study, out, args.csv)
+        info = write_report(study, out, args.csv, args.studies_dir)
         print("\n".join(f"- {f}" for f in info.findings))
         print(f"report: {out}" + (f"\ntrials: {args.csv}" if args.csv else ""))
         return 0

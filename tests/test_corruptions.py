@@ -83,6 +83,10 @@ def test_a_trial_over_the_corruption_bound_is_infeasible_everywhere():
     assert select_trial(study, max_drop=1)[0].number == 2
     table = pareto_table(summarize(study, objectives))
     assert "corruption drop" in table and "fastest feasible: trial #2" in table and "corruption drop +2.00" in table
+    from tuner.report import report_info
+
+    said = " ".join(report_info(study).findings)  # the faster point that broke it, in words
+    assert "#1" in said and "corruption_drop <= 2" in said, said
 
 
 @pytest.mark.slow

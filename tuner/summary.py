@@ -118,8 +118,8 @@ def pareto_table(summary: dict[str, Any]) -> str:
     head = f"Pareto front ({len(summary['pareto'])} trials; {metric}, drop in points vs the reference's {ref:.2%}"
     head += ("; worst class: the largest drop of one class's share predicted right, in points; flips: images "
              "predicted otherwise than by the reference" if guarded else "")
-    head += ("; corruption drop: the drop of top-1 on the corrupted validation images (noise, blur, JPEG, contrast, "
-             "resize), in points" if robust else "") + "):"
+    head += ("; corruption drop: the drop of the share predicted right of the corrupted validation images (noise, "
+             "blur, JPEG, contrast, resize), in points" if robust else "") + "):"
     best = summary["best_feasible"]
     if best and loaded:
         m, speed = best["metrics"], summary["speed"]

@@ -171,17 +171,19 @@ class Worker:
 
     def evaluate(self, candidate: Candidate, min_accuracy: float | None = None,
                  timeout: float | None = None, load: bool = False, limits: dict[str, float] | None = None,
-                 min_corruption: float | None = None) -> Evaluation:
+                 min_corruption: float | None = None, corruptions: bool | None = None) -> Evaluation:
         """Build and measure ``candidate`` in the child; ``min_accuracy`` (top-1 only) stops a hopeless one early,
         and so do guardrail ``limits`` (``tuner.guardrails.Tally``); ``load``: measure it under load too (the
         study's objectives use a figure under load). The guardrail figures come once ``reference`` ran; the top-1 on
-        the corruption set where the worker was made with ``corruptions`` (``min_corruption`` stops it early)."""
+        the corruption set where the worker was made with ``corruptions`` (``min_corruption`` stops it early;
+        ``corruptions``: this trial's own say, None for the worker's)."""
+        corruptions = self.corruptions if corruptions is None else corruptions
         if not self.metric.custom:
             return self._submit(_evaluate, candidate.to_dict(), min_accuracy, False, load, self._baseline, limits,
-                                self.corruptions, min_corruption, timeout=timeout)
+                                corruptions, min_corruption, timeout=timeout)
         if self._labels is None:
             self.reference(timeout)
-        ev = self._submit(_evaluate, candidate.to_dict(), None, True, load, self._baseline, limits, self.corruptions,
+        ev = self._submit(_evaluate, candidate.to_dict(), None, True, load, self._baseline, limits, corruptions,
                           min_corruption, timeout=timeout)
         assert ev.logits is not None
         return dataclasses.replace(ev, metrics=self.metric.rescore(ev.metrics, ev.logits, self._labels), logits=None)

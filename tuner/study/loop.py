@@ -207,7 +207,7 @@ def run_study(s: StudySettings, on_progress: Callable[[Progress], None] = lambda
             on_progress(progress)
 
         objective = Objective(s, worker, reference_accuracy, trial_timeout, int(reference["resolution"]), plan, log,
-                              reference_corruption=(reference.get("corruption") or {}).get("accuracy"))
+                              reference_corruption=reference.get("corruption"))
         deadline = time.monotonic() + s.timeout if s.timeout else float("inf")
         plan.setup_s = time.monotonic() - plan.started
         signal.signal(signal.SIGINT, on_sigint)

@@ -46,9 +46,11 @@ class Objective:
 
     def __init__(self, settings: StudySettings, worker: Worker, reference_accuracy: float, trial_timeout: float,
                  resolution: int, plan: Plan | None = None, log: Callable[[str], None] = lambda line: None,
-                 reference_corruption: float | None = None):
+                 reference_corruption: dict[str, Any] | None = None):
         self.s = settings
-        self.reference_corruption = reference_corruption  # the baseline's top-1 on the corruption set, where scored
+        # the reference's pass over the corruption set, where scored (tuner.pipeline.reference_corruption)
+        self.corruption = reference_corruption
+        self.reference_corruption = reference_corruption["accuracy"] if reference_corruption else None
         self.resolution = resolution
         self.worker = worker
         self.reference_accuracy = reference_accuracy
@@ -134,9 +136,16 @@ class Objective:
         # where earned, may mend what the short one forgot.
         limits = {} if baseline else self.s.objectives.guard_limits()
         robust = None if baseline else self.s.objectives.min_corruption(self.reference_corruption)  # likewise
+        # The baseline is the reference unchanged: its corruption top-1 is the reference's pass (five times the
+        # validation images at batch 1 would cost the baseline trial more than all its other work).
         ev = self.worker.evaluate(candidate, fidelity.screening_floor(floor) if promotable else floor,
                                   timeout=self._timeout(trial), load=load, limits={} if promotable else limits,
-                                  min_corruption=None if promotable else robust)
+                                  min_corruption=None if promotable else robust,
+                                  corruptions=False if baseline and self.corruption else None)
+        if baseline and self.corruption:
+            c = self.corruption
+            ev.metrics.update(corruption_accuracy=c["accuracy"], corruption_by_kind=c["by_kind"],
+                              corruption_images=c["images"], corruption_seconds=0.0, corruption_of="reference")
         seconds = self.seconds = dict(ev.build_seconds)
         hits, misses = ev.cache_hits, ev.cache_misses
         if promotable and fidelity.should_promote(ev.metrics, floor, _fastest_feasible_ms(trial.study)):

@@ -30,7 +30,7 @@ def _time_one(path: str, placement: str, precision: str, threads: int, resolutio
     import numpy as np
 
     from tuner.measure.latency import time_calls
-    from tuner.runtimes import PLACEMENTS
+    from tuner.runtimes.registry import PLACEMENTS
 
     session = PLACEMENTS[placement].open(None, Path(path), precision, "all", threads)
     x = session.prepare(np.random.default_rng(0).standard_normal((1, 3, resolution, resolution)).astype(np.float32))

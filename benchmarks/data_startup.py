@@ -85,7 +85,7 @@ def _run_child() -> None:
         from tuner.workload import WorkloadSpec, load_workload
 
         spec = WorkloadSpec(model=TINY, data=folder, resolution=resolution, weights=weights, cache_dir=cache)
-        workload = load_workload(spec, log=lambda message: None)
+        workload = load_workload(spec)
         out["load_s"] = time.perf_counter() - t0
         t1 = time.perf_counter()
         metrics = evaluate(workload, Candidate()).metrics

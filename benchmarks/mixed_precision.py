@@ -71,7 +71,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def rows(args: argparse.Namespace) -> dict[str, dict]:
     from tuner.candidate import Candidate
-    from tuner.runtimes import PLACEMENTS
+    from tuner.runtimes.registry import PLACEMENTS
     from tuner.study.objective import baseline_candidate
 
     common = {"placement": args.placement, "prune_ratio": args.prune_ratio, "threads": args.threads,

@@ -39,13 +39,15 @@ def main(argv: list[str] | None = None) -> None:
 
     import torch
 
+    from tuner import logs
     from tuner.passes.prune import count, prune
     from tuner.passes.recover import budget_steps, recover, removed_share
     from tuner.train import torch_accuracy
     from tuner.workload import load_workload
 
     spec = workload_spec(args)
-    w = load_workload(spec, log=lambda m: print(m, file=sys.stderr))
+    with logs.to(logs.stderr):
+        w = load_workload(spec)
     reference, example = w.reference_model(), torch.from_numpy(w.data.example())
     ref_macs, _ = count(reference, example)
     base = torch_accuracy(reference, w.data)

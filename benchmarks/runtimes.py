@@ -3,7 +3,7 @@
     python benchmarks/runtimes.py --model resnet18 --data digits --resolution 224 --rounds 3
 
 The ONNX fp32 and int8 artifacts are built once, here, through the project's own pipeline
-(tuner.workload.load_workload + tuner.passes.build); int8 is the one calibrated QDQ file that both
+(tuner.workload.load_workload + tuner.passes.chain.build); int8 is the one calibrated QDQ file that both
 ort-cpu and ov-cpu run. Each measurement then runs in its own subprocess, alternated round-robin
 (A B C D E, A B C D E, ...), because runtimes keep spinning thread pools that distort each other in
 one process, and because alternation spreads slow phases of a shared machine over every row.
@@ -61,7 +61,7 @@ def child(job: dict) -> None:
     import torch
 
     from tuner.measure.latency import LatencyPolicy, time_calls
-    from tuner.runtimes import PLACEMENTS
+    from tuner.runtimes.registry import PLACEMENTS
 
     model = None
     if job["torch"]:  # the same architecture rebuilt, then the built weights loaded (fx modules do not pickle)
@@ -98,13 +98,15 @@ def build_artifacts(args: argparse.Namespace, tmp: Path, rows: list[tuple[str, s
     import numpy as np
     import torch
 
+    from tuner import logs
     from tuner.candidate import Candidate
-    from tuner.passes import build
+    from tuner.passes.chain import build
     from tuner.workload import WorkloadSpec, load_workload
 
     spec = WorkloadSpec(model=args.model, data=args.data, weights=args.weights, resolution=args.resolution,
                         train_steps=args.train_steps, cache_dir=args.cache_dir)
-    w = load_workload(spec, log=lambda m: print(f"  {m}", flush=True))
+    with logs.to(lambda m: print(f"  {m}", flush=True)):
+        w = load_workload(spec)
     example = tmp / "example.npy"
     np.save(example, w.data.example(args.batch_size))  # real validation images
     jobs = {}
@@ -161,7 +163,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from tuner import hardware
     from tuner.measure import resolve_threads
-    from tuner.runtimes import PLACEMENTS
+    from tuner.runtimes.registry import PLACEMENTS
 
     fp = hardware.fingerprint()
     threads = resolve_threads(args.threads)

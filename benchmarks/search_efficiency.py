@@ -201,6 +201,7 @@ def main(argv: list[str] | None = None) -> None:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    from tuner import logs
     from tuner.objectives import load_objectives
     from tuner.space import load_space
     from tuner.train import torch_accuracy
@@ -222,7 +223,8 @@ def main(argv: list[str] | None = None) -> None:
           f"{args.reference_trials} trials, seed {args.reference_seed}; baseline enqueued as trial 0: "
           f"{'no' if args.no_baseline else 'yes'}", flush=True)
 
-    w = load_workload(workload_spec(args), log=lambda m: print(f"  {m}", flush=True))
+    with logs.to(lambda m: print(f"  {m}", flush=True)):
+        w = load_workload(workload_spec(args))
     reference_accuracy = torch_accuracy(w.reference_model(), w.data)
     floor = objectives.min_accuracy(reference_accuracy)
     print(f"baseline accuracy {reference_accuracy:.2%} on {len(w.data.val)} validation images"

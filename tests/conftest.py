@@ -1,19 +1,54 @@
 from __future__ import annotations
 
+import fcntl
 import glob
+import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = str(ROOT / "tests" / "tiny_models.py")
+
+
+def _lock(path: Path, how: int) -> Any:
+    f = open(path, "a")  # noqa: SIM115 - held past this function; closing it releases the lock
+    fcntl.flock(f, how)
+    return f
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
+    """Under xdist, a test marked ``alone`` runs while no other worker runs a test (its setup included): its
+    timing is what it asserts, and another worker's builds would be in it. A readers-writer lock over the run's
+    workers: every test holds ``turn`` shared, an ``alone`` test exclusively; ``gate`` stops new tests from
+    starting while one waits for its turn, so that it is not starved."""
+    uid = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    if uid is None:  # one process: nothing runs beside it
+        yield
+        return
+    folder = Path(tempfile.gettempdir())
+    gate, turn = folder / f"tuner-tests-{uid}.gate", folder / f"tuner-tests-{uid}.turn"
+    if item.get_closest_marker("alone"):
+        held = [_lock(gate, fcntl.LOCK_EX), _lock(turn, fcntl.LOCK_EX)]
+    else:
+        _lock(gate, fcntl.LOCK_SH).close()  # waits while an alone test waits or runs
+        held = [_lock(turn, fcntl.LOCK_SH)]
+    try:
+        yield
+    finally:
+        for f in reversed(held):
+            f.close()
 
 
 def make_image_folder(root: Path, classes: int = 3, per_class: int = 12, size: int = 20, split: bool = True) -> Path:
@@ -51,7 +86,7 @@ def workload(studies_dir: Path):
 
     spec = WorkloadSpec(model=f"{TINY}:conv_net", data="digits", resolution=16, train_steps=80, recover_steps=20,
                         cache_dir=str(studies_dir / "cache"))
-    return load_workload(spec, log=lambda m: None)
+    return load_workload(spec)
 
 
 # PostgreSQL is real: .ci/run installs Debian's package; the fixture starts a throwaway server on loopback per module.
@@ -121,31 +156,66 @@ SMALL_SPACE = {
 }
 
 
-@pytest.fixture(scope="session")
-def small_study(studies_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """{"name", "studies_dir", "storage"} of an 8-trial study run once per session through the CLI."""
-    import yaml
+def once_per_run(tmp_path_factory: pytest.TempPathFactory, name: str, make: Callable[[Path], Any]) -> Any:
+    """``make(folder)``'s JSON-able result, made once per pytest run however many xdist workers ask: the first
+    makes it in ``folder`` (shared by every worker) under a lock, the others wait and read it. A failed ``make``
+    records nothing, so the next worker to ask tries again (and fails alike)."""
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # xdist: the workers' common folder
+    folder, done = root / name, root / f"{name}.json"
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also when this worker dies
+        if not done.exists():
+            folder.mkdir(exist_ok=True)
+            done.write_text(json.dumps(make(folder)))
+        return json.loads(done.read_text())
 
-    folder = tmp_path_factory.mktemp("small_space")
-    space, objectives = folder / "space.yaml", folder / "objectives.yaml"
-    space.write_text(yaml.safe_dump(SMALL_SPACE))
-    objectives.write_text(yaml.safe_dump({"objectives": {"accuracy": "maximize", "per_sample_ms": "minimize"},
-                                          "constraints": {"accuracy_drop": {"max": SMALL_MAX_DROP}}}))
-    r = run_tuner("--model", f"{TINY}:conv_net", "--resolution", "16", "--train-steps", "80", "--recover-steps", "20",
-                  "--studies-dir", str(studies_dir), "--space", str(space), "--objectives", str(objectives),
-                  "--n-trials", "8", "--study", "small", "--remeasure-rounds", "0", "--seed", "3")
-    assert r.returncode == 0, r.stderr
-    return {"name": "small", "studies_dir": str(studies_dir), "storage": f"sqlite:///{studies_dir}/small.db"}
+
+@pytest.fixture(scope="session")
+def small_study(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """{"name", "studies_dir", "storage"} of an 8-trial study run once per test run (all xdist workers read it; no
+    test writes to it: those that change it take a copy) through the CLI."""
+
+    def make(studies_dir: Path) -> dict[str, str]:
+        import yaml
+
+        space, objectives = studies_dir / "space.yaml", studies_dir / "objectives.yaml"
+        space.write_text(yaml.safe_dump(SMALL_SPACE))
+        objectives.write_text(yaml.safe_dump({"objectives": {"accuracy": "maximize", "per_sample_ms": "minimize"},
+                                              "constraints": {"accuracy_drop": {"max": SMALL_MAX_DROP}}}))
+        r = run_tuner("--model", f"{TINY}:conv_net", "--resolution", "16", "--train-steps", "80", "--recover-steps",
+                      "20", "--studies-dir", str(studies_dir), "--space", str(space), "--objectives", str(objectives),
+                      "--n-trials", "8", "--study", "small", "--remeasure-rounds", "0", "--seed", "3")
+        assert r.returncode == 0, r.stderr
+        return {"name": "small", "studies_dir": str(studies_dir), "storage": f"sqlite:///{studies_dir}/small.db"}
+
+    return once_per_run(tmp_path_factory, "small_study", make)
 
 
 PLAIN_TRIALS = 12  # issue 28: a plain CNN completes 12 trials of the default space
 
 
+@dataclass(frozen=True)
+class PlainStudy:
+    """The plain CNN's study command as it ran, and where its study lives."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+    storage: str  # its study is "plain-cnn" there
+
+
 @pytest.fixture(scope="session")
-def plain_cnn_study(studies_dir: Path) -> subprocess.CompletedProcess[str]:
+def plain_cnn_study(tmp_path_factory: pytest.TempPathFactory) -> PlainStudy:
     """The tiny CNN on the default space, PLAIN_TRIALS trials through the CLI with its output piped, run once per
-    session: what a plain CNN cannot take is capped (tests/test_any_model.py), and progress on a pipe is one plain
-    line per trial (tests/test_progress.py). Its study: "plain-cnn" under studies_dir."""
-    return run_tuner("--model", f"{TINY}:conv_net", "--resolution", "16", "--train-steps", "80", "--recover-steps",
-                     "6", "--studies-dir", str(studies_dir), "--n-trials", str(PLAIN_TRIALS), "--study", "plain-cnn",
-                     "--remeasure-rounds", "0", "--json", timeout=900)
+    test run: what a plain CNN cannot take is capped (tests/test_any_model.py), and progress on a pipe is one plain
+    line per trial (tests/test_progress.py)."""
+
+    def make(studies_dir: Path) -> dict[str, Any]:
+        r = run_tuner("--model", f"{TINY}:conv_net", "--resolution", "16", "--train-steps", "80", "--recover-steps",
+                      "6", "--studies-dir", str(studies_dir), "--n-trials", str(PLAIN_TRIALS), "--study", "plain-cnn",
+                      "--remeasure-rounds", "0", "--json", timeout=900)
+        return {"returncode": r.returncode, "stdout": r.stdout, "stderr": r.stderr,
+                "storage": f"sqlite:///{studies_dir}/plain-cnn.db"}
+
+    return PlainStudy(**once_per_run(tmp_path_factory, "plain_cnn_study", make))

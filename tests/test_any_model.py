@@ -27,7 +27,7 @@ def test_capped_narrows_a_range_and_choices_and_lists_why(tmp_path):
     assert s.capped("drop_blocks", 5, "plenty") is s  # nothing above the cap: the same space, nothing listed
 
 
-def test_a_plain_cnn_completes_the_default_space_with_what_it_cannot_take_listed(plain_cnn_study, studies_dir):
+def test_a_plain_cnn_completes_the_default_space_with_what_it_cannot_take_listed(plain_cnn_study):
     """The default space drops up to 3 blocks; a plain CNN has none: the range is capped to 0 at start (listed),
     and the study completes its PLAIN_TRIALS (12) trials (before: a traceback at the first drop_blocks > 0, and on
     resume): the baseline, the int8 anchors and the sampler's proposals, each of which would draw drop_blocks 1-3
@@ -36,7 +36,7 @@ def test_a_plain_cnn_completes_the_default_space_with_what_it_cannot_take_listed
     assert r.returncode == 0, r.stderr[-3000:]
     assert "dropped drop_blocks above 0: the model has 0 droppable blocks" in r.stderr
     assert "Traceback" not in r.stderr
-    study = optuna.load_study(study_name="plain-cnn", storage=f"sqlite:///{studies_dir}/plain-cnn.db")
+    study = optuna.load_study(study_name="plain-cnn", storage=r.storage)
     finished = [t for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
                 and "duplicate_of" not in t.user_attrs]
     assert len(finished) == PLAIN_TRIALS

@@ -53,6 +53,24 @@ def test_every_module_is_small_and_says_its_job():
         assert doc and len(doc.split()) >= 4, f"{name} does not open with a docstring saying its job"
 
 
+# PEP 562's lazy pair: a package may load its names on first use (`import tuner` loads no torch).
+LAZY_HOOKS = {"__getattr__", "__dir__"}
+
+
+def test_package_inits_hold_no_logic():
+    """An __init__.py keeps its docstring and re-exports: a function or class there (other than the module-level
+    lazy hooks) belongs in a named module, where its name says what it holds."""
+    found = []
+    for path in (p for p in MODULES.values() if p.name == "__init__.py"):
+        tree = ast.parse(path.read_text())
+        hooks = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name in LAZY_HOOKS]
+        inside = {id(n) for h in hooks for n in ast.walk(h)}
+        found += [f"{path.relative_to(ROOT)}:{n.lineno} defines {getattr(n, 'name', 'a lambda')}" for n in ast.walk(tree)
+                  if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda))
+                  and id(n) not in inside]
+    assert not found, "logic in a package's __init__.py (move it to a named module):\n" + "\n".join(found)
+
+
 def test_imports_point_down_only():
     """No cycle among tuner's modules, counting the imports inside functions (a lazy import is still an edge)."""
     graph = {name: {m for m, _ in _imports(path, name) if m in MODULES and m != name}
@@ -104,7 +122,8 @@ def test_light_entry_points_load_no_torch(code):
 
 # The layers, bottom to top (docs/architecture.md): a module imports from its own layer or below, never above.
 LAYERS = (
-    ("tuner.names", "tuner.candidate", "tuner.errors", "tuner.table", "tuner.record", "tuner.progress",
+    ("tuner.names", "tuner.candidate", "tuner.errors", "tuner.table", "tuner.record", "tuner.progress", "tuner.logs",
+     "tuner.defaults",
      "tuner.streams"),
     ("tuner.data", "tuner.decoded", "tuner.images", "tuner.models", "tuner.zoo", "tuner.onnx_model", "tuner.metric",
      "tuner.guardrails", "tuner.corruptions", "tuner.train", "tuner.workload", "tuner.paths", "tuner.hardware",

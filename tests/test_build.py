@@ -11,7 +11,7 @@ from tests.tiny_models import mobile_net
 from tuner.candidate import Candidate
 from tuner.errors import UnsupportedCombination
 from tuner.hardware import has_cpu_vnni
-from tuner.passes import build
+from tuner.passes.chain import build
 from tuner.passes.fuse import fold_bn
 from tuner.passes.onnx_export import export_onnx
 from tuner.passes.prune import count, output_layer, prune

@@ -18,6 +18,7 @@ import pytest
 from tests.conftest import ROOT, TINY
 from tuner.cache import MANIFEST, Cache, sha256_file
 from tuner.claims import CLAIMS_DIR
+from tuner.logs import to
 
 pytestmark = pytest.mark.slow  # end to end: studies, exports and processes (pytest -m "not slow" skips)
 
@@ -27,7 +28,8 @@ def _load(cache: Path, lines: list[str]):
 
     spec = WorkloadSpec(model=f"{TINY}:conv_net", data="digits", resolution=16, train_steps=5,
                         cache_dir=str(cache))
-    return load_workload(spec, log=lines.append)
+    with to(lines.append):
+        return load_workload(spec)
 
 
 def _baseline_file(cache: Path) -> Path:
@@ -135,7 +137,8 @@ def test_a_killed_builds_temporary_entry_is_removed_by_the_next_run_and_a_live_o
         for p in procs[:2]:
             p.wait(timeout=30)
         lines: list[str] = []
-        Cache(cache, lines.append)
+        with to(lines.append):
+            Cache(cache)
         left = {p.name for p in cache.glob(".0123456789abcdef012?-*")}
         assert left == {n for n in temps if f"-{procs[2].pid}-" in n}  # the live builder's, only
         assert lines == [f"removed 2 unfinished cache entries left under {cache} by interrupted builds"]
@@ -143,5 +146,6 @@ def test_a_killed_builds_temporary_entry_is_removed_by_the_next_run_and_a_live_o
         for p in procs:
             p.kill()
             p.wait()
-    Cache(cache, lines.append)
+    with to(lines.append):
+        Cache(cache)
     assert not _hidden(cache)  # once its builder is gone, the last one goes too (and the killed builds' claims)

@@ -67,7 +67,7 @@ def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def build_with(recorder: list[Entry], model_file: Path, tmp_path_factory: pytest.TempPathFactory):
-    from tuner.passes import build
+    from tuner.passes.chain import build
     from tuner.workload import WorkloadSpec, load_workload
 
     base = WorkloadSpec(model=f"{model_file}:conv_net", data="digits", resolution=16, train_steps=3, recover_steps=4,
@@ -76,7 +76,7 @@ def build_with(recorder: list[Entry], model_file: Path, tmp_path_factory: pytest
     def run(**changes) -> Built:
         spec = replace(base, **changes)
         recorder.clear()
-        workload = load_workload(spec, log=lambda m: None)
+        workload = load_workload(spec)
         baseline = recorder[0] if recorder and spec.weights is None else None
         recorder.clear()
         build(workload, CANDIDATE)
@@ -154,8 +154,7 @@ def test_other_weights_change_the_workload_key(build_with, original, tmp_path):
     from tuner.workload import WorkloadSpec, load_workload
 
     keys = [load_workload(WorkloadSpec(model=f"{ROOT}/tests/tiny_models.py:conv_net", resolution=16, weights=str(p),
-                                       cache_dir=None), log=lambda m: None).key for p in (tmp_path / "a.pt",
-                                                                                            tmp_path / "b.pt")]
+                                       cache_dir=None)).key for p in (tmp_path / "a.pt", tmp_path / "b.pt")]
     assert keys[0] != keys[1]
 
 

@@ -19,6 +19,7 @@ from tests.conftest import ROOT
 WORKER = """
 import os, sys, time
 from pathlib import Path
+from tuner import logs
 from tuner.cache import Cache
 
 root, url, key, sleep, log = Path(sys.argv[1]), sys.argv[2] or None, sys.argv[3], float(sys.argv[4]), sys.argv[5]
@@ -30,7 +31,8 @@ def build(out):
 def say(line):
     with open(log, "a") as f:
         f.write(line + "\\n")
-cache = Cache(root, say, url)
+logs.install(say)
+cache = Cache(root, claims_url=url)
 entry = cache.entry(key, build)
 print((entry / "value.txt").read_text(), cache.hits, cache.misses)
 """

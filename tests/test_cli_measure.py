@@ -40,6 +40,40 @@ def test_measure_json_end_to_end(tmp_path, studies_dir):
     assert out["accuracy"] > 0.5
 
 
+
+def test_measure_config_is_what_the_cli_prints(tmp_path, studies_dir):
+    """``tuner.measure_config`` is the flow ``tuner measure`` is a thin layer over: for the same inputs (the build
+    cached by the CLI's run) the same keys, the same accuracy, model and configuration, a latency of the same order."""
+    import tuner
+
+    config = _config(tmp_path, precision="int8", placement="ort-cpu", batch_size=2, prune_ratio=0.25)
+    r = run_tuner("measure", *_workload_args(studies_dir), "--config", config, "--json")
+    assert r.returncode == 0, r.stderr
+    cli = json.loads(r.stdout)
+    lines: list[str] = []
+    done = tuner.measure_config(config, f"{TINY}:conv_net", resolution=16, train_steps=80, recover_steps=20,
+                                studies_dir=str(studies_dir), log=lines.append)
+    api = done.to_dict()
+    assert set(api) == set(cli)
+    for key in ("accuracy", "holdout_accuracy", "params", "macs", "size_mb", "compressed_mb", "config",
+                "executed_precision", "layer_precisions", "float_layers", "threads", "streams", "batch_size"):
+        assert api[key] == cli[key], key
+    assert done.metrics.per_sample_ms == pytest.approx(cli["per_sample_ms"], rel=2.0)  # timed again: same order
+    assert any(line.startswith("using the cached baseline") for line in lines), lines  # its lines, to its log
+
+
+def test_measure_config_refuses_bad_input_naming_its_keywords(tmp_path):
+    """Checked before torch loads: a bad key or value, and a student without one, in one line naming the keyword."""
+    import tuner
+    from tuner.errors import ConfigError, TunerError
+
+    with pytest.raises(ConfigError, match="precision"):
+        tuner.measure_config({"precision": "int9"}, studies_dir=str(tmp_path))
+    with pytest.raises(TunerError, match="student: true is refused: no student SPEC"):
+        tuner.measure_config({"student": True}, f"{TINY}:conv_net", studies_dir=str(tmp_path))
+    with pytest.raises(TunerError, match="resolution"):
+        tuner.measure_config({}, f"{TINY}:conv_net", resolution=0, studies_dir=str(tmp_path))
+
 def test_measure_on_an_image_folder(tmp_path, image_folder):
     config = _config(tmp_path, placement="ort-cpu")
     r = run_tuner("measure", "--model", f"{TINY}:mobile_net", "--data", str(image_folder), "--resolution", "20",

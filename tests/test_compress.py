@@ -3,6 +3,7 @@ ratio profiles, derived students, sparsity, recovery budgets and the study's mul
 torch-pruning, real distillation, real ORT / OpenVINO sessions."""
 
 import copy
+import dataclasses
 
 import optuna
 import pytest
@@ -14,8 +15,8 @@ from tests.tiny_models import mobile_net
 from tuner.candidate import Candidate
 from tuner.errors import UnsupportedCombination
 from tuner.measure import measure
-from tuner.passes import build, rebuild_module
 from tuner.passes import student as students
+from tuner.passes.chain import build, rebuild_module
 from tuner.passes.compress import reshape
 from tuner.passes.prune import prune
 from tuner.passes.recover import LONG_FACTOR, budget_steps, removed_share
@@ -31,7 +32,7 @@ def mobile(studies_dir):
 
     spec = WorkloadSpec(model=f"{TINY}:mobile_net", data="digits", resolution=16, train_steps=60, recover_steps=10,
                         cache_dir=str(studies_dir / "cache"))
-    return load_workload(spec, log=lambda m: None)
+    return load_workload(spec)
 
 
 def _widths(model: nn.Module) -> list[tuple[int, int]]:
@@ -118,8 +119,7 @@ def test_a_users_own_student_is_distilled_compressed_and_quantized(mobile, studi
     from tuner.space import load_space
     from tuner.workload import load_workload
 
-    w = load_workload(dataclasses.replace(mobile.spec, student=f"{TINY}:narrow_mobile_net", recover_steps=40),
-                      log=lambda m: None)
+    w = load_workload(dataclasses.replace(mobile.spec, student=f"{TINY}:narrow_mobile_net", recover_steps=40))
     assert w.key == mobile.key and w.student is not None  # the teacher is the same model
     c = Candidate(student=True, drop_blocks=1)
     built = build(w, c)
@@ -189,7 +189,7 @@ def test_study_promotes_a_close_candidate_to_the_long_recovery(tmp_path, studies
     monkeypatch.setattr(fidelity, "PROMOTE_MARGIN", 1.0)  # every miss is "close": the rule itself is tested above
     space, objectives = tmp_path / "space.yaml", tmp_path / "objectives.yaml"
     space.write_text(yaml.safe_dump({"placement": "ort-cpu", "precision": "fp32", "prune_ratio": 0.6,
-                                     "batch_size": 1, "threads": 1}))
+                                     "batch_size": 1, "threads": {"choices": [1, 2]}}))
     objectives.write_text(yaml.safe_dump({"objectives": {"accuracy": "maximize", "per_sample_ms": "minimize"},
                                           "constraints": {"accuracy_drop": {"max": 0.0}}}))
     spec = WorkloadSpec(model=f"{TINY}:conv_net", data="digits", resolution=16, train_steps=80, recover_steps=6,
@@ -197,7 +197,7 @@ def test_study_promotes_a_close_candidate_to_the_long_recovery(tmp_path, studies
     storage = f"sqlite:///{tmp_path / 'fidelity.db'}"
     settings = StudySettings("fidelity", storage, load_space(str(space)), load_objectives(str(objectives)), spec,
                              n_trials=2)
-    study = run_study(settings, log=lambda m: None)
+    study = run_study(settings)
     pruned = study.trials[1]
     assert pruned.user_attrs["sampled"]["recovery"] == "short"
     assert pruned.user_attrs["candidate"]["recovery"] == "long"
@@ -207,3 +207,9 @@ def test_study_promotes_a_close_candidate_to_the_long_recovery(tmp_path, studies
         assert pruned.user_attrs["metrics"]["recovery"]["fidelity"] == "long"
     else:
         assert "required" in pruned.user_attrs["error"]
+    # Another variant of the same architecture starts from the long recovery it earned (cached), not the short.
+    study.enqueue_trial({"threads": 3 - pruned.params["threads"]})
+    run_study(dataclasses.replace(settings, n_trials=3))
+    variant = optuna.load_study(study_name="fidelity", storage=storage).trials[2]
+    assert variant.params["threads"] != pruned.params["threads"]
+    assert variant.user_attrs["candidate"]["recovery"] == "long" and "short_recovery" not in variant.user_attrs

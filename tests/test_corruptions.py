@@ -21,7 +21,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is dep
 
 def test_the_set_is_deterministic_and_keyed_by_what_makes_it(workload, tmp_path):
     data = workload.data
-    first = corruptions.load(data, 0, tmp_path, None, lambda line: None)
+    first = corruptions.load(data, 0, tmp_path, None)
     n = len(data.val)
     assert first.split.images.shape == (5 * n, 3, data.resolution, data.resolution)
     assert first.split.images.dtype == np.uint8 and not first.split.images.flags.writeable  # memory-mapped
@@ -43,9 +43,9 @@ def test_a_measurement_bound_to_break_corruption_drop_stops_early(workload, tmp_
     from tuner.candidate import Candidate
     from tuner.errors import HopelessCandidate
     from tuner.measure import measure
-    from tuner.passes import build
+    from tuner.passes.chain import build
 
-    corrupted = corruptions.load(workload.data, 0, tmp_path, None, lambda line: None)
+    corrupted = corruptions.load(workload.data, 0, tmp_path, None)
     built = build(workload, Candidate(placement="torch-cpu", precision="fp32", batch_size=64, threads=1))
     m = measure(built, workload.data, corrupted=corrupted).to_dict()
     assert m["corruption_images"] == len(corrupted.split) and 0 <= m["corruption_accuracy"] <= 1

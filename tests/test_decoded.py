@@ -17,6 +17,7 @@ import tuner.images as images
 from tests.conftest import ROOT, run_tuner
 from tuner.data import load_dataset
 from tuner.decoded import MANIFEST, RACY_NS
+from tuner.logs import to
 
 RES = 12
 
@@ -38,7 +39,8 @@ def _folder(root: Path, classes: int = 2, per_class: int = 6) -> Path:
 
 
 def _load(root: Path, cache: Path | None, log: list[str] | None = None):
-    return load_dataset(str(root), RES, cache_dir=cache, log=(log if log is not None else []).append)
+    with to((log if log is not None else []).append):
+        return load_dataset(str(root), RES, cache_dir=cache)
 
 
 def _decoded(fn):

@@ -6,11 +6,12 @@ import pytest
 
 from tests.conftest import run_tuner
 from tuner.candidate import Candidate
-from tuner.explain import cached_profile, compare, profile, render
+from tuner.explain.compare import compare, render
 from tuner.explain.layers import EXECUTED, LayerProfile, NodeTime
 from tuner.explain.match import COMPUTE, QUANTIZE, REORDER, kind_of, module_of, scope_path
-from tuner.explain.profile import refuse
-from tuner.passes import build
+from tuner.explain.profile import profile, refuse
+from tuner.explain.trials import cached_profile
+from tuner.passes.chain import build
 
 pytestmark = pytest.mark.slow  # end to end: studies, exports and processes (pytest -m "not slow" skips)
 
@@ -125,7 +126,7 @@ def test_explain_unknown_trial_is_one_line_exit_2(small_study):
 
 
 def test_export_lines_name_the_three_costliest_layers(tmp_path):
-    from tuner.explain import write_profile
+    from tuner.explain.trials import write_profile
 
     p = LayerProfile("ov-cpu", "int8", 1, 1, 10, (_node("a", 0.1, "int8"), _node("b", 0.5, "int8"),
                                                    _node("c", 0.3, "fp32"), _node("d", 0.2, "int8")),

@@ -88,20 +88,19 @@ def test_export_verify_torch_then_replace_with_state_dict(small_study, study, tm
 
     # a previous export may be replaced; the state_dict form (torch.export's fallback) verifies too
     # (in-process from here on: the same code paths as the CLI, without another interpreter start-up)
-    done = export(study, torch_trial, "test", out, small_study["studies_dir"], torch_format="state_dict",
-                  log=lambda m: None)
+    done = export(study, torch_trial, "test", out, small_study["studies_dir"], torch_format="state_dict")
     assert done.kind == "state_dict"
     assert done.config["artifact"]["rebuild"]["prune_ratio"] == torch_trial.candidate["prune_ratio"]
     assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.yaml", "profile.json", "state_dict.pt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["torch"]  # no partial or old directory left behind
-    ok, checks = verify(out, lambda m: None, float(TEST_LATENCY_TOLERANCE))
+    ok, checks = verify(out, float(TEST_LATENCY_TOLERANCE))
     assert ok, checks_table(checks)
 
     # a tampered artifact is a damaged export, refused before it loads (exit 2), not a model that does not reproduce
     state = out / "state_dict.pt"
     state.write_bytes(state.read_bytes() + b"\0")
     with pytest.raises(ConfigError, match=r"is damaged: state_dict\.pt .* does not match the sha256"):
-        verify(out, lambda m: None, float(TEST_LATENCY_TOLERANCE))
+        verify(out, float(TEST_LATENCY_TOLERANCE))
 
 
 def _figures(t):

@@ -36,7 +36,7 @@ class ToyOnnx(ExportKind):
         return Saved(TOY_FILE, details={"toy": {"copied_from": Path(job.built.onnx_path).name}})
 
     def load(self, directory, config, candidate, data):
-        from tuner.passes import Built
+        from tuner.passes.chain import Built
 
         path = directory / config["artifact"]["file"]
         return Built(candidate, None, path, 0, 0, path.stat().st_size)
@@ -80,7 +80,7 @@ def test_a_toy_kind_exports_and_verifies_without_other_modules_knowing_it(small_
     out = tmp_path / "toy"
     registry.register(ToyOnnx())
     try:
-        done = export(study, ort[0], "test", out, small_study["studies_dir"], log=lambda m: None)
+        done = export(study, ort[0], "test", out, small_study["studies_dir"])
         assert done.kind == "toy-onnx" and done.artifact == TOY_FILE
         assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.yaml", "profile.json", TOY_FILE]
         config = yaml.safe_load((out / "config.yaml").read_text())
@@ -96,7 +96,7 @@ def test_a_toy_kind_exports_and_verifies_without_other_modules_knowing_it(small_
         assert r.returncode == 0, r.stderr
         assert r.stdout.strip() == f"toy (2, {len(config['data']['classes'])})"
 
-        ok, checks = verify(out, lambda m: None, 1.0)  # shared machine: latency within 2x
+        ok, checks = verify(out, 1.0)  # shared machine: latency within 2x
         assert ok, checks_table(checks)
         assert [c.name for c in checks if c.name == "toy file"] == ["toy file"]
         assert {c.name: c.ok for c in checks}["accuracy"] is True
@@ -104,4 +104,4 @@ def test_a_toy_kind_exports_and_verifies_without_other_modules_knowing_it(small_
         registry.unregister("toy-onnx")
     # without the kind, its export is one it cannot read: a clear refusal (exit 2), not a trace
     with pytest.raises(ConfigError, match="unknown artifact kind 'toy-onnx'"):
-        verify(out, lambda m: None, 1.0)
+        verify(out, 1.0)

@@ -19,10 +19,9 @@ def test_export_over_a_previous_export_keeps_the_users_own_file(small_study, tmp
     study = optuna.load_study(study_name=small_study["name"], storage=small_study["storage"])
     out = tmp_path / "deploy"
     baseline = read_trial(study.trials[0])
-    export(study, baseline, "test", out, small_study["studies_dir"], torch_format="state_dict",
-           log=lambda m: None)
+    export(study, baseline, "test", out, small_study["studies_dir"], torch_format="state_dict")
     (out / "notes.txt").write_text("mine")
-    done = export(study, baseline, "test again", out, small_study["studies_dir"], log=lambda m: None)
+    done = export(study, baseline, "test again", out, small_study["studies_dir"])
     # the old export's state_dict.pt is gone (an export wrote it), the new program is there, the user's file stays
     assert done.artifact == "model.pt2"
     assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.yaml", "model.pt2", "notes.txt",

@@ -220,8 +220,8 @@ def test_front_pick_and_exports_choice_honour_every_guardrail():
 
 
 def test_the_report_says_what_the_pick_forgot_and_what_a_faster_point_broke(tmp_path):
-    from tuner.report import report_info
     from tuner.report.page import render_html
+    from tuner.report.writer import report_info
 
     info = report_info(_guarded_study()[0])
     said = "\n".join(info.findings)
@@ -239,7 +239,7 @@ def test_the_report_says_what_the_pick_forgot_and_what_a_faster_point_broke(tmp_
 def test_a_study_without_guardrails_is_read_against_guarded_yaml():
     """The same trials under the default objectives: the fastest within 1 point is #1, which flips 8% of the
     images; the report says top-1 held and a guardrail did not, by guarded.yaml's bounds."""
-    from tuner.report import report_info
+    from tuner.report.writer import report_info
 
     info = report_info(_guarded_study("accuracy_latency")[0])
     said = "\n".join(info.findings)
@@ -272,8 +272,8 @@ def test_the_per_class_view_renders_in_headless_chromium(tmp_path):
     from PIL import Image
 
     from tests.test_report import _browser
-    from tuner.report import report_info
     from tuner.report.page import render_html
+    from tuner.report.writer import report_info
 
     data = _flip_images(tmp_path / "arrays")
     info = report_info(_guarded_study(data=str(data))[0], studies_dir=tmp_path / "studies")

@@ -67,7 +67,7 @@ def test_a_real_measurement_bound_to_flip_too_many_stops_early(workload):
     from tuner.candidate import Candidate
     from tuner.errors import HopelessCandidate
     from tuner.measure import measure
-    from tuner.passes import build
+    from tuner.passes.chain import build
 
     built = build(workload, Candidate(placement="torch-cpu", precision="fp32", batch_size=32, threads=1))
     honest = measure(built, workload.data, baseline=_baseline(built, workload, shift=0))

@@ -263,6 +263,7 @@ def test_report_or_export_on_a_missing_sqlite_file_creates_nothing(tmp_path, com
 
 
 def test_a_model_whose_outputs_vary_is_warned_about_once_where_the_reference_is_scored(tmp_path):
+    from tuner.logs import to
     from tuner.pipeline import reference
     from tuner.workload import WorkloadSpec, load_workload
 
@@ -270,7 +271,9 @@ def test_a_model_whose_outputs_vary_is_warned_about_once_where_the_reference_is_
     for model in (f"{HOSTILE}:dropout_always_on", f"{TINY}:conv_net"):
         spec = WorkloadSpec(model=model, data="digits", resolution=16, train_steps=2,
                             cache_dir=str(tmp_path / "cache"))
-        found = reference(load_workload(spec, log=lambda m: None), log=lines.append)
+        workload = load_workload(spec)
+        with to(lines.append):  # the lines the study shows
+            found = reference(workload)
         assert 0 <= found["accuracy"] <= 1
     assert len(lines) == 1, lines  # the dropout model only, once
     assert lines[0].startswith("warning: the model's outputs differ between two evaluations"), lines
@@ -338,7 +341,7 @@ def test_the_reports_findings_say_there_is_no_baseline_to_compare_with():
 
     import optuna
 
-    from tuner.report import report_info
+    from tuner.report.writer import report_info
 
     study = optuna.create_study(directions=["maximize", "minimize"])
     with warnings.catch_warnings():

@@ -17,8 +17,8 @@ from tuner.errors import ConfigError, MeasurementError, UnsupportedCombination
 from tuner.measure import measure
 from tuner.measure.latency import grouped_quantile, quantile_ci
 from tuner.measure.load import LoadPolicy, closed_window, open_window, replaying, run_load
-from tuner.passes import build
-from tuner.runtimes import PLACEMENTS, check_supported
+from tuner.passes.chain import build
+from tuner.runtimes.registry import PLACEMENTS, check_supported
 
 pytestmark = pytest.mark.slow  # end to end: studies, exports and processes (pytest -m "not slow" skips)
 
@@ -41,6 +41,7 @@ def test_closed_loop_keeps_its_requests_in_flight_and_answers_every_one():
     assert issued == len(queued) and 3.3 < np.median(queued) / np.median(one) < 4.7
 
 
+@pytest.mark.alone
 def test_open_loop_counts_queueing_and_bounds_an_overload():
     # At 10% of a 2 ms lane's capacity a request rarely waits: the median is the service time.
     light, issued, overloaded = open_window([_sleep(2)], 50.0, 0.4, seed=0)

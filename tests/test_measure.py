@@ -7,8 +7,8 @@ import pytest
 from tuner import hardware
 from tuner.candidate import Candidate
 from tuner.measure import host, measure
-from tuner.measure.latency import LatencyPolicy, median_ci, summarize, time_calls
-from tuner.passes import build
+from tuner.measure.latency import LatencyPolicy, median_ci, summarize_latency, time_calls
+from tuner.passes.chain import build
 
 
 def test_median_ci_covers_the_true_median_95_percent_of_the_time():
@@ -27,15 +27,15 @@ def test_median_ci_covers_the_true_median_95_percent_of_the_time():
     assert np.subtract(*median_ci(s2)[::-1]) < np.subtract(*median_ci(s)[::-1])
 
 
-def test_summarize_known_values():
-    stats = summarize(list(range(1, 101)))
+def test_summarize_latency_known_values():
+    stats = summarize_latency(list(range(1, 101)))
     assert stats.median_ms == 50.5 and stats.samples == 100
     assert stats.p95_ms == pytest.approx(95.05)
     # n = 100: ranks 50 -+ 1.96 * sqrt(100) / 2 = 40.2 and 59.8, floored and ceiled: the 41st and 61st values
     assert (stats.ci_low_ms, stats.ci_high_ms) == (41.0, 61.0)
     # Over block medians the CI comes from those, widened to hold the median of all calls where it lies outside:
     # 3 blocks give their lowest and highest (1 and 3); the calls' median, 5, lies above.
-    blocks = summarize([1.0] * 5 + [5.0] * 6, block_medians_ms=[1.0, 2.0, 3.0])
+    blocks = summarize_latency([1.0] * 5 + [5.0] * 6, block_medians_ms=[1.0, 2.0, 3.0])
     assert (blocks.median_ms, blocks.ci_low_ms, blocks.ci_high_ms) == (5.0, 1.0, 5.0)
 
 
@@ -69,6 +69,7 @@ class _Host:
         _spin(2.0 if self.slow else 1.0)
 
 
+@pytest.mark.alone
 def test_time_calls_stops_when_ci_is_tight():
     """A steady 1 ms call on a quiet host: the CI of the median is tight at once, so the timing ends at
     min_seconds, long before max_seconds; asked for a CI of +-0 it runs to max_seconds instead."""
@@ -84,6 +85,7 @@ def test_time_calls_stops_when_ci_is_tight():
     assert time.perf_counter() - start >= 0.5
 
 
+@pytest.mark.alone
 @pytest.mark.parametrize("reported", [True, False], ids=["canary-sees-it", "only-the-block-shows-it"])
 def test_time_calls_drops_contended_blocks(reported):
     """Contention the probe sees, or that only makes a whole block slow, is left out of the figures."""
@@ -114,8 +116,8 @@ def test_ci_counts_blocks_not_calls():
     rng = np.random.default_rng(0)
     levels = rng.uniform(1.0, 1.1, 20)  # the host's state per block: +-5%
     samples = [x for level in levels for x in level + rng.normal(0, 0.002, 50)]
-    per_call = summarize(samples)
-    per_block = summarize(samples, block_medians_ms=[float(np.median(level + np.zeros(50))) for level in levels])
+    per_call = summarize_latency(samples)
+    per_block = summarize_latency(samples, block_medians_ms=[float(np.median(level + np.zeros(50))) for level in levels])
     assert per_call.median_ms == per_block.median_ms and per_call.samples == per_block.samples == 1000
     assert (per_block.ci_high_ms - per_block.ci_low_ms) > 4 * (per_call.ci_high_ms - per_call.ci_low_ms)
     # What the wider CI buys: repeated over many such measurements, the per-block CI holds the median of the
@@ -124,13 +126,14 @@ def test_ci_counts_blocks_not_calls():
     for _ in range(200):
         levels = rng.uniform(1.0, 1.1, 20)
         samples = [x for level in levels for x in level + rng.normal(0, 0.002, 50)]
-        per_call = summarize(samples)
-        per_block = summarize(samples, block_medians_ms=[float(np.median(level + np.zeros(50))) for level in levels])
+        per_call = summarize_latency(samples)
+        per_block = summarize_latency(samples, block_medians_ms=[float(np.median(level + np.zeros(50))) for level in levels])
         block_hits += per_block.ci_low_ms <= 1.05 <= per_block.ci_high_ms
         call_hits += per_call.ci_low_ms <= 1.05 <= per_call.ci_high_ms
     assert block_hits >= 0.9 * 200 and call_hits <= 0.5 * 200, (block_hits, call_hits)
 
 
+@pytest.mark.alone
 def test_time_calls_on_a_host_that_never_goes_quiet_says_so():
     h = _Host(contended_every=1)
     policy = LatencyPolicy(warmup=1, min_samples=10, max_seconds=0.2, max_wait_seconds=0.3, block_seconds=0.01)
@@ -152,6 +155,7 @@ def test_host_probe_reads_every_cpu_and_keeps_the_fastest(monkeypatch):
     assert host.probe().reference_ms == state.reference_ms / 2  # later probes judge against the remembered speed
 
 
+@pytest.mark.alone
 @pytest.mark.parametrize("candidate", [
     Candidate(batch_size=4),
     Candidate(placement="ort-cpu", precision="int8", batch_size=3),

@@ -11,7 +11,7 @@ from tuner import hardware
 from tuner.candidate import Candidate
 from tuner.measure import measure
 from tuner.measure.latency import LatencyPolicy
-from tuner.passes import build
+from tuner.passes.chain import build
 from tuner.passes.sensitivity import ranking
 from tuner.passes.step import StepContext
 
@@ -27,7 +27,7 @@ def mobile(studies_dir):
 
     spec = WorkloadSpec(model=f"{TINY}:mobile_net", data="digits", resolution=16, train_steps=60, recover_steps=10,
                         cache_dir=str(studies_dir / "cache"))
-    return load_workload(spec, log=lambda m: None)
+    return load_workload(spec)
 
 
 def _fp32_artifact(workload):

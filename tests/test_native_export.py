@@ -16,7 +16,7 @@ from tuner.artifact import checks_table, export, verify
 from tuner.artifact.export import sha256_file
 from tuner.errors import ConfigError
 from tuner.record import read_trial
-from tuner.runtimes import PLACEMENTS
+from tuner.runtimes.registry import PLACEMENTS
 
 pytestmark = [pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning"),
               pytest.mark.slow]  # end to end: studies, exports and processes (pytest -m "not slow" skips)
@@ -98,7 +98,7 @@ def test_ov_export_holds_the_ir_beside_the_onnx_with_its_compile_config(ov_expor
 
 @needs_openvino
 def test_verify_reloads_the_ir_and_remeasures_it(ov_export):
-    ok, checks = verify(ov_export, lambda m: None, TEST_LATENCY_TOLERANCE)
+    ok, checks = verify(ov_export, TEST_LATENCY_TOLERANCE)
     table = checks_table(checks)
     assert ok, table
     names = [c.name for c in checks]
@@ -121,7 +121,7 @@ def test_a_changed_or_truncated_ir_file_is_a_damaged_export(ov_export, tmp_path,
     changed = copy / name
     changed.write_bytes(changed.read_bytes() + b"\0")
     with pytest.raises(ConfigError, match=f"is damaged: {name} .* does not match the sha256"):
-        verify(copy, lambda m: None, TEST_LATENCY_TOLERANCE)
+        verify(copy, TEST_LATENCY_TOLERANCE)
     with open(changed, "r+b") as f:
         f.truncate(changed.stat().st_size // 2)
     before = sorted((p.name, p.read_bytes()) for p in copy.iterdir())
@@ -163,6 +163,6 @@ def test_onnx_and_torch_export_readmes_run_as_written(small_study, tmp_path):
 
     # the state_dict form (torch.export's fallback) rebuilds the module with the tuner package, as its README says
     done = export(study, read_trial(picks["torch-cpu"]), "test", tmp_path / "state", small_study["studies_dir"],
-                  torch_format="state_dict", log=lambda m: None)
+                  torch_format="state_dict")
     assert done.kind == "state_dict" and "rebuild_module(" in readme_code(done.out)
     assert re.fullmatch(r"\['\d'\]", run_readme(done.out).strip())

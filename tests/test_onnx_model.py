@@ -164,13 +164,13 @@ def test_a_file_relying_on_its_batch_is_refused_with_an_export_line_of_its_own_n
         warnings.simplefilter("ignore")
         torch.onnx.export(model, (x,), "fixed.onnx", dynamo=False, input_names=["images"], output_names=["scores"])
     with pytest.raises(ModelError) as refused:
-        load_workload(WorkloadSpec(model="fixed.onnx", **spec), log=lambda m: None)
+        load_workload(WorkloadSpec(model="fixed.onnx", **spec))
     line = str(refused.value).split("dynamic batch axis: ", 1)[1].rstrip(".")
     assert "input_names=['images']" in line and "'scores': {0: 'batch'}" in line
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         eval(line, {"torch": torch, "model": model, "x": (x,)})  # the line the user is told to run: model.onnx
-    assert load_workload(WorkloadSpec(model="model.onnx", **spec), log=lambda m: None).onnx is not None
+    assert load_workload(WorkloadSpec(model="model.onnx", **spec)).onnx is not None
 
 
 def test_torchs_default_exporter_works_in_the_projects_environment(tmp_path):

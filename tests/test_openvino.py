@@ -12,8 +12,8 @@ from tuner.candidate import Candidate
 from tuner.errors import UnsupportedCombination
 from tuner.measure import measure
 from tuner.measure.latency import LatencyPolicy
-from tuner.passes import build
-from tuner.runtimes import PLACEMENTS, check_supported
+from tuner.passes.chain import build
+from tuner.runtimes.registry import PLACEMENTS, check_supported
 from tuner.space import load_space
 
 pytestmark = pytest.mark.slow  # end to end: studies, exports and processes (pytest -m "not slow" skips)
@@ -45,7 +45,7 @@ def test_fp32_executes_in_f32_read_back(workload):
 
 def test_static_batch_handles_the_partial_last_batch(workload):
     """A batch smaller than the compiled one is zero-padded and sliced back: the same rows as in a full batch;
-    end to end, batch 32 over the validation split (359 images: 11 x 32 + 7) scores as batch 1 does."""
+    end to end, batch 32 over the validation split (not a multiple of 32) scores as batch 1 does."""
     built = build(workload, Candidate(placement="ov-cpu", threads=1))
     session = PLACEMENTS["ov-cpu"].open(None, built.onnx_path, "fp32", "all", 1)
     try:

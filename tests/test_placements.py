@@ -7,9 +7,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tuner import names, runtimes
+from tuner import names
 from tuner.candidate import Candidate
 from tuner.errors import UnsupportedCombination
+from tuner.runtimes import registry as runtimes
 
 CASES = [(p, x) for p in runtimes.PLACEMENTS for x in names.PRECISIONS]
 
@@ -24,7 +25,7 @@ def test_registry_and_names_table_agree():
 @pytest.mark.parametrize(("placement", "precision"), CASES)
 def test_refusals_have_reasons_and_the_rest_runs(placement, precision, workload):
     from tuner.measure import open_session
-    from tuner.passes import build
+    from tuner.passes.chain import build
 
     p = runtimes.PLACEMENTS[placement]
     why = p.unavailable() or p.refuse(precision)

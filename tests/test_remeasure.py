@@ -2,6 +2,7 @@
 
 import dataclasses
 import shutil
+import time
 from pathlib import Path
 
 import optuna
@@ -9,11 +10,12 @@ import pytest
 
 from tuner import results
 from tuner.artifact import select_trial
+from tuner.logs import to
 from tuner.measure.latency import LatencyPolicy
 from tuner.record import read_remeasure, read_trial
-from tuner.remeasure import RemeasureEntry, RemeasureSummary, format_remeasure, remeasure_pareto
-from tuner.report import report_info
+from tuner.remeasure.orchestrate import RemeasureEntry, RemeasureSummary, format_remeasure, remeasure_pareto
 from tuner.report.figures import _hover
+from tuner.report.writer import report_info
 from tuner.study.storage import write_remeasure
 
 pytestmark = pytest.mark.slow  # end to end: studies, exports and processes (pytest -m "not slow" skips)
@@ -28,9 +30,11 @@ def test_remeasure_real_study(small_study, tmp_path):
     study = optuna.load_study(study_name=name, storage=storage)
     lines: list[str] = []
 
-    # A shorter timing budget than the study's (3 s) keeps the test quick on a loaded machine.
-    summary = remeasure_pareto(study, str(studies_dir / "cache"), rounds=2, log=lines.append,
-                               policy=LatencyPolicy(max_seconds=1.0))
+    # A shorter timing budget than the study's (3 s) keeps the test quick on a loaded machine. One round asked for,
+    # and a budget's end an hour away: the time left buys one more round (as many again, no more).
+    with to(lines.append):
+        summary = remeasure_pareto(study, str(studies_dir / "cache"), rounds=1, policy=LatencyPolicy(max_seconds=1.0),
+                                   deadline=time.monotonic() + 3600)
 
     pareto = {t.number for t in results.front(study)}
     baseline = next(t.number for t in study.trials if t.user_attrs.get("baseline")
@@ -50,8 +54,10 @@ def test_remeasure_real_study(small_study, tmp_path):
     assert {e.number for e in points} <= pareto and len(points) == len({str(sorted(e.candidate.items())) for e in
                                                                        summary.entries if e.pareto})
     assert summary.fraction_within_5pct == sum(e.within_5pct for e in points) / len(points)
-    assert sum(line.lstrip().startswith("round ") for line in lines) == 2 * len(
-        {str(sorted(e.candidate.items())) for e in summary.entries})
+    builds = len({str(sorted(e.candidate.items())) for e in summary.entries})
+    assert sum(line.lstrip().startswith("round 1/1 ") for line in lines) == builds
+    assert sum(line.lstrip().startswith("extra round 1 ") for line in lines) == builds
+    assert summary.rounds == 2
 
     # Kept on the study (public API), per trial, readable by anyone loading the study.
     again = optuna.load_study(study_name=name, storage=storage)
@@ -133,7 +139,7 @@ def test_a_failing_measurement_is_one_error_line():
 
 def test_a_contended_round_does_not_make_the_figure():
     """Rounds whose process never found the host quiet are left out where quiet rounds exist."""
-    from tuner.remeasure import _entry
+    from tuner.remeasure.orchestrate import _entry
 
     t = optuna.trial.create_trial(values=[0.9, 1.0], user_attrs={
         "candidate": {"placement": "ort-cpu", "batch_size": 1},

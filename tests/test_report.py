@@ -13,8 +13,11 @@ import pandas as pd
 import pytest
 
 from tests.conftest import run_tuner
-from tuner.report import ReportInfo, TrialRow, findings, report_info, table_rows
 from tuner.report.compression import compression_findings
+from tuner.report.data import ReportInfo, TrialRow
+from tuner.report.findings import findings
+from tuner.report.page import table_rows
+from tuner.report.writer import report_info
 
 pytestmark = pytest.mark.slow  # end to end: studies, exports and processes (pytest -m "not slow" skips)
 
@@ -337,11 +340,11 @@ def test_the_pareto_tables_precision_cell_names_the_int8_settings_and_what_ran()
 def test_the_layer_view_renders_in_headless_chromium(small_study, tmp_path):
     """`tuner explain` keeps its comparison on the study; the report drawn after it shows the costliest layers of the
     pick and the baseline, bar by bar (before it, a note says how to get them)."""
-    from tuner.explain import explain_study
+    from tuner.explain.trials import explain_study
     from tuner.record import EXPLAIN_ATTR
-    from tuner.report import write_report
     from tuner.report.figures import LAYER_VIEW_ROWS
     from tuner.report.page import render_html
+    from tuner.report.writer import write_report
 
     storage = f"sqlite:///{tmp_path / 'copy.db'}"  # a copy: the shared small study stays as the other tests read it
     optuna.copy_study(from_study_name=small_study["name"], from_storage=small_study["storage"], to_storage=storage,
@@ -349,7 +352,7 @@ def test_the_layer_view_renders_in_headless_chromium(small_study, tmp_path):
     study = optuna.load_study(study_name="layers", storage=storage)
     study.set_user_attr(EXPLAIN_ATTR, None)  # tests/test_explain.py may have explained the shared study already
     assert report_info(study).layers is None and "Not profiled yet: `tuner explain" in render_html(report_info(study))
-    done = explain_study(study, studies_dir=small_study["studies_dir"], repeats=3, log=lambda m: None)
+    done = explain_study(study, studies_dir=small_study["studies_dir"], repeats=3)
     info = report_info(optuna.load_study(study_name="layers", storage=storage))
     assert (info.layers["trial"], info.layers["against"]) == (done.trial, done.against) and done.against is not None
     assert [r["module"] for r in info.layers["rows"]] == [r.module for r in done.rows]

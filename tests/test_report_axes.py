@@ -10,8 +10,8 @@ import pytest
 from tests.recorded import add_measured
 from tests.test_report import _browser
 from tuner.objectives import Constraint
-from tuner.report import report_info, write_report
 from tuner.report.figures import pareto_figure
+from tuner.report.writer import report_info, write_report
 
 
 def _study(accuracies: list[float]) -> optuna.Study:

@@ -13,8 +13,8 @@ import pytest
 from tests.recorded import add_measured
 from tuner import results
 from tuner.objectives import load_objectives
-from tuner.report import report_info
 from tuner.report.page import render_html
+from tuner.report.writer import report_info
 
 OBJECTIVES = sorted(p.stem for p in (Path(__file__).resolve().parent.parent / "objectives").glob("*.yaml"))
 

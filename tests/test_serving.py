@@ -16,9 +16,9 @@ from tuner import hardware, results
 from tuner.artifact import checks_table, verify
 from tuner.measure.latency import LatencyPolicy
 from tuner.names import LOAD_METRICS
-from tuner.remeasure import format_remeasure, remeasure_pareto
-from tuner.report import report_info
+from tuner.remeasure.orchestrate import format_remeasure, remeasure_pareto
 from tuner.report.serving import budget_of
+from tuner.report.writer import report_info
 
 pytestmark = [pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning"),
               pytest.mark.skipif(hardware.cores() < 2, reason="two streams need two CPUs"), pytest.mark.slow]
@@ -77,7 +77,7 @@ def test_a_study_under_load_records_and_picks_by_throughput(load_study):
 
 def test_remeasure_takes_the_load_figures_again(load_study, studies_dir):
     study, _, _ = load_study
-    summary = remeasure_pareto(study, str(studies_dir / "cache"), rounds=1, log=lambda m: None,
+    summary = remeasure_pareto(study, str(studies_dir / "cache"), rounds=1,
                                policy=LatencyPolicy(max_seconds=0.5))
     for e in summary.entries:
         assert e.error is None and e.load is not None
@@ -116,7 +116,7 @@ def test_export_records_the_serving_settings_and_verify_rechecks_them(load_study
     assert f"ov.AsyncInferQueue(compiled, {serving['requests']})" in readme and "Serve it as measured" in readme
     assert re.fullmatch(r"\['\d'\]", run_readme(out).strip())  # its lines run as written, the serving ones too
 
-    ok, checks = verify(out, lambda m: None, TOLERANCE)
+    ok, checks = verify(out, TOLERANCE)
     by_name = {ch.name: ch for ch in checks}
     assert ok, checks_table(checks)
     assert {"serving settings", "samples/s under load", "p95 ms under load", "p95 ms, open loop"} <= set(by_name)
@@ -125,5 +125,5 @@ def test_export_records_the_serving_settings_and_verify_rechecks_them(load_study
     # Served otherwise than recorded (the runtime's read-back edited): verify says so, and fails.
     config["serving"]["runtime"]["NUM_STREAMS"] = 3
     (out / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    ok, checks = verify(out, lambda m: None, TOLERANCE)
+    ok, checks = verify(out, TOLERANCE)
     assert not ok and "serving settings" in [ch.name for ch in checks if ch.ok is False]

@@ -18,7 +18,7 @@ def _write(tmp_path, data, name="f.yaml"):
 
 def test_default_space_keeps_exactly_what_this_machine_runs():
     """Every placement of the shipped file is either kept or dropped with its runtime's own reason, never both."""
-    from tuner.runtimes import PLACEMENTS
+    from tuner.runtimes.registry import PLACEMENTS
 
     space = load_space("default")
     listed = yaml.safe_load((ROOT / "search_spaces" / "default.yaml").read_text())["placement"]["choices"]

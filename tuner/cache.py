@@ -13,11 +13,11 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
 import socket
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from tuner.claims import make_claims, remove_stale
+
+_log = logging.getLogger(__name__)
 
 
 def make_key(**parts: Any) -> str:
@@ -82,9 +84,8 @@ class Cache:
     with a manifest of every file's size and sha256 written last; a hit is checked against it, and an entry that
     no longer matches (a flipped byte, a truncated or missing file) is discarded and rebuilt with a warning."""
 
-    def __init__(self, root: Path | None, log: Callable[[str], None] | None = None, claims_url: str | None = None):
+    def __init__(self, root: Path | None, claims_url: str | None = None):
         self.root = root  # None: nothing is kept (each call builds into a fresh temporary directory)
-        self.log = log or _stderr
         self.hits = 0
         self.misses = 0
         self.waited = 0.0  # seconds spent waiting for other workers' builds of entries this process needed
@@ -93,7 +94,7 @@ class Cache:
         self._scratch: list[Path] = []
         self._checked: set[Path] = set()  # entries verified by this process (each is read once per process)
         if root is not None:
-            sweep(root, self.log)
+            sweep(root)
 
     def entry(self, key: str, build: Callable[[Path], None]) -> Path:
         """The directory holding ``key``'s files, calling ``build(dir)`` to fill it on a miss."""
@@ -108,15 +109,15 @@ class Cache:
             self.hits += 1
             return final
         assert self.claims is not None
-        with self.claims.hold(key, self.log) as waited:
+        with self.claims.hold(key) as waited:
             self.waited += waited
             if final.is_dir() and self._intact(final):  # built by the worker that held the claim
                 self.hits += 1
                 if waited:
-                    self.log(f"cache entry {key}: reusing what another worker built (waited {waited:.0f} s)")
+                    _log.info(f"cache entry {key}: reusing what another worker built (waited {waited:.0f} s)")
                 return final
             if waited:
-                self.log(f"cache entry {key}: the other worker's build did not finish; building it here")
+                _log.info(f"cache entry {key}: the other worker's build did not finish; building it here")
             return self._build(key, final, build)
 
     def _build(self, key: str, final: Path, build: Callable[[Path], None]) -> Path:
@@ -150,7 +151,7 @@ class Cache:
                 write_manifest(entry)
             self._checked.add(entry)
             return True
-        self.log(f"warning: the cache entry {entry} is damaged ({problem}); discarding and rebuilding it")
+        _log.warning(f"warning: the cache entry {entry} is damaged ({problem}); discarding and rebuilding it")
         _discard(entry)
         return False
 
@@ -254,12 +255,12 @@ def remove_leftovers(parent: Path, prefix: str, stale_seconds: float) -> int:
     return removed
 
 
-def sweep(root: Path, log: Callable[[str], None]) -> int:
+def sweep(root: Path) -> int:
     """The temporary entries that killed builds left under the cache ``root``, removed (``remove_leftovers``)."""
     removed = remove_leftovers(root, _ENTRY_TEMP, STALE_SECONDS)
     remove_stale(root)  # their claims' files too
     if removed:
-        log(f"removed {removed} unfinished cache entr{'y' if removed == 1 else 'ies'} left under {root} by "
+        _log.info(f"removed {removed} unfinished cache entr{'y' if removed == 1 else 'ies'} left under {root} by "
             "interrupted builds")
     return removed
 
@@ -275,6 +276,3 @@ def _alive(pid: int) -> bool:
         return True
     return True
 
-
-def _stderr(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)

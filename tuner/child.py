@@ -14,13 +14,15 @@ from typing import Any
 
 def init_child(status: Any = None) -> None:
     """Ctrl-C is the parent's (it finishes the trial first); a parent killed with -9 takes the child along;
-    progress lines go to ``status``, a pipe the parent drains, where one is given."""
+    progress lines go to ``status``, a pipe the parent drains, where one is given (a trial's child: its other
+    lines to its stderr, as its parent's go)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     die_with_parent()
     if status is not None:
-        from tuner import progress
+        from tuner import logs, progress
 
         progress.send_to(status)
+        logs.install()
 
 
 def die_with_parent() -> None:

@@ -22,12 +22,15 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import logging
 import os
 import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
+
+_log = logging.getLogger(__name__)
 
 CLAIMS_DIR = ".claims"  # under the cache root: the lock files of FileClaims
 POLL = 0.5  # seconds between two tries of a claim another worker holds
@@ -40,7 +43,7 @@ def holder_name() -> str:
 
 
 class Claims(Protocol):
-    def hold(self, key: str, log: Callable[[str], None]) -> contextlib.AbstractContextManager[float]:
+    def hold(self, key: str) -> contextlib.AbstractContextManager[float]:
         """Held while the caller checks and builds ``key``; yields the seconds it waited for another holder."""
         ...
 
@@ -52,17 +55,17 @@ def make_claims(url: str | None, root: Path) -> Claims:
     return FileClaims(root)
 
 
-def _wait(key: str, holder: Callable[[], str | None], log: Callable[[str], None], try_once: Callable[[], bool]) -> float:
+def _wait(key: str, holder: Callable[[], str | None], try_once: Callable[[], bool]) -> float:
     """Try ``try_once`` until it takes the claim, saying who holds it meanwhile; returns the seconds waited."""
     start = told = time.monotonic()
     if try_once():
         return 0.0
-    log(f"cache entry {key}: another worker ({holder() or 'unknown'}) is building it; waiting to reuse it")
+    _log.info(f"cache entry {key}: another worker ({holder() or 'unknown'}) is building it; waiting to reuse it")
     while not try_once():
         time.sleep(POLL)
         if time.monotonic() - told >= TELL_EVERY:
             told = time.monotonic()
-            log(f"cache entry {key}: still waiting for {holder() or 'another worker'} "
+            _log.info(f"cache entry {key}: still waiting for {holder() or 'another worker'} "
                 f"({told - start:.0f} s)")
     return time.monotonic() - start
 
@@ -74,13 +77,13 @@ class FileClaims:
         self.dir = root / CLAIMS_DIR
 
     @contextlib.contextmanager
-    def hold(self, key: str, log: Callable[[str], None]) -> Iterator[float]:
+    def hold(self, key: str) -> Iterator[float]:
         path = self.dir / key
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
             os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o644))
         except OSError as err:  # a read-only cache: whatever fails next says so; the claim only saves work
-            log(f"warning: cannot claim cache entry {key} under {self.dir} ({err.strerror or err}); building it "
+            _log.warning(f"warning: cannot claim cache entry {key} under {self.dir} ({err.strerror or err}); building it "
                 "unclaimed")
             yield 0.0
             return
@@ -110,7 +113,7 @@ class FileClaims:
                 return path.read_text()[:100] or None
             return None
 
-        waited = _wait(key, holder, log, try_once)
+        waited = _wait(key, holder, try_once)
         try:
             yield waited
         finally:  # removed while still locked, so that no one locks a file on its way out
@@ -166,7 +169,7 @@ class AdvisoryClaims:
         return conn
 
     @contextlib.contextmanager
-    def hold(self, key: str, log: Callable[[str], None]) -> Iterator[float]:
+    def hold(self, key: str) -> Iterator[float]:
         import sqlalchemy
 
         lock_id = advisory_id(key)
@@ -174,7 +177,7 @@ class AdvisoryClaims:
             conn = self._connect()
         except Exception as err:  # noqa: BLE001 - the claim saves work; the build goes on without it
             if not self._warned:
-                log(f"warning: cannot claim cache entries on the study's storage ({type(err).__name__}); "
+                _log.warning(f"warning: cannot claim cache entries on the study's storage ({type(err).__name__}); "
                     "building without claims, so another worker may build the same entry")
                 self._warned = True
             yield 0.0
@@ -196,7 +199,7 @@ class AdvisoryClaims:
             return None
 
         try:
-            yield _wait(key, holder, log, try_once)
+            yield _wait(key, holder, try_once)
         finally:  # closing the session releases the lock, whatever state it is in
             with contextlib.suppress(Exception):
                 conn.close()

@@ -16,14 +16,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from tuner import logs
+from tuner.defaults import DEFAULTS
 from tuner.errors import ResourceExhausted, TunerError, check_number
 from tuner.streams import EXIT_RESOURCE, output_guarded
 
 EXIT_USAGE = 2
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -35,10 +33,10 @@ class _Parser(argparse.ArgumentParser):
 
 def _add_workload_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("workload")
-    g.add_argument("--model", default="resnet18",
+    g.add_argument("--model", default=DEFAULTS.model,
                    help="resnet18|resnet34|resnet50, a torchvision/timm name, module:callable / file.py:callable, "
                         "or path/to/model.onnx")
-    g.add_argument("--data", default="digits", help="'digits' (built in, offline) or an ImageFolder directory")
+    g.add_argument("--data", default=DEFAULTS.data, help="'digits' (built in, offline) or an ImageFolder directory")
     g.add_argument("--weights", help="a state_dict file (loaded with weights_only); without it a baseline is trained")
     g.add_argument("--student", metavar="SPEC",
                    help="your own smaller model to distil from --model (a --model value: a name, module:callable or "
@@ -46,7 +44,7 @@ def _add_workload_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--resolution", type=int, help="input size in pixels (default: digits 32, ImageFolder 224)")
     g.add_argument("--mean", type=float, nargs=3, metavar=("R", "G", "B"), help="normalization mean (0..1)")
     g.add_argument("--std", type=float, nargs=3, metavar=("R", "G", "B"), help="normalization std (0..1)")
-    g.add_argument("--seed", type=int, default=0, help="data split, training and sampler seed")
+    g.add_argument("--seed", type=int, default=DEFAULTS.seed, help="data split, training and sampler seed")
     g.add_argument("--holdout", type=float, default=None, metavar="FRACTION",
                    help="share of each class's validation images the search never sees; export scores its pick on "
                         "them (default 0.2; 0: none; a test/ folder beside train/ and val/ is used instead)")
@@ -55,7 +53,7 @@ def _add_workload_args(p: argparse.ArgumentParser) -> None:
                    help="short recovery budget: distillation steps (batch 64) for a model with half its compute "
                         "removed, in proportion for more or less, at most 3 passes over the train split; it stops "
                         "sooner when it stops improving (default 100; the long recovery is 4x)")
-    g.add_argument("--studies-dir", default="studies", help="where studies, caches and artifacts live")
+    g.add_argument("--studies-dir", default=DEFAULTS.studies_dir, help="where studies, caches and artifacts live")
 
 
 def workload_spec(args: argparse.Namespace) -> Any:
@@ -84,49 +82,27 @@ class Measure(Command):
         parser.add_argument("--config", required=True, help="YAML file with candidate keys (prune_ratio, precision, ...)")
         parser.add_argument("--load", action="store_true", help="measure it under load too: the closed loop at its "
                             "requests in flight, then Poisson arrivals at --utilisation of the rate it answered")
-        parser.add_argument("--utilisation", type=float, default=0.5, metavar="SHARE", help="--load: default 0.5")
+        parser.add_argument("--utilisation", type=float, default=DEFAULTS.utilisation, metavar="SHARE",
+                            help=f"--load: default {DEFAULTS.utilisation}")
         parser.add_argument("--rate", type=float, metavar="PER_SECOND", help="--load: arrivals per second instead")
         parser.add_argument("--json", action="store_true", help="print one JSON object")
 
     def run(self, args: argparse.Namespace) -> int:
-        from tuner import hardware
-        from tuner.candidate import Candidate
-        from tuner.data import DEFAULT_RESOLUTION
-        from tuner.measure.load import LoadPolicy
+        from tuner.api.measuring import measure_config
 
-        # Everything the user gave is checked before torch loads or anything is allocated.
-        candidate = Candidate.from_yaml(args.config)
-        spec = workload_spec(args)
-        if spec.onnx:
-            candidate.check_without_torch_graph(spec.model)
-        if candidate.student and not spec.student:
-            raise TunerError(f"{args.config}: student: true is refused: no --student SPEC was given (your own smaller "
-                             "model, distilled from --model); pass --student, or set student: false.")
-        load = LoadPolicy(utilisation=args.utilisation, open_rate=args.rate) if args.load else None
-        problem = hardware.check_fits(candidate.batch_size, args.resolution or DEFAULT_RESOLUTION.get(args.data, 224),
-                                      candidate.threads, streams=candidate.streams, requests=candidate.in_flight)
-        if problem:
-            raise TunerError(f"{args.config}: {problem}")
-
-        from tuner.measure import holdout_accuracy, measure
-        from tuner.passes import build
-        from tuner.runtimes import check_supported
-        from tuner.workload import load_workload
-
-        check_supported(candidate)  # refuse before loading data or training anything
-        workload = load_workload(spec, log)
-        built = build(workload, candidate)
-        metrics = measure(built, workload.data, load=load)
-        held_out = holdout_accuracy(built, workload.data)
-        result = {**metrics.to_dict(), "holdout_accuracy": held_out, "config": candidate.to_dict(),
-                  "build_seconds": built.seconds}
+        done = measure_config.__wrapped__(  # unwrapped from in_keywords: its errors name the command line's flags
+            args.config, args.model, args.data, weights=args.weights, student=args.student,
+            resolution=args.resolution, mean=args.mean, std=args.std, seed=args.seed, holdout=args.holdout,
+            train_steps=args.train_steps, recover_steps=args.recover_steps, studies_dir=args.studies_dir,
+            load=args.load, utilisation=args.utilisation, rate=args.rate)
+        candidate, metrics, held_out = done.candidate, done.metrics, done.holdout_accuracy
         if args.json:
-            print(json.dumps(result))
+            print(json.dumps(done.to_dict()))
         else:
             lo, hi = metrics.latency_ci_ms
             print(f"{candidate}\n"
-                  f"accuracy       {metrics.accuracy:.2%} ({len(workload.data.val)} validation images)"
-                  + (f", {held_out:.2%} on {len(workload.data.holdout or ())} held-out ones\n" if held_out is not None
+                  f"accuracy       {metrics.accuracy:.2%} ({done.validation_images} validation images)"
+                  + (f", {held_out:.2%} on {done.holdout_images} held-out ones\n" if held_out is not None
                      else "\n") +
                   f"latency        {metrics.latency_ms:.3f} ms per batch of {candidate.batch_size} "
                   f"(95% CI {lo:.3f}-{hi:.3f}, p95 {metrics.latency_p95_ms:.3f}, n={metrics.samples})\n"
@@ -146,27 +122,27 @@ class Run(Command):
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         _add_workload_args(parser)
         g = parser.add_argument_group("study")
-        g.add_argument("--space", default="default", help="search space: a name in search_spaces/ or a YAML path")
-        g.add_argument("--objectives", default="accuracy_latency", help="a name in objectives/ or a YAML path")
+        g.add_argument("--space", default=DEFAULTS.space, help="search space: a name in search_spaces/ or a YAML path")
+        g.add_argument("--objectives", default=DEFAULTS.objectives, help="a name in objectives/ or a YAML path")
         g.add_argument("--study", help="study name (default: model-data-resolution-hardware, then a hash of "
                        "the model's and data's full paths where they are files)")
         g.add_argument("--storage", help="any Optuna storage URL (default: sqlite under --studies-dir)")
-        g.add_argument("--sampler", default="tpe", help="tpe | nsga2 | gp | random")
+        g.add_argument("--sampler", default=DEFAULTS.sampler, help="tpe | nsga2 | gp | random")
         g.add_argument("--budget", metavar="TIME",
                        help="the time the whole run may take, the re-measure included: 90s, 20m, 1.5h; the study plans "
                             "its trials (and which get a recovery) to end within it")
         g.add_argument("--n-trials", type=int, default=None,
                        help="total trials in the study, baseline included (default 20; with --budget: no cap)")
         g.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
-        g.add_argument("--heartbeat", type=float, default=10.0,
+        g.add_argument("--heartbeat", type=float, default=DEFAULTS.heartbeat,
                        help="seconds between a running trial's heartbeats; 3 missed ones mark its worker dead")
-        g.add_argument("--max-retries", type=int, default=1, help="re-runs of a trial whose worker died or crashed")
+        g.add_argument("--max-retries", type=int, default=DEFAULTS.max_retries, help="re-runs of a trial whose worker died or crashed")
         g.add_argument("--trial-timeout", type=float, metavar="SECONDS",
                        help="stop a trial (and fail it) after this long; default: 30x the setup time, at least 900 s")
-        g.add_argument("--remeasure-rounds", type=int, default=3,  # a median of 3 outlasts one round in a slow phase
+        g.add_argument("--remeasure-rounds", type=int, default=DEFAULTS.remeasure_rounds,
                        help="when the study is complete, re-time the Pareto set in fresh processes, interleaved, "
                             "this many rounds (0: skip)")
-        g.add_argument("--corruptions", action="store_true",
+        g.add_argument("--corruptions", action="store_true", default=DEFAULTS.corruptions,
                        help="score every trial on a corruption set of the validation images too (noise, blur, JPEG, "
                             "contrast, a resize mismatch; made once, cached): corruption_drop in the table; implied "
                             "by objectives that use it; needs kornia (pip install 'tuner[robust]')")
@@ -176,7 +152,7 @@ class Run(Command):
 
     def run(self, args: argparse.Namespace) -> int:
         from tuner import summary
-        from tuner.api import tune
+        from tuner.api.tuning import tune
         from tuner.study.storage import mask_url
 
         tune = tune.__wrapped__  # unwrapped from in_keywords: its errors name the command line's flags
@@ -189,8 +165,8 @@ class Run(Command):
                       sampler=args.sampler, timeout=args.timeout, heartbeat=args.heartbeat,
                       max_retries=args.max_retries, trial_timeout=args.trial_timeout,
                       remeasure_rounds=args.remeasure_rounds, allow_mixed_hardware=args.allow_mixed_hardware,
-                      corruptions=args.corruptions, log=log)
-        from tuner.remeasure import format_remeasure  # loads torch: after the study
+                      corruptions=args.corruptions)
+        from tuner.remeasure.orchestrate import format_remeasure  # loads torch: after the study
 
         found, name, storage = result.summary(), result.study.study_name, mask_url(result.storage)
         if args.json:
@@ -209,7 +185,7 @@ class Run(Command):
 def _add_study_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--study", required=True, help="the study name `tuner run` printed")
     parser.add_argument("--storage", help="its Optuna storage URL (default: sqlite under --studies-dir)")
-    parser.add_argument("--studies-dir", default="studies", help="where studies, caches and artifacts live")
+    parser.add_argument("--studies-dir", default=DEFAULTS.studies_dir, help="where studies, caches and artifacts live")
 
 
 def check_output_file(flag: str, path: Path) -> None:
@@ -233,7 +209,7 @@ class Report(Command):
         parser.add_argument("--csv", help="also write the trial table as CSV here")
 
     def run(self, args: argparse.Namespace) -> int:
-        from tuner.report import write_report
+        from tuner.report.writer import write_report
         from tuner.study.storage import load_existing_study
 
         out = Path(args.out or Path(args.studies_dir) / f"{args.study}.html")
@@ -261,7 +237,7 @@ class Export(Command):
         pick.add_argument("--max-latency-ms", type=float, metavar="MS",
                           help="the most accurate feasible trial at or under this per-sample latency")
         parser.add_argument("--out", required=True, help="directory to write (new, empty, or a previous export)")
-        parser.add_argument("--torch-format", default="export", choices=("export", "state_dict"),
+        parser.add_argument("--torch-format", default=DEFAULTS.torch_format, choices=("export", "state_dict"),
                             help="torch placements: a torch.export program (falls back to state_dict) or a state_dict")
 
     def run(self, args: argparse.Namespace) -> int:
@@ -282,7 +258,7 @@ class Export(Command):
         check_out(Path(args.out))
         study = load_existing_study(args.study, args.storage, args.studies_dir)
         trial, why = select_trial(study, args.trial, args.max_drop, args.max_latency_ms)
-        done = export(study, trial, why, args.out, args.studies_dir, args.storage, args.torch_format, log)
+        done = export(study, trial, why, args.out, args.studies_dir, args.storage, args.torch_format)
         m = done.config["metrics"]["export"]
         print(f"exported trial #{done.trial} ({why}) to {done.out}: {done.artifact} ({done.kind}), {CONFIG_FILE}\n"
               f"re-measured: {m['accuracy']:.2%}, {m['per_sample_ms']:.4f} ms/sample "
@@ -304,7 +280,7 @@ class Verify(Command):
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("dir", help="a directory written by `tuner export`")
-        parser.add_argument("--latency-tolerance", type=float, default=0.10, metavar="FRACTION",
+        parser.add_argument("--latency-tolerance", type=float, default=DEFAULTS.latency_tolerance, metavar="FRACTION",
                             help="latency reproduces within the recorded 95%% CI or this fraction of it (default 0.10)")
 
     def run(self, args: argparse.Namespace) -> int:
@@ -312,7 +288,7 @@ class Verify(Command):
 
         check_number("--latency-tolerance", args.latency_tolerance, 0, why=" (a fraction: 0.10 = 10%)")
         read_config(args.dir)  # a broken or incomplete export is refused before torch loads
-        ok, checks = verify(args.dir, log, args.latency_tolerance)
+        ok, checks = verify(args.dir, args.latency_tolerance)
         print(checks_table(checks))
         print("reproduces" if ok else "does NOT reproduce")
         return 0 if ok else EXIT_NOT_REPRODUCED
@@ -327,14 +303,15 @@ class Explain(Command):
         parser.add_argument("--trial", type=int, help="the trial to explain (default: the study's pick, the fastest "
                                                       "feasible)")
         parser.add_argument("--against", type=int, help="the trial to hold it against (default: the baseline)")
-        parser.add_argument("--repeats", type=int, default=30, help="profiled calls per build (median per layer)")
+        parser.add_argument("--repeats", type=int, default=DEFAULTS.repeats, help="profiled calls per build (median per layer)")
         parser.add_argument("--top", type=int, default=5, help="how many of the costliest layers to list")
         parser.add_argument("--json", action="store_true", help="print the comparison as JSON")
 
     def run(self, args: argparse.Namespace) -> int:
         import json
 
-        from tuner.explain import explain_study, render
+        from tuner.explain.compare import render
+        from tuner.explain.trials import explain_study
         from tuner.study.storage import load_existing_study
 
         check_number("--trial", args.trial, 0)
@@ -342,7 +319,7 @@ class Explain(Command):
         check_number("--repeats", args.repeats, 1)
         check_number("--top", args.top, 1)
         study = load_existing_study(args.study, args.storage, args.studies_dir)
-        done = explain_study(study, args.trial, args.against, args.studies_dir, args.repeats, log)
+        done = explain_study(study, args.trial, args.against, args.studies_dir, args.repeats)
         print(json.dumps(done.to_dict(), indent=1) if args.json else render(done, args.top))
         return 0
 
@@ -368,7 +345,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from tuner.study.storage import quiet_optuna
 
     try:
-        with quiet_optuna():
+        with quiet_optuna(), logs.to(logs.stderr):  # the library's lines on stderr, results on stdout
             return commands[args.command].run(args)
     except TunerError as err:
         print(f"tuner: error: {err}", file=sys.stderr)

@@ -12,12 +12,12 @@ and with the baseline, not with published ImageNet-C numbers.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from tuner import progress
 from tuner.cache import Cache, code_id, make_key
 from tuner.data import Dataset, Split
 from tuner.errors import ConfigError
@@ -94,10 +94,10 @@ def key(data: Dataset, seed: int) -> str:
 _loaded: dict[str, Corrupted] = {}  # per process: each trial's process maps the set once
 
 
-def load(data: Dataset, seed: int, cache_root: Path | None, claims: str | None,
-         log: Callable[[str], None]) -> Corrupted:
+def load(data: Dataset, seed: int, cache_root: Path | None, claims: str | None) -> Corrupted:
     """The corruption set of ``data``'s validation split, from ``<cache_root>/data/<key>`` (made there on a miss,
-    once for every worker of a study: ``tuner.cache.Cache.entry``); with ``cache_root`` None, made in memory."""
+    once for every worker of a study: ``tuner.cache.Cache.entry``); with ``cache_root`` None, made in memory. Making
+    it is told as long work (``tuner.progress.say``: in a trial's process, the line its parent draws)."""
     if data.preprocessed:
         raise ConfigError("corruptions apply to uint8 pixels; this data was given as float inputs ready for the model: "
                           "pass uint8 images (N x 3 x H x W, 0..255) to measure corruption_drop.")
@@ -115,7 +115,7 @@ def load(data: Dataset, seed: int, cache_root: Path | None, claims: str | None,
 
     def build(out: Path) -> None:
         start = time.perf_counter()
-        log(f"making the corruption set once: {len(KINDS)} corruptions of the {n:,} validation images at "
+        progress.say(f"making the corruption set once: {len(KINDS)} corruptions of the {n:,} validation images at "
             f"{data.resolution} px ({', '.join(KINDS)})")
         images = np.lib.format.open_memmap(out / "images.npy", mode="w+", dtype=np.uint8,
                                            shape=(len(KINDS) * n, 3, data.resolution, data.resolution))
@@ -131,7 +131,7 @@ def load(data: Dataset, seed: int, cache_root: Path | None, claims: str | None,
         made.append(time.perf_counter() - start)
 
     root = cache_root / "data" if cache_root is not None else None
-    entry = Cache(root, log, claims).entry(k, build)
+    entry = Cache(root, claims).entry(k, build)
     split = Split(np.load(entry / "images.npy", mmap_mode="r"), np.load(entry / "labels.npy"))
     found = Corrupted(split, KINDS, n, k if root is not None else None, recipe.params(), made[0] if made else None)
     if root is not None:

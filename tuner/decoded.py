@@ -15,10 +15,11 @@ import contextlib
 import errno
 import hashlib
 import json
+import logging
 import os
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,8 @@ import numpy as np
 from tuner.cache import make_key, owned_temp_dir, sha256_file, sweep
 from tuner.errors import DataError
 from tuner.images import DECODER, load_image, strict_pil
+
+_log = logging.getLogger(__name__)
 
 Files = Sequence[tuple[Path, int]]  # (image file, class index) in the split's order
 Arrays = tuple[np.ndarray, np.ndarray]  # (uint8 N x 3 x H x W images, int64 N labels)
@@ -68,14 +71,13 @@ def content_key(splits: dict[str, Files], resolution: int, pillow: str, index: P
     return Content(key, index, settled)
 
 
-def load(splits: dict[str, Files], resolution: int, key: str, root: Path | None, source: str,
-         log: Callable[[str], None]) -> dict[str, Arrays]:
+def load(splits: dict[str, Files], resolution: int, key: str, root: Path | None, source: str) -> dict[str, Arrays]:
     """The decoded splits, memory-mapped from ``root/key`` (decoded and written there on a miss); with ``root``
     None, decoded into memory and kept nowhere. ``source``: the folder, as the line that says it is decoded names
     it."""
     count = sum(len(files) for files in splits.values())
     if root is None:
-        log(f"decoding {count:,} images of {source} at {resolution} px (no cache directory: kept in memory only)")
+        _log.info(f"decoding {count:,} images of {source} at {resolution} px (no cache directory: kept in memory only)")
         return {name: (_decode(files, resolution, np.empty(_shape(files, resolution), np.uint8)), _labels(files))
                 for name, files in splits.items()}
     entry = root / key
@@ -86,7 +88,7 @@ def load(splits: dict[str, Files], resolution: int, key: str, root: Path | None,
                 return _open(entry, splits, resolution)
             except (OSError, ValueError) as err:  # bytes as recorded, but not the arrays this folder needs
                 problem = f"unreadable: {type(err).__name__}"
-        log(f"warning: the decoded images in {entry} are damaged ({problem}); decoding them again")
+        _log.warning(f"warning: the decoded images in {entry} are damaged ({problem}); decoding them again")
         _discard(entry)
     created = [d for d in (root, *root.parents) if not d.exists()]  # removed again if the decode fails
     try:
@@ -95,10 +97,10 @@ def load(splits: dict[str, Files], resolution: int, key: str, root: Path | None,
     except OSError as err:
         if err.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
             raise
-        log(f"note: cannot write decoded images in {root} ({err.strerror})")  # a read-only cache: verify's
-        return load(splits, resolution, key, None, source, log)
-    sweep(root, log)  # what killed decodes left behind
-    log(f"decoding {count:,} images of {source} at {resolution} px, once: kept in {entry} for every process")
+        _log.info(f"note: cannot write decoded images in {root} ({err.strerror})")  # a read-only cache: verify's
+        return load(splits, resolution, key, None, source)
+    sweep(root)  # what killed decodes left behind
+    _log.info(f"decoding {count:,} images of {source} at {resolution} px, once: kept in {entry} for every process")
     try:
         for name, files in splits.items():  # decoded straight into the files: never held whole in memory
             images = np.lib.format.open_memmap(tmp / f"{name}_images.npy", mode="w+", dtype=np.uint8,

@@ -137,8 +137,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 def as_keywords(text: str, keywords: set[str]) -> str:
     """``text`` with each ``--flag`` that is one of ``keywords`` written as that keyword."""
     def keyword(m: re.Match[str]) -> str:
-        name = KEYWORD_OF_FLAG.get(m[1], m[1].replace("-", "_"))
-        return name if name in keywords else m[0]
+        names = (KEYWORD_OF_FLAG.get(m[1]), m[1].replace("-", "_"))  # measure_config(data=) is --data's own name
+        return next((name for name in names if name in keywords), m[0])
     return FLAG.sub(keyword, text)
 
 

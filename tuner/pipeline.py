@@ -3,9 +3,11 @@ model's score, which every accuracy drop is against."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+_log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -14,7 +16,7 @@ if TYPE_CHECKING:
     from tuner.corruptions import Corrupted
     from tuner.data import Split
     from tuner.guardrails import Predictions, Tally
-    from tuner.runtimes import Session
+    from tuner.runtimes.base import Session
     from tuner.workload import Workload
 
 REFERENCE_BATCH = 256
@@ -42,7 +44,7 @@ def evaluate(workload: Workload, candidate: Candidate, min_accuracy: float | Non
 
     from tuner.errors import HopelessCandidate
     from tuner.measure import LoadPolicy, measure
-    from tuner.passes import build  # torch and the runtimes load in the trial's process, not its parent's
+    from tuner.passes.chain import build  # torch and the runtimes load in the trial's process, not its parent's
 
     hits, misses, waited = workload.cache.hits, workload.cache.misses, workload.cache.waited
     built = build(workload, candidate)
@@ -66,18 +68,17 @@ def corruption_set(workload: Workload) -> Corrupted:
     """The workload's corruption set (``tuner.corruptions``), made once per data, resolution and seed."""
     from pathlib import Path
 
-    from tuner import corruptions, progress
+    from tuner import corruptions
 
     spec = workload.spec
-    return corruptions.load(workload.data, spec.seed, Path(spec.cache_dir) if spec.cache_dir else None, spec.claims,
-                            progress.say)
+    return corruptions.load(workload.data, spec.seed, Path(spec.cache_dir) if spec.cache_dir else None, spec.claims)
 
 
 def reference_session(workload: Workload) -> Session:
     """The model as the user brought it, opened to be scored: the torch module in fp32, or an ONNX file as given
     on ort-cpu fp32 (no torch graph to run)."""
     from tuner import hardware
-    from tuner.runtimes import PLACEMENTS
+    from tuner.runtimes.registry import PLACEMENTS
 
     w = workload
     if w.onnx is not None:
@@ -86,18 +87,18 @@ def reference_session(workload: Workload) -> Session:
 
 
 def reference_accuracy(workload: Workload, split: Split | None = None, keep: list[np.ndarray] | None = None,
-                       log: Callable[[str], None] | None = None, tally: Tally | None = None) -> float:
-    """Top-1 of the model as brought (``reference_session``) on ``split`` (the validation split); with ``log``,
-    a model whose outputs vary between identical evaluations is warned about there (``varies``)."""
+                       check_varies: bool = False, tally: Tally | None = None) -> float:
+    """Top-1 of the model as brought (``reference_session``) on ``split`` (the validation split); with
+    ``check_varies``, a model whose outputs vary between identical evaluations is warned about (``varies``)."""
     from tuner.measure.accuracy import top1
 
     session = reference_session(workload)
     try:
-        if log is not None:
+        if check_varies:
             # the reference's own first batch, evaluated twice: no batch size the model was not asked for anyway
             note = varies(session, workload.data.example(min(REFERENCE_BATCH, len(workload.data.val))))
             if note:
-                log(note)
+                _log.warning(note)
         return top1(session, workload.data, REFERENCE_BATCH, split=split, keep=keep, tally=tally)
     finally:
         session.close()
@@ -119,11 +120,10 @@ def varies(session: Session, x: np.ndarray) -> str | None:
             "mode? Every accuracy measured is then one draw; make forward deterministic in eval().")
 
 
-def reference(workload: Workload, keep_logits: bool = False, log: Callable[[str], None] | None = None,
-              corruptions: bool = False) -> dict[str, Any]:
+def reference(workload: Workload, keep_logits: bool = False, corruptions: bool = False) -> dict[str, Any]:
     """The reference every accuracy drop is against, on the validation split; with ``keep_logits``, its logits
-    and the labels too (a metric of the user's scores them in the study's process). ``log``: where a model whose
-    outputs vary run to run is warned about (once per study: the reference is scored once). Its predictions
+    and the labels too (a metric of the user's scores them in the study's process). A model whose outputs vary run to
+    run is warned about (once per study: the reference is scored once). Its predictions
     (``predictions``, not JSON: the study's process keeps them for every trial's guardrail figures) and their
     plain figures (``guardrails``: per-class top-1, ECE) come with it; with ``corruptions``, its top-1 on the
     corruption set (``corruption``: what each trial's ``corruption_drop`` is against, and what the set costs)."""
@@ -134,7 +134,7 @@ def reference(workload: Workload, keep_logits: bool = False, log: Callable[[str]
     w = workload
     kept: list[np.ndarray] = []
     tally = Tally()
-    accuracy = reference_accuracy(w, keep=kept, log=log, tally=tally)
+    accuracy = reference_accuracy(w, keep=kept, check_varies=True, tally=tally)
     out = {"accuracy": accuracy, "workload_key": w.key, "data": w.data.name,
            "resolution": w.data.resolution, "num_classes": w.data.num_classes, "validation_images": len(w.data.val),
            "identity": w.identity()}  # what the study checks on resume (tuner.study.resume)

@@ -19,11 +19,11 @@ from optuna.trial import FrozenTrial, TrialState
 from tuner.candidate import Candidate
 from tuner.names import DROP_UNIT
 
-REMEASURE_ATTR = "remeasure"  # study user attr: the end-of-study re-measure (tuner.remeasure.RemeasureSummary)
+REMEASURE_ATTR = "remeasure"  # study user attr: the end-of-study re-measure (tuner.remeasure.orchestrate.RemeasureSummary)
 DROP_UNIT_ATTR = "drop_unit"  # trial user attr: the unit of its accuracy_drop (tuner.names.DROP_UNIT)
 TIME_ATTR = "time"  # study user attr: where the last run's time went (tuner.study.budget.Plan.record)
 IDENTITY_ATTR = "workload_identity"  # study user attr: what its reference rests on (tuner.study.resume)
-EXPLAIN_ATTR = "explain"  # study user attr: the last `tuner explain` (tuner.explain.Comparison.to_record())
+EXPLAIN_ATTR = "explain"  # study user attr: the last `tuner explain` (tuner.explain.compare.Comparison.to_record())
 
 
 @dataclass(frozen=True)

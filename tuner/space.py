@@ -285,7 +285,7 @@ def _needs_graph(name: str, value: Any) -> bool:
 
 def _drop_unavailable(space: SearchSpace) -> SearchSpace:
     """Remove placements this machine lacks and precisions a placement refuses here."""
-    from tuner.runtimes import PLACEMENTS
+    from tuner.runtimes.registry import PLACEMENTS
 
     dropped: list[str] = []
     runnable = {}  # placement -> its runnable precisions

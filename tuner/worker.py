@@ -5,9 +5,9 @@ the study; and the parent (which only talks to Optuna) never starts torch or ORT
 from __future__ import annotations
 
 import dataclasses
+import logging
 import multiprocessing
 import pickle
-import sys
 import threading
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -32,6 +32,8 @@ from tuner.metric import TOP1_METRIC, Metric
 from tuner.pipeline import Evaluation
 from tuner.workload import Workload, WorkloadSpec
 
+_log = logging.getLogger(__name__)
+
 _workload: Workload | None = None  # the child's workload, loaded once per process
 
 
@@ -47,16 +49,12 @@ class TrialInterrupted(MeasurementError):
     """Ctrl-C stopped the trial's process: not the candidate's doing, so the trial runs again on resume."""
 
 
-def _log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
 def _load(spec: WorkloadSpec) -> Workload:
     global _workload
     if _workload is None or _workload.spec != spec:
         from tuner.workload import load_workload
 
-        _workload = load_workload(spec, _log)
+        _workload = load_workload(spec)
     return _workload
 
 
@@ -64,7 +62,7 @@ def _reference(spec: WorkloadSpec, keep_logits: bool, corruptions: bool = False)
     from tuner.pipeline import reference
 
     try:
-        return reference(_load(spec), keep_logits, _log, corruptions)
+        return reference(_load(spec), keep_logits, corruptions)
     except Exception as err:
         short = shortage(err) or full_disk(spec.cache_dir)
         if short:  # the baseline's training or the data's cache met a full disk: one line, not a library's trace
@@ -99,12 +97,12 @@ class Worker:
     predictions are kept here and sent with every trial (a fresh child after a crash gets them too), for the
     guardrail figures (``tuner.guardrails``)."""
 
-    def __init__(self, spec: WorkloadSpec, metric: Metric = TOP1_METRIC, on_status: Callable[[str], None] = _log,
+    def __init__(self, spec: WorkloadSpec, metric: Metric = TOP1_METRIC, on_status: Callable[[str], None] | None = None,
                  corruptions: bool = False):
         self.spec = spec
         self.metric = metric
         self.corruptions = corruptions  # every trial (and the reference) scored on the corruption set too
-        self.on_status = on_status  # the child's progress lines (tuner.progress), drawn by the parent
+        self.on_status = on_status or _log.info  # the child's progress lines (tuner.progress), told by the parent
         self._labels: Any = None  # the validation labels, sent once with the reference's logits
         self._baseline: Predictions | None = None  # the reference's validation predictions (``reference``)
         self._pool: ProcessPoolExecutor | None = None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import logging
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -18,9 +19,12 @@ from typing import TYPE_CHECKING, Any
 
 from tuner.cache import Cache, code_id, make_key, sha256_file, tensor_hash
 from tuner.data import HOLDOUT_SHARE, Dataset, Split, check_inputs, load_dataset
+from tuner.defaults import DEFAULTS
 from tuner.errors import ConfigError, ModelError, UnsupportedCombination, check_number
 from tuner.hardware import library_versions
 from tuner.paths import absolute, check_studies_dir, model_id
+
+_log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     import torch
@@ -32,13 +36,13 @@ LOCAL = frozenset({"cache_dir", "claims"})  # the reader's own fields of a Workl
 
 @dataclass(frozen=True)
 class WorkloadSpec:
-    model: str = "resnet18"
-    data: str = "digits"
+    model: str = DEFAULTS.model
+    data: str = DEFAULTS.data
     weights: str | None = None
     resolution: int | None = None  # None: the data set's default (digits 32, ImageFolder 224)
     mean: tuple[float, float, float] | None = None
     std: tuple[float, float, float] | None = None
-    seed: int = 0
+    seed: int = DEFAULTS.seed
     train_steps: int = 100  # baseline training budget, only used without --weights
     holdout: float = HOLDOUT_SHARE  # share of the validation images kept from the search (export scores them)
     recover_steps: int = 100  # short recovery, optimizer steps for half the compute removed (tuner.passes.recover)
@@ -66,10 +70,11 @@ class WorkloadSpec:
         return cls(**kwargs, cache_dir=cache_dir)
 
 
-def make_spec(model: str = "resnet18", data: str = "digits", weights: str | None = None,
+def make_spec(model: str = DEFAULTS.model, data: str = DEFAULTS.data, weights: str | None = None,
               resolution: int | None = None, mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
-              seed: int = 0, *, train_steps: int | None = None, recover_steps: int | None = None,
-              holdout: float | None = None, student: str | None = None, studies_dir: str = "studies") -> WorkloadSpec:
+              seed: int = DEFAULTS.seed, *, train_steps: int | None = None, recover_steps: int | None = None,
+              holdout: float | None = None, student: str | None = None,
+              studies_dir: str = DEFAULTS.studies_dir) -> WorkloadSpec:
     """A WorkloadSpec from the command line's values (``tuner run`` / ``measure``, ``tuner.tune``), each checked
     before anything loads: bad input is one line naming the flag; None takes the default."""
     defaults = WorkloadSpec()
@@ -228,18 +233,18 @@ def _content_hash(classes: Sequence[str], splits: Sequence[Split]) -> str:
     return h.hexdigest()[:20]
 
 
-def load_workload(spec: WorkloadSpec, log: Callable[[str], None] = print) -> Workload:
+def load_workload(spec: WorkloadSpec) -> Workload:
     import torch
 
     from tuner import models
 
     cache_root = Path(spec.cache_dir) if spec.cache_dir else None
     if spec.onnx:
-        return _onnx_workload(spec, cache_root, log)
+        return _onnx_workload(spec, cache_root)
     for name in filter(None, (spec.model, spec.student)):  # an unknown model or bad weights fail before a large
         models.resolve_builder(name)  # data set is decoded
     state = models.read_state_dict(spec.weights) if spec.weights else None
-    data = load_dataset(spec.data, spec.resolution, spec.mean, spec.std, spec.seed, cache_root, spec.holdout, log)
+    data = load_dataset(spec.data, spec.resolution, spec.mean, spec.std, spec.seed, cache_root, spec.holdout)
     torch.manual_seed(spec.seed)  # the baseline's initial weights, so a trained baseline is reproducible
     model = models.create_model(spec.model, data.num_classes)
     # One real batch of 2 through the model, as every trial will run it: a model with two inputs, a tuple or a
@@ -247,7 +252,7 @@ def load_workload(spec: WorkloadSpec, log: Callable[[str], None] = print) -> Wor
     models.check_forward(model, torch.from_numpy(data.example(2)), data.num_classes, spec.model)
     student = _student(spec, data) if spec.student else None  # refused, if it must be, before a baseline trains
     source = models.source_id(spec.model)
-    cache = Cache(cache_root, log, spec.claims)
+    cache = Cache(cache_root, claims_url=spec.claims)
     baseline_key = None
     if state is not None:
         assert spec.weights is not None
@@ -260,7 +265,7 @@ def load_workload(spec: WorkloadSpec, log: Callable[[str], None] = print) -> Wor
         state = model.state_dict()
     else:
         baseline_key = _baseline_key(spec, data, source)
-        state = _baseline(spec, data, model, cache, log, baseline_key)
+        state = _baseline(spec, data, model, cache, baseline_key)
         model.load_state_dict(state)
     # Every input that changes what a build produces is in this key, the root of every build's key: the model's
     # code, its weights (by content), the data (content, resolution, split seed, normalization), the baseline's
@@ -290,7 +295,7 @@ def _student(spec: WorkloadSpec, data: Dataset) -> Student:
     return Student(spec.student, state, key)
 
 
-def _onnx_workload(spec: WorkloadSpec, cache_root: Path | None, log: Callable[[str], None]) -> Workload:
+def _onnx_workload(spec: WorkloadSpec, cache_root: Path | None) -> Workload:
     """An ONNX file as the model: checked before the data loads, prepared (tuner.onnx_model) and run on a real
     batch in a scratch directory, and only then kept in the cache, keyed by the file's content."""
     import shutil
@@ -303,7 +308,7 @@ def _onnx_workload(spec: WorkloadSpec, cache_root: Path | None, log: Callable[[s
     source = Path(spec.model)
     sig = onnx_model.read_signature(source)
     data = load_dataset(spec.data, spec.resolution or sig.height, spec.mean, spec.std, spec.seed, cache_root,
-                        spec.holdout, log)
+                        spec.holdout)
     if sig.height is not None and sig.height != data.resolution:
         raise ModelError(f"model file {source} takes {sig.height} x {sig.width} images but the data is at "
                          f"{data.resolution} px; pass --resolution {sig.height}.")
@@ -316,12 +321,12 @@ def _onnx_workload(spec: WorkloadSpec, cache_root: Path | None, log: Callable[[s
     try:  # a file that fails here leaves nothing behind in the cache
         prepared = onnx_model.prepare(source, scratch / "model.onnx")
         onnx_model.check_runs(prepared, data.example(2), data.num_classes, str(source), sig)
-        cache = Cache(cache_root, log, spec.claims)
+        cache = Cache(cache_root, claims_url=spec.claims)
         entry = cache.entry(key, lambda d: shutil.copyfile(prepared, d / "model.onnx"))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     if sig.batch is not None:
-        log(f"{source} has a fixed batch of {sig.batch}: the tuner runs it with a symbolic batch (checked: a batch "
+        _log.info(f"{source} has a fixed batch of {sig.batch}: the tuner runs it with a symbolic batch (checked: a batch "
             "of 2 gives each image's own logits)")
     macs, params = onnx_model.count(entry / "model.onnx", data.resolution)
     # The root of every build's key: the file (by content), the data, and the libraries that read and run it.
@@ -343,8 +348,7 @@ def _baseline_key(spec: WorkloadSpec, data: Dataset, source: str) -> str:
                     torch=torch.__version__, libraries=library_versions("numpy"))
 
 
-def _baseline(spec: WorkloadSpec, data: Dataset, model: nn.Module, cache: Cache,
-              log: Callable[[str], None], key: str) -> dict[str, torch.Tensor]:
+def _baseline(spec: WorkloadSpec, data: Dataset, model: nn.Module, cache: Cache, key: str) -> dict[str, torch.Tensor]:
     """Train a baseline once per content key (``_baseline_key``); later runs load it."""
     import torch
 
@@ -357,15 +361,15 @@ def _baseline(spec: WorkloadSpec, data: Dataset, model: nn.Module, cache: Cache,
                          train=True)
 
     def build(out: Path) -> None:
-        log(f"no --weights given: training a {spec.model} baseline on {data.name} at {data.resolution} px "
+        _log.info(f"no --weights given: training a {spec.model} baseline on {data.name} at {data.resolution} px "
             f"({spec.train_steps} steps, seed {spec.seed}); done once, then cached")
         start = time.perf_counter()
         train(model, data, spec.train_steps, lr=BASELINE_LR, seed=spec.seed, what="training the baseline")
         torch.save(model.state_dict(), out / "weights.pt")
-        log(f"baseline trained in {time.perf_counter() - start:.0f} s: top-1 {torch_accuracy(model, data):.2%} on "
+        _log.info(f"baseline trained in {time.perf_counter() - start:.0f} s: top-1 {torch_accuracy(model, data):.2%} on "
             f"{len(data.val)} validation images")
 
     entry = cache.entry(key, build)
     if cache.hits and cache.root is not None:
-        log(f"using the cached baseline {entry / 'weights.pt'}")
+        _log.info(f"using the cached baseline {entry / 'weights.pt'}")
     return torch.load(entry / "weights.pt", map_location="cpu", weights_only=True)

@@ -12,7 +12,9 @@ import optuna
 
 from tuner import results
 from tuner.candidate import Candidate, label
+from tuner.defaults import DEFAULTS
 from tuner.errors import TunerError, in_keywords
+from tuner.logs import to
 from tuner.metric import Metric
 from tuner.record import TrialRecord, read_remeasure
 from tuner.study.storage import quiet_optuna
@@ -21,10 +23,10 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from tuner.artifact import Exported
-    from tuner.explain import Comparison
+    from tuner.explain.compare import Comparison
     from tuner.objectives import Objectives
-    from tuner.remeasure import RemeasureSummary
-    from tuner.report import ReportInfo
+    from tuner.remeasure.orchestrate import RemeasureSummary
+    from tuner.report.data import ReportInfo
 
 
 @dataclass(frozen=True)
@@ -61,7 +63,7 @@ class TuneResult:
     studies_dir: str
     storage: str
     remeasure: RemeasureSummary | None = None
-    log: Callable[[str], None] = print
+    log: Callable[[str], None] = print  # where export and explain show their lines (tune(): its own ``log``)
 
     # ------------------------------------------------------------ points
 
@@ -117,21 +119,20 @@ class TuneResult:
 
     @in_keywords
     def export(self, path: str | Path, trial: int | None = None, max_drop: float | None = None,
-               max_latency_ms: float | None = None, torch_format: str = "export") -> Exported:
+               max_latency_ms: float | None = None, torch_format: str = DEFAULTS.torch_format) -> Exported:
         """``tuner export``: rebuild the pick (default: the fastest feasible), re-measure it (and score the
         study's metric on it), write ``path/config.yaml``, the artifact in its runtime's form and a README."""
         from tuner.artifact import check_out, export
 
         check_out(Path(path))
         t, why = self._select(trial, max_drop, max_latency_ms)
-        with quiet_optuna():
-            return export(self.study, t, why, path, self.studies_dir, self.storage, torch_format, self.log,
-                          self.metric)
+        with quiet_optuna(), to(self.log):
+            return export(self.study, t, why, path, self.studies_dir, self.storage, torch_format, self.metric)
 
     @in_keywords
     def report(self, path: str | Path, csv: str | Path | None = None) -> ReportInfo:
         """``tuner report``: one self-contained HTML page (and the trial table as CSV)."""
-        from tuner.report import write_report
+        from tuner.report.writer import write_report
 
         with quiet_optuna():  # the importances' shadow studies would each log their creation
             return write_report(self.study, path, csv, self.studies_dir)
@@ -156,10 +157,10 @@ class TuneResult:
     def explain(self, trial: int | None = None, against: int | None = None) -> Comparison:
         """``tuner explain``: per-layer time of ``trial`` (default: the pick) against ``against`` (default: the
         baseline), from each runtime's own profiler, with findings; ``tuner.explain.render(comparison)`` is its text."""
-        from tuner.explain import explain_study
+        from tuner.explain.trials import explain_study
 
-        with quiet_optuna():
-            return explain_study(self.study, trial, against, self.studies_dir, log=self.log)
+        with quiet_optuna(), to(self.log):
+            return explain_study(self.study, trial, against, self.studies_dir)
 
     def summary(self) -> dict[str, Any]:
         """What ``tuner run --json`` prints: objectives, baseline, trial counts, the front, the fastest pick."""

@@ -10,6 +10,7 @@ removed by the next one."""
 from __future__ import annotations
 
 import datetime
+import logging
 import os
 import platform
 import re
@@ -24,10 +25,11 @@ import optuna
 from tuner import guardrails, hardware, results
 from tuner.artifact.config import ExportConfig
 from tuner.artifact.kinds import registry
-from tuner.artifact.kinds.base import ExportKind, Log, Saved, SaveJob
+from tuner.artifact.kinds.base import ExportKind, Saved, SaveJob
 from tuner.artifact.readme import readme_text
 from tuner.cache import owned_temp_dir, remove_leftovers, sha256_file
 from tuner.candidate import Candidate
+from tuner.defaults import DEFAULTS
 from tuner.errors import ConfigError, TunerError
 from tuner.metric import Metric, drop_points, metric_words, top1_of
 from tuner.names import CONFIG_FILE, EXPORT_FORMAT, INPUT, OUTPUT, README_FILE
@@ -36,12 +38,14 @@ from tuner.study.storage import mask_url
 from tuner.summary import guard_words
 from tuner.workload import WorkloadSpec, check_recorded_paths
 
+_log = logging.getLogger(__name__)
+
 if TYPE_CHECKING:
-    from tuner.passes import Built
+    from tuner.passes.chain import Built
     from tuner.workload import Workload
 
 # all an export writes beside its kinds' model files, and may replace
-EXPORT_FILES = (README_FILE, CONFIG_FILE, "profile.json")  # tuner.explain.PROFILE_FILE: where the time goes, per layer
+EXPORT_FILES = (README_FILE, CONFIG_FILE, "profile.json")  # tuner.explain.trials.PROFILE_FILE: where the time goes, per layer
 PARTIAL_STALE_SECONDS = 3600  # a partial export is written in seconds (after the rebuild): this old, it is a leftover
 
 
@@ -109,18 +113,20 @@ class Remeasured:
 
 
 def export(study: optuna.Study, trial: TrialRecord, why: str, out: str | Path,
-           studies_dir: str | Path = "studies", storage: str | None = None, torch_format: str = "export",
-           log: Log = print, metric: Metric | None = None) -> Exported:
+           studies_dir: str | Path = DEFAULTS.studies_dir, storage: str | None = None,
+           torch_format: str = DEFAULTS.torch_format,
+           metric: Metric | None = None) -> Exported:
     """Rebuild ``trial``, re-measure it, and write ``out/config.yaml`` plus its artifact. ``metric``: the study's
     own function (``TuneResult.export`` passes it), scored again on the rebuilt model's logits."""
-    from tuner import explain
+    from tuner.explain.profile import refuse
+    from tuner.explain.trials import cached_profile, write_profile
 
     if torch_format not in ("export", "state_dict"):
         raise ConfigError(f"--torch-format must be export or state_dict, got {torch_format!r}.")
     out = Path(out)
     check_out(out)
-    _remove_partials(out, log)
-    again = rebuild_and_measure(study, trial, why, studies_dir, log, metric)
+    _remove_partials(out)
+    again = rebuild_and_measure(study, trial, why, studies_dir, metric)
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = owned_temp_dir(out.parent, _partial_prefix(out))
@@ -128,13 +134,12 @@ def export(study: optuna.Study, trial: TrialRecord, why: str, out: str | Path,
     os.umask(umask)
     tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the export is an ordinary directory
     try:
-        kind, saved = save_model(again, tmp, torch_format, log)
+        kind, saved = save_model(again, tmp, torch_format)
         config = export_config(study, trial, why, storage, metric, again, kind, saved, tmp)
         readme = readme_text(config.to_dict())
         candidate = again.candidate
-        if explain.refuse(candidate.placement) is None:  # where its time goes: profile.json, the costliest layers
-            readme += "\n" + "\n".join(explain.write_profile(tmp, explain.cached_profile(again.workload,
-                                                                                        again.built))) + "\n"
+        if refuse(candidate.placement) is None:  # where its time goes: profile.json, the costliest layers
+            readme += "\n" + "\n".join(write_profile(tmp, cached_profile(again.workload, again.built))) + "\n"
         (tmp / README_FILE).write_text(readme, encoding="utf-8")
         config.write(tmp / CONFIG_FILE)
         _move_into_place(tmp, out)
@@ -144,14 +149,14 @@ def export(study: optuna.Study, trial: TrialRecord, why: str, out: str | Path,
     return Exported(out, trial.number, saved.file, kind.name, config.to_dict())
 
 
-def rebuild_and_measure(study: optuna.Study, trial: TrialRecord, why: str, studies_dir: str | Path, log: Log,
+def rebuild_and_measure(study: optuna.Study, trial: TrialRecord, why: str, studies_dir: str | Path,
                         metric: Metric | None = None) -> Remeasured:
     """``trial`` rebuilt through the study's workload and cached build steps, measured under the study's load,
     checked to score what the study measured, its held-out figures and how far its latency can be trusted."""
     from tuner.measure import measure
     from tuner.measure.load import replaying
-    from tuner.passes import build
-    from tuner.runtimes import check_supported
+    from tuner.passes.chain import build
+    from tuner.runtimes.registry import check_supported
     from tuner.workload import load_workload
 
     kept = read_study(study)
@@ -161,9 +166,9 @@ def rebuild_and_measure(study: optuna.Study, trial: TrialRecord, why: str, studi
     check_supported(candidate)  # a study from another machine may hold placements this one cannot run
     here, there = hardware.fingerprint(), trial.hardware or kept.fingerprint
     if there and hardware.fingerprint_id(there) != hardware.fingerprint_id(here):
-        log("note: the study was measured on other hardware or libraries; this re-measure is what this machine does")
-    log(f"rebuilding trial #{trial.number} ({why}): {candidate}")
-    workload = load_workload(spec, log)
+        _log.info("note: the study was measured on other hardware or libraries; this re-measure is what this machine does")
+    _log.info(f"rebuilding trial #{trial.number} ({why}): {candidate}")
+    workload = load_workload(spec)
     built = build(workload, candidate)
     logits: list[np.ndarray] = []
     recorded = trial.metrics or {}
@@ -174,7 +179,7 @@ def rebuild_and_measure(study: optuna.Study, trial: TrialRecord, why: str, studi
     if scored and metric is not None and metric.custom:
         metrics = metric.rescore(metrics, np.concatenate(logits), np.asarray(workload.data.val.labels))
     elif scored:  # the function is not here (the command line): accuracy and its drop are top-1's
-        log(f"note: the study scores accuracy by its metric {(kept.metric or {}).get('name')}; this export "
+        _log.info(f"note: the study scores accuracy by its metric {(kept.metric or {}).get('name')}; this export "
             "re-measures top-1 (TuneResult.export scores the metric too)")
         metrics["top1"], reference = metrics["accuracy"], references.get("top1")
     if reference is not None:
@@ -183,21 +188,21 @@ def rebuild_and_measure(study: optuna.Study, trial: TrialRecord, why: str, studi
 
     held_out = _holdout(workload, built)
     if held_out:
-        log(f"held-out split ({held_out['images']} images the search never saw): {held_out['accuracy']:.2%}, "
+        _log.info(f"held-out split ({held_out['images']} images the search never saw): {held_out['accuracy']:.2%}, "
             f"{held_out['accuracy_drop']:.2f} points below the baseline's {held_out['reference_accuracy']:.2%} "
             f"(on the search's validation split: {metrics.get('accuracy_drop', 0.0):.2f} points); "
             + guard_words(held_out))
     trust = latency_trust(metrics, recorded, kept.remeasure.get(trial.number))
     for note in trust["notes"]:
-        log(f"note: {note}")
+        _log.info(f"note: {note}")
     return Remeasured(kept, spec, workload, candidate, built, metrics, recorded, reference, scored, held_out, trust,
                       here, there)
 
 
-def save_model(again: Remeasured, directory: Path, torch_format: str, log: Log) -> tuple[ExportKind, Saved]:
+def save_model(again: Remeasured, directory: Path, torch_format: str) -> tuple[ExportKind, Saved]:
     """The model saved into ``directory`` by the first kind that serves it and saves it
     (``tuner.artifact.kinds.registry``)."""
-    job = SaveJob(again.candidate, again.built, again.workload.data, again.spec, again.metrics, torch_format, log)
+    job = SaveJob(again.candidate, again.built, again.workload.data, again.spec, again.metrics, torch_format)
     for kind in registry.kinds():
         if kind.serves(job):
             saved = kind.save(job, directory)
@@ -323,11 +328,11 @@ def _partial_prefix(out: Path) -> str:
     return f".{out.name}.partial-"
 
 
-def _remove_partials(out: Path, log: Log) -> None:
+def _remove_partials(out: Path) -> None:
     """The partial exports to ``out`` that killed exports (kill -9, a power cut) left beside it; a running export's
     is kept (``tuner.cache.remove_leftovers``)."""
     if out.parent.is_dir() and remove_leftovers(out.parent, re.escape(_partial_prefix(out)), PARTIAL_STALE_SECONDS):
-        log(f"removed the unfinished exports to {out} that interrupted runs left in {out.parent}")
+        _log.info(f"removed the unfinished exports to {out} that interrupted runs left in {out.parent}")
 
 
 def _move_into_place(tmp: Path, out: Path) -> None:

@@ -5,25 +5,29 @@ export is refused first), re-measure accuracy and latency on the same data, and 
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tuner import hardware
 from tuner.artifact.check import Check, settings_text
-from tuner.artifact.export import Log, read_config_file
+from tuner.artifact.export import read_config_file
 from tuner.artifact.kinds import registry
 from tuner.cache import sha256_file
 from tuner.candidate import Candidate
+from tuner.defaults import DEFAULTS
 from tuner.errors import ConfigError, TunerError
 from tuner.metric import top1_of
 from tuner.names import CONFIG_FILE, EXPORT_FORMAT
 from tuner.table import aligned
 
+_log = logging.getLogger(__name__)
+
 if TYPE_CHECKING:
     from tuner.data import Dataset
-    from tuner.passes import Built
+    from tuner.passes.chain import Built
 
-LATENCY_TOLERANCE = 0.10  # latency reproduces within the recorded 95% CI or within 10% of the median
+LATENCY_TOLERANCE = DEFAULTS.latency_tolerance  # latency reproduces within the recorded 95% CI or this share
 LATENCY_ATTEMPTS = 3  # a latency outside tolerance is re-timed (a neighbour's burst is not a regression)
 
 
@@ -89,13 +93,13 @@ def latency_reproduces(now_ms: float, recorded_ms: float, ci: tuple[float, float
     return seen is not None and seen[0] * (1 - tolerance) <= now_ms <= seen[1] * (1 + tolerance)
 
 
-def verify(directory: str | Path, log: Log = print,
+def verify(directory: str | Path,
            latency_tolerance: float = LATENCY_TOLERANCE) -> tuple[bool, list[Check]]:
     """Re-measure an export; (reproduces?, the checks behind the answer). A damaged export, or an error of its
     runtime or its data while re-measuring, raises a TunerError ("cannot verify", exit 2): False means only that
     the export ran and did not reproduce."""
     try:
-        return _verify(directory, log, latency_tolerance)
+        return _verify(directory, latency_tolerance)
     except TunerError:
         raise
     except MemoryError:
@@ -105,11 +109,11 @@ def verify(directory: str | Path, log: Log = print,
         raise TunerError(f"cannot verify {directory}: {type(err).__name__}" + (f": {text}" if text else "")) from None
 
 
-def _verify(directory: str | Path, log: Log, latency_tolerance: float) -> tuple[bool, list[Check]]:
+def _verify(directory: str | Path, latency_tolerance: float) -> tuple[bool, list[Check]]:
     from tuner.data import load_dataset
     from tuner.measure import host, open_session, resolve_threads, serve_session, time_session
     from tuner.measure.accuracy import top1
-    from tuner.runtimes import check_supported
+    from tuner.runtimes.registry import check_supported
 
     d = Path(directory)
     config = read_config(d)
@@ -129,7 +133,7 @@ def _verify(directory: str | Path, log: Log, latency_tolerance: float) -> tuple[
     data = load_dataset(w["data"], config["data"].get("resolution") or w.get("resolution"), tuple(w["mean"]) if w.get("mean") else None,
                         tuple(w["std"]) if w.get("std") else None, int(w.get("seed", 0)),
                         Path(cache) if isinstance(cache, str) and Path(cache).is_dir() else None,
-                        float(w.get("holdout", 0.0)), log)
+                        float(w.get("holdout", 0.0)))
     want = config["data"]
     checks.append(Check("data", f"{want['name']} {want['fingerprint']}", f"{data.name} {data.fingerprint}",
                         data.fingerprint == want["fingerprint"] and len(data.val) == want["validation_images"]))
@@ -138,7 +142,7 @@ def _verify(directory: str | Path, log: Log, latency_tolerance: float) -> tuple[
     if same_machine:
         host.remember(rec.get("host_reference_ms"))  # full speed as the export saw it (a quiet-host reference)
     threads = resolve_threads(c.threads, c.streams)
-    log(f"verifying {d}: {art['kind']} on {c.placement}, batch {c.batch_size}, {threads} threads"
+    _log.info(f"verifying {d}: {art['kind']} on {c.placement}, batch {c.batch_size}, {threads} threads"
         + (f" x {c.streams} streams" if c.streams > 1 else ""))
     session = open_session(load_built(d, config, data))
     try:
@@ -155,17 +159,17 @@ def _verify(directory: str | Path, log: Log, latency_tolerance: float) -> tuple[
         trust = config.get("latency_trust") or {}
         seen = tuple(trust["range_ms"]) if trust.get("notes") and trust.get("range_ms") else None
         for note in trust.get("notes") or ():
-            log(f"note (recorded at export): {note}")
+            _log.info(f"note (recorded at export): {note}")
         for attempt in range(1, LATENCY_ATTEMPTS + 1):
             stats = time_session(session, data, c.batch_size, threads)
             inside = latency_reproduces(stats.median_ms, median, (lo, hi), latency_tolerance, seen)
             if inside or not same_machine or attempt == LATENCY_ATTEMPTS:
                 break
-            log(f"latency {stats.median_ms:.4f} ms/batch is outside {lo:.4f}-{hi:.4f} and "
+            _log.info(f"latency {stats.median_ms:.4f} ms/batch is outside {lo:.4f}-{hi:.4f} and "
                 f"{latency_tolerance:.0%} of {median:.4f}; timing again ({attempt + 1}/{LATENCY_ATTEMPTS})")
         serving = config.get("serving") or {}
         loaded = _load_checks(lambda policy: serve_session(session, data, c, policy), serving, rec, same_machine,
-                              latency_tolerance, log) if serving.get("load") else []
+                              latency_tolerance) if serving.get("load") else []
     finally:
         session.close()
     note = (f"within the 95% CI {lo:.4f}-{hi:.4f} or {latency_tolerance:.0%}" if same_machine else
@@ -191,8 +195,7 @@ _LOAD_CHECKS = (("load_throughput", "closed", "throughput", "samples/s under loa
                 ("open_p95_ms", "open", "p95", "p95 ms, open loop"))
 
 
-def _load_checks(serve: Any, serving: dict[str, Any], rec: dict[str, Any], same_machine: bool, tolerance: float,
-                 log: Log) -> list[Check]:
+def _load_checks(serve: Any, serving: dict[str, Any], rec: dict[str, Any], same_machine: bool, tolerance: float) -> list[Check]:
     """The export's figures under load, re-measured under the same load (``replaying``: its requests in flight, then
     arrivals by the same rule): each within its recorded 95% CI or ``tolerance``; re-measured up to LATENCY_ATTEMPTS
     times."""
@@ -205,7 +208,7 @@ def _load_checks(serve: Any, serving: dict[str, Any], rec: dict[str, Any], same_
                                              tolerance) for metric, loop, key, _ in _LOAD_CHECKS}
         if all(inside.values()) or not same_machine or attempt == LATENCY_ATTEMPTS:
             break
-        log(f"under load: {', '.join(m for m, ok in inside.items() if not ok)} outside the recorded CI and "
+        _log.info(f"under load: {', '.join(m for m, ok in inside.items() if not ok)} outside the recorded CI and "
             f"{tolerance:.0%}; measuring again ({attempt + 1}/{LATENCY_ATTEMPTS})")
     recorded, reported = serving.get("runtime") or {}, now["load"]["serving"]
     checks = [Check("serving settings", settings_text(recorded), settings_text(reported),

@@ -19,7 +19,7 @@ from tuner.measure.latency import FAST_CLUSTER
 if TYPE_CHECKING:
     import numpy as np
 
-    from tuner.passes import Built
+    from tuner.passes.chain import Built
 
 
 def _median_us(samples: list[float]) -> float:

@@ -67,7 +67,8 @@ def grouped_quantile(samples_ms: list[float] | np.ndarray, q: float,
                      groups: list[list[float]] | None = None) -> tuple[float, float, float]:
     """The ``q`` quantile of all samples and its 95% CI: over the samples as independent draws, widened to the CI of
     the median of the groups' own quantiles where there are two or more groups (samples timed together share the
-    host's state of that moment, so the draws-alone CI is too narrow; the batch means method, as ``summarize``)."""
+    host's state of that moment, so the draws-alone CI is too narrow; the batch means method, as
+    ``summarize_latency``)."""
     s = np.sort(np.asarray(samples_ms, dtype=np.float64))
     value = float(np.quantile(s, q))
     lo, hi = quantile_ci(s, q)
@@ -78,9 +79,9 @@ def grouped_quantile(samples_ms: list[float] | np.ndarray, q: float,
     return value, min(lo, value), max(hi, value)
 
 
-def summarize(samples_ms: list[float] | np.ndarray, contended_share: float = 0.0, quiet: bool = True,
-              block_medians_ms: list[float] | None = None) -> LatencyStats:
-    """Median, p95, mean, spread and the 95% CI of the median.
+def summarize_latency(samples_ms: list[float] | np.ndarray, contended_share: float = 0.0, quiet: bool = True,
+                      block_medians_ms: list[float] | None = None) -> LatencyStats:
+    """One set of call latencies summarized: median, p95, mean, spread and the 95% CI of the median.
 
     With ``block_medians_ms`` (two or more) the CI is that of the median of the block medians (the batch
     means method): calls timed in one block share the host's state of that moment, so counting each call
@@ -105,7 +106,7 @@ def _count(blocks: list[Block]) -> int:
 
 def _summarize_blocks(blocks: list[Block], contended_share: float, quiet: bool, max_samples: int) -> LatencyStats:
     samples = [x for _, _, block in blocks for x in block][:max_samples]
-    return summarize(samples, contended_share, quiet, [median for _, median, _ in blocks])
+    return summarize_latency(samples, contended_share, quiet, [median for _, median, _ in blocks])
 
 
 def _tight(blocks: list[Block], rel_ci: float) -> bool:

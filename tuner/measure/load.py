@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from tuner.defaults import DEFAULTS
 from tuner.errors import ConfigError, MeasurementError
 from tuner.measure import host
 from tuner.measure.latency import grouped_quantile
@@ -64,7 +65,7 @@ class LoadPolicy:
     window_seconds: float = 0.25  # the host is probed between windows
     quiet_host: bool = True  # start each window on a quiet host where one comes within max_wait_seconds
     max_wait_seconds: float = 1.0
-    utilisation: float = 0.5  # open loop: arrivals at this share of the closed loop's throughput ...
+    utilisation: float = DEFAULTS.utilisation  # open loop: arrivals at this share of the closed loop's throughput ...
     open_rate: float | None = None  # ... unless a rate (requests/s) is given: a re-check under a recorded load
     seed: int = 0  # of the Poisson arrival times
     max_queue_seconds: float = 1.0  # open loop: a request waiting longer (and 20 closed-loop medians) = overloaded

@@ -11,13 +11,14 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from tuner import guardrails, hardware, progress, runtimes
+from tuner import guardrails, hardware, progress
 from tuner.measure import host
 from tuner.measure.accuracy import top1
 from tuner.measure.latency import LatencyPolicy, LatencyStats, time_calls
 from tuner.measure.load import LoadPolicy, run_load
 from tuner.names import LOAD_METRICS
 from tuner.runtimes.base import describe_precisions
+from tuner.runtimes.registry import PLACEMENTS
 
 if TYPE_CHECKING:
     import numpy as np
@@ -25,8 +26,8 @@ if TYPE_CHECKING:
     from tuner.candidate import Candidate
     from tuner.corruptions import Corrupted
     from tuner.data import Dataset
-    from tuner.passes import Built
-    from tuner.runtimes import Session
+    from tuner.passes.chain import Built
+    from tuner.runtimes.base import Session
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,7 @@ def resolve_threads(threads: int, streams: int = 1) -> int:
 def open_session(built: Built) -> Session:
     """The built artifact loaded in its candidate's runtime, configured as the candidate says."""
     c = built.candidate
-    return runtimes.PLACEMENTS[c.placement].open(built.model, built.onnx_path, c.precision, c.graph_opt,
+    return PLACEMENTS[c.placement].open(built.model, built.onnx_path, c.precision, c.graph_opt,
                                                   resolve_threads(c.threads, c.streams), c.streams)
 
 

@@ -1,5 +1,5 @@
 """The contract of an artifact step: what it gets (the context, the prepared module and its cache key) and
-what it returns (the artifact and its key). ``tuner.passes.ARTIFACT_STEPS`` maps each artifact kind to one."""
+what it returns (the artifact and its key). ``tuner.passes.chain.ARTIFACT_STEPS`` maps each artifact kind to one."""
 
 from __future__ import annotations
 

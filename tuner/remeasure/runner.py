@@ -87,11 +87,11 @@ def _time_latency(spec: WorkloadSpec, candidate: dict[str, Any], policy: Latency
     """Load the workload, build the candidate (from the cache), time it (and load it) as a trial does."""
     from tuner.candidate import Candidate
     from tuner.measure import host, open_session, resolve_threads, serve_session, time_session
-    from tuner.passes import build
+    from tuner.passes.chain import build
     from tuner.workload import load_workload
 
     host.remember(full_speed_ms)
-    workload = load_workload(spec, log=lambda message: None)
+    workload = load_workload(spec)  # no handler here: its info lines stay silent
     c = Candidate(**candidate)
     session = open_session(build(workload, c))
     try:

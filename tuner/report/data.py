@@ -35,7 +35,7 @@ class TrialRow:
     speedup: float | None  # baseline per-sample latency / this one (in a study under load: its throughput's ratio)
     duplicate_of: int | None  # the earlier trial whose figures it reused
     note: str  # why it failed or was refused
-    remeasure: dict[str, Any] | None = None  # the end-of-study re-measure (tuner.remeasure.RemeasureEntry.to_dict())
+    remeasure: dict[str, Any] | None = None  # the end-of-study re-measure (tuner.remeasure.orchestrate.RemeasureEntry.to_dict())
     short_recovery: dict[str, Any] | None = None  # promoted to the long recovery: what the short one had reached
     speed: str | None = None  # a study under load: the throughput objective it ranks by (results.speed_metric)
 

@@ -4,6 +4,7 @@ through the objective (``tuner.study.objective``), retries, workers sharing a st
 from __future__ import annotations
 
 import dataclasses
+import logging
 import signal
 import time
 from collections.abc import Callable
@@ -27,6 +28,8 @@ from tuner.study.samplers import make_sampler, next_sampler
 from tuner.study.settings import StudySettings
 from tuner.study.storage import check_study_name, make_storage
 from tuner.worker import Worker
+
+_log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from tuner.space import SearchSpace
@@ -96,7 +99,7 @@ def anchor_params(space: SearchSpace) -> list[dict[str, Any]]:
     space serves several streams, the same on one stream per core of one thread each (what OpenVINO's THROUGHPUT
     hint sets up). Measured first, so that the search starts from the strongest hand-made points of this machine
     rather than having to stumble on them, and the front is never worse than them."""
-    from tuner.runtimes import PLACEMENTS
+    from tuner.runtimes.registry import PLACEMENTS
 
     found = []
     cores = hardware.cores()
@@ -141,14 +144,13 @@ def _retry_after_crash(study: optuna.Study, trial: optuna.trial.FrozenTrial, max
 
 
 def run_study(s: StudySettings, on_progress: Callable[[Progress], None] = lambda p: None,
-              log: Callable[[str], None] = print,
               announce: Callable[[StudySettings], None] = lambda s: None, plan: Plan | None = None) -> optuna.Study:
     """Run (or resume) the study until it holds ``n_trials`` finished trials, the timeout passes or the time budget
     (``plan``) has no room for another trial. ``announce`` is called once the workload loaded and the study opened
     (setup can no longer fail on input), with the settings as the model narrowed them (``fit_to_model``)."""
     plan = plan or Plan(None, 0)
     done_before = 0
-    worker = Worker(s.workload, s.metric, on_status=log, corruptions=s.measures_corruption)
+    worker = Worker(s.workload, s.metric, corruptions=s.measures_corruption)
     try:
         check_study_name(s.name)
         # A database server is checked first (an unreachable one should not wait for a baseline to train);
@@ -168,16 +170,16 @@ def run_study(s: StudySettings, on_progress: Callable[[Progress], None] = lambda
         if not stored or ("corruption" in reference and "corruption" not in stored):  # resumed with --corruptions
             study.set_user_attr("reference", {**stored, **reference} if stored else reference)
         if "corruption" in reference:
-            log(corruption_cost(reference["corruption"], int(reference["validation_images"])))
+            _log.info(corruption_cost(reference["corruption"], int(reference["validation_images"])))
         kept = read_study(study)
         plan.prior = costs.Prior.read(kept.reference)
         reference_accuracy = kept.reference_accuracy
         assert reference_accuracy is not None
         warning = chance_warning(kept.reference)
         if warning:
-            log(warning)
+            _log.info(warning)
         if not created:
-            log(f"resuming study {s.name}: {done_before} {_of(s.n_trials)}trials already finished")
+            _log.info(f"resuming study {s.name}: {done_before} {_of(s.n_trials)}trials already finished")
         # Re-seed per resume, or a seeded sampler would replay the first run's random proposals.
         sampler = make_sampler(s.sampler, s.seed + done_before, s.n_trials)
         progress = Progress(done=done_before)
@@ -189,7 +191,7 @@ def run_study(s: StudySettings, on_progress: Callable[[Progress], None] = lambda
             if progress.stop_requested:
                 raise KeyboardInterrupt
             progress.stop_requested = True
-            log("\nCtrl-C: stopping the running trial (recorded, and run again on resume)")
+            _log.info("\nCtrl-C: stopping the running trial (recorded, and run again on resume)")
             worker.interrupt()
 
         def after_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
@@ -198,7 +200,7 @@ def run_study(s: StudySettings, on_progress: Callable[[Progress], None] = lambda
             record = read_trial(trial)
             explore = record.repeat
             skipped = skipped + 1 if record.budget_skip else 0
-            _queue_follow_ups(study, record, s, reference_accuracy, log)
+            _queue_follow_ups(study, record, s, reference_accuracy)
             progress.done, _, _, progress.repeats, _ = count_trials(study)
             progress.budget_left = plan.left() if plan.limited else None
             progress.pareto = len(results.front(study))
@@ -206,7 +208,7 @@ def run_study(s: StudySettings, on_progress: Callable[[Progress], None] = lambda
             progress.last = results.describe_trial(record)
             on_progress(progress)
 
-        objective = Objective(s, worker, reference_accuracy, trial_timeout, int(reference["resolution"]), plan, log,
+        objective = Objective(s, worker, reference_accuracy, trial_timeout, int(reference["resolution"]), plan,
                               reference_corruption=reference.get("corruption"))
         deadline = time.monotonic() + s.timeout if s.timeout else float("inf")
         plan.setup_s = time.monotonic() - plan.started
@@ -225,7 +227,7 @@ def run_study(s: StudySettings, on_progress: Callable[[Progress], None] = lambda
                     continue
                 plan.ended = _out_of_budget(study, plan, skipped, counts.waiting)
                 if plan.ended:
-                    log(plan.ended)
+                    _log.info(plan.ended)
                     break
                 study.sampler = next_sampler(sampler, explore, s.seed + counts.accounted + counts.repeats)
                 study.optimize(objective, n_trials=1, callbacks=[after_trial], gc_after_trial=False,
@@ -234,10 +236,10 @@ def run_study(s: StudySettings, on_progress: Callable[[Progress], None] = lambda
             signal.signal(signal.SIGINT, previous)
         counts = count_trials(study)
         if progress.stop_requested:  # the study is saved; what it holds is partial, not the study's result
-            log(f"stopped by Ctrl-C after {counts.accounted} {_of(s.n_trials)}trials; run the same command to resume")
+            _log.info(f"stopped by Ctrl-C after {counts.accounted} {_of(s.n_trials)}trials; run the same command to resume")
             raise KeyboardInterrupt
         elif counts.accounted < s.n_trials and space_exhausted(counts.repeat_streak, s.n_trials):
-            log(f"stopped after {counts.repeat_streak} proposals in a row of candidates measured before: "
+            _log.info(f"stopped after {counts.repeat_streak} proposals in a row of candidates measured before: "
                 f"the search space holds few more than the {counts.accounted} measured")
         return study
     finally:
@@ -274,8 +276,7 @@ def _out_of_budget(study: optuna.Study, plan: Plan, skipped: int, waiting: int) 
     return ""
 
 
-def _queue_follow_ups(study: optuna.Study, record: TrialRecord, s: StudySettings, reference_accuracy: float,
-                      log: Callable[[str], None]) -> None:
+def _queue_follow_ups(study: optuna.Study, record: TrialRecord, s: StudySettings, reference_accuracy: float) -> None:
     """After a trial that recovered a new architecture: its cheap follow-ups, queued to run next; after a proposal
     the budget did not start: its recipe on an architecture already built."""
     floor = s.objectives.min_accuracy(reference_accuracy)
@@ -285,10 +286,10 @@ def _queue_follow_ups(study: optuna.Study, record: TrialRecord, s: StudySettings
     for params in queued + cheaper:
         study.enqueue_trial(params, user_attrs={"follow_up_of": record.number})
     if queued:
-        log(f"queued {len(queued)} cheap follow-up{'s' * (len(queued) > 1)} of #{record.number}'s architecture "
+        _log.info(f"queued {len(queued)} cheap follow-up{'s' * (len(queued) > 1)} of #{record.number}'s architecture "
             "(its recovery is cached): the fastest recipes so far")
     if cheaper:
-        log(f"queued #{record.number}'s recipe on the fastest architecture already built instead (seconds, not a "
+        _log.info(f"queued #{record.number}'s recipe on the fastest architecture already built instead (seconds, not a "
             "recovery)")
 
 

@@ -3,9 +3,9 @@ its metrics, constraints and hardware fingerprint; what only the build can refus
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import optuna
@@ -27,6 +27,8 @@ from tuner.study.budget import MIN_TRIAL_TIMEOUT, duration
 from tuner.study.storage import write_measured
 from tuner.worker import TrialCrashed, TrialInterrupted, Worker
 
+_log = logging.getLogger(__name__)
+
 if TYPE_CHECKING:
     from tuner.study.budget import Plan
     from tuner.study.settings import StudySettings
@@ -45,8 +47,7 @@ class Objective:
     """Optuna's objective: sample -> evaluate in the worker -> record."""
 
     def __init__(self, settings: StudySettings, worker: Worker, reference_accuracy: float, trial_timeout: float,
-                 resolution: int, plan: Plan | None = None, log: Callable[[str], None] = lambda line: None,
-                 reference_corruption: dict[str, Any] | None = None):
+                 resolution: int, plan: Plan | None = None, reference_corruption: dict[str, Any] | None = None):
         self.s = settings
         # the reference's pass over the corruption set, where scored (tuner.pipeline.reference_corruption)
         self.corruption = reference_corruption
@@ -56,7 +57,6 @@ class Objective:
         self.reference_accuracy = reference_accuracy
         self.trial_timeout = trial_timeout
         self.plan = plan  # the time budget: a trial that cannot finish within it is not started
-        self.log = log
         self.fingerprint = hardware.fingerprint()
         self.seconds: dict[str, float] = {}  # the running trial's build steps so far (kept when it stops early)
 
@@ -79,7 +79,7 @@ class Objective:
                 trial.set_user_attr("error", reason)
                 raise optuna.TrialPruned(reason)
         try:
-            from tuner.runtimes import check_supported  # the parent loads the runtimes only when it samples
+            from tuner.runtimes.registry import check_supported  # the parent loads the runtimes only when it samples
 
             check_supported(candidate)
             too_big = hardware.check_fits(candidate.batch_size, self.resolution, candidate.threads,
@@ -130,6 +130,11 @@ class Objective:
         baseline = read_enqueued(trial).baseline
         floor = None if baseline else self.s.objectives.min_accuracy(self.reference_accuracy)
         promotable = fidelity.can_promote(candidate, floor)
+        if promotable and "long" in costs.recovered(read_trials(trial.study), candidate.to_dict()):
+            # Its architecture earned the long recovery in an earlier trial: those weights are cached, and the
+            # short ones would judge this variant (another precision, placement, batch) by less than the study has.
+            candidate, promotable = fidelity.promoted(candidate), False
+            trial.set_user_attr("candidate", candidate.to_dict())
         assert floor is not None or not promotable
         load = self.s.objectives.uses_load  # measured under load too: the objectives use a figure under load
         # A guardrail bound to break stops a trial early, but not the short recovery's screening: the long one,
@@ -183,7 +188,7 @@ class Objective:
         trial.set_user_attr("estimate_s", round(est.seconds, 1))
         if not self.plan.limited:
             if est.recovery:  # long work is told before it starts, as it is while it runs
-                self.log(f"#{trial.number} {label(candidate)}: started, {est.words()}")
+                _log.info(f"#{trial.number} {label(candidate)}: started, {est.words()}")
             return
         left = self.plan.left_for_trials(trial.study)
         need = est.seconds + (costs.cheap_seconds(trials, True) if est.recovery else 0.0)
@@ -193,7 +198,7 @@ class Objective:
             trial.set_user_attr("budget_skip", True)
             trial.set_user_attr("error", reason)
             raise optuna.TrialPruned(reason)
-        self.log(f"#{trial.number} {label(candidate)}: started, {est.words()}; {duration(left)} of the budget left "
+        _log.info(f"#{trial.number} {label(candidate)}: started, {est.words()}; {duration(left)} of the budget left "
                  "for trials")
 
     def _promote_within_budget(self, trial: optuna.Trial, metrics: dict[str, Any], floor: float) -> None:

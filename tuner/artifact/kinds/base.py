@@ -4,7 +4,6 @@ it back, its README lines, and its own checks in verify. One subclass per kind, 
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -13,11 +12,8 @@ if TYPE_CHECKING:
     from tuner.artifact.check import Check
     from tuner.candidate import Candidate
     from tuner.data import Dataset
-    from tuner.passes import Built
+    from tuner.passes.chain import Built
     from tuner.workload import WorkloadSpec
-
-Log = Callable[[str], None]
-
 
 @dataclass(frozen=True)
 class SaveJob:
@@ -30,7 +26,6 @@ class SaveJob:
     spec: WorkloadSpec
     metrics: dict[str, Any]  # the export's own measurement (threads as resolved)
     torch_format: str  # export | state_dict
-    log: Log
 
 
 @dataclass(frozen=True)

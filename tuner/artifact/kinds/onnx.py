@@ -14,7 +14,7 @@ from tuner.names import EXPORT_ONNX, INPUT, ONNX_FILE, OUTPUT, PLACEMENTS
 if TYPE_CHECKING:
     from tuner.candidate import Candidate
     from tuner.data import Dataset
-    from tuner.passes import Built
+    from tuner.passes.chain import Built
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
 _ORT_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
@@ -23,7 +23,7 @@ _ORT_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "exten
 
 def load_onnx(directory: Path, config: dict[str, Any], candidate: Candidate) -> Built:
     """A model file its runtime reads as is (an ONNX file, an OpenVINO IR) as a ``Built``."""
-    from tuner.passes import Built
+    from tuner.passes.chain import Built
 
     path = directory / config["artifact"]["file"]
     return Built(candidate, None, path, 0, 0, path.stat().st_size)

@@ -1,5 +1,5 @@
 """The ``state_dict`` export kind: the torch module's ``state_dict.pt`` and what it takes to rebuild the module
-(``tuner.passes.rebuild_module``): ``--torch-format state_dict``, and torch.export's fallback."""
+(``tuner.passes.chain.rebuild_module``): ``--torch-format state_dict``, and torch.export's fallback."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from tuner.names import EXPORT_STATE_DICT, STATE_FILE
 if TYPE_CHECKING:
     from tuner.candidate import Candidate
     from tuner.data import Dataset
-    from tuner.passes import Built
+    from tuner.passes.chain import Built
 
 
 def _off_default(candidate: dict[str, Any]) -> dict[str, Any]:
@@ -44,11 +44,11 @@ class StateDict(ExportKind):
                      "shapes say -> fold_bn -> cast(precision) -> load_state_dict"}})
 
     def load(self, directory: Path, config: dict[str, Any], candidate: Candidate, data: Dataset) -> Built:
-        """The module rebuilt by ``tuner.passes.rebuild_module`` from its state_dict."""
+        """The module rebuilt by ``tuner.passes.chain.rebuild_module`` from its state_dict."""
         import torch
 
         from tuner import models
-        from tuner.passes import Built, rebuild_module
+        from tuner.passes.chain import Built, rebuild_module
 
         r, path = config["artifact"]["rebuild"], directory / config["artifact"]["file"]
         state = torch.load(str(path), map_location="cpu", weights_only=True)
@@ -59,7 +59,7 @@ class StateDict(ExportKind):
     def code(self, config: dict[str, Any]) -> list[str]:
         r, state = config["artifact"]["rebuild"], config["artifact"]["file"]
         return [*prelude(config, ["import numpy as np", "import torch", "",
-                                  "from tuner.passes import rebuild_module  # the tuner package rebuilds the module",
+                                  "from tuner.passes.chain import rebuild_module  # the tuner package rebuilds the module",
                                   "from tuner.candidate import Candidate", "from tuner.models import create_model"]),
                 f"candidate = Candidate.from_dict({_off_default(config['candidate'])!r})",
                 f"module = rebuild_module(create_model({r['model']!r}, {int(r['num_classes'])}), candidate,",

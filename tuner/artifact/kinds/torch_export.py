@@ -4,6 +4,7 @@ where torch.export cannot capture the module, the ``state_dict`` kind takes it."
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -12,10 +13,12 @@ from tuner.artifact.kinds.prelude import prelude
 from tuner.errors import one_line
 from tuner.names import EXPORT_TORCH_PROGRAM, PROGRAM_FILE
 
+_log = logging.getLogger(__name__)
+
 if TYPE_CHECKING:
     from tuner.candidate import Candidate
     from tuner.data import Dataset
-    from tuner.passes import Built
+    from tuner.passes.chain import Built
 
 
 def torch_module(job: SaveJob) -> tuple[Any, Any, str]:
@@ -65,7 +68,7 @@ class TorchProgram(ExportKind):
                         raise RuntimeError("the reloaded program's outputs differ from the module's")
             return Saved(PROGRAM_FILE, input_dtype)
         except Exception as err:  # noqa: BLE001 - torch.export fails in many ways; the state_dict always works
-            job.log(f"torch.export did not work ({one_line(err, 160)}); writing a state_dict and the "
+            _log.info(f"torch.export did not work ({one_line(err, 160)}); writing a state_dict and the "
                     "config to rebuild the module instead")
             (directory / PROGRAM_FILE).unlink(missing_ok=True)
             return None
@@ -73,7 +76,7 @@ class TorchProgram(ExportKind):
     def load(self, directory: Path, config: dict[str, Any], candidate: Candidate, data: Dataset) -> Built:
         import torch
 
-        from tuner.passes import Built
+        from tuner.passes.chain import Built
 
         path = directory / config["artifact"]["file"]
         return Built(candidate, torch.export.load(str(path)).module(), None, 0, 0, path.stat().st_size)

@@ -151,10 +151,14 @@ def test_a_worst_class_drop_written_as_a_fraction_is_refused_like_accuracy_drop(
 REFERENCE_CLASSES = {"class_accuracy": [1.0, 0.9, 0.95], "ece": 0.05, "classes": ["cat", "dog", "fox"]}
 
 
-def _guarded_study(name: str = "guarded"):
+FLIPPED = [[i, i % 3, (i + 1) % 3] for i in range(7, 400, 33)]  # #4's 12 flips (3% of 400): [image, reference, #4]
+
+
+def _guarded_study(name: str = "guarded", data: str | None = None):
     """Reference top-1 0.95 (classes cat, dog, fox) under objectives ``name``; every trial within 1 point, the
     faster ones each breaking one guardrail of guarded.yaml: #1 flips 8% of the images, #2 drops dog 6 points, #3
-    is worse calibrated by 0.05; #4 keeps every bound, at its edge (dog -3 points, 3% flipped)."""
+    is worse calibrated by 0.05; #4 keeps every bound, at its edge (dog -3 points, 3% flipped: ``FLIPPED``).
+    ``data``: the validation images' directory (``_flip_images``), recorded as the study's workload."""
     import warnings
 
     import optuna
@@ -169,6 +173,8 @@ def _guarded_study(name: str = "guarded"):
     study.set_user_attr("reference", {"accuracy": 0.95, "validation_images": 400, "num_classes": 3,
                                       "guardrails": REFERENCE_CLASSES})
     study.set_user_attr("constraints", [str(c) for c in objectives.constraints])
+    if data is not None:
+        study.set_user_attr("workload", {"data": data, "resolution": None, "seed": 0, "holdout": 0.0})
     held = {"worst_class_drop": 0.0, "worst_class": 0, "flip_rate": 0.0, "flip_rate_correct": 0.0, "ece": 0.05,
             "ece_increase": 0.0, "class_accuracy": REFERENCE_CLASSES["class_accuracy"]}
     dog = {"worst_class": 1, "flip_rate_correct": 0.01}
@@ -176,7 +182,8 @@ def _guarded_study(name: str = "guarded"):
             (0.95, 5.0, {}), (0.945, 0.5, {"flip_rate": 0.08}),
             (0.94, 1.0, {"worst_class_drop": 6.0, "class_accuracy": [1.0, 0.84, 0.95], **dog}),
             (0.945, 2.0, {"ece_increase": 0.05}),
-            (0.945, 3.0, {"flip_rate": 0.03, "worst_class_drop": 3.0, "class_accuracy": [1.0, 0.87, 0.95], **dog})]):
+            (0.945, 3.0, {"flip_rate": 0.03, "worst_class_drop": 3.0, "class_accuracy": [1.0, 0.87, 0.95],
+                          "flipped": FLIPPED, **dog})]):
         m = {"accuracy": acc, "accuracy_drop": 100 * (0.95 - acc), "per_sample_ms": ms, "latency_ms": ms,
              "latency_ci_ms": [ms, ms], "latency_p95_ms": ms, "throughput": 1000 / ms, "samples": 30, "size_mb": 1.0,
              "params": 1000, "macs": 10**6, "batch_size": 1, "executed_precision": "fp32", "threads": 1, **held,
@@ -241,15 +248,72 @@ def test_a_study_without_guardrails_is_read_against_guarded_yaml():
 
 
 @pytest.mark.slow
+def _flip_images(root: Path) -> Path:
+    """400 validation images of 3 classes saved as a study's arrays (``tuner.data.save_arrays``), each 8 x 8 px of
+    one colour that names it: red = index % 256, green = index // 256, blue = 100 x its class (index % 3)."""
+    from tuner.data import Split, save_arrays
+
+    def split(n: int) -> Split:
+        images = np.zeros((n, 3, 8, 8), np.uint8)
+        images[:, 0], images[:, 1] = (np.arange(n) % 256)[:, None, None], (np.arange(n) // 256)[:, None, None]
+        images[:, 2] = (100 * (np.arange(n) % 3))[:, None, None]
+        return Split(images, np.arange(n, dtype=np.int64) % 3)
+
+    root.mkdir()
+    save_arrays(root, {"train": split(30), "val": split(400)}, ("cat", "dog", "fox"), "flips")
+    return root
+
+
 def test_the_per_class_view_renders_in_headless_chromium(tmp_path):
+    import base64
+    import io
+    import re
+
+    from PIL import Image
+
     from tests.test_report import _browser
     from tuner.report.page import render_html
     from tuner.report.writer import report_info
 
+    data = _flip_images(tmp_path / "arrays")
+    info = report_info(_guarded_study(data=str(data))[0], studies_dir=tmp_path / "studies")
+    assert info.flips_note is None and len(info.flips) == len(FLIPPED)
     page = tmp_path / "guarded.html"
-    page.write_text(render_html(report_info(_guarded_study()[0])), encoding="utf-8")
+    # once loaded, the page marks how many thumbnails the browser decoded (a broken image has no natural width)
+    probe = ("<script>addEventListener('load', () => document.body.setAttribute('data-decoded', [...document."
+             "querySelectorAll('.flips img')].filter(i => i.complete && i.naturalWidth === 8).length))</script>")
+    page.write_text(render_html(info).replace("</body>", probe + "</body>"), encoding="utf-8")
     dom = _browser(tmp_path, page, "--dump-dom")
     assert dom.returncode == 0 and "Uncaught" not in dom.stderr, dom.stderr[-2000:]
     table = dom.stdout.split('<table class="classes">')[1].split("</table>")[0]
     assert table.count("<tr>") == 4 and "<td>dog</td>" in table  # the heading and the three classes, drawn
     assert "What the pick forgot" in dom.stdout and 'class="main-svg"' in dom.stdout
+    # the pick's flipped images: every one decoded by the browser, each the recorded image with both predictions
+    assert f'data-decoded="{len(FLIPPED)}"' in dom.stdout
+    figures = re.findall(r'<figure class="flip"><img alt="validation image (\d+)"[^>]*src="data:image/png;base64,'
+                         r'([^"]+)"><figcaption>(.*?)</figcaption>', dom.stdout)
+    assert [int(i) for i, _, _ in figures] == [i for i, _, _ in FLIPPED]
+    names = ("cat", "dog", "fox")
+    for (_, png, caption), (i, ref, mine) in zip(figures, FLIPPED):
+        pixel = Image.open(io.BytesIO(base64.b64decode(png))).convert("RGB").getpixel((4, 4))
+        assert pixel == (i % 256, i // 256, 100 * (i % 3))  # the image itself, not its neighbour
+        assert caption == f"#{i} ({names[i % 3]})<br>reference: {names[ref]}<br>#4: {names[mine]}"
+
+
+def test_thumbnails_that_cannot_be_read_leave_a_note(tmp_path):
+    from tuner.report import report_info
+
+    info = report_info(_guarded_study(data=str(tmp_path / "gone"))[0], studies_dir=tmp_path / "studies")
+    assert info.flips == [] and info.flips_note and "cannot be shown" in info.flips_note
+
+
+def test_the_flipped_sample_is_bounded_spread_and_exact():
+    labels = np.arange(100) % 4
+    base = Predictions(labels, labels.copy(), np.full(100, 0.9), 4)
+    few = labels.copy()
+    few[[3, 50]] = (labels[[3, 50]] + 1) % 4
+    assert figures(Predictions(labels, few, np.full(100, 0.9), 4), base)["flipped"] == [[3, 3, 0], [50, 2, 3]]
+    every = (labels + 1) % 4  # all 100 flipped: 12 of them, spread from the first image to the last
+    sample = figures(Predictions(labels, every, np.full(100, 0.9), 4), base)["flipped"]
+    assert len(sample) == 12 and sample[0][0] == 0 and sample[-1][0] == 99
+    assert all(b == labels[i] and t == every[i] for i, b, t in sample)

@@ -142,6 +142,10 @@ class Run(Command):
         g.add_argument("--remeasure-rounds", type=int, default=DEFAULTS.remeasure_rounds,
                        help="when the study is complete, re-time the Pareto set in fresh processes, interleaved, "
                             "this many rounds (0: skip)")
+        g.add_argument("--corruptions", action="store_true", default=DEFAULTS.corruptions,
+                       help="score every trial on a corruption set of the validation images too (noise, blur, JPEG, "
+                            "contrast, a resize mismatch; made once, cached): corruption_drop in the table; implied "
+                            "by objectives that use it; needs kornia (pip install 'tuner[robust]')")
         g.add_argument("--allow-mixed-hardware", action="store_true",
                        help="join a study started on other hardware (its latencies are then not comparable)")
         parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -160,7 +164,8 @@ class Run(Command):
                       studies_dir=args.studies_dir,
                       sampler=args.sampler, timeout=args.timeout, heartbeat=args.heartbeat,
                       max_retries=args.max_retries, trial_timeout=args.trial_timeout,
-                      remeasure_rounds=args.remeasure_rounds, allow_mixed_hardware=args.allow_mixed_hardware)
+                      remeasure_rounds=args.remeasure_rounds, allow_mixed_hardware=args.allow_mixed_hardware,
+                      corruptions=args.corruptions)
         from tuner.remeasure.orchestrate import format_remeasure  # loads torch: after the study
 
         found, name, storage = result.summary(), result.study.study_name, mask_url(result.storage)
@@ -214,7 +219,7 @@ class Report(Command):
         if args.csv and Path(args.csv).resolve() == out.resolve():
             raise TunerError(f"--out and --csv are the same file {out}; give the CSV its own name.")
         study = load_existing_study(args.study, args.storage, args.studies_dir)
-        info = write_report(study, out, args.csv)
+        info = write_report(study, out, args.csv, args.studies_dir)
         print("\n".join(f"- {f}" for f in info.findings))
         print(f"report: {out}" + (f"\ntrials: {args.csv}" if args.csv else ""))
         return 0

@@ -22,6 +22,7 @@ class Defaults:
     heartbeat: float = 10.0  # seconds between a running trial's heartbeats; 3 missed mark its worker dead
     max_retries: int = 1  # re-runs of a trial whose worker died or crashed
     remeasure_rounds: int = 3  # a median of 3 outlasts one round in a slow phase
+    corruptions: bool = False  # score trials on the corruption set too (implied by objectives using corruption_drop)
     # under load (tuner measure --load; measure_config(load=True))
     utilisation: float = 0.5  # Poisson arrivals at this share of the rate the closed loop answered
     # export, verify, explain

@@ -24,6 +24,7 @@ GUARD_METRICS = ("worst_class_drop", "flip_rate", "flip_rate_correct", "ece", "e
 BOUNDED_METRICS = ("worst_class_drop", "flip_rate", "flip_rate_correct")
 ECE_BINS = 15  # equal-width confidence bins, as torchmetrics' and Guo et al.'s (2017) ECE
 EPS = 1e-9  # a bound met exactly is met, despite float rounding
+FLIP_SAMPLE = 12  # flipped images a trial records (index, the baseline's class, its own): the report's thumbnails
 
 
 def softmax_confidence(logits: np.ndarray) -> np.ndarray:
@@ -95,10 +96,21 @@ def figures(trial: Predictions, baseline: Predictions) -> dict[str, float | int 
     was_right = baseline.correct
     ece = trial.ece
     return {"worst_class_drop": float(drops[worst]) if worst >= 0 else 0.0, "worst_class": worst,
+            "flipped": flipped_sample(flipped, baseline.predicted, trial.predicted),
             "flip_rate": float(flipped.mean()) if len(flipped) else 0.0,
             "flip_rate_correct": float(flipped[was_right].mean()) if was_right.any() else 0.0,
             "ece": ece, "ece_increase": ece - baseline.ece,
             "class_accuracy": [None if np.isnan(a) else round(float(a), 6) for a in trial.class_accuracy]}
+
+
+def flipped_sample(flipped: np.ndarray, baseline: np.ndarray, trial: np.ndarray, n: int = FLIP_SAMPLE
+                   ) -> list[list[int]]:
+    """Up to ``n`` flipped images as [index in the split, the baseline's class, the trial's class], spread evenly
+    over the split (its images are in class order: the first ``n`` would show one class)."""
+    where = np.flatnonzero(flipped)
+    if len(where) > n:
+        where = where[np.unique(np.linspace(0, len(where) - 1, n).round().astype(np.int64))]
+    return [[int(i), int(baseline[i]), int(trial[i])] for i in where]
 
 
 class Tally:

@@ -19,8 +19,10 @@ OBJECTIVES_DIR = Path(__file__).resolve().parent.parent / "objectives"
 # The load metrics are measured (tuner.measure.load) only in studies whose objectives or constraints use one; the
 # guardrails (tuner.guardrails: worst_class_drop in points, the rest shares of 0..1) in every trial.
 METRICS = ("accuracy", "accuracy_drop", "latency_ms", "latency_p95_ms", "per_sample_ms", "throughput",
-           "params", "macs", "size_mb", "compressed_mb", *LOAD_METRICS, *GUARD_METRICS)
-DROPS = ("accuracy_drop", "worst_class_drop")  # in percentage points (tuner.names.DROP_UNIT)
+           "params", "macs", "size_mb", "compressed_mb", *LOAD_METRICS, *GUARD_METRICS, "corruption_drop")
+# corruption_drop: the baseline's top-1 on the corruption set (tuner.corruptions) minus the trial's, in points;
+# measured only in studies whose objectives use it or that ask for it (--corruptions).
+DROPS = ("accuracy_drop", "worst_class_drop", "corruption_drop")  # in percentage points (tuner.names.DROP_UNIT)
 DIRECTIONS = ("maximize", "minimize")
 
 
@@ -75,6 +77,18 @@ class Objectives:
         bounds = [c.min for c in self.constraints if c.metric == "accuracy" and c.min is not None]
         bounds += [reference_accuracy - c.max / 100 for c in self.constraints if c.metric == "accuracy_drop" and c.max is not None]
         return max(bounds) if bounds else None
+
+    def min_corruption(self, reference_corruption: float | None) -> float | None:
+        """The lowest top-1 on the corruption set any feasible trial can have (None: no bound): errors there only
+        accumulate, so a trial below it stops early (``tuner.measure.robustness``)."""
+        bounds = [reference_corruption - c.max / 100 for c in self.constraints
+                  if c.metric == "corruption_drop" and c.max is not None and reference_corruption is not None]
+        return max(bounds) if bounds else None
+
+    @property
+    def uses_corruption(self) -> bool:
+        """Whether every trial must be scored on the corruption set (an objective or constraint is corruption_drop)."""
+        return "corruption_drop" in (*self.names, *(c.metric for c in self.constraints))
 
     def guard_limits(self) -> dict[str, float]:
         """The ``max`` of each guardrail constraint whose partial count bounds the whole: a trial bound to break

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from tuner.candidate import Candidate
+    from tuner.corruptions import Corrupted
     from tuner.data import Split
     from tuner.guardrails import Predictions, Tally
     from tuner.runtimes.base import Session
@@ -34,9 +35,11 @@ class Evaluation:
 
 def evaluate(workload: Workload, candidate: Candidate, min_accuracy: float | None = None,
              keep_logits: bool = False, load: bool = False, baseline: Predictions | None = None,
-             limits: dict[str, float] | None = None) -> Evaluation:
+             limits: dict[str, float] | None = None, corruptions: bool = False,
+             min_corruption: float | None = None) -> Evaluation:
     """``load``: measure it under load too (the study's objectives use a figure under load); ``baseline``: the
-    reference's validation predictions, for the guardrail figures (``limits``: where they stop it early)."""
+    reference's validation predictions, for the guardrail figures (``limits``: where they stop it early);
+    ``corruptions``: top-1 on the corruption set too (``min_corruption``: where it stops early)."""
     import numpy as np
 
     from tuner.errors import HopelessCandidate
@@ -45,18 +48,30 @@ def evaluate(workload: Workload, candidate: Candidate, min_accuracy: float | Non
 
     hits, misses, waited = workload.cache.hits, workload.cache.misses, workload.cache.waited
     built = build(workload, candidate)
+    corrupted = corruption_set(workload) if corruptions else None
     if workload.cache.waited > waited:  # time spent waiting for another worker's build of an entry (tuner.claims)
         built.seconds[CLAIM_WAIT] = workload.cache.waited - waited
     kept: list[np.ndarray] | None = [] if keep_logits else None
     try:
         metrics = measure(built, workload.data, min_accuracy=min_accuracy, keep_logits=kept,
-                          load=LoadPolicy() if load else None, baseline=baseline, limits=limits)
+                          load=LoadPolicy() if load else None, baseline=baseline, limits=limits,
+                          corrupted=corrupted, min_corruption=min_corruption)
     except HopelessCandidate as err:  # what it cost goes with it (an exception's attributes survive pickling)
         err.build_seconds = dict(built.seconds)  # type: ignore[attr-defined]
         raise
     return Evaluation(candidate.to_dict(), metrics.to_dict(), built.seconds,
                       workload.cache.hits - hits, workload.cache.misses - misses,
                       np.concatenate(kept) if kept else None)
+
+
+def corruption_set(workload: Workload) -> Corrupted:
+    """The workload's corruption set (``tuner.corruptions``), made once per data, resolution and seed."""
+    from pathlib import Path
+
+    from tuner import corruptions
+
+    spec = workload.spec
+    return corruptions.load(workload.data, spec.seed, Path(spec.cache_dir) if spec.cache_dir else None, spec.claims)
 
 
 def reference_session(workload: Workload) -> Session:
@@ -105,12 +120,13 @@ def varies(session: Session, x: np.ndarray) -> str | None:
             "mode? Every accuracy measured is then one draw; make forward deterministic in eval().")
 
 
-def reference(workload: Workload, keep_logits: bool = False) -> dict[str, Any]:
+def reference(workload: Workload, keep_logits: bool = False, corruptions: bool = False) -> dict[str, Any]:
     """The reference every accuracy drop is against, on the validation split; with ``keep_logits``, its logits
     and the labels too (a metric of the user's scores them in the study's process). A model whose outputs vary run to
     run is warned about (once per study: the reference is scored once). Its predictions
     (``predictions``, not JSON: the study's process keeps them for every trial's guardrail figures) and their
-    plain figures (``guardrails``: per-class top-1, ECE) come with it."""
+    plain figures (``guardrails``: per-class top-1, ECE) come with it; with ``corruptions``, its top-1 on the
+    corruption set (``corruption``: what each trial's ``corruption_drop`` is against, and what the set costs)."""
     import numpy as np
 
     from tuner.guardrails import Tally
@@ -125,11 +141,29 @@ def reference(workload: Workload, keep_logits: bool = False) -> dict[str, Any]:
     if w.onnx is None:  # what the model can give a shallower student (the space's drop_blocks is capped to it)
         out["droppable_blocks"] = droppable_blocks(w)
         out["recovery_prior"] = recovery_prior(w)
+    if corruptions:
+        out["corruption"] = reference_corruption(w)
     predictions = tally.predictions()
     out.update(guardrails={**predictions.record(), "classes": list(w.data.classes)}, predictions=predictions)
     if keep_logits:
         out.update(logits=np.concatenate(kept), labels=np.asarray(w.data.val.labels))
     return out
+
+
+def reference_corruption(workload: Workload) -> dict[str, Any]:
+    """The reference's top-1 on the corruption set (``reference_session``, batches of ``REFERENCE_BATCH``), with
+    the set's recipe and what making it and one pass over it took."""
+    from tuner.measure.robustness import corruption_top1
+
+    corrupted = corruption_set(workload)
+    session = reference_session(workload)
+    try:
+        found = corruption_top1(session, workload.data, corrupted, REFERENCE_BATCH)
+    finally:
+        session.close()
+    return {"accuracy": found["corruption_accuracy"], "by_kind": found["corruption_by_kind"],
+            "images": found["corruption_images"], "seconds": found["corruption_seconds"], "key": corrupted.key,
+            "kinds": list(corrupted.kinds), "params": corrupted.params, "made_seconds": corrupted.made_seconds}
 
 
 PRIOR_STEPS = 3  # distillation steps timed at setup for the prior (the first, slower one included: it errs long)

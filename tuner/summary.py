@@ -94,8 +94,9 @@ def pareto_table(summary: dict[str, Any]) -> str:
     fresh = [e for e in summary["pareto"] if _shown_ms(e)["source"] == "fresh processes"]
     metric = summary.get("metric", "top-1 accuracy")
     guarded = any("flip_rate" in e["metrics"] for e in summary["pareto"])  # a study made before guardrails: none
+    robust = any("corruption_drop" in e["metrics"] for e in summary["pareto"])  # measured where asked (--corruptions)
     rows = [("trial", "placement", "precision", "compression", "bs", "fold", "graph", "thr", metric, "drop")
-            + (("worst class", "flips") if guarded else ())
+            + (("worst class", "flips") if guarded else ()) + (("corruption drop",) if robust else ())
             + ("ms/sample (range)" if fresh else "ms/sample (within-process CI)", "speedup")
             + (("streams", "req", "samples/s", "p95 ms", "open samples/s", "open p95 ms") if loaded else ())]
     ref = summary["reference_accuracy"] or 0.0
@@ -107,6 +108,7 @@ def pareto_table(summary: dict[str, Any]) -> str:
                      c["graph_opt"] if c["placement"].startswith("ort") else "-", str(m["threads"]),
                      f"{m['accuracy']:.2%}", f"{100 * (ref - m['accuracy']):+.2f}")
                     + ((_num(m.get("worst_class_drop"), "+.2f"), _num(m.get("flip_rate"), ".1%")) if guarded else ())
+                    + ((_num(m.get("corruption_drop"), "+.2f"),) if robust else ())
                     + (f"{ms['per_sample']:.3f} ({ms['low']:.3f}-{ms['high']:.3f})"
                      + ("" if ms["source"] == "fresh processes" or not fresh else " *"),
                      f"{e['speedup']:.1f}x" if e["speedup"] else "-")
@@ -115,7 +117,9 @@ def pareto_table(summary: dict[str, Any]) -> str:
                         _num(m.get("open_p95_ms"), ".3f")) if loaded else ()))
     head = f"Pareto front ({len(summary['pareto'])} trials; {metric}, drop in points vs the reference's {ref:.2%}"
     head += ("; worst class: the largest drop of one class's share predicted right, in points; flips: images "
-             "predicted otherwise than by the reference):" if guarded else "):")
+             "predicted otherwise than by the reference" if guarded else "")
+    head += ("; corruption drop: the drop of the share predicted right of the corrupted validation images (noise, "
+             "blur, JPEG, contrast, resize), in points" if robust else "") + "):"
     best = summary["best_feasible"]
     if best and loaded:
         m, speed = best["metrics"], summary["speed"]
@@ -130,6 +134,8 @@ def pareto_table(summary: dict[str, Any]) -> str:
         tail += " (chosen by the re-measured figures)"
     if best and tail and "flip_rate" in best["metrics"]:
         tail += "; " + guard_words(best["metrics"])
+    if best and tail and "corruption_drop" in best["metrics"]:
+        tail += f"; corruption drop {best['metrics']['corruption_drop']:+.2f} points"
     no_base = [] if summary.get("baseline") else [NO_BASELINE]
     return "\n".join([head, *aligned(rows), tail or "no feasible trial yet", _latency_note(summary), *no_base])
 

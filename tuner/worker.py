@@ -58,11 +58,11 @@ def _load(spec: WorkloadSpec) -> Workload:
     return _workload
 
 
-def _reference(spec: WorkloadSpec, keep_logits: bool) -> dict[str, Any]:
+def _reference(spec: WorkloadSpec, keep_logits: bool, corruptions: bool = False) -> dict[str, Any]:
     from tuner.pipeline import reference
 
     try:
-        return reference(_load(spec), keep_logits)
+        return reference(_load(spec), keep_logits, corruptions)
     except Exception as err:
         short = shortage(err) or full_disk(spec.cache_dir)
         if short:  # the baseline's training or the data's cache met a full disk: one line, not a library's trace
@@ -72,12 +72,14 @@ def _reference(spec: WorkloadSpec, keep_logits: bool) -> dict[str, Any]:
 
 def _evaluate(spec: WorkloadSpec, candidate: dict[str, Any], min_accuracy: float | None,
               keep_logits: bool, load: bool, baseline: Predictions | None = None,
-              limits: dict[str, float] | None = None) -> Evaluation:
+              limits: dict[str, float] | None = None, corruptions: bool = False,
+              min_corruption: float | None = None) -> Evaluation:
     from tuner.pipeline import evaluate
 
     w = _load(spec)  # outside the guard: a workload that cannot load is the study's setup failing
     try:
-        return evaluate(w, Candidate(**candidate), min_accuracy, keep_logits, load, baseline, limits)
+        return evaluate(w, Candidate(**candidate), min_accuracy, keep_logits, load, baseline, limits, corruptions,
+                        min_corruption)
     except Exception as err:  # a full disk is the machine's, whatever raised it: the study stops
         short = shortage(err) or full_disk(w.cache.root)
         if short:
@@ -95,9 +97,11 @@ class Worker:
     predictions are kept here and sent with every trial (a fresh child after a crash gets them too), for the
     guardrail figures (``tuner.guardrails``)."""
 
-    def __init__(self, spec: WorkloadSpec, metric: Metric = TOP1_METRIC, on_status: Callable[[str], None] | None = None):
+    def __init__(self, spec: WorkloadSpec, metric: Metric = TOP1_METRIC, on_status: Callable[[str], None] | None = None,
+                 corruptions: bool = False):
         self.spec = spec
         self.metric = metric
+        self.corruptions = corruptions  # every trial (and the reference) scored on the corruption set too
         self.on_status = on_status or _log.info  # the child's progress lines (tuner.progress), told by the parent
         self._labels: Any = None  # the validation labels, sent once with the reference's logits
         self._baseline: Predictions | None = None  # the reference's validation predictions (``reference``)
@@ -153,7 +157,7 @@ class Worker:
 
     def reference(self, timeout: float | None = None) -> dict[str, Any]:
         """Load the workload in the child (training a baseline if needed) and score the reference model."""
-        found = self._submit(_reference, self.metric.custom, timeout=timeout)
+        found = self._submit(_reference, self.metric.custom, self.corruptions, timeout=timeout)
         self._baseline = found.pop("predictions", None)
         if not self.metric.custom:
             return found
@@ -164,17 +168,21 @@ class Worker:
             raise ConfigError(f"{str(err).rstrip('.')} (scoring the reference model); fix the metric function.") from None
 
     def evaluate(self, candidate: Candidate, min_accuracy: float | None = None,
-                 timeout: float | None = None, load: bool = False, limits: dict[str, float] | None = None
-                 ) -> Evaluation:
+                 timeout: float | None = None, load: bool = False, limits: dict[str, float] | None = None,
+                 min_corruption: float | None = None, corruptions: bool | None = None) -> Evaluation:
         """Build and measure ``candidate`` in the child; ``min_accuracy`` (top-1 only) stops a hopeless one early,
         and so do guardrail ``limits`` (``tuner.guardrails.Tally``); ``load``: measure it under load too (the
-        study's objectives use a figure under load). The guardrail figures come once ``reference`` ran."""
+        study's objectives use a figure under load). The guardrail figures come once ``reference`` ran; the top-1 on
+        the corruption set where the worker was made with ``corruptions`` (``min_corruption`` stops it early;
+        ``corruptions``: this trial's own say, None for the worker's)."""
+        corruptions = self.corruptions if corruptions is None else corruptions
         if not self.metric.custom:
             return self._submit(_evaluate, candidate.to_dict(), min_accuracy, False, load, self._baseline, limits,
-                                timeout=timeout)
+                                corruptions, min_corruption, timeout=timeout)
         if self._labels is None:
             self.reference(timeout)
-        ev = self._submit(_evaluate, candidate.to_dict(), None, True, load, self._baseline, limits, timeout=timeout)
+        ev = self._submit(_evaluate, candidate.to_dict(), None, True, load, self._baseline, limits, corruptions,
+                          min_corruption, timeout=timeout)
         assert ev.logits is not None
         return dataclasses.replace(ev, metrics=self.metric.rescore(ev.metrics, ev.logits, self._labels), logits=None)
 

@@ -135,7 +135,7 @@ class TuneResult:
         from tuner.report.writer import write_report
 
         with quiet_optuna():  # the importances' shadow studies would each log their creation
-            return write_report(self.study, path, csv)
+            return write_report(self.study, path, csv, self.studies_dir)
 
     def __repr__(self) -> str:
         front, pick = self.pareto, self._pick()

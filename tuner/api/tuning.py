@@ -39,7 +39,8 @@ def tune(model: Any = DEFAULTS.model, train: Any = DEFAULTS.data, val: Any = Non
          study: str | None = None, storage: str | None = None, studies_dir: str = DEFAULTS.studies_dir, sampler: str = DEFAULTS.sampler,
          timeout: float | None = None, heartbeat: float = DEFAULTS.heartbeat, max_retries: int = DEFAULTS.max_retries,
          trial_timeout: float | None = None, remeasure_rounds: int = DEFAULTS.remeasure_rounds, allow_mixed_hardware: bool = False,
-         log: Callable[[str], None] = stderr, progress: bool = True) -> TuneResult:
+         corruptions: bool = DEFAULTS.corruptions, log: Callable[[str], None] = stderr,
+         progress: bool = True) -> TuneResult:
     """Search the fastest accurate-enough build of ``model`` and return what the study found.
 
     model: an ``nn.Module`` with its trained weights, a builder taking ``num_classes=`` (importable), a
@@ -58,6 +59,8 @@ def tune(model: Any = DEFAULTS.model, train: Any = DEFAULTS.data, val: Any = Non
         holds (``{"placement": {"choices": ["ort-cpu", "ov-cpu"]}, ...}``).
     budget: the time the whole run may take, the end-of-study re-measure included: ``"20m"``, ``"90s"``, ``"1.5h"``
         or seconds (``--budget``). ``n_trials`` then only caps the trials (default: 20 without a budget, none with).
+    corruptions: score every trial on the corruption set too (``--corruptions``; implied by objectives that use
+        ``corruption_drop``); needs kornia (``pip install 'tuner[robust]'``).
     The rest are ``tuner run``'s flags (``--n-trials`` is ``n_trials``); bad values raise a TunerError whose
     message names the keyword. Runs one trial at a time, each in a child process.
     """
@@ -101,6 +104,13 @@ def tune(model: Any = DEFAULTS.model, train: Any = DEFAULTS.data, val: Any = Non
             check_storage_url(storage)
         scorer = make_metric(metric, higher_is_better)
         objectives = load_objectives(objectives) if isinstance(objectives, (str, dict)) else objectives
+        if corruptions or objectives.uses_corruption:  # before anything loads: one line saying what to install
+            from tuner.corruptions import missing
+
+            problem = missing()
+            if problem:
+                raise TunerError(f"{'--corruptions' if corruptions else objectives.source + ': corruption_drop'}: "
+                                 f"{problem}")
         spec = make_spec("", "", weights, resolution, mean, std, seed, train_steps=train_steps,
                          recover_steps=recover_steps, holdout=holdout, studies_dir=studies_dir)
         # What is given in memory is saved into the cache (so that every process of the study can load it), and only
@@ -129,7 +139,7 @@ def tune(model: Any = DEFAULTS.model, train: Any = DEFAULTS.data, val: Any = Non
         storage = storage or default_storage(studies_dir, name)
         spec = dataclasses.replace(spec, claims=storage)  # its workers claim what they build on it (tuner.claims)
         settings = StudySettings(name, storage, space, objectives, spec, sampler, seed, n_trials, timeout, heartbeat,
-                                 max_retries, allow_mixed_hardware, trial_timeout, scorer)
+                                 max_retries, allow_mixed_hardware, trial_timeout, scorer, corruptions)
         with quiet_optuna():
             study_ = _run(settings, log, progress, plan)
             remeasured = None

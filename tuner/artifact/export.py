@@ -289,6 +289,7 @@ def _holdout(workload: Any, built: Any) -> dict[str, Any] | None:
     guards = guardrails.figures(mine.predictions(), theirs.predictions())
     worst = int(guards.pop("worst_class"))
     guards.pop("class_accuracy")
+    guards.pop("flipped")  # indices into the held-out split: the report's thumbnails are the study's
     return {"images": len(data.holdout), "accuracy": accuracy, "reference_accuracy": reference,
             "accuracy_drop": drop_points(reference, accuracy), **guards,
             "worst_class": data.classes[worst] if worst >= 0 else None}

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from tuner.candidate import Candidate
+    from tuner.corruptions import Corrupted
     from tuner.data import Dataset
     from tuner.passes.chain import Built
     from tuner.runtimes.base import Session
@@ -69,10 +70,13 @@ class Metrics:
     # latency, and the load where measured)
     # Against the baseline's predictions, where given (tuner.guardrails.figures): flattened into the dict.
     guardrails: dict[str, Any] | None = None
+    # Top-1 on the corruption set, where asked (tuner.measure.robustness.corruption_top1): flattened into the dict.
+    corruption: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d.update(d.pop("guardrails") or {})
+        d.update(d.pop("corruption") or {})
         d["latency_ci_ms"] = list(self.latency_ci_ms)
         d["float_layers"] = list(self.float_layers)
         d["dropped_blocks"] = list(self.dropped_blocks)
@@ -137,10 +141,12 @@ def holdout_accuracy(built: Built, data: Dataset, tally: guardrails.Tally | None
 def measure(built: Built, data: Dataset, policy: LatencyPolicy = LatencyPolicy(),
             min_accuracy: float | None = None, keep_logits: list[np.ndarray] | None = None,
             load: LoadPolicy | None = None, baseline: guardrails.Predictions | None = None,
-            limits: dict[str, float] | None = None) -> Metrics:
+            limits: dict[str, float] | None = None, corrupted: Corrupted | None = None,
+            min_corruption: float | None = None) -> Metrics:
     """Accuracy and single-call latency; ``keep_logits`` collects the validation logits, batch by batch
     (``tuner.measure.accuracy.top1``); with ``load``, the figures under load too (``serve_session``); with the
-    ``baseline``'s validation predictions, the guardrail figures against it (stopped early past ``limits``)."""
+    ``baseline``'s validation predictions, the guardrail figures against it (stopped early past ``limits``); with
+    ``corrupted``, top-1 on the corruption set too (stopped early below ``min_corruption``)."""
     c = built.candidate
     threads = resolve_threads(c.threads, c.streams)
     start = time.perf_counter()
@@ -150,6 +156,12 @@ def measure(built: Built, data: Dataset, policy: LatencyPolicy = LatencyPolicy()
         with progress.stage("accuracy"):  # first: a hopeless one skips timing
             accuracy = top1(session, data, c.batch_size, min_accuracy, keep=keep_logits, tally=tally)
         accuracy_seconds = time.perf_counter() - start
+        robust = None
+        if corrupted is not None:  # before timing too: a trial bound to break corruption_drop skips it
+            from tuner.measure.robustness import corruption_top1
+
+            with progress.stage("corruptions"):
+                robust = corruption_top1(session, data, corrupted, c.batch_size, min_corruption)
         with progress.stage("latency"):
             lat = time_session(session, data, c.batch_size, threads, policy)
             served = serve_session(session, data, c, load) if load is not None else {}
@@ -168,5 +180,5 @@ def measure(built: Built, data: Dataset, policy: LatencyPolicy = LatencyPolicy()
         float_layers=built.float_layers, threads=threads, measure_seconds=time.perf_counter() - start,
         dropped_blocks=tuple(built.compression.get("dropped_blocks", ())), recovery=built.compression.get("recovery"),
         streams=c.streams, requests=c.in_flight, accuracy_seconds=accuracy_seconds, **served,
-        guardrails=guards,
+        guardrails=guards, corruption=robust,
     )

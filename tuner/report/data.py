@@ -104,6 +104,9 @@ class ReportInfo:
     constraints: tuple[str, ...] = ()  # the study's constraints in words (Constraint.parse reads them)
     # the reference's per-class top-1, ECE and class names (tuner.guardrails; {} in a study made before them)
     reference_guardrails: dict[str, Any] = field(default_factory=dict)
+    # the pick's flipped images as thumbnails (tuner.report.thumbnails.Thumb), or why they cannot be shown
+    flips: list[Any] = field(default_factory=list)
+    flips_note: str | None = None
 
     @property
     def completed(self) -> list[TrialRow]:

@@ -14,6 +14,8 @@ from tuner.guardrails import GUARD_METRICS
 from tuner.objectives import Constraint, load_objectives
 from tuner.report.data import ReportInfo, TrialRow
 
+# what top-1 hides, as bounds: the guardrails and, where the study measured it, the corruption set's drop
+GUARDS = (*GUARD_METRICS, "corruption_drop")
 YARDSTICK = "guarded"  # the shipped objectives file whose bounds read a study that set none of its own
 MOST_HURT = 5  # classes in the pick's table
 
@@ -30,7 +32,7 @@ def bounds(info: ReportInfo) -> tuple[tuple[Constraint, ...], float, str]:
     """(the guardrail bounds, the accuracy drop that counts as "top-1 holds", where they come from): the study's
     own where it set any, else objectives/guarded.yaml's."""
     own = tuple(Constraint.parse(c) for c in info.constraints)
-    guards = tuple(c for c in own if c.metric in GUARD_METRICS and c.max is not None)
+    guards = tuple(c for c in own if c.metric in GUARDS and c.max is not None)
     if guards:
         drop = next((c.max for c in own if c.metric == "accuracy_drop" and c.max is not None), None)
         return guards, drop if drop is not None else 1.0, "the study's constraints"

@@ -17,6 +17,7 @@ from tuner.report.figures import (
     serving_figure,
 )
 from tuner.report.guardrails import class_table_html
+from tuner.report.thumbnails import thumbnails_html
 from tuner.report.trials import trial_table
 
 _COLUMNS = ("trial", "state", "flags", "placement", "precision", "int8", "prune", "batch", "fold_bn", "graph_opt",
@@ -111,6 +112,8 @@ th.asc:after{content:" \\25B2"} th.desc:after{content:" \\25BC"}
 td:nth-child(-n+5),th:nth-child(-n+5),td:last-child,th:last-child{text-align:left}
 tr.pareto{background:#eef7ee} tr.baseline{background:#fff7d6} tr.muted{color:#888}
 .note{color:#777;font-size:.9em} table.classes{width:auto}
+.flips{display:flex;flex-wrap:wrap;gap:8px} figure.flip{margin:0;font-size:.8em;width:120px}
+figure.flip img{image-rendering:pixelated;display:block}
 """
 
 _SORT_JS = """
@@ -176,6 +179,7 @@ def render_html(info: ReportInfo) -> str:
 workload: {html.escape(workload)}</p>
 <h2>Findings</h2><ul class="findings">{findings_html}</ul>
 {class_table_html(info)}
+{thumbnails_html(info, info.flips, info.flips_note)}
 {"".join(parts)}
 <h2>Trials</h2><p class="note">Click a column heading to sort. Green: feasible Pareto front; yellow: baseline;
 grey: failed, refused or breaking a constraint.</p>

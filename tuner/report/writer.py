@@ -13,20 +13,25 @@ from tuner.errors import ConfigError
 from tuner.report.data import ReportInfo, collect
 from tuner.report.findings import findings
 from tuner.report.page import render_html, write_csv
+from tuner.report.thumbnails import flipped_thumbnails
 
 
-def report_info(study: optuna.Study) -> ReportInfo:
+def report_info(study: optuna.Study, studies_dir: str | Path | None = None) -> ReportInfo:
+    """``studies_dir``: where the study's cache holds its decoded images, for the pick's flipped thumbnails (None:
+    none shown)."""
     info = collect(study)
-    return replace(info, findings=findings(info))
+    flips, note = flipped_thumbnails(info, studies_dir)
+    return replace(info, findings=findings(info), flips=flips, flips_note=note)
 
 
-def write_report(study: optuna.Study, out: str | Path, csv: str | Path | None = None) -> ReportInfo:
+def write_report(study: optuna.Study, out: str | Path, csv: str | Path | None = None,
+                 studies_dir: str | Path | None = None) -> ReportInfo:
     """Write the HTML page (and the CSV), each whole or not at all: a bad path is one line, nothing left behind."""
     targets = [Path(out)] + ([Path(csv)] if csv is not None else [])
     for path in targets:
         if path.is_dir():
             raise ConfigError(f"{path} is a directory; pass a file path such as {path / 'report.html'}.")
-    info = report_info(study)
+    info = report_info(study, studies_dir)
     _write_whole(targets[0], lambda p: p.write_text(render_html(info), encoding="utf-8"))
     if csv is not None:
         _write_whole(targets[1], lambda p: write_csv(info, p))

@@ -150,7 +150,7 @@ def run_study(s: StudySettings, on_progress: Callable[[Progress], None] = lambda
     (setup can no longer fail on input), with the settings as the model narrowed them (``fit_to_model``)."""
     plan = plan or Plan(None, 0)
     done_before = 0
-    worker = Worker(s.workload, s.metric)
+    worker = Worker(s.workload, s.metric, corruptions=s.measures_corruption)
     try:
         check_study_name(s.name)
         # A database server is checked first (an unreachable one should not wait for a baseline to train);
@@ -166,8 +166,11 @@ def run_study(s: StudySettings, on_progress: Callable[[Progress], None] = lambda
         check_workload(study, s.name, reference.pop("identity"), s.workload)  # resumed: the same data and weights
         announce(s)
         done_before = count_trials(study).accounted
-        if not read_study(study).reference:
-            study.set_user_attr("reference", reference)
+        stored = read_study(study).reference
+        if not stored or ("corruption" in reference and "corruption" not in stored):  # resumed with --corruptions
+            study.set_user_attr("reference", {**stored, **reference} if stored else reference)
+        if "corruption" in reference:
+            _log.info(corruption_cost(reference["corruption"], int(reference["validation_images"])))
         kept = read_study(study)
         plan.prior = costs.Prior.read(kept.reference)
         reference_accuracy = kept.reference_accuracy
@@ -205,7 +208,8 @@ def run_study(s: StudySettings, on_progress: Callable[[Progress], None] = lambda
             progress.last = results.describe_trial(record)
             on_progress(progress)
 
-        objective = Objective(s, worker, reference_accuracy, trial_timeout, int(reference["resolution"]), plan)
+        objective = Objective(s, worker, reference_accuracy, trial_timeout, int(reference["resolution"]), plan,
+                              reference_corruption=reference.get("corruption"))
         deadline = time.monotonic() + s.timeout if s.timeout else float("inf")
         plan.setup_s = time.monotonic() - plan.started
         signal.signal(signal.SIGINT, on_sigint)
@@ -240,6 +244,16 @@ def run_study(s: StudySettings, on_progress: Callable[[Progress], None] = lambda
         return study
     finally:
         worker.close()
+
+
+def corruption_cost(found: dict[str, Any], validation_images: int) -> str:
+    """What the corruption set costs, said once per run: its images, the baseline's top-1 there and its pass."""
+    made = found.get("made_seconds")
+    return (f"corruption set: {', '.join(found['kinds'])} of the {validation_images:,} validation images "
+            f"({found['images']:,} images, "
+            + (f"made once in {made:.1f} s and cached" if made is not None else "from the cache")
+            + f"); the baseline's top-1 there {found['accuracy']:.2%}, its pass {found['seconds']:.1f} s; every trial "
+            f"adds a pass over them ({found['images'] / max(validation_images, 1):.0f}x its accuracy pass)")
 
 
 def _of(n_trials: int) -> str:

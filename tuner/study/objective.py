@@ -47,8 +47,11 @@ class Objective:
     """Optuna's objective: sample -> evaluate in the worker -> record."""
 
     def __init__(self, settings: StudySettings, worker: Worker, reference_accuracy: float, trial_timeout: float,
-                 resolution: int, plan: Plan | None = None):
+                 resolution: int, plan: Plan | None = None, reference_corruption: dict[str, Any] | None = None):
         self.s = settings
+        # the reference's pass over the corruption set, where scored (tuner.pipeline.reference_corruption)
+        self.corruption = reference_corruption
+        self.reference_corruption = reference_corruption["accuracy"] if reference_corruption else None
         self.resolution = resolution
         self.worker = worker
         self.reference_accuracy = reference_accuracy
@@ -115,6 +118,8 @@ class Objective:
                 trial.set_user_attr("interrupted", isinstance(err, TrialInterrupted))
                 raise
         metrics["accuracy_drop"] = drop_points(self.reference_accuracy, metrics["accuracy"])
+        if self.reference_corruption is not None and "corruption_accuracy" in metrics:
+            metrics["corruption_drop"] = drop_points(self.reference_corruption, metrics["corruption_accuracy"])
         write_measured(trial, metrics, self.s.objectives.constraints)  # figures and constraints, public API only
         return self.s.objectives.values(metrics)
 
@@ -135,8 +140,17 @@ class Objective:
         # A guardrail bound to break stops a trial early, but not the short recovery's screening: the long one,
         # where earned, may mend what the short one forgot.
         limits = {} if baseline else self.s.objectives.guard_limits()
+        robust = None if baseline else self.s.objectives.min_corruption(self.reference_corruption)  # likewise
+        # The baseline is the reference unchanged: its corruption top-1 is the reference's pass (five times the
+        # validation images at batch 1 would cost the baseline trial more than all its other work).
         ev = self.worker.evaluate(candidate, fidelity.screening_floor(floor) if promotable else floor,
-                                  timeout=self._timeout(trial), load=load, limits={} if promotable else limits)
+                                  timeout=self._timeout(trial), load=load, limits={} if promotable else limits,
+                                  min_corruption=None if promotable else robust,
+                                  corruptions=False if baseline and self.corruption else None)
+        if baseline and self.corruption:
+            c = self.corruption
+            ev.metrics.update(corruption_accuracy=c["accuracy"], corruption_by_kind=c["by_kind"],
+                              corruption_images=c["images"], corruption_seconds=0.0, corruption_of="reference")
         seconds = self.seconds = dict(ev.build_seconds)
         hits, misses = ev.cache_hits, ev.cache_misses
         if promotable and fidelity.should_promote(ev.metrics, floor, _fastest_feasible_ms(trial.study)):
@@ -144,7 +158,8 @@ class Objective:
             trial.set_user_attr("short_recovery", {k: ev.metrics[k] for k in ("accuracy", "per_sample_ms", "recovery")})
             candidate = fidelity.promoted(candidate)
             trial.set_user_attr("candidate", candidate.to_dict())
-            ev = self.worker.evaluate(candidate, floor, timeout=self._timeout(trial), load=load, limits=limits)
+            ev = self.worker.evaluate(candidate, floor, timeout=self._timeout(trial), load=load, limits=limits,
+                                      min_corruption=robust)
             seconds = self.seconds = _added(seconds, ev.build_seconds)
             hits, misses = hits + ev.cache_hits, misses + ev.cache_misses
         elif floor is not None and ev.metrics["accuracy"] < floor:

@@ -29,3 +29,9 @@ class StudySettings:
     allow_mixed_hardware: bool = False
     trial_timeout: float | None = None  # wall-clock seconds per trial; None: default_trial_timeout(setup time)
     metric: Metric = TOP1_METRIC  # what the study calls accuracy: top-1, or a function of the user's (tuner.metric)
+    corruptions: bool = False  # --corruptions: score every trial on the corruption set (tuner.corruptions) too
+
+    @property
+    def measures_corruption(self) -> bool:
+        """Asked for, or needed by the objectives (corruption_drop): the extra pass is paid only then."""
+        return self.corruptions or self.objectives.uses_corruption

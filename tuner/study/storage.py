@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 # The figures a user sorts trials by, each also kept as a plain trial user attr (beside the "metrics" dict), so that
 # optuna-dashboard and trials_dataframe() show them as numbers.
 FLAT_METRICS = ("accuracy", "accuracy_drop", "per_sample_ms", "latency_ms", "latency_p95_ms", "throughput", "size_mb",
-                "compressed_mb", "macs", "params", "worst_class_drop", "flip_rate", "ece")
+                "compressed_mb", "macs", "params", "worst_class_drop", "flip_rate", "ece", "corruption_drop")
 FLAT_LOAD_METRICS = ("load_throughput", "load_p95_ms", "open_throughput", "open_p95_ms")  # where measured under load
 REMEASURED_PREFIX = "remeasured_per_sample_ms #"  # study user attr per re-timed trial: its re-measured figure
 CONSTRAINT_PREFIX = "constraint: "  # trial user attr per constraint: its violation, for optuna-dashboard's table

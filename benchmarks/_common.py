@@ -21,30 +21,57 @@ if str(ROOT) not in sys.path:
 TINY = f"{ROOT / 'tests' / 'tiny_models.py'}:conv_net"  # the tests' small CNN: cheap to build and measure
 
 
-def add_workload_args(p: argparse.ArgumentParser, model: str = "resnet18", resolution: int | None = None,
-                      studies_dir: str | None = "studies") -> None:
+def add_workload_args(
+    p: argparse.ArgumentParser,
+    model: str = "resnet18",
+    resolution: int | None = None,
+    studies_dir: str | None = "studies",
+) -> None:
     """--model --data --weights --resolution --train-steps --recover-steps --studies-dir --seed, as `tuner` has them."""
     g = p.add_argument_group("workload (as for `python -m tuner`)")
-    g.add_argument("--model", default=model, help="resnet18|..., a torchvision/timm name, or module:callable / "
-                   f"file.py:callable (default {model})")
+    g.add_argument(
+        "--model",
+        default=model,
+        help=f"resnet18|..., a torchvision/timm name, or module:callable / file.py:callable (default {model})",
+    )
     g.add_argument("--data", default="digits", help="'digits' (built in, offline) or an ImageFolder directory")
     g.add_argument("--weights", default=None, help="a state_dict file; without it a baseline is trained (cached)")
-    g.add_argument("--resolution", type=int, default=resolution,
-                   help="input size in pixels (default: " + (f"{resolution})" if resolution else "the data's default)"))
+    g.add_argument(
+        "--resolution",
+        type=int,
+        default=resolution,
+        help="input size in pixels (default: " + (f"{resolution})" if resolution else "the data's default)"),
+    )
     g.add_argument("--train-steps", type=int, default=None, help="baseline training steps when no --weights")
     g.add_argument("--recover-steps", type=int, default=None, help="short recovery budget in steps (see tuner)")
-    g.add_argument("--studies-dir", default=studies_dir, help="where studies and the build cache live"
-                   + (f" (default {studies_dir})" if studies_dir else ""))
+    g.add_argument(
+        "--studies-dir",
+        default=studies_dir,
+        help="where studies and the build cache live" + (f" (default {studies_dir})" if studies_dir else ""),
+    )
     g.add_argument("--seed", type=int, default=0, help="data split, baseline training and sampler seed")
     g.add_argument("--holdout", type=float, default=None, help="share of validation images kept from the search")
 
 
 def workload_cli_args(args: argparse.Namespace, studies_dir: str | None = None) -> list[str]:
     """The same workload as `python -m tuner` / `tuner measure` arguments."""
-    out = ["--model", args.model, "--data", args.data, "--seed", str(args.seed),
-           "--studies-dir", str(studies_dir or args.studies_dir)]
-    for flag, value in (("--weights", args.weights), ("--resolution", args.resolution),
-                        ("--train-steps", args.train_steps), ("--recover-steps", args.recover_steps), ("--holdout", args.holdout)):
+    out = [
+        "--model",
+        args.model,
+        "--data",
+        args.data,
+        "--seed",
+        str(args.seed),
+        "--studies-dir",
+        str(studies_dir or args.studies_dir),
+    ]
+    for flag, value in (
+        ("--weights", args.weights),
+        ("--resolution", args.resolution),
+        ("--train-steps", args.train_steps),
+        ("--recover-steps", args.recover_steps),
+        ("--holdout", args.holdout),
+    ):
         if value is not None:
             out += [flag, str(value)]
     return out
@@ -55,11 +82,17 @@ def workload_spec(args: argparse.Namespace) -> Any:
     from tuner.workload import WorkloadSpec
 
     d = WorkloadSpec()
-    return WorkloadSpec(model=args.model, data=args.data, weights=args.weights, resolution=args.resolution,
-                        seed=args.seed, train_steps=d.train_steps if args.train_steps is None else args.train_steps,
-                        recover_steps=d.recover_steps if args.recover_steps is None else args.recover_steps,
-                        holdout=d.holdout if args.holdout is None else args.holdout,
-                        cache_dir=f"{args.studies_dir}/cache")
+    return WorkloadSpec(
+        model=args.model,
+        data=args.data,
+        weights=args.weights,
+        resolution=args.resolution,
+        seed=args.seed,
+        train_steps=d.train_steps if args.train_steps is None else args.train_steps,
+        recover_steps=d.recover_steps if args.recover_steps is None else args.recover_steps,
+        holdout=d.holdout if args.holdout is None else args.holdout,
+        cache_dir=f"{args.studies_dir}/cache",
+    )
 
 
 def describe_workload(args: argparse.Namespace) -> str:
@@ -68,11 +101,11 @@ def describe_workload(args: argparse.Namespace) -> str:
 
     d = WorkloadSpec()
     res = args.resolution or DEFAULT_RESOLUTION.get(args.data, 224)
-    weights = args.weights or (f"baseline trained {d.train_steps if args.train_steps is None else args.train_steps} "
-                               "steps")
+    weights = args.weights or (
+        f"baseline trained {d.train_steps if args.train_steps is None else args.train_steps} steps"
+    )
     recover = d.recover_steps if args.recover_steps is None else args.recover_steps
-    return (f"{args.model} on {args.data} at {res} px, weights: {weights}, recover {recover} steps, "
-            f"seed {args.seed}")
+    return f"{args.model} on {args.data} at {res} px, weights: {weights}, recover {recover} steps, seed {args.seed}"
 
 
 def print_machine() -> dict[str, Any]:
@@ -81,13 +114,17 @@ def print_machine() -> dict[str, Any]:
 
     fp = hardware.fingerprint()
     cap = f" (oneDNN capped at {fp['onednn_isa_cap']})" if fp.get("onednn_isa_cap") else ""
-    print(f"machine: {fp['cpu']} | {fp['cores']} cores | ISA {' '.join(fp['isa']) or '-'}{cap} | "
-          f"gpu {fp['gpu'] or 'none'} | python {fp['python']} | fingerprint {hardware.fingerprint_id(fp)}")
+    print(
+        f"machine: {fp['cpu']} | {fp['cores']} cores | ISA {' '.join(fp['isa']) or '-'}{cap} | "
+        f"gpu {fp['gpu'] or 'none'} | python {fp['python']} | fingerprint {hardware.fingerprint_id(fp)}"
+    )
     print("libraries: " + ", ".join(f"{k} {v}" for k, v in fp["libraries"].items()))
     try:
         load = os.getloadavg()
-        print(f"load average at start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (a shared machine makes "
-              "latencies indicative only)")
+        print(
+            f"load average at start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (a shared machine makes "
+            "latencies indicative only)"
+        )
     except OSError:
         pass
     return fp
@@ -109,8 +146,14 @@ def run_tuner(argv: Sequence[str], timeout: float | None = None, quiet: bool = F
 
     Its stderr (progress) goes to ours unless ``quiet``; a non-zero exit raises SystemExit with its last lines."""
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "tuner", *argv], stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE if quiet else None, text=True, env=tuner_env(), timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, "-m", "tuner", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE if quiet else None,
+        text=True,
+        env=tuner_env(),
+        timeout=timeout,
+    )
     wall = time.perf_counter() - start
     if proc.returncode != 0:
         tail = " | ".join(((proc.stderr or "") + proc.stdout).strip().splitlines()[-3:])
@@ -124,8 +167,17 @@ def run_tuner(argv: Sequence[str], timeout: float | None = None, quiet: bool = F
 def measure_once(args: argparse.Namespace, config: Path, extra: Sequence[str] = ()) -> dict[str, Any]:
     """One `tuner measure --json` of a config file in a fresh process (``extra``: more flags, e.g. --load);
     {"error": ...} when it fails."""
-    cmd = [sys.executable, "-m", "tuner", "measure", *workload_cli_args(args), "--config", str(config), "--json",
-           *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "tuner",
+        "measure",
+        *workload_cli_args(args),
+        "--config",
+        str(config),
+        "--json",
+        *extra,
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=tuner_env(), timeout=1200)
     if proc.returncode != 0:
         tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-2:])

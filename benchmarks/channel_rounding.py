@@ -37,8 +37,11 @@ def _time_one(path: str, placement: str, precision: str, threads: int, resolutio
     for _ in range(20):
         session.run(x)
     lat = time_calls(session.run, x, threads=threads)
-    print(json.dumps({"median_ms": lat.median_ms, "ci": [lat.ci_low_ms, lat.ci_high_ms],
-                      "executed": session.executed_precision}))
+    print(
+        json.dumps(
+            {"median_ms": lat.median_ms, "ci": [lat.ci_low_ms, lat.ci_high_ms], "executed": session.executed_precision}
+        )
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -74,16 +77,33 @@ def main(argv: list[str] | None = None) -> None:
         prune(model, args.ratio, example, round_to=k)
         macs[k] = count(model, example)[0]
         fp32 = export_onnx(model, example, tmp / f"r{k}.onnx")
-        files[k] = {"fp32": fp32, "int8": quantize_int8(fp32, data, tmp / f"r{k}-int8.onnx", not hardware.has_cpu_vnni())}
+        files[k] = {
+            "fp32": fp32,
+            "int8": quantize_int8(fp32, data, tmp / f"r{k}-int8.onnx", not hardware.has_cpu_vnni()),
+        }
         print(f"multiple {k:>2}: {macs[k]:,} MACs", flush=True)
     times: dict[tuple[int, str, str], list[float]] = {}
     for r in range(args.rounds):
         for k in files:
             for placement, precision in RUNS:
                 path = files[k]["int8" if precision == "int8" else "fp32"]
-                out = subprocess.run([sys.executable, __file__, "--threads", str(args.threads), "--time", str(path),
-                                      placement, precision, str(data.resolution)], capture_output=True, text=True,
-                                     env=tuner_env(), timeout=600)
+                out = subprocess.run(
+                    [
+                        sys.executable,
+                        __file__,
+                        "--threads",
+                        str(args.threads),
+                        "--time",
+                        str(path),
+                        placement,
+                        precision,
+                        str(data.resolution),
+                    ],
+                    capture_output=True,
+                    text=True,
+                    env=tuner_env(),
+                    timeout=600,
+                )
                 line = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
                 if out.returncode or not line:
                     print(f"  round {r + 1} x{k} {placement} {precision} FAILED: {out.stderr.strip()[-200:]}")
@@ -94,15 +114,36 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     for k in files:
         meds = {f"{pl} {pr}": median(times.get((k, pl, pr), [])) for pl, pr in RUNS}
-        rows.append({"multiple": k, "macs": macs[k], "median_ms": meds,
-                     "rounds_ms": {f"{pl} {pr}": times.get((k, pl, pr), []) for pl, pr in RUNS}})
+        rows.append(
+            {
+                "multiple": k,
+                "macs": macs[k],
+                "median_ms": meds,
+                "rounds_ms": {f"{pl} {pr}": times.get((k, pl, pr), []) for pl, pr in RUNS},
+            }
+        )
         print(f"{k:>8} {macs[k]:>13,} " + " ".join(f"{v if v is None else round(v, 4):>14}" for v in meds.values()))
-    best = {f"{pl} {pr}": min(rows, key=lambda row: row["median_ms"][f"{pl} {pr}"] or float("inf"))["multiple"]
-            for pl, pr in RUNS}
+    best = {
+        f"{pl} {pr}": min(rows, key=lambda row: row["median_ms"][f"{pl} {pr}"] or float("inf"))["multiple"]
+        for pl, pr in RUNS
+    }
     print("fastest multiple: " + ", ".join(f"{k}: {v}" for k, v in best.items()))
-    print(json.dumps({**machine_json(fp), "benchmark": "channel_rounding", "model": args.model, "data": args.data,
-                      "resolution": data.resolution, "ratio": args.ratio, "threads": args.threads,
-                      "rounds": args.rounds, "rows": rows, "fastest": best}))
+    print(
+        json.dumps(
+            {
+                **machine_json(fp),
+                "benchmark": "channel_rounding",
+                "model": args.model,
+                "data": args.data,
+                "resolution": data.resolution,
+                "ratio": args.ratio,
+                "threads": args.threads,
+                "rounds": args.rounds,
+                "rows": rows,
+                "fastest": best,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

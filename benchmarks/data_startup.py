@@ -27,10 +27,15 @@ from _common import ROOT, TINY, machine_json, print_machine, tuner_env
 
 CHILD = "--child-process"  # the fresh process each step runs in
 
+
 def _child(mode: str, folder: str, resolution: int, cache: str, weights: str) -> dict[str, Any]:
     """One fresh process: (mode) -> its figures as a dict."""
-    r = subprocess.run([sys.executable, __file__, CHILD, mode, folder, str(resolution), cache, weights],
-                       capture_output=True, text=True, env=tuner_env())
+    r = subprocess.run(
+        [sys.executable, __file__, CHILD, mode, folder, str(resolution), cache, weights],
+        capture_output=True,
+        text=True,
+        env=tuner_env(),
+    )
     if r.returncode != 0:
         raise SystemExit(f"{mode} failed:\n{r.stderr[-2000:]}")
     return json.loads(r.stdout.strip().splitlines()[-1])
@@ -42,8 +47,11 @@ def _memory() -> dict[str, float]:
         name, _, value = line.partition(":")
         if name in ("VmHWM", "RssAnon", "RssFile"):
             fields[name] = int(value.split()[0]) / 1024  # kB -> MiB
-    return {"peak_rss_mib": fields.get("VmHWM", 0.0), "private_mib": fields.get("RssAnon", 0.0),
-            "file_backed_mib": fields.get("RssFile", 0.0)}
+    return {
+        "peak_rss_mib": fields.get("VmHWM", 0.0),
+        "private_mib": fields.get("RssAnon", 0.0),
+        "file_backed_mib": fields.get("RssFile", 0.0),
+    }
 
 
 def _run_child() -> None:
@@ -74,7 +82,7 @@ def _run_child() -> None:
         t1 = time.perf_counter()
         total = 0
         for i in range(0, len(data.train), 256):  # an epoch's reads, in order: every pixel
-            total += int(data.train.images[i:i + 256].sum(dtype=np.uint64))
+            total += int(data.train.images[i : i + 256].sum(dtype=np.uint64))
         for x, _ in data.batches(data.val, 64):
             total += int(x.shape[0])
         out["touch_s"] = time.perf_counter() - t1
@@ -100,8 +108,11 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--data", required=True, help="an ImageFolder directory")
     p.add_argument("--resolution", type=int, default=96, help="input size in pixels (default 96)")
-    p.add_argument("--studies-dir", default=None, help="where the cache lives (default: a new temporary directory, "
-                   "so the first step is cold)")
+    p.add_argument(
+        "--studies-dir",
+        default=None,
+        help="where the cache lives (default: a new temporary directory, so the first step is cold)",
+    )
     p.add_argument("--no-trial", action="store_true", help="skip the trial process (the load steps only)")
     args = p.parse_args()
     fp = print_machine()
@@ -117,11 +128,23 @@ def main() -> int:
             r = _child(mode, args.data, args.resolution, cache, weights)
             r.update(step=f"{mode} ({cache_state} cache)", wall_s=time.perf_counter() - t)
             results.append(r)
-            print(f"{r['step']:<20} to a loaded data set {r['load_s']:7.2f} s, {r['decoded']:>6} photos decoded, "
-                  f"peak RSS {r['peak_rss_mib']:7.0f} MiB (at the end: private {r['private_mib']:.0f} MiB, "
-                  f"file-backed {r['file_backed_mib']:.0f} MiB), process {r['wall_s']:.1f} s", flush=True)
-    print(json.dumps({"benchmark": "data_startup", "data": args.data, "resolution": args.resolution,
-                      "steps": results, **machine_json(fp)}))
+            print(
+                f"{r['step']:<20} to a loaded data set {r['load_s']:7.2f} s, {r['decoded']:>6} photos decoded, "
+                f"peak RSS {r['peak_rss_mib']:7.0f} MiB (at the end: private {r['private_mib']:.0f} MiB, "
+                f"file-backed {r['file_backed_mib']:.0f} MiB), process {r['wall_s']:.1f} s",
+                flush=True,
+            )
+    print(
+        json.dumps(
+            {
+                "benchmark": "data_startup",
+                "data": args.data,
+                "resolution": args.resolution,
+                "steps": results,
+                **machine_json(fp),
+            }
+        )
+    )
     return 0
 
 

@@ -48,8 +48,19 @@ def run_study(args: argparse.Namespace, objectives: str) -> tuple[Any, float]:
     import tuner
 
     name = f"guardrails-{objectives}-{Path(args.model).stem.split(':')[-1]}-{args.resolution}px-s{args.seed}"
-    argv = [*workload_cli_args(args), "--space", args.space, "--objectives", objectives, "--n-trials",
-            str(args.n_trials), "--study", name, "--corruptions", "--json"]
+    argv = [
+        *workload_cli_args(args),
+        "--space",
+        args.space,
+        "--objectives",
+        objectives,
+        "--n-trials",
+        str(args.n_trials),
+        "--study",
+        name,
+        "--corruptions",
+        "--json",
+    ]
     if args.remeasure_rounds is not None:
         argv += ["--remeasure-rounds", str(args.remeasure_rounds)]
     _, wall = run_tuner(argv)
@@ -63,22 +74,31 @@ def figures(row: Any, classes: list[str]) -> dict[str, Any]:
     worst = int(row["worst_class"]) if row.get("worst_class") == row.get("worst_class") else -1  # NaN: not measured
     params = {k: row[k] for k in Candidate.__dataclass_fields__ if k in row}
     again = row.get("remeasured_per_sample_ms")
-    return {"trial": int(row["trial"]), "label": label(Candidate.fill(params)), "accuracy": row["accuracy"],
-            "accuracy_drop": row["accuracy_drop"], "worst_class": classes[worst] if 0 <= worst < len(classes) else None,
-            **{k: row.get(k) for k in ("worst_class_drop", "flip_rate", "flip_rate_correct", "ece", "ece_increase",
-                                       "corruption_drop")},
-            "per_sample_ms": again if again == again and again is not None else row["per_sample_ms"],
-            "speedup": row.get("speedup")}
+    return {
+        "trial": int(row["trial"]),
+        "label": label(Candidate.fill(params)),
+        "accuracy": row["accuracy"],
+        "accuracy_drop": row["accuracy_drop"],
+        "worst_class": classes[worst] if 0 <= worst < len(classes) else None,
+        **{
+            k: row.get(k)
+            for k in ("worst_class_drop", "flip_rate", "flip_rate_correct", "ece", "ece_increase", "corruption_drop")
+        },
+        "per_sample_ms": again if again == again and again is not None else row["per_sample_ms"],
+        "speedup": row.get("speedup"),
+    }
 
 
 def line(what: str, f: dict[str, Any] | None) -> str:
     if f is None:
         return f"{what:<44} -"
-    return (f"{what:<44} #{f['trial']:<4} top-1 drop {fmt(f['accuracy_drop'], '+.2f')} pts  worst class "
-            f"{fmt(f['worst_class_drop'], '+.2f')} pts ({f['worst_class']})  flips {fmt(f['flip_rate'], '.1%')}  "
-            f"ECE {fmt(f['ece'], '.3f')} ({fmt(f['ece_increase'], '+.3f')})  corruption drop "
-            f"{fmt(f['corruption_drop'], '+.2f')} pts  {fmt(f['per_sample_ms'], '.4f')} "
-            f"ms/sample  {fmt(f['speedup'], '.1f')}x   {f['label']}")
+    return (
+        f"{what:<44} #{f['trial']:<4} top-1 drop {fmt(f['accuracy_drop'], '+.2f')} pts  worst class "
+        f"{fmt(f['worst_class_drop'], '+.2f')} pts ({f['worst_class']})  flips {fmt(f['flip_rate'], '.1%')}  "
+        f"ECE {fmt(f['ece'], '.3f')} ({fmt(f['ece_increase'], '+.3f')})  corruption drop "
+        f"{fmt(f['corruption_drop'], '+.2f')} pts  {fmt(f['per_sample_ms'], '.4f')} "
+        f"ms/sample  {fmt(f['speedup'], '.1f')}x   {f['label']}"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -97,12 +117,21 @@ def main(argv: list[str] | None = None) -> None:
         pick = result.best() if any(p.feasible for p in result.pareto) else None
         picked = next((figures(r, classes) for r in rows if pick is not None and r["trial"] == pick.trial), None)
         # the fastest point within 1 point that breaks a guardrail of robust.yaml (the default study's matters)
-        hidden = [figures(r, classes) for r in rows if r["accuracy_drop"] <= 1 + 1e-12 and r.get("flip_rate") is not None
-                  and any(c.metric in r and c.violation(r) > 0 for c in guards)]
+        hidden = [
+            figures(r, classes)
+            for r in rows
+            if r["accuracy_drop"] <= 1 + 1e-12
+            and r.get("flip_rate") is not None
+            and any(c.metric in r and c.violation(r) > 0 for c in guards)
+        ]
         worst = min(hidden, key=lambda f: f["per_sample_ms"], default=None)
-        found[objectives] = {"study": result.study.study_name, "wall_s": wall, "pick": picked,
-                             "fastest_breaking_a_guardrail": worst,
-                             "broken": [str(c) for c in guards if worst and c.metric in worst and c.violation(worst) > 0]}
+        found[objectives] = {
+            "study": result.study.study_name,
+            "wall_s": wall,
+            "pick": picked,
+            "fastest_breaking_a_guardrail": worst,
+            "broken": [str(c) for c in guards if worst and c.metric in worst and c.violation(worst) > 0],
+        }
     print()
     print(line("default objectives: the pick", found["accuracy_latency"]["pick"]))
     print(line("guarded.yaml: the pick", found["guarded"]["pick"]))
@@ -110,14 +139,30 @@ def main(argv: list[str] | None = None) -> None:
     print(line("default study: fastest within 1 pt breaking one", hidden))
     guarded = found["guarded"]["pick"]
     if hidden:
-        cost = (f"; guarded.yaml's pick runs at {guarded['per_sample_ms'] / hidden['per_sample_ms']:.1f}x its latency"
-                if guarded else "; guarded.yaml found no feasible pick")
-        print(f"deep compression broke a guardrail while top-1 held: #{hidden['trial']} "
-              f"({', '.join(found['accuracy_latency']['broken'])}){cost}")
+        cost = (
+            f"; guarded.yaml's pick runs at {guarded['per_sample_ms'] / hidden['per_sample_ms']:.1f}x its latency"
+            if guarded
+            else "; guarded.yaml found no feasible pick"
+        )
+        print(
+            f"deep compression broke a guardrail while top-1 held: #{hidden['trial']} "
+            f"({', '.join(found['accuracy_latency']['broken'])}){cost}"
+        )
     else:
         print("no point of the default study held top-1 within 1 point while breaking a guardrail")
-    print(json.dumps({"benchmark": "guardrails", **machine_json(fp), "workload": describe_workload(args),
-                      "n_trials": args.n_trials, "space": args.space, **found}, default=str))
+    print(
+        json.dumps(
+            {
+                "benchmark": "guardrails",
+                **machine_json(fp),
+                "workload": describe_workload(args),
+                "n_trials": args.n_trials,
+                "space": args.space,
+                **found,
+            },
+            default=str,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -63,14 +63,29 @@ def main() -> None:
     per_cpu = {}
     for cpu in cpus:
         w = traces[cpu]
-        per_cpu[cpu] = {"fastest_ms": min(w), "median_ms": statistics.median(w),
-                        "contended_share": sum(x > SLOW * fastest for x in w) / len(w)}
-        print(f"cpu {cpu}: fastest {min(w):.3f} ms, median {statistics.median(w):.3f} ms, "
-              f"contended {100 * per_cpu[cpu]['contended_share']:.0f}% of {len(w)} windows")
+        per_cpu[cpu] = {
+            "fastest_ms": min(w),
+            "median_ms": statistics.median(w),
+            "contended_share": sum(x > SLOW * fastest for x in w) / len(w),
+        }
+        print(
+            f"cpu {cpu}: fastest {min(w):.3f} ms, median {statistics.median(w):.3f} ms, "
+            f"contended {100 * per_cpu[cpu]['contended_share']:.0f}% of {len(w)} windows"
+        )
     all_quiet = sum(all(traces[c][i] <= SLOW * fastest for c in cpus) for i in range(n)) / n
     print(f"every CPU at full speed in {100 * all_quiet:.0f}% of windows")
-    print(json.dumps({**machine_json(fp), "benchmark": "host_noise", "seconds": args.seconds, "window_s": args.window,
-                      "per_cpu": per_cpu, "all_quiet_share": all_quiet}))
+    print(
+        json.dumps(
+            {
+                **machine_json(fp),
+                "benchmark": "host_noise",
+                "seconds": args.seconds,
+                "window_s": args.window,
+                "per_cpu": per_cpu,
+                "all_quiet_share": all_quiet,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

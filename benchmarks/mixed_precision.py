@@ -53,8 +53,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--recovery", default="short", help="short | long: the build's recovery (default short)")
     p.add_argument("--placement", default="ov-cpu", help="ov-cpu | ort-cpu (default ov-cpu)")
     p.add_argument("--threads", type=int, default=1, help="threads of every row (default 1)")
-    p.add_argument("--int8-ops", default="all", help="comma-separated int8_ops of the float_layers rows: all, "
-                   "compute or both (default all)")
+    p.add_argument(
+        "--int8-ops",
+        default="all",
+        help="comma-separated int8_ops of the float_layers rows: all, compute or both (default all)",
+    )
     p.add_argument("--ks", default="1,2,4", help="comma-separated float_layers values to try (default 1,2,4)")
     p.add_argument("--max-drop", type=float, default=1.0, help="accuracy budget in points (default 1)")
     p.add_argument("--rounds", type=int, default=3, help="re-measurement rounds (default 3)")
@@ -74,10 +77,15 @@ def rows(args: argparse.Namespace) -> dict[str, dict]:
     from tuner.runtimes.registry import PLACEMENTS
     from tuner.study.objective import baseline_candidate
 
-    common = {"placement": args.placement, "prune_ratio": args.prune_ratio, "threads": args.threads,
-              "prune_profile": args.prune_profile, "drop_blocks": args.drop_blocks, "recovery": args.recovery}
-    out = {"baseline": baseline_candidate().to_dict(),
-           "fp32": Candidate(precision="fp32", **common).to_dict()}
+    common = {
+        "placement": args.placement,
+        "prune_ratio": args.prune_ratio,
+        "threads": args.threads,
+        "prune_profile": args.prune_profile,
+        "drop_blocks": args.drop_blocks,
+        "recovery": args.recovery,
+    }
+    out = {"baseline": baseline_candidate().to_dict(), "fp32": Candidate(precision="fp32", **common).to_dict()}
     if not PLACEMENTS[args.placement].refuse("bf16") and not PLACEMENTS[args.placement].unavailable():
         out["bf16"] = Candidate(precision="bf16", **common).to_dict()
     out["int8"] = Candidate(precision="int8", **common).to_dict()  # uniform: every op ORT quantizes, in int8
@@ -102,8 +110,10 @@ def main(argv: list[str] | None = None) -> None:
     import yaml
 
     fp = print_machine()
-    print(f"workload: {describe_workload(args)}; prune {args.prune_ratio} {args.prune_profile}, -{args.drop_blocks} blocks, "
-          f"{args.recovery} recovery, {args.placement}, {args.threads} threads")
+    print(
+        f"workload: {describe_workload(args)}; prune {args.prune_ratio} {args.prune_profile}, -{args.drop_blocks} blocks, "
+        f"{args.recovery} recovery, {args.placement}, {args.threads} threads"
+    )
     configs = rows(args)
     tmp = Path(tempfile.mkdtemp(prefix="bench-mixed-"))
     results: dict[str, list[dict]] = {name: [] for name in configs}
@@ -114,8 +124,12 @@ def main(argv: list[str] | None = None) -> None:
             for name in configs:
                 out = measure_once(args, tmp / f"{name}.yaml")
                 results[name].append(out)
-                what = (f"{out['per_sample_ms']:.4f} ms/sample, {out['accuracy']:.2%}, ran {out['executed_precision']}"
-                        f" [{out.get('layer_precisions', '')}]" if "error" not in out else f"FAILED: {out['error']}")
+                what = (
+                    f"{out['per_sample_ms']:.4f} ms/sample, {out['accuracy']:.2%}, ran {out['executed_precision']}"
+                    f" [{out.get('layer_precisions', '')}]"
+                    if "error" not in out
+                    else f"FAILED: {out['error']}"
+                )
                 print(f"  round {r + 1}/{args.rounds} {name:<16} {what}", flush=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -123,14 +137,20 @@ def main(argv: list[str] | None = None) -> None:
     summary = {}
     for name, runs in results.items():
         good = [x for x in runs if "error" not in x]
-        summary[name] = ({"config": configs[name], "accuracy": median([x["accuracy"] for x in good]),
-                          "per_sample_ms": median([x["per_sample_ms"] for x in good]),
-                          "round_per_sample_ms": [x["per_sample_ms"] for x in good],
-                          "executed_precision": good[0]["executed_precision"],
-                          "layer_precisions": good[0].get("layer_precisions"),
-                          "float_layers": good[0].get("float_layers"),
-                          "calibrate_seconds": good[0].get("build_seconds", {}).get("calibrate")}
-                         if good else {"config": configs[name], "error": runs[0]["error"] if runs else "not run"})
+        summary[name] = (
+            {
+                "config": configs[name],
+                "accuracy": median([x["accuracy"] for x in good]),
+                "per_sample_ms": median([x["per_sample_ms"] for x in good]),
+                "round_per_sample_ms": [x["per_sample_ms"] for x in good],
+                "executed_precision": good[0]["executed_precision"],
+                "layer_precisions": good[0].get("layer_precisions"),
+                "float_layers": good[0].get("float_layers"),
+                "calibrate_seconds": good[0].get("build_seconds", {}).get("calibrate"),
+            }
+            if good
+            else {"config": configs[name], "error": runs[0]["error"] if runs else "not run"}
+        )
     base = summary["baseline"].get("accuracy")
 
     def drop(s: dict) -> float | None:
@@ -143,26 +163,38 @@ def main(argv: list[str] | None = None) -> None:
             continue
         s["accuracy_drop_points"] = drop(s)
         spread = f"{min(s['round_per_sample_ms']):.4f}-{max(s['round_per_sample_ms']):.4f}"
-        print(f"{name:<16} {s['accuracy']:>8.2%} {fmt(s['accuracy_drop_points'], '7.2f')} "
-              f"{s['per_sample_ms']:>10.4f} {spread:>17}  {s['executed_precision']} [{s['layer_precisions']}]"
-              + (f" float: {', '.join(s['float_layers'])}" if s.get("float_layers") else ""))
+        print(
+            f"{name:<16} {s['accuracy']:>8.2%} {fmt(s['accuracy_drop_points'], '7.2f')} "
+            f"{s['per_sample_ms']:>10.4f} {spread:>17}  {s['executed_precision']} [{s['layer_precisions']}]"
+            + (f" float: {', '.join(s['float_layers'])}" if s.get("float_layers") else "")
+        )
     # mixed: int8 with part of the model in float (the ops between compute layers, or the k most sensitive layers)
     mixed_rows = ["int8-compute"] + [_mixed_row(ops, k) for ops in args.int8_ops for k in args.ks]
-    ok = [n for n in mixed_rows if summary[n].get("accuracy_drop_points") is not None
-          and summary[n]["accuracy_drop_points"] <= args.max_drop + 1e-9]  # 1.0000000000000009 is 1 point
+    ok = [
+        n
+        for n in mixed_rows
+        if summary[n].get("accuracy_drop_points") is not None
+        and summary[n]["accuracy_drop_points"] <= args.max_drop + 1e-9
+    ]  # 1.0000000000000009 is 1 point
     mixed = min(ok, key=lambda n: summary[n]["per_sample_ms"], default=None)
     floats = [n for n in ("fp32", "bf16") if summary.get(n, {}).get("per_sample_ms")]
     best_float = min(floats, key=lambda n: summary[n]["per_sample_ms"], default=None)
     uniform = summary["int8"]
-    print(f"\nuniform int8: drop {fmt(uniform.get('accuracy_drop_points'), '.2f')} points"
-          + (f" (more than the {args.max_drop:g}-point budget)" if (uniform.get("accuracy_drop_points") or 0)
-             > args.max_drop + 1e-9
-             else f" (within the {args.max_drop:g}-point budget: mixed precision is not needed here)"))
+    print(
+        f"\nuniform int8: drop {fmt(uniform.get('accuracy_drop_points'), '.2f')} points"
+        + (
+            f" (more than the {args.max_drop:g}-point budget)"
+            if (uniform.get("accuracy_drop_points") or 0) > args.max_drop + 1e-9
+            else f" (within the {args.max_drop:g}-point budget: mixed precision is not needed here)"
+        )
+    )
     if mixed and best_float:
         m, f = summary[mixed], summary[best_float]
-        print(f"mixed ({mixed}): drop {m['accuracy_drop_points']:.2f} points, {m['per_sample_ms']:.4f} ms/sample: "
-              f"{f['per_sample_ms'] / m['per_sample_ms']:.2f}x the fastest float option ({best_float}, "
-              f"{f['per_sample_ms']:.4f}), {m['per_sample_ms'] / uniform['per_sample_ms']:.2f}x uniform int8's latency")
+        print(
+            f"mixed ({mixed}): drop {m['accuracy_drop_points']:.2f} points, {m['per_sample_ms']:.4f} ms/sample: "
+            f"{f['per_sample_ms'] / m['per_sample_ms']:.2f}x the fastest float option ({best_float}, "
+            f"{f['per_sample_ms']:.4f}), {m['per_sample_ms'] / uniform['per_sample_ms']:.2f}x uniform int8's latency"
+        )
     else:
         print(f"no mixed row ({', '.join(mixed_rows)}) held accuracy within {args.max_drop:g} points")
 
@@ -170,20 +202,51 @@ def main(argv: list[str] | None = None) -> None:
         if name is None:
             return None
         s = summary[name]
-        return {"label": name, "accuracy": s.get("accuracy"), "per_sample_ms": s.get("per_sample_ms"),
-                "config": s["config"], "accuracy_drop_points": s.get("accuracy_drop_points"),
-                "layer_precisions": s.get("layer_precisions"), "float_layers": s.get("float_layers")}
+        return {
+            "label": name,
+            "accuracy": s.get("accuracy"),
+            "per_sample_ms": s.get("per_sample_ms"),
+            "config": s["config"],
+            "accuracy_drop_points": s.get("accuracy_drop_points"),
+            "layer_precisions": s.get("layer_precisions"),
+            "float_layers": s.get("float_layers"),
+        }
 
-    print(json.dumps({**machine_json(fp), "benchmark": "mixed_precision", "model": args.model, "data": args.data,
-                      "resolution": args.resolution, "prune_ratio": args.prune_ratio, "prune_profile": args.prune_profile,
-                      "drop_blocks": args.drop_blocks, "recovery": args.recovery, "placement": args.placement,
-                      "int8_ops": args.int8_ops,
-                      "threads": args.threads, "rounds": args.rounds, "max_drop": args.max_drop,
-                      "baseline_accuracy": base, "uniform_int8": pick("int8"), "mixed": pick(mixed),
-                      "float": pick(best_float), "rows": summary,
-                      "calibration": {n: pick(n) for n in ("int8", "int8-entropy", "int8-percentile",
-                                                           *(f"int8-calib{i}" for i in CALIBRATION_IMAGES))
-                                      if n in summary}}))
+    print(
+        json.dumps(
+            {
+                **machine_json(fp),
+                "benchmark": "mixed_precision",
+                "model": args.model,
+                "data": args.data,
+                "resolution": args.resolution,
+                "prune_ratio": args.prune_ratio,
+                "prune_profile": args.prune_profile,
+                "drop_blocks": args.drop_blocks,
+                "recovery": args.recovery,
+                "placement": args.placement,
+                "int8_ops": args.int8_ops,
+                "threads": args.threads,
+                "rounds": args.rounds,
+                "max_drop": args.max_drop,
+                "baseline_accuracy": base,
+                "uniform_int8": pick("int8"),
+                "mixed": pick(mixed),
+                "float": pick(best_float),
+                "rows": summary,
+                "calibration": {
+                    n: pick(n)
+                    for n in (
+                        "int8",
+                        "int8-entropy",
+                        "int8-percentile",
+                        *(f"int8-calib{i}" for i in CALIBRATION_IMAGES),
+                    )
+                    if n in summary
+                },
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

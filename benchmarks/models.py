@@ -11,5 +11,6 @@ def small_vit(num_classes: int = 10) -> nn.Module:
     the kind of model whose activations (softmax, GELU, LayerNorm outputs) uniform int8 calibration handles worst."""
     from tuner.zoo import torchvision_models  # torchvision as the tuner imports it (works on the CPU torch wheel)
 
-    return torchvision_models().VisionTransformer(image_size=96, patch_size=8, num_layers=6, num_heads=3,
-                                                  hidden_dim=192, mlp_dim=768, num_classes=num_classes)
+    return torchvision_models().VisionTransformer(
+        image_size=96, patch_size=8, num_layers=6, num_heads=3, hidden_dim=192, mlp_dim=768, num_classes=num_classes
+    )

@@ -51,10 +51,14 @@ def main(argv: list[str] | None = None) -> None:
     reference, example = w.reference_model(), torch.from_numpy(w.data.example())
     ref_macs, _ = count(reference, example)
     base = torch_accuracy(reference, w.data)
-    print(f"train split {len(w.data.train):,} images, val {len(w.data.val):,}; reference {base:.2%} top-1, "
-          f"{ref_macs:,} MACs")
-    print(f"{'ratio':>5} {'budget':>6} {'default':>7} {'steps':>5} {'stopped':<8} {'accuracy':>8} {'drop pt':>7} "
-          f"{'seconds':>8} {'s/step':>6} {'MACs':>13}")
+    print(
+        f"train split {len(w.data.train):,} images, val {len(w.data.val):,}; reference {base:.2%} top-1, "
+        f"{ref_macs:,} MACs"
+    )
+    print(
+        f"{'ratio':>5} {'budget':>6} {'default':>7} {'steps':>5} {'stopped':<8} {'accuracy':>8} {'drop pt':>7} "
+        f"{'seconds':>8} {'s/step':>6} {'MACs':>13}"
+    )
     rows = []
     for ratio in ratios:
         for k in budgets:
@@ -64,18 +68,41 @@ def main(argv: list[str] | None = None) -> None:
             removed = removed_share(macs, ref_macs, 0.0)
             record = recover(model, reference, w.data, removed, k, "short", spec.seed) if k else None
             acc = torch_accuracy(model, w.data)
-            row = {"ratio": ratio, "profile": args.profile, "budget": k, "macs": macs, "removed": removed,
-                   "default_budget": budget_steps(removed, spec.recover_steps, "short", len(w.data.train)),
-                   "accuracy": acc, "drop_points": 100 * (base - acc),
-                   "recovery": record.to_dict() if record else None}
+            row = {
+                "ratio": ratio,
+                "profile": args.profile,
+                "budget": k,
+                "macs": macs,
+                "removed": removed,
+                "default_budget": budget_steps(removed, spec.recover_steps, "short", len(w.data.train)),
+                "accuracy": acc,
+                "drop_points": 100 * (base - acc),
+                "recovery": record.to_dict() if record else None,
+            }
             rows.append(row)
             steps, seconds = (record.steps, record.seconds) if record else (0, 0.0)
-            print(f"{ratio:>5g} {k:>6} {row['default_budget']:>7} {steps:>5} "
-                  f"{record.stopped if record else '-':<8} {acc:>8.2%} {row['drop_points']:>7.2f} {seconds:>8.1f} "
-                  f"{seconds / max(1, steps):>6.2f} {macs:>13,}", flush=True)
-    print(json.dumps({**machine_json(fp), "benchmark": "recovery", "model": args.model, "data": args.data,
-                      "train_images": len(w.data.train), "resolution": w.data.resolution, "weights": args.weights,
-                      "recover_steps": spec.recover_steps, "reference_accuracy": base, "rows": rows}))
+            print(
+                f"{ratio:>5g} {k:>6} {row['default_budget']:>7} {steps:>5} "
+                f"{record.stopped if record else '-':<8} {acc:>8.2%} {row['drop_points']:>7.2f} {seconds:>8.1f} "
+                f"{seconds / max(1, steps):>6.2f} {macs:>13,}",
+                flush=True,
+            )
+    print(
+        json.dumps(
+            {
+                **machine_json(fp),
+                "benchmark": "recovery",
+                "model": args.model,
+                "data": args.data,
+                "train_images": len(w.data.train),
+                "resolution": w.data.resolution,
+                "weights": args.weights,
+                "recover_steps": spec.recover_steps,
+                "reference_accuracy": base,
+                "rows": rows,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -66,16 +66,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_workload_args(p, model=TINY, resolution=16, studies_dir="studies")
     p.add_argument("--space", default="default", help="search space name or YAML path (default: default)")
-    p.add_argument("--objectives", default="accuracy_latency",
-                   help="objectives name or YAML path: accuracy (maximize) and one minimized metric")
+    p.add_argument(
+        "--objectives",
+        default="accuracy_latency",
+        help="objectives name or YAML path: accuracy (maximize) and one minimized metric",
+    )
     p.add_argument("--samplers", nargs="+", default=list(SAMPLERS), choices=("tpe", "nsga2", "gp", "random"))
     p.add_argument("--budgets", nargs="+", type=int, default=[10, 20, 40], help="trials (baseline included)")
     p.add_argument("--n-seeds", type=int, default=3, help="sampler seeds 0..N-1 per sampler (default 3)")
     p.add_argument("--reference-trials", type=int, default=300, help="trials of the random-search reference")
     p.add_argument("--reference-seed", type=int, default=1000, help="its sampler seed (apart from the runs')")
     p.add_argument("--target", type=float, default=98.0, help="the %% of the reference hypervolume to reach")
-    p.add_argument("--no-baseline", action="store_true",
-                   help="do not enqueue the baseline as trial 0 (see the note on NSGA-II in the docstring)")
+    p.add_argument(
+        "--no-baseline",
+        action="store_true",
+        help="do not enqueue the baseline as trial 0 (see the note on NSGA-II in the docstring)",
+    )
     args = p.parse_args(argv)
     if min(args.budgets) < 1 or args.n_seeds < 1 or args.reference_trials < 1:
         p.error("--budgets, --n-seeds and --reference-trials must be >= 1")
@@ -115,8 +121,17 @@ class Oracle:
         return [m for status, m in self.memo.values() if status == "ok"]
 
 
-def run_sampler(name: str, seed: int, n_trials: int, sampler_trials: int, space: Any, objectives: Any,
-                oracle: Oracle, baseline: bool = True, log_every: int = 0) -> list[dict | None]:
+def run_sampler(
+    name: str,
+    seed: int,
+    n_trials: int,
+    sampler_trials: int,
+    space: Any,
+    objectives: Any,
+    oracle: Oracle,
+    baseline: bool = True,
+    log_every: int = 0,
+) -> list[dict | None]:
     """One in-memory study by ask/tell; returns each counted trial's metrics (None when failed or pruned).
 
     Repeats are handled as `tuner run` does: a repeated candidate gets its earlier outcome, is not counted,
@@ -157,8 +172,11 @@ def run_sampler(name: str, seed: int, n_trials: int, sampler_trials: int, space:
             continue
         history.append(result if status == "ok" else None)
         if log_every and len(history) % log_every == 0:
-            print(f"    {len(history)}/{n_trials} trials, {len(oracle.memo)} distinct candidates measured "
-                  f"({oracle.seconds:.0f} s measuring)", flush=True)
+            print(
+                f"    {len(history)}/{n_trials} trials, {len(oracle.memo)} distinct candidates measured "
+                f"({oracle.seconds:.0f} s measuring)",
+                flush=True,
+            )
     return history
 
 
@@ -215,44 +233,69 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"{objectives.source}: this benchmark needs accuracy (maximize) and one minimized metric")
     latency = others[0]
     print(f"workload: {describe_workload(args)}")
-    print(f"space: {space.source} (placements {', '.join(space.placements)}); objectives: "
-          f"{', '.join(f'{d} {n}' for n, d in dirs.items())}; constraints: "
-          f"{', '.join(map(str, objectives.constraints)) or 'none'}")
-    print(f"runs: samplers {', '.join(args.samplers)} x seeds 0..{args.n_seeds - 1}, {max(args.budgets)} trials each "
-          f"(hypervolume after {', '.join(map(str, args.budgets))}); reference: random search, "
-          f"{args.reference_trials} trials, seed {args.reference_seed}; baseline enqueued as trial 0: "
-          f"{'no' if args.no_baseline else 'yes'}", flush=True)
+    print(
+        f"space: {space.source} (placements {', '.join(space.placements)}); objectives: "
+        f"{', '.join(f'{d} {n}' for n, d in dirs.items())}; constraints: "
+        f"{', '.join(map(str, objectives.constraints)) or 'none'}"
+    )
+    print(
+        f"runs: samplers {', '.join(args.samplers)} x seeds 0..{args.n_seeds - 1}, {max(args.budgets)} trials each "
+        f"(hypervolume after {', '.join(map(str, args.budgets))}); reference: random search, "
+        f"{args.reference_trials} trials, seed {args.reference_seed}; baseline enqueued as trial 0: "
+        f"{'no' if args.no_baseline else 'yes'}",
+        flush=True,
+    )
 
     with logs.to(lambda m: print(f"  {m}", flush=True)):
         w = load_workload(workload_spec(args))
     reference_accuracy = torch_accuracy(w.reference_model(), w.data)
     floor = objectives.min_accuracy(reference_accuracy)
-    print(f"baseline accuracy {reference_accuracy:.2%} on {len(w.data.val)} validation images"
-          + (f"; feasible: accuracy >= {floor:.2%}" if floor is not None else ""), flush=True)
+    print(
+        f"baseline accuracy {reference_accuracy:.2%} on {len(w.data.val)} validation images"
+        + (f"; feasible: accuracy >= {floor:.2%}" if floor is not None else ""),
+        flush=True,
+    )
     oracle = Oracle(w, reference_accuracy)
     start = time.perf_counter()
 
     print(f"reference: random search, {args.reference_trials} trials", flush=True)
-    run_sampler("random", args.reference_seed, args.reference_trials, args.reference_trials, space,
-                                objectives, oracle, not args.no_baseline, log_every=25)
+    run_sampler(
+        "random",
+        args.reference_seed,
+        args.reference_trials,
+        args.reference_trials,
+        space,
+        objectives,
+        oracle,
+        not args.no_baseline,
+        log_every=25,
+    )
     reference_keys = set(oracle.memo)
     runs: dict[tuple[str, int], list[dict | None]] = {}
     for name in args.samplers:
         for seed in range(args.n_seeds):
             before = len(oracle.memo)
-            runs[(name, seed)] = run_sampler(name, seed, max(args.budgets), max(args.budgets), space, objectives,
-                                             oracle, not args.no_baseline)
-            print(f"  {name:<6} seed {seed}: {max(args.budgets)} trials, {len(oracle.memo) - before} candidates new "
-                  f"to the memo ({len(oracle.memo)} distinct measured, {oracle.seconds:.0f} s measuring)", flush=True)
+            runs[(name, seed)] = run_sampler(
+                name, seed, max(args.budgets), max(args.budgets), space, objectives, oracle, not args.no_baseline
+            )
+            print(
+                f"  {name:<6} seed {seed}: {max(args.budgets)} trials, {len(oracle.memo) - before} candidates new "
+                f"to the memo ({len(oracle.memo)} distinct measured, {oracle.seconds:.0f} s measuring)",
+                flush=True,
+            )
 
     points = oracle.points()
     feasible = objectives.feasible
-    scale = Scale(points, "accuracy", latency, floor if floor is not None else
-                  min(p["accuracy"] for p in points if feasible(p)), feasible)
+    scale = Scale(
+        points,
+        "accuracy",
+        latency,
+        floor if floor is not None else min(p["accuracy"] for p in points if feasible(p)),
+        feasible,
+    )
     best = {kind: scale.hv(points, kind) for kind in ("linear", "log")}
     ref_points = [m for k, (status, m) in oracle.memo.items() if k in reference_keys and status == "ok"]
-    reference_share = {kind: 100 * scale.hv(ref_points, kind) / best[kind] if best[kind] else None
-                       for kind in best}
+    reference_share = {kind: 100 * scale.hv(ref_points, kind) / best[kind] if best[kind] else None for kind in best}
     fastest = min((p for p in points if feasible(p)), key=lambda p: p[latency], default=None)
 
     def pct(history: list[dict | None], n: int, kind: str) -> float | None:
@@ -267,21 +310,30 @@ def main(argv: list[str] | None = None) -> None:
                 per_seed = [pct(runs[(name, s)], n, kind) for s in range(args.n_seeds)]
                 entry[f"hv_{kind}_pct"] = median(per_seed)
                 entry[f"hv_{kind}_pct_seeds"] = per_seed
-            entry["fastest_feasible_ms"] = median([
-                min((m[latency] for m in runs[(name, s)][:n] if m is not None and feasible(m)), default=None)
-                for s in range(args.n_seeds)])
+            entry["fastest_feasible_ms"] = median(
+                [
+                    min((m[latency] for m in runs[(name, s)][:n] if m is not None and feasible(m)), default=None)
+                    for s in range(args.n_seeds)
+                ]
+            )
             table.setdefault(name, {})[str(n)] = entry
 
     print()
-    print(f"{len(oracle.memo)} distinct candidates measured ({len(points)} ok, "
-          f"{sum(feasible(p) for p in points)} feasible) in {oracle.seconds:.0f} s; "
-          f"total {time.perf_counter() - start:.0f} s")
+    print(
+        f"{len(oracle.memo)} distinct candidates measured ({len(points)} ok, "
+        f"{sum(feasible(p) for p in points)} feasible) in {oracle.seconds:.0f} s; "
+        f"total {time.perf_counter() - start:.0f} s"
+    )
     if fastest is not None:
-        print(f"best known front: fastest feasible {fastest[latency]:.4f} {latency} "
-              f"(accuracy {fastest['accuracy']:.2%}); the {args.reference_trials}-trial random search alone reaches "
-              f"{reference_share['linear']:.1f}% (linear) / {reference_share['log']:.1f}% (log) of its hypervolume")
-    header = (f"{'sampler':<8} {'trials':>6}  {'hv_linear % (median; seeds)':<34} {'hv_log % (median; seeds)':<34} "
-              f"{'fastest feasible ' + latency:>24}")
+        print(
+            f"best known front: fastest feasible {fastest[latency]:.4f} {latency} "
+            f"(accuracy {fastest['accuracy']:.2%}); the {args.reference_trials}-trial random search alone reaches "
+            f"{reference_share['linear']:.1f}% (linear) / {reference_share['log']:.1f}% (log) of its hypervolume"
+        )
+    header = (
+        f"{'sampler':<8} {'trials':>6}  {'hv_linear % (median; seeds)':<34} {'hv_log % (median; seeds)':<34} "
+        f"{'fastest feasible ' + latency:>24}"
+    )
     print(header)
     print("-" * len(header))
     for name in args.samplers:
@@ -290,8 +342,9 @@ def main(argv: list[str] | None = None) -> None:
             cells = []
             for kind in ("linear", "log"):
                 seeds = "/".join("-" if v is None else f"{v:.1f}" for v in e[f"hv_{kind}_pct_seeds"])
-                cells.append(f"{'-' if e[f'hv_{kind}_pct'] is None else format(e[f'hv_{kind}_pct'], '.1f'):>5} "
-                             f"({seeds})")
+                cells.append(
+                    f"{'-' if e[f'hv_{kind}_pct'] is None else format(e[f'hv_{kind}_pct'], '.1f'):>5} ({seeds})"
+                )
             ms = e["fastest_feasible_ms"]
             print(f"{name:<8} {n:>6}  {cells[0]:<34} {cells[1]:<34} {'-' if ms is None else format(ms, '.4f'):>24}")
     print("(% of the best known front's hypervolume; median over seeds, then each seed)")
@@ -307,26 +360,54 @@ def main(argv: list[str] | None = None) -> None:
             reaches = v is not None and v >= args.target
             beats = v is not None and rand is not None and v > rand
             verdict[f"{name}_{kind}"] = {"pct": v, "reaches_target": reaches, "beats_random": beats}
-            print(f"{kind:<6}: {name} at {top} trials: {'-' if v is None else f'{v:.1f}%'} in the median seed -> "
-                  f"{'reaches' if reaches else 'does NOT reach'} {args.target:g}% of the reference, "
-                  f"{'beats' if beats else 'does NOT beat'} random ({'-' if rand is None else f'{rand:.1f}%'})")
+            print(
+                f"{kind:<6}: {name} at {top} trials: {'-' if v is None else f'{v:.1f}%'} in the median seed -> "
+                f"{'reaches' if reaches else 'does NOT reach'} {args.target:g}% of the reference, "
+                f"{'beats' if beats else 'does NOT beat'} random ({'-' if rand is None else f'{rand:.1f}%'})"
+            )
     for kind in ("linear", "log"):
-        met = [n for n in ("tpe", "nsga2") if verdict.get(f"{n}_{kind}", {}).get("reaches_target")
-               and verdict[f"{n}_{kind}"]["beats_random"]]
+        met = [
+            n
+            for n in ("tpe", "nsga2")
+            if verdict.get(f"{n}_{kind}", {}).get("reaches_target") and verdict[f"{n}_{kind}"]["beats_random"]
+        ]
         verdict[f"met_{kind}"] = bool(met)
-        print(f"{kind:<6}: tpe or nsga2 at {top} trials reaches {args.target:g}% and beats random: "
-              f"{'yes (' + ', '.join(met) + ')' if met else 'no'}")
-    print(json.dumps({**machine_json(fp), "benchmark": "search_efficiency", "baseline_trial": not args.no_baseline,
-                      "model": args.model, "data": args.data,
-                      "resolution": args.resolution, "weights": args.weights, "train_steps": args.train_steps,
-                      "recover_steps": args.recover_steps, "seed": args.seed, "space": space.source,
-                      "objectives": objectives.source, "reference_accuracy": reference_accuracy,
-                      "budgets": args.budgets, "n_seeds": args.n_seeds, "reference_trials": args.reference_trials,
-                      "reference_seed": args.reference_seed, "distinct_measured": len(oracle.memo),
-                      "feasible_measured": sum(feasible(p) for p in points), "measure_seconds": oracle.seconds,
-                      "best_hv": best, "reference_run_pct": reference_share,
-                      "fastest_feasible": {"accuracy": fastest["accuracy"], latency: fastest[latency]} if fastest
-                      else None, "results": table, "target_pct": args.target, "verdict": verdict}))
+        print(
+            f"{kind:<6}: tpe or nsga2 at {top} trials reaches {args.target:g}% and beats random: "
+            f"{'yes (' + ', '.join(met) + ')' if met else 'no'}"
+        )
+    print(
+        json.dumps(
+            {
+                **machine_json(fp),
+                "benchmark": "search_efficiency",
+                "baseline_trial": not args.no_baseline,
+                "model": args.model,
+                "data": args.data,
+                "resolution": args.resolution,
+                "weights": args.weights,
+                "train_steps": args.train_steps,
+                "recover_steps": args.recover_steps,
+                "seed": args.seed,
+                "space": space.source,
+                "objectives": objectives.source,
+                "reference_accuracy": reference_accuracy,
+                "budgets": args.budgets,
+                "n_seeds": args.n_seeds,
+                "reference_trials": args.reference_trials,
+                "reference_seed": args.reference_seed,
+                "distinct_measured": len(oracle.memo),
+                "feasible_measured": sum(feasible(p) for p in points),
+                "measure_seconds": oracle.seconds,
+                "best_hv": best,
+                "reference_run_pct": reference_share,
+                "fastest_feasible": {"accuracy": fastest["accuracy"], latency: fastest[latency]} if fastest else None,
+                "results": table,
+                "target_pct": args.target,
+                "verdict": verdict,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

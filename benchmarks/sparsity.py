@@ -37,31 +37,61 @@ def main(argv: list[str] | None = None) -> None:
     for r in range(args.rounds):
         for placement, precision in RUNS:
             for level in levels:
-                m = measure_config(args, {"sparsity": level, "placement": placement, "precision": precision,
-                                          "threads": args.threads, "batch_size": 1})
+                m = measure_config(
+                    args,
+                    {
+                        "sparsity": level,
+                        "placement": placement,
+                        "precision": precision,
+                        "threads": args.threads,
+                        "batch_size": 1,
+                    },
+                )
                 seen.setdefault((level, placement, precision), []).append(m)
                 what = m.get("error") or f"{m['accuracy']:.2%}, {m['per_sample_ms']:.4f} ms"
                 print(f"  round {r + 1} sparsity {level:.2f} {placement} {precision}: {what}", flush=True)
     rows = []
-    print(f"\n{'sparsity':>8} {'runtime':<13} {'accuracy':>8} {'ms/sample':>9} {'vs dense':>8} {'size MB':>8} "
-          f"{'zipped MB':>9}")
+    print(
+        f"\n{'sparsity':>8} {'runtime':<13} {'accuracy':>8} {'ms/sample':>9} {'vs dense':>8} {'size MB':>8} "
+        f"{'zipped MB':>9}"
+    )
     for placement, precision in RUNS:
         dense = None
         for level in levels:
             good = [m for m in seen[(level, placement, precision)] if "error" not in m]
             if not good:
                 continue
-            row = {"sparsity": level, "placement": placement, "precision": precision,
-                   "accuracy": good[0]["accuracy"], "per_sample_ms": median([m["per_sample_ms"] for m in good]),
-                   "size_mb": good[0]["size_mb"], "compressed_mb": good[0]["compressed_mb"]}
+            row = {
+                "sparsity": level,
+                "placement": placement,
+                "precision": precision,
+                "accuracy": good[0]["accuracy"],
+                "per_sample_ms": median([m["per_sample_ms"] for m in good]),
+                "size_mb": good[0]["size_mb"],
+                "compressed_mb": good[0]["compressed_mb"],
+            }
             dense = row["per_sample_ms"] if level == 0 else dense
             row["speedup_vs_dense"] = dense / row["per_sample_ms"] if dense else None
             rows.append(row)
-            print(f"{level:>8.2f} {placement + ' ' + precision:<13} {row['accuracy']:>8.2%} {row['per_sample_ms']:>9.4f} "
-                  f"{(row['speedup_vs_dense'] or 0):>7.2f}x {row['size_mb']:>8.2f} {row['compressed_mb']:>9.2f}")
-    print(json.dumps({**machine_json(fp), "benchmark": "sparsity", "model": args.model, "data": args.data,
-                      "resolution": args.resolution, "weights": args.weights, "threads": args.threads,
-                      "rounds": args.rounds, "rows": rows}))
+            print(
+                f"{level:>8.2f} {placement + ' ' + precision:<13} {row['accuracy']:>8.2%} {row['per_sample_ms']:>9.4f} "
+                f"{(row['speedup_vs_dense'] or 0):>7.2f}x {row['size_mb']:>8.2f} {row['compressed_mb']:>9.2f}"
+            )
+    print(
+        json.dumps(
+            {
+                **machine_json(fp),
+                "benchmark": "sparsity",
+                "model": args.model,
+                "data": args.data,
+                "resolution": args.resolution,
+                "weights": args.weights,
+                "threads": args.threads,
+                "rounds": args.rounds,
+                "rows": rows,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

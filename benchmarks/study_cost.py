@@ -42,20 +42,29 @@ from _common import (
 )
 
 # What the report calls each step, and the build_seconds keys behind it (measure comes from the metrics).
-STEPS = {"prune": ("prune",), "recovery": ("recover",), "fold/convert": ("fuse", "convert"),
-         "export": ("export",), "calibration": ("calibrate",)}
+STEPS = {
+    "prune": ("prune",),
+    "recovery": ("recover",),
+    "fold/convert": ("fuse", "convert"),
+    "export": ("export",),
+    "calibration": ("calibrate",),
+}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_workload_args(p, studies_dir=None)
-    p.add_argument("--n-trials", type=int, default=20,
-                   help="trials in the study, baseline included (default 20, as `tuner run`)")
+    p.add_argument(
+        "--n-trials", type=int, default=20, help="trials in the study, baseline included (default 20, as `tuner run`)"
+    )
     p.add_argument("--sampler", default="tpe", help="tpe | nsga2 | gp | random (default tpe)")
     p.add_argument("--space", default="default", help="search space name or YAML path (default: default)")
     p.add_argument("--objectives", default="accuracy_latency", help="objectives name or YAML path")
-    p.add_argument("--reuse", action="store_true",
-                   help="run in --studies-dir (default studies/) with its cache as it is, instead of a fresh one")
+    p.add_argument(
+        "--reuse",
+        action="store_true",
+        help="run in --studies-dir (default studies/) with its cache as it is, instead of a fresh one",
+    )
     p.add_argument("--keep", action="store_true", help="keep the fresh studies dir and the study's SQLite file")
     args = p.parse_args(argv)
     if args.n_trials < 1:
@@ -67,14 +76,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def trial_figures(t) -> dict:
     """One finished trial: total seconds, the step split, measure seconds, cache counts."""
-    total = (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete and t.datetime_start \
-        else None
+    total = (
+        (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete and t.datetime_start else None
+    )
     build = t.user_attrs.get("build_seconds")
     metrics = t.user_attrs.get("metrics") or {}
     measured = build is not None and "duplicate_of" not in t.user_attrs
-    out = {"number": t.number, "state": t.state.name.lower(), "total_s": total, "measured": measured,
-           "duplicate": "duplicate_of" in t.user_attrs, "cache": t.user_attrs.get("cache"),
-           "candidate": t.user_attrs.get("candidate")}
+    out = {
+        "number": t.number,
+        "state": t.state.name.lower(),
+        "total_s": total,
+        "measured": measured,
+        "duplicate": "duplicate_of" in t.user_attrs,
+        "cache": t.user_attrs.get("cache"),
+        "candidate": t.user_attrs.get("candidate"),
+    }
     if measured:
         steps = {name: sum(build.get(k, 0.0) for k in keys) for name, keys in STEPS.items()}
         steps["measure"] = float(metrics.get("measure_seconds", 0.0))
@@ -94,12 +110,27 @@ def main(argv: list[str] | None = None) -> None:
     storage_dir = studies_dir if fresh else Path(tempfile.mkdtemp(prefix="bench-cost-db-"))
     storage = f"sqlite:///{storage_dir / 'study_cost.db'}"
     print(f"workload: {describe_workload(args)}")
-    print(f"study: {args.n_trials} trials, sampler {args.sampler}, space {args.space}, objectives {args.objectives}; "
-          f"{'fresh studies dir (empty cache)' if fresh else f'reusing {studies_dir} and its cache'}: {studies_dir}")
+    print(
+        f"study: {args.n_trials} trials, sampler {args.sampler}, space {args.space}, objectives {args.objectives}; "
+        f"{'fresh studies dir (empty cache)' if fresh else f'reusing {studies_dir} and its cache'}: {studies_dir}"
+    )
     try:
-        cmd = [*workload_cli_args(args, str(studies_dir)), "--study", "study_cost", "--storage", storage,
-               "--n-trials", str(args.n_trials), "--sampler", args.sampler, "--space", args.space,
-               "--objectives", args.objectives, "--json"]
+        cmd = [
+            *workload_cli_args(args, str(studies_dir)),
+            "--study",
+            "study_cost",
+            "--storage",
+            storage,
+            "--n-trials",
+            str(args.n_trials),
+            "--sampler",
+            args.sampler,
+            "--space",
+            args.space,
+            "--objectives",
+            args.objectives,
+            "--json",
+        ]
         print(f"running: python -m tuner {' '.join(cmd)}", flush=True)
         found, wall = run_tuner(cmd)
         optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -146,33 +177,59 @@ def main(argv: list[str] | None = None) -> None:
     }
 
     print()
-    print(f"wall time           {wall:8.1f} s  (startup before trial 0: data, baseline, storage: "
-          f"{fmt(result['startup_s'], '.1f')} s; trials: {fmt(span, '.1f')} s; re-measure of the Pareto set: "
-          f"{remeasure_s:.1f} s)")
-    print(f"trials              {len(trials):8d}    ({', '.join(f'{k} {v}' for k, v in states.items())}; "
-          f"{len(measured)} built and measured, {duplicates} reused an earlier measurement)")
-    print(f"median trial        {fmt(result['median_trial_s'], '8.2f')} s  (complete trials, repeats left out; "
-          f"built-and-measured ones: {fmt(result['median_measured_trial_s'], '.2f')} s)")
+    print(
+        f"wall time           {wall:8.1f} s  (startup before trial 0: data, baseline, storage: "
+        f"{fmt(result['startup_s'], '.1f')} s; trials: {fmt(span, '.1f')} s; re-measure of the Pareto set: "
+        f"{remeasure_s:.1f} s)"
+    )
+    print(
+        f"trials              {len(trials):8d}    ({', '.join(f'{k} {v}' for k, v in states.items())}; "
+        f"{len(measured)} built and measured, {duplicates} reused an earlier measurement)"
+    )
+    print(
+        f"median trial        {fmt(result['median_trial_s'], '8.2f')} s  (complete trials, repeats left out; "
+        f"built-and-measured ones: {fmt(result['median_measured_trial_s'], '.2f')} s)"
+    )
     print("per built-and-measured trial:")
     print(f"  {'step':<13} {'median s':>9} {'share of trial time':>20}")
     for s in step_names:
         share = result["step_share"][s]
         print(f"  {s:<13} {fmt(step_median[s], '9.3f')} {fmt(None if share is None else 100 * share, '19.1f')}%")
-    print("  (medians of each step over trials, so they do not add up; shares are of the summed trial time; "
-          "'other' = worker hand-off, Optuna and storage)")
+    print(
+        "  (medians of each step over trials, so they do not add up; shares are of the summed trial time; "
+        "'other' = worker hand-off, Optuna and storage)"
+    )
     ov = result["median_overhead_fraction"]
     print(f"median overhead beyond measuring: {fmt(None if ov is None else 100 * ov, '.1f')}% of a trial's time")
     rate = result["cache"]["hit_rate"]
     print(f"build cache: {hits} hits, {misses} misses, hit rate {fmt(None if rate is None else 100 * rate, '.1f')}%")
     sp = result["best_feasible_speedup"]
-    print(f"study found: Pareto front of {result['pareto_size']}, best feasible speedup "
-          f"{fmt(sp, '.2f')}x over the baseline")
+    print(
+        f"study found: Pareto front of {result['pareto_size']}, best feasible speedup "
+        f"{fmt(sp, '.2f')}x over the baseline"
+    )
     if args.keep:
         print(f"kept: {studies_dir} (storage {storage})")
-    print(json.dumps({**machine_json(fp), "benchmark": "study_cost", "model": args.model, "data": args.data,
-                      "resolution": args.resolution, "weights": args.weights, "train_steps": args.train_steps,
-                      "recover_steps": args.recover_steps, "seed": args.seed, "n_trials": args.n_trials,
-                      "sampler": args.sampler, "space": args.space, "fresh_cache": fresh, **result}))
+    print(
+        json.dumps(
+            {
+                **machine_json(fp),
+                "benchmark": "study_cost",
+                "model": args.model,
+                "data": args.data,
+                "resolution": args.resolution,
+                "weights": args.weights,
+                "train_steps": args.train_steps,
+                "recover_steps": args.recover_steps,
+                "seed": args.seed,
+                "n_trials": args.n_trials,
+                "sampler": args.sampler,
+                "space": args.space,
+                "fresh_cache": fresh,
+                **result,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -52,16 +52,31 @@ def main(argv: list[str] | None = None) -> None:
         curve.append((step // steps_per_epoch(data), acc))
         print(f"epoch {curve[-1][0]:3d}  top-1 {acc:.2%}  ({time.perf_counter() - start:.0f} s)", flush=True)
 
-    print(f"training {spec.model} on {data.name} at {data.resolution} px: {len(data.train)} train / "
-          f"{len(data.val)} val images, {args.epochs} epochs = {steps} steps", flush=True)
+    print(
+        f"training {spec.model} on {data.name} at {data.resolution} px: {len(data.train)} train / "
+        f"{len(data.val)} val images, {args.epochs} epochs = {steps} steps",
+        flush=True,
+    )
     train(model, data, steps, lr=args.lr or BASELINE_LR, seed=spec.seed, on_epoch=on_epoch)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), out)
     best = max(a for _, a in curve)
     print(f"saved {out}: final top-1 {curve[-1][1]:.2%}, best {best:.2%}")
-    print(json.dumps({"weights": str(out), "epochs": args.epochs, "steps": steps, "final": curve[-1][1], "best": best,
-                      "curve": curve, "seconds": time.perf_counter() - start, **machine_json(fp)}))
+    print(
+        json.dumps(
+            {
+                "weights": str(out),
+                "epochs": args.epochs,
+                "steps": steps,
+                "final": curve[-1][1],
+                "best": best,
+                "curve": curve,
+                "seconds": time.perf_counter() - start,
+                **machine_json(fp),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

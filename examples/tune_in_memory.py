@@ -49,9 +49,16 @@ class SmallNet(nn.Module):
     def __init__(self, width: int, num_classes: int = 10):
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(3, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(width, 2 * width, 3, padding=1, bias=False), nn.BatchNorm2d(2 * width), nn.ReLU(),
-            nn.AdaptiveAvgPool2d(2), nn.Flatten())
+            nn.Conv2d(3, width, 3, padding=1, bias=False),
+            nn.BatchNorm2d(width),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(width, 2 * width, 3, padding=1, bias=False),
+            nn.BatchNorm2d(2 * width),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(2),
+            nn.Flatten(),
+        )
         self.classifier = nn.Linear(8 * width, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -87,28 +94,51 @@ def macro_f1(logits: torch.Tensor, labels: torch.Tensor) -> float:
 # ones: max accuracy, min per-sample latency, within 1 point of the model as given
 space = {
     "placement": {"choices": ["torch-cpu", "ort-cpu", "ov-cpu"]},
-    "precision": {"per": "placement", "choices": {"torch-cpu": ["fp32"], "ort-cpu": ["fp32", "int8"],
-                                                  "ov-cpu": ["fp32", "int8"]}},
+    "precision": {
+        "per": "placement",
+        "choices": {"torch-cpu": ["fp32"], "ort-cpu": ["fp32", "int8"], "ov-cpu": ["fp32", "int8"]},
+    },
     "prune_ratio": {"choices": [0.0, 0.25]},
     "batch_size": {"choices": [1, 8]},
     "threads": 1,
 }
-result = tuner.tune(model, train, val, metric=macro_f1, space=space, n_trials=N_TRIALS, studies_dir=args.studies_dir,
-                    study=f"in-memory-{SIZE}px", recover_steps=10 if args.tiny else 40,
-                    remeasure_rounds=1 if args.tiny else 3)
+result = tuner.tune(
+    model,
+    train,
+    val,
+    metric=macro_f1,
+    space=space,
+    n_trials=N_TRIALS,
+    studies_dir=args.studies_dir,
+    study=f"in-memory-{SIZE}px",
+    recover_steps=10 if args.tiny else 40,
+    remeasure_rounds=1 if args.tiny else 3,
+)
 
 # %% 5. The result as a DataFrame: one row per trial, every param and metric, both latency figures
 df = result.to_dataframe()
-columns = ["trial", "placement", "precision", "prune_ratio", "batch_size", "accuracy", "top1", "per_sample_ms",
-           "remeasured_per_sample_ms", "speedup"]
+columns = [
+    "trial",
+    "placement",
+    "precision",
+    "prune_ratio",
+    "batch_size",
+    "accuracy",
+    "top1",
+    "per_sample_ms",
+    "remeasured_per_sample_ms",
+    "speedup",
+]
 print("Pareto rows (accuracy = macro-F1):")
 print(df[df.pareto][columns].sort_values("per_sample_ms").to_string(index=False))
 
 # %% 6. Export the pick: the fastest point within 1 point of macro-F1, in its runtime's own format
 pick = result.best(max_drop=1)
 exported = result.export(args.out, trial=pick.trial)
-print(f"picked trial #{pick.trial} ({pick.candidate.placement} {pick.candidate.precision}, "
-      f"{pick.speedup:.1f}x the baseline): exported {exported.artifact} to {exported.out}")
+print(
+    f"picked trial #{pick.trial} ({pick.candidate.placement} {pick.candidate.precision}, "
+    f"{pick.speedup:.1f}x the baseline): exported {exported.artifact} to {exported.out}"
+)
 
 # %% 7. The report: one HTML page, in the metric's own name
 page = f"{exported.out}.html"

@@ -56,14 +56,14 @@ def make_image_folder(root: Path, classes: int = 3, per_class: int = 12, size: i
     from PIL import Image
 
     rng = np.random.default_rng(0)
-    for part, n in ((("train", per_class), ("val", per_class // 2)) if split else ((".", per_class),)):
+    for part, n in (("train", per_class), ("val", per_class // 2)) if split else ((".", per_class),):
         for c in range(classes):
             d = root / part / f"class_{c}"
             d.mkdir(parents=True, exist_ok=True)
             for i in range(n):
                 img = rng.integers(0, 60, (size, size, 3), dtype=np.uint8)
                 img[:, :, c % 3] += 150
-                img[c::classes + 1, :, :] = 255
+                img[c :: classes + 1, :, :] = 255
                 Image.fromarray(img).save(d / f"{i}.png")
     return root
 
@@ -84,8 +84,14 @@ def workload(studies_dir: Path):
     """The tiny CNN on digits at 16 px with a short trained baseline, shared by build/measure tests."""
     from tuner.workload import WorkloadSpec, load_workload
 
-    spec = WorkloadSpec(model=f"{TINY}:conv_net", data="digits", resolution=16, train_steps=80, recover_steps=20,
-                        cache_dir=str(studies_dir / "cache"))
+    spec = WorkloadSpec(
+        model=f"{TINY}:conv_net",
+        data="digits",
+        resolution=16,
+        train_steps=80,
+        recover_steps=20,
+        cache_dir=str(studies_dir / "cache"),
+    )
     return load_workload(spec)
 
 
@@ -115,24 +121,47 @@ def postgres_url():
     if os.geteuid() == 0:
         shutil.chown(data, "postgres", "postgres")
     port = _free_port()
-    subprocess.run(_as_postgres([str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust"]),
-                   check=True, capture_output=True)
-    subprocess.run(_as_postgres([str(bindir / "pg_ctl"), "-D", str(data), "-w", "-l", str(data / "log"), "-o",
-                                 f"-p {port} -k {data} -c listen_addresses=127.0.0.1", "start"]),
-                   check=True, capture_output=True)
+    subprocess.run(
+        _as_postgres([str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust"]),
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        _as_postgres(
+            [
+                str(bindir / "pg_ctl"),
+                "-D",
+                str(data),
+                "-w",
+                "-l",
+                str(data / "log"),
+                "-o",
+                f"-p {port} -k {data} -c listen_addresses=127.0.0.1",
+                "start",
+            ]
+        ),
+        check=True,
+        capture_output=True,
+    )
     try:
         yield f"postgresql://postgres:s3cret@127.0.0.1:{port}/postgres"  # trust auth: any password works
     finally:
-        subprocess.run(_as_postgres([str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"]),
-                       capture_output=True)
+        subprocess.run(
+            _as_postgres([str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"]), capture_output=True
+        )
         shutil.rmtree(data, ignore_errors=True)
-
 
 
 def run_tuner(*args: str, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "tuner", *args], capture_output=True, text=True, cwd=cwd or ROOT,
-                          env=env, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "tuner", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd or ROOT,
+        env=env,
+        timeout=timeout,
+    )
 
 
 # A small real study shared by the report and export tests: torch-cpu and ort-cpu (fp32/int8) on the
@@ -181,11 +210,38 @@ def small_study(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
         space, objectives = studies_dir / "space.yaml", studies_dir / "objectives.yaml"
         space.write_text(yaml.safe_dump(SMALL_SPACE))
-        objectives.write_text(yaml.safe_dump({"objectives": {"accuracy": "maximize", "per_sample_ms": "minimize"},
-                                              "constraints": {"accuracy_drop": {"max": SMALL_MAX_DROP}}}))
-        r = run_tuner("--model", f"{TINY}:conv_net", "--resolution", "16", "--train-steps", "80", "--recover-steps",
-                      "20", "--studies-dir", str(studies_dir), "--space", str(space), "--objectives", str(objectives),
-                      "--n-trials", "8", "--study", "small", "--remeasure-rounds", "0", "--seed", "3")
+        objectives.write_text(
+            yaml.safe_dump(
+                {
+                    "objectives": {"accuracy": "maximize", "per_sample_ms": "minimize"},
+                    "constraints": {"accuracy_drop": {"max": SMALL_MAX_DROP}},
+                }
+            )
+        )
+        r = run_tuner(
+            "--model",
+            f"{TINY}:conv_net",
+            "--resolution",
+            "16",
+            "--train-steps",
+            "80",
+            "--recover-steps",
+            "20",
+            "--studies-dir",
+            str(studies_dir),
+            "--space",
+            str(space),
+            "--objectives",
+            str(objectives),
+            "--n-trials",
+            "8",
+            "--study",
+            "small",
+            "--remeasure-rounds",
+            "0",
+            "--seed",
+            "3",
+        )
         assert r.returncode == 0, r.stderr
         return {"name": "small", "studies_dir": str(studies_dir), "storage": f"sqlite:///{studies_dir}/small.db"}
 
@@ -212,10 +268,31 @@ def plain_cnn_study(tmp_path_factory: pytest.TempPathFactory) -> PlainStudy:
     line per trial (tests/test_progress.py)."""
 
     def make(studies_dir: Path) -> dict[str, Any]:
-        r = run_tuner("--model", f"{TINY}:conv_net", "--resolution", "16", "--train-steps", "80", "--recover-steps",
-                      "6", "--studies-dir", str(studies_dir), "--n-trials", str(PLAIN_TRIALS), "--study", "plain-cnn",
-                      "--remeasure-rounds", "0", "--json", timeout=900)
-        return {"returncode": r.returncode, "stdout": r.stdout, "stderr": r.stderr,
-                "storage": f"sqlite:///{studies_dir}/plain-cnn.db"}
+        r = run_tuner(
+            "--model",
+            f"{TINY}:conv_net",
+            "--resolution",
+            "16",
+            "--train-steps",
+            "80",
+            "--recover-steps",
+            "6",
+            "--studies-dir",
+            str(studies_dir),
+            "--n-trials",
+            str(PLAIN_TRIALS),
+            "--study",
+            "plain-cnn",
+            "--remeasure-rounds",
+            "0",
+            "--json",
+            timeout=900,
+        )
+        return {
+            "returncode": r.returncode,
+            "stdout": r.stdout,
+            "stderr": r.stderr,
+            "storage": f"sqlite:///{studies_dir}/plain-cnn.db",
+        }
 
     return PlainStudy(**once_per_run(tmp_path_factory, "plain_cnn_study", make))

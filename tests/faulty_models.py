@@ -12,8 +12,14 @@ from torch import nn
 class _Faulty(nn.Module):
     def __init__(self, num_classes: int, raise_at: int, hang_at: int):
         super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-                                  nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, num_classes))
+        self.body = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1),
+            nn.BatchNorm2d(8),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(8, num_classes),
+        )
         self.raise_at, self.hang_at = raise_at, hang_at
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

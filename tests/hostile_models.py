@@ -96,8 +96,16 @@ def no_num_classes() -> nn.Module:
 # ---------------------------------------------------------------- ONNX files (--model path/to/model.onnx)
 
 
-def write_onnx(path: str, *, shape: tuple = ("N", 3, 16, 16), classes: int = 10, inputs: int = 1, outputs: int = 1,
-               elem: int = 1, reshape_to_batch: int | None = None) -> str:
+def write_onnx(
+    path: str,
+    *,
+    shape: tuple = ("N", 3, 16, 16),
+    classes: int = 10,
+    inputs: int = 1,
+    outputs: int = 1,
+    elem: int = 1,
+    reshape_to_batch: int | None = None,
+) -> str:
     """A small valid ONNX classifier (global average pool -> Gemm) that breaks one rule when asked: another input
     shape or type (``elem``: ONNX element type), two inputs or outputs, another class count, or a Reshape to a fixed
     batch (a graph that relies on its batch)."""
@@ -123,15 +131,18 @@ def write_onnx(path: str, *, shape: tuple = ("N", 3, 16, 16), classes: int = 10,
         x = "flat"
     nodes.append(helper.make_node("Gemm", [x, "w", "b"], ["y0"], transB=1))
     rng = np.random.default_rng(0)
-    weights = [numpy_helper.from_array(rng.normal(size=(classes, channels)).astype(np.float32), "w"),
-               numpy_helper.from_array(np.zeros(classes, np.float32), "b"),
-               numpy_helper.from_array(np.asarray([reshape_to_batch or 1, channels], np.int64), "fixed")]
+    weights = [
+        numpy_helper.from_array(rng.normal(size=(classes, channels)).astype(np.float32), "w"),
+        numpy_helper.from_array(np.zeros(classes, np.float32), "b"),
+        numpy_helper.from_array(np.asarray([reshape_to_batch or 1, channels], np.int64), "fixed"),
+    ]
     outs = [helper.make_tensor_value_info("y0", TensorProto.FLOAT, [shape[0], classes])]
     if outputs == 2:
         nodes.append(helper.make_node("Identity", ["y0"], ["y1"]))
         outs.append(helper.make_tensor_value_info("y1", TensorProto.FLOAT, [shape[0], classes]))
-    graph = helper.make_graph(nodes, "hostile", [helper.make_tensor_value_info(n, elem, list(shape)) for n in names],
-                              outs, weights)
+    graph = helper.make_graph(
+        nodes, "hostile", [helper.make_tensor_value_info(n, elem, list(shape)) for n in names], outs, weights
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
     onnx.checker.check_model(model)
     onnx.save(model, path)

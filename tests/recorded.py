@@ -13,11 +13,18 @@ from tuner.objectives import Constraint
 from tuner.study.storage import write_measured
 
 
-def add_measured(study: optuna.Study, values: Sequence[float], metrics: dict[str, Any], candidate: dict[str, Any],
-                 constraints: Sequence[Constraint] = (), **attrs: Any) -> None:
+def add_measured(
+    study: optuna.Study,
+    values: Sequence[float],
+    metrics: dict[str, Any],
+    candidate: dict[str, Any],
+    constraints: Sequence[Constraint] = (),
+    **attrs: Any,
+) -> None:
     """Add one completed trial: its values, the candidate as the loop records it (``attrs``: baseline=True,
     duplicate_of=N...), and its metrics and constraints through the loop's own writer."""
-    trial = optuna.trial.create_trial(values=list(values),
-                                      user_attrs={"sampled": candidate, "candidate": candidate, **attrs})
+    trial = optuna.trial.create_trial(
+        values=list(values), user_attrs={"sampled": candidate, "candidate": candidate, **attrs}
+    )
     write_measured(trial, metrics, constraints)
     study.add_trial(trial)

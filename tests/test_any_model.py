@@ -16,8 +16,11 @@ pytestmark = pytest.mark.slow  # end to end: studies, exports and processes (pyt
 
 def test_capped_narrows_a_range_and_choices_and_lists_why(tmp_path):
     space = tmp_path / "space.yaml"
-    space.write_text(yaml.safe_dump({"placement": "ort-cpu", "drop_blocks": {"low": 0, "high": 3},
-                                     "batch_size": {"choices": [1, 8, 32]}}))
+    space.write_text(
+        yaml.safe_dump(
+            {"placement": "ort-cpu", "drop_blocks": {"low": 0, "high": 3}, "batch_size": {"choices": [1, 8, 32]}}
+        )
+    )
     s = load_space(str(space))
     two = s.capped("drop_blocks", 2, "two blocks")
     assert two.values("drop_blocks") == (0, 2) and "drop_blocks above 2: two blocks; kept at 0-2" in two.dropped
@@ -37,8 +40,12 @@ def test_a_plain_cnn_completes_the_default_space_with_what_it_cannot_take_listed
     assert "dropped drop_blocks above 0: the model has 0 droppable blocks" in r.stderr
     assert "Traceback" not in r.stderr
     study = optuna.load_study(study_name="plain-cnn", storage=r.storage)
-    finished = [t for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-                and "duplicate_of" not in t.user_attrs]
+    finished = [
+        t
+        for t in study.trials
+        if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+        and "duplicate_of" not in t.user_attrs
+    ]
     assert len(finished) == PLAIN_TRIALS
     assert all(t.user_attrs["candidate"]["drop_blocks"] == 0 for t in study.trials if "candidate" in t.user_attrs)
 
@@ -48,11 +55,39 @@ def test_a_refusal_inside_a_trial_is_a_refused_trial(tmp_path, studies_dir):
     dropping one from it is refused by the build, in the trial's process: that trial is refused with the reason,
     the study goes on and resumes."""
     space = tmp_path / "space.yaml"
-    space.write_text(yaml.safe_dump({"placement": "ort-cpu", "precision": "fp32", "student": True, "drop_blocks": 1,
-                                     "batch_size": 1, "threads": 1}))
-    args = ("--model", f"{TINY}:mobile_net", "--student", f"{TINY}:conv_net", "--resolution", "16", "--train-steps",
-            "40", "--recover-steps", "4", "--studies-dir", str(studies_dir), "--space", str(space), "--study",
-            "refused-inside", "--remeasure-rounds", "0", "--json")
+    space.write_text(
+        yaml.safe_dump(
+            {
+                "placement": "ort-cpu",
+                "precision": "fp32",
+                "student": True,
+                "drop_blocks": 1,
+                "batch_size": 1,
+                "threads": 1,
+            }
+        )
+    )
+    args = (
+        "--model",
+        f"{TINY}:mobile_net",
+        "--student",
+        f"{TINY}:conv_net",
+        "--resolution",
+        "16",
+        "--train-steps",
+        "40",
+        "--recover-steps",
+        "4",
+        "--studies-dir",
+        str(studies_dir),
+        "--space",
+        str(space),
+        "--study",
+        "refused-inside",
+        "--remeasure-rounds",
+        "0",
+        "--json",
+    )
     r = run_tuner(*args, "--n-trials", "2", timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     study = optuna.load_study(study_name="refused-inside", storage=f"sqlite:///{studies_dir}/refused-inside.db")
@@ -75,12 +110,31 @@ def test_near_chance_flags_a_model_that_has_not_learned_the_data():
 
 
 def test_a_chance_level_baseline_is_warned_about_on_screen_and_in_the_report(studies_dir, tmp_path):
-    r = run_tuner("--model", f"{TINY}:conv_net", "--resolution", "16", "--train-steps", "1", "--studies-dir",
-                  str(studies_dir), "--n-trials", "1", "--study", "chance", "--remeasure-rounds", "0",
-                  "--space", "default")
+    r = run_tuner(
+        "--model",
+        f"{TINY}:conv_net",
+        "--resolution",
+        "16",
+        "--train-steps",
+        "1",
+        "--studies-dir",
+        str(studies_dir),
+        "--n-trials",
+        "1",
+        "--study",
+        "chance",
+        "--remeasure-rounds",
+        "0",
+        "--space",
+        "default",
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     assert "warning: the reference model's top-1 is" in r.stderr and "(chance: 10.0%)" in r.stderr
     page = tmp_path / "chance.html"
-    assert run_tuner("report", "--study", "chance", "--studies-dir", str(studies_dir), "--out", str(page)).returncode == 0
-    assert "warning: the reference model&#x27;s top-1 is" in page.read_text() or \
-        "warning: the reference model's top-1 is" in page.read_text()
+    assert (
+        run_tuner("report", "--study", "chance", "--studies-dir", str(studies_dir), "--out", str(page)).returncode == 0
+    )
+    assert (
+        "warning: the reference model&#x27;s top-1 is" in page.read_text()
+        or "warning: the reference model's top-1 is" in page.read_text()
+    )

@@ -22,13 +22,20 @@ pytestmark = pytest.mark.slow  # end to end: studies, exports and processes (pyt
 
 
 def _python(code: str, cwd) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, cwd=cwd,
-                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+        timeout=300,
+    )
 
 
 def test_a_module_of_main_is_traced_saved_and_rebuilt_by_another_process(tmp_path):
     """A class defined in __main__ (a notebook, a script) cannot be unpickled elsewhere; its fx GraphModule can."""
-    saved = _python(f"""
+    saved = _python(
+        f"""
         import torch
         from torch import nn
         from tuner.api.inputs import model_reference
@@ -47,22 +54,28 @@ def test_a_module_of_main_is_traced_saved_and_rebuilt_by_another_process(tmp_pat
         assert model.training, "the user's module is left as it was"
         x = torch.ones(2, 3, 16, 16)
         print(ref, name, model.eval()(x).sum().item())
-    """, tmp_path)
+    """,
+        tmp_path,
+    )
     assert saved.returncode == 0, saved.stderr
     ref, name, value = saved.stdout.split()
     assert name == "Mine" and ref.endswith("module.pt")
-    rebuilt = _python(f"""
+    rebuilt = _python(
+        f"""
         import torch
         from tuner import models
         model = models.create_model({ref!r}, 10)
         print(type(model).__name__, model(torch.ones(2, 3, 16, 16)).sum().item())
-    """, tmp_path)
+    """,
+        tmp_path,
+    )
     assert rebuilt.returncode == 0, rebuilt.stderr
     assert "GraphModule" in rebuilt.stdout and float(rebuilt.stdout.split()[1]) == pytest.approx(float(value))
 
 
 def test_an_untraceable_module_of_main_is_refused_in_one_line(tmp_path):
-    r = _python(f"""
+    r = _python(
+        f"""
         import torch
         from torch import nn
         from tuner.api.inputs import model_reference
@@ -81,7 +94,9 @@ def test_an_untraceable_module_of_main_is_refused_in_one_line(tmp_path):
             model_reference(Branchy(), 16, Cache(__import__("pathlib").Path({str(tmp_path)!r})))
         except ModelError as err:
             print(err)
-    """, tmp_path)
+    """,
+        tmp_path,
+    )
     assert r.returncode == 0, r.stderr
     line = r.stdout.strip()
     assert "\n" not in line and "torch.fx cannot trace it" in line and "__main__" in line, line
@@ -158,17 +173,24 @@ def test_a_shuffling_loader_reads_the_same_images_every_time_and_floats_pass_as_
         load_dataset(first, mean=(0.5, 0.5, 0.5))
 
 
-@pytest.mark.parametrize(("train", "val", "needle"), [
-    ((np.zeros((4, 16, 16, 3), np.uint8), np.zeros(4, np.int64)), "same", "N x 3 x H x W"),
-    ((np.zeros((4, 3, 16, 20), np.uint8), np.zeros(4, np.int64)), "same", "square"),
-    ((np.zeros((4, 3, 8, 8), np.uint8), np.zeros(3, np.int64)), "same", "4 integers"),
-    ((np.zeros((4, 3, 8, 8), np.uint8), -np.ones(4, np.int64)), "same", ">= 0"),
-    ((np.full((4, 3, 8, 8), np.nan, np.float32), np.zeros(4, np.int64)), "same", "NaN"),
-    ((np.zeros((4, 3, 8, 8), np.uint8), np.arange(4)), (np.zeros((2, 3, 8, 8), np.float32), np.arange(2)), "differ"),
-    ((np.zeros((4, 3, 8, 8), np.uint8), np.arange(4)), None, "pass val= too"),
-    ("digits", (np.zeros((2, 3, 8, 8), np.uint8), np.arange(2)), "folder is split by itself"),
-    ([1, 2, 3], "same", "must be 'digits'"),
-])
+@pytest.mark.parametrize(
+    ("train", "val", "needle"),
+    [
+        ((np.zeros((4, 16, 16, 3), np.uint8), np.zeros(4, np.int64)), "same", "N x 3 x H x W"),
+        ((np.zeros((4, 3, 16, 20), np.uint8), np.zeros(4, np.int64)), "same", "square"),
+        ((np.zeros((4, 3, 8, 8), np.uint8), np.zeros(3, np.int64)), "same", "4 integers"),
+        ((np.zeros((4, 3, 8, 8), np.uint8), -np.ones(4, np.int64)), "same", ">= 0"),
+        ((np.full((4, 3, 8, 8), np.nan, np.float32), np.zeros(4, np.int64)), "same", "NaN"),
+        (
+            (np.zeros((4, 3, 8, 8), np.uint8), np.arange(4)),
+            (np.zeros((2, 3, 8, 8), np.float32), np.arange(2)),
+            "differ",
+        ),
+        ((np.zeros((4, 3, 8, 8), np.uint8), np.arange(4)), None, "pass val= too"),
+        ("digits", (np.zeros((2, 3, 8, 8), np.uint8), np.arange(2)), "folder is split by itself"),
+        ([1, 2, 3], "same", "must be 'digits'"),
+    ],
+)
 def test_bad_data_in_memory_is_refused_in_one_line(tmp_path, train, val, needle):
     with pytest.raises(TunerError, match=needle) as err:
         data_reference(train, train if isinstance(val, str) else val, None, 0, Cache(tmp_path))

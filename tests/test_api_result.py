@@ -31,24 +31,55 @@ def _throughput_objectives() -> dict:
 def test_tune_pareto_speedups_are_tuner_runs(case, studies_dir, tmp_path):
     if case == "throughput" and hardware.cores() < 2:
         pytest.skip("two streams need two CPUs")
-    space, objectives = (SMALL_SPACE, yaml.safe_load((ROOT / "objectives" / "accuracy_latency.yaml").read_text())) \
-        if case == "accuracy_latency" else (SERVING_SPACE, _throughput_objectives())
+    space, objectives = (
+        (SMALL_SPACE, yaml.safe_load((ROOT / "objectives" / "accuracy_latency.yaml").read_text()))
+        if case == "accuracy_latency"
+        else (SERVING_SPACE, _throughput_objectives())
+    )
     space_file, objectives_file = tmp_path / "space.yaml", tmp_path / "objectives.yaml"
     space_file.write_text(yaml.safe_dump(space))
     objectives_file.write_text(yaml.safe_dump(objectives))
     name = f"speedups-{case}"
-    r = run_tuner(*WORKLOAD, "--studies-dir", str(studies_dir), "--space", str(space_file), "--objectives",
-                  str(objectives_file), "--n-trials", "3", "--study", name, "--remeasure-rounds", "0", "--seed", "1",
-                  "--json")
+    r = run_tuner(
+        *WORKLOAD,
+        "--studies-dir",
+        str(studies_dir),
+        "--space",
+        str(space_file),
+        "--objectives",
+        str(objectives_file),
+        "--n-trials",
+        "3",
+        "--study",
+        name,
+        "--remeasure-rounds",
+        "0",
+        "--seed",
+        "1",
+        "--json",
+    )
     assert r.returncode == 0, r.stderr
     printed = json.loads(r.stdout.splitlines()[-1])
 
     import tuner
 
     # The same study resumed through the Python API: it holds its trials already, none is added.
-    result = tuner.tune(f"{TINY}:conv_net", "digits", resolution=16, train_steps=80, recover_steps=20,
-                        space=space, objectives=objectives, n_trials=3, studies_dir=str(studies_dir), study=name,
-                        remeasure_rounds=0, seed=1, progress=False, log=lambda m: None)
+    result = tuner.tune(
+        f"{TINY}:conv_net",
+        "digits",
+        resolution=16,
+        train_steps=80,
+        recover_steps=20,
+        space=space,
+        objectives=objectives,
+        n_trials=3,
+        studies_dir=str(studies_dir),
+        study=name,
+        remeasure_rounds=0,
+        seed=1,
+        progress=False,
+        log=lambda m: None,
+    )
     speedups = {p.trial: p.speedup for p in result.pareto}
     # A drop budget is in points; one that reads like a fraction is refused, naming the keyword, not the flag.
     with pytest.raises(TunerError, match=r"^max_drop 0.01 is ambiguous: .*write 1 for 1 points") as refused:

@@ -12,7 +12,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "tuner"
-MAX_LINES = 400
+# Formatted lines (ruff format, CI): the formatter spreads a call that does not fit one argument a line, so the
+# 400 dense lines this rule allowed before it became up to 504 (cli.py, workload.py, export.py: the next to split).
+MAX_LINES = 520
 
 
 def _modules() -> dict[str, Path]:
@@ -38,7 +40,9 @@ def _imports(path: Path, name: str) -> list[tuple[str, int]]:
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+                base = ".".join(
+                    package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else [])
+                )
             for a in node.names:  # `from tuner.measure import host` imports the module tuner.measure.host
                 sub = f"{base}.{a.name}"
                 found.append((sub if sub in MODULES else base, node.lineno))
@@ -65,16 +69,17 @@ def test_package_inits_hold_no_logic():
         tree = ast.parse(path.read_text())
         hooks = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name in LAZY_HOOKS]
         inside = {id(n) for h in hooks for n in ast.walk(h)}
-        found += [f"{path.relative_to(ROOT)}:{n.lineno} defines {getattr(n, 'name', 'a lambda')}" for n in ast.walk(tree)
-                  if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda))
-                  and id(n) not in inside]
+        found += [
+            f"{path.relative_to(ROOT)}:{n.lineno} defines {getattr(n, 'name', 'a lambda')}"
+            for n in ast.walk(tree)
+            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)) and id(n) not in inside
+        ]
     assert not found, "logic in a package's __init__.py (move it to a named module):\n" + "\n".join(found)
 
 
 def test_imports_point_down_only():
     """No cycle among tuner's modules, counting the imports inside functions (a lazy import is still an edge)."""
-    graph = {name: {m for m, _ in _imports(path, name) if m in MODULES and m != name}
-             for name, path in MODULES.items()}
+    graph = {name: {m for m, _ in _imports(path, name) if m in MODULES and m != name} for name, path in MODULES.items()}
     # A package's __init__ may re-export its own submodules; a submodule importing its package is the cycle.
     state: dict[str, int] = {}
     stack: list[str] = []
@@ -84,7 +89,7 @@ def test_imports_point_down_only():
         stack.append(node)
         for nxt in sorted(graph[node]):
             if state.get(nxt) == 1:
-                pytest.fail("import cycle: " + " -> ".join([*stack[stack.index(nxt):], nxt]))
+                pytest.fail("import cycle: " + " -> ".join([*stack[stack.index(nxt) :], nxt]))
             if nxt not in state:
                 visit(nxt)
         stack.pop()
@@ -100,34 +105,62 @@ def test_no_private_optuna_anywhere():
     for folder in ("tuner", "tests", "benchmarks"):
         for path in (ROOT / folder).rglob("*.py"):
             for module, line in _imports(path, "x.y"):
-                assert not (module.startswith("optuna") and any(p.startswith("_") for p in module.split("."))), \
+                assert not (module.startswith("optuna") and any(p.startswith("_") for p in module.split("."))), (
                     f"{path.relative_to(ROOT)}:{line} imports the private {module}"
+                )
 
 
-@pytest.mark.parametrize("code", [
-    "from tuner.candidate import Candidate; Candidate()",
-    "import tuner.report",
-    "import tuner.cli",
-    "import tuner.results, tuner.summary, tuner.study.loop",
-    "import tuner; tuner.tune, tuner.TuneResult, tuner.TrialPoint, tuner.Candidate",  # the Python API, lazily
-    "import tuner.measure.latency, tuner.measure.host",  # the timing statistics: numpy only
-    "import tuner.record",  # the trial record
-])
+@pytest.mark.parametrize(
+    "code",
+    [
+        "from tuner.candidate import Candidate; Candidate()",
+        "import tuner.report",
+        "import tuner.cli",
+        "import tuner.results, tuner.summary, tuner.study.loop",
+        "import tuner; tuner.tune, tuner.TuneResult, tuner.TrialPoint, tuner.Candidate",  # the Python API, lazily
+        "import tuner.measure.latency, tuner.measure.host",  # the timing statistics: numpy only
+        "import tuner.record",  # the trial record
+    ],
+)
 def test_light_entry_points_load_no_torch(code):
-    check = (f"import sys; {code}; heavy = [m for m in ('torch', 'onnxruntime', 'openvino') if m in sys.modules]; "
-             "assert not heavy, heavy")
+    check = (
+        f"import sys; {code}; heavy = [m for m in ('torch', 'onnxruntime', 'openvino') if m in sys.modules]; "
+        "assert not heavy, heavy"
+    )
     r = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert r.returncode == 0, r.stderr[-1000:]
 
 
 # The layers, bottom to top (docs/architecture.md): a module imports from its own layer or below, never above.
 LAYERS = (
-    ("tuner.names", "tuner.candidate", "tuner.errors", "tuner.table", "tuner.record", "tuner.progress", "tuner.logs",
-     "tuner.defaults",
-     "tuner.streams"),
-    ("tuner.data", "tuner.decoded", "tuner.images", "tuner.models", "tuner.zoo", "tuner.onnx_model", "tuner.metric",
-     "tuner.guardrails", "tuner.corruptions", "tuner.train", "tuner.workload", "tuner.paths", "tuner.hardware",
-     "tuner.cache", "tuner.claims"),
+    (
+        "tuner.names",
+        "tuner.candidate",
+        "tuner.errors",
+        "tuner.table",
+        "tuner.record",
+        "tuner.progress",
+        "tuner.logs",
+        "tuner.defaults",
+        "tuner.streams",
+    ),
+    (
+        "tuner.data",
+        "tuner.decoded",
+        "tuner.images",
+        "tuner.models",
+        "tuner.zoo",
+        "tuner.onnx_model",
+        "tuner.metric",
+        "tuner.guardrails",
+        "tuner.corruptions",
+        "tuner.train",
+        "tuner.workload",
+        "tuner.paths",
+        "tuner.hardware",
+        "tuner.cache",
+        "tuner.claims",
+    ),
     ("tuner.passes", "tuner.runtimes"),
     ("tuner.measure",),
     ("tuner.pipeline", "tuner.worker", "tuner.child"),
@@ -149,7 +182,10 @@ def _layer(module: str) -> int:
 
 
 def test_imports_point_down_the_written_layer_order():
-    upward = [f"{name}:{line} imports {target}" for name, path in MODULES.items()
-              for target, line in _imports(path, name)
-              if target in MODULES and target != "tuner" and _layer(target) > _layer(name)]
+    upward = [
+        f"{name}:{line} imports {target}"
+        for name, path in MODULES.items()
+        for target, line in _imports(path, name)
+        if target in MODULES and target != "tuner" and _layer(target) > _layer(name)
+    ]
     assert not upward, "imports pointing up the layers:\n" + "\n".join(upward)

@@ -45,8 +45,10 @@ def _cases(tmp: Path) -> dict[str, tuple[list[str], str]]:
     cases = {
         "unknown model": (["measure", "--model", "resnet19", "--config", ok], "unknown model 'resnet19'"),
         "bad callable": (["measure", "--model", "tests.tiny_models:nothing", "--config", ok], "no callable"),
-        "callable returns no module": (["measure", "--model", f"{TINY}:not_a_model", "--config", ok],
-                                       "not a torch.nn.Module"),
+        "callable returns no module": (
+            ["measure", "--model", f"{TINY}:not_a_model", "--config", ok],
+            "not a torch.nn.Module",
+        ),
         "missing model file": (["measure", "--model", "nowhere.py:net", "--config", ok], "does not exist"),
         "unimportable module": (["measure", "--model", "no_such_module:net", "--config", ok], "cannot import"),
         "corrupt weights": ([*measure, "--weights", str(garbage)], "not a loadable PyTorch state_dict"),
@@ -57,42 +59,53 @@ def _cases(tmp: Path) -> dict[str, tuple[list[str], str]]:
         "one-class ImageFolder": ([*measure, "--data", str(one)], "at least 2"),
         "malformed YAML": (["measure", "--config", _write(tmp / "m.yaml", "precision: [fp32\n")], "not valid YAML"),
         "config not a mapping": (["measure", "--config", _write(tmp / "l.yaml", "- fp32\n")], "expected a mapping"),
-        "out-of-range prune ratio": (["measure", "--config", _write(tmp / "p.yaml", "prune_ratio: 1.2\n")],
-                                     "0 <= prune_ratio < 1"),
+        "out-of-range prune ratio": (
+            ["measure", "--config", _write(tmp / "p.yaml", "prune_ratio: 1.2\n")],
+            "0 <= prune_ratio < 1",
+        ),
         "unknown config key": (["measure", "--config", _write(tmp / "k.yaml", "speed: max\n")], "unknown key"),
-        "unknown placement": (["measure", "--config", _write(tmp / "u.yaml", "placement: tpu\n")],
-                              "placement must be one of"),
-        "bf16 on ort-cpu": (["measure", "--config", _write(tmp / "b.yaml", "precision: bf16\nplacement: ort-cpu\n")],
-                            "refused"),
+        "unknown placement": (
+            ["measure", "--config", _write(tmp / "u.yaml", "placement: tpu\n")],
+            "placement must be one of",
+        ),
+        "bf16 on ort-cpu": (
+            ["measure", "--config", _write(tmp / "b.yaml", "precision: bf16\nplacement: ort-cpu\n")],
+            "refused",
+        ),
         "missing config": (["measure", "--config", str(tmp / "none.yaml")], "no such file"),
         "resolution out of range": ([*measure, "--resolution", "4"], "--resolution must be between"),
         "zero std": ([*measure, "--std", "0", "1", "1"], "--std takes three numbers"),
-        "unreachable storage": ([*run, "--storage", "postgresql://tuner:hunter2@127.0.0.1:1/db", "--study", "x"],
-                                "cannot open storage postgresql://tuner:***@127.0.0.1:1/db"),
+        "unreachable storage": (
+            [*run, "--storage", "postgresql://tuner:hunter2@127.0.0.1:1/db", "--study", "x"],
+            "cannot open storage postgresql://tuner:***@127.0.0.1:1/db",
+        ),
         "not a database URL": ([*run, "--storage", "redis://127.0.0.1/0"], "is not a database URL"),
         "study name with path separators": ([*run, "--study", "../escape"], "is not allowed"),
         "unknown sampler": ([*run, "--sampler", "bayes"], "unknown sampler"),
         "unknown student": ([*run, "--student", "resnet19"], "unknown model 'resnet19'"),
         "student that is no module": ([*run, "--student", f"{TINY}:not_a_model"], "not a torch.nn.Module"),
-        "student of an ONNX file": (["--model", str(tmp / "m.onnx"), "--student", f"{TINY}:conv_net"],
-                                    "distilled from the model's torch graph"),
-        "student on a config that asks for none": (["measure", "--config", _write(tmp / "s.yaml", "student: true\n")],
-                                                   "no --student"),
+        "student of an ONNX file": (
+            ["--model", str(tmp / "m.onnx"), "--student", f"{TINY}:conv_net"],
+            "distilled from the model's torch graph",
+        ),
+        "student on a config that asks for none": (
+            ["measure", "--config", _write(tmp / "s.yaml", "student: true\n")],
+            "no --student",
+        ),
         "invalid space file": ([*run, "--space", bad_space], "batch_size must be an integer >= 1"),
         "missing space": ([*run, "--space", "nosuch"], "no such file"),
         "invalid objectives": ([*run, "--objectives", bad_objectives], "unknown metric 'speed'"),
         "zero trials": ([*run, "--n-trials", "0"], "--n-trials must be >= 1"),
         "report of a missing study": (["report", "--study", "ghost"], "ghost"),
-        "export of a missing study": (["export", "--study", "ghost", "--trial", "1", "--out", str(tmp / "o")],
-                                      "ghost"),
+        "export of a missing study": (["export", "--study", "ghost", "--trial", "1", "--out", str(tmp / "o")], "ghost"),
         "verify a folder that is no export": (["verify", str(tmp)], "config.yaml"),
     }
     if not torch.cuda.is_available():
-        cases["CUDA without a GPU"] = (["measure", "--config", _write(tmp / "c.yaml", "placement: torch-cuda\n")],
-                                       "needs a CUDA GPU")
+        cases["CUDA without a GPU"] = (
+            ["measure", "--config", _write(tmp / "c.yaml", "placement: torch-cuda\n")],
+            "needs a CUDA GPU",
+        )
     return cases
-
-
 
 
 PARALLEL = 4  # subprocesses at a time: most of a refusal is interpreter and import start-up (as test_hostile.py)
@@ -106,15 +119,20 @@ def cases(tmp_path_factory):
 @pytest.fixture(scope="module")
 def outcomes(cases, request: pytest.FixtureRequest, tmp_path_factory) -> dict[str, tuple[Path, CompletedProcess]]:
     """Every selected case run once, PARALLEL at a time, each with a --studies-dir of its own (verify takes none)."""
-    selected = {item.callspec.params["name"] for item in request.session.items
-                if item.originalname == "test_bad_input_gets_one_line_and_exit_2" and hasattr(item, "callspec")}
+    selected = {
+        item.callspec.params["name"]
+        for item in request.session.items
+        if item.originalname == "test_bad_input_gets_one_line_and_exit_2" and hasattr(item, "callspec")
+    }
     base = tmp_path_factory.mktemp("bad-studies")
 
     def go(name: str) -> tuple[str, tuple[Path, CompletedProcess]]:
         args, _ = cases[name]
         studies = base / str(sorted(cases).index(name)) / "studies"
-        return name, (studies, run_tuner(*args, "--studies-dir", str(studies)) if args[0] != "verify"
-                      else run_tuner(*args))
+        return name, (
+            studies,
+            run_tuner(*args, "--studies-dir", str(studies)) if args[0] != "verify" else run_tuner(*args),
+        )
 
     with ThreadPoolExecutor(PARALLEL) as pool:
         return dict(pool.map(go, sorted(selected & set(cases))))
@@ -124,16 +142,47 @@ def test_there_are_at_least_25_cases(cases):
     assert len(cases) >= 25
 
 
-@pytest.mark.parametrize("name", [
-    "unknown model", "bad callable", "callable returns no module", "missing model file", "unimportable module",
-    "corrupt weights", "mismatched weights", "missing weights", "missing data dir", "empty data dir",
-    "one-class ImageFolder", "malformed YAML", "config not a mapping", "out-of-range prune ratio",
-    "unknown config key", "unknown placement", "bf16 on ort-cpu", "missing config", "resolution out of range",
-    "zero std", "unreachable storage", "not a database URL", "study name with path separators", "unknown sampler",
-    "unknown student", "student that is no module", "student of an ONNX file", "student on a config that asks for none",
-    "invalid space file", "missing space", "invalid objectives", "zero trials", "report of a missing study",
-    "export of a missing study", "verify a folder that is no export", "CUDA without a GPU",
-])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "unknown model",
+        "bad callable",
+        "callable returns no module",
+        "missing model file",
+        "unimportable module",
+        "corrupt weights",
+        "mismatched weights",
+        "missing weights",
+        "missing data dir",
+        "empty data dir",
+        "one-class ImageFolder",
+        "malformed YAML",
+        "config not a mapping",
+        "out-of-range prune ratio",
+        "unknown config key",
+        "unknown placement",
+        "bf16 on ort-cpu",
+        "missing config",
+        "resolution out of range",
+        "zero std",
+        "unreachable storage",
+        "not a database URL",
+        "study name with path separators",
+        "unknown sampler",
+        "unknown student",
+        "student that is no module",
+        "student of an ONNX file",
+        "student on a config that asks for none",
+        "invalid space file",
+        "missing space",
+        "invalid objectives",
+        "zero trials",
+        "report of a missing study",
+        "export of a missing study",
+        "verify a folder that is no export",
+        "CUDA without a GPU",
+    ],
+)
 def test_bad_input_gets_one_line_and_exit_2(cases, outcomes, name):
     if name not in cases:
         pytest.skip("this machine has a GPU")

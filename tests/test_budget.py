@@ -19,18 +19,44 @@ from tuner.summary import time_table
 PRIOR = costs.Prior(step_seconds=0.5, short_steps=40.0, long_extra=3.0)
 
 
-def record(number: int, candidate: Candidate, *, accuracy: float = 0.9, ms: float = 1.0, seconds: float = 4.0,
-           build: dict[str, float] | None = None, steps: int = 0, drop: float = -0.1, **attrs) -> TrialRecord:
+def record(
+    number: int,
+    candidate: Candidate,
+    *,
+    accuracy: float = 0.9,
+    ms: float = 1.0,
+    seconds: float = 4.0,
+    build: dict[str, float] | None = None,
+    steps: int = 0,
+    drop: float = -0.1,
+    **attrs,
+) -> TrialRecord:
     """A completed trial as ``tuner.record.read_trial`` returns it."""
-    metrics = {"accuracy": accuracy, "per_sample_ms": ms, "measure_seconds": 2.0, "accuracy_seconds": 0.5,
-               "recovery": {"steps": steps} if steps else None}
-    return TrialRecord(number=number, state="complete", params={}, candidate=candidate.to_dict(),
-                       sampled=candidate.to_dict(), metrics=metrics, constraints={"accuracy_drop": drop},
-                       build_seconds=build or {}, seconds=seconds, started_at=100.0 + number, **attrs)
+    metrics = {
+        "accuracy": accuracy,
+        "per_sample_ms": ms,
+        "measure_seconds": 2.0,
+        "accuracy_seconds": 0.5,
+        "recovery": {"steps": steps} if steps else None,
+    }
+    return TrialRecord(
+        number=number,
+        state="complete",
+        params={},
+        candidate=candidate.to_dict(),
+        sampled=candidate.to_dict(),
+        metrics=metrics,
+        constraints={"accuracy_drop": drop},
+        build_seconds=build or {},
+        seconds=seconds,
+        started_at=100.0 + number,
+        **attrs,
+    )
 
 
-@pytest.mark.parametrize(("words", "seconds"), [("90s", 90), ("20m", 1200), ("1.5h", 5400), (" 2 M ", 120),
-                                                 ("45", 45), (30, 30), (0.5, 0.5)])
+@pytest.mark.parametrize(
+    ("words", "seconds"), [("90s", 90), ("20m", 1200), ("1.5h", 5400), (" 2 M ", 120), ("45", 45), (30, 30), (0.5, 0.5)]
+)
 def test_a_budget_reads_seconds_minutes_and_hours(words, seconds):
     assert parse_budget(words) == seconds
 
@@ -44,18 +70,25 @@ def test_a_bad_budget_is_one_line_naming_the_flag(words):
 def test_a_bad_budget_on_the_command_line_exits_2_with_one_line(tmp_path):
     r = run_tuner("--budget", "20 minutes", "--studies-dir", str(tmp_path), timeout=120)
     assert r.returncode == 2
-    assert r.stderr.strip().splitlines() == [("tuner: error: --budget must be a duration above 0 such as 90s, 20m or "
-                                              "1.5h (a number alone is seconds), got '20 minutes'.")]
+    assert r.stderr.strip().splitlines() == [
+        (
+            "tuner: error: --budget must be a duration above 0 such as 90s, 20m or "
+            "1.5h (a number alone is seconds), got '20 minutes'."
+        )
+    ]
     assert not list(tmp_path.iterdir())  # refused before any work
 
 
 def test_a_cached_architecture_costs_a_build_and_a_new_one_a_recovery_at_the_studys_pace():
     pruned = Candidate(prune_ratio=0.4, placement="ort-cpu", precision="int8")
-    trials = [record(0, Candidate(), seconds=3.0),
-              record(1, Candidate(placement="ort-cpu", precision="int8"), seconds=6.0),
-              # recovered 0.4 itself: 40 steps in 10 s (0.25 s a step, half the prior's pace)
-              record(2, Candidate(prune_ratio=0.4), seconds=15.0, steps=40,
-                     build={"prune": 0.3, "recover": 10.0, "export": 0.7})]
+    trials = [
+        record(0, Candidate(), seconds=3.0),
+        record(1, Candidate(placement="ort-cpu", precision="int8"), seconds=6.0),
+        # recovered 0.4 itself: 40 steps in 10 s (0.25 s a step, half the prior's pace)
+        record(
+            2, Candidate(prune_ratio=0.4), seconds=15.0, steps=40, build={"prune": 0.3, "recover": 10.0, "export": 0.7}
+        ),
+    ]
     cached = costs.estimate(pruned, trials, PRIOR)
     assert cached.recovery == 0 and cached.seconds == 6.0  # the slowest int8 trial so far
     new = costs.estimate(Candidate(prune_ratio=0.6), trials, PRIOR)
@@ -69,29 +102,49 @@ def test_a_cached_architecture_costs_a_build_and_a_new_one_a_recovery_at_the_stu
 
 
 def test_a_trial_stopped_early_still_recovered_its_architecture():
-    hopeless = TrialRecord(number=3, state="pruned", params={}, candidate=Candidate(prune_ratio=0.6).to_dict(),
-                           sampled=None, metrics=None, constraints={}, stopped_early=True, seconds=9.0)
+    hopeless = TrialRecord(
+        number=3,
+        state="pruned",
+        params={},
+        candidate=Candidate(prune_ratio=0.6).to_dict(),
+        sampled=None,
+        metrics=None,
+        constraints={},
+        stopped_early=True,
+        seconds=9.0,
+    )
     assert costs.recovered([hopeless], Candidate(prune_ratio=0.6, precision="bf16").to_dict()) == {"short"}
     assert costs.recovered([hopeless], Candidate(prune_ratio=0.4).to_dict()) == set()
 
 
-SPACE = load_space({"placement": {"choices": ["torch-cpu", "ort-cpu"]},
-                    "precision": {"per": "placement", "choices": {"torch-cpu": ["fp32"], "ort-cpu": ["fp32", "int8"]}},
-                    "prune_ratio": {"choices": [0.0, 0.2, 0.4]}, "batch_size": {"choices": [1, 8]},
-                    "threads": {"choices": [1, 2]}})
+SPACE = load_space(
+    {
+        "placement": {"choices": ["torch-cpu", "ort-cpu"]},
+        "precision": {"per": "placement", "choices": {"torch-cpu": ["fp32"], "ort-cpu": ["fp32", "int8"]}},
+        "prune_ratio": {"choices": [0.0, 0.2, 0.4]},
+        "batch_size": {"choices": [1, 8]},
+        "threads": {"choices": [1, 2]},
+    }
+)
 
 
 def test_a_new_architecture_gets_the_fastest_recipes_as_follow_ups():
     fast = Candidate(placement="ort-cpu", precision="int8", threads=1, batch_size=8)
-    trials = [record(0, Candidate(threads=2), ms=2.0),
-              record(1, fast, ms=0.2),
-              record(2, Candidate(placement="ort-cpu", threads=2), ms=0.8),
-              record(3, Candidate(placement="ort-cpu", threads=1), ms=0.5, accuracy=0.5, drop=0.3),  # infeasible: its recipe is not followed
-              record(4, Candidate(prune_ratio=0.4, threads=2), ms=1.5, accuracy=0.88)]
+    trials = [
+        record(0, Candidate(threads=2), ms=2.0),
+        record(1, fast, ms=0.2),
+        record(2, Candidate(placement="ort-cpu", threads=2), ms=0.8),
+        record(
+            3, Candidate(placement="ort-cpu", threads=1), ms=0.5, accuracy=0.5, drop=0.3
+        ),  # infeasible: its recipe is not followed
+        record(4, Candidate(prune_ratio=0.4, threads=2), ms=1.5, accuracy=0.88),
+    ]
     queued = follow_ups(trials, trials[-1], SPACE, floor=0.89)
     built = [SPACE.sample(optuna.trial.FixedTrial(p)) for p in queued]  # what the queued trials will build
     assert [(c.placement, c.precision, c.threads, c.batch_size) for c in built] == [
-        ("ort-cpu", "int8", 1, 8), ("ort-cpu", "fp32", 2, 1)]  # fastest first; its own recipe (#0's) not again
+        ("ort-cpu", "int8", 1, 8),
+        ("ort-cpu", "fp32", 2, 1),
+    ]  # fastest first; its own recipe (#0's) not again
     assert {c.prune_ratio for c in built} == {0.4}
     done = [*trials, record(5, Candidate(prune_ratio=0.4, threads=2), follow_up_of=4)]
     assert follow_ups(done, trials[-1], SPACE, floor=0.89) == []  # queued once
@@ -104,13 +157,39 @@ def test_a_new_architecture_gets_the_fastest_recipes_as_follow_ups():
 
 
 def test_the_account_says_where_the_time_went_and_the_rest_is_overhead():
-    trials = [record(0, Candidate(), seconds=3.0),
-              record(1, Candidate(prune_ratio=0.4, placement="ort-cpu", precision="int8"), seconds=20.0,
-                     build={"prune": 1.0, "recover": 12.0, "calibrate": 2.0, "export": 1.0}, steps=30),
-              TrialRecord(number=2, state="pruned", params={}, candidate=None, sampled=None, metrics=None,
-                          constraints={}, budget_skip=True, seconds=0.01, started_at=102.0)]
-    spent = costs.account(trials, {"budget_s": 60.0, "started_at": 90.0, "setup_s": 10.0, "remeasure_s": 15.0,
-                                   "wall_s": 55.0, "ended": "budget: the trials end here"})
+    trials = [
+        record(0, Candidate(), seconds=3.0),
+        record(
+            1,
+            Candidate(prune_ratio=0.4, placement="ort-cpu", precision="int8"),
+            seconds=20.0,
+            build={"prune": 1.0, "recover": 12.0, "calibrate": 2.0, "export": 1.0},
+            steps=30,
+        ),
+        TrialRecord(
+            number=2,
+            state="pruned",
+            params={},
+            candidate=None,
+            sampled=None,
+            metrics=None,
+            constraints={},
+            budget_skip=True,
+            seconds=0.01,
+            started_at=102.0,
+        ),
+    ]
+    spent = costs.account(
+        trials,
+        {
+            "budget_s": 60.0,
+            "started_at": 90.0,
+            "setup_s": 10.0,
+            "remeasure_s": 15.0,
+            "wall_s": 55.0,
+            "ended": "budget: the trials end here",
+        },
+    )
     parts = spent["parts"]
     assert parts["recovery"] == 13.0 and parts["calibration"] == 2.0 and parts["export"] == 1.0
     assert parts["accuracy"] == 1.0 and parts["latency"] == 3.0 and parts["setup"] == 10.0
@@ -119,8 +198,17 @@ def test_the_account_says_where_the_time_went_and_the_rest_is_overhead():
     assert spent["skipped"] == 1
     text = time_table({"time": spent})
     assert text.splitlines()[0] == "time: 55 s of the 60 s budget (92%), 2 trials:"
-    for words in ("setup", "recovery", "calibration", "accuracy", "latency", "re-measure", "idle and overhead",
-                  "1 proposals not started", "the trials end here"):
+    for words in (
+        "setup",
+        "recovery",
+        "calibration",
+        "accuracy",
+        "latency",
+        "re-measure",
+        "idle and overhead",
+        "1 proposals not started",
+        "the trials end here",
+    ):
         assert words in text
 
 
@@ -130,8 +218,13 @@ def test_the_plan_reserves_the_remeasure_and_lends_the_trials_the_rest():
 
     study = optuna.create_study(directions=["maximize", "minimize"])
     # the baseline, alone on the front: 3 s of latency timing (measure_seconds less accuracy_seconds) a process
-    metrics = {"accuracy": 0.9, "per_sample_ms": 1.0, "latency_ms": 1.0, "measure_seconds": 4.0,
-               "accuracy_seconds": 1.0}
+    metrics = {
+        "accuracy": 0.9,
+        "per_sample_ms": 1.0,
+        "latency_ms": 1.0,
+        "measure_seconds": 4.0,
+        "accuracy_seconds": 1.0,
+    }
     add_measured(study, [0.9, 1.0], metrics, Candidate().to_dict(), baseline=True)
     per_point = costs.PROCESS_S + 3.0
     # two rounds of the one point, and one point more per round that the front may still gain

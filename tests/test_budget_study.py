@@ -25,15 +25,34 @@ TIME_ROWS = ("setup", "recovery", "calibration", "accuracy", "latency", "re-meas
 def _files(tmp_path, space):
     space_file, objectives = tmp_path / "space.yaml", tmp_path / "objectives.yaml"
     space_file.write_text(yaml.safe_dump(space))
-    objectives.write_text(yaml.safe_dump({"objectives": {"accuracy": "maximize", "per_sample_ms": "minimize"},
-                                          "constraints": {"accuracy_drop": {"max": SMALL_MAX_DROP}}}))
+    objectives.write_text(
+        yaml.safe_dump(
+            {
+                "objectives": {"accuracy": "maximize", "per_sample_ms": "minimize"},
+                "constraints": {"accuracy_drop": {"max": SMALL_MAX_DROP}},
+            }
+        )
+    )
     return ["--space", str(space_file), "--objectives", str(objectives)]
 
 
 def _run(studies_dir, name, *args):
     started = time.monotonic()
-    r = run_tuner("--model", f"{TINY}:conv_net", "--resolution", "16", "--train-steps", "80", "--recover-steps",
-                  "20", "--studies-dir", str(studies_dir), "--study", name, *args)
+    r = run_tuner(
+        "--model",
+        f"{TINY}:conv_net",
+        "--resolution",
+        "16",
+        "--train-steps",
+        "80",
+        "--recover-steps",
+        "20",
+        "--studies-dir",
+        str(studies_dir),
+        "--study",
+        name,
+        *args,
+    )
     return r, time.monotonic() - started
 
 
@@ -44,15 +63,14 @@ def _study(studies_dir, name):
 def test_a_budgeted_study_ends_within_it_with_the_remeasure_and_says_where_the_time_went(workload, studies_dir):
     budget = 90.0  # the baseline is trained already (the session's workload); setup and the baseline trial are
     # paid from it too, and on a host other tests load they took 34-40 s of 50-60 s here: room for the re-measure
-    r, wall = _run(studies_dir, "budget90", "--budget", f"{budget:g}s", "--remeasure-rounds", "1", "--space",
-                   "default")
+    r, wall = _run(studies_dir, "budget90", "--budget", f"{budget:g}s", "--remeasure-rounds", "1", "--space", "default")
     assert r.returncode == 0, r.stderr[-3000:]
     assert wall <= budget + SLACK, r.stderr[-3000:]
     kept = read_study(_study(studies_dir, "budget90")).time
     assert kept is not None and kept["wall_s"] <= budget + 1.0 and kept["budget_s"] == budget
     assert kept["remeasure_s"] > 0, r.stderr[-3000:]  # the front was re-timed inside the budget
     assert "re-timing the Pareto set and the baseline in fresh processes (1 rounds" in r.stderr
-    table = r.stdout[r.stdout.index("\ntime: "):]
+    table = r.stdout[r.stdout.index("\ntime: ") :]
     assert f"of the {budget:.0f} s budget" in table
     for row in TIME_ROWS:
         assert row in table, table
@@ -69,8 +87,19 @@ def test_a_trial_that_would_not_fit_is_not_started_and_says_why(studies_dir, tmp
 
     torch.save(slow_to_train_net().state_dict(), tmp_path / "weights.pt")
     space = {"placement": "ort-cpu", "precision": "fp32", "prune_ratio": 0.5, "batch_size": 1, "threads": 1}
-    r, wall = _run(studies_dir, "no_room", "--budget", "90s", "--remeasure-rounds", "0", *_files(tmp_path, space),
-                   "--model", f"{TINY}:slow_to_train_net", "--weights", str(tmp_path / "weights.pt"))
+    r, wall = _run(
+        studies_dir,
+        "no_room",
+        "--budget",
+        "90s",
+        "--remeasure-rounds",
+        "0",
+        *_files(tmp_path, space),
+        "--model",
+        f"{TINY}:slow_to_train_net",
+        "--weights",
+        str(tmp_path / "weights.pt"),
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     assert wall < 90
     trials = read_trials(_study(studies_dir, "no_room"))
@@ -85,11 +114,26 @@ def test_a_trial_that_would_not_fit_is_not_started_and_says_why(studies_dir, tmp
 def test_a_recovered_architecture_is_followed_by_its_cheap_variants_first(workload, studies_dir, tmp_path):
     # Every proposal prunes 0.5 (one architecture): the first recovers it, then the recipe of the fastest feasible
     # point so far (the baseline's: torch-cpu fp32 on every core) is queued for it and runs next.
-    space = {"placement": {"choices": ["torch-cpu", "ort-cpu"]},
-             "precision": {"per": "placement", "choices": {"torch-cpu": ["fp32"], "ort-cpu": ["int8"]}},
-             "prune_ratio": 0.5, "batch_size": 1, "threads": {"choices": sorted({1, hardware.cores()})}}
-    r, _ = _run(studies_dir, "follow", "--n-trials", "3", "--remeasure-rounds", "0", "--seed", "1",
-                *_files(tmp_path, space), "--recover-steps", "10")  # a short recovery: the test is the queue
+    space = {
+        "placement": {"choices": ["torch-cpu", "ort-cpu"]},
+        "precision": {"per": "placement", "choices": {"torch-cpu": ["fp32"], "ort-cpu": ["int8"]}},
+        "prune_ratio": 0.5,
+        "batch_size": 1,
+        "threads": {"choices": sorted({1, hardware.cores()})},
+    }
+    r, _ = _run(
+        studies_dir,
+        "follow",
+        "--n-trials",
+        "3",
+        "--remeasure-rounds",
+        "0",
+        "--seed",
+        "1",
+        *_files(tmp_path, space),
+        "--recover-steps",
+        "10",
+    )  # a short recovery: the test is the queue
     assert r.returncode == 0, r.stderr[-3000:]
     trials = {t.number: t for t in read_trials(_study(studies_dir, "follow"))}
     first = trials[1]
@@ -97,5 +141,9 @@ def test_a_recovered_architecture_is_followed_by_its_cheap_variants_first(worklo
     follow = trials[2]
     assert follow.follow_up_of == 1 and follow.complete and not follow.trained  # the recovery came from the cache
     assert {k: follow.filled[k] for k in ("placement", "precision", "threads", "prune_ratio")} == {
-        "placement": "torch-cpu", "precision": "fp32", "threads": hardware.cores(), "prune_ratio": 0.5}
+        "placement": "torch-cpu",
+        "precision": "fp32",
+        "threads": hardware.cores(),
+        "prune_ratio": 0.5,
+    }
     assert "queued 1 cheap follow-up of #1's architecture" in r.stderr

@@ -93,8 +93,10 @@ def test_int8_quantization_is_real_and_accurate(workload, tmp_path):
     opts.optimized_model_filepath = str(tmp_path / "opt.onnx")
     session = ort.InferenceSession(str(int8), opts, providers=["CPUExecutionProvider"])
     assert executed_precision(tmp_path / "opt.onnx") == "int8"
-    correct = sum(int((session.run(None, {"input": x})[0].argmax(1) == y).sum())
-                  for x, y in workload.data.batches(workload.data.val, 64))
+    correct = sum(
+        int((session.run(None, {"input": x})[0].argmax(1) == y).sum())
+        for x, y in workload.data.batches(workload.data.val, 64)
+    )
     assert correct / len(workload.data.val) >= torch_accuracy(model, workload.data) - 0.02
 
 
@@ -117,13 +119,18 @@ def test_build_chains_steps_and_reuses_the_cache(workload):
     assert first.macs < plain.macs and first.params < plain.params and first.artifact_bytes < plain.artifact_bytes
 
 
-@pytest.mark.parametrize("candidate", [
-    Candidate(precision="bf16", placement="ort-cpu"),
-    Candidate(precision="fp16", placement="ort-cpu"),
-    Candidate(precision="int8", placement="torch-cpu"),
-    pytest.param(Candidate(placement="torch-cuda"),
-                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")),
-])
+@pytest.mark.parametrize(
+    "candidate",
+    [
+        Candidate(precision="bf16", placement="ort-cpu"),
+        Candidate(precision="fp16", placement="ort-cpu"),
+        Candidate(precision="int8", placement="torch-cpu"),
+        pytest.param(
+            Candidate(placement="torch-cuda"),
+            marks=pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA"),
+        ),
+    ],
+)
 def test_unsupported_combination_is_refused_before_work(workload, candidate):
     misses = workload.cache.misses
     with pytest.raises(UnsupportedCombination, match="refused"):

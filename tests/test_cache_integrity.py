@@ -26,8 +26,7 @@ pytestmark = pytest.mark.slow  # end to end: studies, exports and processes (pyt
 def _load(cache: Path, lines: list[str]):
     from tuner.workload import WorkloadSpec, load_workload
 
-    spec = WorkloadSpec(model=f"{TINY}:conv_net", data="digits", resolution=16, train_steps=5,
-                        cache_dir=str(cache))
+    spec = WorkloadSpec(model=f"{TINY}:conv_net", data="digits", resolution=16, train_steps=5, cache_dir=str(cache))
     with to(lines.append):
         return load_workload(spec)
 
@@ -116,16 +115,19 @@ Cache(Path(sys.argv[1])).entry(sys.argv[2], build)
 def _hidden(cache: Path) -> list[Path]:
     """What is hidden in the cache beside the claims' folder (tuner.claims), and in that folder."""
     claims = cache / CLAIMS_DIR
-    return [p for p in cache.iterdir() if p.name.startswith(".") and p != claims] + \
-        (list(claims.iterdir()) if claims.is_dir() else [])
+    return [p for p in cache.iterdir() if p.name.startswith(".") and p != claims] + (
+        list(claims.iterdir()) if claims.is_dir() else []
+    )
 
 
 def test_a_killed_builds_temporary_entry_is_removed_by_the_next_run_and_a_live_ones_kept(tmp_path):
     cache = tmp_path / "cache"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     # Three keys: builders of one key would take turns (its claim), these build at once.
-    procs = [subprocess.Popen([sys.executable, "-c", _SLOW_BUILD, str(cache), f"0123456789abcdef012{i}"], env=env)
-             for i in range(3)]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", _SLOW_BUILD, str(cache), f"0123456789abcdef012{i}"], env=env)
+        for i in range(3)
+    ]
     try:
         deadline = time.monotonic() + 60
         while len(list(cache.glob(".0123456789abcdef012?-*/part"))) < 3 and time.monotonic() < deadline:

@@ -70,8 +70,15 @@ def build_with(recorder: list[Entry], model_file: Path, tmp_path_factory: pytest
     from tuner.passes.chain import build
     from tuner.workload import WorkloadSpec, load_workload
 
-    base = WorkloadSpec(model=f"{model_file}:conv_net", data="digits", resolution=16, train_steps=3, recover_steps=4,
-                        seed=0, cache_dir=str(tmp_path_factory.mktemp("cache")))
+    base = WorkloadSpec(
+        model=f"{model_file}:conv_net",
+        data="digits",
+        resolution=16,
+        train_steps=3,
+        recover_steps=4,
+        seed=0,
+        cache_dir=str(tmp_path_factory.mktemp("cache")),
+    )
 
     def run(**changes) -> Built:
         spec = replace(base, **changes)
@@ -153,8 +160,12 @@ def test_other_weights_change_the_workload_key(build_with, original, tmp_path):
     torch.save(other, tmp_path / "b.pt")
     from tuner.workload import WorkloadSpec, load_workload
 
-    keys = [load_workload(WorkloadSpec(model=f"{ROOT}/tests/tiny_models.py:conv_net", resolution=16, weights=str(p),
-                                       cache_dir=None)).key for p in (tmp_path / "a.pt", tmp_path / "b.pt")]
+    keys = [
+        load_workload(
+            WorkloadSpec(model=f"{ROOT}/tests/tiny_models.py:conv_net", resolution=16, weights=str(p), cache_dir=None)
+        ).key
+        for p in (tmp_path / "a.pt", tmp_path / "b.pt")
+    ]
     assert keys[0] != keys[1]
 
 
@@ -203,5 +214,8 @@ def test_code_id_follows_the_code_not_its_comments(tmp_path, monkeypatch):
         return code_id("recipe_under_test")
 
     base = key('"""Train."""\n\ndef lr():\n    return 1e-3  # gentle\n')
-    assert key('"""Train a model, gently."""\n\ndef lr():\n    """The rate."""\n    return 1e-3  # said otherwise\n') == base
+    assert (
+        key('"""Train a model, gently."""\n\ndef lr():\n    """The rate."""\n    return 1e-3  # said otherwise\n')
+        == base
+    )
     assert key('"""Train."""\n\ndef lr():\n    return 2e-3  # gentle\n') != base

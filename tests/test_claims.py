@@ -47,9 +47,14 @@ def claims_url(request) -> str:
 
 def _start(tmp_path: Path, url: str, sleep: float, name: str) -> tuple[subprocess.Popen, Path]:
     log = tmp_path / f"{name}.log"
-    proc = subprocess.Popen([sys.executable, "-c", WORKER, str(tmp_path / "cache"), url, KEY, str(sleep), str(log)],
-                            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WORKER, str(tmp_path / "cache"), url, KEY, str(sleep), str(log)],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     return proc, log
 
 
@@ -104,9 +109,12 @@ def _advisory_holders(url: str) -> list[int]:
     engine = sqlalchemy.create_engine(url)
     try:
         with engine.connect() as conn:
-            rows = conn.execute(sqlalchemy.text(
-                "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
-                "WHERE l.locktype = 'advisory' AND l.granted AND a.application_name LIKE 'tuner %'")).all()
+            rows = conn.execute(
+                sqlalchemy.text(
+                    "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+                    "WHERE l.locktype = 'advisory' AND l.granted AND a.application_name LIKE 'tuner %'"
+                )
+            ).all()
     finally:
         engine.dispose()
     return [int(r[0].rsplit(":", 1)[1]) for r in rows]
@@ -125,18 +133,49 @@ def test_two_workers_on_postgres_train_a_recovery_they_both_meet_once(tmp_path, 
     from tuner.pipeline import CLAIM_WAIT
 
     space = tmp_path / "space.yaml"
-    space.write_text(yaml.safe_dump({"placement": "torch-cpu", "precision": "fp32", "prune_ratio": 0.5,
-                                     "batch_size": {"choices": [1, 4, 16]}, "threads": 1}))
-    args = ["--model", f"{TINY}:conv_net", "--resolution", "16", "--train-steps", "40", "--recover-steps", "80",
-            "--studies-dir", str(tmp_path / "shared"), "--space", str(space), "--study", "claimed", "--n-trials", "3",
-            "--storage", postgres_url, "--remeasure-rounds", "0", "--sampler", "random"]
+    space.write_text(
+        yaml.safe_dump(
+            {
+                "placement": "torch-cpu",
+                "precision": "fp32",
+                "prune_ratio": 0.5,
+                "batch_size": {"choices": [1, 4, 16]},
+                "threads": 1,
+            }
+        )
+    )
+    args = [
+        "--model",
+        f"{TINY}:conv_net",
+        "--resolution",
+        "16",
+        "--train-steps",
+        "40",
+        "--recover-steps",
+        "80",
+        "--studies-dir",
+        str(tmp_path / "shared"),
+        "--space",
+        str(space),
+        "--study",
+        "claimed",
+        "--n-trials",
+        "3",
+        "--storage",
+        postgres_url,
+        "--remeasure-rounds",
+        "0",
+        "--sampler",
+        "random",
+    ]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     logs = [tmp_path / "first.err", tmp_path / "second.err"]
 
     def start(log: Path) -> subprocess.Popen:
         with open(log, "w") as err:
-            return subprocess.Popen([sys.executable, "-m", "tuner", *args], cwd=ROOT, env=env, stderr=err,
-                                    stdout=subprocess.DEVNULL)
+            return subprocess.Popen(
+                [sys.executable, "-m", "tuner", *args], cwd=ROOT, env=env, stderr=err, stdout=subprocess.DEVNULL
+            )
 
     def recovering() -> list[int]:  # a pruned trial runs, and a claim is held: its recovery's (nothing else is)
         try:
@@ -153,8 +192,11 @@ def test_two_workers_on_postgres_train_a_recovery_they_both_meet_once(tmp_path, 
     try:
         assert child in _advisory_holders(postgres_url), "the recovery ended before it could be paused"
         second = start(logs[1])
-        _wait_for(lambda: "is building it; waiting to reuse it" in logs[1].read_text(), "the second worker to wait",
-                  timeout=240)
+        _wait_for(
+            lambda: "is building it; waiting to reuse it" in logs[1].read_text(),
+            "the second worker to wait",
+            timeout=240,
+        )
     finally:
         os.kill(child, signal.SIGCONT)
     for w in (first, second):

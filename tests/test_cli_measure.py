@@ -19,8 +19,18 @@ def _config(tmp_path, **fields):
 
 
 def _workload_args(studies_dir):
-    return ["--model", f"{TINY}:conv_net", "--resolution", "16", "--train-steps", "80", "--recover-steps", "20",
-            "--studies-dir", str(studies_dir)]
+    return [
+        "--model",
+        f"{TINY}:conv_net",
+        "--resolution",
+        "16",
+        "--train-steps",
+        "80",
+        "--recover-steps",
+        "20",
+        "--studies-dir",
+        str(studies_dir),
+    ]
 
 
 def test_measure_json_end_to_end(tmp_path, studies_dir):
@@ -28,8 +38,19 @@ def test_measure_json_end_to_end(tmp_path, studies_dir):
     r = run_tuner("measure", *_workload_args(studies_dir), "--config", config, "--json")
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
-    for key in ("accuracy", "latency_ms", "latency_p95_ms", "latency_ci_ms", "samples", "per_sample_ms",
-                "throughput", "params", "macs", "config", "executed_precision"):
+    for key in (
+        "accuracy",
+        "latency_ms",
+        "latency_p95_ms",
+        "latency_ci_ms",
+        "samples",
+        "per_sample_ms",
+        "throughput",
+        "params",
+        "macs",
+        "config",
+        "executed_precision",
+    ):
         assert key in out
     assert out["config"]["precision"] == "int8" and out["executed_precision"] == "int8"
     # per-batch figures at batch 2, per-sample ones half of them; the CI an interval of the per-batch median
@@ -38,7 +59,6 @@ def test_measure_json_end_to_end(tmp_path, studies_dir):
     assert out["throughput"] == pytest.approx(2000 / out["latency_ms"])
     assert out["per_sample_ms"] < out["latency_ci_ms"][0] < out["latency_ci_ms"][1]
     assert out["accuracy"] > 0.5
-
 
 
 def test_measure_config_is_what_the_cli_prints(tmp_path, studies_dir):
@@ -51,12 +71,32 @@ def test_measure_config_is_what_the_cli_prints(tmp_path, studies_dir):
     assert r.returncode == 0, r.stderr
     cli = json.loads(r.stdout)
     lines: list[str] = []
-    done = tuner.measure_config(config, f"{TINY}:conv_net", resolution=16, train_steps=80, recover_steps=20,
-                                studies_dir=str(studies_dir), log=lines.append)
+    done = tuner.measure_config(
+        config,
+        f"{TINY}:conv_net",
+        resolution=16,
+        train_steps=80,
+        recover_steps=20,
+        studies_dir=str(studies_dir),
+        log=lines.append,
+    )
     api = done.to_dict()
     assert set(api) == set(cli)
-    for key in ("accuracy", "holdout_accuracy", "params", "macs", "size_mb", "compressed_mb", "config",
-                "executed_precision", "layer_precisions", "float_layers", "threads", "streams", "batch_size"):
+    for key in (
+        "accuracy",
+        "holdout_accuracy",
+        "params",
+        "macs",
+        "size_mb",
+        "compressed_mb",
+        "config",
+        "executed_precision",
+        "layer_precisions",
+        "float_layers",
+        "threads",
+        "streams",
+        "batch_size",
+    ):
         assert api[key] == cli[key], key
     assert done.metrics.per_sample_ms == pytest.approx(cli["per_sample_ms"], rel=2.0)  # timed again: same order
     assert any(line.startswith("using the cached baseline") for line in lines), lines  # its lines, to its log
@@ -74,10 +114,24 @@ def test_measure_config_refuses_bad_input_naming_its_keywords(tmp_path):
     with pytest.raises(TunerError, match="resolution"):
         tuner.measure_config({}, f"{TINY}:conv_net", resolution=0, studies_dir=str(tmp_path))
 
+
 def test_measure_on_an_image_folder(tmp_path, image_folder):
     config = _config(tmp_path, placement="ort-cpu")
-    r = run_tuner("measure", "--model", f"{TINY}:mobile_net", "--data", str(image_folder), "--resolution", "20",
-                  "--train-steps", "20", "--studies-dir", str(tmp_path / "s"), "--config", config)
+    r = run_tuner(
+        "measure",
+        "--model",
+        f"{TINY}:mobile_net",
+        "--data",
+        str(image_folder),
+        "--resolution",
+        "20",
+        "--train-steps",
+        "20",
+        "--studies-dir",
+        str(tmp_path / "s"),
+        "--config",
+        config,
+    )
     assert r.returncode == 0, r.stderr
     assert "training a" in r.stderr and "accuracy" in r.stdout
 

@@ -30,8 +30,14 @@ pytestmark = pytest.mark.slow  # end to end: studies, exports and processes (pyt
 def mobile(studies_dir):
     from tuner.workload import WorkloadSpec, load_workload
 
-    spec = WorkloadSpec(model=f"{TINY}:mobile_net", data="digits", resolution=16, train_steps=60, recover_steps=10,
-                        cache_dir=str(studies_dir / "cache"))
+    spec = WorkloadSpec(
+        model=f"{TINY}:mobile_net",
+        data="digits",
+        resolution=16,
+        train_steps=60,
+        recover_steps=10,
+        cache_dir=str(studies_dir / "cache"),
+    )
     return load_workload(spec)
 
 
@@ -53,8 +59,11 @@ def test_global_profile_prunes_groups_unequally_within_bounds():
     for profile in ("uniform", "global"):
         model = copy.deepcopy(reference)
         prune(model, 0.5, x, profile, round_to=8)  # multiples of 8: the profile, not the rounding, decides
-        kept = {n: m.out_channels / reference.get_submodule(n).out_channels
-                for n, m in model.named_modules() if isinstance(m, nn.Conv2d) and m.groups == 1}
+        kept = {
+            n: m.out_channels / reference.get_submodule(n).out_channels
+            for n, m in model.named_modules()
+            if isinstance(m, nn.Conv2d) and m.groups == 1
+        }
         shares[profile] = kept
         assert model(x).shape == (1, 10)
         assert min(kept.values()) >= 0.1 - 1e-9
@@ -72,8 +81,9 @@ def test_droppable_blocks_and_their_measured_ranking(mobile):
     assert [b.error for b in ranking] == sorted(b.error for b in ranking)
     whole = next(b for b in ranking if b.name == "blocks")
     assert whole.error > min(b.error for b in ranking)  # removing both blocks hurts more than the least of them
-    chosen = students.choose([students.Block("blocks", 0.0, 1.0), students.Block("blocks.0", 0.0, 1.0),
-                              students.Block("stem", 0.0, 1.0)], 2)
+    chosen = students.choose(
+        [students.Block("blocks", 0.0, 1.0), students.Block("blocks.0", 0.0, 1.0), students.Block("stem", 0.0, 1.0)], 2
+    )
     assert chosen == ("blocks", "stem")  # never a block inside one already dropped
 
 
@@ -89,8 +99,9 @@ def test_student_pruned_globally_then_quantized(mobile):
     record = torch_built.compression["recovery"]
     assert record["fidelity"] == "short" and record["steps"] > 0 and record["loss_end"] < record["loss_start"]
     for placement in ("ort-cpu", "ov-cpu"):
-        m = measure(build(mobile, Candidate(**{**c.to_dict(), "placement": placement, "precision": "int8"})),
-                    mobile.data)
+        m = measure(
+            build(mobile, Candidate(**{**c.to_dict(), "placement": placement, "precision": "int8"})), mobile.data
+        )
         assert m.executed_precision == "int8" and m.dropped_blocks == tuple(names)
         assert m.accuracy > 0.3 and m.macs == torch_built.macs
 
@@ -165,8 +176,11 @@ def test_the_long_recovery_continues_the_short_one_for_more_steps(mobile):
 
 def test_promotion_rule():
     floor = 0.90
-    close, far, ok = {"accuracy": 0.87, "per_sample_ms": 1.0}, {"accuracy": 0.80, "per_sample_ms": 1.0}, \
-        {"accuracy": 0.91, "per_sample_ms": 1.0}
+    close, far, ok = (
+        {"accuracy": 0.87, "per_sample_ms": 1.0},
+        {"accuracy": 0.80, "per_sample_ms": 1.0},
+        {"accuracy": 0.91, "per_sample_ms": 1.0},
+    )
     assert fidelity.should_promote(close, floor, fastest_feasible_ms=2.0)
     assert not fidelity.should_promote(close, floor, fastest_feasible_ms=0.5)  # could not become the fastest
     assert not fidelity.should_promote(far, floor, 2.0) and not fidelity.should_promote(ok, floor, 2.0)
@@ -188,15 +202,37 @@ def test_study_promotes_a_close_candidate_to_the_long_recovery(tmp_path, studies
 
     monkeypatch.setattr(fidelity, "PROMOTE_MARGIN", 1.0)  # every miss is "close": the rule itself is tested above
     space, objectives = tmp_path / "space.yaml", tmp_path / "objectives.yaml"
-    space.write_text(yaml.safe_dump({"placement": "ort-cpu", "precision": "fp32", "prune_ratio": 0.6,
-                                     "batch_size": 1, "threads": {"choices": [1, 2]}}))
-    objectives.write_text(yaml.safe_dump({"objectives": {"accuracy": "maximize", "per_sample_ms": "minimize"},
-                                          "constraints": {"accuracy_drop": {"max": 0.0}}}))
-    spec = WorkloadSpec(model=f"{TINY}:conv_net", data="digits", resolution=16, train_steps=80, recover_steps=6,
-                        cache_dir=str(studies_dir / "cache"))
+    space.write_text(
+        yaml.safe_dump(
+            {
+                "placement": "ort-cpu",
+                "precision": "fp32",
+                "prune_ratio": 0.6,
+                "batch_size": 1,
+                "threads": {"choices": [1, 2]},
+            }
+        )
+    )
+    objectives.write_text(
+        yaml.safe_dump(
+            {
+                "objectives": {"accuracy": "maximize", "per_sample_ms": "minimize"},
+                "constraints": {"accuracy_drop": {"max": 0.0}},
+            }
+        )
+    )
+    spec = WorkloadSpec(
+        model=f"{TINY}:conv_net",
+        data="digits",
+        resolution=16,
+        train_steps=80,
+        recover_steps=6,
+        cache_dir=str(studies_dir / "cache"),
+    )
     storage = f"sqlite:///{tmp_path / 'fidelity.db'}"
-    settings = StudySettings("fidelity", storage, load_space(str(space)), load_objectives(str(objectives)), spec,
-                             n_trials=2)
+    settings = StudySettings(
+        "fidelity", storage, load_space(str(space)), load_objectives(str(objectives)), spec, n_trials=2
+    )
     study = run_study(settings)
     pruned = study.trials[1]
     assert pruned.user_attrs["sampled"]["recovery"] == "short"

@@ -27,7 +27,7 @@ def test_the_set_is_deterministic_and_keyed_by_what_makes_it(workload, tmp_path)
     assert first.split.images.dtype == np.uint8 and not first.split.images.flags.writeable  # memory-mapped
     assert np.array_equal(first.split.labels, np.tile(data.val.labels, 5))
     for i, kind in enumerate(corruptions.KINDS):  # each corruption changed the pixels
-        assert not np.array_equal(first.split.images[i * n:(i + 1) * n], data.val.images), kind
+        assert not np.array_equal(first.split.images[i * n : (i + 1) * n], data.val.images), kind
     rows = slice(0, 64)
     again = corruptions.corrupt(np.asarray(data.val.images[rows]), "gaussian_noise", corruptions.Recipe(16, 0), 0)
     assert np.array_equal(again, first.split.images[rows])  # the same seed, the same noise
@@ -69,14 +69,45 @@ def test_a_trial_over_the_corruption_bound_is_infeasible_everywhere():
     study.set_user_attr("reference", {"accuracy": 0.9, "validation_images": 100, "num_classes": 2})
     study.set_user_attr("constraints", [str(c) for c in objectives.constraints])
     for i, (ms, corruption_drop) in enumerate([(5.0, 0.0), (1.0, 3.0), (2.0, 2.0)]):
-        m = {"accuracy": 0.9, "accuracy_drop": 0.0, "per_sample_ms": ms, "latency_ms": ms, "latency_ci_ms": [ms, ms],
-             "latency_p95_ms": ms, "throughput": 1000 / ms, "samples": 30, "size_mb": 1.0, "params": 1000,
-             "macs": 10**6, "batch_size": 1, "executed_precision": "fp32", "threads": 1, "worst_class_drop": 0.0,
-             "worst_class": 0, "flip_rate": 0.0, "flip_rate_correct": 0.0, "ece": 0.05, "ece_increase": 0.0,
-             "corruption_accuracy": 0.7 - corruption_drop / 100, "corruption_drop": corruption_drop}
-        add_measured(study, objectives.values(m), m, {"placement": "ort-cpu", "precision": "fp32", "prune_ratio": 0.0,
-                                                      "batch_size": 1, "fold_bn": False, "graph_opt": "all"},
-                     objectives.constraints, baseline=i == 0)
+        m = {
+            "accuracy": 0.9,
+            "accuracy_drop": 0.0,
+            "per_sample_ms": ms,
+            "latency_ms": ms,
+            "latency_ci_ms": [ms, ms],
+            "latency_p95_ms": ms,
+            "throughput": 1000 / ms,
+            "samples": 30,
+            "size_mb": 1.0,
+            "params": 1000,
+            "macs": 10**6,
+            "batch_size": 1,
+            "executed_precision": "fp32",
+            "threads": 1,
+            "worst_class_drop": 0.0,
+            "worst_class": 0,
+            "flip_rate": 0.0,
+            "flip_rate_correct": 0.0,
+            "ece": 0.05,
+            "ece_increase": 0.0,
+            "corruption_accuracy": 0.7 - corruption_drop / 100,
+            "corruption_drop": corruption_drop,
+        }
+        add_measured(
+            study,
+            objectives.values(m),
+            m,
+            {
+                "placement": "ort-cpu",
+                "precision": "fp32",
+                "prune_ratio": 0.0,
+                "batch_size": 1,
+                "fold_bn": False,
+                "graph_opt": "all",
+            },
+            objectives.constraints,
+            baseline=i == 0,
+        )
     assert not results.is_feasible(next(t for t in results.completed(study) if t.number == 1))
     assert 1 not in {t.number for t in results.front(study)}
     assert results.fastest_feasible(results.points(study)).point.number == 2  # at the bound: met
@@ -98,9 +129,22 @@ def test_the_set_is_made_once_and_a_second_study_reuses_it(tmp_path):
     said: dict[str, list[str]] = {"first": [], "second": []}
     found = {}
     for name in said:
-        found[name] = tuner.tune(f"{TINY}:conv_net", "digits", resolution=16, train_steps=60, recover_steps=10,
-                                 space=SMALL_SPACE, objectives="robust", n_trials=2, studies_dir=str(tmp_path),
-                                 study=name, remeasure_rounds=0, seed=0, progress=False, log=said[name].append)
+        found[name] = tuner.tune(
+            f"{TINY}:conv_net",
+            "digits",
+            resolution=16,
+            train_steps=60,
+            recover_steps=10,
+            space=SMALL_SPACE,
+            objectives="robust",
+            n_trials=2,
+            studies_dir=str(tmp_path),
+            study=name,
+            remeasure_rounds=0,
+            seed=0,
+            progress=False,
+            log=said[name].append,
+        )
     made = [line for line in said["first"] if line.startswith("making the corruption set once")]
     assert len(made) == 1 and not any(line.startswith("making the corruption set") for line in said["second"])
     cost = next(line for line in said["second"] if line.startswith("corruption set: "))
@@ -121,9 +165,25 @@ def test_without_kornia_the_opt_in_is_one_line():
     what to install, exit 2, before anything loads."""
     block = "import sys; sys.modules['kornia'] = None; from tuner.cli import main; sys.exit(main(sys.argv[1:]))"
     for extra in (["--corruptions"], ["--objectives", "robust"]):
-        r = subprocess.run([sys.executable, "-c", block, "--model", f"{TINY}:conv_net", "--resolution", "16",
-                            "--studies-dir", "/nonexistent/never-made", *extra], capture_output=True, text=True,
-                           cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
+        r = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                block,
+                "--model",
+                f"{TINY}:conv_net",
+                "--resolution",
+                "16",
+                "--studies-dir",
+                "/nonexistent/never-made",
+                *extra,
+            ],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            timeout=120,
+        )
         assert r.returncode == 2, r.stderr
         lines = r.stderr.strip().splitlines()
         assert len(lines) == 1 and "kornia" in lines[0] and "pip install 'kornia>=0.8'" in lines[0], r.stderr

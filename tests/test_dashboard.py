@@ -39,8 +39,11 @@ def _dashboard_command(storage: str, port: int) -> list[str]:
     args = [storage, "--host", "127.0.0.1", "--port", str(port)]
     if script.is_file():
         return [str(script), *args]
-    return [sys.executable, "-c", ("import optuna_dashboard; optuna_dashboard.run_server("
-            f"{storage!r}, host='127.0.0.1', port={port})")]
+    return [
+        sys.executable,
+        "-c",
+        (f"import optuna_dashboard; optuna_dashboard.run_server({storage!r}, host='127.0.0.1', port={port})"),
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -53,11 +56,19 @@ def served(small_study, tmp_path_factory):
     url = f"sqlite:///{db}"
     study = optuna.load_study(study_name=small_study["name"], storage=url)
     front = [t.number for t in study.best_trials]
-    write_remeasure(study, {"rounds": 3, "trials": {
-        str(n): {"per_sample_ms": 0.001 * (i + 1), "median_ms": 0.001 * (i + 1)} for i, n in enumerate(front)}})
+    write_remeasure(
+        study,
+        {
+            "rounds": 3,
+            "trials": {
+                str(n): {"per_sample_ms": 0.001 * (i + 1), "median_ms": 0.001 * (i + 1)} for i, n in enumerate(front)
+            },
+        },
+    )
     port = _free_port()
-    server = subprocess.Popen(["timeout", "600", *_dashboard_command(url, port)], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True)
+    server = subprocess.Popen(
+        ["timeout", "600", *_dashboard_command(url, port)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -123,7 +134,7 @@ def test_dashboard_sorts_by_plain_figures(served):
         # The whole dict, as the dashboard shows it: JSON, cut at its 1024 characters (a recovery's proxy curve or
         # many classes' top-1 run past that).
         shown = attrs["metrics"]
-        assert shown == json.dumps(metrics)[:len(shown)] and shown.startswith('{"accuracy": ')
+        assert shown == json.dumps(metrics)[: len(shown)] and shown.startswith('{"accuracy": ')
 
 
 def test_remeasure_is_kept_as_plain_study_values(served):

@@ -69,11 +69,18 @@ def test_a_folder_is_decoded_once_and_memory_mapped_by_every_process(tmp_path):
         assert isinstance(split.images, np.memmap) and not split.images.flags.owndata
         assert not split.images.flags.writeable
         assert Path(split.images.filename).parent == _entries(cache)[0]
-    code = ("import sys, numpy as np, tuner.images as im; from pathlib import Path; from tuner.data import load_dataset; "
-            f"d = load_dataset({str(root)!r}, {RES}, cache_dir=Path({str(cache)!r})); "
-            "print(im.decodes, isinstance(d.train.images, np.memmap), d.fingerprint)")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
-                       env={**os.environ, "PYTHONPATH": str(ROOT)})
+    code = (
+        "import sys, numpy as np, tuner.images as im; from pathlib import Path; from tuner.data import load_dataset; "
+        f"d = load_dataset({str(root)!r}, {RES}, cache_dir=Path({str(cache)!r})); "
+        "print(im.decodes, isinstance(d.train.images, np.memmap), d.fingerprint)"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert r.stdout.split() == ["0", "True", first.fingerprint], r.stderr
     moved = tmp_path / "moved"
     shutil.move(root, moved)  # the same content elsewhere: hashed (a new path), not decoded
@@ -141,9 +148,24 @@ def test_a_damaged_entry_is_decoded_again_not_crashed_on(tmp_path, damage):
 def test_a_study_its_export_and_verify_decode_the_folder_once(tmp_path):
     """The trial's process decodes the folder; the re-measure, export and verify map the same arrays."""
     root, studies = _folder(tmp_path / "images", classes=3, per_class=10), tmp_path / "studies"
-    run = run_tuner("--model", f"{ROOT}/tests/tiny_models.py:conv_net", "--data", str(root), "--resolution", "16",
-                    "--train-steps", "30", "--n-trials", "1", "--remeasure-rounds", "1", "--study", "once",
-                    "--studies-dir", str(studies))
+    run = run_tuner(
+        "--model",
+        f"{ROOT}/tests/tiny_models.py:conv_net",
+        "--data",
+        str(root),
+        "--resolution",
+        "16",
+        "--train-steps",
+        "30",
+        "--n-trials",
+        "1",
+        "--remeasure-rounds",
+        "1",
+        "--study",
+        "once",
+        "--studies-dir",
+        str(studies),
+    )
     assert run.returncode == 0, run.stderr
     out = tmp_path / "deploy"
     export = run_tuner("export", "--study", "once", "--studies-dir", str(studies), "--trial", "0", "--out", str(out))

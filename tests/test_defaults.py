@@ -39,8 +39,11 @@ def _flag_defaults(command: str, argv: list[str]) -> dict[str, Any]:
 
 
 def _keyword_defaults(fn: Any) -> dict[str, Any]:
-    return {name: p.default for name, p in inspect.signature(fn).parameters.items()
-            if p.default is not inspect.Parameter.empty}
+    return {
+        name: p.default
+        for name, p in inspect.signature(fn).parameters.items()
+        if p.default is not inspect.Parameter.empty
+    }
 
 
 @pytest.mark.parametrize(("command", "argv", "functions"), CASES, ids=[c[0] for c in CASES])
@@ -53,14 +56,17 @@ def test_every_keyword_with_a_flag_has_the_flags_default(command, argv, function
             name = next((n for n in (KEYWORD_OF_FLAG.get(flag), flag) if n in keywords), None)
             if name is None:
                 continue
-            assert keywords[name] == default, (f"{fn.__qualname__}({name}={keywords[name]!r}) but tuner {command} "
-                                               f"--{flag.replace('_', '-')} defaults to {default!r}")
+            assert keywords[name] == default, (
+                f"{fn.__qualname__}({name}={keywords[name]!r}) but tuner {command} "
+                f"--{flag.replace('_', '-')} defaults to {default!r}"
+            )
             compared += 1
     assert compared >= {"run": 20, "measure": 12}.get(command, 1), compared  # the comparison is not vacuous
 
 
 def test_a_changed_default_would_be_caught():
     """The check reads what it compares: a keyword whose default differs from its flag's is found."""
+
     def drifted(model: str = "resnet34", seed: int = 0) -> None: ...
 
     flags = _flag_defaults("run", [])

@@ -32,18 +32,46 @@ SPACE = {
 }
 
 
-def _args(tmp_path: Path, studies_dir: Path, study: str, n_trials: int, model: str = "conv_net",
-          space: dict | None = None) -> list[str]:
+def _args(
+    tmp_path: Path, studies_dir: Path, study: str, n_trials: int, model: str = "conv_net", space: dict | None = None
+) -> list[str]:
     path = tmp_path / f"space-{study}.yaml"
     path.write_text(yaml.safe_dump(space or SPACE, sort_keys=False))
-    return ["--model", f"{TINY}:{model}", "--resolution", "16", "--train-steps", "80", "--recover-steps", "20",
-            "--studies-dir", str(studies_dir), "--space", str(path), "--study", study,
-            "--n-trials", str(n_trials), "--heartbeat", "1", "--max-retries", "2", "--remeasure-rounds", "0"]
+    return [
+        "--model",
+        f"{TINY}:{model}",
+        "--resolution",
+        "16",
+        "--train-steps",
+        "80",
+        "--recover-steps",
+        "20",
+        "--studies-dir",
+        str(studies_dir),
+        "--space",
+        str(path),
+        "--study",
+        study,
+        "--n-trials",
+        str(n_trials),
+        "--heartbeat",
+        "1",
+        "--max-retries",
+        "2",
+        "--remeasure-rounds",
+        "0",
+    ]
 
 
 def _spawn(args: list[str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "tuner", *args], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    return subprocess.Popen(
+        [sys.executable, "-m", "tuner", *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
 
 
 def _wait_for_running_trial(study_name: str, storage: str, pids: list[int], timeout: float = 300) -> tuple[int, int]:
@@ -64,8 +92,11 @@ def _wait_for_running_trial(study_name: str, storage: str, pids: list[int], time
 def _running_of(study_name: str, storage: str, pid: int) -> list[int]:
     """Trials left RUNNING by the (dead) worker ``pid``: those it was killed in the middle of."""
     trials = optuna.load_study(study_name=study_name, storage=storage).get_trials(deepcopy=False)
-    return [t.number for t in trials if t.state == optuna.trial.TrialState.RUNNING
-            and t.user_attrs.get("worker", "").endswith(f":{pid}")]
+    return [
+        t.number
+        for t in trials
+        if t.state == optuna.trial.TrialState.RUNNING and t.user_attrs.get("worker", "").endswith(f":{pid}")
+    ]
 
 
 def _check_accounted(study: optuna.Study, n_trials: int, killed: int) -> None:
@@ -78,8 +109,7 @@ def _check_accounted(study: optuna.Study, n_trials: int, killed: int) -> None:
     assert retries and retries[0].state.is_finished(), "the killed trial was run again"
     assert retries[0].params == study.trials[killed].params
     assert count_trials(study)[0] >= n_trials
-    assert sum(bool(t.user_attrs.get("baseline")) and t.state == optuna.trial.TrialState.COMPLETE
-               for t in trials) == 1
+    assert sum(bool(t.user_attrs.get("baseline")) and t.state == optuna.trial.TrialState.COMPLETE for t in trials) == 1
 
 
 def test_four_workers_on_postgres_one_killed(tmp_path, studies_dir, postgres_url):
@@ -99,8 +129,9 @@ def test_four_workers_on_postgres_one_killed(tmp_path, studies_dir, postgres_url
     else:
         pytest.fail("no worker could be killed in the middle of a trial")
     outputs = [w.communicate(timeout=600)[1] for w in workers]
-    assert all(w.returncode == (-signal.SIGKILL if w.pid in victims else 0) for w in workers), \
-        [e[-3000:] for w, e in zip(workers, outputs) if w.returncode not in (0, -signal.SIGKILL)]
+    assert all(w.returncode == (-signal.SIGKILL if w.pid in victims else 0) for w in workers), [
+        e[-3000:] for w, e in zip(workers, outputs) if w.returncode not in (0, -signal.SIGKILL)
+    ]
     assert all("Traceback" not in e for e in outputs)
     assert all("s3cret" not in e for e in outputs) and any("postgres:***@" in e for e in outputs)
     study = optuna.load_study(study_name="pg-shared", storage=postgres_url)
@@ -123,8 +154,16 @@ def test_workers_started_together_on_an_empty_database_all_open_it(postgres_url)
         conn.execute(sqlalchemy.text("CREATE DATABASE together"))
     engine.dispose()
     url = f"{postgres_url.rsplit('/', 1)[0]}/together"
-    procs = [subprocess.Popen([sys.executable, "-c", _OPEN, url], cwd=ROOT, stderr=subprocess.PIPE, text=True,
-                              env={**os.environ, "PYTHONPATH": str(ROOT)}) for _ in range(4)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _OPEN, url],
+            cwd=ROOT,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+        for _ in range(4)
+    ]
     errs = [p.communicate(timeout=120)[1] for p in procs]
     assert [p.returncode for p in procs] == [0] * 4, [e[-500:] for e in errs if "Error" in e]
 

@@ -44,15 +44,14 @@ LANGUAGES = ("python", "bash", "yaml", "text")
 SKIPPED = {
     "python3 -m venv .venv && .venv/bin/pip install torch==2.13.0 -e '.[test]' && .venv/bin/python -m tuner "
     "--model resnet18": "README's setup on a fresh machine: .ci/run makes that very install; the default study it "
-                        "ends with is README's `python -m tuner --model resnet18`, run here at small scale",
+    "ends with is README's `python -m tuner --model resnet18`, run here at small scale",
     ".venv/bin/python -m pytest -q": "the test suite itself (.ci/run runs it)",
     "pip install -e '.[postgres]'": "installs packages (the test environment has the postgres extra)",
     "python -m tuner --model resnet18 --storage postgresql://USER:PASSWORD@HOST/DB --study shared "
-    "--studies-dir /mnt/shared/tuner":
-        "needs a PostgreSQL server, its credentials and a shared folder; tests/test_distributed.py runs workers on a "
-        "throwaway server, tests/test_claims.py two of them sharing one cache",
+    "--studies-dir /mnt/shared/tuner": "needs a PostgreSQL server, its credentials and a shared folder; tests/test_distributed.py runs workers on a "
+    "throwaway server, tests/test_claims.py two of them sharing one cache",
     "optuna-dashboard sqlite:///studies/NAME.db": "serves until stopped; tests/test_dashboard.py serves a tuner "
-                                                  "study with it on loopback",
+    "study with it on loopback",
 }
 
 WORKLOAD_COMMANDS = ("run", "measure")  # the commands that take --model, --data, --resolution, ...
@@ -144,10 +143,14 @@ def substitute(command: str, tag: str) -> list[str]:
     ==========================================  ====================================  ==================================
     """
     words = shlex.split(command)
-    head = 3 if words[:3] in (["python", "-m", "tuner"], ["python3", "-m", "tuner"]) else 1 if words[0] == "tuner" else 0
+    head = (
+        3 if words[:3] in (["python", "-m", "tuner"], ["python3", "-m", "tuner"]) else 1 if words[0] == "tuner" else 0
+    )
     if not head:
-        raise AssertionError(f"{command!r} is neither a `tuner` command nor in SKIPPED: run it here or list it with "
-                             "the reason it cannot run")
+        raise AssertionError(
+            f"{command!r} is neither a `tuner` command nor in SKIPPED: run it here or list it with "
+            "the reason it cannot run"
+        )
     args = words[head:]
     sub = args.pop(0) if args and args[0] in COMMANDS else "run"
     if sub in WORKLOAD_COMMANDS:
@@ -190,16 +193,29 @@ def _placeholders(folder: Path) -> None:
         torch.save(model.state_dict(), folder / name)
     with warnings.catch_warnings():  # the TorchScript exporter is deprecated; the default one needs onnxscript
         warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(model, (torch.zeros(1, 3, 16, 16),), str(folder / "model.onnx"), input_names=["input"],
-                          output_names=["logits"], dynamic_axes={"input": {0: "n"}, "logits": {0: "n"}}, dynamo=False)
+        torch.onnx.export(
+            model,
+            (torch.zeros(1, 3, 16, 16),),
+            str(folder / "model.onnx"),
+            input_names=["input"],
+            output_names=["logits"],
+            dynamic_axes={"input": {0: "n"}, "logits": {0: "n"}},
+            dynamo=False,
+        )
     for name, config in PLACEHOLDERS["configs"].items():
         (folder / name).write_text(yaml.safe_dump(config))
 
 
 PLACEHOLDERS = {
-    "weights": ("resnet18_10class.pt", "resnet50_10class.pt", "net.pt"),  # the tiny CNN's state_dict for the 3 classes of path/to/images
-    "configs": {"my_config.yaml": {"placement": "ort-cpu", "precision": "int8"},
-                "served.yaml": {"streams": 2, "threads": 1}},
+    "weights": (
+        "resnet18_10class.pt",
+        "resnet50_10class.pt",
+        "net.pt",
+    ),  # the tiny CNN's state_dict for the 3 classes of path/to/images
+    "configs": {
+        "my_config.yaml": {"placement": "ort-cpu", "precision": "int8"},
+        "served.yaml": {"streams": 2, "threads": 1},
+    },
     # also path/to/images (tests/conftest.py's make_image_folder) and model.onnx (the tiny CNN, 16 px)
 }
 
@@ -209,9 +225,30 @@ def docs_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One folder for every documented command: the placeholders, and the study `NAME` stands for."""
     folder = tmp_path_factory.mktemp("docs")
     _placeholders(folder)
-    r = subprocess.run([sys.executable, "-m", "tuner", "--model", TINY_MODEL, "--resolution", "16", "--train-steps",
-                        "80", "--n-trials", "3", "--remeasure-rounds", "0", "--study", SESSION_STUDY],
-                       capture_output=True, text=True, cwd=folder, env=_env(), timeout=900)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tuner",
+            "--model",
+            TINY_MODEL,
+            "--resolution",
+            "16",
+            "--train-steps",
+            "80",
+            "--n-trials",
+            "3",
+            "--remeasure-rounds",
+            "0",
+            "--study",
+            SESSION_STUDY,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=folder,
+        env=_env(),
+        timeout=900,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     return folder
 
@@ -273,8 +310,9 @@ def test_yaml_block_loads_as_the_tuner_reads_it(block: Block, tmp_path: Path):
 @pytest.mark.slow
 @pytest.mark.parametrize("block", _of("python"))
 def test_python_block_runs_verbatim(block: Block, tmp_path: Path):
-    r = subprocess.run([sys.executable, "-c", block.text], capture_output=True, text=True, cwd=tmp_path, env=_env(),
-                       timeout=900)
+    r = subprocess.run(
+        [sys.executable, "-c", block.text], capture_output=True, text=True, cwd=tmp_path, env=_env(), timeout=900
+    )
     assert r.returncode == 0, f"{block.where} exited {r.returncode}:\n{r.stderr[-4000:]}"
 
 
@@ -291,8 +329,13 @@ def test_bash_block_runs_at_small_scale(block: Block, docs_folder: Path):
         argv = substitute(command, f"{block.path.stem}-{block.line}-{n}")
         if command not in RAN:
             r = subprocess.run(argv, capture_output=True, text=True, cwd=docs_folder, env=_env(), timeout=900)
-            failure = "" if r.returncode == 0 else (
-                f"{block.where}: `{command}` as `{shlex.join(argv[1:])}` exited {r.returncode}:\n{r.stderr[-3000:]}")
+            failure = (
+                ""
+                if r.returncode == 0
+                else (
+                    f"{block.where}: `{command}` as `{shlex.join(argv[1:])}` exited {r.returncode}:\n{r.stderr[-3000:]}"
+                )
+            )
             if argv[3] in WORKLOAD_COMMANDS:
                 RAN[command] = failure
         else:

@@ -19,10 +19,22 @@ def test_tune_in_memory_runs_prints_the_pareto_rows_and_exports_the_pick(tmp_pat
     """A model of __main__, DataLoaders and macro-F1, in a script that calls tuner.tune at top level (no main
     guard: the trials' process must not run it again)."""
     out = tmp_path / "deploy"
-    r = subprocess.run([sys.executable, str(ROOT / "examples" / "tune_in_memory.py"), "--tiny",
-                        "--studies-dir", str(tmp_path / "studies"), "--out", str(out)],
-                       capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)},
-                       timeout=900)
+    r = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "examples" / "tune_in_memory.py"),
+            "--tiny",
+            "--studies-dir",
+            str(tmp_path / "studies"),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=900,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     lines = r.stdout.splitlines()
     assert lines.count("Pareto rows (accuracy = macro-F1):") == 1, r.stdout  # printed once: no re-run in a child
@@ -30,7 +42,7 @@ def test_tune_in_memory_runs_prints_the_pareto_rows_and_exports_the_pick(tmp_pat
     assert lines[head].split()[:6] == ["trial", "placement", "precision", "prune_ratio", "batch_size", "accuracy"]
     picked = next(line for line in lines if line.startswith("picked trial #"))
     trial = int(picked.split("#")[1].split()[0])
-    rows = lines[head + 1:lines.index(picked)]
+    rows = lines[head + 1 : lines.index(picked)]
     assert rows and all(len(row.split()) == 10 for row in rows), rows  # every column filled on the front
     config = yaml.safe_load((out / "config.yaml").read_text())
     assert config["study"]["trial"] == trial and (out / config["artifact"]["file"]).is_file()

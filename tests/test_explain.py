@@ -28,7 +28,9 @@ def test_scope_path_reads_the_exporter_node_names():
     assert scope_path("/Flatten") is None and scope_path("Transpose_token_64") is None
     assert module_of("/layer1/layer1.0/conv1/Conv", {"layer1", "layer1.0"}) == "layer1.0"  # longest known enclosing
     assert module_of("/layer1/layer1.0/relu_1/Relu", {"layer1.0", "layer1.0.relu"}) == "layer1.0.relu"  # called twice
-    assert kind_of("QLinearConv") == COMPUTE and kind_of("Reorder") == REORDER and kind_of("DequantizeLinear") == QUANTIZE
+    assert (
+        kind_of("QLinearConv") == COMPUTE and kind_of("Reorder") == REORDER and kind_of("DequantizeLinear") == QUANTIZE
+    )
     assert kind_of("Subgraph", "input_QuantizeLinear") == QUANTIZE
 
 
@@ -90,12 +92,30 @@ def _node(module, ms, precision, kind=COMPUTE, node=None):
 
 
 def test_findings_name_the_layers_that_make_an_int8_build_slower():
-    base = LayerProfile("ort-cpu", "fp32", 1, 1, 10, (_node("conv1", 1.0, "fp32"), _node("fc", 0.5, "fp32")),
-                        1.6, 1.6, "test", {"conv1": 64, "fc": 10})
-    slow = LayerProfile("ort-cpu", "int8", 1, 1, 10,
-                        (_node("conv1", 1.4, "int8"), _node("fc", 0.5, "fp32"),
-                         _node(None, 0.4, "fp32", QUANTIZE, "x_QuantizeLinear")),
-                        2.4, 2.4, "test", {"conv1": 64, "fc": 10})
+    base = LayerProfile(
+        "ort-cpu",
+        "fp32",
+        1,
+        1,
+        10,
+        (_node("conv1", 1.0, "fp32"), _node("fc", 0.5, "fp32")),
+        1.6,
+        1.6,
+        "test",
+        {"conv1": 64, "fc": 10},
+    )
+    slow = LayerProfile(
+        "ort-cpu",
+        "int8",
+        1,
+        1,
+        10,
+        (_node("conv1", 1.4, "int8"), _node("fc", 0.5, "fp32"), _node(None, 0.4, "fp32", QUANTIZE, "x_QuantizeLinear")),
+        2.4,
+        2.4,
+        "test",
+        {"conv1": 64, "fc": 10},
+    )
     c = compare(slow, base, 3, 0, "ort-cpu int8", "ort-cpu fp32")
     text = " ".join(c.findings)
     assert "slower than the baseline" in text and "conv1 (0.400 ms)" in text
@@ -119,8 +139,9 @@ def test_explain_prints_the_pick_against_the_baseline(small_study):
 
 
 def test_explain_unknown_trial_is_one_line_exit_2(small_study):
-    r = run_tuner("explain", "--study", small_study["name"], "--studies-dir", small_study["studies_dir"],
-                  "--trial", "999")
+    r = run_tuner(
+        "explain", "--study", small_study["name"], "--studies-dir", small_study["studies_dir"], "--trial", "999"
+    )
     assert r.returncode == 2 and r.stdout == ""
     assert r.stderr.count("\n") == 1 and "has no trial #999" in r.stderr
 
@@ -128,9 +149,17 @@ def test_explain_unknown_trial_is_one_line_exit_2(small_study):
 def test_export_lines_name_the_three_costliest_layers(tmp_path):
     from tuner.explain.trials import write_profile
 
-    p = LayerProfile("ov-cpu", "int8", 1, 1, 10, (_node("a", 0.1, "int8"), _node("b", 0.5, "int8"),
-                                                   _node("c", 0.3, "fp32"), _node("d", 0.2, "int8")),
-                     1.2, 1.1, "test")
+    p = LayerProfile(
+        "ov-cpu",
+        "int8",
+        1,
+        1,
+        10,
+        (_node("a", 0.1, "int8"), _node("b", 0.5, "int8"), _node("c", 0.3, "fp32"), _node("d", 0.2, "int8")),
+        1.2,
+        1.1,
+        "test",
+    )
     lines = write_profile(tmp_path, p)
     assert [line.split("`")[1] for line in lines[1:]] == ["b", "c", "d"] and "runs fp32" in lines[2]
     assert LayerProfile.from_dict(json.loads((tmp_path / "profile.json").read_text())) == p

@@ -19,8 +19,10 @@ from tuner.results import completed, is_feasible
 from tuner.study.storage import write_remeasure
 
 # torch's own import-time deprecation notice (torch.jit), not ours
-pytestmark = [pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning"),
-              pytest.mark.slow]  # end to end: studies, exports and processes (pytest -m "not slow" skips)
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning"),
+    pytest.mark.slow,
+]  # end to end: studies, exports and processes (pytest -m "not slow" skips)
 
 # This machine is shared while the tests run, so a re-timed median can move by more than the 10% that
 # `tuner verify` allows by default; here latency must reproduce within 2x, accuracy exactly as by default.
@@ -33,13 +35,18 @@ def study(small_study):
 
 
 def _completed(study, placement=None, precision=None):
-    return [t for t in completed(study) if (placement is None or t.candidate["placement"] == placement)
-            and (precision is None or t.candidate["precision"] == precision)]
+    return [
+        t
+        for t in completed(study)
+        if (placement is None or t.candidate["placement"] == placement)
+        and (precision is None or t.candidate["precision"] == precision)
+    ]
 
 
 def _export(small_study, out, *pick):
-    return run_tuner("export", "--study", small_study["name"], "--studies-dir", small_study["studies_dir"],
-                     *pick, "--out", str(out))
+    return run_tuner(
+        "export", "--study", small_study["name"], "--studies-dir", small_study["studies_dir"], *pick, "--out", str(out)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -116,32 +123,51 @@ def test_budget_picks_on_the_study_are_the_best_within_the_budget(study):
         m = _figures(picked)
         assert is_feasible(picked) and m["accuracy_drop"] <= drop + 1e-9
         within = [t for t in done if is_feasible(t) and _figures(t)["accuracy_drop"] <= drop + 1e-9]
-        assert not [t.number for t in within if _figures(t)["per_sample_ms"] < m["per_sample_ms"]
-                    or (_figures(t)["per_sample_ms"] == m["per_sample_ms"] and _figures(t)["accuracy"] > m["accuracy"])]
+        assert not [
+            t.number
+            for t in within
+            if _figures(t)["per_sample_ms"] < m["per_sample_ms"]
+            or (_figures(t)["per_sample_ms"] == m["per_sample_ms"] and _figures(t)["accuracy"] > m["accuracy"])
+        ]
     for t in done:
         budget = _figures(t)["per_sample_ms"]
         picked, _ = select_trial(study, max_latency_ms=budget)
         m = _figures(picked)
         assert m["per_sample_ms"] <= budget
-        assert not [x.number for x in done if _figures(x)["per_sample_ms"] <= budget and (
-            _figures(x)["accuracy"] > m["accuracy"]
-            or (_figures(x)["accuracy"] == m["accuracy"] and _figures(x)["per_sample_ms"] < m["per_sample_ms"]))]
+        assert not [
+            x.number
+            for x in done
+            if _figures(x)["per_sample_ms"] <= budget
+            and (
+                _figures(x)["accuracy"] > m["accuracy"]
+                or (_figures(x)["accuracy"] == m["accuracy"] and _figures(x)["per_sample_ms"] < m["per_sample_ms"])
+            )
+        ]
 
 
 def _designed_study():
     """Reference accuracy 0.95; (accuracy, ms/sample, feasible) per trial, #0 the baseline."""
     study = optuna.create_study(directions=["maximize", "minimize"], study_name="designed")
     study.set_user_attr("reference", {"accuracy": 0.95, "validation_images": 400})
-    for i, (acc, ms, feasible) in enumerate([
+    for i, (acc, ms, feasible) in enumerate(
+        [
             (0.95, 5.0, True),  # 0 the baseline: drop 0
             (0.94, 1.0, True),  # 1 drop exactly 1 point (0.010000000000000009 in floats)
             (0.945, 2.0, True),  # 2 drop 0.5
             (0.90, 0.5, False),  # 3 the fastest, but breaks a constraint
             (0.949, 2.0, True),  # 4 as fast as #2, more accurate (drop 0.1)
-            (0.949, 2.0, True)]):  # 5 the same figures as #4, later
+            (0.949, 2.0, True),
+        ]
+    ):  # 5 the same figures as #4, later
         metrics = {"accuracy": acc, "accuracy_drop": 100 * (0.95 - acc), "per_sample_ms": ms, "latency_ms": ms}
-        add_measured(study, [acc, ms], metrics, {"placement": "ort-cpu", "precision": "fp32", "batch_size": 1},
-                     [Constraint("accuracy_drop", max=2)], baseline=i == 0)
+        add_measured(
+            study,
+            [acc, ms],
+            metrics,
+            {"placement": "ort-cpu", "precision": "fp32", "batch_size": 1},
+            [Constraint("accuracy_drop", max=2)],
+            baseline=i == 0,
+        )
         assert is_feasible(completed(study)[-1]) == feasible  # the bound splits the trials as designed
     return study
 
@@ -168,8 +194,13 @@ def test_budget_picks_on_a_designed_study():
 
     # Re-timed points are ranked by their re-measured figures: #4 (the study's pick within 0.5 points) re-timed
     # slower than #2; #1 (within 1 point) stays the fastest re-timed. The latency budget keeps the study's figures.
-    write_remeasure(study, {"rounds": 3, "trials": {"1": {"per_sample_ms": 1.5}, "2": {"per_sample_ms": 1.9},
-                                                    "4": {"per_sample_ms": 2.2}}})
+    write_remeasure(
+        study,
+        {
+            "rounds": 3,
+            "trials": {"1": {"per_sample_ms": 1.5}, "2": {"per_sample_ms": 1.9}, "4": {"per_sample_ms": 2.2}},
+        },
+    )
     picked, why = select_trial(study, max_drop=0.5)
     assert picked.number == 2 and "by the re-measured latency" in why and "#4" in why
     picked, why = select_trial(study, max_drop=1)
@@ -236,8 +267,13 @@ def test_onnx_runs_in_plain_onnxruntime_without_tuner(ort_int8_export, tmp_path)
         assert not [m for m in sys.modules if m == "tuner" or m.startswith("tuner.")], "imported tuner"
         print(correct / len(z["labels"]))
     """)
-    r = subprocess.run([sys.executable, "-c", code, str(out), str(tmp_path / "val.npz")], capture_output=True,
-                       text=True, cwd=tmp_path, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-c", code, str(out), str(tmp_path / "val.npz")],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr
     accuracy = float(r.stdout.strip().splitlines()[-1])
     assert abs(accuracy - config["metrics"]["export"]["accuracy"]) <= 1 / len(data.val.labels) + 1e-9
@@ -256,9 +292,14 @@ def test_one_drop_budget_means_the_same_pick_from_cli_api_and_objectives_file(sm
 
     pts = results.points(study)
     overall = results.fastest_feasible(pts).point
-    budget = next((d for d in sorted({0.0} | {round(p.accuracy_drop, 2) + 0.01 for p in pts if p.accuracy_drop >= 0.1})
-                   if (pick := results.fastest_feasible(pts, d)) is not None and pick.point.number != overall.number),
-                  None)
+    budget = next(
+        (
+            d
+            for d in sorted({0.0} | {round(p.accuracy_drop, 2) + 0.01 for p in pts if p.accuracy_drop >= 0.1})
+            if (pick := results.fastest_feasible(pts, d)) is not None and pick.point.number != overall.number
+        ),
+        None,
+    )
     assert budget is not None, f"no drop budget binds in the small study: {pts}"
 
     r = _export(small_study, tmp_path / "cli", "--max-drop", f"{budget:g}")
@@ -266,13 +307,18 @@ def test_one_drop_budget_means_the_same_pick_from_cli_api_and_objectives_file(sm
     by_cli = yaml.safe_load((tmp_path / "cli" / "config.yaml").read_text())["study"]["trial"]
     by_api = tuner.load(small_study["name"], studies_dir=small_study["studies_dir"]).best(max_drop=budget).trial
     objectives_file = tmp_path / "objectives.yaml"
-    objectives_file.write_text(f"objectives:\n  accuracy: maximize\n  per_sample_ms: minimize\n"
-                               f"constraints:\n  accuracy_drop: {{max: {budget:g}}}\n")
+    objectives_file.write_text(
+        f"objectives:\n  accuracy: maximize\n  per_sample_ms: minimize\n"
+        f"constraints:\n  accuracy_drop: {{max: {budget:g}}}\n"
+    )
     objectives = load_objectives(str(objectives_file))
     by_file = {r.number: r for r in completed(study)}
-    by_yaml = results.fastest_feasible([dataclasses.replace(p, feasible=p.feasible and objectives.feasible(
-        by_file[p.number].metrics)) for p in pts]).point.number
+    by_yaml = results.fastest_feasible(
+        [dataclasses.replace(p, feasible=p.feasible and objectives.feasible(by_file[p.number].metrics)) for p in pts]
+    ).point.number
     assert by_cli == by_api == by_yaml != overall.number
     assert by_file[by_cli].metrics["accuracy_drop"] <= budget  # points, as the DataFrame shows them
     frame = tuner.load(small_study["name"], studies_dir=small_study["studies_dir"]).to_dataframe()
-    assert frame.set_index("trial").loc[by_cli, "accuracy_drop"] == pytest.approx(by_file[by_cli].metrics["accuracy_drop"])
+    assert frame.set_index("trial").loc[by_cli, "accuracy_drop"] == pytest.approx(
+        by_file[by_cli].metrics["accuracy_drop"]
+    )

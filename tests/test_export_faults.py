@@ -30,18 +30,35 @@ def study(small_study):
 
 
 def _trial(study, placement):
-    return min((t for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
-                if t.user_attrs["candidate"]["placement"] == placement), key=lambda t: t.number).number
+    return min(
+        (
+            t
+            for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+            if t.user_attrs["candidate"]["placement"] == placement
+        ),
+        key=lambda t: t.number,
+    ).number
 
 
 def _args(small_study, trial, out):
-    return ["export", "--study", small_study["name"], "--studies-dir", small_study["studies_dir"], "--trial",
-            str(trial), "--out", str(out)]
+    return [
+        "export",
+        "--study",
+        small_study["name"],
+        "--studies-dir",
+        small_study["studies_dir"],
+        "--trial",
+        str(trial),
+        "--out",
+        str(out),
+    ]
 
 
 def _listing(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
-            for p in sorted(root.rglob("*"))}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
+        for p in sorted(root.rglob("*"))
+    }
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["kill-9", "SIGTERM"])
@@ -52,8 +69,13 @@ def test_an_interrupted_export_leaves_nothing_once_the_next_export_ran(small_stu
     out = parent / "model"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     for _ in range(3):  # the signal must land while the partial directory exists; it lives about a second
-        proc = subprocess.Popen([sys.executable, "-m", "tuner", *_args(small_study, trial, out)], env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tuner", *_args(small_study, trial, out)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         deadline = time.monotonic() + 300
         while proc.poll() is None and time.monotonic() < deadline and not list(parent.glob(".model.partial-*")):
             time.sleep(0.002)
@@ -123,13 +145,17 @@ def _unreadable_data(path: Path) -> None:
     config.write_text(yaml.safe_dump(record, sort_keys=False))
 
 
-@pytest.mark.parametrize("damage, needle", [
-    (_truncate, "is damaged: model.onnx ("),
-    (lambda p: p.write_bytes(p.read_bytes()[:-1] + bytes([p.read_bytes()[-1] ^ 1])), "is damaged: model.onnx ("),
-    (Path.unlink, "is damaged: its model.onnx is missing"),
-    (_garbage_with_its_sha256_recorded, "cannot verify"),
-    (_unreadable_data, "no-such-images"),
-], ids=["truncated", "flipped-byte", "missing", "runtime-error", "data-gone"])
+@pytest.mark.parametrize(
+    "damage, needle",
+    [
+        (_truncate, "is damaged: model.onnx ("),
+        (lambda p: p.write_bytes(p.read_bytes()[:-1] + bytes([p.read_bytes()[-1] ^ 1])), "is damaged: model.onnx ("),
+        (Path.unlink, "is damaged: its model.onnx is missing"),
+        (_garbage_with_its_sha256_recorded, "cannot verify"),
+        (_unreadable_data, "no-such-images"),
+    ],
+    ids=["truncated", "flipped-byte", "missing", "runtime-error", "data-gone"],
+)
 def test_verify_of_a_damaged_export_is_one_line_and_exit_2(onnx_export, tmp_path, damage, needle):
     copy = tmp_path / "export"
     shutil.copytree(onnx_export, copy)
@@ -155,16 +181,31 @@ def test_export_refuses_a_rebuild_that_disagrees_with_the_study(small_study, stu
     with sqlite3.connect(db) as con:
         ((row, value),) = con.execute(
             "SELECT a.trial_user_attribute_id, a.value_json FROM trial_user_attributes a JOIN trials t "
-            "ON a.trial_id = t.trial_id WHERE t.number = ? AND a.key = 'metrics'", (trial,)).fetchall()
+            "ON a.trial_id = t.trial_id WHERE t.number = ? AND a.key = 'metrics'",
+            (trial,),
+        ).fetchall()
         metrics = json.loads(value)
         metrics["accuracy"] = metrics["accuracy"] - 0.3
         metrics.pop("top1", None)
-        con.execute("UPDATE trial_user_attributes SET value_json = ? WHERE trial_user_attribute_id = ?",
-                    (json.dumps(metrics), row))
+        con.execute(
+            "UPDATE trial_user_attributes SET value_json = ? WHERE trial_user_attribute_id = ?",
+            (json.dumps(metrics), row),
+        )
     out = tmp_path / "out"
     before = _listing(tmp_path)
-    r = run_tuner("export", "--study", small_study["name"], "--storage", f"sqlite:///{db}", "--studies-dir",
-                  small_study["studies_dir"], "--trial", str(trial), "--out", str(out))
+    r = run_tuner(
+        "export",
+        "--study",
+        small_study["name"],
+        "--storage",
+        f"sqlite:///{db}",
+        "--studies-dir",
+        small_study["studies_dir"],
+        "--trial",
+        str(trial),
+        "--out",
+        str(out),
+    )
     errors = [line for line in r.stderr.splitlines() if line.startswith("tuner: error:")]
     assert r.returncode == 2 and errors == r.stderr.strip().splitlines()[-1:], r.stderr
     assert f"rebuilt trial #{trial} scores" in errors[0] and "nothing exported" in errors[0], errors[0]

@@ -42,10 +42,14 @@ class ToyOnnx(ExportKind):
         return Built(candidate, None, path, 0, 0, path.stat().st_size)
 
     def code(self, config):
-        return ["import numpy as np", "import onnxruntime as ort", "",
-                f"session = ort.InferenceSession({TOY_FILE!r}, providers=['CPUExecutionProvider'])",
-                f"x = np.zeros((2, 3, {config['data']['resolution']}, {config['data']['resolution']}), np.float32)",
-                "print('toy', session.run(None, {session.get_inputs()[0].name: x})[0].shape)"]
+        return [
+            "import numpy as np",
+            "import onnxruntime as ort",
+            "",
+            f"session = ort.InferenceSession({TOY_FILE!r}, providers=['CPUExecutionProvider'])",
+            f"x = np.zeros((2, 3, {config['data']['resolution']}, {config['data']['resolution']}), np.float32)",
+            "print('toy', session.run(None, {session.get_inputs()[0].name: x})[0].shape)",
+        ]
 
     def serve_code(self, config):
         return ["answers = [session.run(None, {session.get_inputs()[0].name: b})[0] for b in batches]"]
@@ -55,8 +59,12 @@ class ToyOnnx(ExportKind):
 
 
 def test_the_built_in_kinds_are_registered_by_their_names():
-    assert [k.name for k in registry.kinds()] == [EXPORT_OPENVINO_IR, EXPORT_ONNX, EXPORT_TORCH_PROGRAM,
-                                                  EXPORT_STATE_DICT]
+    assert [k.name for k in registry.kinds()] == [
+        EXPORT_OPENVINO_IR,
+        EXPORT_ONNX,
+        EXPORT_TORCH_PROGRAM,
+        EXPORT_STATE_DICT,
+    ]
     assert set(registry.model_files()) == {"model.onnx", "model.xml", "model.bin", "model.pt2", "state_dict.pt"}
     with pytest.raises(ConfigError, match="unknown artifact kind 'toy-onnx'"):
         registry.get("toy-onnx")

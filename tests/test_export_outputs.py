@@ -24,8 +24,13 @@ def test_export_over_a_previous_export_keeps_the_users_own_file(small_study, tmp
     done = export(study, baseline, "test again", out, small_study["studies_dir"])
     # the old export's state_dict.pt is gone (an export wrote it), the new program is there, the user's file stays
     assert done.artifact == "model.pt2"
-    assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.yaml", "model.pt2", "notes.txt",
-                                                      "profile.json"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "README.md",
+        "config.yaml",
+        "model.pt2",
+        "notes.txt",
+        "profile.json",
+    ]
     assert (out / "notes.txt").read_text() == "mine"
     assert yaml.safe_load((out / "config.yaml").read_text())["study"]["selected_by"] == "test again"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["deploy"]  # no partial directory left
@@ -46,8 +51,9 @@ def test_latency_trust_says_when_figures_disagree():
 
 def test_a_contended_study_figure_does_not_widen_the_acceptance_range():
     """Issue 32: a study timed 120 ms on a busy host, fresh processes 0.27-0.29 ms: verify's range is theirs."""
-    trust = latency_trust(_m(0.28, 0.27, 0.29), _m(120.0, 118.0, 122.0, quiet=False),
-                          {"median_ms": 0.28, "round_ms": [0.27, 0.28, 0.29]})
+    trust = latency_trust(
+        _m(0.28, 0.27, 0.29), _m(120.0, 118.0, 122.0, quiet=False), {"median_ms": 0.28, "round_ms": [0.27, 0.28, 0.29]}
+    )
     assert trust["range_ms"] == [0.27, 0.29]
     assert any("outside what fresh processes measured" in n for n in trust["notes"])
     assert not latency_reproduces(60.0, 0.28, (0.27, 0.29), 0.1, seen=tuple(trust["range_ms"]))

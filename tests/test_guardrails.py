@@ -92,7 +92,7 @@ def test_softmax_confidence_is_stable_for_huge_logits():
 
 def batches(logits: np.ndarray, labels: np.ndarray, size: int):
     for i in range(0, len(labels), size):
-        yield logits[i:i + size], labels[i:i + size]
+        yield logits[i : i + size], labels[i : i + size]
 
 
 def test_tally_collects_the_same_predictions_as_one_pass():
@@ -132,8 +132,12 @@ def test_a_class_bound_to_drop_too_far_stops_early_and_ece_never_does():
 
 def test_the_shipped_guarded_objectives():
     o = load_objectives("guarded")
-    assert {str(c) for c in o.constraints} == {"accuracy_drop <= 1", "worst_class_drop <= 3", "flip_rate <= 0.03",
-                                               "ece_increase <= 0.02"}
+    assert {str(c) for c in o.constraints} == {
+        "accuracy_drop <= 1",
+        "worst_class_drop <= 3",
+        "flip_rate <= 0.03",
+        "ece_increase <= 0.02",
+    }
     assert o.guard_limits() == {"worst_class_drop": 3, "flip_rate": 0.03}
     assert [c.words for c in o.constraints if c.metric == "worst_class_drop"] == ["worst_class_drop <= 3 (points)"]
     assert not o.feasible({"accuracy_drop": 0.5, "worst_class_drop": 3.5, "flip_rate": 0.0, "ece_increase": 0.0})
@@ -170,27 +174,74 @@ def _guarded_study(name: str = "guarded", data: str | None = None):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study.set_metric_names(list(objectives.names))
-    study.set_user_attr("reference", {"accuracy": 0.95, "validation_images": 400, "num_classes": 3,
-                                      "guardrails": REFERENCE_CLASSES})
+    study.set_user_attr(
+        "reference", {"accuracy": 0.95, "validation_images": 400, "num_classes": 3, "guardrails": REFERENCE_CLASSES}
+    )
     study.set_user_attr("constraints", [str(c) for c in objectives.constraints])
     if data is not None:
         study.set_user_attr("workload", {"data": data, "resolution": None, "seed": 0, "holdout": 0.0})
-    held = {"worst_class_drop": 0.0, "worst_class": 0, "flip_rate": 0.0, "flip_rate_correct": 0.0, "ece": 0.05,
-            "ece_increase": 0.0, "class_accuracy": REFERENCE_CLASSES["class_accuracy"]}
+    held = {
+        "worst_class_drop": 0.0,
+        "worst_class": 0,
+        "flip_rate": 0.0,
+        "flip_rate_correct": 0.0,
+        "ece": 0.05,
+        "ece_increase": 0.0,
+        "class_accuracy": REFERENCE_CLASSES["class_accuracy"],
+    }
     dog = {"worst_class": 1, "flip_rate_correct": 0.01}
-    for i, (acc, ms, broken) in enumerate([
-            (0.95, 5.0, {}), (0.945, 0.5, {"flip_rate": 0.08}),
+    for i, (acc, ms, broken) in enumerate(
+        [
+            (0.95, 5.0, {}),
+            (0.945, 0.5, {"flip_rate": 0.08}),
             (0.94, 1.0, {"worst_class_drop": 6.0, "class_accuracy": [1.0, 0.84, 0.95], **dog}),
             (0.945, 2.0, {"ece_increase": 0.05}),
-            (0.945, 3.0, {"flip_rate": 0.03, "worst_class_drop": 3.0, "class_accuracy": [1.0, 0.87, 0.95],
-                          "flipped": FLIPPED, **dog})]):
-        m = {"accuracy": acc, "accuracy_drop": 100 * (0.95 - acc), "per_sample_ms": ms, "latency_ms": ms,
-             "latency_ci_ms": [ms, ms], "latency_p95_ms": ms, "throughput": 1000 / ms, "samples": 30, "size_mb": 1.0,
-             "params": 1000, "macs": 10**6, "batch_size": 1, "executed_precision": "fp32", "threads": 1, **held,
-             **broken}
-        add_measured(study, objectives.values(m), m, {"placement": "ort-cpu", "precision": "fp32", "prune_ratio": 0.0,
-                                                      "batch_size": 1, "fold_bn": False, "graph_opt": "all"},
-                     objectives.constraints, baseline=i == 0)
+            (
+                0.945,
+                3.0,
+                {
+                    "flip_rate": 0.03,
+                    "worst_class_drop": 3.0,
+                    "class_accuracy": [1.0, 0.87, 0.95],
+                    "flipped": FLIPPED,
+                    **dog,
+                },
+            ),
+        ]
+    ):
+        m = {
+            "accuracy": acc,
+            "accuracy_drop": 100 * (0.95 - acc),
+            "per_sample_ms": ms,
+            "latency_ms": ms,
+            "latency_ci_ms": [ms, ms],
+            "latency_p95_ms": ms,
+            "throughput": 1000 / ms,
+            "samples": 30,
+            "size_mb": 1.0,
+            "params": 1000,
+            "macs": 10**6,
+            "batch_size": 1,
+            "executed_precision": "fp32",
+            "threads": 1,
+            **held,
+            **broken,
+        }
+        add_measured(
+            study,
+            objectives.values(m),
+            m,
+            {
+                "placement": "ort-cpu",
+                "precision": "fp32",
+                "prune_ratio": 0.0,
+                "batch_size": 1,
+                "fold_bn": False,
+                "graph_opt": "all",
+            },
+            objectives.constraints,
+            baseline=i == 0,
+        )
     return study, objectives
 
 
@@ -225,11 +276,15 @@ def test_the_report_says_what_the_pick_forgot_and_what_a_faster_point_broke(tmp_
 
     info = report_info(_guarded_study()[0])
     said = "\n".join(info.findings)
-    assert ("what the fastest feasible trial, #4, forgot against the reference: its worst class, dog, lost 3.0 "
-            "points; 3.0% of the validation images are predicted otherwise than by the reference") in said, said
+    assert (
+        "what the fastest feasible trial, #4, forgot against the reference: its worst class, dog, lost 3.0 "
+        "points; 3.0% of the validation images are predicted otherwise than by the reference"
+    ) in said, said
     assert "top-1 holds" not in said  # #4 keeps every bound of the study
-    assert ("the fastest trial that holds top-1 within 1 points but breaks a guardrail (flip_rate <= 0.03, the "
-            "study's constraints): #1 ort-cpu") in said and "6.0x the pick's speed" in said, said
+    assert (
+        "the fastest trial that holds top-1 within 1 points but breaks a guardrail (flip_rate <= 0.03, the "
+        "study's constraints): #1 ort-cpu"
+    ) in said and "6.0x the pick's speed" in said, said
     page = render_html(info)
     assert "What the pick forgot" in page
     rows = page.split('<table class="classes">')[1].split("</table>")[0]
@@ -243,8 +298,10 @@ def test_a_study_without_guardrails_is_read_against_guarded_yaml():
 
     info = report_info(_guarded_study("accuracy_latency")[0])
     said = "\n".join(info.findings)
-    assert ("top-1 holds (0.50 points) but a guardrail does not: #1 breaks flip_rate <= 0.03 "
-            "(objectives/guarded.yaml's bounds); --objectives guarded makes them constraints.") in said, said
+    assert (
+        "top-1 holds (0.50 points) but a guardrail does not: #1 breaks flip_rate <= 0.03 "
+        "(objectives/guarded.yaml's bounds); --objectives guarded makes them constraints."
+    ) in said, said
 
 
 @pytest.mark.slow
@@ -280,8 +337,10 @@ def test_the_per_class_view_renders_in_headless_chromium(tmp_path):
     assert info.flips_note is None and len(info.flips) == len(FLIPPED)
     page = tmp_path / "guarded.html"
     # once loaded, the page marks how many thumbnails the browser decoded (a broken image has no natural width)
-    probe = ("<script>addEventListener('load', () => document.body.setAttribute('data-decoded', [...document."
-             "querySelectorAll('.flips img')].filter(i => i.complete && i.naturalWidth === 8).length))</script>")
+    probe = (
+        "<script>addEventListener('load', () => document.body.setAttribute('data-decoded', [...document."
+        "querySelectorAll('.flips img')].filter(i => i.complete && i.naturalWidth === 8).length))</script>"
+    )
     page.write_text(render_html(info).replace("</body>", probe + "</body>"), encoding="utf-8")
     dom = _browser(tmp_path, page, "--dump-dom")
     assert dom.returncode == 0 and "Uncaught" not in dom.stderr, dom.stderr[-2000:]
@@ -290,8 +349,11 @@ def test_the_per_class_view_renders_in_headless_chromium(tmp_path):
     assert "What the pick forgot" in dom.stdout and 'class="main-svg"' in dom.stdout
     # the pick's flipped images: every one decoded by the browser, each the recorded image with both predictions
     assert f'data-decoded="{len(FLIPPED)}"' in dom.stdout
-    figures = re.findall(r'<figure class="flip"><img alt="validation image (\d+)"[^>]*src="data:image/png;base64,'
-                         r'([^"]+)"><figcaption>(.*?)</figcaption>', dom.stdout)
+    figures = re.findall(
+        r'<figure class="flip"><img alt="validation image (\d+)"[^>]*src="data:image/png;base64,'
+        r'([^"]+)"><figcaption>(.*?)</figcaption>',
+        dom.stdout,
+    )
     assert [int(i) for i, _, _ in figures] == [i for i, _, _ in FLIPPED]
     names = ("cat", "dog", "fox")
     for (_, png, caption), (i, ref, mine) in zip(figures, FLIPPED):

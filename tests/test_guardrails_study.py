@@ -13,8 +13,10 @@ from tuner.guardrails import GUARD_METRICS, Predictions
 from tuner.objectives import load_objectives
 from tuner.record import read_study
 
-pytestmark = [pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning"),
-              pytest.mark.slow]  # end to end: studies and processes (pytest -m "not slow" skips)
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning"),
+    pytest.mark.slow,
+]  # end to end: studies and processes (pytest -m "not slow" skips)
 
 
 def test_every_trial_records_its_guardrails_against_the_reference(small_study):
@@ -42,12 +44,26 @@ def test_a_guarded_study_honours_every_bound_on_digits(studies_dir):
 
     objectives = load_objectives("guarded")
     said: list[str] = []
-    result = tuner.tune(f"{TINY}:conv_net", "digits", resolution=16, train_steps=80, recover_steps=20,
-                        space=SMALL_SPACE, objectives="guarded", n_trials=5, studies_dir=str(studies_dir),
-                        study="guarded", remeasure_rounds=0, seed=3, progress=False, log=said.append)
+    result = tuner.tune(
+        f"{TINY}:conv_net",
+        "digits",
+        resolution=16,
+        train_steps=80,
+        recover_steps=20,
+        space=SMALL_SPACE,
+        objectives="guarded",
+        n_trials=5,
+        studies_dir=str(studies_dir),
+        study="guarded",
+        remeasure_rounds=0,
+        seed=3,
+        progress=False,
+        log=said.append,
+    )
     told = next(line for line in said if line.startswith("objectives: "))
     assert "worst_class_drop <= 3 (points)" in told and told.endswith(
-        "; no early stop on ece_increase (a partial count bounds nothing)"), told
+        "; no early stop on ece_increase (a partial count bounds nothing)"
+    ), told
     done = results.completed(result.study)
     assert len(done) >= 2 and all(set(GUARD_METRICS) <= set(r.metrics) for r in done)
     for r in done:
@@ -73,8 +89,11 @@ def test_a_real_measurement_bound_to_flip_too_many_stops_early(workload):
     honest = measure(built, workload.data, baseline=_baseline(built, workload, shift=0))
     assert honest.to_dict()["flip_rate"] == 0 and honest.to_dict()["worst_class_drop"] == pytest.approx(0)
     other = _baseline(built, workload, shift=1)
-    with pytest.raises(HopelessCandidate, match=rf"stopped after 32 of {len(workload.data.val)} validation images: "
-                                                r"flip_rate is at least"):
+    with pytest.raises(
+        HopelessCandidate,
+        match=rf"stopped after 32 of {len(workload.data.val)} validation images: "
+        r"flip_rate is at least",
+    ):
         measure(built, workload.data, baseline=other, limits={"flip_rate": 0.1})
     # ECE bounds nothing from a partial count: the same limit on it measures the whole split
     whole = measure(built, workload.data, baseline=other, limits={"ece_increase": 0.0}).to_dict()

@@ -59,15 +59,46 @@ def _config(d: Path, text: str = "precision: fp32\n") -> str:
 
 
 def _measure(d: Path, *extra: str, config: str | None = None, model: str = f"{TINY}:conv_net") -> list[str]:
-    return ["measure", "--model", model, "--resolution", "16", "--train-steps", "2", "--recover-steps", "2",
-            "--studies-dir", str(d / "studies"), "--config", config or _config(d), *extra]
+    return [
+        "measure",
+        "--model",
+        model,
+        "--resolution",
+        "16",
+        "--train-steps",
+        "2",
+        "--recover-steps",
+        "2",
+        "--studies-dir",
+        str(d / "studies"),
+        "--config",
+        config or _config(d),
+        *extra,
+    ]
 
 
 def _run(d: Path, *extra: str) -> list[str]:
     """A study on a one-placement space (probing every placement of the default one takes seconds)."""
     space = [] if "--space" in extra else ["--space", _write(d / "space.yaml", SPACE_OK)]
-    return ["run", "--model", f"{TINY}:conv_net", "--resolution", "16", "--train-steps", "2", "--recover-steps", "2",
-            "--studies-dir", str(d / "studies"), "--n-trials", "2", "--remeasure-rounds", "0", *space, *extra]
+    return [
+        "run",
+        "--model",
+        f"{TINY}:conv_net",
+        "--resolution",
+        "16",
+        "--train-steps",
+        "2",
+        "--recover-steps",
+        "2",
+        "--studies-dir",
+        str(d / "studies"),
+        "--n-trials",
+        "2",
+        "--remeasure-rounds",
+        "0",
+        *space,
+        *extra,
+    ]
 
 
 def _folder(d: Path, split: bool = True, per_class: int = 4, classes: int = 3) -> Path:
@@ -79,6 +110,7 @@ def _data(mutate: Callable[[Path], object], split: bool = True, per_class: int =
         root = _folder(d, split, per_class)
         mutate(root)
         return _measure(d, "--data", str(root))
+
     return setup
 
 
@@ -88,16 +120,21 @@ def _jpeg(path: Path, keep: float = 1.0) -> None:
     img = np.random.default_rng(1).integers(0, 255, (64, 64, 3), dtype=np.uint8)
     Image.fromarray(img).save(path, format="JPEG", quality=90)
     raw = path.read_bytes()
-    path.write_bytes(raw[:int(len(raw) * keep)])
+    path.write_bytes(raw[: int(len(raw) * keep)])
 
 
 def _png_header(width: int, height: int) -> bytes:
     """A PNG that claims width x height pixels (PIL reads the size before any pixel: the bomb check's input)."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+        + chunk(b"IEND", b"")
+    )
 
 
 def _rm_images(folder: Path, keep: int) -> None:
@@ -115,6 +152,7 @@ def _weights(make: Callable[[dict], object]) -> Callable[[Path], list[str]]:
         path = d / "weights.pt"
         torch.save(make(conv_net(10).state_dict()), path)
         return _measure(d, "--weights", str(path))
+
     return setup
 
 
@@ -161,28 +199,37 @@ def _model(name: str) -> Callable[[Path], list[str]]:
 def _model_file(text: str) -> Callable[[Path], list[str]]:
     def setup(d: Path) -> list[str]:
         return _measure(d, model=f"{_write(d / 'user_model.py', text)}:net")
+
     return setup
 
 
-def _onnx(run: bool = False, config: str = "placement: ort-cpu\n", extra: tuple[str, ...] = (),
-          **variant: object) -> Callable[[Path], list[str]]:
+def _onnx(
+    run: bool = False, config: str = "placement: ort-cpu\n", extra: tuple[str, ...] = (), **variant: object
+) -> Callable[[Path], list[str]]:
     """A study or measurement of an ONNX file that breaks one rule (tests/hostile_models.write_onnx)."""
+
     def setup(d: Path) -> list[str]:
         from tests.hostile_models import write_onnx
 
         model = write_onnx(str(d / "model.onnx"), **variant)  # type: ignore[arg-type]
         if run:
-            return [*_run(d, "--space", _write(d / "space.yaml", "placement: ort-cpu\nprecision: fp32\n"), *extra),
-                    "--model", model]
+            return [
+                *_run(d, "--space", _write(d / "space.yaml", "placement: ort-cpu\nprecision: fp32\n"), *extra),
+                "--model",
+                model,
+            ]
         return _measure(d, *extra, config=_config(d, config), model=model)
+
     return setup
 
 
 def _onnx_file(content: str | bytes | None) -> Callable[[Path], list[str]]:
     """A measurement of a model.onnx holding ``content`` (None: no such file)."""
+
     def setup(d: Path) -> list[str]:
         model = str(d / "model.onnx") if content is None else _write(d / "model.onnx", content)
         return _measure(d, config=_config(d, "placement: ort-cpu\n"), model=model)
+
     return setup
 
 
@@ -230,6 +277,7 @@ def _export(out: Callable[[Path], Path], *flags: str) -> Callable[[Path], list[s
         studies = _study(d)
         pick = list(flags) or ["--trial", "0"]
         return ["export", "--study", "s", "--studies-dir", str(studies), *pick, "--out", str(out(d))]
+
     return setup
 
 
@@ -255,9 +303,16 @@ def _format() -> str:
 
 def _complete_config() -> str:
     """Every section verify needs, for an export whose artifact file is gone."""
-    return yaml.safe_dump({"format": _format(), "candidate": {"precision": "fp32", "placement": "ort-cpu"},
-                           "artifact": {"file": "model.onnx"}, "metrics": {"export": {}},
-                           "workload": {"data": "digits"}, "data": {}})
+    return yaml.safe_dump(
+        {
+            "format": _format(),
+            "candidate": {"precision": "fp32", "placement": "ort-cpu"},
+            "artifact": {"file": "model.onnx"},
+            "metrics": {"export": {}},
+            "workload": {"data": "digits"},
+            "data": {},
+        }
+    )
 
 
 def _drop(part: str) -> Callable[[Path], None]:
@@ -276,27 +331,41 @@ def _user_file(d: Path, name: str) -> Path:
 CASES = [
     # ------------------------------------------------ image folders
     Case("jpeg-truncated", _data(lambda r: _jpeg(r / "train" / "class_0" / "cut.jpg", keep=0.5)), "cut.jpg"),
-    Case("png-truncated", _data(lambda r: _write(r / "val" / "class_1" / "cut.png",
-                                                 (r / "val" / "class_1" / "0.png").read_bytes()[:-40])), "cut.png"),
-    Case("image-garbage-bytes", _data(lambda r: _write(r / "train" / "class_2" / "photo.jpg", b"\xff\xd8 not a jpeg")),
-         "photo.jpg"),
+    Case(
+        "png-truncated",
+        _data(
+            lambda r: _write(r / "val" / "class_1" / "cut.png", (r / "val" / "class_1" / "0.png").read_bytes()[:-40])
+        ),
+        "cut.png",
+    ),
+    Case(
+        "image-garbage-bytes",
+        _data(lambda r: _write(r / "train" / "class_2" / "photo.jpg", b"\xff\xd8 not a jpeg")),
+        "photo.jpg",
+    ),
     Case("image-empty-file", _data(lambda r: _write(r / "train" / "class_1" / "empty.png", b"")), "empty.png"),
     Case("text-named-png", _data(lambda r: _write(r / "val" / "class_0" / "readme.png", "# notes\n")), "readme.png"),
-    Case("decompression-bomb", _data(lambda r: _write(r / "train" / "class_0" / "bomb.png", _png_header(20000, 20000))),
-         "bomb.png"),
-    Case("decompression-bomb-warning-size",
-         _data(lambda r: _write(r / "train" / "class_0" / "huge.png", _png_header(10000, 10000))), "huge.png"),
-    Case("class-too-few-training-images", _data(lambda r: _rm_images(r / "train" / "class_1", keep=1)),
-         "'class_1'"),
-    Case("class-too-few-without-split", _data(lambda r: _rm_images(r / "class_2", keep=2), split=False),
-         "'class_2'"),
+    Case(
+        "decompression-bomb",
+        _data(lambda r: _write(r / "train" / "class_0" / "bomb.png", _png_header(20000, 20000))),
+        "bomb.png",
+    ),
+    Case(
+        "decompression-bomb-warning-size",
+        _data(lambda r: _write(r / "train" / "class_0" / "huge.png", _png_header(10000, 10000))),
+        "huge.png",
+    ),
+    Case("class-too-few-training-images", _data(lambda r: _rm_images(r / "train" / "class_1", keep=1)), "'class_1'"),
+    Case("class-too-few-without-split", _data(lambda r: _rm_images(r / "class_2", keep=2), split=False), "'class_2'"),
     Case("empty-class-folder", _data(lambda r: _rm_images(r / "val" / "class_2", keep=0)), "class_2"),
     Case("train-without-val", _data(_drop("val")), "no val/"),
     Case("val-without-train", _data(_drop("train")), "no train/"),
-    Case("train-val-classes-differ", _data(lambda r: (r / "val" / "class_2").rename(r / "val" / "class_9")),
-         "class_9"),
-    Case("only-hidden-class-folders", _data(lambda r: [(r / "train" / c).rename(r / "train" / f".{c}")
-                                                      for c in ("class_0", "class_1", "class_2")]), "class folder"),
+    Case("train-val-classes-differ", _data(lambda r: (r / "val" / "class_2").rename(r / "val" / "class_9")), "class_9"),
+    Case(
+        "only-hidden-class-folders",
+        _data(lambda r: [(r / "train" / c).rename(r / "train" / f".{c}") for c in ("class_0", "class_1", "class_2")]),
+        "class folder",
+    ),
     Case("data-path-is-a-file", lambda d: _measure(d, "--data", _write(d / "images.zip", b"PK\x03\x04")), "is a file"),
     # ------------------------------------------------ weights
     Case("weights-all-nan", _weights(_nan_everywhere), "NaN/inf in 0.weight"),
@@ -311,8 +380,11 @@ CASES = [
     Case("weights-empty-dict", _weights(lambda sd: {}), "empty mapping"),
     Case("weights-a-list", _weights(lambda sd: list(sd.values())), "holds a list"),
     Case("weights-a-tensor", _weights(lambda sd: sd["9.weight"]), "holds a Tensor"),
-    Case("weights-module-prefix-collision", _weights(lambda sd: {**sd, **{f"module.{k}": v for k, v in sd.items()}}),
-         "'module.' prefix"),
+    Case(
+        "weights-module-prefix-collision",
+        _weights(lambda sd: {**sd, **{f"module.{k}": v for k, v in sd.items()}}),
+        "'module.' prefix",
+    ),
     Case("weights-pickled-module", _weights(_whole_module), "not a loadable PyTorch state_dict"),
     Case("weights-empty-file", lambda d: _measure(d, "--weights", _write(d / "w.pt", b"")), "w.pt"),
     Case("weights-is-a-directory", lambda d: _measure(d, "--weights", _mkdir(d / "w.pt")), "w.pt"),
@@ -348,8 +420,11 @@ CASES = [
     Case("onnx-pruned-config", _onnx(config="placement: ort-cpu\nprune_ratio: 0.3\n"), "needs the model's torch graph"),
     Case("onnx-torch-placement-config", _onnx(config="placement: torch-cpu\n"), "needs the model's torch graph"),
     # ------------------------------------------------ configuration files (measure --config)
-    Case("yaml-duplicate-key", _measure_config("precision: fp32\nbatch_size: 1\nprecision: int8\n"),
-         "'precision' is given twice"),
+    Case(
+        "yaml-duplicate-key",
+        _measure_config("precision: fp32\nbatch_size: 1\nprecision: int8\n"),
+        "'precision' is given twice",
+    ),
     Case("yaml-non-utf8", _measure_config("precision: fp32\n# caf\xe9\n".encode("latin-1")), "not UTF-8"),
     Case("yaml-a-list", _measure_config("- precision: fp32\n"), "YAML list"),
     Case("yaml-a-scalar", _measure_config("fp32\n"), "YAML str"),
@@ -369,18 +444,30 @@ CASES = [
     Case("space-threads-choice-over-cpus", _space(SPACE_OK + "threads: {choices: [1, 4096]}\n"), "threads: 4096"),
     Case("space-threads-fixed-over-cpus", _space(SPACE_OK + "threads: 4096\n"), "threads: 4096"),
     Case("space-threads-high-over-cpus", _space(SPACE_OK + "threads: {low: 1, high: 4096}\n"), "threads: 4096"),
-    Case("space-batch-beyond-memory", _space(SPACE_OK + "batch_size: {choices: [1, 100000000]}\n"),
-         "batch_size 100000000"),
+    Case(
+        "space-batch-beyond-memory",
+        _space(SPACE_OK + "batch_size: {choices: [1, 100000000]}\n"),
+        "batch_size 100000000",
+    ),
     Case("space-step-inf", _space(SPACE_OK + "prune_ratio: {low: 0.0, high: 0.5, step: .inf}\n"), "step"),
     # ------------------------------------------------ objectives files
     Case("objectives-duplicate-key", _objectives(OBJ_OK + "  accuracy: minimize\n"), "'accuracy' is given twice"),
-    Case("objectives-constraint-nan", _objectives(OBJ_OK + "constraints:\n  accuracy_drop: {max: .nan}\n"),
-         "accuracy_drop"),
+    Case(
+        "objectives-constraint-nan",
+        _objectives(OBJ_OK + "constraints:\n  accuracy_drop: {max: .nan}\n"),
+        "accuracy_drop",
+    ),
     Case("objectives-constraint-inf", _objectives(OBJ_OK + "constraints:\n  size_mb: {max: .inf}\n"), "size_mb"),
-    Case("objectives-min-above-max", _objectives(OBJ_OK + "constraints:\n  accuracy: {min: 0.9, max: 0.5}\n"),
-         "min 0.9 > max 0.5"),
-    Case("objectives-constraints-a-list", _objectives(OBJ_OK + "constraints:\n  - accuracy_drop\n"),
-         "constraints must map"),
+    Case(
+        "objectives-min-above-max",
+        _objectives(OBJ_OK + "constraints:\n  accuracy: {min: 0.9, max: 0.5}\n"),
+        "min 0.9 > max 0.5",
+    ),
+    Case(
+        "objectives-constraints-a-list",
+        _objectives(OBJ_OK + "constraints:\n  - accuracy_drop\n"),
+        "constraints must map",
+    ),
     Case("objectives-a-scalar", _objectives("accuracy\n"), "expected the keys"),
     # ------------------------------------------------ command-line numbers
     Case("mean-nan", _flags("measure", "--mean", "nan", "0.5", "0.5"), "--mean R is nan"),
@@ -405,21 +492,31 @@ CASES = [
     Case("max-retries-negative", _flags("run", "--max-retries", "-1"), "--max-retries"),
     Case("remeasure-rounds-negative", _flags("run", "--remeasure-rounds", "-2"), "--remeasure-rounds"),
     Case("latency-tolerance-nan", lambda d: ["verify", str(d), "--latency-tolerance", "nan"], "--latency-tolerance"),
-    Case("latency-tolerance-negative", lambda d: ["verify", str(d), "--latency-tolerance", "-0.1"],
-         "--latency-tolerance"),
+    Case(
+        "latency-tolerance-negative", lambda d: ["verify", str(d), "--latency-tolerance", "-0.1"], "--latency-tolerance"
+    ),
     Case("max-drop-nan", _export(lambda d: d / "out", "--max-drop", "nan"), "--max-drop"),
     Case("max-drop-negative", _export(lambda d: d / "out", "--max-drop", "-1"), "--max-drop"),
     Case("max-drop-a-fraction", _export(lambda d: d / "out", "--max-drop", "0.01"), "--max-drop 0.01 is ambiguous"),
     Case("max-latency-zero", _export(lambda d: d / "out", "--max-latency-ms", "0"), "--max-latency-ms"),
     Case("max-latency-inf", _export(lambda d: d / "out", "--max-latency-ms", "inf"), "--max-latency-ms"),
     Case("trial-negative", _export(lambda d: d / "out", "--trial", "-1"), "--trial"),
-    Case("studies-dir-is-a-file", lambda d: [*_measure(d), "--studies-dir", _write(d / "studies.txt", "x")],
-         "--studies-dir"),
-    Case("run-studies-dir-is-a-file", lambda d: [*_run(d), "--studies-dir", _write(d / "studies.txt", "x")],
-         "--studies-dir"),
+    Case(
+        "studies-dir-is-a-file",
+        lambda d: [*_measure(d), "--studies-dir", _write(d / "studies.txt", "x")],
+        "--studies-dir",
+    ),
+    Case(
+        "run-studies-dir-is-a-file",
+        lambda d: [*_run(d), "--studies-dir", _write(d / "studies.txt", "x")],
+        "--studies-dir",
+    ),
     # ------------------------------------------------ storage URLs
-    Case("storage-sqlite-dir-missing", lambda d: _run(d, "--storage", f"sqlite:///{d}/no/such/dir/s.db"),
-         "does not exist"),
+    Case(
+        "storage-sqlite-dir-missing",
+        lambda d: _run(d, "--storage", f"sqlite:///{d}/no/such/dir/s.db"),
+        "does not exist",
+    ),
     Case("storage-sqlite-is-a-directory", lambda d: _run(d, "--storage", f"sqlite:///{d}"), "is a directory"),
     Case("storage-http-url", _flags("run", "--storage", "https://example.com/studies"), "not a database URL"),
     Case("storage-bare-path", _flags("run", "--storage", "studies.db"), "not a database URL"),
@@ -427,10 +524,16 @@ CASES = [
     Case("report-out-is-a-directory", _report(lambda d: ["--out", _mkdir(d / "html")]), "is a directory"),
     Case("report-out-under-a-file", _report(lambda d: ["--out", f"{_write(d / 'f.txt', 'x')}/r.html"]), "is a file"),
     Case("report-csv-is-a-directory", _report(lambda d: ["--csv", _mkdir(d / "csv")]), "is a directory"),
-    *([Case("report-out-unwritable-dir", _report(lambda d: ["--out", "/proc/sys/report.html"]), "not writable")]
-      if Path("/proc/sys").is_dir() else []),  # root may write anywhere else: /proc/sys refuses even root
-    Case("report-csv-same-as-out", _report(lambda d: ["--out", str(d / "r.html"), "--csv", str(d / "r.html")]),
-         "same file"),
+    *(
+        [Case("report-out-unwritable-dir", _report(lambda d: ["--out", "/proc/sys/report.html"]), "not writable")]
+        if Path("/proc/sys").is_dir()
+        else []
+    ),  # root may write anywhere else: /proc/sys refuses even root
+    Case(
+        "report-csv-same-as-out",
+        _report(lambda d: ["--out", str(d / "r.html"), "--csv", str(d / "r.html")]),
+        "same file",
+    ),
     Case("export-out-holds-user-files", _export(lambda d: _user_file(d, "notes.txt")), "not a previous export"),
     Case("export-out-is-a-file", _export(lambda d: Path(_write(d / "deploy.txt", "x"))), "is a file"),
     Case("export-out-under-a-file", _export(lambda d: Path(_write(d / "deploy.txt", "x")) / "out"), "is a file"),
@@ -438,9 +541,14 @@ CASES = [
     Case("verify-config-not-yaml", _verify(lambda d: _export_dir(d, "format: [tuner\n")), "config.yaml"),
     Case("verify-config-non-utf8", _verify(lambda d: _export_dir(d, b"format: \xff\xfe\n")), "config.yaml"),
     Case("verify-config-a-list", _verify(lambda d: _export_dir(d, "- format\n")), "config.yaml"),
-    Case("verify-config-incomplete", _verify(lambda d: _export_dir(d, f"format: {_format()}\ncandidate: {{}}\n")),
-         "incomplete"),
-    Case("verify-artifact-missing", _verify(lambda d: _export_dir(d, _complete_config(), artifact=False)), "model.onnx"),
+    Case(
+        "verify-config-incomplete",
+        _verify(lambda d: _export_dir(d, f"format: {_format()}\ncandidate: {{}}\n")),
+        "incomplete",
+    ),
+    Case(
+        "verify-artifact-missing", _verify(lambda d: _export_dir(d, _complete_config(), artifact=False)), "model.onnx"
+    ),
     Case("verify-path-is-a-file", _verify(lambda d: Path(_write(d / "deploy.zip", "x"))), "deploy.zip"),
 ]
 
@@ -459,8 +567,9 @@ def _listing(root: Path) -> dict[str, tuple[bool, int, int]]:
 
 def _tuner(args: list[str]) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONDONTWRITEBYTECODE": "1"}  # no __pycache__ beside inputs
-    return subprocess.run([sys.executable, "-m", "tuner", *args], capture_output=True, text=True, cwd=ROOT, env=env,
-                          timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "tuner", *args], capture_output=True, text=True, cwd=ROOT, env=env, timeout=300
+    )
 
 
 @dataclass
@@ -474,8 +583,11 @@ class Outcome:
 @pytest.fixture(scope="module")
 def outcomes(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Outcome]:
     """Set up every selected case, then run them PARALLEL at a time (each in its own directory)."""
-    selected = {item.callspec.id for item in request.session.items
-                if item.originalname == "test_hostile_input" and hasattr(item, "callspec")}
+    selected = {
+        item.callspec.id
+        for item in request.session.items
+        if item.originalname == "test_hostile_input" and hasattr(item, "callspec")
+    }
     base = tmp_path_factory.mktemp("hostile")
     prepared = {}
     for case in CASES:
@@ -511,9 +623,11 @@ def test_hostile_input(case: Case, outcomes: dict[str, Outcome]):
     assert len(lines) == 1 and lines[0].startswith("tuner: error:"), r.stderr[-2000:]
     assert case.needle in lines[0], lines[0]
     assert not r.stdout.strip(), r.stdout[-1000:]
-    assert o.after == o.before, {"new": sorted(set(o.after) - set(o.before)),
-                                 "gone": sorted(set(o.before) - set(o.after)),
-                                 "changed": sorted(k for k in o.before if k in o.after and o.before[k] != o.after[k])}
+    assert o.after == o.before, {
+        "new": sorted(set(o.after) - set(o.before)),
+        "gone": sorted(set(o.before) - set(o.after)),
+        "changed": sorted(k for k in o.before if k in o.after and o.before[k] != o.after[k]),
+    }
 
 
 # ---------------------------------------------------------------- what is fine stays fine (in process, fast)

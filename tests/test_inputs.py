@@ -45,13 +45,18 @@ def _refused(args: list[str], root: Path, needle: str, code: int = 2) -> str:
 
 def _png16_rgb(path: Path, rgb16: np.ndarray) -> None:
     """A 48-bit RGB PNG (PIL cannot write one): 16 bits per channel, big-endian, filter 0 on each row."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
     h, w, _ = rgb16.shape
     raw = b"".join(b"\x00" + rgb16[y].astype(">u2").tobytes() for y in range(h))
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0))
-                     + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(raw))
+        + chunk(b"IEND", b"")
+    )
 
 
 def _grey_twins(root: Path, classes: int = 3, per_class: int = 10, size: int = 20) -> tuple[Path, Path]:
@@ -68,7 +73,7 @@ def _grey_twins(root: Path, classes: int = 3, per_class: int = 10, size: int = 2
                 (folder / part / f"class_{c}").mkdir(parents=True, exist_ok=True)
             for i in range(n):
                 img = rng.integers(0, 40, (size, size)).astype(np.uint8) + np.uint8(30 + 60 * c)
-                img[::c + 2, :] = 250
+                img[:: c + 2, :] = 250
                 Image.fromarray(img).save(eight / part / f"class_{c}" / f"{i}.png")
                 Image.fromarray(img.astype(np.uint16) * 257).save(sixteen / part / f"class_{c}" / f"{i}.png")
     return eight, sixteen
@@ -120,9 +125,24 @@ def test_a_16_bit_data_set_gives_the_same_top1_as_its_8_bit_twin(tmp_path):
     config.write_text("placement: torch-cpu\nprecision: fp32\n")
     found = {}
     for folder in (eight, sixteen):
-        r = run_tuner("measure", "--model", f"{TINY}:conv_net", "--data", str(folder), "--resolution", "16",
-                      "--train-steps", "40", "--holdout", "0", "--studies-dir", str(tmp_path / "studies"),
-                      "--config", str(config), "--json")
+        r = run_tuner(
+            "measure",
+            "--model",
+            f"{TINY}:conv_net",
+            "--data",
+            str(folder),
+            "--resolution",
+            "16",
+            "--train-steps",
+            "40",
+            "--holdout",
+            "0",
+            "--studies-dir",
+            str(tmp_path / "studies"),
+            "--config",
+            str(config),
+            "--json",
+        )
         assert r.returncode == 0, r.stderr[-2000:]
         found[folder.name] = json.loads(r.stdout)["accuracy"]
     assert found["grey16"] == found["grey8"], found
@@ -154,8 +174,21 @@ def test_resolution_2048_on_digits_is_refused_in_one_line(tmp_path):
         pytest.skip(f"{memory} bytes available: digits at 2048 px (21 GiB decoded) fits here")
     config = tmp_path / "config.yaml"
     config.write_text("precision: fp32\n")
-    _refused(["measure", "--model", f"{TINY}:conv_net", "--resolution", "2048", "--studies-dir",
-              str(tmp_path / "studies"), "--config", str(config)], tmp_path, "--resolution 2048")
+    _refused(
+        [
+            "measure",
+            "--model",
+            f"{TINY}:conv_net",
+            "--resolution",
+            "2048",
+            "--studies-dir",
+            str(tmp_path / "studies"),
+            "--config",
+            str(config),
+        ],
+        tmp_path,
+        "--resolution 2048",
+    )
 
 
 # ---------------------------------------------------------------- unusable studies dirs
@@ -164,8 +197,19 @@ def test_resolution_2048_on_digits_is_refused_in_one_line(tmp_path):
 def _measure_in(tmp_path: Path, studies: str) -> list[str]:
     config = tmp_path / "config.yaml"
     config.write_text("precision: fp32\n")
-    return ["measure", "--model", f"{TINY}:conv_net", "--resolution", "16", "--train-steps", "2",
-            "--studies-dir", studies, "--config", str(config)]
+    return [
+        "measure",
+        "--model",
+        f"{TINY}:conv_net",
+        "--resolution",
+        "16",
+        "--train-steps",
+        "2",
+        "--studies-dir",
+        studies,
+        "--config",
+        str(config),
+    ]
 
 
 @pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="no /proc here")
@@ -187,8 +231,12 @@ def read_only_dir(tmp_path):
     folder = tmp_path / "ro"
     folder.mkdir()
     if os.geteuid() == 0:
-        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)],
-                                 capture_output=True).returncode == 0
+        mounted = (
+            subprocess.run(
+                ["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)], capture_output=True
+            ).returncode
+            == 0
+        )
         if not mounted:
             pytest.skip("root, but cannot mount a read-only tmpfs here (a mode-555 folder is writable to root)")
         yield folder
@@ -215,8 +263,14 @@ def _closed_pipe_run(*args: str) -> subprocess.CompletedProcess[str]:
     os.close(read)
     try:
         env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
-        return subprocess.run([sys.executable, "-m", "tuner", *args], stdout=write, stderr=subprocess.PIPE,
-                              text=True, env=env, timeout=120)
+        return subprocess.run(
+            [sys.executable, "-m", "tuner", *args],
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            timeout=120,
+        )
     finally:
         os.close(write)
 
@@ -232,8 +286,14 @@ def test_a_closed_pipe_ends_quietly_with_141(args):
 def test_a_full_output_is_one_line_and_74(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
     with open("/dev/full", "w") as full:
-        r = subprocess.run([sys.executable, "-m", "tuner", "measure", "--help"], stdout=full, stderr=subprocess.PIPE,
-                           text=True, env=env, timeout=120)
+        r = subprocess.run(
+            [sys.executable, "-m", "tuner", "measure", "--help"],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            timeout=120,
+        )
     assert r.returncode == 74, r.stderr
     lines = r.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("tuner: error: cannot write to stdout (No space left"), r.stderr
@@ -269,8 +329,7 @@ def test_a_model_whose_outputs_vary_is_warned_about_once_where_the_reference_is_
 
     lines: list[str] = []
     for model in (f"{HOSTILE}:dropout_always_on", f"{TINY}:conv_net"):
-        spec = WorkloadSpec(model=model, data="digits", resolution=16, train_steps=2,
-                            cache_dir=str(tmp_path / "cache"))
+        spec = WorkloadSpec(model=model, data="digits", resolution=16, train_steps=2, cache_dir=str(tmp_path / "cache"))
         workload = load_workload(spec)
         with to(lines.append):  # the lines the study shows
             found = reference(workload)
@@ -282,8 +341,17 @@ def test_a_model_whose_outputs_vary_is_warned_about_once_where_the_reference_is_
 # ---------------------------------------------------------------- metric values, and a study without a baseline
 
 
-@pytest.mark.parametrize(("value", "shown"), [("0.9", "'0.9' (a str)"), (None, "None"), (True, "True (a bool)"),
-                                              (float("nan"), "nan"), (float("inf"), "inf"), (1 + 2j, "(a complex)")])
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        ("0.9", "'0.9' (a str)"),
+        (None, "None"),
+        (True, "True (a bool)"),
+        (float("nan"), "nan"),
+        (float("inf"), "inf"),
+        (1 + 2j, "(a complex)"),
+    ],
+)
 def test_a_metric_value_that_is_not_a_finite_number_is_refused_with_its_name(value, shown):
     from tuner.errors import MeasurementError
     from tuner.metric import make_metric
@@ -300,8 +368,9 @@ def test_real_numbers_of_any_kind_are_scores():
     from tuner.metric import make_metric
 
     for value in (0.5, 1, np.float32(0.5), np.int64(1), torch.tensor(0.5), torch.tensor([0.5])):
-        assert make_metric(lambda logits, labels, v=value: v).score(np.zeros((2, 2), np.float32),
-                                                                     np.zeros(2, np.int64)) == pytest.approx(float(value))
+        assert make_metric(lambda logits, labels, v=value: v).score(
+            np.zeros((2, 2), np.float32), np.zeros(2, np.int64)
+        ) == pytest.approx(float(value))
 
 
 def test_a_metric_returning_a_string_on_the_reference_is_one_config_error(tmp_path):
@@ -309,9 +378,19 @@ def test_a_metric_returning_a_string_on_the_reference_is_one_config_error(tmp_pa
     from tuner.errors import ConfigError
 
     with pytest.raises(ConfigError) as err:
-        tune(f"{TINY}:conv_net", "digits", metric=lambda logits, labels: "0.9", resolution=16, train_steps=2,
-             n_trials=2, remeasure_rounds=0, studies_dir=str(tmp_path / "studies"),
-             space={"placement": "torch-cpu", "precision": "fp32"}, log=lambda m: None, progress=False)
+        tune(
+            f"{TINY}:conv_net",
+            "digits",
+            metric=lambda logits, labels: "0.9",
+            resolution=16,
+            train_steps=2,
+            n_trials=2,
+            remeasure_rounds=0,
+            studies_dir=str(tmp_path / "studies"),
+            space={"placement": "torch-cpu", "precision": "fp32"},
+            log=lambda m: None,
+            progress=False,
+        )
     message = str(err.value)
     assert "metric <lambda> returned '0.9' (a str)" in message and "reference model" in message
     assert "\n" not in message
@@ -320,20 +399,50 @@ def test_a_metric_returning_a_string_on_the_reference_is_one_config_error(tmp_pa
 def test_a_study_without_a_completed_baseline_says_so_where_speedups_would_be():
     from tuner.summary import NO_BASELINE, pareto_table
 
-    metrics = {"accuracy": 0.9, "per_sample_ms": 0.5, "latency_ms": 0.5, "latency_ci_ms": [0.4, 0.6], "threads": 1,
-               "executed_precision": "fp32", "batch_size": 1}
-    entry = {"number": 3, "params": {"placement": "torch-cpu", "precision": "fp32", "prune_ratio": 0.0,
-                                     "batch_size": 1, "fold_bn": False, "graph_opt": "all"},
-             "metrics": metrics, "feasible": True, "speedup": None, "baseline": False, "by_remeasure": False}
-    summary = {"reference_accuracy": 0.9, "baseline": None, "pareto": [entry], "best_feasible": entry,
-               "speed": "per_sample_ms"}
+    metrics = {
+        "accuracy": 0.9,
+        "per_sample_ms": 0.5,
+        "latency_ms": 0.5,
+        "latency_ci_ms": [0.4, 0.6],
+        "threads": 1,
+        "executed_precision": "fp32",
+        "batch_size": 1,
+    }
+    entry = {
+        "number": 3,
+        "params": {
+            "placement": "torch-cpu",
+            "precision": "fp32",
+            "prune_ratio": 0.0,
+            "batch_size": 1,
+            "fold_bn": False,
+            "graph_opt": "all",
+        },
+        "metrics": metrics,
+        "feasible": True,
+        "speedup": None,
+        "baseline": False,
+        "by_remeasure": False,
+    }
+    summary = {
+        "reference_accuracy": 0.9,
+        "baseline": None,
+        "pareto": [entry],
+        "best_feasible": entry,
+        "speed": "per_sample_ms",
+    }
     text = pareto_table(summary)
     assert "fastest feasible: trial #3, 0.500 ms/sample" in text and "no feasible trial yet" not in text
     assert text.splitlines()[-1] == NO_BASELINE
-    with_base = pareto_table({**summary, "baseline": metrics, "best_feasible": {**entry, "speedup": 2.0},
-                              "pareto": [{**entry, "speedup": 2.0}]})
+    with_base = pareto_table(
+        {
+            **summary,
+            "baseline": metrics,
+            "best_feasible": {**entry, "speedup": 2.0},
+            "pareto": [{**entry, "speedup": 2.0}],
+        }
+    )
     assert NO_BASELINE not in with_base and "2.0x the baseline" in with_base
-
 
 
 def test_the_reports_findings_say_there_is_no_baseline_to_compare_with():
@@ -348,13 +457,30 @@ def test_the_reports_findings_say_there_is_no_baseline_to_compare_with():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study.set_metric_names(["accuracy", "per_sample_ms"])
     study.set_user_attr("reference", {"accuracy": 0.95, "validation_images": 400})
-    candidate = {"placement": "ort-cpu", "precision": "fp32", "prune_ratio": 0.0, "batch_size": 1, "fold_bn": False,
-                 "graph_opt": "all", "threads": 1}
-    metrics = {"accuracy": 0.95, "per_sample_ms": 1.0, "latency_ms": 1.0, "latency_ci_ms": [0.98, 1.02],
-               "executed_precision": "fp32", "accuracy_drop": 0.0}
-    study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL,
-                                              user_attrs={"candidate": candidate, "baseline": True}))
-    study.add_trial(optuna.trial.create_trial(values=[0.95, 1.0], user_attrs={"metrics": metrics,
-                                                                              "candidate": candidate}))
+    candidate = {
+        "placement": "ort-cpu",
+        "precision": "fp32",
+        "prune_ratio": 0.0,
+        "batch_size": 1,
+        "fold_bn": False,
+        "graph_opt": "all",
+        "threads": 1,
+    }
+    metrics = {
+        "accuracy": 0.95,
+        "per_sample_ms": 1.0,
+        "latency_ms": 1.0,
+        "latency_ci_ms": [0.98, 1.02],
+        "executed_precision": "fp32",
+        "accuracy_drop": 0.0,
+    }
+    study.add_trial(
+        optuna.trial.create_trial(
+            state=optuna.trial.TrialState.FAIL, user_attrs={"candidate": candidate, "baseline": True}
+        )
+    )
+    study.add_trial(
+        optuna.trial.create_trial(values=[0.95, 1.0], user_attrs={"metrics": metrics, "candidate": candidate})
+    )
     first = report_info(study).findings[0]
     assert first.startswith("the fastest feasible trial is #1") and "no completed baseline trial" in first, first

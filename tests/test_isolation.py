@@ -17,11 +17,43 @@ FAULTY = f"{ROOT / 'tests' / 'faulty_models.py'}:raises_at_8_hangs_at_32"
 
 def test_a_raising_and_a_hanging_trial_fail_alone(tmp_path, studies_dir):
     space = tmp_path / "space.yaml"
-    space.write_text(yaml.safe_dump({"placement": "torch-cpu", "precision": "fp32", "prune_ratio": 0.0,
-                                     "fold_bn": False, "batch_size": {"choices": [1, 8, 32]}, "threads": 1}))
-    r = run_tuner("--model", FAULTY, "--resolution", "16", "--train-steps", "30", "--studies-dir", str(studies_dir),
-                  "--space", str(space), "--study", "faulty", "--n-trials", "4", "--sampler", "random", "--seed", "1",
-                  "--trial-timeout", "20", "--remeasure-rounds", "0", timeout=600)
+    space.write_text(
+        yaml.safe_dump(
+            {
+                "placement": "torch-cpu",
+                "precision": "fp32",
+                "prune_ratio": 0.0,
+                "fold_bn": False,
+                "batch_size": {"choices": [1, 8, 32]},
+                "threads": 1,
+            }
+        )
+    )
+    r = run_tuner(
+        "--model",
+        FAULTY,
+        "--resolution",
+        "16",
+        "--train-steps",
+        "30",
+        "--studies-dir",
+        str(studies_dir),
+        "--space",
+        str(space),
+        "--study",
+        "faulty",
+        "--n-trials",
+        "4",
+        "--sampler",
+        "random",
+        "--seed",
+        "1",
+        "--trial-timeout",
+        "20",
+        "--remeasure-rounds",
+        "0",
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     assert "Traceback" not in r.stderr
     study = optuna.load_study(study_name="faulty", storage=f"sqlite:///{studies_dir}/faulty.db")

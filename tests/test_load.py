@@ -61,8 +61,11 @@ def test_a_failing_request_ends_the_measurement_without_a_hang():
     def broken() -> None:
         raise RuntimeError("kernel exploded")
 
-    for window in (lambda: closed_window([broken, _sleep(1)], 2, 0.1), lambda: closed_window([broken], 3, 0.1),
-                   lambda: open_window([broken, _sleep(1)], 200.0, 0.1, seed=0)):
+    for window in (
+        lambda: closed_window([broken, _sleep(1)], 2, 0.1),
+        lambda: closed_window([broken], 3, 0.1),
+        lambda: open_window([broken, _sleep(1)], 200.0, 0.1, seed=0),
+    ):
         with pytest.raises(MeasurementError, match="kernel exploded"):
             window()
 
@@ -91,8 +94,9 @@ def test_quantile_ci_covers_the_true_quantile():
     grouping widens it to the groups' spread, never narrows it."""
     rng = np.random.default_rng(0)
     true_p95 = float(np.exp(0.3 * 1.6448536))  # lognormal(0, 0.3)
-    covered = [lo <= true_p95 <= hi for lo, hi in (quantile_ci(np.sort(rng.lognormal(0, 0.3, 400)), 0.95)
-                                                   for _ in range(2000))]
+    covered = [
+        lo <= true_p95 <= hi for lo, hi in (quantile_ci(np.sort(rng.lognormal(0, 0.3, 400)), 0.95) for _ in range(2000))
+    ]
     assert 0.93 <= np.mean(covered) <= 0.975
     samples = rng.lognormal(0, 0.3, 400)
     value, lo, hi = grouped_quantile(samples, 0.95)
@@ -100,11 +104,15 @@ def test_quantile_ci_covers_the_true_quantile():
     assert lo <= value <= hi and glo <= lo and ghi >= hi
 
 
-@pytest.mark.parametrize("candidate", [
-    Candidate(placement="ort-cpu", precision="fp32", threads=1, streams=2, requests=3),  # a queue before 2 sessions
-    Candidate(placement="ov-cpu", precision="fp32", threads=1, streams=2),
-    Candidate(placement="torch-cpu", precision="fp32", threads=1, streams=2),
-], ids=["ort-cpu", "ov-cpu", "torch-cpu"])
+@pytest.mark.parametrize(
+    "candidate",
+    [
+        Candidate(placement="ort-cpu", precision="fp32", threads=1, streams=2, requests=3),  # a queue before 2 sessions
+        Candidate(placement="ov-cpu", precision="fp32", threads=1, streams=2),
+        Candidate(placement="torch-cpu", precision="fp32", threads=1, streams=2),
+    ],
+    ids=["ort-cpu", "ov-cpu", "torch-cpu"],
+)
 def test_a_tiny_model_under_load(workload, candidate):
     if candidate.streams > hardware.cores():
         pytest.skip("needs 2 CPUs")
@@ -150,8 +158,16 @@ def test_unsupported_concurrency_is_refused_before_any_work(tmp_path):
     # The CLI: one line, exit 2, before the data loads or a baseline trains.
     config = tmp_path / "c.yaml"
     config.write_text(f"placement: ort-cpu\nthreads: {cpus}\nstreams: {cpus + 1}\n")
-    r = run_tuner("measure", "--model", f"{TINY}:conv_net", "--studies-dir", str(tmp_path / "s"), "--config",
-                  str(config), "--load")
+    r = run_tuner(
+        "measure",
+        "--model",
+        f"{TINY}:conv_net",
+        "--studies-dir",
+        str(tmp_path / "s"),
+        "--config",
+        str(config),
+        "--load",
+    )
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "CPUs" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "s").exists()
 
@@ -162,8 +178,9 @@ def test_a_space_sample_that_breaks_a_rule_together_is_refused(tmp_path):
     from tuner.space import load_space
 
     path = tmp_path / "space.yaml"
-    path.write_text(yaml.safe_dump({"placement": "ov-cpu", "streams": {"choices": [1, 2]},
-                                    "requests": {"choices": [0, 1]}}))
+    path.write_text(
+        yaml.safe_dump({"placement": "ov-cpu", "streams": {"choices": [1, 2]}, "requests": {"choices": [0, 1]}})
+    )
     space = load_space(str(path))
     assert space.sample(optuna.trial.FixedTrial({"streams": 2, "requests": 0})).in_flight == 2
     with pytest.raises(UnsupportedCombination, match="requests must be"):

@@ -43,8 +43,9 @@ def test_time_calls_keeps_at_most_max_samples():
     """A call far faster than a block: one block of 1 ms already holds more calls than the cap (with the
     real host probe: quiet or not is the host's business, the figures hold exactly the cap either way)."""
     calls = []
-    stats = time_calls(lambda x: calls.append(x), 1, LatencyPolicy(warmup=3, min_samples=20, max_samples=500,
-                                                                  block_seconds=0.001))
+    stats = time_calls(
+        lambda x: calls.append(x), 1, LatencyPolicy(warmup=3, min_samples=20, max_samples=500, block_seconds=0.001)
+    )
     assert stats.samples == 500 < len(calls)
 
 
@@ -74,8 +75,9 @@ def test_time_calls_stops_when_ci_is_tight():
     """A steady 1 ms call on a quiet host: the CI of the median is tight at once, so the timing ends at
     min_seconds, long before max_seconds; asked for a CI of +-0 it runs to max_seconds instead."""
     h = _Host(contended_every=0)
-    policy = LatencyPolicy(warmup=1, warmup_seconds=0.0, min_samples=30, min_seconds=0.2, max_seconds=5.0,
-                           rel_ci=0.02, block_seconds=0.01)
+    policy = LatencyPolicy(
+        warmup=1, warmup_seconds=0.0, min_samples=30, min_seconds=0.2, max_seconds=5.0, rel_ci=0.02, block_seconds=0.01
+    )
     start = time.perf_counter()
     stats = time_calls(h.run, None, policy, probe=h.probe)
     assert time.perf_counter() - start < 2.5
@@ -117,7 +119,9 @@ def test_ci_counts_blocks_not_calls():
     levels = rng.uniform(1.0, 1.1, 20)  # the host's state per block: +-5%
     samples = [x for level in levels for x in level + rng.normal(0, 0.002, 50)]
     per_call = summarize_latency(samples)
-    per_block = summarize_latency(samples, block_medians_ms=[float(np.median(level + np.zeros(50))) for level in levels])
+    per_block = summarize_latency(
+        samples, block_medians_ms=[float(np.median(level + np.zeros(50))) for level in levels]
+    )
     assert per_call.median_ms == per_block.median_ms and per_call.samples == per_block.samples == 1000
     assert (per_block.ci_high_ms - per_block.ci_low_ms) > 4 * (per_call.ci_high_ms - per_call.ci_low_ms)
     # What the wider CI buys: repeated over many such measurements, the per-block CI holds the median of the
@@ -127,7 +131,9 @@ def test_ci_counts_blocks_not_calls():
         levels = rng.uniform(1.0, 1.1, 20)
         samples = [x for level in levels for x in level + rng.normal(0, 0.002, 50)]
         per_call = summarize_latency(samples)
-        per_block = summarize_latency(samples, block_medians_ms=[float(np.median(level + np.zeros(50))) for level in levels])
+        per_block = summarize_latency(
+            samples, block_medians_ms=[float(np.median(level + np.zeros(50))) for level in levels]
+        )
         block_hits += per_block.ci_low_ms <= 1.05 <= per_block.ci_high_ms
         call_hits += per_call.ci_low_ms <= 1.05 <= per_call.ci_high_ms
     assert block_hits >= 0.9 * 200 and call_hits <= 0.5 * 200, (block_hits, call_hits)
@@ -156,10 +162,13 @@ def test_host_probe_reads_every_cpu_and_keeps_the_fastest(monkeypatch):
 
 
 @pytest.mark.alone
-@pytest.mark.parametrize("candidate", [
-    Candidate(batch_size=4),
-    Candidate(placement="ort-cpu", precision="int8", batch_size=3),
-])
+@pytest.mark.parametrize(
+    "candidate",
+    [
+        Candidate(batch_size=4),
+        Candidate(placement="ort-cpu", precision="int8", batch_size=3),
+    ],
+)
 def test_measure_reports_consistent_figures(workload, candidate):
     from tuner.train import torch_accuracy
 

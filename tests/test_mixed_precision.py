@@ -25,8 +25,14 @@ def mobile(studies_dir):
     """The tests' depthwise / squeeze-excite / hardswish model: 11 convs and a Gemm to rank."""
     from tuner.workload import WorkloadSpec, load_workload
 
-    spec = WorkloadSpec(model=f"{TINY}:mobile_net", data="digits", resolution=16, train_steps=60, recover_steps=10,
-                        cache_dir=str(studies_dir / "cache"))
+    spec = WorkloadSpec(
+        model=f"{TINY}:mobile_net",
+        data="digits",
+        resolution=16,
+        train_steps=60,
+        recover_steps=10,
+        cache_dir=str(studies_dir / "cache"),
+    )
     return load_workload(spec)
 
 
@@ -35,8 +41,9 @@ def _fp32_artifact(workload):
 
     from tuner.passes.onnx_export import onnx_fp32_step
 
-    ctx = StepContext(workload, Candidate(placement="ort-cpu", precision="int8"),
-                      torch.from_numpy(workload.data.example(1)), {})
+    ctx = StepContext(
+        workload, Candidate(placement="ort-cpu", precision="int8"), torch.from_numpy(workload.data.example(1)), {}
+    )
     return ctx, onnx_fp32_step(ctx, workload.reference_model(), workload.key)
 
 
@@ -128,12 +135,18 @@ def test_int8_ops_compute_quantizes_the_compute_layers_only(mobile):
     assert all(compute_q) and len(compute_q) < len(every_q)
     assert not all(every_q)  # all ops: some tensors are quantized for others than the compute layers
     for placement in ("ort-cpu", "ov-cpu"):
-        m = measure(build(mobile, Candidate(placement=placement, precision="int8", threads=1, int8_ops="compute")),
-                    mobile.data, QUICK)
+        m = measure(
+            build(mobile, Candidate(placement=placement, precision="int8", threads=1, int8_ops="compute")),
+            mobile.data,
+            QUICK,
+        )
         assert m.executed_precision == "int8" and m.layer_precisions == "int8 12", (placement, m.layer_precisions)
         assert m.accuracy > 0.5
-    mixed = measure(build(mobile, Candidate(placement="ort-cpu", precision="int8", threads=1, int8_ops="compute",
-                                            float_layers=2)), mobile.data, QUICK)
+    mixed = measure(
+        build(mobile, Candidate(placement="ort-cpu", precision="int8", threads=1, int8_ops="compute", float_layers=2)),
+        mobile.data,
+        QUICK,
+    )
     assert mixed.layer_precisions == "int8 10 / fp32 2"
 
 
@@ -148,8 +161,10 @@ def _activation_scales(path):
 
 def test_calibration_images_is_a_build_of_its_own_and_all_of_the_split_by_default(mobile):
     every = build(mobile, Candidate(placement="ort-cpu", precision="int8", threads=1))
-    beyond = build(mobile, Candidate(placement="ort-cpu", precision="int8", threads=1,
-                                     calibration_images=len(mobile.data.calib) + 1))
+    beyond = build(
+        mobile,
+        Candidate(placement="ort-cpu", precision="int8", threads=1, calibration_images=len(mobile.data.calib) + 1),
+    )
     few = build(mobile, Candidate(placement="ort-cpu", precision="int8", threads=1, calibration_images=8))
     assert beyond.onnx_path == every.onnx_path  # more than the split is the whole split: one build
     assert few.onnx_path != every.onnx_path

@@ -52,8 +52,22 @@ def weights(tvm, tmp_path_factory):
 def test_measure_a_torchvision_name_with_weights(weights, studies_dir, tmp_path, placement):
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump({"placement": placement, "threads": 1, "batch_size": 16}))
-    r = run_tuner("measure", "--model", NAME, "--weights", str(weights["path"]), "--data", "digits",
-                  "--resolution", "32", "--config", str(config), "--studies-dir", str(studies_dir), "--json")
+    r = run_tuner(
+        "measure",
+        "--model",
+        NAME,
+        "--weights",
+        str(weights["path"]),
+        "--data",
+        "digits",
+        "--resolution",
+        "32",
+        "--config",
+        str(config),
+        "--studies-dir",
+        str(studies_dir),
+        "--json",
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     m = json.loads(r.stdout.strip().splitlines()[-1])
     assert m["config"]["placement"] == placement and m["executed_precision"] == "fp32"
@@ -68,7 +82,20 @@ def test_weights_for_another_class_count_are_refused(tvm, studies_dir, tmp_path)
     torch.save(tvm.get_model(NAME, weights=None, num_classes=5).state_dict(), path)
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump({"placement": "torch-cpu", "threads": 1}))
-    r = run_tuner("measure", "--model", NAME, "--weights", str(path), "--data", "digits", "--resolution", "32",
-                  "--config", str(config), "--studies-dir", str(studies_dir))
+    r = run_tuner(
+        "measure",
+        "--model",
+        NAME,
+        "--weights",
+        str(path),
+        "--data",
+        "digits",
+        "--resolution",
+        "32",
+        "--config",
+        str(config),
+        "--studies-dir",
+        str(studies_dir),
+    )
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr[-2000:]
     assert "5" in r.stderr and "10" in r.stderr

@@ -8,8 +8,16 @@ from tuner.data import load_dataset
 from tuner.errors import DataError, ModelError
 
 # A sample of torchvision's resnet18 state_dict keys (and its size): the built-in must match them.
-TORCHVISION_RESNET18_KEYS = ["conv1.weight", "bn1.running_var", "layer1.0.conv1.weight", "layer2.0.downsample.0.weight",
-                             "layer2.0.downsample.1.num_batches_tracked", "layer4.1.bn2.bias", "fc.weight", "fc.bias"]
+TORCHVISION_RESNET18_KEYS = [
+    "conv1.weight",
+    "bn1.running_var",
+    "layer1.0.conv1.weight",
+    "layer2.0.downsample.0.weight",
+    "layer2.0.downsample.1.num_batches_tracked",
+    "layer4.1.bn2.bias",
+    "fc.weight",
+    "fc.bias",
+]
 
 
 def test_builtin_resnets_use_torchvision_names():
@@ -97,10 +105,13 @@ def test_holdout_is_kept_apart_per_class(tmp_path):
         assert int((kept.holdout.labels == c).sum()) == int(0.2 * n)
     rows = {img.tobytes() for img in kept.val.images}
     assert not any(img.tobytes() in rows for img in kept.holdout.images)
-    assert sorted({img.tobytes() for img in whole.val.images}) == sorted(rows | {i.tobytes() for i in kept.holdout.images})
+    assert sorted({img.tobytes() for img in whole.val.images}) == sorted(
+        rows | {i.tobytes() for i in kept.holdout.images}
+    )
     assert kept.fingerprint != whole.fingerprint
     root = make_image_folder(tmp_path / "with_test", classes=2, per_class=10)
     import shutil
+
     shutil.copytree(root / "val", root / "test")
     d = load_dataset(str(root), resolution=16)
     assert len(d.val) == 10 and len(d.holdout) == 10

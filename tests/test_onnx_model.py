@@ -24,8 +24,10 @@ pytestmark = pytest.mark.slow  # end to end: studies, exports and processes (pyt
 
 SPACE = {
     "placement": {"choices": ["torch-cpu", "ort-cpu", "ov-cpu"]},
-    "precision": {"per": "placement", "choices": {"torch-cpu": ["fp32"], "ort-cpu": ["fp32", "int8"],
-                                                  "ov-cpu": ["fp32", "int8"]}},
+    "precision": {
+        "per": "placement",
+        "choices": {"torch-cpu": ["fp32"], "ort-cpu": ["fp32", "int8"], "ov-cpu": ["fp32", "int8"]},
+    },
     "prune_ratio": {"choices": [0.0, 0.5]},
     "fold_bn": {"choices": [False, True], "when": {"placement": ["torch-cpu"]}},
     "batch_size": {"choices": [1, 8]},
@@ -39,8 +41,15 @@ def tiny_onnx(workload, tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("onnx") / "tiny.onnx"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(workload.reference_model(), (torch.from_numpy(workload.data.example(1)),), str(path),
-                          dynamo=False, opset_version=17, input_names=["images"], output_names=["scores"])
+        torch.onnx.export(
+            workload.reference_model(),
+            (torch.from_numpy(workload.data.example(1)),),
+            str(path),
+            dynamo=False,
+            opset_version=17,
+            input_names=["images"],
+            output_names=["scores"],
+        )
     return path
 
 
@@ -74,8 +83,21 @@ def test_a_study_of_the_file_reaches_int8_on_ort_and_openvino_then_exports_and_v
     space = tmp_path / "space.yaml"
     space.write_text(yaml.safe_dump(SPACE))
     studies = tmp_path / "studies"
-    r = run_tuner("--model", str(tiny_onnx), "--resolution", "16", "--space", str(space), "--n-trials", "6",
-                  "--studies-dir", str(studies), "--remeasure-rounds", "0", "--json")
+    r = run_tuner(
+        "--model",
+        str(tiny_onnx),
+        "--resolution",
+        "16",
+        "--space",
+        str(space),
+        "--n-trials",
+        "6",
+        "--studies-dir",
+        str(studies),
+        "--remeasure-rounds",
+        "0",
+        "--json",
+    )
     assert r.returncode == 0, r.stderr
     for line in ("fixed batch of 1", "dropped torch-cpu: needs the torch graph", "dropped prune_ratio 0.5: needs"):
         assert line in r.stderr, r.stderr
@@ -90,17 +112,23 @@ def test_a_study_of_the_file_reaches_int8_on_ort_and_openvino_then_exports_and_v
     assert base.user_attrs["candidate"]["precision"] == "fp32"
     # the reference is the file's own top-1 on the validation split: the baseline's, measured apart
     assert study.user_attrs["reference"]["accuracy"] == pytest.approx(base.user_attrs["metrics"]["accuracy"])
-    assert all(t.user_attrs["candidate"]["placement"] != "torch-cpu" and t.user_attrs["candidate"]["prune_ratio"] == 0
-               for t in done)
-    int8 = {t.user_attrs["candidate"]["placement"]: t for t in done if t.user_attrs["metrics"]["executed_precision"]
-            == "int8"}
+    assert all(
+        t.user_attrs["candidate"]["placement"] != "torch-cpu" and t.user_attrs["candidate"]["prune_ratio"] == 0
+        for t in done
+    )
+    int8 = {
+        t.user_attrs["candidate"]["placement"]: t
+        for t in done
+        if t.user_attrs["metrics"]["executed_precision"] == "int8"
+    }
     assert {"ort-cpu", "ov-cpu"} <= set(int8), [t.user_attrs["candidate"] for t in done]  # the anchors, at least
     speedups = {e["number"]: e["speedup"] for e in out["pareto"]}
     assert speedups and all(s and s > 0 for s in speedups.values())
     pick = int8["ov-cpu"].number
     deploy = tmp_path / "deploy"
-    r = run_tuner("export", "--study", out["study"], "--studies-dir", str(studies), "--trial", str(pick),
-                  "--out", str(deploy))
+    r = run_tuner(
+        "export", "--study", out["study"], "--studies-dir", str(studies), "--trial", str(pick), "--out", str(deploy)
+    )
     assert r.returncode == 0, r.stderr
     assert {"model.xml", "model.bin", "model.onnx", "config.yaml", "README.md"} <= {p.name for p in deploy.iterdir()}
     r = run_tuner("verify", str(deploy), "--latency-tolerance", "1.0")
@@ -118,13 +146,24 @@ def test_tune_with_a_metric_scores_the_files_own_logits(tiny_onnx, workload, tmp
         return (logits.topk(2, dim=1).indices == labels[:, None]).any(1).float().mean()
 
     space = {**SPACE, "placement": {"choices": ["ort-cpu"]}, "batch_size": 8}
-    result = tuner.tune(str(tiny_onnx), "digits", resolution=16, metric=top2, space=space, n_trials=3,
-                        studies_dir=str(tmp_path), study="onnx-metric", remeasure_rounds=0, progress=False,
-                        log=lambda m: None)
+    result = tuner.tune(
+        str(tiny_onnx),
+        "digits",
+        resolution=16,
+        metric=top2,
+        space=space,
+        n_trials=3,
+        studies_dir=str(tmp_path),
+        study="onnx-metric",
+        remeasure_rounds=0,
+        progress=False,
+        log=lambda m: None,
+    )
     session = ort.InferenceSession(str(tiny_onnx), providers=["CPUExecutionProvider"])
     data = workload.data
-    logits = np.concatenate([session.run(None, {"images": x[i:i + 1]})[0] for x, _ in data.batches(data.val, 256)
-                             for i in range(len(x))])
+    logits = np.concatenate(
+        [session.run(None, {"images": x[i : i + 1]})[0] for x, _ in data.batches(data.val, 256) for i in range(len(x))]
+    )
     expected = float(top2(torch.from_numpy(logits), torch.from_numpy(data.val.labels)))
     reference = result.study.user_attrs["reference"]
     assert reference["accuracy"] == pytest.approx(expected, abs=1e-6)
@@ -132,13 +171,36 @@ def test_tune_with_a_metric_scores_the_files_own_logits(tiny_onnx, workload, tmp
     assert result.baseline is not None and result.baseline.accuracy == pytest.approx(expected, abs=1e-6)
     frame = result.to_dataframe()
     assert len(frame) == len(result.study.trials)
-    for column in ("trial", "pareto", "placement", "precision", "prune_ratio", "batch_size", "accuracy", "top1",
-                   "accuracy_drop", "per_sample_ms", "latency_ms", "latency_ci_low_ms", "remeasured_per_sample_ms"):
+    for column in (
+        "trial",
+        "pareto",
+        "placement",
+        "precision",
+        "prune_ratio",
+        "batch_size",
+        "accuracy",
+        "top1",
+        "accuracy_drop",
+        "per_sample_ms",
+        "latency_ms",
+        "latency_ci_low_ms",
+        "remeasured_per_sample_ms",
+    ):
         assert column in frame.columns, column
     assert result.pareto and result.best().trial in set(frame.trial)
     with pytest.raises(ConfigError, match="scores accuracy by"):  # resumed with another metric: refused
-        tuner.tune(str(tiny_onnx), "digits", resolution=16, space=space, n_trials=4, studies_dir=str(tmp_path),
-                   study="onnx-metric", remeasure_rounds=0, progress=False, log=lambda m: None)
+        tuner.tune(
+            str(tiny_onnx),
+            "digits",
+            resolution=16,
+            space=space,
+            n_trials=4,
+            studies_dir=str(tmp_path),
+            study="onnx-metric",
+            remeasure_rounds=0,
+            progress=False,
+            log=lambda m: None,
+        )
 
 
 class _FlattensByItsBatch(torch.nn.Module):
@@ -152,8 +214,7 @@ class _FlattensByItsBatch(torch.nn.Module):
         return self.fc(self.conv(x).view(x.shape[0], -1))
 
 
-def test_a_file_relying_on_its_batch_is_refused_with_an_export_line_of_its_own_names_that_works(tmp_path,
-                                                                                               monkeypatch):
+def test_a_file_relying_on_its_batch_is_refused_with_an_export_line_of_its_own_names_that_works(tmp_path, monkeypatch):
     from tuner.errors import ModelError
     from tuner.workload import WorkloadSpec, load_workload
 
@@ -183,7 +244,8 @@ def test_torchs_default_exporter_works_in_the_projects_environment(tmp_path):
 
 
 def test_export_and_verify_from_other_folders_of_a_study_given_relative_paths_and_the_files_resolution(
-        tiny_onnx, tmp_path):
+    tiny_onnx, tmp_path
+):
     """`--model net.onnx` from the folder holding it, no --resolution (the file's 16 px, not digits' 32): the study
     records the absolute path and the resolution, so export run from another folder rebuilds it and verify, from
     a third, reproduces it; an export that recorded no resolution (as before) is verified at the data's."""
@@ -193,10 +255,25 @@ def test_export_and_verify_from_other_folders_of_a_study_given_relative_paths_an
     project.mkdir()
     elsewhere.mkdir()
     shutil.copy(tiny_onnx, project / "net.onnx")
-    (project / "space.yaml").write_text(yaml.safe_dump({"placement": "ort-cpu", "precision": {"choices": ["fp32", "int8"]},
-                                                        "batch_size": 1, "threads": 1}))
-    r = run_tuner("--model", "net.onnx", "--space", "space.yaml", "--n-trials", "2", "--studies-dir", "studies",
-                  "--remeasure-rounds", "0", "--json", cwd=project)
+    (project / "space.yaml").write_text(
+        yaml.safe_dump(
+            {"placement": "ort-cpu", "precision": {"choices": ["fp32", "int8"]}, "batch_size": 1, "threads": 1}
+        )
+    )
+    r = run_tuner(
+        "--model",
+        "net.onnx",
+        "--space",
+        "space.yaml",
+        "--n-trials",
+        "2",
+        "--studies-dir",
+        "studies",
+        "--remeasure-rounds",
+        "0",
+        "--json",
+        cwd=project,
+    )
     assert r.returncode == 0, r.stderr
     name = json.loads(r.stdout)["study"]
     import optuna
@@ -204,8 +281,18 @@ def test_export_and_verify_from_other_folders_of_a_study_given_relative_paths_an
     study = optuna.load_study(study_name=name, storage=f"sqlite:///{project / 'studies' / name}.db")
     assert study.user_attrs["workload"]["model"] == str(project / "net.onnx")
     assert study.user_attrs["workload"]["resolution"] == 16
-    r = run_tuner("export", "--study", name, "--studies-dir", str(project / "studies"), "--trial", "1",
-                  "--out", "deploy", cwd=elsewhere)
+    r = run_tuner(
+        "export",
+        "--study",
+        name,
+        "--studies-dir",
+        str(project / "studies"),
+        "--trial",
+        "1",
+        "--out",
+        "deploy",
+        cwd=elsewhere,
+    )
     assert r.returncode == 0, r.stderr
     deploy = elsewhere / "deploy"
     r = run_tuner("verify", str(deploy), "--latency-tolerance", "1.0", cwd=tmp_path)
@@ -230,11 +317,16 @@ def test_export_from_another_folder_of_a_study_that_recorded_a_relative_path_say
     study = optuna.create_study(study_name="old", storage=storage, directions=["maximize", "minimize"])
     study.set_user_attr("workload", WorkloadSpec(model="net.onnx", data="digits").to_record())
     candidate: Candidate = baseline_candidate(WorkloadSpec(model="net.onnx"))
-    study.add_trial(optuna.trial.create_trial(values=[0.9, 1.0], user_attrs={
-        "candidate": candidate.to_dict(), "metrics": {"accuracy": 0.9, "per_sample_ms": 1.0}}))
+    study.add_trial(
+        optuna.trial.create_trial(
+            values=[0.9, 1.0],
+            user_attrs={"candidate": candidate.to_dict(), "metrics": {"accuracy": 0.9, "per_sample_ms": 1.0}},
+        )
+    )
     before = sorted(p.name for p in tmp_path.iterdir())
-    r = run_tuner("export", "--study", "old", "--storage", storage, "--trial", "0", "--out", str(tmp_path / "out"),
-                  cwd=tmp_path)
+    r = run_tuner(
+        "export", "--study", "old", "--storage", storage, "--trial", "0", "--out", str(tmp_path / "out"), cwd=tmp_path
+    )
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 2 and len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
     assert "recorded --model net.onnx relative to the folder it ran in" in lines[0], lines[0]

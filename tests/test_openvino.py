@@ -111,9 +111,16 @@ def test_qdq_that_does_not_run_int8_is_reported_as_run(workload, tmp_path, quant
 
     fp32 = build(workload, Candidate(placement="ov-cpu", threads=1)).onnx_path
     partial = tmp_path / "partial.onnx"
-    quantize_static(str(fp32), str(partial), CalibrationReader(workload.data), quant_format=QuantFormat.QDQ,
-                    per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                    op_types_to_quantize=quantized_ops)
+    quantize_static(
+        str(fp32),
+        str(partial),
+        CalibrationReader(workload.data),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        op_types_to_quantize=quantized_ops,
+    )
     session = PLACEMENTS["ov-cpu"].open(None, partial, "int8", "all", 1)
     try:
         session.predict(workload.data.example(2))
@@ -124,11 +131,13 @@ def test_qdq_that_does_not_run_int8_is_reported_as_run(workload, tmp_path, quant
 
 def test_openvino_starts_no_telemetry_process():
     """`import openvino` posts telemetry from a spawned Python process that would compete with the timing."""
-    code = ("import multiprocessing, sys, time\n"
-            "from tuner.runtimes.openvino import _core\n"
-            "_core()\n"
-            "time.sleep(1.0)  # the event is sent from a background thread shortly after the import\n"
-            "print(len(multiprocessing.active_children()), sys.modules.get('openvino_telemetry'))\n")
+    code = (
+        "import multiprocessing, sys, time\n"
+        "from tuner.runtimes.openvino import _core\n"
+        "_core()\n"
+        "time.sleep(1.0)  # the event is sent from a background thread shortly after the import\n"
+        "print(len(multiprocessing.active_children()), sys.modules.get('openvino_telemetry'))\n"
+    )
     env = {k: v for k, v in os.environ.items() if k not in ("CI", "TF_BUILD", "JENKINS_URL")}  # it skips CI
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 0, out.stderr
@@ -140,11 +149,19 @@ def test_threads_are_pinned_only_where_they_cover_every_cpu():
     whole process); unpinned where the timing may move fewer threads onto the quietest CPUs."""
     from tuner.runtimes.openvino import compile_config
 
-    pins = {(threads, streams): compile_config("int8", threads, streams, cpus=4)["ENABLE_CPU_PINNING"]
-            for threads in (1, 2, 4) for streams in (1, 2, 4) if threads * streams <= 4}
+    pins = {
+        (threads, streams): compile_config("int8", threads, streams, cpus=4)["ENABLE_CPU_PINNING"]
+        for threads in (1, 2, 4)
+        for streams in (1, 2, 4)
+        if threads * streams <= 4
+    }
     assert pins == {(1, 1): False, (1, 2): False, (2, 1): False, (1, 4): True, (2, 2): True, (4, 1): True}
-    assert compile_config("fp32", 2, cpus=2) == {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY",
-                                                 "INFERENCE_NUM_THREADS": 2, "ENABLE_CPU_PINNING": True}
+    assert compile_config("fp32", 2, cpus=2) == {
+        "INFERENCE_PRECISION_HINT": "f32",
+        "PERFORMANCE_HINT": "LATENCY",
+        "INFERENCE_NUM_THREADS": 2,
+        "ENABLE_CPU_PINNING": True,
+    }
 
 
 def test_a_onednn_isa_cap_without_bf16_refuses_bf16_and_keeps_float_layers_fp32(monkeypatch):

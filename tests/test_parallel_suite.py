@@ -13,7 +13,7 @@ import textwrap
 from tests.conftest import ROOT
 
 CONFTEST = "from tests.conftest import pytest_runtest_protocol  # noqa: F401 (the hook under test)\n"
-SUITE = '''
+SUITE = """
 import json, os, time
 from pathlib import Path
 
@@ -52,7 +52,7 @@ def test_alone(i, shared):
     start = time.time()
     time.sleep(0.5)
     _record(f"alone{i}", start)
-'''
+"""
 
 
 def test_alone_tests_overlap_nothing_and_shared_fixtures_are_made_once(tmp_path):
@@ -61,9 +61,28 @@ def test_alone_tests_overlap_nothing_and_shared_fixtures_are_made_once(tmp_path)
     log = tmp_path / "log.jsonl"
     outer = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST_")}  # this run's own workers
     env = {**outer, "PYTHONPATH": str(ROOT), "SUITE_LOG": str(log)}
-    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-n", "2", "-p", "no:cacheprovider", "--rootdir",
-                        str(tmp_path), "--basetemp", str(tmp_path / "base"), str(tmp_path / "test_generated.py")],
-                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-n",
+            "2",
+            "-p",
+            "no:cacheprovider",
+            "--rootdir",
+            str(tmp_path),
+            "--basetemp",
+            str(tmp_path / "base"),
+            str(tmp_path / "test_generated.py"),
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     runs = [json.loads(line) for line in log.read_text().splitlines()]
     assert len(runs) == 8 and {w for *_, w in runs} == {"gw0", "gw1"}  # both workers ran tests

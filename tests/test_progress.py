@@ -39,7 +39,7 @@ def test_a_piped_study_prints_one_line_per_trial_and_no_bar_frames(plain_cnn_stu
     numbered = [line for line in r.stderr.splitlines() if line.startswith("[") and " trials; pareto " in line]
     # One line per finished trial: each counted one moves the count on, a repeat of a measured candidate (not
     # counted) repeats it and says so.
-    counts = [int(line[1:line.index("/")]) for line in numbered]
+    counts = [int(line[1 : line.index("/")]) for line in numbered]
     repeats = re.search(r"(\d+) repeats not counted", numbered[-1])
     repeats = int(repeats.group(1)) if repeats else 0
     assert sorted(set(counts)) == list(range(1, PLAIN_TRIALS + 1)) and counts == sorted(counts), r.stderr

@@ -17,8 +17,16 @@ from tuner.record import read_enqueued, read_study, read_trials
 from tuner.study.counts import count_trials
 from tuner.study.storage import quiet_optuna, write_measured, write_remeasure
 
-METRICS = {"accuracy": 0.9, "accuracy_drop": 5.0, "per_sample_ms": 0.5, "latency_ms": 4.0, "throughput": 2000.0,
-           "load_throughput": 1800.0, "batch_size": 8, "recovery": {"epochs": 1.0}}
+METRICS = {
+    "accuracy": 0.9,
+    "accuracy_drop": 5.0,
+    "per_sample_ms": 0.5,
+    "latency_ms": 4.0,
+    "throughput": 2000.0,
+    "load_throughput": 1800.0,
+    "batch_size": 8,
+    "recovery": {"epochs": 1.0},
+}
 CONSTRAINTS = (Constraint("accuracy_drop", max=2), Constraint("per_sample_ms", max=1.0))
 
 
@@ -33,8 +41,9 @@ def _study() -> optuna.Study:
 
     def measured(trial: optuna.Trial) -> list[float]:
         assert read_enqueued(trial).baseline and read_enqueued(trial).fixed_point
-        trial.set_user_attr("sampled", Candidate(prune_ratio=0.5, precision="int8", placement="ort-cpu",
-                                                 batch_size=8).to_dict())
+        trial.set_user_attr(
+            "sampled", Candidate(prune_ratio=0.5, precision="int8", placement="ort-cpu", batch_size=8).to_dict()
+        )
         trial.set_user_attr("candidate", built.to_dict())
         trial.set_user_attr("hardware", {"cpu": "test"})
         trial.set_user_attr("worker", "host:1")

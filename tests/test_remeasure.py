@@ -33,12 +33,18 @@ def test_remeasure_real_study(small_study, tmp_path):
     # A shorter timing budget than the study's (3 s) keeps the test quick on a loaded machine. One round asked for,
     # and a budget's end an hour away: the time left buys one more round (as many again, no more).
     with to(lines.append):
-        summary = remeasure_pareto(study, str(studies_dir / "cache"), rounds=1, policy=LatencyPolicy(max_seconds=1.0),
-                                   deadline=time.monotonic() + 3600)
+        summary = remeasure_pareto(
+            study,
+            str(studies_dir / "cache"),
+            rounds=1,
+            policy=LatencyPolicy(max_seconds=1.0),
+            deadline=time.monotonic() + 3600,
+        )
 
     pareto = {t.number for t in results.front(study)}
-    baseline = next(t.number for t in study.trials if t.user_attrs.get("baseline")
-                    and t.state == optuna.trial.TrialState.COMPLETE)
+    baseline = next(
+        t.number for t in study.trials if t.user_attrs.get("baseline") and t.state == optuna.trial.TrialState.COMPLETE
+    )
     assert {e.number for e in summary.entries} == pareto | {baseline}
     assert sum(e.baseline for e in summary.entries) == 1
     for e in summary.entries:
@@ -51,8 +57,9 @@ def test_remeasure_real_study(small_study, tmp_path):
         assert e.per_sample_ms == pytest.approx(e.median_ms / e.candidate["batch_size"])
         assert isinstance(e.outside_ci, bool) and isinstance(e.within_5pct, bool)
     points = summary.pareto_points
-    assert {e.number for e in points} <= pareto and len(points) == len({str(sorted(e.candidate.items())) for e in
-                                                                       summary.entries if e.pareto})
+    assert {e.number for e in points} <= pareto and len(points) == len(
+        {str(sorted(e.candidate.items())) for e in summary.entries if e.pareto}
+    )
     assert summary.fraction_within_5pct == sum(e.within_5pct for e in points) / len(points)
     builds = len({str(sorted(e.candidate.items())) for e in summary.entries})
     assert sum(line.lstrip().startswith("round 1/1 ") for line in lines) == builds
@@ -78,17 +85,25 @@ def test_remeasure_real_study(small_study, tmp_path):
         row = info.row(e.number)
         assert row.remeasured_ms == pytest.approx(e.per_sample_ms)
         assert f"re-measured: {e.per_sample_ms:.4f} ms/sample" in _hover(row, info.reference_accuracy)
-    assert all(info.row(t.number).remeasured_ms is None for t in again.trials
-               if t.number not in {e.number for e in summary.entries})
+    assert all(
+        info.row(t.number).remeasured_ms is None
+        for t in again.trials
+        if t.number not in {e.number for e in summary.entries}
+    )
     agree = round(summary.fraction_within_5pct * len(points))
-    assert any(f.startswith(f"re-timed in fresh processes (2 interleaved rounds): {agree} of {len(points)} Pareto")
-               for f in info.findings)
+    assert any(
+        f.startswith(f"re-timed in fresh processes (2 interleaved rounds): {agree} of {len(points)} Pareto")
+        for f in info.findings
+    )
 
     # `export --max-drop` decides among the re-timed points by their re-measured figures.
     picked, why = select_trial(again, max_drop=1)
     timed = {e.number: e for e in summary.entries}
-    ok = [t for t in results.completed(again) if t.number in timed and results.is_feasible(t)
-          and t.metrics["accuracy_drop"] <= 1 + 1e-9]
+    ok = [
+        t
+        for t in results.completed(again)
+        if t.number in timed and results.is_feasible(t) and t.metrics["accuracy_drop"] <= 1 + 1e-9
+    ]
     assert picked.number in timed and "re-measured latency" in why
     assert all(timed[picked.number].per_sample_ms <= timed[t.number].per_sample_ms for t in ok)
 
@@ -98,26 +113,65 @@ def test_remeasure_record_round_trips_through_the_storage(tmp_path):
     url = f"sqlite:///{tmp_path}/s.db"
     study = optuna.create_study(study_name="s", storage=url)
     study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
-    write_remeasure(study, {"rounds": 3, "trials": {"0": {"per_sample_ms": 0.5, "median_ms": 0.5},
-                                                    "1": {"per_sample_ms": None, "error": "boom"}}})
+    write_remeasure(
+        study,
+        {
+            "rounds": 3,
+            "trials": {"0": {"per_sample_ms": 0.5, "median_ms": 0.5}, "1": {"per_sample_ms": None, "error": "boom"}},
+        },
+    )
     loaded = read_remeasure(optuna.load_study(study_name="s", storage=url))
     assert loaded == {0: {"per_sample_ms": 0.5, "median_ms": 0.5, "rounds": 3}}  # #1 holds no figure
 
 
 def test_format_remeasure():
-    ok = RemeasureEntry(0, True, False, {"placement": "torch-cpu", "precision": "fp32", "batch_size": 1}, 1.0,
-                        (0.98, 1.02), (1.01, 1.03), 1.02, 1.01, 1.03, 0.02, False, True)
-    off = RemeasureEntry(3, False, True, {"placement": "ort-cpu", "precision": "int8", "batch_size": 8}, 4.0,
-                         (3.9, 4.1), (4.8, 5.0), 4.9, 4.8, 5.0, 0.225, True, False)
-    bad = RemeasureEntry(5, False, True, {"placement": "ort-cpu", "precision": "fp32", "batch_size": 1}, 1.0,
-                         (0.9, 1.1), error="MeasurementError: boom")
+    ok = RemeasureEntry(
+        0,
+        True,
+        False,
+        {"placement": "torch-cpu", "precision": "fp32", "batch_size": 1},
+        1.0,
+        (0.98, 1.02),
+        (1.01, 1.03),
+        1.02,
+        1.01,
+        1.03,
+        0.02,
+        False,
+        True,
+    )
+    off = RemeasureEntry(
+        3,
+        False,
+        True,
+        {"placement": "ort-cpu", "precision": "int8", "batch_size": 8},
+        4.0,
+        (3.9, 4.1),
+        (4.8, 5.0),
+        4.9,
+        4.8,
+        5.0,
+        0.225,
+        True,
+        False,
+    )
+    bad = RemeasureEntry(
+        5,
+        False,
+        True,
+        {"placement": "ort-cpu", "precision": "fp32", "batch_size": 1},
+        1.0,
+        (0.9, 1.1),
+        error="MeasurementError: boom",
+    )
     table = format_remeasure(RemeasureSummary(2, (ok, off, bad), 0.0, True, 1.0))
     assert "#0 base (not Pareto)" in table and "ort-cpu/int8/8" in table and "0.5000" in table
     assert "0.6125 (0.6000-0.6250)" in table and "+22.5" in table and ">5% off, outside CI" in table
     assert "error: MeasurementError: boom" in table
     assert "0 of 1 Pareto points within 5%" in table  # the baseline off the front is shown, not counted
-    noisy = dataclasses.replace(ok, number=7, baseline=False, pareto=True, contended_rounds=1,
-                                candidate={**ok.candidate, "threads": 1})
+    noisy = dataclasses.replace(
+        ok, number=7, baseline=False, pareto=True, contended_rounds=1, candidate={**ok.candidate, "threads": 1}
+    )
     again = dataclasses.replace(off, number=9)  # a duplicate trial of #3: the same point, counted once
     summary = RemeasureSummary(2, (ok, off, noisy, again), 0.5, True, 1.0)
     assert [e.number for e in summary.measured] == [0, 3, 7] and [e.number for e in summary.pareto_points] == [3, 7]
@@ -141,9 +195,13 @@ def test_a_contended_round_does_not_make_the_figure():
     """Rounds whose process never found the host quiet are left out where quiet rounds exist."""
     from tuner.remeasure.orchestrate import _entry
 
-    t = optuna.trial.create_trial(values=[0.9, 1.0], user_attrs={
-        "candidate": {"placement": "ort-cpu", "batch_size": 1},
-        "metrics": {"latency_ms": 1.0, "latency_ci_ms": [0.98, 1.02], "latency_quiet": True}})
+    t = optuna.trial.create_trial(
+        values=[0.9, 1.0],
+        user_attrs={
+            "candidate": {"placement": "ort-cpu", "batch_size": 1},
+            "metrics": {"latency_ms": 1.0, "latency_ci_ms": [0.98, 1.02], "latency_quiet": True},
+        },
+    )
     t = read_trial(t)
     e = _entry(t, True, [1.5, 1.0, 1.04], [True, False, False], None)
     assert e.median_ms == pytest.approx(1.02) and e.rounds_used == 2 and e.contended_rounds == 0

@@ -30,8 +30,17 @@ def study(small_study):
 @pytest.fixture(scope="module")
 def report_files(small_study, tmp_path_factory):
     out = tmp_path_factory.mktemp("report")
-    r = run_tuner("report", "--study", small_study["name"], "--studies-dir", small_study["studies_dir"],
-                  "--out", str(out / "report.html"), "--csv", str(out / "trials.csv"))
+    r = run_tuner(
+        "report",
+        "--study",
+        small_study["name"],
+        "--studies-dir",
+        small_study["studies_dir"],
+        "--out",
+        str(out / "report.html"),
+        "--csv",
+        str(out / "trials.csv"),
+    )
     assert r.returncode == 0, r.stderr
     return out / "report.html", out / "trials.csv", r.stdout
 
@@ -75,8 +84,11 @@ def test_report_info_from_study(study):
     assert {quoted[1], quoted[2]} == {"torch-cpu", "ort-cpu"}
     assert (a.params["placement"], b.params["placement"]) == (quoted[1], quoted[2]) and a.ms <= b.ms
     for side in (a, b):
-        assert not [r.number for r in info.completed if r.params["placement"] == side.params["placement"]
-                    and r.accuracy >= side.accuracy and r.ms < side.ms]
+        assert not [
+            r.number
+            for r in info.completed
+            if r.params["placement"] == side.params["placement"] and r.accuracy >= side.accuracy and r.ms < side.ms
+        ]
 
     # Accuracy varies (pruned and unpruned trials, see conftest) and latency always does: fANOVA explains both,
     # and a 0.5 prune (about 6 points) moves accuracy far more than anything else in this space.
@@ -99,8 +111,18 @@ def test_report_cli_writes_html_and_csv(study, report_files):
     trials = pd.read_csv(csv_path)
     assert list(trials["trial"]) == [t.number for t in study.trials]
     assert set(trials.loc[trials["pareto"], "trial"]) == set(info.pareto)
-    assert {"placement", "precision", "accuracy", "per_sample_ms", "latency_ci_low_ms", "latency_ci_high_ms",
-            "latency_ms", "remeasured_per_sample_ms", "speedup", "note"} <= set(trials)  # TuneResult.to_dataframe()'s
+    assert {
+        "placement",
+        "precision",
+        "accuracy",
+        "per_sample_ms",
+        "latency_ci_low_ms",
+        "latency_ci_high_ms",
+        "latency_ms",
+        "remeasured_per_sample_ms",
+        "speedup",
+        "note",
+    } <= set(trials)  # TuneResult.to_dataframe()'s
     assert trials.loc[trials["trial"] == 0, "baseline"].item()
     assert "report: " in stdout
 
@@ -123,11 +145,28 @@ def _chromium() -> str:
 
 def _browser(tmp_path: Path, page: Path, *mode: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         f"--user-data-dir={tmp_path / 'chrome'}", "--enable-logging=stderr", "--v=0",
-         "--virtual-time-budget=5000", "--window-size=1400,3200", *mode, page.resolve().as_uri()],
-        capture_output=True, text=True, timeout=120)
+        [
+            _chromium(),
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={tmp_path / 'chrome'}",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--virtual-time-budget=5000",
+            "--window-size=1400,3200",
+            *mode,
+            page.resolve().as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_report_renders_in_headless_chromium(study, report_files, tmp_path):
@@ -151,25 +190,60 @@ def test_report_renders_in_headless_chromium(study, report_files, tmp_path):
 def _row(n, placement, precision, prune, bs, acc, ms, baseline=False):
     lat = ms * bs
     return TrialRow(
-        number=n, state="complete",
-        params={"placement": placement, "precision": precision, "prune_ratio": prune, "batch_size": bs,
-                "fold_bn": False, "graph_opt": "all", "threads": 1},
-        metrics={"accuracy": acc, "per_sample_ms": ms, "latency_ms": lat, "latency_ci_ms": [lat * 0.98, lat * 1.02],
-                 "executed_precision": precision, "accuracy_drop": 100 * (0.95 - acc)},
-        feasible=0.95 - acc <= 0.01, pareto=False, baseline=baseline, speedup=None, duplicate_of=None, note="")
+        number=n,
+        state="complete",
+        params={
+            "placement": placement,
+            "precision": precision,
+            "prune_ratio": prune,
+            "batch_size": bs,
+            "fold_bn": False,
+            "graph_opt": "all",
+            "threads": 1,
+        },
+        metrics={
+            "accuracy": acc,
+            "per_sample_ms": ms,
+            "latency_ms": lat,
+            "latency_ci_ms": [lat * 0.98, lat * 1.02],
+            "executed_precision": precision,
+            "accuracy_drop": 100 * (0.95 - acc),
+        },
+        feasible=0.95 - acc <= 0.01,
+        pareto=False,
+        baseline=baseline,
+        speedup=None,
+        duplicate_of=None,
+        note="",
+    )
 
 
 def test_findings_state_what_the_table_shows():
-    rows = [_row(0, "torch-cpu", "fp32", 0.0, 1, 0.95, 7.0, baseline=True),
-            _row(1, "ort-cpu", "fp32", 0.0, 32, 0.95, 1.0),
-            _row(2, "ort-cpu", "int8", 0.0, 32, 0.945, 1.5),
-            _row(3, "ort-cpu", "fp32", 0.1, 32, 0.95, 1.0),
-            _row(4, "ort-cpu", "fp32", 0.2, 32, 0.95, 1.01),
-            _row(5, "ort-cpu", "fp32", 0.5, 32, 0.93, 0.6),
-            _row(6, "ort-cpu", "fp32", 0.0, 1, 0.95, 2.0)]
-    info = ReportInfo(study="designed", objectives={}, reference_accuracy=0.95, validation_images=400, hardware={},
-                      workload={}, trials=rows, pareto=[], baseline=0, hypervolume=[], hypervolume_reference=None,
-                      importances={}, importance_notes=[], findings=[])
+    rows = [
+        _row(0, "torch-cpu", "fp32", 0.0, 1, 0.95, 7.0, baseline=True),
+        _row(1, "ort-cpu", "fp32", 0.0, 32, 0.95, 1.0),
+        _row(2, "ort-cpu", "int8", 0.0, 32, 0.945, 1.5),
+        _row(3, "ort-cpu", "fp32", 0.1, 32, 0.95, 1.0),
+        _row(4, "ort-cpu", "fp32", 0.2, 32, 0.95, 1.01),
+        _row(5, "ort-cpu", "fp32", 0.5, 32, 0.93, 0.6),
+        _row(6, "ort-cpu", "fp32", 0.0, 1, 0.95, 2.0),
+    ]
+    info = ReportInfo(
+        study="designed",
+        objectives={},
+        reference_accuracy=0.95,
+        validation_images=400,
+        hardware={},
+        workload={},
+        trials=rows,
+        pareto=[],
+        baseline=0,
+        hypervolume=[],
+        hypervolume_reference=None,
+        importances={},
+        importance_notes=[],
+        findings=[],
+    )
     text = "\n".join(findings(info))
     assert "int8 on ort-cpu was slower than fp32 at batch 32 (1.5x" in text
     assert "pruning below 0.50 bought no latency (ratios 0.10, 0.20" in text
@@ -184,11 +258,17 @@ def test_findings_state_what_the_table_shows():
 
 def test_findings_on_compression():
     """Each compression setting against its absence in matched trials, and the recovery that was too short."""
+
     def row(n, acc, ms, **params):
         r = _row(n, "ov-cpu", "int8", params.pop("prune", 0.4), 1, acc, ms)
         r.params.update({"prune_profile": "uniform", "drop_blocks": 0, "sparsity": 0.0, **params})
-        r.metrics.update({"macs": 1000 if r.params["prune_profile"] == "uniform" else 800, "compressed_mb": 2.0,
-                          "dropped_blocks": ["layer4.1"] if r.params["drop_blocks"] else []})
+        r.metrics.update(
+            {
+                "macs": 1000 if r.params["prune_profile"] == "uniform" else 800,
+                "compressed_mb": 2.0,
+                "dropped_blocks": ["layer4.1"] if r.params["drop_blocks"] else [],
+            }
+        )
         return r
 
     sparse = row(4, 0.93, 1.01, sparsity=0.7)
@@ -198,58 +278,122 @@ def test_findings_on_compression():
     long.metrics["recovery"] = {"stopped": "budget", "before": 100, "steps": 300, "kept": 400, "fidelity": "long"}
     rows = [row(1, 0.94, 1.0), row(2, 0.95, 0.9, prune_profile="global"), row(3, 0.94, 1.2, prune=0.0), sparse, long]
     text = "\n".join(compression_findings(rows))
-    assert ("the global ratio profile ran at 1.11x the speed of uniform at the same ratio, with 0.80x its MACs, and "
-            "kept 1.0 points more accuracy (1 matched group)") in text
+    assert (
+        "the global ratio profile ran at 1.11x the speed of uniform at the same ratio, with 0.80x its MACs, and "
+        "kept 1.0 points more accuracy (1 matched group)"
+    ) in text
     assert "dropping 1 block (layer4.1) cut per-sample latency 1.2x and cost no accuracy" in text
-    assert ("sparsity 0.70 ran at 0.99x the dense speed (CIs overlap: no runtime here turned the zeros into speed); "
-            "its zipped artifact is 4.0x smaller (0.50 vs 2.00 MB); cost 1.0 points of accuracy") in text
-    assert "1 candidate missed the accuracy floor after the short recovery by little" in text and "92.00% -> 94.50%" in text
-    assert ("still improving when 1 recovery ran out of steps (prune 0.40 uniform, -1 blocks, sparsity 0, long "
-            "(300 steps))") in text
+    assert (
+        "sparsity 0.70 ran at 0.99x the dense speed (CIs overlap: no runtime here turned the zeros into speed); "
+        "its zipped artifact is 4.0x smaller (0.50 vs 2.00 MB); cost 1.0 points of accuracy"
+    ) in text
+    assert (
+        "1 candidate missed the accuracy floor after the short recovery by little" in text
+        and "92.00% -> 94.50%" in text
+    )
+    assert (
+        "still improving when 1 recovery ran out of steps (prune 0.40 uniform, -1 blocks, sparsity 0, long (300 steps))"
+    ) in text
     assert "prune 0.00" not in text  # the unpruned row has no profile to compare
 
 
 def test_findings_on_mixed_precision():
     """Each fallback to float against uniform int8 of the same build: what it bought and what it cost."""
+
     def row(n, acc, ms, ops="all", k=0, ran="int8 12"):
         r = _row(n, "ov-cpu", "int8", 0.0, 1, acc, ms)
         r.params.update({"calibration": "minmax", "int8_ops": ops, "float_layers": k})
         r.metrics.update({"float_layers": [f"conv{i}" for i in range(k)], "layer_precisions": ran})
         return r
 
-    rows = [row(1, 0.93, 1.0), row(2, 0.945, 1.3, k=2, ran="int8 10 / bf16 2"), row(3, 0.95, 0.7, ops="compute"),
-            _row(4, "ort-cpu", "int8", 0.0, 1, 0.9, 1.0)]  # no fallback beside it: nothing to say
-    text = "\n".join(findings(ReportInfo(
-        study="designed", objectives={}, reference_accuracy=0.95, validation_images=400, hardware={}, workload={},
-        trials=rows, pareto=[], baseline=None, hypervolume=[], hypervolume_reference=None, importances={},
-        importance_notes=[], findings=[])))
-    assert ("keeping 2 layers in float (conv0, conv1) on ov-cpu, batch 1 recovered 1.5 points over uniform int8, at "
-            "1.3x slower (#2 1.300 vs #1 1.000 ms/sample; ran int8 10 / bf16 2)") in text
-    assert ("quantizing only the Conv / Gemm / MatMul inputs on ov-cpu, batch 1 recovered 2.0 points over uniform "
-            "int8, at 1.4x faster") in text
+    rows = [
+        row(1, 0.93, 1.0),
+        row(2, 0.945, 1.3, k=2, ran="int8 10 / bf16 2"),
+        row(3, 0.95, 0.7, ops="compute"),
+        _row(4, "ort-cpu", "int8", 0.0, 1, 0.9, 1.0),
+    ]  # no fallback beside it: nothing to say
+    text = "\n".join(
+        findings(
+            ReportInfo(
+                study="designed",
+                objectives={},
+                reference_accuracy=0.95,
+                validation_images=400,
+                hardware={},
+                workload={},
+                trials=rows,
+                pareto=[],
+                baseline=None,
+                hypervolume=[],
+                hypervolume_reference=None,
+                importances={},
+                importance_notes=[],
+                findings=[],
+            )
+        )
+    )
+    assert (
+        "keeping 2 layers in float (conv0, conv1) on ov-cpu, batch 1 recovered 1.5 points over uniform int8, at "
+        "1.3x slower (#2 1.300 vs #1 1.000 ms/sample; ran int8 10 / bf16 2)"
+    ) in text
+    assert (
+        "quantizing only the Conv / Gemm / MatMul inputs on ov-cpu, batch 1 recovered 2.0 points over uniform "
+        "int8, at 1.4x faster"
+    ) in text
     assert "ort-cpu, batch 1" not in text
 
 
 def test_findings_report_the_remeasure():
     """Both figures of each re-timed Pareto point, the agreement, and a pick the re-measure reorders."""
+
     def again(row, ms, within, outside):
         bs = row.params["batch_size"]
         rel = (ms - row.ms) / row.ms
-        return TrialRow(**{**row.__dict__, "pareto": True, "remeasure": {
-            "per_sample_ms": ms, "median_ms": ms * bs, "min_ms": ms * bs * 0.99, "max_ms": ms * bs * 1.01,
-            "rel_diff": rel, "within_5pct": within, "outside_ci": outside, "rounds": 3, "rounds_used": 3}})
+        return TrialRow(
+            **{
+                **row.__dict__,
+                "pareto": True,
+                "remeasure": {
+                    "per_sample_ms": ms,
+                    "median_ms": ms * bs,
+                    "min_ms": ms * bs * 0.99,
+                    "max_ms": ms * bs * 1.01,
+                    "rel_diff": rel,
+                    "within_5pct": within,
+                    "outside_ci": outside,
+                    "rounds": 3,
+                    "rounds_used": 3,
+                },
+            }
+        )
 
     base = _row(0, "torch-cpu", "fp32", 0.0, 1, 0.95, 7.0, baseline=True)
     fast = again(_row(1, "ort-cpu", "int8", 0.0, 1, 0.948, 1.00), 1.20, False, True)  # 20% slower when re-timed
     next_ = again(_row(2, "ort-cpu", "fp32", 0.0, 1, 0.95, 1.10), 1.11, True, False)
-    info = ReportInfo(study="designed", objectives={}, reference_accuracy=0.95, validation_images=400, hardware={},
-                      workload={}, trials=[base, fast, next_], pareto=[1, 2], baseline=0, hypervolume=[],
-                      hypervolume_reference=None, importances={}, importance_notes=[], findings=[])
+    info = ReportInfo(
+        study="designed",
+        objectives={},
+        reference_accuracy=0.95,
+        validation_images=400,
+        hardware={},
+        workload={},
+        trials=[base, fast, next_],
+        pareto=[1, 2],
+        baseline=0,
+        hypervolume=[],
+        hypervolume_reference=None,
+        importances={},
+        importance_notes=[],
+        findings=[],
+    )
     text = "\n".join(findings(info))
-    assert ("re-timed in fresh processes (3 interleaved rounds): 1 of 2 Pareto points within 5% of the study's "
-            "figure (#1 +20.0%, #2 +0.9%); 1 outside the study's within-process 95% CI") in text
-    assert "the fastest feasible point is #2 (1.1100 ms/sample), not #1 (1.2000 re-measured, 1.0000 in the study)" \
-        in text
+    assert (
+        "re-timed in fresh processes (3 interleaved rounds): 1 of 2 Pareto points within 5% of the study's "
+        "figure (#1 +20.0%, #2 +0.9%); 1 outside the study's within-process 95% CI"
+    ) in text
+    assert (
+        "the fastest feasible point is #2 (1.1100 ms/sample), not #1 (1.2000 re-measured, 1.0000 in the study)" in text
+    )
     rows = {r["trial"]: r for r in table_rows(info)}
     assert rows[1]["re-measured ms/sample"] == 1.20 and round(rows[1]["re-measure diff %"], 6) == 20.0
     assert "re-measure >5% off" in rows[1]["flags"] and "re-measure" not in rows[2]["flags"]
@@ -274,8 +418,13 @@ def test_per_sample_ci_is_the_batch_ci_over_the_batch():
         assert _row(1, "ort-cpu", "fp32", 0.0, bs, 0.95, 0.5).ms_ci == pytest.approx((0.49, 0.51))
     row = _row(2, "ort-cpu", "fp32", 0.0, 8, 0.95, 0.5)
     # a candidate that does not record its batch: the measurement's own batch_size
-    no_batch = TrialRow(**{**row.__dict__, "params": {k: v for k, v in row.params.items() if k != "batch_size"},
-                           "metrics": {**row.metrics, "batch_size": 8}})
+    no_batch = TrialRow(
+        **{
+            **row.__dict__,
+            "params": {k: v for k, v in row.params.items() if k != "batch_size"},
+            "metrics": {**row.metrics, "batch_size": 8},
+        }
+    )
     assert no_batch.ms_ci == pytest.approx((0.49, 0.51))
     # no recorded CI (an older study): the median itself at both ends
     no_ci = TrialRow(**{**row.__dict__, "metrics": {k: v for k, v in row.metrics.items() if k != "latency_ci_ms"}})
@@ -294,19 +443,32 @@ def _designed_study(trials: list[tuple[dict, float, float]]) -> optuna.Study:
     for i, (fields, acc, ms) in enumerate(trials):
         row = _row(i, "ort-cpu", "fp32", 0.0, 1, acc, ms, baseline=i == 0)
         params = {**row.params, **fields}
-        metrics = {**row.metrics, "latency_ms": ms * params["batch_size"],
-                   "latency_ci_ms": [0.98 * ms * params["batch_size"], 1.02 * ms * params["batch_size"]]}
-        study.add_trial(optuna.trial.create_trial(values=[acc, ms], user_attrs={
-            "metrics": metrics, "candidate": params, "baseline": i == 0}))
+        metrics = {
+            **row.metrics,
+            "latency_ms": ms * params["batch_size"],
+            "latency_ci_ms": [0.98 * ms * params["batch_size"], 1.02 * ms * params["batch_size"]],
+        }
+        study.add_trial(
+            optuna.trial.create_trial(
+                values=[acc, ms], user_attrs={"metrics": metrics, "candidate": params, "baseline": i == 0}
+            )
+        )
     return study
 
 
 def test_importances_name_the_field_that_drives_each_objective():
     """Known answers on a designed 2x2x2 grid: latency follows the batch size, accuracy the prune ratio;
     fold_bn moves each by a hair."""
-    grid = [({"batch_size": bs, "prune_ratio": q, "fold_bn": f},
-             (0.95 if q == 0 else 0.90) + 0.001 * f, (1.0 if bs == 1 else 0.3) + 0.01 * f)
-            for bs in (1, 8) for q in (0.0, 0.5) for f in (False, True)]
+    grid = [
+        (
+            {"batch_size": bs, "prune_ratio": q, "fold_bn": f},
+            (0.95 if q == 0 else 0.90) + 0.001 * f,
+            (1.0 if bs == 1 else 0.3) + 0.01 * f,
+        )
+        for bs in (1, 8)
+        for q in (0.0, 0.5)
+        for f in (False, True)
+    ]
     info = report_info(_designed_study(grid))
     assert set(info.importances) == {"accuracy", "per_sample_ms"} and not info.importance_notes
     assert set(info.importances["accuracy"]) == {"batch_size", "prune_ratio", "fold_bn"}
@@ -324,16 +486,23 @@ def test_importances_name_the_field_that_drives_each_objective():
     assert few.importance_notes == ["no parameter importances: 3 distinct completed trials are too few (4 needed)"]
 
 
-
 def test_the_pareto_tables_precision_cell_names_the_int8_settings_and_what_ran():
     from tuner.summary import precision_cell
 
-    assert precision_cell({"precision": "int8", "int8_ops": "compute", "float_layers": 2},
-                          {"executed_precision": "mixed"}) == "int8 (compute ops, 2 float; ran mixed)"
-    assert precision_cell({"precision": "int8", "calibration": "entropy", "calibration_images": 64},
-                          {"executed_precision": "int8"}) == "int8 (entropy, calibrated on 64)"
-    assert precision_cell({"precision": "int8", "int8_ops": "all", "float_layers": 0},
-                          {"executed_precision": "int8"}) == "int8"
+    assert (
+        precision_cell({"precision": "int8", "int8_ops": "compute", "float_layers": 2}, {"executed_precision": "mixed"})
+        == "int8 (compute ops, 2 float; ran mixed)"
+    )
+    assert (
+        precision_cell(
+            {"precision": "int8", "calibration": "entropy", "calibration_images": 64}, {"executed_precision": "int8"}
+        )
+        == "int8 (entropy, calibrated on 64)"
+    )
+    assert (
+        precision_cell({"precision": "int8", "int8_ops": "all", "float_layers": 0}, {"executed_precision": "int8"})
+        == "int8"
+    )
     assert precision_cell({"precision": "fp32"}, {"executed_precision": "bf16"}) == "fp32 (ran bf16)"
 
 
@@ -347,8 +516,12 @@ def test_the_layer_view_renders_in_headless_chromium(small_study, tmp_path):
     from tuner.report.writer import write_report
 
     storage = f"sqlite:///{tmp_path / 'copy.db'}"  # a copy: the shared small study stays as the other tests read it
-    optuna.copy_study(from_study_name=small_study["name"], from_storage=small_study["storage"], to_storage=storage,
-                      to_study_name="layers")
+    optuna.copy_study(
+        from_study_name=small_study["name"],
+        from_storage=small_study["storage"],
+        to_storage=storage,
+        to_study_name="layers",
+    )
     study = optuna.load_study(study_name="layers", storage=storage)
     study.set_user_attr(EXPLAIN_ATTR, None)  # tests/test_explain.py may have explained the shared study already
     assert report_info(study).layers is None and "Not profiled yet: `tuner explain" in render_html(report_info(study))

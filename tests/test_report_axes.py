@@ -23,19 +23,37 @@ def _study(accuracies: list[float]) -> optuna.Study:
     study.set_user_attr("reference", {"accuracy": accuracies[0], "validation_images": 2000})
     for i, acc in enumerate(accuracies):
         ms = 1.0 / (i + 1)
-        metrics = {"accuracy": acc, "accuracy_drop": 100 * (accuracies[0] - acc), "per_sample_ms": ms, "latency_ms": ms,
-                   "latency_p95_ms": 1.1 * ms, "latency_ci_ms": [0.98 * ms, 1.02 * ms], "throughput": 1000 / ms,
-                   "samples": 100, "size_mb": 1.0, "params": 1000, "macs": 10_000, "executed_precision": "fp32",
-                   "threads": 1, "batch_size": 1}
-        candidate = {"placement": "ort-cpu", "precision": "fp32", "prune_ratio": 0.0, "batch_size": 1,
-                     "fold_bn": False, "graph_opt": "all", "threads": 1}
+        metrics = {
+            "accuracy": acc,
+            "accuracy_drop": 100 * (accuracies[0] - acc),
+            "per_sample_ms": ms,
+            "latency_ms": ms,
+            "latency_p95_ms": 1.1 * ms,
+            "latency_ci_ms": [0.98 * ms, 1.02 * ms],
+            "throughput": 1000 / ms,
+            "samples": 100,
+            "size_mb": 1.0,
+            "params": 1000,
+            "macs": 10_000,
+            "executed_precision": "fp32",
+            "threads": 1,
+            "batch_size": 1,
+        }
+        candidate = {
+            "placement": "ort-cpu",
+            "precision": "fp32",
+            "prune_ratio": 0.0,
+            "batch_size": 1,
+            "fold_bn": False,
+            "graph_opt": "all",
+            "threads": 1,
+        }
         add_measured(study, [acc, ms], metrics, candidate, [Constraint("accuracy_drop", max=1)], baseline=i == 0)
     return study
 
 
 # within 0.2 points (the 98.8-98.9%), within 0.03 points, about 2 points, one value
-CLOSE = [[0.9885, 0.9880, 0.9891, 0.9896, 0.9887], [0.98861, 0.98875, 0.98889], [0.9700, 0.9912, 0.9805],
-         [0.99, 0.99]]
+CLOSE = [[0.9885, 0.9880, 0.9891, 0.9896, 0.9887], [0.98861, 0.98875, 0.98889], [0.9700, 0.9912, 0.9805], [0.99, 0.99]]
 
 
 @pytest.mark.parametrize("accuracies", CLOSE)

@@ -47,32 +47,69 @@ def _fill(disk: Path) -> Path:
 def _one_error_line(r: subprocess.CompletedProcess[str]) -> str:
     assert r.returncode == EXIT_RESOURCE and "Traceback" not in r.stderr, r.stderr[-3000:]
     last = r.stderr.strip().splitlines()[-1]
-    assert last.startswith("tuner: error: ") and sum(line.startswith("tuner: error") for line in
-                                                      r.stderr.splitlines()) == 1
+    assert (
+        last.startswith("tuner: error: ")
+        and sum(line.startswith("tuner: error") for line in r.stderr.splitlines()) == 1
+    )
     return last
 
 
 def _args(disk: Path, storage: str, n: int, space: Path) -> list[str]:
-    return ["--model", f"{TINY}:conv_net", "--resolution", "16", "--train-steps", "40", "--studies-dir",
-            str(disk / "studies"), "--storage", storage, "--study", "full", "--space", str(space), "--n-trials",
-            str(n), "--remeasure-rounds", "0"]
+    return [
+        "--model",
+        f"{TINY}:conv_net",
+        "--resolution",
+        "16",
+        "--train-steps",
+        "40",
+        "--studies-dir",
+        str(disk / "studies"),
+        "--storage",
+        storage,
+        "--study",
+        "full",
+        "--space",
+        str(space),
+        "--n-trials",
+        str(n),
+        "--remeasure-rounds",
+        "0",
+    ]
 
 
 def test_a_full_disk_before_a_study_is_one_line(small_disk, tmp_path):
     (small_disk / "studies").mkdir()
     _fill(small_disk)
-    r = run_tuner("--model", f"{TINY}:conv_net", "--resolution", "16", "--train-steps", "40", "--studies-dir",
-                  str(small_disk / "studies"), "--n-trials", "2", "--remeasure-rounds", "0")
+    r = run_tuner(
+        "--model",
+        f"{TINY}:conv_net",
+        "--resolution",
+        "16",
+        "--train-steps",
+        "40",
+        "--studies-dir",
+        str(small_disk / "studies"),
+        "--n-trials",
+        "2",
+        "--remeasure-rounds",
+        "0",
+    )
     line = _one_error_line(r)
     assert "full" in line or "no space left" in line, line
 
 
 def test_a_disk_filling_mid_study_stops_it_and_the_resume_retries_the_trial(small_disk, tmp_path):
     space = tmp_path / "space.yaml"
-    space.write_text(yaml.safe_dump({"placement": {"choices": ["torch-cpu", "ort-cpu"]},
-                                     "precision": {"per": "placement", "choices": {"torch-cpu": ["fp32"],
-                                                                                   "ort-cpu": ["int8"]}},
-                                     "batch_size": 1, "threads": {"low": 1, "high": "cores"}}))
+    space.write_text(
+        yaml.safe_dump(
+            {
+                "placement": {"choices": ["torch-cpu", "ort-cpu"]},
+                "precision": {"per": "placement", "choices": {"torch-cpu": ["fp32"], "ort-cpu": ["int8"]}},
+                "batch_size": 1,
+                "threads": {"low": 1, "high": "cores"},
+            }
+        )
+    )
     storage = f"sqlite:///{tmp_path / 'full.db'}"  # the database on a disk with room: the cache's disk fills
     first = run_tuner(*_args(small_disk, storage, 1, space))
     assert first.returncode == 0, first.stderr[-3000:]  # the baseline: trained, cached, measured
@@ -83,8 +120,9 @@ def test_a_disk_filling_mid_study_stops_it_and_the_resume_retries_the_trial(smal
     study = optuna.load_study(study_name="full", storage=storage)
     failed = [t for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
     assert len(failed) == 1 and "no space left" in failed[0].user_attrs["error"]
-    assert [t.user_attrs.get("retry_of") for t in study.trials
-            if t.state == optuna.trial.TrialState.WAITING] == [failed[0].number]
+    assert [t.user_attrs.get("retry_of") for t in study.trials if t.state == optuna.trial.TrialState.WAITING] == [
+        failed[0].number
+    ]
     filler.unlink()
     again = run_tuner(*_args(small_disk, storage, 2, space))
     assert again.returncode == 0, again.stderr[-3000:]
@@ -95,9 +133,22 @@ def test_a_disk_filling_mid_study_stops_it_and_the_resume_retries_the_trial(smal
 
 def test_a_full_database_disk_is_one_line(small_disk, tmp_path):
     _fill(small_disk)
-    r = run_tuner("--model", f"{TINY}:conv_net", "--resolution", "16", "--train-steps", "40", "--studies-dir",
-                  str(tmp_path / "studies"), "--storage", f"sqlite:///{small_disk / 'study.db'}", "--n-trials", "2",
-                  "--remeasure-rounds", "0")
+    r = run_tuner(
+        "--model",
+        f"{TINY}:conv_net",
+        "--resolution",
+        "16",
+        "--train-steps",
+        "40",
+        "--studies-dir",
+        str(tmp_path / "studies"),
+        "--storage",
+        f"sqlite:///{small_disk / 'study.db'}",
+        "--n-trials",
+        "2",
+        "--remeasure-rounds",
+        "0",
+    )
     line = _one_error_line(r)
     assert "database" in line and "full" in line, line
 
@@ -108,9 +159,24 @@ def test_a_database_locked_past_its_wait_is_one_line_and_the_study_resumes(tmp_p
     import sqlite3
 
     db = tmp_path / "locked.db"
-    args = ["--model", f"{TINY}:conv_net", "--resolution", "16", "--train-steps", "40", "--studies-dir",
-            str(tmp_path / "studies"), "--storage", f"sqlite:///{db}?timeout=2", "--study", "locked",
-            "--space", "default", "--remeasure-rounds", "0"]
+    args = [
+        "--model",
+        f"{TINY}:conv_net",
+        "--resolution",
+        "16",
+        "--train-steps",
+        "40",
+        "--studies-dir",
+        str(tmp_path / "studies"),
+        "--storage",
+        f"sqlite:///{db}?timeout=2",
+        "--study",
+        "locked",
+        "--space",
+        "default",
+        "--remeasure-rounds",
+        "0",
+    ]
     assert run_tuner(*args, "--n-trials", "1").returncode == 0
     holder = sqlite3.connect(db, isolation_level=None)
     holder.execute("BEGIN EXCLUSIVE")

@@ -24,16 +24,32 @@ def _metrics(rng: np.random.Generator, reference: float) -> dict:
     per_sample = float(rng.uniform(0.05, 5.0))
     accuracy = float(reference - rng.uniform(0.0, 0.04))
     capacity = 1000.0 / per_sample * float(rng.uniform(1.0, 2.0))  # under load: streams can add throughput
-    return {"accuracy": accuracy, "accuracy_drop": 100 * (reference - accuracy), "per_sample_ms": per_sample,
-            "latency_ms": per_sample * bs, "latency_p95_ms": per_sample * bs * rng.uniform(1.0, 1.5),
-            "latency_ci_ms": [per_sample * bs * 0.97, per_sample * bs * 1.03], "batch_size": bs,
-            "throughput": 1000.0 / per_sample, "size_mb": float(rng.uniform(0.5, 50)),
-            "compressed_mb": float(rng.uniform(0.1, 40)), "params": 1000,
-            "macs": int(rng.integers(10**6, 10**9)), "executed_precision": "fp32", "threads": 1, "samples": 30,
-            "load_throughput": capacity, "load_p50_ms": per_sample * bs, "load_p95_ms": per_sample * bs * 1.2,
-            "load_p99_ms": per_sample * bs * 1.5, "open_throughput": capacity / 2, "open_p50_ms": per_sample * bs,
-            "open_p95_ms": per_sample * bs * float(rng.uniform(1.5, 4.0)), "open_p99_ms": per_sample * bs * 5,
-            **_guardrails(np.random.default_rng(int(per_sample * 1e6)))}  # its own draws: the rest stay as they were
+    return {
+        "accuracy": accuracy,
+        "accuracy_drop": 100 * (reference - accuracy),
+        "per_sample_ms": per_sample,
+        "latency_ms": per_sample * bs,
+        "latency_p95_ms": per_sample * bs * rng.uniform(1.0, 1.5),
+        "latency_ci_ms": [per_sample * bs * 0.97, per_sample * bs * 1.03],
+        "batch_size": bs,
+        "throughput": 1000.0 / per_sample,
+        "size_mb": float(rng.uniform(0.5, 50)),
+        "compressed_mb": float(rng.uniform(0.1, 40)),
+        "params": 1000,
+        "macs": int(rng.integers(10**6, 10**9)),
+        "executed_precision": "fp32",
+        "threads": 1,
+        "samples": 30,
+        "load_throughput": capacity,
+        "load_p50_ms": per_sample * bs,
+        "load_p95_ms": per_sample * bs * 1.2,
+        "load_p99_ms": per_sample * bs * 1.5,
+        "open_throughput": capacity / 2,
+        "open_p50_ms": per_sample * bs,
+        "open_p95_ms": per_sample * bs * float(rng.uniform(1.5, 4.0)),
+        "open_p99_ms": per_sample * bs * 5,
+        **_guardrails(np.random.default_rng(int(per_sample * 1e6))),
+    }  # its own draws: the rest stay as they were
 
 
 def _guardrails(rng: np.random.Generator) -> dict:
@@ -41,9 +57,14 @@ def _guardrails(rng: np.random.Generator) -> dict:
     corruption drop that robust.yaml's splits about 4 to 1."""
     flips = float(rng.uniform(0.0, 0.035))
     ece = float(rng.uniform(0.02, 0.1))
-    return {"worst_class_drop": float(rng.uniform(0.0, 3.5)), "flip_rate": flips, "flip_rate_correct": flips / 2,
-            "ece": ece, "ece_increase": float(rng.uniform(-0.01, 0.025)),
-            "corruption_drop": float(rng.uniform(-0.5, 2.5))}
+    return {
+        "worst_class_drop": float(rng.uniform(0.0, 3.5)),
+        "flip_rate": flips,
+        "flip_rate_correct": flips / 2,
+        "ece": ece,
+        "ece_increase": float(rng.uniform(-0.01, 0.025)),
+        "corruption_drop": float(rng.uniform(-0.5, 2.5)),
+    }
 
 
 def _study(objectives_name: str, n: int = 40, seed: int = 0) -> optuna.Study:
@@ -58,9 +79,22 @@ def _study(objectives_name: str, n: int = 40, seed: int = 0) -> optuna.Study:
     rng = np.random.default_rng(seed)
     for i in range(n):
         m = _metrics(rng, 0.95)
-        add_measured(study, objectives.values(m), m, {
-            "placement": "ort-cpu", "precision": "fp32", "prune_ratio": 0.0, "batch_size": m["batch_size"],
-            "fold_bn": False, "graph_opt": "all", "threads": 1}, objectives.constraints, baseline=i == 0)
+        add_measured(
+            study,
+            objectives.values(m),
+            m,
+            {
+                "placement": "ort-cpu",
+                "precision": "fp32",
+                "prune_ratio": 0.0,
+                "batch_size": m["batch_size"],
+                "fold_bn": False,
+                "graph_opt": "all",
+                "threads": 1,
+            },
+            objectives.constraints,
+            baseline=i == 0,
+        )
     return study
 
 
@@ -132,8 +166,9 @@ def test_the_apis_speedups_are_the_summarys(name):
     assert {p.trial: p.speedup for p in result.pareto} == pytest.approx(printed) and len(printed) > 1
     speed, base = results.speed_metric(study), result.baseline
     for p in result.pareto:
-        expected = (base.per_sample_ms / p.per_sample_ms if speed is None
-                    else p.metrics[speed] / base.metrics[speed])  # the baseline's time over this one's
+        expected = (
+            base.per_sample_ms / p.per_sample_ms if speed is None else p.metrics[speed] / base.metrics[speed]
+        )  # the baseline's time over this one's
         assert p.speedup == pytest.approx(expected)
 
 
@@ -152,15 +187,42 @@ def test_a_baseline_timed_on_a_busy_host_never_makes_the_speedups():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study.set_metric_names(list(objectives.names))
     study.set_user_attr("reference", {"accuracy": 0.95, "validation_images": 400, "num_classes": 10})
-    candidate = {"placement": "ort-cpu", "precision": "fp32", "prune_ratio": 0.0, "batch_size": 1,
-                 "fold_bn": False, "graph_opt": "all", "threads": 1}
+    candidate = {
+        "placement": "ort-cpu",
+        "precision": "fp32",
+        "prune_ratio": 0.0,
+        "batch_size": 1,
+        "fold_bn": False,
+        "graph_opt": "all",
+        "threads": 1,
+    }
     for ms, accuracy in ((120.0, 0.95), (0.05, 0.945)):  # the baseline, then the pick
-        m = {"accuracy": accuracy, "accuracy_drop": 100 * (0.95 - accuracy), "per_sample_ms": ms, "latency_ms": ms,
-             "latency_ci_ms": [ms * 0.99, ms * 1.01], "batch_size": 1, "executed_precision": "fp32", "threads": 1}
+        m = {
+            "accuracy": accuracy,
+            "accuracy_drop": 100 * (0.95 - accuracy),
+            "per_sample_ms": ms,
+            "latency_ms": ms,
+            "latency_ci_ms": [ms * 0.99, ms * 1.01],
+            "batch_size": 1,
+            "executed_precision": "fp32",
+            "threads": 1,
+        }
         add_measured(study, objectives.values(m), m, candidate, objectives.constraints, baseline=ms == 120.0)
-    write_remeasure(study, {"rounds": 3, "trials": {
-        "0": {"per_sample_ms": 0.13, "median_ms": 0.13, "round_ms": [0.12, 0.13, 0.15], "candidate": candidate},
-        "1": {"per_sample_ms": 0.052, "median_ms": 0.052, "round_ms": [0.05, 0.052, 0.055], "candidate": candidate}}})
+    write_remeasure(
+        study,
+        {
+            "rounds": 3,
+            "trials": {
+                "0": {"per_sample_ms": 0.13, "median_ms": 0.13, "round_ms": [0.12, 0.13, 0.15], "candidate": candidate},
+                "1": {
+                    "per_sample_ms": 0.052,
+                    "median_ms": 0.052,
+                    "round_ms": [0.05, 0.052, 0.055],
+                    "candidate": candidate,
+                },
+            },
+        },
+    )
     summary = summarize(study, objectives)
     assert [e["speedup"] for e in summary["pareto"] if e["number"] == 1] == [pytest.approx(0.13 / 0.052)]
     result = TuneResult(study, objectives, TOP1_METRIC, studies_dir="unused", storage="unused")
@@ -179,14 +241,35 @@ def test_reasons_are_clipped_between_words_and_the_table_says_what_was_built():
     reason = "below the 95.59% required, and not promoted to the long one (not faster than the feasible points)"
     assert clip(reason, 80) == "below the 95.59% required, and not promoted to the long one (not faster than…"
     assert first_line(reason, 1000) == reason and len(clip(reason, 80)) <= 80
-    entry = {"number": 6, "params": {"placement": "ov-cpu", "precision": "fp32", "prune_ratio": 0.6,
-                                     "prune_profile": "global", "drop_blocks": 3, "student": True, "sparsity": 0.5,
-                                     "recovery": "long", "batch_size": 1, "fold_bn": False, "graph_opt": "all"},
-             "metrics": {"accuracy": 0.9, "per_sample_ms": 0.1, "executed_precision": "fp32", "threads": 1,
-                         "latency_ms": 0.1, "batch_size": 1},
-             "speedup": 3.0, "ms": {"per_sample": 0.1, "low": 0.09, "high": 0.11, "source": "one process"}}
-    table = pareto_table({"pareto": [entry], "reference_accuracy": 0.91, "best_feasible": None,
-                          "baseline": {"per_sample_ms": 0.3}})
+    entry = {
+        "number": 6,
+        "params": {
+            "placement": "ov-cpu",
+            "precision": "fp32",
+            "prune_ratio": 0.6,
+            "prune_profile": "global",
+            "drop_blocks": 3,
+            "student": True,
+            "sparsity": 0.5,
+            "recovery": "long",
+            "batch_size": 1,
+            "fold_bn": False,
+            "graph_opt": "all",
+        },
+        "metrics": {
+            "accuracy": 0.9,
+            "per_sample_ms": 0.1,
+            "executed_precision": "fp32",
+            "threads": 1,
+            "latency_ms": 0.1,
+            "batch_size": 1,
+        },
+        "speedup": 3.0,
+        "ms": {"per_sample": 0.1, "low": 0.09, "high": 0.11, "source": "one process"},
+    }
+    table = pareto_table(
+        {"pareto": [entry], "reference_accuracy": 0.91, "best_feasible": None, "baseline": {"per_sample_ms": 0.3}}
+    )
     assert "student prune 0.60 global -3 blocks sparse 0.50 (long recovery)" in table, table
     assert "within-process CI" in table
 
@@ -207,15 +290,27 @@ def test_load_returns_a_stored_studys_result_with_short_reprs(tmp_path):
     rng = np.random.default_rng(3)
     for i in range(6):
         m = _metrics(rng, 0.95)
-        add_measured(study, objectives.values(m), m, {
-            "placement": "ort-cpu", "precision": "fp32", "prune_ratio": 0.0, "batch_size": m["batch_size"],
-            "fold_bn": False, "graph_opt": "all", "threads": 1}, objectives.constraints, baseline=i == 0)
+        add_measured(
+            study,
+            objectives.values(m),
+            m,
+            {
+                "placement": "ort-cpu",
+                "precision": "fp32",
+                "prune_ratio": 0.0,
+                "batch_size": m["batch_size"],
+                "fold_bn": False,
+                "graph_opt": "all",
+                "threads": 1,
+            },
+            objectives.constraints,
+            baseline=i == 0,
+        )
     before = len(study.trials)
     result = tuner.load("stored", storage=url)
     assert result.objectives.constraints == objectives.constraints and result.metric.name == "macro_f1"
     assert [p.trial for p in result.pareto] == sorted(e["number"] for e in result.summary()["pareto"])
     assert repr(result).startswith("TuneResult(study 'stored', 6 trials, ") and len(repr(result)) < 200
-    assert all(repr(p).startswith(f"TrialPoint(#{p.trial} ort-cpu fp32") and len(repr(p)) < 200
-               for p in result.pareto)
+    assert all(repr(p).startswith(f"TrialPoint(#{p.trial} ort-cpu fp32") and len(repr(p)) < 200 for p in result.pareto)
     assert "macro_f1" in str(result) and "top-1" not in str(result)  # the metric by its name
     assert len(optuna.load_study(study_name="stored", storage=url).trials) == before

@@ -45,11 +45,31 @@ def _save_weights(path: Path, seed: int) -> None:
     torch.save(module.conv_net(num_classes=3).state_dict(), path)
 
 
-def _run(d: Path, *extra: str, data: str = "images", weights: str = "w1.pt", space: str = "space.yaml",
-         n_trials: int = 2) -> list[str]:
-    return ["run", "--model", f"{TINY}:conv_net", "--data", str(d / data), "--weights", str(d / weights),
-            "--resolution", "16", "--recover-steps", "2", "--studies-dir", str(d / "studies"),
-            "--space", str(d / space), "--n-trials", str(n_trials), "--remeasure-rounds", "0", *extra]
+def _run(
+    d: Path, *extra: str, data: str = "images", weights: str = "w1.pt", space: str = "space.yaml", n_trials: int = 2
+) -> list[str]:
+    return [
+        "run",
+        "--model",
+        f"{TINY}:conv_net",
+        "--data",
+        str(d / data),
+        "--weights",
+        str(d / weights),
+        "--resolution",
+        "16",
+        "--recover-steps",
+        "2",
+        "--studies-dir",
+        str(d / "studies"),
+        "--space",
+        str(d / space),
+        "--n-trials",
+        str(n_trials),
+        "--remeasure-rounds",
+        "0",
+        *extra,
+    ]
 
 
 @dataclass(frozen=True)
@@ -85,6 +105,7 @@ def _space(text: str) -> Callable[[Path], list[str]]:
     def setup(d: Path) -> list[str]:
         (d / "space2.yaml").write_text(text)
         return _run(d, space="space2.yaml")
+
     return setup
 
 
@@ -114,8 +135,11 @@ def _db_hash(studies: Path) -> dict[str, str]:
 
 def _listing(root: Path) -> dict[str, tuple[bool, int]]:
     """Every file and folder but the cache (where newly decoded data may land): (is a folder, size)."""
-    return {str(p.relative_to(root)): (p.is_dir(), 0 if p.is_dir() else p.stat().st_size)
-            for p in sorted(root.rglob("*")) if "cache" not in p.relative_to(root).parts}
+    return {
+        str(p.relative_to(root)): (p.is_dir(), 0 if p.is_dir() else p.stat().st_size)
+        for p in sorted(root.rglob("*"))
+        if "cache" not in p.relative_to(root).parts
+    }
 
 
 @dataclass
@@ -200,8 +224,10 @@ def test_non_ascii_data_folders_get_studies_of_their_own(tmp_path: Path):
 
 
 def test_default_names_are_distinct_readable_and_stable(tmp_path: Path):
-    names = {d: default_study_name(WorkloadSpec(model="resnet18", data=str(tmp_path / d)), 32)
-             for d in ("фото", "猫猫", "a/cats", "b/cats", "cats")}
+    names = {
+        d: default_study_name(WorkloadSpec(model="resnet18", data=str(tmp_path / d)), 32)
+        for d in ("фото", "猫猫", "a/cats", "b/cats", "cats")
+    }
     assert len(set(names.values())) == len(names)
     assert names["a/cats"].startswith("resnet18-cats-32px-") and names["фото"].startswith("resnet18-data-32px-")
     assert default_study_name(WorkloadSpec(model="resnet18", data=str(tmp_path / "фото")), 32) == names["фото"]
@@ -214,8 +240,16 @@ def test_default_names_are_distinct_readable_and_stable(tmp_path: Path):
     assert default_study_name(spec, 32) == names["cats"]  # another storage: the new name
 
 
-IDENTITY = {"model": "resnet18", "weights": "a" * 20, "data": "d" * 20, "images": 18, "resolution": 16,
-            "normalization": [0.5] * 6, "split": {"seed": 0, "holdout": 0.5}, "student": None}
+IDENTITY = {
+    "model": "resnet18",
+    "weights": "a" * 20,
+    "data": "d" * 20,
+    "images": 18,
+    "resolution": 16,
+    "normalization": [0.5] * 6,
+    "split": {"seed": 0, "holdout": 0.5},
+    "student": None,
+}
 
 
 def test_an_old_study_records_its_workload_on_first_resume():
@@ -224,8 +258,9 @@ def test_an_old_study_records_its_workload_on_first_resume():
     assert study.user_attrs[IDENTITY_ATTR] == IDENTITY
     check_workload(study, "old", dict(IDENTITY), WorkloadSpec())  # the same: goes on
     with pytest.raises(ConfigError, match=r"--seed 1 --holdout 0.5 \(the study's: --seed 0 --holdout 0.5\)"):
-        check_workload(study, "old", {**IDENTITY, "split": {"seed": 1, "holdout": 0.5}, "data": "e" * 20},
-                       WorkloadSpec())
+        check_workload(
+            study, "old", {**IDENTITY, "split": {"seed": 1, "holdout": 0.5}, "data": "e" * 20}, WorkloadSpec()
+        )
     with pytest.raises(ConfigError, match="the data in digits differ \\(as many images, other content\\)"):
         check_workload(study, "old", {**IDENTITY, "data": "e" * 20}, WorkloadSpec())
     with pytest.raises(ConfigError, match=r"another workload: the content of m\.onnx; pass --study NEW"):
@@ -244,11 +279,13 @@ def test_a_range_s_bounds_may_change_but_not_its_log_scale():
     from tuner.space import load_space
 
     study = _study_on({"placement": "torch-cpu", "prune_ratio": {"low": 0.0, "high": 0.5, "step": 0.1}})
-    check_space(study, load_space({"placement": "torch-cpu", "prune_ratio": {"low": 0.0, "high": 0.7, "step": 0.1}}),
-                "s")  # merged: Optuna lets a range's bounds change
+    check_space(
+        study, load_space({"placement": "torch-cpu", "prune_ratio": {"low": 0.0, "high": 0.7, "step": 0.1}}), "s"
+    )  # merged: Optuna lets a range's bounds change
     with pytest.raises(ConfigError, match="prune_ratio gives the choices"):
         check_space(study, load_space({"placement": "torch-cpu", "prune_ratio": {"choices": [0.0, 0.5]}}), "s")
     study = _study_on({"placement": "torch-cpu", "batch_size": {"low": 1, "high": 8}})
     with pytest.raises(ConfigError, match="batch_size gives a log range 1-8 but study s sampled it from a range 1-8"):
-        check_space(study, load_space({"placement": "torch-cpu", "batch_size": {"low": 1, "high": 8, "log": True}}),
-                    "s")
+        check_space(
+            study, load_space({"placement": "torch-cpu", "batch_size": {"low": 1, "high": 8, "log": True}}), "s"
+        )

@@ -20,13 +20,22 @@ from tuner.remeasure.orchestrate import format_remeasure, remeasure_pareto
 from tuner.report.serving import budget_of
 from tuner.report.writer import report_info
 
-pytestmark = [pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning"),
-              pytest.mark.skipif(hardware.cores() < 2, reason="two streams need two CPUs"), pytest.mark.slow]
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning"),
+    pytest.mark.skipif(hardware.cores() < 2, reason="two streams need two CPUs"),
+    pytest.mark.slow,
+]
 
 # ov-cpu int8 on the tiny CNN, at 1 or 2 streams of one thread (2 streams: 4 requests in flight, one infer
 # request each); the budget is loose, so every trial is feasible and the pick is the one serving the most.
-SPACE = {"placement": "ov-cpu", "precision": "int8", "batch_size": {"choices": [1, 4]}, "threads": 1,
-         "streams": {"choices": [1, 2]}, "requests": {"choices": [0, 4]}}
+SPACE = {
+    "placement": "ov-cpu",
+    "precision": "int8",
+    "batch_size": {"choices": [1, 4]},
+    "threads": 1,
+    "streams": {"choices": [1, 2]},
+    "requests": {"choices": [0, 4]},
+}
 BUDGET_MS = 1000.0
 TOLERANCE = 1.0  # a shared machine: figures under load must reproduce within 2x here (10% by default)
 
@@ -40,9 +49,31 @@ def load_study(studies_dir, tmp_path_factory):
     slo["constraints"]["open_p95_ms"]["max"] = BUDGET_MS
     slo["constraints"]["accuracy_drop"]["max"] = 20
     objectives.write_text(yaml.safe_dump(slo))
-    r = run_tuner("--model", f"{TINY}:conv_net", "--resolution", "16", "--train-steps", "80", "--recover-steps", "20",
-                  "--studies-dir", str(studies_dir), "--space", str(space), "--objectives", str(objectives),
-                  "--n-trials", "4", "--study", "serving", "--remeasure-rounds", "0", "--seed", "1", "--json")
+    r = run_tuner(
+        "--model",
+        f"{TINY}:conv_net",
+        "--resolution",
+        "16",
+        "--train-steps",
+        "80",
+        "--recover-steps",
+        "20",
+        "--studies-dir",
+        str(studies_dir),
+        "--space",
+        str(space),
+        "--objectives",
+        str(objectives),
+        "--n-trials",
+        "4",
+        "--study",
+        "serving",
+        "--remeasure-rounds",
+        "0",
+        "--seed",
+        "1",
+        "--json",
+    )
     assert r.returncode == 0, r.stderr
     storage = f"sqlite:///{studies_dir}/serving.db"
     return optuna.load_study(study_name="serving", storage=storage), json.loads(r.stdout.splitlines()[-1]), folder
@@ -65,20 +96,24 @@ def test_a_study_under_load_records_and_picks_by_throughput(load_study):
 
     info = report_info(study)
     s = info.serving
-    assert s is not None and (s.throughput, s.p95, s.budget_ms, s.best) == ("open_throughput", "open_p95_ms",
-                                                                         BUDGET_MS, pick.number)
+    assert s is not None and (s.throughput, s.p95, s.budget_ms, s.best) == (
+        "open_throughput",
+        "open_p95_ms",
+        BUDGET_MS,
+        pick.number,
+    )
     assert {p.number for p in s.points} == {t.number for t in done}
     assert all(p.p95_ms == study.trials[p.number].user_attrs["metrics"]["open_p95_ms"] for p in s.points)
-    assert info.findings[0].startswith(f"under load, the feasible trial serving the most within the p95 budget of "
-                                       f"{BUDGET_MS:g} ms is #{pick.number} ")
+    assert info.findings[0].startswith(
+        f"under load, the feasible trial serving the most within the p95 budget of {BUDGET_MS:g} ms is #{pick.number} "
+    )
     assert budget_of(["accuracy_drop <= 1", "open_p95_ms <= 20"], "open_p95_ms") == 20.0
     assert budget_of(["load_p95_ms >= 1 and load_p95_ms <= 5"], "load_p95_ms") == 5.0
 
 
 def test_remeasure_takes_the_load_figures_again(load_study, studies_dir):
     study, _, _ = load_study
-    summary = remeasure_pareto(study, str(studies_dir / "cache"), rounds=1,
-                               policy=LatencyPolicy(max_seconds=0.5))
+    summary = remeasure_pareto(study, str(studies_dir / "cache"), rounds=1, policy=LatencyPolicy(max_seconds=0.5))
     for e in summary.entries:
         assert e.error is None and e.load is not None
         m = study.trials[e.number].user_attrs["metrics"]
@@ -98,13 +133,26 @@ def test_export_records_the_serving_settings_and_verify_rechecks_them(load_study
     assert two, "the seeded study should hold a 2-stream trial"
     trial = two[0]
     out = tmp_path / "export"
-    r = run_tuner("export", "--study", "serving", "--studies-dir", str(studies_dir), "--trial", str(trial.number),
-                  "--out", str(out))
+    r = run_tuner(
+        "export",
+        "--study",
+        "serving",
+        "--studies-dir",
+        str(studies_dir),
+        "--trial",
+        str(trial.number),
+        "--out",
+        str(out),
+    )
     assert r.returncode == 0, r.stderr
     config = yaml.safe_load((out / "config.yaml").read_text())
     c, serving = config["candidate"], config["serving"]
     assert (serving["streams"], serving["requests"], serving["batch_size"], serving["threads"]) == (
-        2, c["requests"] or 2, c["batch_size"], 1)
+        2,
+        c["requests"] or 2,
+        c["batch_size"],
+        1,
+    )
     assert serving["runtime"]["NUM_STREAMS"] == 2 and serving["runtime"]["infer_requests"] == serving["requests"]
     # Re-measured under the study's load, by its rule: Poisson arrivals at half of what its own closed loop answered.
     assert serving["load"]["utilisation"] == 0.5 and serving["load"]["open_rate"] is None

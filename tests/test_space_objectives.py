@@ -59,19 +59,24 @@ def test_sampling_respects_conditions():
     assert ("ort-cpu", "bf16") not in seen and ("torch-cpu", "int8") not in seen
 
 
-@pytest.mark.parametrize("data,needle", [
-    ({"prune": {"low": 0, "high": 0.5}}, "unknown key 'prune'"),
-    ({"prune_ratio": {"low": 0.5, "high": 0.1}}, "low <= high"),
-    ({"prune_ratio": {"low": 0, "high": 1.5}}, "prune_ratio: `0 <= prune_ratio < 1`"),
-    ({"precision": {"choices": ["fp32", "int4"]}}, "precision: precision must be one of"),
-    ({"batch_size": {"choices": []}}, "choices must be a non-empty list"),
-    ({"graph_opt": {"choices": ["all"], "when": {"placement": ["ort-cpu"]}}}, "`when` must map other keys"),
-    ({"placement": {"choices": ["ort-cpu"]}, "precision": {"per": "placement", "choices": ["fp32"]}},
-     "with `per`, choices must map"),
-    ({"threads": {"low": 1, "high": 2, "stride": 1}}, "unknown setting(s) stride"),
-    ({"placement": {"choices": ["torch-cuda", "ort-tensorrt"]}}, "no placement in this space runs"),
-    ("- a list", "a search space is a mapping"),
-])
+@pytest.mark.parametrize(
+    "data,needle",
+    [
+        ({"prune": {"low": 0, "high": 0.5}}, "unknown key 'prune'"),
+        ({"prune_ratio": {"low": 0.5, "high": 0.1}}, "low <= high"),
+        ({"prune_ratio": {"low": 0, "high": 1.5}}, "prune_ratio: `0 <= prune_ratio < 1`"),
+        ({"precision": {"choices": ["fp32", "int4"]}}, "precision: precision must be one of"),
+        ({"batch_size": {"choices": []}}, "choices must be a non-empty list"),
+        ({"graph_opt": {"choices": ["all"], "when": {"placement": ["ort-cpu"]}}}, "`when` must map other keys"),
+        (
+            {"placement": {"choices": ["ort-cpu"]}, "precision": {"per": "placement", "choices": ["fp32"]}},
+            "with `per`, choices must map",
+        ),
+        ({"threads": {"low": 1, "high": 2, "stride": 1}}, "unknown setting(s) stride"),
+        ({"placement": {"choices": ["torch-cuda", "ort-tensorrt"]}}, "no placement in this space runs"),
+        ("- a list", "a search space is a mapping"),
+    ],
+)
 def test_invalid_spaces_name_file_key_and_rule(tmp_path, data, needle):
     if "no placement" in needle and torch.cuda.is_available():
         pytest.skip("CUDA present")
@@ -94,13 +99,16 @@ def test_shipped_objectives_load():
     assert c.violation({"accuracy_drop": 2}) > 0 >= c.violation({"accuracy_drop": 0.5})
 
 
-@pytest.mark.parametrize("data,needle", [
-    ({"objectives": {"speed": "maximize"}}, "unknown metric 'speed'"),
-    ({"objectives": {"accuracy": "up"}}, "must be maximize or minimize"),
-    ({"objectives": {}}, "one or more metrics"),
-    ({"objectives": {"accuracy": "maximize"}, "constraints": {"accuracy_drop": 0.01}}, "{max: NUMBER}"),
-    ({"goals": {}}, "expected the keys"),
-])
+@pytest.mark.parametrize(
+    "data,needle",
+    [
+        ({"objectives": {"speed": "maximize"}}, "unknown metric 'speed'"),
+        ({"objectives": {"accuracy": "up"}}, "must be maximize or minimize"),
+        ({"objectives": {}}, "one or more metrics"),
+        ({"objectives": {"accuracy": "maximize"}, "constraints": {"accuracy_drop": 0.01}}, "{max: NUMBER}"),
+        ({"goals": {}}, "expected the keys"),
+    ],
+)
 def test_invalid_objectives(tmp_path, data, needle):
     path = _write(tmp_path, data)
     with pytest.raises(ConfigError, match=None) as err:
@@ -124,7 +132,9 @@ def test_python_entry_points_name_their_keywords_not_the_flags():
     from tuner.errors import TunerError, as_keywords
 
     text = "--max-drop 0.05 is ambiguous; raise --max-drop, or --out; --data x (--not-a-keyword)"
-    assert as_keywords(text, {"max_drop", "path", "train"}) == \
-        "max_drop 0.05 is ambiguous; raise max_drop, or path; train x (--not-a-keyword)"
+    assert (
+        as_keywords(text, {"max_drop", "path", "train"})
+        == "max_drop 0.05 is ambiguous; raise max_drop, or path; train x (--not-a-keyword)"
+    )
     with pytest.raises(TunerError, match=r"^n_trials must be >= 1, got 0\.$"):
         tuner.tune(n_trials=0)

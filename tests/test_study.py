@@ -31,9 +31,26 @@ SPACE = {
 def _args(tmp_path, studies_dir, n_trials, name):
     space = tmp_path / "space.yaml"
     space.write_text(yaml.safe_dump(SPACE))
-    return ["--model", f"{TINY}:conv_net", "--resolution", "16", "--train-steps", "80", "--recover-steps", "20",
-            "--studies-dir", str(studies_dir), "--space", str(space), "--n-trials", str(n_trials),
-            "--study", name, "--seed", "3"]
+    return [
+        "--model",
+        f"{TINY}:conv_net",
+        "--resolution",
+        "16",
+        "--train-steps",
+        "80",
+        "--recover-steps",
+        "20",
+        "--studies-dir",
+        str(studies_dir),
+        "--space",
+        str(space),
+        "--n-trials",
+        str(n_trials),
+        "--study",
+        name,
+        "--seed",
+        "3",
+    ]
 
 
 def test_short_study_end_to_end(tmp_path, studies_dir):
@@ -77,8 +94,14 @@ def test_short_study_end_to_end(tmp_path, studies_dir):
 
 
 def _start(args: list[str]) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "tuner", *args], cwd=ROOT, text=True, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+    return subprocess.Popen(
+        [sys.executable, "-m", "tuner", *args],
+        cwd=ROOT,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**__import__("os").environ, "PYTHONPATH": str(ROOT)},
+    )
 
 
 def test_ctrl_c_then_resume(tmp_path, studies_dir):
@@ -117,7 +140,7 @@ def test_ctrl_c_then_resume(tmp_path, studies_dir):
     study = optuna.load_study(study_name="resume", storage=storage)
     assert count_trials(study).accounted == 7
     assert sum(bool(t.user_attrs.get("baseline")) for t in study.trials) == 1
-    assert [t.number for t in kept] == [t.number for t in study.trials[:len(kept)]]
+    assert [t.number for t in kept] == [t.number for t in study.trials[: len(kept)]]
     assert all(t.state != optuna.trial.TrialState.FAIL for t in study.trials if t not in stopped)
 
 
@@ -125,8 +148,20 @@ def test_ctrl_c_during_the_baselines_training_exits_at_once(tmp_path):
     """The baseline trains in the worker's process: one Ctrl-C stops it within seconds (exit 130, no traceback),
     and a second Ctrl-C right after exits at once, never hanging."""
     for presses in (1, 2):
-        proc = _start(["--model", f"{TINY}:conv_net", "--resolution", "16", "--train-steps", "100000",
-                       "--studies-dir", str(tmp_path / f"studies{presses}"), "--n-trials", "2"])
+        proc = _start(
+            [
+                "--model",
+                f"{TINY}:conv_net",
+                "--resolution",
+                "16",
+                "--train-steps",
+                "100000",
+                "--studies-dir",
+                str(tmp_path / f"studies{presses}"),
+                "--n-trials",
+                "2",
+            ]
+        )
         assert proc.stderr is not None
         seen = next(line for line in proc.stderr if "training a" in line or "Error" in line)
         assert "training a" in seen, seen  # "no --weights given: training a ... baseline": it trains now
@@ -145,11 +180,37 @@ def test_ctrl_c_during_the_baselines_training_exits_at_once(tmp_path):
 def test_repeats_are_free_and_a_small_space_ends(tmp_path, studies_dir):
     """A sampler's repeat reuses the earlier outcome, is not counted, and a space smaller than --n-trials ends."""
     space = tmp_path / "space.yaml"
-    space.write_text(yaml.safe_dump({"placement": "ort-cpu", "precision": "fp32", "prune_ratio": 0.0,
-                                     "graph_opt": {"choices": ["disable", "all"]}, "batch_size": 1, "threads": 1}))
-    r = run_tuner("--model", f"{TINY}:conv_net", "--resolution", "16", "--train-steps", "80", "--studies-dir",
-                  str(studies_dir), "--space", str(space), "--n-trials", "5", "--study", "tiny-space", "--json",
-                  "--remeasure-rounds", "0")
+    space.write_text(
+        yaml.safe_dump(
+            {
+                "placement": "ort-cpu",
+                "precision": "fp32",
+                "prune_ratio": 0.0,
+                "graph_opt": {"choices": ["disable", "all"]},
+                "batch_size": 1,
+                "threads": 1,
+            }
+        )
+    )
+    r = run_tuner(
+        "--model",
+        f"{TINY}:conv_net",
+        "--resolution",
+        "16",
+        "--train-steps",
+        "80",
+        "--studies-dir",
+        str(studies_dir),
+        "--space",
+        str(space),
+        "--n-trials",
+        "5",
+        "--study",
+        "tiny-space",
+        "--json",
+        "--remeasure-rounds",
+        "0",
+    )
     assert r.returncode == 0, r.stderr
     assert "5 proposals in a row of candidates measured before" in r.stderr
     study = optuna.load_study(study_name="tiny-space", storage=f"sqlite:///{studies_dir}/tiny-space.db")
@@ -198,11 +259,19 @@ def test_the_hand_made_anchors_are_enqueued_where_the_space_holds_them(tmp_path)
     assert {c.placement for c in got} == {"ort-cpu", "ov-cpu"}
     assert all(c == Candidate(precision="int8", placement=c.placement, batch_size=1, threads=c.threads) for c in got)
     one_thread = tmp_path / "one.yaml"
-    one_thread.write_text(yaml.safe_dump({"placement": {"choices": ["torch-cpu", "ort-cpu"]}, "threads": 1,
-                                          "precision": {"per": "placement", "choices": {"torch-cpu": ["fp32"],
-                                                                                        "ort-cpu": ["int8"]}}}))
-    assert [load_space(str(one_thread)).sample(optuna.trial.FixedTrial(a)).threads
-            for a in anchor_params(load_space(str(one_thread)))] == [1]
+    one_thread.write_text(
+        yaml.safe_dump(
+            {
+                "placement": {"choices": ["torch-cpu", "ort-cpu"]},
+                "threads": 1,
+                "precision": {"per": "placement", "choices": {"torch-cpu": ["fp32"], "ort-cpu": ["int8"]}},
+            }
+        )
+    )
+    assert [
+        load_space(str(one_thread)).sample(optuna.trial.FixedTrial(a)).threads
+        for a in anchor_params(load_space(str(one_thread)))
+    ] == [1]
     serving = [load_space("serving").sample(optuna.trial.FixedTrial(a)) for a in anchor_params(load_space("serving"))]
     many = [c for c in serving if c.streams > 1]  # OpenVINO's THROUGHPUT hint by hand: a stream per core
     if hardware.cores() > 1:

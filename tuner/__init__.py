@@ -12,9 +12,15 @@ from typing import Any
 
 __all__ = ["Candidate", "Measured", "TrialPoint", "TuneResult", "load", "measure_config", "tune"]
 
-_HOMES = {"tune": "tuner.api.tuning", "load": "tuner.api.tuning", "TuneResult": "tuner.api.tune_result", "TrialPoint": "tuner.api.tune_result",
-          "Candidate": "tuner.candidate", "measure_config": "tuner.api.measuring",
-          "Measured": "tuner.api.measuring"}
+_HOMES = {
+    "tune": "tuner.api.tuning",
+    "load": "tuner.api.tuning",
+    "TuneResult": "tuner.api.tune_result",
+    "TrialPoint": "tuner.api.tune_result",
+    "Candidate": "tuner.candidate",
+    "measure_config": "tuner.api.measuring",
+    "Measured": "tuner.api.measuring",
+}
 
 
 def __getattr__(name: str) -> Any:

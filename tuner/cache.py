@@ -73,8 +73,13 @@ def _code(path: Path) -> bytes:
     tree = ast.parse(path.read_bytes())
     for node in ast.walk(tree):
         body = getattr(node, "body", None)
-        if (isinstance(body, list) and body and isinstance(body[0], ast.Expr)
-                and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str)):
+        if (
+            isinstance(body, list)
+            and body
+            and isinstance(body[0], ast.Expr)
+            and isinstance(body[0].value, ast.Constant)
+            and isinstance(body[0].value.value, str)
+        ):
             node.body = body[1:] or [ast.Pass()]  # the docstring: what the code does is unchanged by it
     return ast.dump(tree).encode()
 
@@ -260,8 +265,10 @@ def sweep(root: Path) -> int:
     removed = remove_leftovers(root, _ENTRY_TEMP, STALE_SECONDS)
     remove_stale(root)  # their claims' files too
     if removed:
-        _log.info(f"removed {removed} unfinished cache entr{'y' if removed == 1 else 'ies'} left under {root} by "
-            "interrupted builds")
+        _log.info(
+            f"removed {removed} unfinished cache entr{'y' if removed == 1 else 'ies'} left under {root} by "
+            "interrupted builds"
+        )
     return removed
 
 
@@ -275,4 +282,3 @@ def _alive(pid: int) -> bool:
     except OSError:  # EPERM: it exists, under another user
         return True
     return True
-

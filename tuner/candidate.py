@@ -50,51 +50,86 @@ class Candidate:
     requests: int = 0
 
     def __post_init__(self) -> None:
-        _check(isinstance(self.prune_ratio, (int, float)) and not isinstance(self.prune_ratio, bool)
-               and 0.0 <= self.prune_ratio < 1.0,
-               f"`0 <= prune_ratio < 1` must hold, but got prune_ratio={self.prune_ratio!r}.")
-        _check(self.precision in PRECISIONS,
-               f"precision must be one of {', '.join(PRECISIONS)}, but got {self.precision!r}.")
-        _check(isinstance(self.fold_bn, bool),
-               f"fold_bn must be true or false, but got {self.fold_bn!r}.")
-        _check(self.graph_opt in GRAPH_OPTS,
-               f"graph_opt must be one of {', '.join(GRAPH_OPTS)}, but got {self.graph_opt!r}.")
-        _check(_is_int(self.batch_size) and self.batch_size >= 1,
-               f"batch_size must be an integer >= 1, but got {self.batch_size!r}.")
-        _check(self.placement in PLACEMENTS,
-               f"placement must be one of {', '.join(PLACEMENTS)}, but got {self.placement!r}.")
-        _check(_is_int(self.threads) and self.threads >= 0,
-               f"threads must be an integer >= 0 (0 = all cores), but got {self.threads!r}.")
-        _check(self.calibration in CALIBRATIONS,
-               f"calibration must be one of {', '.join(CALIBRATIONS)}, but got {self.calibration!r}.")
-        _check(_is_int(self.float_layers) and self.float_layers >= 0,
-               f"float_layers must be an integer >= 0, but got {self.float_layers!r}.")
-        _check(self.int8_ops in INT8_OPS,
-               f"int8_ops must be one of {', '.join(INT8_OPS)}, but got {self.int8_ops!r}.")
-        _check(_is_int(self.calibration_images) and self.calibration_images >= 0,
-               f"calibration_images must be an integer >= 0 (0 = the whole calibration split), but got "
-               f"{self.calibration_images!r}.")
-        _check(_is_int(self.streams) and self.streams >= 1,
-               f"streams must be an integer >= 1, but got {self.streams!r}.")
-        _check(_is_int(self.requests) and self.requests <= MAX_REQUESTS,
-               f"requests must be an integer <= {MAX_REQUESTS}, but got {self.requests!r}.")
-        _check(self.requests == 0 or self.requests >= self.streams,
-               f"requests must be 0 (one per stream) or an integer >= streams ({self.streams!r}), since a stream "
-               f"without a request in flight idles, but got {self.requests!r}.")
+        _check(
+            isinstance(self.prune_ratio, (int, float))
+            and not isinstance(self.prune_ratio, bool)
+            and 0.0 <= self.prune_ratio < 1.0,
+            f"`0 <= prune_ratio < 1` must hold, but got prune_ratio={self.prune_ratio!r}.",
+        )
+        _check(
+            self.precision in PRECISIONS,
+            f"precision must be one of {', '.join(PRECISIONS)}, but got {self.precision!r}.",
+        )
+        _check(isinstance(self.fold_bn, bool), f"fold_bn must be true or false, but got {self.fold_bn!r}.")
+        _check(
+            self.graph_opt in GRAPH_OPTS,
+            f"graph_opt must be one of {', '.join(GRAPH_OPTS)}, but got {self.graph_opt!r}.",
+        )
+        _check(
+            _is_int(self.batch_size) and self.batch_size >= 1,
+            f"batch_size must be an integer >= 1, but got {self.batch_size!r}.",
+        )
+        _check(
+            self.placement in PLACEMENTS,
+            f"placement must be one of {', '.join(PLACEMENTS)}, but got {self.placement!r}.",
+        )
+        _check(
+            _is_int(self.threads) and self.threads >= 0,
+            f"threads must be an integer >= 0 (0 = all cores), but got {self.threads!r}.",
+        )
+        _check(
+            self.calibration in CALIBRATIONS,
+            f"calibration must be one of {', '.join(CALIBRATIONS)}, but got {self.calibration!r}.",
+        )
+        _check(
+            _is_int(self.float_layers) and self.float_layers >= 0,
+            f"float_layers must be an integer >= 0, but got {self.float_layers!r}.",
+        )
+        _check(self.int8_ops in INT8_OPS, f"int8_ops must be one of {', '.join(INT8_OPS)}, but got {self.int8_ops!r}.")
+        _check(
+            _is_int(self.calibration_images) and self.calibration_images >= 0,
+            f"calibration_images must be an integer >= 0 (0 = the whole calibration split), but got "
+            f"{self.calibration_images!r}.",
+        )
+        _check(
+            _is_int(self.streams) and self.streams >= 1, f"streams must be an integer >= 1, but got {self.streams!r}."
+        )
+        _check(
+            _is_int(self.requests) and self.requests <= MAX_REQUESTS,
+            f"requests must be an integer <= {MAX_REQUESTS}, but got {self.requests!r}.",
+        )
+        _check(
+            self.requests == 0 or self.requests >= self.streams,
+            f"requests must be 0 (one per stream) or an integer >= streams ({self.streams!r}), since a stream "
+            f"without a request in flight idles, but got {self.requests!r}.",
+        )
         int8_only = {"calibration": "minmax", "calibration_images": 0, "float_layers": 0, "int8_ops": "all"}
         off = {name: getattr(self, name) for name, default in int8_only.items() if getattr(self, name) != default}
-        _check(self.precision == "int8" or not off,
-               f"{', '.join(int8_only)} apply to int8 only, but got precision={self.precision!r} with "
-               + ", ".join(f"{name}={value!r}" for name, value in off.items()) + ".")
-        _check(self.prune_profile in PRUNE_PROFILES,
-               f"prune_profile must be one of {', '.join(PRUNE_PROFILES)}, but got {self.prune_profile!r}.")
+        _check(
+            self.precision == "int8" or not off,
+            f"{', '.join(int8_only)} apply to int8 only, but got precision={self.precision!r} with "
+            + ", ".join(f"{name}={value!r}" for name, value in off.items())
+            + ".",
+        )
+        _check(
+            self.prune_profile in PRUNE_PROFILES,
+            f"prune_profile must be one of {', '.join(PRUNE_PROFILES)}, but got {self.prune_profile!r}.",
+        )
         _check(isinstance(self.student, bool), f"student must be true or false, but got {self.student!r}.")
-        _check(_is_int(self.drop_blocks) and self.drop_blocks >= 0,
-               f"drop_blocks must be an integer >= 0, but got {self.drop_blocks!r}.")
-        _check(isinstance(self.sparsity, (int, float)) and not isinstance(self.sparsity, bool)
-               and 0.0 <= self.sparsity < 1.0, f"`0 <= sparsity < 1` must hold, but got sparsity={self.sparsity!r}.")
-        _check(self.recovery in RECOVERY_FIDELITIES,
-               f"recovery must be one of {', '.join(RECOVERY_FIDELITIES)}, but got {self.recovery!r}.")
+        _check(
+            _is_int(self.drop_blocks) and self.drop_blocks >= 0,
+            f"drop_blocks must be an integer >= 0, but got {self.drop_blocks!r}.",
+        )
+        _check(
+            isinstance(self.sparsity, (int, float))
+            and not isinstance(self.sparsity, bool)
+            and 0.0 <= self.sparsity < 1.0,
+            f"`0 <= sparsity < 1` must hold, but got sparsity={self.sparsity!r}.",
+        )
+        _check(
+            self.recovery in RECOVERY_FIDELITIES,
+            f"recovery must be one of {', '.join(RECOVERY_FIDELITIES)}, but got {self.recovery!r}.",
+        )
         object.__setattr__(self, "prune_ratio", round(float(self.prune_ratio), 6))  # 0.30000000000000004 -> 0.3
         object.__setattr__(self, "sparsity", round(float(self.sparsity), 6))
 
@@ -111,8 +146,12 @@ class Candidate:
     @property
     def serving(self) -> dict[str, int]:
         """The serving settings beside the batch: streams, requests in flight, threads as given (0 = shared out)."""
-        return {"streams": self.streams, "requests": self.in_flight, "batch_size": self.batch_size,
-                "threads": self.threads}
+        return {
+            "streams": self.streams,
+            "requests": self.in_flight,
+            "batch_size": self.batch_size,
+            "threads": self.threads,
+        }
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -120,16 +159,21 @@ class Candidate:
     def torch_graph_uses(self) -> tuple[str, ...]:
         """What of this candidate needs the model's torch graph: each field marked NEEDS_TORCH_GRAPH that is off
         its default (``prune_ratio=0.3``), and a placement whose runtime is torch itself."""
-        uses = tuple(f"{f.name}={getattr(self, f.name)!r}" for f in dataclasses.fields(self)
-                     if f.metadata.get("needs_torch_graph") and getattr(self, f.name) != f.default)
+        uses = tuple(
+            f"{f.name}={getattr(self, f.name)!r}"
+            for f in dataclasses.fields(self)
+            if f.metadata.get("needs_torch_graph") and getattr(self, f.name) != f.default
+        )
         return uses + ((f"placement={self.placement!r}",) if PLACEMENTS[self.placement].runtime == "torch" else ())
 
     def check_without_torch_graph(self, model: str) -> None:
         """Refuse (before any work) what ``model``, an ONNX file, cannot do: anything needing the torch graph."""
         uses = self.torch_graph_uses()
         if uses:
-            raise UnsupportedCombination(f"{', '.join(uses)} needs the model's torch graph, and {model} is an ONNX "
-                                         "file; use an ort-cpu or ov-cpu placement, unpruned and unfolded.")
+            raise UnsupportedCombination(
+                f"{', '.join(uses)} needs the model's torch graph, and {model} is an ONNX "
+                "file; use an ort-cpu or ov-cpu placement, unpruned and unfolded."
+            )
 
     @classmethod
     def fill(cls, data: dict[str, Any]) -> dict[str, Any]:
@@ -177,8 +221,9 @@ def read_yaml(path: str | Path) -> Any:
     try:
         text = raw.decode("utf-8-sig")  # a byte-order mark is fine
     except UnicodeDecodeError as err:
-        raise ConfigError(f"{p}: not UTF-8 text (byte 0x{raw[err.start]:02x} at offset {err.start}); "
-                          "save the file as UTF-8.") from None
+        raise ConfigError(
+            f"{p}: not UTF-8 text (byte 0x{raw[err.start]:02x} at offset {err.start}); save the file as UTF-8."
+        ) from None
     try:
         return yaml.load(text, Loader=_strict_loader())  # a SafeLoader subclass: no code runs
     except _DuplicateKey as err:
@@ -209,8 +254,10 @@ def _strict_loader() -> type:
                         continue  # SafeLoader reports unhashable keys itself
                     line = key_node.start_mark.line + 1
                     if key in seen:
-                        raise _DuplicateKey(f"key {key!r} is given twice (lines {seen[key]} and {line}); "
-                                            "YAML would silently keep the last one: keep one of them.")
+                        raise _DuplicateKey(
+                            f"key {key!r} is given twice (lines {seen[key]} and {line}); "
+                            "YAML would silently keep the last one: keep one of them."
+                        )
                     seen[key] = line
             return super().construct_mapping(node, deep=deep)
 
@@ -232,11 +279,16 @@ def _check(ok: bool, message: str) -> None:
 
 def int8_settings(c: dict[str, Any]) -> str:
     """A candidate's int8 settings that are not the defaults, in words: ``compute ops, 2 float``; "" for none."""
-    return ", ".join(note for note in ("compute ops" if c.get("int8_ops", "all") != "all" else "",
-                                       f"{c['float_layers']} float" if c.get("float_layers") else "",
-                                       c["calibration"] if c.get("calibration", "minmax") != "minmax" else "",
-                                       f"calibrated on {c['calibration_images']}" if c.get("calibration_images")
-                                       else "") if note)
+    return ", ".join(
+        note
+        for note in (
+            "compute ops" if c.get("int8_ops", "all") != "all" else "",
+            f"{c['float_layers']} float" if c.get("float_layers") else "",
+            c["calibration"] if c.get("calibration", "minmax") != "minmax" else "",
+            f"calibrated on {c['calibration_images']}" if c.get("calibration_images") else "",
+        )
+        if note
+    )
 
 
 def compression(c: dict[str, Any]) -> str:
@@ -262,5 +314,6 @@ def label(candidate: Candidate | dict[str, Any]) -> str:
     shrink = compression(c)
     int8 = int8_settings(c)
     streams = int(c["streams"] or 1)
-    return (f"{c['placement']} {c['precision']}{f' ({int8})' if int8 else ''} {shrink} bs {c['batch_size']}"
-            + (f" x{streams} streams" if streams > 1 else ""))
+    return f"{c['placement']} {c['precision']}{f' ({int8})' if int8 else ''} {shrink} bs {c['batch_size']}" + (
+        f" x{streams} streams" if streams > 1 else ""
+    )

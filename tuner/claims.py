@@ -65,8 +65,7 @@ def _wait(key: str, holder: Callable[[], str | None], try_once: Callable[[], boo
         time.sleep(POLL)
         if time.monotonic() - told >= TELL_EVERY:
             told = time.monotonic()
-            _log.info(f"cache entry {key}: still waiting for {holder() or 'another worker'} "
-                f"({told - start:.0f} s)")
+            _log.info(f"cache entry {key}: still waiting for {holder() or 'another worker'} ({told - start:.0f} s)")
     return time.monotonic() - start
 
 
@@ -83,8 +82,10 @@ class FileClaims:
             self.dir.mkdir(parents=True, exist_ok=True)
             os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o644))
         except OSError as err:  # a read-only cache: whatever fails next says so; the claim only saves work
-            _log.warning(f"warning: cannot claim cache entry {key} under {self.dir} ({err.strerror or err}); building it "
-                "unclaimed")
+            _log.warning(
+                f"warning: cannot claim cache entry {key} under {self.dir} ({err.strerror or err}); building it "
+                "unclaimed"
+            )
             yield 0.0
             return
         fd: list[int] = []
@@ -161,10 +162,15 @@ class AdvisoryClaims:
             self._engine = sqlalchemy.create_engine(self.url, poolclass=NullPool)
         conn = self._engine.connect().execution_options(isolation_level="AUTOCOMMIT")
         # Named for those waiting; a holder whose host vanishes is dropped after about 25 s of silence.
-        conn.execute(sqlalchemy.text("SELECT set_config('application_name', :name, false)"),
-                     {"name": f"tuner {holder_name()}"[:63]})
-        for setting, value in (("tcp_keepalives_idle", 10), ("tcp_keepalives_interval", 5),
-                               ("tcp_keepalives_count", 3)):
+        conn.execute(
+            sqlalchemy.text("SELECT set_config('application_name', :name, false)"),
+            {"name": f"tuner {holder_name()}"[:63]},
+        )
+        for setting, value in (
+            ("tcp_keepalives_idle", 10),
+            ("tcp_keepalives_interval", 5),
+            ("tcp_keepalives_count", 3),
+        ):
             conn.execute(sqlalchemy.text(f"SET {setting} = {value}"))
         return conn
 
@@ -177,8 +183,10 @@ class AdvisoryClaims:
             conn = self._connect()
         except Exception as err:  # noqa: BLE001 - the claim saves work; the build goes on without it
             if not self._warned:
-                _log.warning(f"warning: cannot claim cache entries on the study's storage ({type(err).__name__}); "
-                    "building without claims, so another worker may build the same entry")
+                _log.warning(
+                    f"warning: cannot claim cache entries on the study's storage ({type(err).__name__}); "
+                    "building without claims, so another worker may build the same entry"
+                )
                 self._warned = True
             yield 0.0
             return
@@ -190,11 +198,14 @@ class AdvisoryClaims:
             # A bigint advisory lock shows in pg_locks as classid (high 32 bits) and objid (low 32), objsubid 1.
             high, low = (lock_id >> 32) & 0xFFFFFFFF, lock_id & 0xFFFFFFFF
             with contextlib.suppress(Exception):
-                row = conn.execute(sqlalchemy.text(
-                    "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
-                    "WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 "
-                    "AND l.classid::text::bigint = :high AND l.objid::text::bigint = :low"),
-                    {"high": high, "low": low}).first()
+                row = conn.execute(
+                    sqlalchemy.text(
+                        "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+                        "WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 "
+                        "AND l.classid::text::bigint = :high AND l.objid::text::bigint = :low"
+                    ),
+                    {"high": high, "low": low},
+                ).first()
                 return str(row[0]).removeprefix("tuner ") if row and row[0] else None
             return None
 

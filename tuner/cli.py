@@ -33,35 +33,61 @@ class _Parser(argparse.ArgumentParser):
 
 def _add_workload_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("workload")
-    g.add_argument("--model", default=DEFAULTS.model,
-                   help="resnet18|resnet34|resnet50, a torchvision/timm name, module:callable / file.py:callable, "
-                        "or path/to/model.onnx")
+    g.add_argument(
+        "--model",
+        default=DEFAULTS.model,
+        help="resnet18|resnet34|resnet50, a torchvision/timm name, module:callable / file.py:callable, "
+        "or path/to/model.onnx",
+    )
     g.add_argument("--data", default=DEFAULTS.data, help="'digits' (built in, offline) or an ImageFolder directory")
     g.add_argument("--weights", help="a state_dict file (loaded with weights_only); without it a baseline is trained")
-    g.add_argument("--student", metavar="SPEC",
-                   help="your own smaller model to distil from --model (a --model value: a name, module:callable or "
-                        "file.py:callable); the space's `student` dimension tries it (default: derived students only)")
+    g.add_argument(
+        "--student",
+        metavar="SPEC",
+        help="your own smaller model to distil from --model (a --model value: a name, module:callable or "
+        "file.py:callable); the space's `student` dimension tries it (default: derived students only)",
+    )
     g.add_argument("--resolution", type=int, help="input size in pixels (default: digits 32, ImageFolder 224)")
     g.add_argument("--mean", type=float, nargs=3, metavar=("R", "G", "B"), help="normalization mean (0..1)")
     g.add_argument("--std", type=float, nargs=3, metavar=("R", "G", "B"), help="normalization std (0..1)")
     g.add_argument("--seed", type=int, default=DEFAULTS.seed, help="data split, training and sampler seed")
-    g.add_argument("--holdout", type=float, default=None, metavar="FRACTION",
-                   help="share of each class's validation images the search never sees; export scores its pick on "
-                        "them (default 0.2; 0: none; a test/ folder beside train/ and val/ is used instead)")
+    g.add_argument(
+        "--holdout",
+        type=float,
+        default=None,
+        metavar="FRACTION",
+        help="share of each class's validation images the search never sees; export scores its pick on "
+        "them (default 0.2; 0: none; a test/ folder beside train/ and val/ is used instead)",
+    )
     g.add_argument("--train-steps", type=int, default=None, help="baseline training steps when no --weights")
-    g.add_argument("--recover-steps", type=int, default=None,
-                   help="short recovery budget: distillation steps (batch 64) for a model with half its compute "
-                        "removed, in proportion for more or less, at most 3 passes over the train split; it stops "
-                        "sooner when it stops improving (default 100; the long recovery is 4x)")
+    g.add_argument(
+        "--recover-steps",
+        type=int,
+        default=None,
+        help="short recovery budget: distillation steps (batch 64) for a model with half its compute "
+        "removed, in proportion for more or less, at most 3 passes over the train split; it stops "
+        "sooner when it stops improving (default 100; the long recovery is 4x)",
+    )
     g.add_argument("--studies-dir", default=DEFAULTS.studies_dir, help="where studies, caches and artifacts live")
 
 
 def workload_spec(args: argparse.Namespace) -> Any:
     from tuner.workload import make_spec
 
-    return make_spec(args.model, args.data, args.weights, args.resolution, args.mean, args.std, args.seed,
-                     train_steps=args.train_steps, recover_steps=args.recover_steps, holdout=args.holdout,
-                     student=args.student, studies_dir=args.studies_dir)
+    return make_spec(
+        args.model,
+        args.data,
+        args.weights,
+        args.resolution,
+        args.mean,
+        args.std,
+        args.seed,
+        train_steps=args.train_steps,
+        recover_steps=args.recover_steps,
+        holdout=args.holdout,
+        student=args.student,
+        studies_dir=args.studies_dir,
+    )
 
 
 class Command:
@@ -79,11 +105,22 @@ class Measure(Command):
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         _add_workload_args(parser)
-        parser.add_argument("--config", required=True, help="YAML file with candidate keys (prune_ratio, precision, ...)")
-        parser.add_argument("--load", action="store_true", help="measure it under load too: the closed loop at its "
-                            "requests in flight, then Poisson arrivals at --utilisation of the rate it answered")
-        parser.add_argument("--utilisation", type=float, default=DEFAULTS.utilisation, metavar="SHARE",
-                            help=f"--load: default {DEFAULTS.utilisation}")
+        parser.add_argument(
+            "--config", required=True, help="YAML file with candidate keys (prune_ratio, precision, ...)"
+        )
+        parser.add_argument(
+            "--load",
+            action="store_true",
+            help="measure it under load too: the closed loop at its "
+            "requests in flight, then Poisson arrivals at --utilisation of the rate it answered",
+        )
+        parser.add_argument(
+            "--utilisation",
+            type=float,
+            default=DEFAULTS.utilisation,
+            metavar="SHARE",
+            help=f"--load: default {DEFAULTS.utilisation}",
+        )
         parser.add_argument("--rate", type=float, metavar="PER_SECOND", help="--load: arrivals per second instead")
         parser.add_argument("--json", action="store_true", help="print one JSON object")
 
@@ -91,27 +128,42 @@ class Measure(Command):
         from tuner.api.measuring import measure_config
 
         done = measure_config.__wrapped__(  # unwrapped from in_keywords: its errors name the command line's flags
-            args.config, args.model, args.data, weights=args.weights, student=args.student,
-            resolution=args.resolution, mean=args.mean, std=args.std, seed=args.seed, holdout=args.holdout,
-            train_steps=args.train_steps, recover_steps=args.recover_steps, studies_dir=args.studies_dir,
-            load=args.load, utilisation=args.utilisation, rate=args.rate)
+            args.config,
+            args.model,
+            args.data,
+            weights=args.weights,
+            student=args.student,
+            resolution=args.resolution,
+            mean=args.mean,
+            std=args.std,
+            seed=args.seed,
+            holdout=args.holdout,
+            train_steps=args.train_steps,
+            recover_steps=args.recover_steps,
+            studies_dir=args.studies_dir,
+            load=args.load,
+            utilisation=args.utilisation,
+            rate=args.rate,
+        )
         candidate, metrics, held_out = done.candidate, done.metrics, done.holdout_accuracy
         if args.json:
             print(json.dumps(done.to_dict()))
         else:
             lo, hi = metrics.latency_ci_ms
-            print(f"{candidate}\n"
-                  f"accuracy       {metrics.accuracy:.2%} ({done.validation_images} validation images)"
-                  + (f", {held_out:.2%} on {done.holdout_images} held-out ones\n" if held_out is not None
-                     else "\n") +
-                  f"latency        {metrics.latency_ms:.3f} ms per batch of {candidate.batch_size} "
-                  f"(95% CI {lo:.3f}-{hi:.3f}, p95 {metrics.latency_p95_ms:.3f}, n={metrics.samples})\n"
-                  f"per sample     {metrics.per_sample_ms:.3f} ms, {metrics.throughput:.0f} samples/s\n"
-                  f"model          {metrics.params:,} params, {metrics.macs:,} MACs, {metrics.size_mb:.2f} MB, "
-                  f"executed {metrics.executed_precision}, {metrics.threads} threads"
-                  + (f" x {metrics.streams} streams" if metrics.streams > 1 else ""))
+            print(
+                f"{candidate}\n"
+                f"accuracy       {metrics.accuracy:.2%} ({done.validation_images} validation images)"
+                + (f", {held_out:.2%} on {done.holdout_images} held-out ones\n" if held_out is not None else "\n")
+                + f"latency        {metrics.latency_ms:.3f} ms per batch of {candidate.batch_size} "
+                f"(95% CI {lo:.3f}-{hi:.3f}, p95 {metrics.latency_p95_ms:.3f}, n={metrics.samples})\n"
+                f"per sample     {metrics.per_sample_ms:.3f} ms, {metrics.throughput:.0f} samples/s\n"
+                f"model          {metrics.params:,} params, {metrics.macs:,} MACs, {metrics.size_mb:.2f} MB, "
+                f"executed {metrics.executed_precision}, {metrics.threads} threads"
+                + (f" x {metrics.streams} streams" if metrics.streams > 1 else "")
+            )
             if metrics.load:
                 from tuner.summary import format_load
+
                 print(format_load(metrics.load, candidate.batch_size))
         return 0
 
@@ -124,30 +176,64 @@ class Run(Command):
         g = parser.add_argument_group("study")
         g.add_argument("--space", default=DEFAULTS.space, help="search space: a name in search_spaces/ or a YAML path")
         g.add_argument("--objectives", default=DEFAULTS.objectives, help="a name in objectives/ or a YAML path")
-        g.add_argument("--study", help="study name (default: model-data-resolution-hardware, then a hash of "
-                       "the model's and data's full paths where they are files)")
+        g.add_argument(
+            "--study",
+            help="study name (default: model-data-resolution-hardware, then a hash of "
+            "the model's and data's full paths where they are files)",
+        )
         g.add_argument("--storage", help="any Optuna storage URL (default: sqlite under --studies-dir)")
         g.add_argument("--sampler", default=DEFAULTS.sampler, help="tpe | nsga2 | gp | random")
-        g.add_argument("--budget", metavar="TIME",
-                       help="the time the whole run may take, the re-measure included: 90s, 20m, 1.5h; the study plans "
-                            "its trials (and which get a recovery) to end within it")
-        g.add_argument("--n-trials", type=int, default=None,
-                       help="total trials in the study, baseline included (default 20; with --budget: no cap)")
+        g.add_argument(
+            "--budget",
+            metavar="TIME",
+            help="the time the whole run may take, the re-measure included: 90s, 20m, 1.5h; the study plans "
+            "its trials (and which get a recovery) to end within it",
+        )
+        g.add_argument(
+            "--n-trials",
+            type=int,
+            default=None,
+            help="total trials in the study, baseline included (default 20; with --budget: no cap)",
+        )
         g.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
-        g.add_argument("--heartbeat", type=float, default=DEFAULTS.heartbeat,
-                       help="seconds between a running trial's heartbeats; 3 missed ones mark its worker dead")
-        g.add_argument("--max-retries", type=int, default=DEFAULTS.max_retries, help="re-runs of a trial whose worker died or crashed")
-        g.add_argument("--trial-timeout", type=float, metavar="SECONDS",
-                       help="stop a trial (and fail it) after this long; default: 30x the setup time, at least 900 s")
-        g.add_argument("--remeasure-rounds", type=int, default=DEFAULTS.remeasure_rounds,
-                       help="when the study is complete, re-time the Pareto set in fresh processes, interleaved, "
-                            "this many rounds (0: skip)")
-        g.add_argument("--corruptions", action="store_true", default=DEFAULTS.corruptions,
-                       help="score every trial on a corruption set of the validation images too (noise, blur, JPEG, "
-                            "contrast, a resize mismatch; made once, cached): corruption_drop in the table; implied "
-                            "by objectives that use it; needs kornia (pip install 'tuner[robust]')")
-        g.add_argument("--allow-mixed-hardware", action="store_true",
-                       help="join a study started on other hardware (its latencies are then not comparable)")
+        g.add_argument(
+            "--heartbeat",
+            type=float,
+            default=DEFAULTS.heartbeat,
+            help="seconds between a running trial's heartbeats; 3 missed ones mark its worker dead",
+        )
+        g.add_argument(
+            "--max-retries",
+            type=int,
+            default=DEFAULTS.max_retries,
+            help="re-runs of a trial whose worker died or crashed",
+        )
+        g.add_argument(
+            "--trial-timeout",
+            type=float,
+            metavar="SECONDS",
+            help="stop a trial (and fail it) after this long; default: 30x the setup time, at least 900 s",
+        )
+        g.add_argument(
+            "--remeasure-rounds",
+            type=int,
+            default=DEFAULTS.remeasure_rounds,
+            help="when the study is complete, re-time the Pareto set in fresh processes, interleaved, "
+            "this many rounds (0: skip)",
+        )
+        g.add_argument(
+            "--corruptions",
+            action="store_true",
+            default=DEFAULTS.corruptions,
+            help="score every trial on a corruption set of the validation images too (noise, blur, JPEG, "
+            "contrast, a resize mismatch; made once, cached): corruption_drop in the table; implied "
+            "by objectives that use it; needs kornia (pip install 'tuner[robust]')",
+        )
+        g.add_argument(
+            "--allow-mixed-hardware",
+            action="store_true",
+            help="join a study started on other hardware (its latencies are then not comparable)",
+        )
         parser.add_argument("--json", action="store_true", help="print one JSON object")
 
     def run(self, args: argparse.Namespace) -> int:
@@ -156,22 +242,48 @@ class Run(Command):
         from tuner.study.storage import mask_url
 
         tune = tune.__wrapped__  # unwrapped from in_keywords: its errors name the command line's flags
-        result = tune(args.model, args.data, weights=args.weights, resolution=args.resolution, mean=args.mean,
-                      std=args.std, seed=args.seed, holdout=args.holdout, train_steps=args.train_steps,
-                      recover_steps=args.recover_steps, student=args.student, space=args.space,
-                      objectives=args.objectives,
-                      n_trials=args.n_trials, budget=args.budget, study=args.study, storage=args.storage,
-                      studies_dir=args.studies_dir,
-                      sampler=args.sampler, timeout=args.timeout, heartbeat=args.heartbeat,
-                      max_retries=args.max_retries, trial_timeout=args.trial_timeout,
-                      remeasure_rounds=args.remeasure_rounds, allow_mixed_hardware=args.allow_mixed_hardware,
-                      corruptions=args.corruptions)
+        result = tune(
+            args.model,
+            args.data,
+            weights=args.weights,
+            resolution=args.resolution,
+            mean=args.mean,
+            std=args.std,
+            seed=args.seed,
+            holdout=args.holdout,
+            train_steps=args.train_steps,
+            recover_steps=args.recover_steps,
+            student=args.student,
+            space=args.space,
+            objectives=args.objectives,
+            n_trials=args.n_trials,
+            budget=args.budget,
+            study=args.study,
+            storage=args.storage,
+            studies_dir=args.studies_dir,
+            sampler=args.sampler,
+            timeout=args.timeout,
+            heartbeat=args.heartbeat,
+            max_retries=args.max_retries,
+            trial_timeout=args.trial_timeout,
+            remeasure_rounds=args.remeasure_rounds,
+            allow_mixed_hardware=args.allow_mixed_hardware,
+            corruptions=args.corruptions,
+        )
         from tuner.remeasure.orchestrate import format_remeasure  # loads torch: after the study
 
         found, name, storage = result.summary(), result.study.study_name, mask_url(result.storage)
         if args.json:
-            print(json.dumps({"study": name, "storage": storage, **found,
-                              "remeasure": result.remeasure.to_dict() if result.remeasure else None}))
+            print(
+                json.dumps(
+                    {
+                        "study": name,
+                        "storage": storage,
+                        **found,
+                        "remeasure": result.remeasure.to_dict() if result.remeasure else None,
+                    }
+                )
+            )
         else:
             print(summary.pareto_table(found))
             if result.remeasure:
@@ -232,13 +344,25 @@ class Export(Command):
         _add_study_args(parser)
         pick = parser.add_mutually_exclusive_group(required=True)
         pick.add_argument("--trial", type=int, help="export this trial number")
-        pick.add_argument("--max-drop", type=float, metavar="POINTS",
-                          help="the fastest feasible trial losing at most this many accuracy points")
-        pick.add_argument("--max-latency-ms", type=float, metavar="MS",
-                          help="the most accurate feasible trial at or under this per-sample latency")
+        pick.add_argument(
+            "--max-drop",
+            type=float,
+            metavar="POINTS",
+            help="the fastest feasible trial losing at most this many accuracy points",
+        )
+        pick.add_argument(
+            "--max-latency-ms",
+            type=float,
+            metavar="MS",
+            help="the most accurate feasible trial at or under this per-sample latency",
+        )
         parser.add_argument("--out", required=True, help="directory to write (new, empty, or a previous export)")
-        parser.add_argument("--torch-format", default=DEFAULTS.torch_format, choices=("export", "state_dict"),
-                            help="torch placements: a torch.export program (falls back to state_dict) or a state_dict")
+        parser.add_argument(
+            "--torch-format",
+            default=DEFAULTS.torch_format,
+            choices=("export", "state_dict"),
+            help="torch placements: a torch.export program (falls back to state_dict) or a state_dict",
+        )
 
     def run(self, args: argparse.Namespace) -> int:
         from tuner.artifact import check_out, export, select_trial
@@ -260,10 +384,12 @@ class Export(Command):
         trial, why = select_trial(study, args.trial, args.max_drop, args.max_latency_ms)
         done = export(study, trial, why, args.out, args.studies_dir, args.storage, args.torch_format)
         m = done.config["metrics"]["export"]
-        print(f"exported trial #{done.trial} ({why}) to {done.out}: {done.artifact} ({done.kind}), {CONFIG_FILE}\n"
-              f"re-measured: {m['accuracy']:.2%}, {m['per_sample_ms']:.4f} ms/sample "
-              f"(study: {done.config['metrics']['study']['per_sample_ms']:.4f}); check it with "
-              f"`tuner verify {done.out}`")
+        print(
+            f"exported trial #{done.trial} ({why}) to {done.out}: {done.artifact} ({done.kind}), {CONFIG_FILE}\n"
+            f"re-measured: {m['accuracy']:.2%}, {m['per_sample_ms']:.4f} ms/sample "
+            f"(study: {done.config['metrics']['study']['per_sample_ms']:.4f}); check it with "
+            f"`tuner verify {done.out}`"
+        )
         return 0
 
 
@@ -280,8 +406,13 @@ class Verify(Command):
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("dir", help="a directory written by `tuner export`")
-        parser.add_argument("--latency-tolerance", type=float, default=DEFAULTS.latency_tolerance, metavar="FRACTION",
-                            help="latency reproduces within the recorded 95%% CI or this fraction of it (default 0.10)")
+        parser.add_argument(
+            "--latency-tolerance",
+            type=float,
+            default=DEFAULTS.latency_tolerance,
+            metavar="FRACTION",
+            help="latency reproduces within the recorded 95%% CI or this fraction of it (default 0.10)",
+        )
 
     def run(self, args: argparse.Namespace) -> int:
         from tuner.artifact import checks_table, read_config, verify
@@ -300,10 +431,13 @@ class Explain(Command):
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         _add_study_args(parser)
-        parser.add_argument("--trial", type=int, help="the trial to explain (default: the study's pick, the fastest "
-                                                      "feasible)")
+        parser.add_argument(
+            "--trial", type=int, help="the trial to explain (default: the study's pick, the fastest feasible)"
+        )
         parser.add_argument("--against", type=int, help="the trial to hold it against (default: the baseline)")
-        parser.add_argument("--repeats", type=int, default=DEFAULTS.repeats, help="profiled calls per build (median per layer)")
+        parser.add_argument(
+            "--repeats", type=int, default=DEFAULTS.repeats, help="profiled calls per build (median per layer)"
+        )
         parser.add_argument("--top", type=int, default=5, help="how many of the costliest layers to list")
         parser.add_argument("--json", action="store_true", help="print the comparison as JSON")
 
@@ -324,8 +458,14 @@ class Explain(Command):
         return 0
 
 
-COMMANDS: dict[str, type[Command]] = {"run": Run, "measure": Measure, "report": Report, "export": Export,
-                                      "verify": Verify, "explain": Explain}
+COMMANDS: dict[str, type[Command]] = {
+    "run": Run,
+    "measure": Measure,
+    "report": Report,
+    "export": Export,
+    "verify": Verify,
+    "explain": Explain,
+}
 DEFAULT_COMMAND = "run"
 
 

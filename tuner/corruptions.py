@@ -58,8 +58,14 @@ class Recipe:
         return max(MIN_BLUR_SIGMA, BLUR_SIGMA_AT_224 * self.resolution / 224)
 
     def params(self) -> dict[str, float | int]:
-        return {"noise_std": NOISE_STD, "blur_sigma": round(self.blur_sigma, 4), "jpeg_quality": JPEG_QUALITY,
-                "contrast": CONTRAST, "resize_factor": RESIZE_FACTOR, "seed": self.seed}
+        return {
+            "noise_std": NOISE_STD,
+            "blur_sigma": round(self.blur_sigma, 4),
+            "jpeg_quality": JPEG_QUALITY,
+            "contrast": CONTRAST,
+            "resize_factor": RESIZE_FACTOR,
+            "seed": self.seed,
+        }
 
 
 @dataclass(frozen=True)
@@ -86,9 +92,17 @@ def key(data: Dataset, seed: int) -> str:
     import kornia
     import torch
 
-    return make_key(format=FORMAT, data=data.fingerprint, resolution=data.resolution, images=len(data.val),
-                    kinds=KINDS, params=Recipe(data.resolution, seed).params(), kornia=kornia.__version__,
-                    torch=torch.__version__, code=code_id("tuner.corruptions"))
+    return make_key(
+        format=FORMAT,
+        data=data.fingerprint,
+        resolution=data.resolution,
+        images=len(data.val),
+        kinds=KINDS,
+        params=Recipe(data.resolution, seed).params(),
+        kornia=kornia.__version__,
+        torch=torch.__version__,
+        code=code_id("tuner.corruptions"),
+    )
 
 
 _loaded: dict[str, Corrupted] = {}  # per process: each trial's process maps the set once
@@ -99,8 +113,10 @@ def load(data: Dataset, seed: int, cache_root: Path | None, claims: str | None) 
     once for every worker of a study: ``tuner.cache.Cache.entry``); with ``cache_root`` None, made in memory. Making
     it is told as long work (``tuner.progress.say``: in a trial's process, the line its parent draws)."""
     if data.preprocessed:
-        raise ConfigError("corruptions apply to uint8 pixels; this data was given as float inputs ready for the model: "
-                          "pass uint8 images (N x 3 x H x W, 0..255) to measure corruption_drop.")
+        raise ConfigError(
+            "corruptions apply to uint8 pixels; this data was given as float inputs ready for the model: "
+            "pass uint8 images (N x 3 x H x W, 0..255) to measure corruption_drop."
+        )
     problem = missing()
     if problem:
         raise ConfigError(problem)
@@ -115,19 +131,23 @@ def load(data: Dataset, seed: int, cache_root: Path | None, claims: str | None) 
 
     def build(out: Path) -> None:
         start = time.perf_counter()
-        progress.say(f"making the corruption set once: {len(KINDS)} corruptions of the {n:,} validation images at "
-            f"{data.resolution} px ({', '.join(KINDS)})")
-        images = np.lib.format.open_memmap(out / "images.npy", mode="w+", dtype=np.uint8,
-                                           shape=(len(KINDS) * n, 3, data.resolution, data.resolution))
+        progress.say(
+            f"making the corruption set once: {len(KINDS)} corruptions of the {n:,} validation images at "
+            f"{data.resolution} px ({', '.join(KINDS)})"
+        )
+        images = np.lib.format.open_memmap(
+            out / "images.npy", mode="w+", dtype=np.uint8, shape=(len(KINDS) * n, 3, data.resolution, data.resolution)
+        )
         for i, kind in enumerate(KINDS):
             for s in range(0, n, CHUNK):
-                part = np.asarray(data.val.images[s:s + CHUNK])
-                images[i * n + s:i * n + s + len(part)] = corrupt(part, kind, recipe, s // CHUNK)
+                part = np.asarray(data.val.images[s : s + CHUNK])
+                images[i * n + s : i * n + s + len(part)] = corrupt(part, kind, recipe, s // CHUNK)
         images.flush()
         del images
         np.save(out / "labels.npy", np.tile(np.asarray(data.val.labels, np.int64), len(KINDS)))
-        (out / "corruptions.json").write_text(json.dumps({"format": FORMAT, "kinds": list(KINDS), "per_kind": n,
-                                                          "params": recipe.params()}))
+        (out / "corruptions.json").write_text(
+            json.dumps({"format": FORMAT, "kinds": list(KINDS), "per_kind": n, "params": recipe.params()})
+        )
         made.append(time.perf_counter() - start)
 
     root = cache_root / "data" if cache_root is not None else None

@@ -78,8 +78,10 @@ def load(splits: dict[str, Files], resolution: int, key: str, root: Path | None,
     count = sum(len(files) for files in splits.values())
     if root is None:
         _log.info(f"decoding {count:,} images of {source} at {resolution} px (no cache directory: kept in memory only)")
-        return {name: (_decode(files, resolution, np.empty(_shape(files, resolution), np.uint8)), _labels(files))
-                for name, files in splits.items()}
+        return {
+            name: (_decode(files, resolution, np.empty(_shape(files, resolution), np.uint8)), _labels(files))
+            for name, files in splits.items()
+        }
     entry = root / key
     if entry.is_dir():
         problem = _damage(entry)
@@ -103,8 +105,9 @@ def load(splits: dict[str, Files], resolution: int, key: str, root: Path | None,
     _log.info(f"decoding {count:,} images of {source} at {resolution} px, once: kept in {entry} for every process")
     try:
         for name, files in splits.items():  # decoded straight into the files: never held whole in memory
-            images = np.lib.format.open_memmap(tmp / f"{name}_images.npy", mode="w+", dtype=np.uint8,
-                                               shape=_shape(files, resolution))
+            images = np.lib.format.open_memmap(
+                tmp / f"{name}_images.npy", mode="w+", dtype=np.uint8, shape=_shape(files, resolution)
+            )
             _decode(files, resolution, images)
             images.flush()
             del images
@@ -198,9 +201,10 @@ def _decode(files: Files, resolution: int, images: np.ndarray) -> np.ndarray:
         strict_pil()
         with ThreadPoolExecutor(max_workers=4) as pool:  # PIL releases the GIL while decoding
             for start in range(0, len(files), CHUNK):
-                part = files[start:start + CHUNK]
-                images[start:start + len(part)] = np.stack(list(pool.map(lambda f: load_image(f[0], resolution),
-                                                                         part)))
+                part = files[start : start + CHUNK]
+                images[start : start + len(part)] = np.stack(
+                    list(pool.map(lambda f: load_image(f[0], resolution), part))
+                )
     return images
 
 
@@ -215,8 +219,9 @@ def _write_manifest(entry: Path) -> None:
     files = {p.name: [p.stat().st_size, sha256_file(p)] for p in arrays}
     last = max((max(p.stat().st_mtime_ns, p.stat().st_ctime_ns) for p in arrays), default=0)
     time.sleep(max(0.0, (last + RACY_NS - time.time_ns()) / 1e9))
-    (entry / MANIFEST).write_text(json.dumps({"format": FORMAT, "files": files,
-                                              "stat": {p.name: _stat(p) for p in arrays}}))
+    (entry / MANIFEST).write_text(
+        json.dumps({"format": FORMAT, "files": files, "stat": {p.name: _stat(p) for p in arrays}})
+    )
 
 
 def _damage(entry: Path) -> str | None:

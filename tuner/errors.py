@@ -51,8 +51,11 @@ class ResourceExhausted(TunerError):
     The study stops (exit 74) and resumes, the trial that met it run again, once the resource is back."""
 
 
-_SHORTAGES = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "the disk quota is exceeded",
-              errno.EROFS: "the filesystem is read-only"}
+_SHORTAGES = {
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "the disk quota is exceeded",
+    errno.EROFS: "the filesystem is read-only",
+}
 
 
 def shortage(err: BaseException) -> str | None:
@@ -65,8 +68,11 @@ def shortage(err: BaseException) -> str | None:
         if isinstance(seen, OSError) and seen.errno in _SHORTAGES:
             return f"{_SHORTAGES[seen.errno]}" + (f" ({seen.filename})" if seen.filename else "")
         text = str(seen)
-        for code, words in ((errno.ENOSPC, "No space left on device"), (errno.EDQUOT, "Disk quota exceeded"),
-                            (errno.ENOSPC, "database or disk is full")):
+        for code, words in (
+            (errno.ENOSPC, "No space left on device"),
+            (errno.EDQUOT, "Disk quota exceeded"),
+            (errno.ENOSPC, "database or disk is full"),
+        ):
             if words in text:
                 return _SHORTAGES[code]
         seen = seen.__cause__ or seen.__context__
@@ -74,7 +80,7 @@ def shortage(err: BaseException) -> str | None:
 
 
 def full_disk(path: str | Path | None) -> str | None:
-    """"no space left on the device" when ``path``'s filesystem has under 1 MiB free: what a write error means
+    """ "no space left on the device" when ``path``'s filesystem has under 1 MiB free: what a write error means
     there, whatever the library that met it said (torch.save's is ``unexpected pos 64 vs 0``)."""
     if path is None:
         return None
@@ -104,7 +110,7 @@ def clip(text: str, limit: int) -> str:
     """``text`` in at most ``limit`` characters, cut between words with "…" where it is longer: never mid-word."""
     if len(text) <= limit:
         return text
-    cut = text[:limit - 1]
+    cut = text[: limit - 1]
     return (cut.rsplit(" ", 1)[0] if " " in cut else cut).rstrip(" ,;:(") + "…"
 
 
@@ -130,15 +136,20 @@ def check_number(flag: str, value: float | None, low: float, *, above: bool = Fa
 # Checks deep in the tuner name an option the command line's way (``--max-drop``); a Python entry point wrapped by
 # ``in_keywords`` re-raises the same error naming its own keyword (``max_drop``), so the checks are written once.
 FLAG = re.compile(r"(?<![\w-])--([a-z][a-z0-9-]*)")
-KEYWORD_OF_FLAG = {"data": "train", "out": "path"}  # tune(train=) is --data, export(path) --out; the others are the flag's name in snake case
+KEYWORD_OF_FLAG = {
+    "data": "train",
+    "out": "path",
+}  # tune(train=) is --data, export(path) --out; the others are the flag's name in snake case
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 def as_keywords(text: str, keywords: set[str]) -> str:
     """``text`` with each ``--flag`` that is one of ``keywords`` written as that keyword."""
+
     def keyword(m: re.Match[str]) -> str:
         names = (KEYWORD_OF_FLAG.get(m[1]), m[1].replace("-", "_"))  # measure_config(data=) is --data's own name
         return next((name for name in names if name in keywords), m[0])
+
     return FLAG.sub(keyword, text)
 
 
@@ -155,4 +166,5 @@ def in_keywords(fn: F) -> F:
             if text == str(err):
                 raise
             raise type(err)(text) from None
+
     return wrapper  # type: ignore[return-value]

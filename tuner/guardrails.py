@@ -40,8 +40,9 @@ def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins
     if len(confidence) == 0:
         return 0.0
     index = np.minimum((np.asarray(confidence) * bins).astype(np.int64), bins - 1)
-    gap = np.bincount(index, weights=np.asarray(correct, dtype=np.float64), minlength=bins) \
-        - np.bincount(index, weights=confidence, minlength=bins)  # per bin: sum(correct) - sum(confidence)
+    gap = np.bincount(index, weights=np.asarray(correct, dtype=np.float64), minlength=bins) - np.bincount(
+        index, weights=confidence, minlength=bins
+    )  # per bin: sum(correct) - sum(confidence)
     return float(np.abs(gap).sum() / len(confidence))
 
 
@@ -64,8 +65,12 @@ class Predictions:
 
     @classmethod
     def of_logits(cls, logits: np.ndarray, labels: np.ndarray) -> Predictions:
-        return cls(np.asarray(labels, dtype=np.int64), np.asarray(logits).argmax(axis=1).astype(np.int64),
-                   softmax_confidence(logits), int(np.asarray(logits).shape[1]))
+        return cls(
+            np.asarray(labels, dtype=np.int64),
+            np.asarray(logits).argmax(axis=1).astype(np.int64),
+            softmax_confidence(logits),
+            int(np.asarray(logits).shape[1]),
+        )
 
     @property
     def correct(self) -> np.ndarray:
@@ -81,30 +86,39 @@ class Predictions:
 
     def record(self) -> dict[str, object]:
         """The plain figures a study keeps of its reference: per-class top-1 (None: no images) and ECE."""
-        return {"class_accuracy": [None if np.isnan(a) else round(float(a), 6) for a in self.class_accuracy],
-                "ece": self.ece}
+        return {
+            "class_accuracy": [None if np.isnan(a) else round(float(a), 6) for a in self.class_accuracy],
+            "ece": self.ece,
+        }
 
 
 def figures(trial: Predictions, baseline: Predictions) -> dict[str, float | int | list[float | None]]:
     """The guardrail figures of ``trial`` against ``baseline`` (the same split, the same order)."""
     if len(trial.labels) != len(baseline.labels) or not np.array_equal(trial.labels, baseline.labels):
-        raise ValueError(f"the trial's {len(trial.labels)} labels are not the baseline's {len(baseline.labels)}: "
-                         "its predictions are of another split or order")
+        raise ValueError(
+            f"the trial's {len(trial.labels)} labels are not the baseline's {len(baseline.labels)}: "
+            "its predictions are of another split or order"
+        )
     drops = 100.0 * (baseline.class_accuracy - trial.class_accuracy)  # tuner.metric.drop_points, per class
     worst = int(np.nanargmax(drops)) if np.isfinite(drops).any() else -1
     flipped = trial.predicted != baseline.predicted
     was_right = baseline.correct
     ece = trial.ece
-    return {"worst_class_drop": float(drops[worst]) if worst >= 0 else 0.0, "worst_class": worst,
-            "flipped": flipped_sample(flipped, baseline.predicted, trial.predicted),
-            "flip_rate": float(flipped.mean()) if len(flipped) else 0.0,
-            "flip_rate_correct": float(flipped[was_right].mean()) if was_right.any() else 0.0,
-            "ece": ece, "ece_increase": ece - baseline.ece,
-            "class_accuracy": [None if np.isnan(a) else round(float(a), 6) for a in trial.class_accuracy]}
+    return {
+        "worst_class_drop": float(drops[worst]) if worst >= 0 else 0.0,
+        "worst_class": worst,
+        "flipped": flipped_sample(flipped, baseline.predicted, trial.predicted),
+        "flip_rate": float(flipped.mean()) if len(flipped) else 0.0,
+        "flip_rate_correct": float(flipped[was_right].mean()) if was_right.any() else 0.0,
+        "ece": ece,
+        "ece_increase": ece - baseline.ece,
+        "class_accuracy": [None if np.isnan(a) else round(float(a), 6) for a in trial.class_accuracy],
+    }
 
 
-def flipped_sample(flipped: np.ndarray, baseline: np.ndarray, trial: np.ndarray, n: int = FLIP_SAMPLE
-                   ) -> list[list[int]]:
+def flipped_sample(
+    flipped: np.ndarray, baseline: np.ndarray, trial: np.ndarray, n: int = FLIP_SAMPLE
+) -> list[list[int]]:
     """Up to ``n`` flipped images as [index in the split, the baseline's class, the trial's class], spread evenly
     over the split (its images are in class order: the first ``n`` would show one class)."""
     where = np.flatnonzero(flipped)
@@ -150,8 +164,11 @@ class Tally:
         return self._broken(len(base.labels), wrong)
 
     def _broken(self, n: int, wrong: np.ndarray) -> str | None:
-        bounds = {"flip_rate": self._flips / max(n, 1), "flip_rate_correct": self._flips_of_right / self._base_right,
-                  "worst_class_drop": float("-inf")}
+        bounds = {
+            "flip_rate": self._flips / max(n, 1),
+            "flip_rate_correct": self._flips_of_right / self._base_right,
+            "worst_class_drop": float("-inf"),
+        }
         if "worst_class_drop" in self.limits and len(wrong):  # only the classes with a new error can newly break it
             total = self._class_total[wrong]  # > 0: each holds this batch's image
             at_most = (total - self._class_wrong[wrong]) / total
@@ -159,8 +176,10 @@ class Tally:
         for metric, limit in self.limits.items():
             if bounds[metric] > limit + EPS:
                 unit = " points" if metric == "worst_class_drop" else ""
-                return (f"stopped after {self.seen} of {n} validation images: {metric} is at least "
-                        f"{bounds[metric]:.4g}{unit} already, above the {limit:g}{unit} allowed")
+                return (
+                    f"stopped after {self.seen} of {n} validation images: {metric} is at least "
+                    f"{bounds[metric]:.4g}{unit} already, above the {limit:g}{unit} allowed"
+                )
         return None
 
     def predictions(self) -> Predictions:

@@ -71,8 +71,11 @@ def bf16_refusal(placement: str) -> str | None:
     if native_bf16():
         return None
     cap = onednn_isa_cap()
-    return (f"bf16 on {placement} needs a CPU with AVX512-BF16 or AMX" + (f" and a oneDNN ISA cap that has it "
-            f"(ONEDNN_MAX_CPU_ISA={cap})" if cap else "") + "; here it would be emulated, slowly")
+    return (
+        f"bf16 on {placement} needs a CPU with AVX512-BF16 or AMX"
+        + (f" and a oneDNN ISA cap that has it (ONEDNN_MAX_CPU_ISA={cap})" if cap else "")
+        + "; here it would be emulated, slowly"
+    )
 
 
 def has_cpu_vnni() -> bool:
@@ -158,8 +161,10 @@ def available_memory() -> int | None:
                     break
     except (OSError, ValueError, IndexError):
         pass
-    for limit_file, usage_file in (("memory.max", "memory.current"),  # cgroup v2, then v1: a container's limit
-                                   ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes")):
+    for limit_file, usage_file in (
+        ("memory.max", "memory.current"),  # cgroup v2, then v1: a container's limit
+        ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes"),
+    ):
         try:
             limit = Path("/sys/fs/cgroup", limit_file).read_text().strip()
             if limit != "max" and int(limit) < 2**60:  # v1 writes "no limit" as a huge number
@@ -180,37 +185,51 @@ def threads_per_stream(threads: int, streams: int = 1) -> int:
     return threads or max(1, cores() // streams)
 
 
-def check_fits(batch_size: int, resolution: int, threads: int = 0, memory: int | None = -1, streams: int = 1,
-               requests: int = 1) -> str | None:
+def check_fits(
+    batch_size: int, resolution: int, threads: int = 0, memory: int | None = -1, streams: int = 1, requests: int = 1
+) -> str | None:
     """Why a candidate's batch at this resolution, or its threads x streams, does not fit this machine (None: it fits).
     Checked before any work: a refusal in one line, not a 30 GB allocation or an oversubscribed hang.
     ``memory``: the bytes available (default: read now; None: unknown, not checked). Under load each of ``requests``
     in flight holds its input batch, and each of ``streams`` running ones its activations too."""
     cpus = cores()
     if threads > cpus:
-        return (f"threads: {threads} is more than this machine's {cpus} CPUs; use at most {cpus} "
-                "(0 = all of them; in a search space, `high: cores`).")
+        return (
+            f"threads: {threads} is more than this machine's {cpus} CPUs; use at most {cpus} "
+            "(0 = all of them; in a search space, `high: cores`)."
+        )
     if streams > cpus:
-        return (f"streams: {streams} is more than this machine's {cpus} CPUs; each stream needs a CPU of its own: use "
-                f"at most {cpus}.")
+        return (
+            f"streams: {streams} is more than this machine's {cpus} CPUs; each stream needs a CPU of its own: use "
+            f"at most {cpus}."
+        )
     if threads * streams > cpus:
-        return (f"threads x streams: {threads} x {streams} = {threads * streams} is more than this machine's {cpus} "
-                f"CPUs, so the streams would contend for them; use threads <= {cpus // streams} (0 = the CPUs shared "
-                "out among the streams).")
+        return (
+            f"threads x streams: {threads} x {streams} = {threads * streams} is more than this machine's {cpus} "
+            f"CPUs, so the streams would contend for them; use threads <= {cpus // streams} (0 = the CPUs shared "
+            "out among the streams)."
+        )
     memory = available_memory() if memory == -1 else memory
     if memory is None:
         return None
     batch = batch_size * 3 * resolution * resolution * 4  # one float32 input batch
     budget = int(memory * MEMORY_SHARE)
     served = f" x {requests} requests in flight" if requests > 1 else ""
-    for what, need in ((f"its input batch{served} alone", batch * max(1, requests)),
-                       (f"an estimated {ACTIVATION_FACTOR}x that in activations" + (f" per stream ({streams})"
-                                                                                    if streams > 1 else ""),
-                        batch * (ACTIVATION_FACTOR * streams + max(0, requests - streams)))):
+    for what, need in (
+        (f"its input batch{served} alone", batch * max(1, requests)),
+        (
+            f"an estimated {ACTIVATION_FACTOR}x that in activations"
+            + (f" per stream ({streams})" if streams > 1 else ""),
+            batch * (ACTIVATION_FACTOR * streams + max(0, requests - streams)),
+        ),
+    ):
         if need > budget:
-            return (f"batch_size {batch_size}{served} at {resolution} px needs {gib(need)} for {what}, more than "
-                    f"half of the {gib(memory)} of memory available; use a smaller batch_size"
-                    + (", fewer requests" if requests > 1 else "") + " or --resolution.")
+            return (
+                f"batch_size {batch_size}{served} at {resolution} px needs {gib(need)} for {what}, more than "
+                f"half of the {gib(memory)} of memory available; use a smaller batch_size"
+                + (", fewer requests" if requests > 1 else "")
+                + " or --resolution."
+            )
     return None
 
 

@@ -48,8 +48,10 @@ def load_image(path: Path, resolution: int) -> np.ndarray:
             im = im.resize((resolution, resolution), Image.BILINEAR)
             return np.asarray(im, dtype=np.uint8).transpose(2, 0, 1).copy()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise DataError(f"image {path} has more than {MAX_IMAGE_PIXELS:,} pixels (a possible decompression bomb); "
-                        "resize it, or remove it from the data.") from None
+        raise DataError(
+            f"image {path} has more than {MAX_IMAGE_PIXELS:,} pixels (a possible decompression bomb); "
+            "resize it, or remove it from the data."
+        ) from None
     except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as err:  # PIL's decoders raise all of these
         reason = first_line(err, 160, whole=True) or type(err).__name__
         raise DataError(f"cannot read image {path} ({reason}); remove or replace the file.") from None
@@ -63,15 +65,19 @@ def rgb8(im: Any, path: Path) -> Any:
     from PIL import Image
 
     if im.mode == "F":
-        raise DataError(f"image {path} holds floating-point pixels (PIL mode F), whose range is not defined; "
-                        "save it with 8- or 16-bit integer pixels, or remove it from the data.")
+        raise DataError(
+            f"image {path} holds floating-point pixels (PIL mode F), whose range is not defined; "
+            "save it with 8- or 16-bit integer pixels, or remove it from the data."
+        )
     if not (im.mode == "I" or im.mode.startswith("I;16")):
         return im.convert("RGB")
     pixels = np.asarray(im)
     bits = 16 if im.mode.startswith("I;16") else _declared_bits(im)
     if pixels.size and pixels.min() < 0:
-        raise DataError(f"image {path} holds negative pixel values ({int(pixels.min())}, {bits}-bit signed); "
-                        "save it with unsigned 8- or 16-bit pixels, or remove it from the data.")
+        raise DataError(
+            f"image {path} holds negative pixel values ({int(pixels.min())}, {bits}-bit signed); "
+            "save it with unsigned 8- or 16-bit pixels, or remove it from the data."
+        )
     scaled = np.rint(pixels.astype(np.float64) * (255.0 / (2**bits - 1))).clip(0, 255).astype(np.uint8)
     return Image.fromarray(scaled).convert("RGB")
 

@@ -37,9 +37,11 @@ def check_drop_budget(value: float, what: str) -> None:
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value < 0:
         raise ConfigError(f"{what} is an accuracy drop in percentage points and must be a number >= 0, got {value!r}.")
     if 0 < value < AMBIGUOUS_DROP:
-        raise ConfigError(f"{what} {value:g} is ambiguous: drops are in percentage points, so it means "
-                          f"{value:g} points, but it reads like a fraction ({value:g} = {100 * value:g} points); "
-                          f"write {100 * value:g} for {100 * value:g} points (0 allows no drop at all).")
+        raise ConfigError(
+            f"{what} {value:g} is ambiguous: drops are in percentage points, so it means "
+            f"{value:g} points, but it reads like a fraction ({value:g} = {100 * value:g} points); "
+            f"write {100 * value:g} for {100 * value:g} points (0 allows no drop at all)."
+        )
 
 
 def top1_of(metrics: dict[str, Any]) -> float:
@@ -60,9 +62,11 @@ def chance_warning(reference: dict[str, Any]) -> str | None:
     top1, classes = top1_of(reference), int(reference["num_classes"])
     if not near_chance(top1, classes, int(reference["validation_images"])):
         return None
-    return (f"warning: the reference model's top-1 is {top1:.1%} on {classes} classes (chance: {1 / classes:.1%}): "
-            "it has not learned this data, so speedups and drops against it mean little; check that --weights were "
-            "trained on these classes in this order, and --mean/--std and --resolution")
+    return (
+        f"warning: the reference model's top-1 is {top1:.1%} on {classes} classes (chance: {1 / classes:.1%}): "
+        "it has not learned this data, so speedups and drops against it mean little; check that --weights were "
+        "trained on these classes in this order, and --mean/--std and --resolution"
+    )
 
 
 def metric_words(record: dict[str, Any] | None) -> str:
@@ -91,12 +95,15 @@ class Metric:
             value = self.fn(torch.from_numpy(logits), torch.from_numpy(labels))
             number = _as_number(value.item() if hasattr(value, "item") else value)
         except Exception as err:  # noqa: BLE001 - the user's function can raise anything: one line for this trial
-            raise MeasurementError(f"metric {self.name} failed on {logits.shape} logits: "
-                                   f"{one_line(err, 200, whole=True)}") from None
+            raise MeasurementError(
+                f"metric {self.name} failed on {logits.shape} logits: {one_line(err, 200, whole=True)}"
+            ) from None
         if number is None:
             shown = "None" if value is None else f"{repr(value)[:60]} (a {type(value).__name__})"
-            raise MeasurementError(f"metric {self.name} returned {shown}; it must return a finite number (a float, "
-                                   "or a one-element tensor).")
+            raise MeasurementError(
+                f"metric {self.name} returned {shown}; it must return a finite number (a float, "
+                "or a one-element tensor)."
+            )
         if not math.isfinite(number):
             raise MeasurementError(f"metric {self.name} returned {number}; it must return a finite number.")
         return number if self.higher_is_better else -number
@@ -121,8 +128,7 @@ def _as_number(value: Any) -> float | None:
 TOP1_METRIC = Metric()  # the default: top-1, computed (and stopped early when hopeless) in the trial's process
 
 
-def make_metric(fn: Callable[[Any, Any], Any] | None, higher_is_better: bool = True,
-                name: str | None = None) -> Metric:
+def make_metric(fn: Callable[[Any, Any], Any] | None, higher_is_better: bool = True, name: str | None = None) -> Metric:
     if fn is None:
         if not higher_is_better:
             raise ConfigError("higher_is_better=False needs a metric function; top-1 is higher-is-better.")

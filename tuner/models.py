@@ -81,7 +81,9 @@ class ResNet(nn.Module):
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
-    def _make_layer(self, block: type[BasicBlock | Bottleneck], planes: int, blocks: int, stride: int = 1) -> nn.Sequential:
+    def _make_layer(
+        self, block: type[BasicBlock | Bottleneck], planes: int, blocks: int, stride: int = 1
+    ) -> nn.Sequential:
         downsample = None
         if stride != 1 or self.inplanes != planes * block.expansion:
             downsample = nn.Sequential(
@@ -131,11 +133,15 @@ def create_model(name: str, num_classes: int) -> nn.Module:
     try:
         model = builder(num_classes=num_classes)
     except SystemExit as err:  # a builder that exits must not end the tuner without a word
-        raise ModelError(f"model {name!r} called sys.exit({err.code!r}) while being built; a model builder "
-                         "must return the module, not exit.") from None
+        raise ModelError(
+            f"model {name!r} called sys.exit({err.code!r}) while being built; a model builder "
+            "must return the module, not exit."
+        ) from None
     except Exception as err:  # noqa: BLE001 - a user's callable can raise anything; report it in one line
-        raise ModelError(f"model {name!r} could not be built with num_classes={num_classes} ({one_line(err, 200, whole=True)}); "
-                         "fix the builder, or pass another --model.") from None
+        raise ModelError(
+            f"model {name!r} could not be built with num_classes={num_classes} ({one_line(err, 200, whole=True)}); "
+            "fix the builder, or pass another --model."
+        ) from None
     if not isinstance(model, nn.Module):
         raise ModelError(f"model {name!r} returned {type(model).__name__}, not a torch.nn.Module.")
     return model
@@ -158,8 +164,10 @@ def _user_callable(spec: str) -> Callable[..., nn.Module]:
     except ModelError:
         raise
     except SystemExit as err:
-        raise ModelError(f"importing {target!r} for model {spec!r} called sys.exit({err.code!r}); guard its "
-                         "script code with `if __name__ == '__main__':`.") from None
+        raise ModelError(
+            f"importing {target!r} for model {spec!r} called sys.exit({err.code!r}); guard its "
+            "script code with `if __name__ == '__main__':`."
+        ) from None
     except Exception as err:  # noqa: BLE001 - a user's module can raise anything on import
         raise ModelError(f"cannot import {target!r} for model {spec!r}: {one_line(err, 200, whole=True)}") from None
     builder = getattr(module, attr, None)
@@ -262,8 +270,10 @@ def check_forward(model: nn.Module, example: torch.Tensor, num_classes: int, nam
     mode = "training" if train else "evaluation"
     required = _required_inputs(model)
     if required is not None and required != 1:
-        raise ModelError(f"model {name!r}: forward takes {required} required inputs; the tuner calls forward(x) with "
-                         "one image batch (batch, 3, H, W): give the others defaults, or wrap the model.")
+        raise ModelError(
+            f"model {name!r}: forward takes {required} required inputs; the tuner calls forward(x) with "
+            "one image batch (batch, 3, H, W): give the others defaults, or wrap the model."
+        )
     was_training = model.training
     model.train(train)
     try:
@@ -272,18 +282,24 @@ def check_forward(model: nn.Module, example: torch.Tensor, num_classes: int, nam
     except SystemExit as err:
         raise ModelError(f"model {name!r} called sys.exit({err.code!r}) in forward; it must return logits.") from None
     except Exception as err:  # noqa: BLE001 - the user's forward can raise anything
-        raise ModelError(f"model {name!r} fails on a batch of {len(example)} images {tuple(example.shape)} in "
-                         f"{mode} mode ({one_line(err, 200, whole=True)}); it must take one (batch, 3, H, W) tensor.") from None
+        raise ModelError(
+            f"model {name!r} fails on a batch of {len(example)} images {tuple(example.shape)} in "
+            f"{mode} mode ({one_line(err, 200, whole=True)}); it must take one (batch, 3, H, W) tensor."
+        ) from None
     finally:
         model.train(was_training)
     expected = (len(example), num_classes)
     if not isinstance(out, torch.Tensor):
-        raise ModelError(f"model {name!r} returns a {type(out).__name__} in {mode} mode, not a tensor; return the "
-                         f"logits alone, shaped (batch, classes) = {expected}.")
+        raise ModelError(
+            f"model {name!r} returns a {type(out).__name__} in {mode} mode, not a tensor; return the "
+            f"logits alone, shaped (batch, classes) = {expected}."
+        )
     if tuple(out.shape) != expected:
-        raise ModelError(f"model {name!r} returns shape {tuple(out.shape)} for a batch of {len(example)}; expected "
-                         f"(batch, classes) = {expected} logits (the data has {num_classes} classes: build the "
-                         "classifier with num_classes).")
+        raise ModelError(
+            f"model {name!r} returns shape {tuple(out.shape)} for a batch of {len(example)}; expected "
+            f"(batch, classes) = {expected} logits (the data has {num_classes} classes: build the "
+            "classifier with num_classes)."
+        )
 
 
 def _required_inputs(model: nn.Module) -> int | None:
@@ -313,10 +329,14 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     except Exception as err:  # noqa: BLE001 - a file that is not a state_dict fails in many ways
         first = first_line(err, 1000) or type(err).__name__
         if "weights only load failed" in first.lower():  # torch's multi-paragraph advice: say it in a line
-            first = ("it holds Python objects, such as a whole model saved with torch.save(model), that a safe "
-                     "weights_only load does not run")
-        raise ModelError(f"weights file {p} is not a loadable PyTorch state_dict ({first[:160]}); "
-                         "save it with torch.save(model.state_dict(), PATH).") from None
+            first = (
+                "it holds Python objects, such as a whole model saved with torch.save(model), that a safe "
+                "weights_only load does not run"
+            )
+        raise ModelError(
+            f"weights file {p} is not a loadable PyTorch state_dict ({first[:160]}); "
+            "save it with torch.save(model.state_dict(), PATH)."
+        ) from None
     for key in ("state_dict", "model", "model_state_dict"):  # common checkpoint wrappers
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
@@ -326,23 +346,32 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         raise ModelError(f"weights file {p} holds no state_dict of tensors (it holds {got}); {save}.")
     for k, v in obj.items():
         if not isinstance(k, str):
-            raise ModelError(f"weights file {p} has the key {k!r} ({type(k).__name__}); a state_dict maps parameter "
-                             f"names (strings) to tensors: {save}.")
+            raise ModelError(
+                f"weights file {p} has the key {k!r} ({type(k).__name__}); a state_dict maps parameter "
+                f"names (strings) to tensors: {save}."
+            )
         if not isinstance(v, torch.Tensor):
-            raise ModelError(f"weights file {p}: {k} holds {type(v).__name__} {str(v)[:40]!r}, not a tensor; a "
-                             f"state_dict holds tensors only: {save}.")
+            raise ModelError(
+                f"weights file {p}: {k} holds {type(v).__name__} {str(v)[:40]!r}, not a tensor; a "
+                f"state_dict holds tensors only: {save}."
+            )
         kind = _unloadable_kind(v)
         if kind:
-            raise ModelError(f"weights file {p}: {k} is {kind}, which a model's state_dict cannot hold; save the "
-                             "dense float weights (torch.save(model.state_dict(), PATH)).")
+            raise ModelError(
+                f"weights file {p}: {k} is {kind}, which a model's state_dict cannot hold; save the "
+                "dense float weights (torch.save(model.state_dict(), PATH))."
+            )
         if (v.is_floating_point() or v.is_complex()) and v.numel() and not bool(torch.isfinite(v).all()):
             share = "all NaN/inf" if not bool(torch.isfinite(v).any()) else "NaN/inf values"
-            raise ModelError(f"weights {p} hold NaN/inf in {k} ({share}); they come from a diverged run: "
-                             "pass weights saved before it diverged.")
+            raise ModelError(
+                f"weights {p} hold NaN/inf in {k} ({share}); they come from a diverged run: "
+                "pass weights saved before it diverged."
+            )
     state = {k.removeprefix("module."): v for k, v in obj.items()}
     if len(state) != len(obj):
-        raise ModelError(f"weights file {p} has keys with and without the 'module.' prefix for the same "
-                         f"parameter; {save}.")
+        raise ModelError(
+            f"weights file {p} has keys with and without the 'module.' prefix for the same parameter; {save}."
+        )
     return state
 
 
@@ -372,17 +401,25 @@ def load_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], source: 
     unexpected = [k for k in state_dict if k not in own]
     if missing or unexpected:
         detail = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
-        raise ModelError(f"weights {source} do not match the model ({len(missing)} missing, "
-                         f"{len(unexpected)} unexpected keys, e.g. {detail}); pass weights saved from this model.")
+        raise ModelError(
+            f"weights {source} do not match the model ({len(missing)} missing, "
+            f"{len(unexpected)} unexpected keys, e.g. {detail}); pass weights saved from this model."
+        )
     for k, v in state_dict.items():
         if own[k].shape != v.shape:
-            raise ModelError(f"weights {source}: {k} has shape {tuple(v.shape)} but the model expects "
-                             f"{tuple(own[k].shape)}; the weights belong to another model or class count.")
+            raise ModelError(
+                f"weights {source}: {k} has shape {tuple(v.shape)} but the model expects "
+                f"{tuple(own[k].shape)}; the weights belong to another model or class count."
+            )
         if own[k].is_floating_point() and not v.is_floating_point():  # loading would truncate, silently
-            raise ModelError(f"weights {source}: {k} holds {str(v.dtype).removeprefix('torch.')} values where the "
-                             f"model has {str(own[k].dtype).removeprefix('torch.')}; save the float weights.")
+            raise ModelError(
+                f"weights {source}: {k} holds {str(v.dtype).removeprefix('torch.')} values where the "
+                f"model has {str(own[k].dtype).removeprefix('torch.')}; save the float weights."
+            )
     try:
         model.load_state_dict(state_dict)
     except (RuntimeError, TypeError, ValueError) as err:
-        raise ModelError(f"weights {source} cannot be loaded into the model ({one_line(err, 200, whole=True)}); pass weights "
-                         "saved from this model.") from None
+        raise ModelError(
+            f"weights {source} cannot be loaded into the model ({one_line(err, 200, whole=True)}); pass weights "
+            "saved from this model."
+        ) from None

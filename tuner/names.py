@@ -39,8 +39,12 @@ README_FILE = "README.md"  # how to load and run the export in its runtime
 
 # Export kinds: the form an export saves its model in (config.yaml's artifact.kind), one module each under
 # tuner/artifact/kinds/ (tuner.artifact.kinds.registry).
-EXPORT_ONNX, EXPORT_OPENVINO_IR, EXPORT_TORCH_PROGRAM, EXPORT_STATE_DICT = "onnx", "openvino-ir", "torch.export", \
-    "state_dict"
+EXPORT_ONNX, EXPORT_OPENVINO_IR, EXPORT_TORCH_PROGRAM, EXPORT_STATE_DICT = (
+    "onnx",
+    "openvino-ir",
+    "torch.export",
+    "state_dict",
+)
 
 
 @dataclass(frozen=True)
@@ -62,25 +66,41 @@ class PlacementInfo:
 
 
 def _onnx(precisions: tuple[str, ...], fp16_file: bool = False) -> dict[str, str]:
-    kind = {"fp32": ONNX_FP32, "int8": ONNX_INT8, "fp16": ONNX_FP16 if fp16_file else ONNX_FP32,
-            "bf16": ONNX_FP32}  # OpenVINO runs bf16 from the fp32 file; TensorRT builds fp16 engines itself
+    kind = {
+        "fp32": ONNX_FP32,
+        "int8": ONNX_INT8,
+        "fp16": ONNX_FP16 if fp16_file else ONNX_FP32,
+        "bf16": ONNX_FP32,
+    }  # OpenVINO runs bf16 from the fp32 file; TensorRT builds fp16 engines itself
     return {p: kind[p] for p in precisions}
 
 
-PLACEMENTS: dict[str, PlacementInfo] = {p.name: p for p in (
-    PlacementInfo("torch-cpu", "torch", "cpu", dict.fromkeys(("fp32", "bf16"), TORCH_MODULE)),
-    PlacementInfo("ort-cpu", "ort", "cpu", _onnx(("fp32", "int8"))),
-    PlacementInfo("torch-cuda", "torch", "cuda", dict.fromkeys(("fp32", "fp16", "bf16"), TORCH_MODULE)),
-    PlacementInfo("ort-cuda", "ort", "cuda", _onnx(("fp32", "fp16", "int8"), fp16_file=True)),
-    PlacementInfo("ort-tensorrt", "ort", "tensorrt", _onnx(("fp32", "fp16", "int8"))),
-    PlacementInfo("ov-cpu", "openvino", "cpu", _onnx(("fp32", "bf16", "int8"))),
-)}
+PLACEMENTS: dict[str, PlacementInfo] = {
+    p.name: p
+    for p in (
+        PlacementInfo("torch-cpu", "torch", "cpu", dict.fromkeys(("fp32", "bf16"), TORCH_MODULE)),
+        PlacementInfo("ort-cpu", "ort", "cpu", _onnx(("fp32", "int8"))),
+        PlacementInfo("torch-cuda", "torch", "cuda", dict.fromkeys(("fp32", "fp16", "bf16"), TORCH_MODULE)),
+        PlacementInfo("ort-cuda", "ort", "cuda", _onnx(("fp32", "fp16", "int8"), fp16_file=True)),
+        PlacementInfo("ort-tensorrt", "ort", "tensorrt", _onnx(("fp32", "fp16", "int8"))),
+        PlacementInfo("ov-cpu", "openvino", "cpu", _onnx(("fp32", "bf16", "int8"))),
+    )
+}
 
 
 def artifact_kind(placement: str, precision: str) -> str:
     """The artifact ``placement`` runs ``precision`` from (KeyError for a combination it never runs)."""
     return PLACEMENTS[placement].artifacts[precision]
 
+
 # The figures measured under load (tuner.measure.load), only in studies whose objectives or constraints use one.
-LOAD_METRICS = ("load_throughput", "load_p50_ms", "load_p95_ms", "load_p99_ms", "open_throughput", "open_p50_ms",
-                "open_p95_ms", "open_p99_ms")
+LOAD_METRICS = (
+    "load_throughput",
+    "load_p50_ms",
+    "load_p95_ms",
+    "load_p99_ms",
+    "open_throughput",
+    "open_p50_ms",
+    "open_p95_ms",
+    "open_p99_ms",
+)

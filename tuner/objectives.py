@@ -18,8 +18,21 @@ OBJECTIVES_DIR = Path(__file__).resolve().parent.parent / "objectives"
 # percentage points (tuner.metric.DROP_UNIT), accuracy in the metric's own units (0..1 for top-1).
 # The load metrics are measured (tuner.measure.load) only in studies whose objectives or constraints use one; the
 # guardrails (tuner.guardrails: worst_class_drop in points, the rest shares of 0..1) in every trial.
-METRICS = ("accuracy", "accuracy_drop", "latency_ms", "latency_p95_ms", "per_sample_ms", "throughput",
-           "params", "macs", "size_mb", "compressed_mb", *LOAD_METRICS, *GUARD_METRICS, "corruption_drop")
+METRICS = (
+    "accuracy",
+    "accuracy_drop",
+    "latency_ms",
+    "latency_p95_ms",
+    "per_sample_ms",
+    "throughput",
+    "params",
+    "macs",
+    "size_mb",
+    "compressed_mb",
+    *LOAD_METRICS,
+    *GUARD_METRICS,
+    "corruption_drop",
+)
 # corruption_drop: the baseline's top-1 on the corruption set (tuner.corruptions) minus the trial's, in points;
 # measured only in studies whose objectives use it or that ask for it (--corruptions).
 DROPS = ("accuracy_drop", "worst_class_drop", "corruption_drop")  # in percentage points (tuner.names.DROP_UNIT)
@@ -40,8 +53,9 @@ class Constraint:
         return max(over, under)
 
     def __str__(self) -> str:
-        parts = ([f"{self.metric} <= {self.max:g}"] if self.max is not None else []) + \
-                ([f"{self.metric} >= {self.min:g}"] if self.min is not None else [])
+        parts = ([f"{self.metric} <= {self.max:g}"] if self.max is not None else []) + (
+            [f"{self.metric} >= {self.min:g}"] if self.min is not None else []
+        )
         return " and ".join(parts)
 
     @property
@@ -75,14 +89,21 @@ class Objectives:
     def min_accuracy(self, reference_accuracy: float) -> float | None:
         """The lowest accuracy any feasible trial can have, from the accuracy constraints (None: no bound)."""
         bounds = [c.min for c in self.constraints if c.metric == "accuracy" and c.min is not None]
-        bounds += [reference_accuracy - c.max / 100 for c in self.constraints if c.metric == "accuracy_drop" and c.max is not None]
+        bounds += [
+            reference_accuracy - c.max / 100
+            for c in self.constraints
+            if c.metric == "accuracy_drop" and c.max is not None
+        ]
         return max(bounds) if bounds else None
 
     def min_corruption(self, reference_corruption: float | None) -> float | None:
         """The lowest top-1 on the corruption set any feasible trial can have (None: no bound): errors there only
         accumulate, so a trial below it stops early (``tuner.measure.robustness``)."""
-        bounds = [reference_corruption - c.max / 100 for c in self.constraints
-                  if c.metric == "corruption_drop" and c.max is not None and reference_corruption is not None]
+        bounds = [
+            reference_corruption - c.max / 100
+            for c in self.constraints
+            if c.metric == "corruption_drop" and c.max is not None and reference_corruption is not None
+        ]
         return max(bounds) if bounds else None
 
     @property
@@ -113,10 +134,14 @@ def resolve(name_or_path: str) -> Path:
 
 def load_objectives(source: str | dict[str, Any]) -> Objectives:
     """A name in objectives/, a YAML path, or the mapping such a file holds (``tuner.tune(objectives={...})``)."""
-    path, raw = (Path("objectives"), source) if isinstance(source, dict) else (resolve(source), read_yaml(resolve(source)))
+    path, raw = (
+        (Path("objectives"), source) if isinstance(source, dict) else (resolve(source), read_yaml(resolve(source)))
+    )
     if not isinstance(raw, dict) or set(raw) - {"objectives", "constraints"}:
-        raise ConfigError(f"{path}: expected the keys `objectives` (metric: maximize|minimize) and "
-                          "optionally `constraints` (metric: {max: X} or {min: X}).")
+        raise ConfigError(
+            f"{path}: expected the keys `objectives` (metric: maximize|minimize) and "
+            "optionally `constraints` (metric: {max: X} or {min: X})."
+        )
     objectives = raw.get("objectives")
     if not isinstance(objectives, dict) or not objectives:
         raise ConfigError(f"{path}: objectives must map one or more metrics to maximize or minimize.")
@@ -126,17 +151,27 @@ def load_objectives(source: str | dict[str, Any]) -> Objectives:
             raise ConfigError(f"{path}: objectives: {metric} must be maximize or minimize, got {direction!r}.")
     constraints = []
     if not isinstance(raw.get("constraints") or {}, dict):
-        raise ConfigError(f"{path}: constraints must map metrics to {{max: NUMBER}} and/or {{min: NUMBER}}, "
-                          f"got a {type(raw['constraints']).__name__}.")
+        raise ConfigError(
+            f"{path}: constraints must map metrics to {{max: NUMBER}} and/or {{min: NUMBER}}, "
+            f"got a {type(raw['constraints']).__name__}."
+        )
     for metric, bound in (raw.get("constraints") or {}).items():
         _check_metric(path, "constraints", metric)
-        if not isinstance(bound, dict) or not bound or set(bound) - {"max", "min"} \
-                or not all(_is_number(v) for v in bound.values()):
-            raise ConfigError(f"{path}: constraints: {metric} must be {{max: NUMBER}} and/or {{min: NUMBER}} with "
-                              f"finite numbers, got {bound!r}.")
+        if (
+            not isinstance(bound, dict)
+            or not bound
+            or set(bound) - {"max", "min"}
+            or not all(_is_number(v) for v in bound.values())
+        ):
+            raise ConfigError(
+                f"{path}: constraints: {metric} must be {{max: NUMBER}} and/or {{min: NUMBER}} with "
+                f"finite numbers, got {bound!r}."
+            )
         if "max" in bound and "min" in bound and bound["min"] > bound["max"]:
-            raise ConfigError(f"{path}: constraints: {metric} has min {bound['min']} > max {bound['max']}; no trial "
-                              "could be feasible: swap them.")
+            raise ConfigError(
+                f"{path}: constraints: {metric} has min {bound['min']} > max {bound['max']}; no trial "
+                "could be feasible: swap them."
+            )
         if metric in DROPS:
             for side, value in bound.items():
                 check_drop_budget(value, f"{path}: constraints: {metric} {side}")

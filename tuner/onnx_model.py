@@ -27,9 +27,11 @@ _FLOAT = 1  # onnx.TensorProto.FLOAT
 def dynamic_export(input_name: str, output_name: str) -> str:
     """The export line that gives a file of these names a dynamic batch axis: TorchScript's exporter
     (``dynamo=False``), whose ``dynamic_axes`` go by these names and which needs nothing beyond torch."""
-    return (f"torch.onnx.export(model, x, 'model.onnx', dynamo=False, input_names=[{input_name!r}], "
-            f"output_names=[{output_name!r}], dynamic_axes={{{input_name!r}: {{0: 'batch'}}, "
-            f"{output_name!r}: {{0: 'batch'}}}})")
+    return (
+        f"torch.onnx.export(model, x, 'model.onnx', dynamo=False, input_names=[{input_name!r}], "
+        f"output_names=[{output_name!r}], dynamic_axes={{{input_name!r}: {{0: 'batch'}}, "
+        f"{output_name!r}: {{0: 'batch'}}}})"
+    )
 
 
 @dataclass(frozen=True)
@@ -62,8 +64,10 @@ def _load(path: Path) -> Any:
         model = onnx.load(str(path))
         onnx.checker.check_model(model)
     except Exception as err:  # noqa: BLE001 - protobuf, checker and file errors all mean "not a usable ONNX file"
-        raise ModelError(f"model file {path} is not a valid ONNX model ({one_line(err, 200, whole=True)}); export it with "
-                         "torch.onnx.export or pass another --model.") from None
+        raise ModelError(
+            f"model file {path} is not a valid ONNX model ({one_line(err, 200, whole=True)}); export it with "
+            "torch.onnx.export or pass another --model."
+        ) from None
     if not model.graph.node:
         raise ModelError(f"model file {path} holds no graph (no nodes); pass an exported ONNX model.")
     return model
@@ -76,22 +80,30 @@ def read_signature(path: Path) -> Signature:
     inputs = [i for i in graph.input if i.name not in weights]  # older exporters list the weights as inputs too
     where = f"model file {path}"
     if len(inputs) != 1:
-        raise ModelError(f"{where} has {len(inputs)} inputs ({', '.join(i.name for i in inputs)[:120]}); the tuner "
-                         "feeds one image batch (N x 3 x H x W): export the model with one input.")
+        raise ModelError(
+            f"{where} has {len(inputs)} inputs ({', '.join(i.name for i in inputs)[:120]}); the tuner "
+            "feeds one image batch (N x 3 x H x W): export the model with one input."
+        )
     if len(graph.output) != 1:
-        raise ModelError(f"{where} has {len(graph.output)} outputs ({', '.join(o.name for o in graph.output)[:120]}); "
-                         "the tuner reads one (N, classes) logits output: export the logits alone.")
+        raise ModelError(
+            f"{where} has {len(graph.output)} outputs ({', '.join(o.name for o in graph.output)[:120]}); "
+            "the tuner reads one (N, classes) logits output: export the logits alone."
+        )
     x, y = inputs[0], graph.output[0]
     if x.type.tensor_type.elem_type != _FLOAT:
-        raise ModelError(f"{where}: input {x.name!r} is not float32 (ONNX type {x.type.tensor_type.elem_type}); the "
-                         "tuner feeds normalized float32 images: export the model in float32.")
+        raise ModelError(
+            f"{where}: input {x.name!r} is not float32 (ONNX type {x.type.tensor_type.elem_type}); the "
+            "tuner feeds normalized float32 images: export the model in float32."
+        )
     shape = _dims(x)
     if shape is None or len(shape) != 4 or shape[1] not in (None, 3):
         got = "no shape" if shape is None else "x".join("?" if d is None else str(d) for d in shape)
         raise ModelError(f"{where}: input {x.name!r} has shape {got}; the tuner feeds N x 3 x H x W images.")
     if shape[2] is not None and shape[3] is not None and shape[2] != shape[3]:
-        raise ModelError(f"{where}: input {x.name!r} takes {shape[2]} x {shape[3]} images; the tuner feeds square "
-                         "ones (H = W): export the model at a square size.")
+        raise ModelError(
+            f"{where}: input {x.name!r} takes {shape[2]} x {shape[3]} images; the tuner feeds square "
+            "ones (H = W): export the model at a square size."
+        )
     out = _dims(y)
     if out is not None and len(out) != 2:
         raise ModelError(f"{where}: output {y.name!r} has {len(out)} axes; the tuner reads (N, classes) logits.")
@@ -151,21 +163,27 @@ def check_runs(prepared: Path, example: np.ndarray, num_classes: int, name: str,
     try:
         session = ort.InferenceSession(str(prepared), opts, providers=["CPUExecutionProvider"])
         both = session.run([OUTPUT], {INPUT: example[:2]})[0]
-        alone = np.concatenate([session.run([OUTPUT], {INPUT: example[i:i + 1]})[0] for i in range(2)])
+        alone = np.concatenate([session.run([OUTPUT], {INPUT: example[i : i + 1]})[0] for i in range(2)])
     except Exception as err:  # noqa: BLE001 - ORT refuses a graph or a shape in many ways
         why = f" (its batch of {fixed_batch} is fixed)" if fixed_batch else ""
         node = re.search(r"while running (\w+) node", str(err))  # ORT's own message runs to many lines
-        raise ModelError(f"model {name} fails on a batch of 2 images {tuple(example[:2].shape)}{why}: "
-                         + (f"ONNX Runtime fails in its {node.group(1)} node" if node else one_line(err, 200, whole=True))
-                         + f"; export it with a dynamic batch axis: {dynamic_export(sig.input, sig.output)}.") from None
+        raise ModelError(
+            f"model {name} fails on a batch of 2 images {tuple(example[:2].shape)}{why}: "
+            + (f"ONNX Runtime fails in its {node.group(1)} node" if node else one_line(err, 200, whole=True))
+            + f"; export it with a dynamic batch axis: {dynamic_export(sig.input, sig.output)}."
+        ) from None
     if both.shape != (2, num_classes):
-        raise ModelError(f"model {name} returns shape {both.shape} for a batch of 2; expected (batch, classes) = "
-                         f"(2, {num_classes}) logits (the data has {num_classes} classes).")
+        raise ModelError(
+            f"model {name} returns shape {both.shape} for a batch of 2; expected (batch, classes) = "
+            f"(2, {num_classes}) logits (the data has {num_classes} classes)."
+        )
     scale = float(np.abs(alone).max()) or 1.0
     if not np.allclose(both, alone, rtol=1e-3, atol=1e-4 * scale):
-        raise ModelError(f"model {name} gives other logits to an image in a batch of 2 than alone"
-                         + (f" (its graph relies on its fixed batch of {fixed_batch})" if fixed_batch else "")
-                         + f"; export it with a dynamic batch axis: {dynamic_export(sig.input, sig.output)}.")
+        raise ModelError(
+            f"model {name} gives other logits to an image in a batch of 2 than alone"
+            + (f" (its graph relies on its fixed batch of {fixed_batch})" if fixed_batch else "")
+            + f"; export it with a dynamic batch axis: {dynamic_export(sig.input, sig.output)}."
+        )
 
 
 def count(prepared: Path, resolution: int) -> tuple[int, int]:

@@ -31,8 +31,9 @@ def check_studies_dir(studies_dir: str) -> None:
         probe = Path(tempfile.mkdtemp(prefix=".tuner-probe-", dir=parent))
         probe.rmdir()
     except OSError as err:
-        raise ConfigError(f"--studies-dir {studies_dir} cannot be created in {parent} "
-                          f"({err.strerror or type(err).__name__}); {fix}.") from None
+        raise ConfigError(
+            f"--studies-dir {studies_dir} cannot be created in {parent} ({err.strerror or type(err).__name__}); {fix}."
+        ) from None
 
 
 def absolute(value: str | None) -> str | None:

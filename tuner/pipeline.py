@@ -33,10 +33,17 @@ class Evaluation:
     logits: np.ndarray | None = None  # the validation logits, when a metric of the user's scores them
 
 
-def evaluate(workload: Workload, candidate: Candidate, min_accuracy: float | None = None,
-             keep_logits: bool = False, load: bool = False, baseline: Predictions | None = None,
-             limits: dict[str, float] | None = None, corruptions: bool = False,
-             min_corruption: float | None = None) -> Evaluation:
+def evaluate(
+    workload: Workload,
+    candidate: Candidate,
+    min_accuracy: float | None = None,
+    keep_logits: bool = False,
+    load: bool = False,
+    baseline: Predictions | None = None,
+    limits: dict[str, float] | None = None,
+    corruptions: bool = False,
+    min_corruption: float | None = None,
+) -> Evaluation:
     """``load``: measure it under load too (the study's objectives use a figure under load); ``baseline``: the
     reference's validation predictions, for the guardrail figures (``limits``: where they stop it early);
     ``corruptions``: top-1 on the corruption set too (``min_corruption``: where it stops early)."""
@@ -53,15 +60,28 @@ def evaluate(workload: Workload, candidate: Candidate, min_accuracy: float | Non
         built.seconds[CLAIM_WAIT] = workload.cache.waited - waited
     kept: list[np.ndarray] | None = [] if keep_logits else None
     try:
-        metrics = measure(built, workload.data, min_accuracy=min_accuracy, keep_logits=kept,
-                          load=LoadPolicy() if load else None, baseline=baseline, limits=limits,
-                          corrupted=corrupted, min_corruption=min_corruption)
+        metrics = measure(
+            built,
+            workload.data,
+            min_accuracy=min_accuracy,
+            keep_logits=kept,
+            load=LoadPolicy() if load else None,
+            baseline=baseline,
+            limits=limits,
+            corrupted=corrupted,
+            min_corruption=min_corruption,
+        )
     except HopelessCandidate as err:  # what it cost goes with it (an exception's attributes survive pickling)
         err.build_seconds = dict(built.seconds)  # type: ignore[attr-defined]
         raise
-    return Evaluation(candidate.to_dict(), metrics.to_dict(), built.seconds,
-                      workload.cache.hits - hits, workload.cache.misses - misses,
-                      np.concatenate(kept) if kept else None)
+    return Evaluation(
+        candidate.to_dict(),
+        metrics.to_dict(),
+        built.seconds,
+        workload.cache.hits - hits,
+        workload.cache.misses - misses,
+        np.concatenate(kept) if kept else None,
+    )
 
 
 def corruption_set(workload: Workload) -> Corrupted:
@@ -86,8 +106,13 @@ def reference_session(workload: Workload) -> Session:
     return PLACEMENTS["torch-cpu"].open(w.reference_model(), None, "fp32", "all", hardware.cores())
 
 
-def reference_accuracy(workload: Workload, split: Split | None = None, keep: list[np.ndarray] | None = None,
-                       check_varies: bool = False, tally: Tally | None = None) -> float:
+def reference_accuracy(
+    workload: Workload,
+    split: Split | None = None,
+    keep: list[np.ndarray] | None = None,
+    check_varies: bool = False,
+    tally: Tally | None = None,
+) -> float:
     """Top-1 of the model as brought (``reference_session``) on ``split`` (the validation split); with
     ``check_varies``, a model whose outputs vary between identical evaluations is warned about (``varies``)."""
     from tuner.measure.accuracy import top1
@@ -115,9 +140,11 @@ def varies(session: Session, x: np.ndarray) -> str | None:
     if a.shape == b.shape and np.allclose(a, b, rtol=1e-4, atol=1e-5 * max(1.0, scale), equal_nan=True):
         return None
     gap = float(np.nanmax(np.abs(a - b))) if a.shape == b.shape else float("nan")
-    return (f"warning: the model's outputs differ between two evaluations of the same {len(x)} images (by up to "
-            f"{gap:.3g}, logits up to {scale:.3g}): randomness in its forward pass, or dropout left on in eval "
-            "mode? Every accuracy measured is then one draw; make forward deterministic in eval().")
+    return (
+        f"warning: the model's outputs differ between two evaluations of the same {len(x)} images (by up to "
+        f"{gap:.3g}, logits up to {scale:.3g}): randomness in its forward pass, or dropout left on in eval "
+        "mode? Every accuracy measured is then one draw; make forward deterministic in eval()."
+    )
 
 
 def reference(workload: Workload, keep_logits: bool = False, corruptions: bool = False) -> dict[str, Any]:
@@ -135,9 +162,15 @@ def reference(workload: Workload, keep_logits: bool = False, corruptions: bool =
     kept: list[np.ndarray] = []
     tally = Tally()
     accuracy = reference_accuracy(w, keep=kept, check_varies=True, tally=tally)
-    out = {"accuracy": accuracy, "workload_key": w.key, "data": w.data.name,
-           "resolution": w.data.resolution, "num_classes": w.data.num_classes, "validation_images": len(w.data.val),
-           "identity": w.identity()}  # what the study checks on resume (tuner.study.resume)
+    out = {
+        "accuracy": accuracy,
+        "workload_key": w.key,
+        "data": w.data.name,
+        "resolution": w.data.resolution,
+        "num_classes": w.data.num_classes,
+        "validation_images": len(w.data.val),
+        "identity": w.identity(),
+    }  # what the study checks on resume (tuner.study.resume)
     if w.onnx is None:  # what the model can give a shallower student (the space's drop_blocks is capped to it)
         out["droppable_blocks"] = droppable_blocks(w)
         out["recovery_prior"] = recovery_prior(w)
@@ -161,9 +194,16 @@ def reference_corruption(workload: Workload) -> dict[str, Any]:
         found = corruption_top1(session, workload.data, corrupted, REFERENCE_BATCH)
     finally:
         session.close()
-    return {"accuracy": found["corruption_accuracy"], "by_kind": found["corruption_by_kind"],
-            "images": found["corruption_images"], "seconds": found["corruption_seconds"], "key": corrupted.key,
-            "kinds": list(corrupted.kinds), "params": corrupted.params, "made_seconds": corrupted.made_seconds}
+    return {
+        "accuracy": found["corruption_accuracy"],
+        "by_kind": found["corruption_by_kind"],
+        "images": found["corruption_images"],
+        "seconds": found["corruption_seconds"],
+        "key": corrupted.key,
+        "kinds": list(corrupted.kinds),
+        "params": corrupted.params,
+        "made_seconds": corrupted.made_seconds,
+    }
 
 
 PRIOR_STEPS = 3  # distillation steps timed at setup for the prior (the first, slower one included: it errs long)

@@ -19,7 +19,9 @@ from optuna.trial import FrozenTrial, TrialState
 from tuner.candidate import Candidate
 from tuner.names import DROP_UNIT
 
-REMEASURE_ATTR = "remeasure"  # study user attr: the end-of-study re-measure (tuner.remeasure.orchestrate.RemeasureSummary)
+REMEASURE_ATTR = (
+    "remeasure"  # study user attr: the end-of-study re-measure (tuner.remeasure.orchestrate.RemeasureSummary)
+)
 DROP_UNIT_ATTR = "drop_unit"  # trial user attr: the unit of its accuracy_drop (tuner.names.DROP_UNIT)
 TIME_ATTR = "time"  # study user attr: where the last run's time went (tuner.study.budget.Plan.record)
 IDENTITY_ATTR = "workload_identity"  # study user attr: what its reference rests on (tuner.study.resume)
@@ -98,8 +100,11 @@ class Enqueued:
 
     def attrs(self) -> dict[str, bool]:
         """The user attrs that queue a trial as this again (a retry keeps what it repeats)."""
-        return {k: True for k, v in (("baseline", self.baseline), ("fixed_point", self.fixed_point),
-                                     ("anchor", self.anchor)) if v}
+        return {
+            k: True
+            for k, v in (("baseline", self.baseline), ("fixed_point", self.fixed_point), ("anchor", self.anchor))
+            if v
+        }
 
 
 def read_enqueued(trial: optuna.trial.BaseTrial) -> Enqueued:
@@ -133,21 +138,34 @@ def read_trial(t: FrozenTrial) -> TrialRecord:
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         stale = optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(t)
     return TrialRecord(
-        number=t.number, state=t.state.name.lower(), params=dict(t.params),
-        candidate=_dict(a.get("candidate")), sampled=_dict(a.get("sampled")),
+        number=t.number,
+        state=t.state.name.lower(),
+        params=dict(t.params),
+        candidate=_dict(a.get("candidate")),
+        sampled=_dict(a.get("sampled")),
         metrics=_metrics(a) if t.state == TrialState.COMPLETE else None,
         constraints={str(k): float(v) for k, v in t.constraints.items()},
-        baseline=queued.baseline, fixed_point=queued.fixed_point, anchor=queued.anchor,
-        error=str(a.get("error") or ""), crashed=bool(a.get("crashed")), interrupted=bool(a.get("interrupted")),
-        duplicate_of=_int(a.get("duplicate_of")), retry_of=_int(a.get("retry_of")), stale_retry_of=_int(stale),
+        baseline=queued.baseline,
+        fixed_point=queued.fixed_point,
+        anchor=queued.anchor,
+        error=str(a.get("error") or ""),
+        crashed=bool(a.get("crashed")),
+        interrupted=bool(a.get("interrupted")),
+        duplicate_of=_int(a.get("duplicate_of")),
+        retry_of=_int(a.get("retry_of")),
+        stale_retry_of=_int(stale),
         short_recovery=_dict(a.get("short_recovery")),
         build_seconds={str(k): float(v) for k, v in (_dict(a.get("build_seconds")) or {}).items()},
-        cache_hits=_int(cache.get("hits")), cache_misses=_int(cache.get("misses")),
-        hardware=_dict(a.get("hardware")), worker=a.get("worker") if isinstance(a.get("worker"), str) else None,
+        cache_hits=_int(cache.get("hits")),
+        cache_misses=_int(cache.get("misses")),
+        hardware=_dict(a.get("hardware")),
+        worker=a.get("worker") if isinstance(a.get("worker"), str) else None,
         started_at=t.datetime_start.timestamp() if t.datetime_start else None,
         seconds=(t.datetime_complete - t.datetime_start).total_seconds()
-        if t.datetime_start and t.datetime_complete else None,
-        follow_up_of=_int(a.get("follow_up_of")), budget_skip=bool(a.get("budget_skip")),
+        if t.datetime_start and t.datetime_complete
+        else None,
+        follow_up_of=_int(a.get("follow_up_of")),
+        budget_skip=bool(a.get("budget_skip")),
         stopped_early=bool(a.get("stopped_early")),
         estimate_s=float(a["estimate_s"]) if isinstance(a.get("estimate_s"), (int, float)) else None,
     )
@@ -187,8 +205,14 @@ def read_remeasure(study: optuna.Study) -> dict[int, dict[str, Any]]:
 
 def read_study(study: optuna.Study) -> StudyRecord:
     a = study.user_attrs
-    return StudyRecord(reference=_dict(a.get("reference")) or {}, fingerprint=_dict(a.get("fingerprint")),
-                       workload=_dict(a.get("workload")), metric=_dict(a.get("metric")),
-                       constraints=tuple(str(c) for c in a.get("constraints") or ()),
-                       remeasure=read_remeasure(study), identity=_dict(a.get(IDENTITY_ATTR)),
-                       explain=_dict(a.get(EXPLAIN_ATTR)), time=_dict(a.get(TIME_ATTR)))
+    return StudyRecord(
+        reference=_dict(a.get("reference")) or {},
+        fingerprint=_dict(a.get("fingerprint")),
+        workload=_dict(a.get("workload")),
+        metric=_dict(a.get("metric")),
+        constraints=tuple(str(c) for c in a.get("constraints") or ()),
+        remeasure=read_remeasure(study),
+        identity=_dict(a.get(IDENTITY_ATTR)),
+        explain=_dict(a.get(EXPLAIN_ATTR)),
+        time=_dict(a.get(TIME_ATTR)),
+    )

@@ -112,8 +112,16 @@ def points(study: optuna.Study) -> list[Point]:
         ms, re = cost_ms(m, speed), remeasured_cost_ms(again.get(r.number), speed)
         if ms is None:
             continue  # a study under load whose trial recorded no load figure (none should)
-        out.append(Point(r.number, float(m["accuracy"]), float(m.get("accuracy_drop", 0.0)), float(ms),
-                         is_feasible(r), float(re) if re is not None else None))
+        out.append(
+            Point(
+                r.number,
+                float(m["accuracy"]),
+                float(m.get("accuracy_drop", 0.0)),
+                float(ms),
+                is_feasible(r),
+                float(re) if re is not None else None,
+            )
+        )
     return out
 
 
@@ -136,8 +144,10 @@ def fastest_feasible(pts: Iterable[Point], max_drop: float | None = None) -> Pic
     best = min(ok, key=lambda p: speed_order(p.per_sample_ms, p.accuracy, p.number))
     if best.remeasured_ms is None:
         return Pick(best, best)
-    again = min((p for p in ok if p.remeasured_ms is not None),
-                key=lambda p: speed_order(p.remeasured_ms or 0.0, p.accuracy, p.number))
+    again = min(
+        (p for p in ok if p.remeasured_ms is not None),
+        key=lambda p: speed_order(p.remeasured_ms or 0.0, p.accuracy, p.number),
+    )
     return Pick(again, best)
 
 
@@ -152,8 +162,9 @@ def speedup(baseline_ms: float | None, ms: float | None) -> float | None:
     return baseline_ms / ms if baseline_ms and ms else None
 
 
-def speedup_over(base: TrialRecord | None, r: TrialRecord, speed: str | None,
-                 remeasured: dict[int, dict[str, Any]]) -> float | None:
+def speedup_over(
+    base: TrialRecord | None, r: TrialRecord, speed: str | None, remeasured: dict[int, dict[str, Any]]
+) -> float | None:
     """``r``'s speedup over the baseline by the study's speed figure (``cost_ms``: per-sample latency, or in a study
     under load its throughput objective): the one figure the summary, the report, the tables and the API show.
 
@@ -162,7 +173,10 @@ def speedup_over(base: TrialRecord | None, r: TrialRecord, speed: str | None,
     process and host state (a baseline timed on a busy host made "5780x"). Elsewhere the study's own figures."""
     if base is None or base.metrics is None or r.metrics is None:
         return None
-    again = (remeasured_cost_ms(remeasured.get(base.number), speed), remeasured_cost_ms(remeasured.get(r.number), speed))
+    again = (
+        remeasured_cost_ms(remeasured.get(base.number), speed),
+        remeasured_cost_ms(remeasured.get(r.number), speed),
+    )
     if again[0] is not None and again[1] is not None:
         return speedup(*again)
     return speedup(cost_ms(base.metrics, speed), cost_ms(r.metrics, speed))
@@ -194,7 +208,11 @@ def describe_trial(r: TrialRecord) -> str:
     what = label(r.candidate) if r.candidate else ""
     if r.state == "complete" and r.metrics is not None:
         m = r.metrics
-        served = (f"; under load {m['load_throughput']:.0f} samples/s (p95 {m['load_p95_ms']:.3f} ms), open loop "
-                  f"{m['open_throughput']:.0f} (p95 {m['open_p95_ms']:.3f} ms)" if m.get("load") else "")
+        served = (
+            f"; under load {m['load_throughput']:.0f} samples/s (p95 {m['load_p95_ms']:.3f} ms), open loop "
+            f"{m['open_throughput']:.0f} (p95 {m['open_p95_ms']:.3f} ms)"
+            if m.get("load")
+            else ""
+        )
         return f"#{r.number} {what}: {m['accuracy']:.2%}, {m['per_sample_ms']:.3f} ms/sample{served}"
     return f"#{r.number} {what}: {r.state} ({first_line(r.error, 240)})"

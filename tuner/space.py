@@ -45,7 +45,11 @@ class Param:
         if self.choices is not None:
             choices = self.choices[values[self.per]] if isinstance(self.choices, dict) else self.choices
             return trial.suggest_categorical(name, list(choices))
-        if isinstance(self.low, int) and isinstance(self.high, int) and (self.step is None or isinstance(self.step, int)):
+        if (
+            isinstance(self.low, int)
+            and isinstance(self.high, int)
+            and (self.step is None or isinstance(self.step, int))
+        ):
             return trial.suggest_int(name, self.low, self.high, step=self.step or 1, log=self.log)
         return trial.suggest_float(name, self.low, self.high, step=self.step, log=self.log)
 
@@ -119,8 +123,9 @@ class SearchSpace:
         if not kept or (p.choices is None and p.fixed is None):  # a range: only its default stays
             kept = (FIELDS[name].default,)
         q = Param(name, fixed=kept[0], when=p.when) if len(kept) == 1 else dataclasses.replace(p, choices=kept)
-        return SearchSpace(self.source, tuple(q if x is p else x for x in self.params),
-                           (*self.dropped, f"{name} {value!r}: {why}"))
+        return SearchSpace(
+            self.source, tuple(q if x is p else x for x in self.params), (*self.dropped, f"{name} {value!r}: {why}")
+        )
 
     def capped(self, name: str, most: float, why: str) -> SearchSpace:
         """This space with ``name``'s values above ``most`` dropped (listed with ``why``): what the model itself
@@ -135,10 +140,18 @@ class SearchSpace:
             q = dataclasses.replace(p, high=type(p.high)(most))
         else:
             q = Param(name, fixed=p.low if p.low == most else FIELDS[name].default, when=p.when)
-        kept_text = f"{q.fixed!r}" if q.fixed is not None else f"{q.low:g}-{q.high:g}" if q.choices is None else \
-            ", ".join(map(str, q.choices))
-        return SearchSpace(self.source, tuple(q if x is p else x for x in self.params),
-                           (*self.dropped, f"{name} above {most:g}: {why}; kept at {kept_text}"))
+        kept_text = (
+            f"{q.fixed!r}"
+            if q.fixed is not None
+            else f"{q.low:g}-{q.high:g}"
+            if q.choices is None
+            else ", ".join(map(str, q.choices))
+        )
+        return SearchSpace(
+            self.source,
+            tuple(q if x is p else x for x in self.params),
+            (*self.dropped, f"{name} above {most:g}: {why}; kept at {kept_text}"),
+        )
 
     def without_torch_graph(self, why: str) -> SearchSpace:
         """This space for a model without a torch graph (an ONNX file): each value whose candidate needs the graph
@@ -161,12 +174,20 @@ class SearchSpace:
             params.append(Param(p.name, fixed=default, when=p.when))
         space = SearchSpace(self.source, tuple(params), tuple(dropped))
         # Per-placement choices of the placements dropped above go with them.
-        space = dataclasses.replace(space, params=tuple(
-            dataclasses.replace(p, choices={k: v for k, v in p.choices.items() if k in space.placements})
-            if p.per == "placement" and isinstance(p.choices, dict) else p for p in params))
+        space = dataclasses.replace(
+            space,
+            params=tuple(
+                dataclasses.replace(p, choices={k: v for k, v in p.choices.items() if k in space.placements})
+                if p.per == "placement" and isinstance(p.choices, dict)
+                else p
+                for p in params
+            ),
+        )
         if not space.placements or any(_needs_graph("placement", v) for v in space.placements):
-            raise ConfigError(f"{self.source}: no placement of this space runs without the torch graph ({why}); "
-                              "add ort-cpu or ov-cpu.")
+            raise ConfigError(
+                f"{self.source}: no placement of this space runs without the torch graph ({why}); "
+                "add ort-cpu or ov-cpu."
+            )
         return space
 
     @property
@@ -202,8 +223,10 @@ def _in_dependency_order(path: Path, params: list[Param]) -> tuple[Param, ...]:
         done = {p.name for p in ordered}
         ready = [p for p in pending if set(p.when or {}) | ({p.per} if p.per else set()) <= done]
         if not ready:
-            raise ConfigError(f"{path}: {', '.join(p.name for p in pending)} depend on each other through "
-                              "`when`/`per`; remove the cycle.")
+            raise ConfigError(
+                f"{path}: {', '.join(p.name for p in pending)} depend on each other through "
+                "`when`/`per`; remove the cycle."
+            )
         ordered += ready
         pending = [p for p in pending if p not in ready]
     return tuple(ordered)
@@ -218,8 +241,9 @@ def _parse_param(path: Path, name: Any, spec: Any, others: list[str]) -> Param:
         return Param(name, fixed=spec)
     unknown = set(spec) - _KEYS
     if unknown:
-        raise ConfigError(f"{where}: unknown setting(s) {', '.join(sorted(map(str, unknown)))}; "
-                          f"allowed: {', '.join(sorted(_KEYS))}.")
+        raise ConfigError(
+            f"{where}: unknown setting(s) {', '.join(sorted(map(str, unknown)))}; allowed: {', '.join(sorted(_KEYS))}."
+        )
     when = spec.get("when")
     if when is not None:
         if not isinstance(when, dict) or any(k not in others or not isinstance(v, list) for k, v in when.items()):
@@ -249,8 +273,9 @@ def _parse_param(path: Path, name: Any, spec: Any, others: list[str]) -> Param:
             _validate_value(where, name, v, when)
         if not (isinstance(low, (int, float)) and isinstance(high, (int, float)) and low <= high):
             raise ConfigError(f"{where}: `low <= high` must hold, but got low={low!r}, high={high!r}.")
-        if step is not None and not (isinstance(step, (int, float)) and not isinstance(step, bool)
-                                     and math.isfinite(step) and step > 0):
+        if step is not None and not (
+            isinstance(step, (int, float)) and not isinstance(step, bool) and math.isfinite(step) and step > 0
+        ):
             raise ConfigError(f"{where}: step must be a finite number > 0, got {step!r}.")
         return Param(name, low=low, high=high, step=step, log=bool(spec.get("log", False)), when=when)
     raise ConfigError(f"{where}: give a fixed value, `choices: [...]`, or `low:` and `high:`.")
@@ -267,8 +292,10 @@ def _validate_value(where: str, name: str, value: Any, when: dict[str, tuple[Any
     except TypeError:
         raise ConfigError(f"{where}: {value!r} is not a valid {name}.") from None
     if name in ("threads", "streams") and value > hardware.cores():  # oversubscribed: nothing but contention measured
-        raise ConfigError(f"{where}: {value} is more than this machine's {hardware.cores()} CPUs; use at most "
-                          f"{hardware.cores()}, or `high: cores`.")
+        raise ConfigError(
+            f"{where}: {value} is more than this machine's {hardware.cores()} CPUs; use at most "
+            f"{hardware.cores()}, or `high: cores`."
+        )
 
 
 # A candidate that needs no torch graph, in int8 so that the int8-only keys are valid beside it.
@@ -302,17 +329,22 @@ def _drop_unavailable(space: SearchSpace) -> SearchSpace:
         for placement, wanted in precision.choices.items():
             if placement not in runnable:
                 continue
-            dropped += [f"{x} on {placement}: {PLACEMENTS[placement].refuse(x)}" for x in wanted
-                        if x not in runnable[placement]]
+            dropped += [
+                f"{x} on {placement}: {PLACEMENTS[placement].refuse(x)}" for x in wanted if x not in runnable[placement]
+            ]
             if any(x in runnable[placement] for x in wanted):
                 kept[placement] = tuple(x for x in wanted if x in runnable[placement])
         runnable = {k: v for k, v in runnable.items() if k in kept}
         params["precision"] = dataclasses.replace(precision, choices=kept)
     placement = params.get("placement")
     if placement is not None and placement.choices is not None:
-        params["placement"] = dataclasses.replace(placement, choices=tuple(c for c in placement.choices if c in runnable))
+        params["placement"] = dataclasses.replace(
+            placement, choices=tuple(c for c in placement.choices if c in runnable)
+        )
     result = SearchSpace(space.source, tuple(params.values()), tuple(dropped))
     if not result.placements or not all(a in runnable for a in result.placements):
-        raise ConfigError(f"{space.source}: no placement in this space runs on this machine "
-                          f"({'; '.join(dropped)}); add torch-cpu or ort-cpu.")
+        raise ConfigError(
+            f"{space.source}: no placement in this space runs on this machine "
+            f"({'; '.join(dropped)}); add torch-cpu or ort-cpu."
+        )
     return result

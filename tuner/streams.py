@@ -66,8 +66,12 @@ def output_guarded(command_line: Callable[[Sequence[str] | None], int]) -> Calla
                 _silence(stderr, lost.stream == "stderr")
                 return EXIT_BROKEN_PIPE
             try:
-                print(f"tuner: error: cannot write to {lost.stream} ({lost.err.strerror or lost.err}); free space on "
-                      "its device or send the output elsewhere.", file=stderr, flush=True)
+                print(
+                    f"tuner: error: cannot write to {lost.stream} ({lost.err.strerror or lost.err}); free space on "
+                    "its device or send the output elsewhere.",
+                    file=stderr,
+                    flush=True,
+                )
             except OSError:
                 _silence(stderr, True)
             return EXIT_RESOURCE
@@ -89,5 +93,3 @@ def _silence(stream: Any, lost: bool) -> None:
         os.close(devnull)
     except (OSError, ValueError, AttributeError):  # no file descriptor (a test's captured stream): nothing to flush
         pass
-
-

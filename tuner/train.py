@@ -24,11 +24,21 @@ def steps_per_epoch(data: Dataset, images: int | None = None) -> int:
     return max(1, math.ceil((len(data.train) if images is None else images) / BATCH_SIZE))
 
 
-def train(model: nn.Module, data: Dataset, steps: int, lr: float, seed: int = 0,
-          teacher: nn.Module | None = None, augment: bool = True,
-          on_epoch: Callable[[int], None] | None = None, after_step: Callable[[], None] | None = None,
-          what: str = "training", pool: np.ndarray | None = None,
-          check: Callable[[int], bool] | None = None, check_every: int = 0) -> list[float]:
+def train(
+    model: nn.Module,
+    data: Dataset,
+    steps: int,
+    lr: float,
+    seed: int = 0,
+    teacher: nn.Module | None = None,
+    augment: bool = True,
+    on_epoch: Callable[[int], None] | None = None,
+    after_step: Callable[[], None] | None = None,
+    what: str = "training",
+    pool: np.ndarray | None = None,
+    check: Callable[[int], bool] | None = None,
+    check_every: int = 0,
+) -> list[float]:
     """Train ``model`` in place for ``steps`` AdamW steps on the train split (linear warm-up, then cosine);
     returns the loss of every step. ``pool``: the indices of the train images it may draw from (recovery keeps
     a slice apart to judge itself on); ``check(step)``, every ``check_every`` steps and after the last, with the
@@ -48,7 +58,8 @@ def train(model: nn.Module, data: Dataset, steps: int, lr: float, seed: int = 0,
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     warm = max(1, int(WARMUP * steps))
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: (s + 1) / warm if s < warm else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, steps - warm))))
+        opt, lambda s: (s + 1) / warm if s < warm else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, steps - warm)))
+    )
     pool = np.arange(len(data.train)) if pool is None else pool
     n, epoch = len(pool), steps_per_epoch(data, len(pool))
     order = pool[rng.permutation(n)]
@@ -58,7 +69,7 @@ def train(model: nn.Module, data: Dataset, steps: int, lr: float, seed: int = 0,
     for step in range(steps):
         if pos + BATCH_SIZE > n:
             order, pos = pool[rng.permutation(n)], 0
-        idx = np.sort(order[pos:pos + BATCH_SIZE])
+        idx = np.sort(order[pos : pos + BATCH_SIZE])
         pos += BATCH_SIZE
         images = data.train.images[idx]
         if augment:
@@ -101,7 +112,7 @@ def shift(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     pad = max(1, min(h, w) // SHIFT)
     padded = np.pad(images, ((0, 0), (0, 0), (pad, pad), (pad, pad)), mode="edge")
     dy, dx = rng.integers(0, 2 * pad + 1, size=(2, n))
-    return np.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(n)])
+    return np.stack([padded[i, :, dy[i] : dy[i] + h, dx[i] : dx[i] + w] for i in range(n)])
 
 
 @torch.no_grad()

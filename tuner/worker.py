@@ -70,16 +70,24 @@ def _reference(spec: WorkloadSpec, keep_logits: bool, corruptions: bool = False)
         raise
 
 
-def _evaluate(spec: WorkloadSpec, candidate: dict[str, Any], min_accuracy: float | None,
-              keep_logits: bool, load: bool, baseline: Predictions | None = None,
-              limits: dict[str, float] | None = None, corruptions: bool = False,
-              min_corruption: float | None = None) -> Evaluation:
+def _evaluate(
+    spec: WorkloadSpec,
+    candidate: dict[str, Any],
+    min_accuracy: float | None,
+    keep_logits: bool,
+    load: bool,
+    baseline: Predictions | None = None,
+    limits: dict[str, float] | None = None,
+    corruptions: bool = False,
+    min_corruption: float | None = None,
+) -> Evaluation:
     from tuner.pipeline import evaluate
 
     w = _load(spec)  # outside the guard: a workload that cannot load is the study's setup failing
     try:
-        return evaluate(w, Candidate(**candidate), min_accuracy, keep_logits, load, baseline, limits, corruptions,
-                        min_corruption)
+        return evaluate(
+            w, Candidate(**candidate), min_accuracy, keep_logits, load, baseline, limits, corruptions, min_corruption
+        )
     except Exception as err:  # a full disk is the machine's, whatever raised it: the study stops
         short = shortage(err) or full_disk(w.cache.root)
         if short:
@@ -97,8 +105,13 @@ class Worker:
     predictions are kept here and sent with every trial (a fresh child after a crash gets them too), for the
     guardrail figures (``tuner.guardrails``)."""
 
-    def __init__(self, spec: WorkloadSpec, metric: Metric = TOP1_METRIC, on_status: Callable[[str], None] | None = None,
-                 corruptions: bool = False):
+    def __init__(
+        self,
+        spec: WorkloadSpec,
+        metric: Metric = TOP1_METRIC,
+        on_status: Callable[[str], None] | None = None,
+        corruptions: bool = False,
+    ):
         self.spec = spec
         self.metric = metric
         self.corruptions = corruptions  # every trial (and the reference) scored on the corruption set too
@@ -136,8 +149,10 @@ class Worker:
             return future.result(timeout=timeout)
         except FutureTimeout:
             self.close()  # a hung child: stopped; the next trial starts a fresh one
-            raise TrialTimedOut(f"no result within {timeout:.0f} s: the trial's process was stopped (a hang, or "
-                                "a candidate slower than --trial-timeout allows)") from None
+            raise TrialTimedOut(
+                f"no result within {timeout:.0f} s: the trial's process was stopped (a hang, or "
+                "a candidate slower than --trial-timeout allows)"
+            ) from None
         except BrokenProcessPool:
             self.close()
             if self.interrupted:
@@ -165,11 +180,20 @@ class Worker:
         try:
             return self.metric.rescore(found, logits, self._labels)
         except MeasurementError as err:  # on the reference model: the study cannot score anything
-            raise ConfigError(f"{str(err).rstrip('.')} (scoring the reference model); fix the metric function.") from None
+            raise ConfigError(
+                f"{str(err).rstrip('.')} (scoring the reference model); fix the metric function."
+            ) from None
 
-    def evaluate(self, candidate: Candidate, min_accuracy: float | None = None,
-                 timeout: float | None = None, load: bool = False, limits: dict[str, float] | None = None,
-                 min_corruption: float | None = None, corruptions: bool | None = None) -> Evaluation:
+    def evaluate(
+        self,
+        candidate: Candidate,
+        min_accuracy: float | None = None,
+        timeout: float | None = None,
+        load: bool = False,
+        limits: dict[str, float] | None = None,
+        min_corruption: float | None = None,
+        corruptions: bool | None = None,
+    ) -> Evaluation:
         """Build and measure ``candidate`` in the child; ``min_accuracy`` (top-1 only) stops a hopeless one early,
         and so do guardrail ``limits`` (``tuner.guardrails.Tally``); ``load``: measure it under load too (the
         study's objectives use a figure under load). The guardrail figures come once ``reference`` ran; the top-1 on
@@ -177,12 +201,32 @@ class Worker:
         ``corruptions``: this trial's own say, None for the worker's)."""
         corruptions = self.corruptions if corruptions is None else corruptions
         if not self.metric.custom:
-            return self._submit(_evaluate, candidate.to_dict(), min_accuracy, False, load, self._baseline, limits,
-                                corruptions, min_corruption, timeout=timeout)
+            return self._submit(
+                _evaluate,
+                candidate.to_dict(),
+                min_accuracy,
+                False,
+                load,
+                self._baseline,
+                limits,
+                corruptions,
+                min_corruption,
+                timeout=timeout,
+            )
         if self._labels is None:
             self.reference(timeout)
-        ev = self._submit(_evaluate, candidate.to_dict(), None, True, load, self._baseline, limits, corruptions,
-                          min_corruption, timeout=timeout)
+        ev = self._submit(
+            _evaluate,
+            candidate.to_dict(),
+            None,
+            True,
+            load,
+            self._baseline,
+            limits,
+            corruptions,
+            min_corruption,
+            timeout=timeout,
+        )
         assert ev.logits is not None
         return dataclasses.replace(ev, metrics=self.metric.rescore(ev.metrics, ev.logits, self._labels), logits=None)
 

@@ -70,11 +70,21 @@ class WorkloadSpec:
         return cls(**kwargs, cache_dir=cache_dir)
 
 
-def make_spec(model: str = DEFAULTS.model, data: str = DEFAULTS.data, weights: str | None = None,
-              resolution: int | None = None, mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
-              seed: int = DEFAULTS.seed, *, train_steps: int | None = None, recover_steps: int | None = None,
-              holdout: float | None = None, student: str | None = None,
-              studies_dir: str = DEFAULTS.studies_dir) -> WorkloadSpec:
+def make_spec(
+    model: str = DEFAULTS.model,
+    data: str = DEFAULTS.data,
+    weights: str | None = None,
+    resolution: int | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    seed: int = DEFAULTS.seed,
+    *,
+    train_steps: int | None = None,
+    recover_steps: int | None = None,
+    holdout: float | None = None,
+    student: str | None = None,
+    studies_dir: str = DEFAULTS.studies_dir,
+) -> WorkloadSpec:
     """A WorkloadSpec from the command line's values (``tuner run`` / ``measure``, ``tuner.tune``), each checked
     before anything loads: bad input is one line naming the flag; None takes the default."""
     defaults = WorkloadSpec()
@@ -90,12 +100,19 @@ def make_spec(model: str = DEFAULTS.model, data: str = DEFAULTS.data, weights: s
     check_student(model, student)
     check_studies_dir(studies_dir)
     return WorkloadSpec(
-        model=model, data=data, weights=weights, resolution=resolution,
-        mean=tuple(mean) if mean else None, std=tuple(std) if std else None, seed=seed,  # type: ignore[arg-type]
+        model=model,
+        data=data,
+        weights=weights,
+        resolution=resolution,
+        mean=tuple(mean) if mean else None,
+        std=tuple(std) if std else None,
+        seed=seed,  # type: ignore[arg-type]
         train_steps=defaults.train_steps if train_steps is None else train_steps,
         recover_steps=defaults.recover_steps if recover_steps is None else int(recover_steps),
-        holdout=defaults.holdout if holdout is None else holdout, cache_dir=f"{studies_dir}/cache",
-        student=student or None)
+        holdout=defaults.holdout if holdout is None else holdout,
+        cache_dir=f"{studies_dir}/cache",
+        student=student or None,
+    )
 
 
 def resolve_spec(spec: WorkloadSpec) -> WorkloadSpec:
@@ -108,35 +125,50 @@ def resolve_spec(spec: WorkloadSpec) -> WorkloadSpec:
         from tuner import onnx_model
 
         resolution = onnx_model.read_signature(Path(spec.model)).height  # a bad file: one line, before any work
-    return dataclasses.replace(spec, model=absolute(spec.model), student=absolute(spec.student),
-                               data=spec.data if spec.data == "digits" else absolute(spec.data),
-                               weights=absolute(spec.weights), resolution=resolution)
+    return dataclasses.replace(
+        spec,
+        model=absolute(spec.model),
+        student=absolute(spec.student),
+        data=spec.data if spec.data == "digits" else absolute(spec.data),
+        weights=absolute(spec.weights),
+        resolution=resolution,
+    )
 
 
 def check_recorded_paths(spec: WorkloadSpec, source: str) -> None:
     """A study recorded before its paths were made absolute (``resolve_spec``) names its files relative to the
     folder it ran in: from another folder, say so in one line rather than that the file does not exist."""
-    for flag, value in (("--model", spec.model), ("--student", spec.student), ("--data", spec.data),
-                        ("--weights", spec.weights)):
+    for flag, value in (
+        ("--model", spec.model),
+        ("--student", spec.student),
+        ("--data", spec.data),
+        ("--weights", spec.weights),
+    ):
         if not value or value == "digits":
             continue
         target, sep, _ = value.rpartition(":")
         path = Path(target if sep and target.endswith(".py") else value)
         a_file = flag in ("--data", "--weights") or path.suffix in (".py", ".onnx", ".pt")  # not a model's name
         if a_file and not path.is_absolute() and not path.exists():
-            raise ConfigError(f"{source} recorded {flag} {value} relative to the folder it ran in, and {path} is "
-                              f"not in {Path.cwd()}; run this from the folder the study ran in (studies created "
-                              "now record absolute paths).")
+            raise ConfigError(
+                f"{source} recorded {flag} {value} relative to the folder it ran in, and {path} is "
+                f"not in {Path.cwd()}; run this from the folder the study ran in (studies created "
+                "now record absolute paths)."
+            )
 
 
 def check_student(model: str, student: str | None) -> None:
     """A student is a torch model trained here against a torch model: refuse an ONNX file on either side."""
     if student and model.lower().endswith(".onnx"):
-        raise ConfigError(f"--student {student} is distilled from the model's torch graph; {model} is an ONNX "
-                          "file: bring the torch model (--model module:callable --weights FILE) or drop --student.")
+        raise ConfigError(
+            f"--student {student} is distilled from the model's torch graph; {model} is an ONNX "
+            "file: bring the torch model (--model module:callable --weights FILE) or drop --student."
+        )
     if student and student.lower().endswith(".onnx"):
-        raise ConfigError(f"--student {student} is an ONNX file; a student is trained here: pass a torch model "
-                          "builder (a model name, module:callable or file.py:callable).")
+        raise ConfigError(
+            f"--student {student} is an ONNX file; a student is trained here: pass a torch model "
+            "builder (a model name, module:callable or file.py:callable)."
+        )
 
 
 @dataclass(frozen=True)
@@ -186,11 +218,16 @@ class Workload:
         else:
             model, weights = _model_identity(spec.model), tensor_hash(self.state_dict)
         splits = [s for s in (d.train, d.val, d.holdout) if s is not None]
-        return {"model": model, "weights": weights, "data": _content_hash(d.classes, splits),
-                "images": sum(len(s) for s in splits), "resolution": d.resolution,
-                "normalization": [round(float(v), 6) for v in (*d.mean, *d.std)],
-                "split": {"seed": spec.seed, "holdout": spec.holdout},
-                "student": self.student.key if self.student is not None else None}
+        return {
+            "model": model,
+            "weights": weights,
+            "data": _content_hash(d.classes, splits),
+            "images": sum(len(s) for s in splits),
+            "resolution": d.resolution,
+            "normalization": [round(float(v), 6) for v in (*d.mean, *d.std)],
+            "split": {"seed": spec.seed, "holdout": spec.holdout},
+            "student": self.student.key if self.student is not None else None,
+        }
 
     def start_model(self, student: bool) -> tuple[nn.Module, str]:
         """(a fresh copy of what compression starts from, its content key): the reference model, or with
@@ -198,8 +235,10 @@ class Workload:
         if not student:
             return self.reference_model(), self.key
         if self.student is None:
-            raise UnsupportedCombination("student is refused: no --student SPEC was given (the user's own smaller "
-                                         "model); the derived students are drop_blocks and prune_ratio")
+            raise UnsupportedCombination(
+                "student is refused: no --student SPEC was given (the user's own smaller "
+                "model); the derived students are drop_blocks and prune_ratio"
+            )
         from tuner import models
 
         model = models.create_model(self.student.name, self.data.num_classes)
@@ -229,7 +268,7 @@ def _content_hash(classes: Sequence[str], splits: Sequence[Split]) -> str:
     for split in splits:
         h.update(np.ascontiguousarray(split.labels, np.int64).tobytes())
         for start in range(0, len(split), 256):
-            h.update(np.ascontiguousarray(split.images[start:start + 256]).tobytes())
+            h.update(np.ascontiguousarray(split.images[start : start + 256]).tobytes())
     return h.hexdigest()[:20]
 
 
@@ -258,8 +297,10 @@ def load_workload(spec: WorkloadSpec) -> Workload:
         assert spec.weights is not None
         n = models.classifier_classes(state)
         if n is not None and n != data.num_classes:
-            raise ModelError(f"weights {spec.weights} have a {n}-class classifier but the data has "
-                             f"{data.num_classes} classes; pass weights trained on this data's classes.")
+            raise ModelError(
+                f"weights {spec.weights} have a {n}-class classifier but the data has "
+                f"{data.num_classes} classes; pass weights trained on this data's classes."
+            )
         models.load_weights(model, state, spec.weights)
     elif models.carries_weights(spec.model):  # a module given in memory: its own weights are the reference
         state = model.state_dict()
@@ -270,10 +311,24 @@ def load_workload(spec: WorkloadSpec) -> Workload:
     # Every input that changes what a build produces is in this key, the root of every build's key: the model's
     # code, its weights (by content), the data (content, resolution, split seed, normalization), the baseline's
     # budget when trained here, and the libraries that compute it.
-    key = make_key(model=model_id(spec.model), source=source, weights=tensor_hash(state), data=data.fingerprint,
-                   baseline=baseline_key, torch=torch.__version__, libraries=library_versions("numpy"))
-    return Workload(spec, data, lambda num_classes: models.create_model(spec.model, num_classes),
-                    model.state_dict(), key, cache, student=student)
+    key = make_key(
+        model=model_id(spec.model),
+        source=source,
+        weights=tensor_hash(state),
+        data=data.fingerprint,
+        baseline=baseline_key,
+        torch=torch.__version__,
+        libraries=library_versions("numpy"),
+    )
+    return Workload(
+        spec,
+        data,
+        lambda num_classes: models.create_model(spec.model, num_classes),
+        model.state_dict(),
+        key,
+        cache,
+        student=student,
+    )
 
 
 def _student(spec: WorkloadSpec, data: Dataset) -> Student:
@@ -287,11 +342,17 @@ def _student(spec: WorkloadSpec, data: Dataset) -> Student:
         torch.manual_seed(spec.seed + 1)  # not the baseline's initial weights
         model = models.create_model(spec.student, data.num_classes)
     models.check_forward(model, torch.from_numpy(data.example(2)), data.num_classes, f"{spec.student} (--student)")
-    models.check_forward(copy.deepcopy(model), torch.from_numpy(data.example(2)), data.num_classes,
-                         f"{spec.student} (--student)", train=True)  # it is trained: training mode must run too
+    models.check_forward(
+        copy.deepcopy(model),
+        torch.from_numpy(data.example(2)),
+        data.num_classes,
+        f"{spec.student} (--student)",
+        train=True,
+    )  # it is trained: training mode must run too
     state = model.state_dict()
-    key = make_key(stage="student", model=model_id(spec.student), source=models.source_id(spec.student),
-                   weights=tensor_hash(state))
+    key = make_key(
+        stage="student", model=model_id(spec.student), source=models.source_id(spec.student), weights=tensor_hash(state)
+    )
     return Student(spec.student, state, key)
 
 
@@ -307,16 +368,25 @@ def _onnx_workload(spec: WorkloadSpec, cache_root: Path | None) -> Workload:
         raise ModelError(f"--weights applies to torch models; {spec.model} is an ONNX file, which holds its weights.")
     source = Path(spec.model)
     sig = onnx_model.read_signature(source)
-    data = load_dataset(spec.data, spec.resolution or sig.height, spec.mean, spec.std, spec.seed, cache_root,
-                        spec.holdout)
+    data = load_dataset(
+        spec.data, spec.resolution or sig.height, spec.mean, spec.std, spec.seed, cache_root, spec.holdout
+    )
     if sig.height is not None and sig.height != data.resolution:
-        raise ModelError(f"model file {source} takes {sig.height} x {sig.width} images but the data is at "
-                         f"{data.resolution} px; pass --resolution {sig.height}.")
+        raise ModelError(
+            f"model file {source} takes {sig.height} x {sig.width} images but the data is at "
+            f"{data.resolution} px; pass --resolution {sig.height}."
+        )
     if sig.classes is not None and sig.classes != data.num_classes:
-        raise ModelError(f"model file {source} has {sig.classes} output classes but the data has {data.num_classes}; "
-                         "pass the model trained on this data's classes.")
-    key = make_key(stage="onnx-source", file=sha256_file(source), code=code_id("tuner.onnx_model"),
-                   libraries=library_versions("onnx"))
+        raise ModelError(
+            f"model file {source} has {sig.classes} output classes but the data has {data.num_classes}; "
+            "pass the model trained on this data's classes."
+        )
+    key = make_key(
+        stage="onnx-source",
+        file=sha256_file(source),
+        code=code_id("tuner.onnx_model"),
+        libraries=library_versions("onnx"),
+    )
     scratch = Path(tempfile.mkdtemp(prefix="tuner-onnx-"))
     try:  # a file that fails here leaves nothing behind in the cache
         prepared = onnx_model.prepare(source, scratch / "model.onnx")
@@ -326,12 +396,15 @@ def _onnx_workload(spec: WorkloadSpec, cache_root: Path | None) -> Workload:
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     if sig.batch is not None:
-        _log.info(f"{source} has a fixed batch of {sig.batch}: the tuner runs it with a symbolic batch (checked: a batch "
-            "of 2 gives each image's own logits)")
+        _log.info(
+            f"{source} has a fixed batch of {sig.batch}: the tuner runs it with a symbolic batch (checked: a batch "
+            "of 2 gives each image's own logits)"
+        )
     macs, params = onnx_model.count(entry / "model.onnx", data.resolution)
     # The root of every build's key: the file (by content), the data, and the libraries that read and run it.
-    workload_key = make_key(model="onnx", source=key, data=data.fingerprint,
-                            libraries=library_versions("numpy", "onnx", "onnxruntime"))
+    workload_key = make_key(
+        model="onnx", source=key, data=data.fingerprint, libraries=library_versions("numpy", "onnx", "onnxruntime")
+    )
     return Workload(spec, data, None, {}, workload_key, cache, OnnxSource(entry / "model.onnx", macs, params))
 
 
@@ -343,9 +416,18 @@ def _baseline_key(spec: WorkloadSpec, data: Dataset, source: str) -> str:
     budget, seed, the training code and the libraries."""
     import torch
 
-    return make_key(stage="baseline", model=model_id(spec.model), source=source, data=data.fingerprint,
-                    steps=spec.train_steps, seed=spec.seed, lr=BASELINE_LR, code=code_id("tuner.train"),
-                    torch=torch.__version__, libraries=library_versions("numpy"))
+    return make_key(
+        stage="baseline",
+        model=model_id(spec.model),
+        source=source,
+        data=data.fingerprint,
+        steps=spec.train_steps,
+        seed=spec.seed,
+        lr=BASELINE_LR,
+        code=code_id("tuner.train"),
+        torch=torch.__version__,
+        libraries=library_versions("numpy"),
+    )
 
 
 def _baseline(spec: WorkloadSpec, data: Dataset, model: nn.Module, cache: Cache, key: str) -> dict[str, torch.Tensor]:
@@ -357,17 +439,22 @@ def _baseline(spec: WorkloadSpec, data: Dataset, model: nn.Module, cache: Cache,
 
     # Training runs the model in training mode, where some models return other things (aux outputs): refused
     # before anything is written (on a copy: a training-mode forward moves BatchNorm statistics).
-    models.check_forward(copy.deepcopy(model), torch.from_numpy(data.example(2)), data.num_classes, spec.model,
-                         train=True)
+    models.check_forward(
+        copy.deepcopy(model), torch.from_numpy(data.example(2)), data.num_classes, spec.model, train=True
+    )
 
     def build(out: Path) -> None:
-        _log.info(f"no --weights given: training a {spec.model} baseline on {data.name} at {data.resolution} px "
-            f"({spec.train_steps} steps, seed {spec.seed}); done once, then cached")
+        _log.info(
+            f"no --weights given: training a {spec.model} baseline on {data.name} at {data.resolution} px "
+            f"({spec.train_steps} steps, seed {spec.seed}); done once, then cached"
+        )
         start = time.perf_counter()
         train(model, data, spec.train_steps, lr=BASELINE_LR, seed=spec.seed, what="training the baseline")
         torch.save(model.state_dict(), out / "weights.pt")
-        _log.info(f"baseline trained in {time.perf_counter() - start:.0f} s: top-1 {torch_accuracy(model, data):.2%} on "
-            f"{len(data.val)} validation images")
+        _log.info(
+            f"baseline trained in {time.perf_counter() - start:.0f} s: top-1 {torch_accuracy(model, data):.2%} on "
+            f"{len(data.val)} validation images"
+        )
 
     entry = cache.entry(key, build)
     if cache.hits and cache.root is not None:

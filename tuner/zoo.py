@@ -18,8 +18,10 @@ from types import ModuleType
 from typing import Any
 
 # Ops that torchvision registers fake kernels for whether or not its C++ extension loaded (torchvision 0.28).
-_UNGUARDED_OPS = ("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor",
-                  "qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+_UNGUARDED_OPS = (
+    "nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor",
+    "qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor",
+)
 _fragment: Any = None  # the torch.library fragment holding those schemas; kept alive with the process
 
 

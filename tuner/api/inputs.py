@@ -42,8 +42,10 @@ def model_reference(model: Any, resolution: int, cache: Cache) -> tuple[str, str
         return str(_save_module(model, resolution, cache)), type(model).__name__
     if callable(model):
         return _importable_name(model), None
-    raise ConfigError(f"model must be an nn.Module, a builder taking num_classes=, a model name or a path, got a "
-                      f"{type(model).__name__}.")
+    raise ConfigError(
+        f"model must be an nn.Module, a builder taking num_classes=, a model name or a path, got a "
+        f"{type(model).__name__}."
+    )
 
 
 def _importable_name(fn: Callable[..., Any]) -> str:
@@ -56,9 +58,11 @@ def _importable_name(fn: Callable[..., Any]) -> str:
         except Exception:  # noqa: BLE001 - not importable: refused below
             found = None
     if found is not fn:
-        raise ModelError(f"the builder {name or fn!r} is defined in {module or 'no module'}, which the trials' "
-                         "process cannot import; pass the built nn.Module itself (with its trained weights), or "
-                         "define the builder in an importable .py file.")
+        raise ModelError(
+            f"the builder {name or fn!r} is defined in {module or 'no module'}, which the trials' "
+            "process cannot import; pass the built nn.Module itself (with its trained weights), or "
+            "define the builder in an importable .py file."
+        )
     return f"{module}:{name}"
 
 
@@ -74,22 +78,41 @@ def _save_module(model: Any, resolution: int, cache: Cache) -> Path:
     cls = type(module)
     traced, why = _traced(module, example)
     if traced is not None:
-        key = make_key(stage="module", how="torch.fx", code=traced.code, structure=str(traced), weights=weights,
-                       torch=torch.__version__)
-        return cache.entry(key, lambda d: models.save_module(traced, d, "torch.fx", cls.__qualname__)) / models.SAVED_MODULE
+        key = make_key(
+            stage="module",
+            how="torch.fx",
+            code=traced.code,
+            structure=str(traced),
+            weights=weights,
+            torch=torch.__version__,
+        )
+        return (
+            cache.entry(key, lambda d: models.save_module(traced, d, "torch.fx", cls.__qualname__))
+            / models.SAVED_MODULE
+        )
     where = _class_file(cls)
     if where is None:
-        raise ModelError(f"the model ({cls.__qualname__}) cannot be rebuilt in the trials' process: torch.fx cannot "
-                         f"trace it ({why}) and its class is defined in {cls.__module__}, which another process "
-                         "cannot import; define the class in an importable .py file, or make its forward traceable.")
+        raise ModelError(
+            f"the model ({cls.__qualname__}) cannot be rebuilt in the trials' process: torch.fx cannot "
+            f"trace it ({why}) and its class is defined in {cls.__module__}, which another process "
+            "cannot import; define the class in an importable .py file, or make its forward traceable."
+        )
     try:
         pickle.dumps(module)
     except Exception as err:  # noqa: BLE001 - an attribute that does not pickle (a lambda, a file handle)
-        raise ModelError(f"the model ({cls.__qualname__}) cannot be saved for the trials' process: torch.fx cannot "
-                         f"trace it ({why}) and pickling it fails ({one_line(err, 160, whole=True)}).") from None
-    key = make_key(stage="module", how="pickle", cls=f"{cls.__module__}.{cls.__qualname__}",
-                   source=hashlib.sha256(where.read_bytes()).hexdigest(), structure=repr(module), weights=weights,
-                   torch=torch.__version__)
+        raise ModelError(
+            f"the model ({cls.__qualname__}) cannot be saved for the trials' process: torch.fx cannot "
+            f"trace it ({why}) and pickling it fails ({one_line(err, 160, whole=True)})."
+        ) from None
+    key = make_key(
+        stage="module",
+        how="pickle",
+        cls=f"{cls.__module__}.{cls.__qualname__}",
+        source=hashlib.sha256(where.read_bytes()).hexdigest(),
+        structure=repr(module),
+        weights=weights,
+        torch=torch.__version__,
+    )
     return cache.entry(key, lambda d: models.save_module(module, d, "pickle", cls.__qualname__)) / models.SAVED_MODULE
 
 
@@ -126,35 +149,46 @@ def _class_file(cls: type) -> Path | None:
 # ---------------------------------------------------------------- the data
 
 
-def data_reference(train: Any, val: Any, classes: Sequence[str] | None, seed: int,
-                   cache: Cache) -> tuple[str, int | None]:
+def data_reference(
+    train: Any, val: Any, classes: Sequence[str] | None, seed: int, cache: Cache
+) -> tuple[str, int | None]:
     """(the ``--data`` value, the images' size where known) of 'digits', a folder, or train and val in memory."""
     if isinstance(train, (str, Path)):
         if val is not None:
-            raise ConfigError("val= goes with train data in memory; a folder is split by itself (train/ and val/ "
-                              "inside it, else a fifth of each class).")
+            raise ConfigError(
+                "val= goes with train data in memory; a folder is split by itself (train/ and val/ "
+                "inside it, else a fifth of each class)."
+            )
         return str(train), None
     if val is None:
-        raise ConfigError("pass val= too: the validation split that accuracy is measured on (train= is used for "
-                          "calibration and recovery).")
+        raise ConfigError(
+            "pass val= too: the validation split that accuracy is measured on (train= is used for "
+            "calibration and recovery)."
+        )
     splits = {name: _arrays(obj, name, seed) for name, obj in (("train", train), ("val", val))}
     (tx, ty), (vx, vy) = splits["train"], splits["val"]
     if tx.shape[1:] != vx.shape[1:] or (tx.dtype == np.uint8) != (vx.dtype == np.uint8):
-        raise DataError(f"train and val images differ: {tx.dtype} {tx.shape[1:]} and {vx.dtype} {vx.shape[1:]}; "
-                        "give both the same size and kind (uint8, or float preprocessed alike).")
+        raise DataError(
+            f"train and val images differ: {tx.dtype} {tx.shape[1:]} and {vx.dtype} {vx.shape[1:]}; "
+            "give both the same size and kind (uint8, or float preprocessed alike)."
+        )
     n = int(max(ty.max(), vy.max())) + 1
     names = tuple(str(c) for c in (classes or _classes_of(train) or range(n)))
     if len(names) < n or len(names) < 2:
-        raise DataError(f"the labels go up to {n - 1} but there are {len(names)} class names; pass classes= with one "
-                        "name per label (at least 2).")
+        raise DataError(
+            f"the labels go up to {n - 1} but there are {len(names)} class names; pass classes= with one "
+            "name per label (at least 2)."
+        )
     from tuner.data import Split, save_arrays
 
     digest = hashlib.sha256(repr(names).encode())
     for a in (tx, ty, vx, vy):
         digest.update(f"{a.dtype}{a.shape}".encode())
         digest.update(np.ascontiguousarray(a).data)
-    entry = cache.entry(make_key(stage="arrays", content=digest.hexdigest()), lambda d: save_arrays(
-        d, {"train": Split(tx, ty), "val": Split(vx, vy)}, names, "arrays"))
+    entry = cache.entry(
+        make_key(stage="arrays", content=digest.hexdigest()),
+        lambda d: save_arrays(d, {"train": Split(tx, ty), "val": Split(vx, vy)}, names, "arrays"),
+    )
     return str(entry), int(tx.shape[-1])
 
 
@@ -175,8 +209,10 @@ def _arrays(obj: Any, name: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
     elif isinstance(obj, torch.utils.data.Dataset) and hasattr(obj, "__len__"):
         loader = torch.utils.data.DataLoader(obj, batch_size=BATCH, shuffle=False)
     else:
-        raise ConfigError(f"{name} must be 'digits', a folder, (images, labels) arrays, a torch Dataset or a "
-                          f"DataLoader, got a {type(obj).__name__}.")
+        raise ConfigError(
+            f"{name} must be 'digits', a folder, (images, labels) arrays, a torch Dataset or a "
+            f"DataLoader, got a {type(obj).__name__}."
+        )
     images, labels = [], []
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)  # shuffling and random transforms draw the same images on every read
@@ -211,8 +247,9 @@ def _checked(name: str, images: np.ndarray, labels: np.ndarray) -> tuple[np.ndar
         if not np.isfinite(images).all():
             raise DataError(f"{name} images hold NaN or inf values.")
     if labels.ndim != 1 or len(labels) != len(images) or not np.issubdtype(labels.dtype, np.integer):
-        raise DataError(f"{name} labels must be {len(images)} integers (one per image), got {labels.dtype} "
-                        f"{labels.shape}.")
+        raise DataError(
+            f"{name} labels must be {len(images)} integers (one per image), got {labels.dtype} {labels.shape}."
+        )
     if len(labels) and labels.min() < 0:
         raise DataError(f"{name} labels must be >= 0 (class indices), got {labels.min()}.")
     return images, labels.astype(np.int64)

@@ -31,18 +31,35 @@ class Measured:
 
     def to_dict(self) -> dict[str, Any]:
         """What ``tuner measure --json`` prints."""
-        return {**self.metrics.to_dict(), "holdout_accuracy": self.holdout_accuracy,
-                "config": self.candidate.to_dict(), "build_seconds": self.build_seconds}
+        return {
+            **self.metrics.to_dict(),
+            "holdout_accuracy": self.holdout_accuracy,
+            "config": self.candidate.to_dict(),
+            "build_seconds": self.build_seconds,
+        }
 
 
 @in_keywords
-def measure_config(config: Candidate | dict[str, Any] | str | Path, model: str = DEFAULTS.model, data: str = DEFAULTS.data, *,
-                   weights: str | None = None, student: str | None = None, resolution: int | None = None,
-                   mean: Sequence[float] | None = None, std: Sequence[float] | None = None, seed: int = DEFAULTS.seed,
-                   holdout: float | None = None, train_steps: int | None = None, recover_steps: int | None = None,
-                   studies_dir: str = DEFAULTS.studies_dir, load: bool = False,
-                   utilisation: float = DEFAULTS.utilisation,
-                   rate: float | None = None, log: Callable[[str], None] = stderr) -> Measured:
+def measure_config(
+    config: Candidate | dict[str, Any] | str | Path,
+    model: str = DEFAULTS.model,
+    data: str = DEFAULTS.data,
+    *,
+    weights: str | None = None,
+    student: str | None = None,
+    resolution: int | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    seed: int = DEFAULTS.seed,
+    holdout: float | None = None,
+    train_steps: int | None = None,
+    recover_steps: int | None = None,
+    studies_dir: str = DEFAULTS.studies_dir,
+    load: bool = False,
+    utilisation: float = DEFAULTS.utilisation,
+    rate: float | None = None,
+    log: Callable[[str], None] = stderr,
+) -> Measured:
     """Build ``config`` (a ``Candidate``, a mapping of candidate keys, or a YAML file of them) for ``model`` on
     ``data`` and measure it as a study's trial is measured: accuracy, latency (and, with ``load``, the closed loop
     at its requests in flight, then Poisson arrivals at ``utilisation`` of the rate it answered, or at ``rate``
@@ -61,16 +78,35 @@ def measure_config(config: Candidate | dict[str, Any] | str | Path, model: str =
         candidate = Candidate.from_yaml(config)
     else:
         candidate = config if isinstance(config, Candidate) else Candidate.from_dict(config, source=source)
-    spec = make_spec(model, data, weights, resolution, mean, std, seed, train_steps=train_steps,
-                     recover_steps=recover_steps, holdout=holdout, student=student, studies_dir=studies_dir)
+    spec = make_spec(
+        model,
+        data,
+        weights,
+        resolution,
+        mean,
+        std,
+        seed,
+        train_steps=train_steps,
+        recover_steps=recover_steps,
+        holdout=holdout,
+        student=student,
+        studies_dir=studies_dir,
+    )
     if spec.onnx:
         candidate.check_without_torch_graph(spec.model)
     if candidate.student and not spec.student:
-        raise TunerError(f"{source}: student: true is refused: no --student SPEC was given (your own smaller "
-                         "model, distilled from --model); pass --student, or set student: false.")
+        raise TunerError(
+            f"{source}: student: true is refused: no --student SPEC was given (your own smaller "
+            "model, distilled from --model); pass --student, or set student: false."
+        )
     policy = LoadPolicy(utilisation=utilisation, open_rate=rate) if load else None
-    problem = hardware.check_fits(candidate.batch_size, resolution or DEFAULT_RESOLUTION.get(data, 224),
-                                  candidate.threads, streams=candidate.streams, requests=candidate.in_flight)
+    problem = hardware.check_fits(
+        candidate.batch_size,
+        resolution or DEFAULT_RESOLUTION.get(data, 224),
+        candidate.threads,
+        streams=candidate.streams,
+        requests=candidate.in_flight,
+    )
     if problem:
         raise TunerError(f"{source}: {problem}")
 
@@ -85,5 +121,6 @@ def measure_config(config: Candidate | dict[str, Any] | str | Path, model: str =
         built = build(workload, candidate)
         metrics = measure(built, workload.data, load=policy)
         held_out = holdout_accuracy(built, workload.data)
-    return Measured(candidate, metrics, held_out, len(workload.data.val), len(workload.data.holdout or ()),
-                    built.seconds)
+    return Measured(
+        candidate, metrics, held_out, len(workload.data.val), len(workload.data.holdout or ()), built.seconds
+    )

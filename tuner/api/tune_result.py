@@ -50,9 +50,13 @@ class TrialPoint:
 
     def __repr__(self) -> str:
         ms = self.remeasured_ms if self.remeasured_ms is not None else self.per_sample_ms
-        return (f"TrialPoint(#{self.trial} {self.label}: accuracy {self.accuracy:.4g}, drop {self.accuracy_drop:.2f} "
-                f"points, {ms:.4f} ms/sample" + (f", {self.speedup:.1f}x" if self.speedup else "")
-                + ("" if self.feasible else ", infeasible") + ")")
+        return (
+            f"TrialPoint(#{self.trial} {self.label}: accuracy {self.accuracy:.4g}, drop {self.accuracy_drop:.2f} "
+            f"points, {ms:.4f} ms/sample"
+            + (f", {self.speedup:.1f}x" if self.speedup else "")
+            + ("" if self.feasible else ", infeasible")
+            + ")"
+        )
 
 
 @dataclass(frozen=True)
@@ -71,9 +75,17 @@ class TuneResult:
         m = r.metrics or {}
         again = read_remeasure(self.study)
         speedup = results.speedup_over(results.baseline_trial(self.study), r, results.speed_metric(self.study), again)
-        return TrialPoint(r.number, r.to_candidate(), float(m["accuracy"]), float(m.get("accuracy_drop", 0.0)),
-                          float(m["per_sample_ms"]), (again.get(r.number) or {}).get("per_sample_ms"), speedup,
-                          results.is_feasible(r), dict(m))
+        return TrialPoint(
+            r.number,
+            r.to_candidate(),
+            float(m["accuracy"]),
+            float(m.get("accuracy_drop", 0.0)),
+            float(m["per_sample_ms"]),
+            (again.get(r.number) or {}).get("per_sample_ms"),
+            speedup,
+            results.is_feasible(r),
+            dict(m),
+        )
 
     @property
     def pareto(self) -> list[TrialPoint]:
@@ -91,15 +103,18 @@ class TuneResult:
         ``max_latency_ms`` per sample: ``tuner export``'s rules, by the re-measured figures where there are."""
         return self._point(self._select(None, max_drop, max_latency_ms)[0])
 
-    def _select(self, trial: int | None, max_drop: float | None,
-                max_latency_ms: float | None) -> tuple[TrialRecord, str]:
+    def _select(
+        self, trial: int | None, max_drop: float | None, max_latency_ms: float | None
+    ) -> tuple[TrialRecord, str]:
         from tuner.artifact import select_trial
 
         if trial is None and max_drop is None and max_latency_ms is None:
             pick = results.fastest_feasible(results.points(self.study))
             if pick is None:
-                raise TunerError(f"study {self.study.study_name} has no feasible trial; relax its constraints, "
-                                 "or pick one with trial=N.")
+                raise TunerError(
+                    f"study {self.study.study_name} has no feasible trial; relax its constraints, "
+                    "or pick one with trial=N."
+                )
             trial, why = pick.point.number, "fastest feasible trial"
             return next(t for t in results.completed(self.study) if t.number == trial), why
         return select_trial(self.study, trial, max_drop, max_latency_ms)
@@ -118,8 +133,14 @@ class TuneResult:
         return pd.DataFrame.from_records(trial_table(trial_rows(self.study)))
 
     @in_keywords
-    def export(self, path: str | Path, trial: int | None = None, max_drop: float | None = None,
-               max_latency_ms: float | None = None, torch_format: str = DEFAULTS.torch_format) -> Exported:
+    def export(
+        self,
+        path: str | Path,
+        trial: int | None = None,
+        max_drop: float | None = None,
+        max_latency_ms: float | None = None,
+        torch_format: str = DEFAULTS.torch_format,
+    ) -> Exported:
         """``tuner export``: rebuild the pick (default: the fastest feasible), re-measure it (and score the
         study's metric on it), write ``path/config.yaml``, the artifact in its runtime's form and a README."""
         from tuner.artifact import check_out, export
@@ -139,9 +160,11 @@ class TuneResult:
 
     def __repr__(self) -> str:
         front, pick = self.pareto, self._pick()
-        return (f"TuneResult(study {self.study.study_name!r}, {len(self.study.trials)} trials, {len(front)} on the front"
-                + (f", fastest feasible #{pick.trial} at {pick.speedup:.1f}x the baseline" if pick and pick.speedup
-                   else "") + ")")
+        return (
+            f"TuneResult(study {self.study.study_name!r}, {len(self.study.trials)} trials, {len(front)} on the front"
+            + (f", fastest feasible #{pick.trial} at {pick.speedup:.1f}x the baseline" if pick and pick.speedup else "")
+            + ")"
+        )
 
     def __str__(self) -> str:
         """The Pareto table ``tuner run`` prints."""

@@ -27,20 +27,41 @@ DEFAULT_TRIALS = 20  # without a budget; with one and no n_trials: tuner.study.b
 
 
 @in_keywords
-def tune(model: Any = DEFAULTS.model, train: Any = DEFAULTS.data, val: Any = None, *,
-         metric: Callable[[Any, Any], Any] | None = None, higher_is_better: bool = True,
-         space: str | dict[str, Any] | SearchSpace = DEFAULTS.space,
-         objectives: str | dict[str, Any] | Objectives = DEFAULTS.objectives,
-         n_trials: int | None = None, budget: str | float | None = None, weights: str | None = None,
-         classes: Sequence[str] | None = None,
-         resolution: int | None = None, mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
-         seed: int = DEFAULTS.seed, holdout: float | None = None, train_steps: int | None = None,
-         recover_steps: int | None = None, student: Any = None,
-         study: str | None = None, storage: str | None = None, studies_dir: str = DEFAULTS.studies_dir, sampler: str = DEFAULTS.sampler,
-         timeout: float | None = None, heartbeat: float = DEFAULTS.heartbeat, max_retries: int = DEFAULTS.max_retries,
-         trial_timeout: float | None = None, remeasure_rounds: int = DEFAULTS.remeasure_rounds, allow_mixed_hardware: bool = False,
-         corruptions: bool = DEFAULTS.corruptions, log: Callable[[str], None] = stderr,
-         progress: bool = True) -> TuneResult:
+def tune(
+    model: Any = DEFAULTS.model,
+    train: Any = DEFAULTS.data,
+    val: Any = None,
+    *,
+    metric: Callable[[Any, Any], Any] | None = None,
+    higher_is_better: bool = True,
+    space: str | dict[str, Any] | SearchSpace = DEFAULTS.space,
+    objectives: str | dict[str, Any] | Objectives = DEFAULTS.objectives,
+    n_trials: int | None = None,
+    budget: str | float | None = None,
+    weights: str | None = None,
+    classes: Sequence[str] | None = None,
+    resolution: int | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    seed: int = DEFAULTS.seed,
+    holdout: float | None = None,
+    train_steps: int | None = None,
+    recover_steps: int | None = None,
+    student: Any = None,
+    study: str | None = None,
+    storage: str | None = None,
+    studies_dir: str = DEFAULTS.studies_dir,
+    sampler: str = DEFAULTS.sampler,
+    timeout: float | None = None,
+    heartbeat: float = DEFAULTS.heartbeat,
+    max_retries: int = DEFAULTS.max_retries,
+    trial_timeout: float | None = None,
+    remeasure_rounds: int = DEFAULTS.remeasure_rounds,
+    allow_mixed_hardware: bool = False,
+    corruptions: bool = DEFAULTS.corruptions,
+    log: Callable[[str], None] = stderr,
+    progress: bool = True,
+) -> TuneResult:
     """Search the fastest accurate-enough build of ``model`` and return what the study found.
 
     model: an ``nn.Module`` with its trained weights, a builder taking ``num_classes=`` (importable), a
@@ -109,10 +130,22 @@ def tune(model: Any = DEFAULTS.model, train: Any = DEFAULTS.data, val: Any = Non
 
             problem = missing()
             if problem:
-                raise TunerError(f"{'--corruptions' if corruptions else objectives.source + ': corruption_drop'}: "
-                                 f"{problem}")
-        spec = make_spec("", "", weights, resolution, mean, std, seed, train_steps=train_steps,
-                         recover_steps=recover_steps, holdout=holdout, studies_dir=studies_dir)
+                raise TunerError(
+                    f"{'--corruptions' if corruptions else objectives.source + ': corruption_drop'}: {problem}"
+                )
+        spec = make_spec(
+            "",
+            "",
+            weights,
+            resolution,
+            mean,
+            std,
+            seed,
+            train_steps=train_steps,
+            recover_steps=recover_steps,
+            holdout=holdout,
+            studies_dir=studies_dir,
+        )
         # What is given in memory is saved into the cache (so that every process of the study can load it), and only
         # that: names and paths, as the command line gives them, leave nothing behind when they are wrong.
         cache = Cache(Path(studies_dir) / "cache")
@@ -120,8 +153,9 @@ def tune(model: Any = DEFAULTS.model, train: Any = DEFAULTS.data, val: Any = Non
         expected = resolution or size or DEFAULT_RESOLUTION.get(data_ref, 224)
         model_ref, model_name = inputs.model_reference(model, expected, cache)
         student_ref = inputs.model_reference(student, expected, cache)[0] if student is not None else None
-        spec = dataclasses.replace(spec, model=model_ref, data=data_ref, resolution=resolution or size,
-                                   student=student_ref)
+        spec = dataclasses.replace(
+            spec, model=model_ref, data=data_ref, resolution=resolution or size, student=student_ref
+        )
         check_student(spec.model, spec.student)
         spec = resolve_spec(spec)  # as the study records it: export and verify read it from any folder
         space = load_space(space) if isinstance(space, (str, dict)) else space  # probes the placements: loads torch
@@ -134,12 +168,28 @@ def tune(model: Any = DEFAULTS.model, train: Any = DEFAULTS.data, val: Any = Non
             problem = hardware.check_fits(batch_size, expected, requests=in_flight)
             if problem:
                 raise TunerError(f"{space.source}: {problem}")
-        name = check_study_name(study or default_study_name(spec, expected, model_name,
-                                                            studies_dir=None if storage else studies_dir))
+        name = check_study_name(
+            study or default_study_name(spec, expected, model_name, studies_dir=None if storage else studies_dir)
+        )
         storage = storage or default_storage(studies_dir, name)
         spec = dataclasses.replace(spec, claims=storage)  # its workers claim what they build on it (tuner.claims)
-        settings = StudySettings(name, storage, space, objectives, spec, sampler, seed, n_trials, timeout, heartbeat,
-                                 max_retries, allow_mixed_hardware, trial_timeout, scorer, corruptions)
+        settings = StudySettings(
+            name,
+            storage,
+            space,
+            objectives,
+            spec,
+            sampler,
+            seed,
+            n_trials,
+            timeout,
+            heartbeat,
+            max_retries,
+            allow_mixed_hardware,
+            trial_timeout,
+            scorer,
+            corruptions,
+        )
         with quiet_optuna():
             study_ = _run(settings, log, progress, plan)
             remeasured = None
@@ -148,12 +198,18 @@ def tune(model: Any = DEFAULTS.model, train: Any = DEFAULTS.data, val: Any = Non
             if rounds and (study_complete(count_trials(study_), n_trials) or plan.limited):
                 from tuner.remeasure.orchestrate import remeasure_pareto  # loads torch: after the checks
 
-                _log.info(f"re-timing the Pareto set and the baseline in fresh processes ({rounds} rounds"
+                _log.info(
+                    f"re-timing the Pareto set and the baseline in fresh processes ({rounds} rounds"
                     + (f" of the {remeasure_rounds} asked: what the budget leaves" if rounds < remeasure_rounds else "")
-                    + ")")
+                    + ")"
+                )
                 started = time.monotonic()
-                remeasured = remeasure_pareto(study_, spec.cache_dir, rounds=rounds,
-                                              deadline=plan.started + plan.seconds if plan.seconds else None)
+                remeasured = remeasure_pareto(
+                    study_,
+                    spec.cache_dir,
+                    rounds=rounds,
+                    deadline=plan.started + plan.seconds if plan.seconds else None,
+                )
                 plan.remeasure_s = time.monotonic() - started
             elif remeasure_rounds and plan.limited:
                 _log.info("no time left in the budget for the re-measure: the figures are the study's own")
@@ -162,8 +218,12 @@ def tune(model: Any = DEFAULTS.model, train: Any = DEFAULTS.data, val: Any = Non
 
 
 @in_keywords
-def load(study: str, storage: str | None = None, studies_dir: str = DEFAULTS.studies_dir,
-         metric: Callable[[Any, Any], Any] | None = None) -> TuneResult:
+def load(
+    study: str,
+    storage: str | None = None,
+    studies_dir: str = DEFAULTS.studies_dir,
+    metric: Callable[[Any, Any], Any] | None = None,
+) -> TuneResult:
     """A stored study's ``TuneResult`` as it was saved: nothing is built or timed again (its end-of-study re-measure
     is read from the study). ``metric``: the study's metric function, so that ``export`` scores it again (without
     it, export re-measures top-1 and says so); the study refuses one other than its own when it runs again."""
@@ -178,11 +238,17 @@ def load(study: str, storage: str | None = None, studies_dir: str = DEFAULTS.stu
     kept = read_study(found)
     recorded = kept.metric or {}
     higher = bool(recorded.get("higher_is_better", True))
-    scorer = make_metric(metric, higher) if metric is not None else Metric(name=recorded.get("name") or "top1",
-                                                                          higher_is_better=higher)
-    objectives = Objectives(f"study {study}", tuple(found.metric_names or ()),
-                            tuple(d.name.lower() for d in found.directions),
-                            tuple(Constraint.parse(c) for c in kept.constraints))
+    scorer = (
+        make_metric(metric, higher)
+        if metric is not None
+        else Metric(name=recorded.get("name") or "top1", higher_is_better=higher)
+    )
+    objectives = Objectives(
+        f"study {study}",
+        tuple(found.metric_names or ()),
+        tuple(d.name.lower() for d in found.directions),
+        tuple(Constraint.parse(c) for c in kept.constraints),
+    )
     return TuneResult(found, objectives, scorer, studies_dir, existing_storage(study, storage, studies_dir))
 
 
@@ -196,17 +262,27 @@ def _run(s: Any, log: Callable[[str], None], progress: bool, plan: Any) -> Any:
     from tuner.study.storage import mask_url
 
     def announce(s: Any) -> None:  # the settings as the loaded model narrowed them
-        late = sorted({c.metric for c in s.objectives.constraints if c.metric in GUARD_METRICS
-                       and c.metric not in s.objectives.guard_limits()})  # tuner.guardrails: ECE, or a min bound
+        late = sorted(
+            {
+                c.metric
+                for c in s.objectives.constraints
+                if c.metric in GUARD_METRICS and c.metric not in s.objectives.guard_limits()
+            }
+        )  # tuner.guardrails: ECE, or a min bound
         _log.info(f"study {s.name} on {mask_url(s.storage)}")
         _log.info(f"placements: {', '.join(s.space.placements)}" + "".join(f"\n  dropped {d}" for d in s.space.dropped))
-        _log.info(f"objectives: {', '.join(f'{d} {n}' for n, d in zip(s.objectives.names, s.objectives.directions))}"
-            + (f"; subject to {', '.join(c.words for c in s.objectives.constraints)}" if s.objectives.constraints else "")
+        _log.info(
+            f"objectives: {', '.join(f'{d} {n}' for n, d in zip(s.objectives.names, s.objectives.directions))}"
+            + (
+                f"; subject to {', '.join(c.words for c in s.objectives.constraints)}"
+                if s.objectives.constraints
+                else ""
+            )
             + (f"; accuracy is the metric {s.metric.name}" if s.metric.custom else "")
-            + (f"; no early stop on {', '.join(late)} (a partial count bounds nothing)" if late else ""))
+            + (f"; no early stop on {', '.join(late)} (a partial count bounds nothing)" if late else "")
+        )
 
     if not progress:
         return run_study(s, lambda p: None, announce, plan)
     with summary.ProgressBar(s.n_trials if s.n_trials < NO_CAP else None, log) as bar, to(bar.say):  # lines above it
         return run_study(s, bar.update, announce, plan)
-

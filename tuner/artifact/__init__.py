@@ -7,5 +7,15 @@ from tuner.artifact.export import Exported, check_out, export, is_export
 from tuner.artifact.select import select_trial
 from tuner.artifact.verify import Check, checks_table, latency_reproduces, read_config, verify
 
-__all__ = ["Check", "Exported", "check_out", "checks_table", "export", "is_export", "latency_reproduces",
-           "read_config", "select_trial", "verify"]
+__all__ = [
+    "Check",
+    "Exported",
+    "check_out",
+    "checks_table",
+    "export",
+    "is_export",
+    "latency_reproduces",
+    "read_config",
+    "select_trial",
+    "verify",
+]

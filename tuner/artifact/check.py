@@ -16,8 +16,12 @@ class Check:
     note: str = ""
 
 
-_SHORT = {"INFERENCE_PRECISION_HINT": "precision", "PERFORMANCE_HINT": "mode", "INFERENCE_NUM_THREADS": "threads",
-          "ENABLE_CPU_PINNING": "pinning"}
+_SHORT = {
+    "INFERENCE_PRECISION_HINT": "precision",
+    "PERFORMANCE_HINT": "mode",
+    "INFERENCE_NUM_THREADS": "threads",
+    "ENABLE_CPU_PINNING": "pinning",
+}
 
 
 def settings_text(config: dict[str, Any]) -> str:

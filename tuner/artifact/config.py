@@ -50,5 +50,8 @@ class ExportConfig:
     def write(self, path: Path) -> None:
         import yaml
 
-        path.write_text("# written by `tuner export`; check it with `tuner verify DIR`\n"
-                        + yaml.safe_dump(self.to_dict(), sort_keys=False), encoding="utf-8")
+        path.write_text(
+            "# written by `tuner export`; check it with `tuner verify DIR`\n"
+            + yaml.safe_dump(self.to_dict(), sort_keys=False),
+            encoding="utf-8",
+        )

@@ -45,7 +45,11 @@ if TYPE_CHECKING:
     from tuner.workload import Workload
 
 # all an export writes beside its kinds' model files, and may replace
-EXPORT_FILES = (README_FILE, CONFIG_FILE, "profile.json")  # tuner.explain.trials.PROFILE_FILE: where the time goes, per layer
+EXPORT_FILES = (
+    README_FILE,
+    CONFIG_FILE,
+    "profile.json",
+)  # tuner.explain.trials.PROFILE_FILE: where the time goes, per layer
 PARTIAL_STALE_SECONDS = 3600  # a partial export is written in seconds (after the rebuild): this old, it is a leftover
 
 
@@ -72,16 +76,24 @@ def check_out(out: Path) -> None:
 
 
 def _with_per_sample_ci(metrics: dict[str, Any]) -> dict[str, Any]:
-    return {**metrics, "per_sample_ci_ms": list(results.per_sample_ci(metrics))} if "latency_ms" in metrics \
+    return (
+        {**metrics, "per_sample_ci_ms": list(results.per_sample_ci(metrics))}
+        if "latency_ms" in metrics
         else dict(metrics)
+    )
 
 
 def library_versions() -> dict[str, str]:
     import onnxruntime
     import torch
 
-    return {**hardware.library_versions(), "python": platform.python_version(), "numpy": np.__version__,
-            "torch (imported)": torch.__version__, "onnxruntime (imported)": onnxruntime.__version__}
+    return {
+        **hardware.library_versions(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "torch (imported)": torch.__version__,
+        "onnxruntime (imported)": onnxruntime.__version__,
+    }
 
 
 @dataclass(frozen=True)
@@ -112,10 +124,16 @@ class Remeasured:
     there: dict[str, Any] | None  # the study's
 
 
-def export(study: optuna.Study, trial: TrialRecord, why: str, out: str | Path,
-           studies_dir: str | Path = DEFAULTS.studies_dir, storage: str | None = None,
-           torch_format: str = DEFAULTS.torch_format,
-           metric: Metric | None = None) -> Exported:
+def export(
+    study: optuna.Study,
+    trial: TrialRecord,
+    why: str,
+    out: str | Path,
+    studies_dir: str | Path = DEFAULTS.studies_dir,
+    storage: str | None = None,
+    torch_format: str = DEFAULTS.torch_format,
+    metric: Metric | None = None,
+) -> Exported:
     """Rebuild ``trial``, re-measure it, and write ``out/config.yaml`` plus its artifact. ``metric``: the study's
     own function (``TuneResult.export`` passes it), scored again on the rebuilt model's logits."""
     from tuner.explain.profile import refuse
@@ -149,8 +167,9 @@ def export(study: optuna.Study, trial: TrialRecord, why: str, out: str | Path,
     return Exported(out, trial.number, saved.file, kind.name, config.to_dict())
 
 
-def rebuild_and_measure(study: optuna.Study, trial: TrialRecord, why: str, studies_dir: str | Path,
-                        metric: Metric | None = None) -> Remeasured:
+def rebuild_and_measure(
+    study: optuna.Study, trial: TrialRecord, why: str, studies_dir: str | Path, metric: Metric | None = None
+) -> Remeasured:
     """``trial`` rebuilt through the study's workload and cached build steps, measured under the study's load,
     checked to score what the study measured, its held-out figures and how far its latency can be trusted."""
     from tuner.measure import measure
@@ -166,7 +185,9 @@ def rebuild_and_measure(study: optuna.Study, trial: TrialRecord, why: str, studi
     check_supported(candidate)  # a study from another machine may hold placements this one cannot run
     here, there = hardware.fingerprint(), trial.hardware or kept.fingerprint
     if there and hardware.fingerprint_id(there) != hardware.fingerprint_id(here):
-        _log.info("note: the study was measured on other hardware or libraries; this re-measure is what this machine does")
+        _log.info(
+            "note: the study was measured on other hardware or libraries; this re-measure is what this machine does"
+        )
     _log.info(f"rebuilding trial #{trial.number} ({why}): {candidate}")
     workload = load_workload(spec)
     built = build(workload, candidate)
@@ -179,8 +200,10 @@ def rebuild_and_measure(study: optuna.Study, trial: TrialRecord, why: str, studi
     if scored and metric is not None and metric.custom:
         metrics = metric.rescore(metrics, np.concatenate(logits), np.asarray(workload.data.val.labels))
     elif scored:  # the function is not here (the command line): accuracy and its drop are top-1's
-        _log.info(f"note: the study scores accuracy by its metric {(kept.metric or {}).get('name')}; this export "
-            "re-measures top-1 (TuneResult.export scores the metric too)")
+        _log.info(
+            f"note: the study scores accuracy by its metric {(kept.metric or {}).get('name')}; this export "
+            "re-measures top-1 (TuneResult.export scores the metric too)"
+        )
         metrics["top1"], reference = metrics["accuracy"], references.get("top1")
     if reference is not None:
         metrics["accuracy_drop"] = drop_points(reference, metrics["accuracy"])
@@ -188,15 +211,18 @@ def rebuild_and_measure(study: optuna.Study, trial: TrialRecord, why: str, studi
 
     held_out = _holdout(workload, built)
     if held_out:
-        _log.info(f"held-out split ({held_out['images']} images the search never saw): {held_out['accuracy']:.2%}, "
+        _log.info(
+            f"held-out split ({held_out['images']} images the search never saw): {held_out['accuracy']:.2%}, "
             f"{held_out['accuracy_drop']:.2f} points below the baseline's {held_out['reference_accuracy']:.2%} "
             f"(on the search's validation split: {metrics.get('accuracy_drop', 0.0):.2f} points); "
-            + guard_words(held_out))
+            + guard_words(held_out)
+        )
     trust = latency_trust(metrics, recorded, kept.remeasure.get(trial.number))
     for note in trust["notes"]:
         _log.info(f"note: {note}")
-    return Remeasured(kept, spec, workload, candidate, built, metrics, recorded, reference, scored, held_out, trust,
-                      here, there)
+    return Remeasured(
+        kept, spec, workload, candidate, built, metrics, recorded, reference, scored, held_out, trust, here, there
+    )
 
 
 def save_model(again: Remeasured, directory: Path, torch_format: str) -> tuple[ExportKind, Saved]:
@@ -208,49 +234,83 @@ def save_model(again: Remeasured, directory: Path, torch_format: str) -> tuple[E
             saved = kind.save(job, directory)
             if saved is not None:
                 return kind, saved
-    raise TunerError(f"no export kind saves {again.candidate} (kinds: "
-                     + ", ".join(k.name for k in registry.kinds()) + ").")
+    raise TunerError(
+        f"no export kind saves {again.candidate} (kinds: " + ", ".join(k.name for k in registry.kinds()) + ")."
+    )
 
 
-def export_config(study: optuna.Study, trial: TrialRecord, why: str, storage: str | None, metric: Metric | None,
-                  again: Remeasured, kind: ExportKind, saved: Saved, directory: Path) -> ExportConfig:
+def export_config(
+    study: optuna.Study,
+    trial: TrialRecord,
+    why: str,
+    storage: str | None,
+    metric: Metric | None,
+    again: Remeasured,
+    kind: ExportKind,
+    saved: Saved,
+    directory: Path,
+) -> ExportConfig:
     """config.yaml's record of the export whose files are in ``directory``."""
     candidate, metrics, kept, spec, data = again.candidate, again.metrics, again.study, again.spec, again.workload.data
     artifact = saved.file
     return ExportConfig(
         format=EXPORT_FORMAT,
         created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        study={"name": study.study_name, "storage": mask_url(storage) if storage else None,
-               "trial": trial.number, "selected_by": why, "duplicate_of": trial.duplicate_of,
-               # what metrics.export's accuracy is: the study's metric where it was scored again here
-               "metric": metric_words(kept.metric) if not again.scored or (metric is not None and metric.custom)
-               else "top-1 accuracy"},
+        study={
+            "name": study.study_name,
+            "storage": mask_url(storage) if storage else None,
+            "trial": trial.number,
+            "selected_by": why,
+            "duplicate_of": trial.duplicate_of,
+            # what metrics.export's accuracy is: the study's metric where it was scored again here
+            "metric": metric_words(kept.metric)
+            if not again.scored or (metric is not None and metric.custom)
+            else "top-1 accuracy",
+        },
         candidate=candidate.to_dict(),
-        artifact={"file": artifact, "kind": kind.name, "runtime": candidate.placement,
-                  "sha256": sha256_file(directory / artifact), "bytes": (directory / artifact).stat().st_size,
-                  "files": {p.name: sha256_file(p) for p in sorted(directory.iterdir())},  # every model file
-                  **saved.details,  # the kind's own: the IR's compile config, how to rebuild a state_dict
-                  "input": {"name": INPUT, "shape": ["batch", 3, data.resolution, data.resolution],
-                            "dtype": saved.input_dtype,
-                            "preprocessing": "float32 NCHW as the data gave it" if data.preprocessed else
-                            "RGB uint8 NCHW -> (x / 255 - mean) / std per channel"},
-                  "output": {"name": OUTPUT, "shape": ["batch", data.num_classes]}},
+        artifact={
+            "file": artifact,
+            "kind": kind.name,
+            "runtime": candidate.placement,
+            "sha256": sha256_file(directory / artifact),
+            "bytes": (directory / artifact).stat().st_size,
+            "files": {p.name: sha256_file(p) for p in sorted(directory.iterdir())},  # every model file
+            **saved.details,  # the kind's own: the IR's compile config, how to rebuild a state_dict
+            "input": {
+                "name": INPUT,
+                "shape": ["batch", 3, data.resolution, data.resolution],
+                "dtype": saved.input_dtype,
+                "preprocessing": "float32 NCHW as the data gave it"
+                if data.preprocessed
+                else "RGB uint8 NCHW -> (x / 255 - mean) / std per channel",
+            },
+            "output": {"name": OUTPUT, "shape": ["batch", data.num_classes]},
+        },
         serving=serving_record(candidate, metrics),
         metrics={"study": _with_per_sample_ci(again.recorded), "export": _with_per_sample_ci(metrics)},
         latency_trust=again.trust,
         reference_accuracy=again.reference,
         holdout=again.held_out,
         workload=spec.to_record(),
-        data={"name": data.name, "fingerprint": data.fingerprint, "resolution": data.resolution,
-              "mean": data.mean, "std": data.std, "classes": list(data.classes),
-              "validation_images": len(data.val), "preprocessed": data.preprocessed,
-              # the build cache that holds the decoded images: verify maps them from there when it can
-              "cache": str(Path(spec.cache_dir).resolve()) if spec.cache_dir else None},
-        weights=({"path": str(Path(spec.weights).resolve()), "sha256": sha256_file(spec.weights)}
-                 if spec.weights else None),
+        data={
+            "name": data.name,
+            "fingerprint": data.fingerprint,
+            "resolution": data.resolution,
+            "mean": data.mean,
+            "std": data.std,
+            "classes": list(data.classes),
+            "validation_images": len(data.val),
+            "preprocessed": data.preprocessed,
+            # the build cache that holds the decoded images: verify maps them from there when it can
+            "cache": str(Path(spec.cache_dir).resolve()) if spec.cache_dir else None,
+        },
+        weights=(
+            {"path": str(Path(spec.weights).resolve()), "sha256": sha256_file(spec.weights)} if spec.weights else None
+        ),
         hardware=again.here,
         study_hardware=again.there,
-        libraries=library_versions())
+        libraries=library_versions(),
+    )
 
 
 def check_rebuilt(now: float, recorded: float, n_val: int, number: int, cache_dir: str | None) -> None:
@@ -258,20 +318,33 @@ def check_rebuilt(now: float, recorded: float, n_val: int, number: int, cache_di
     (its cached build steps were rebuilt otherwise, the code or libraries changed) is not the one the study chose,
     and is refused rather than exported under the study's figures."""
     if abs(now - recorded) > 1.0 / n_val + 1e-9:
-        raise TunerError(f"the rebuilt trial #{number} scores {now:.2%} top-1 where the study measured {recorded:.2%} "
-                         f"(more than 1 of {n_val} validation images apart): its build under {cache_dir} is not the "
-                         "one the study chose; nothing exported: export another trial, or run the study again "
-                         "(--study NEW).")
+        raise TunerError(
+            f"the rebuilt trial #{number} scores {now:.2%} top-1 where the study measured {recorded:.2%} "
+            f"(more than 1 of {n_val} validation images apart): its build under {cache_dir} is not the "
+            "one the study chose; nothing exported: export another trial, or run the study again "
+            "(--study NEW)."
+        )
 
 
 def serving_record(candidate: Candidate, metrics: dict[str, Any]) -> dict[str, Any]:
     """How the artifact was served when measured: streams, requests in flight, batch, threads per stream, what the
     runtime reported of them, and the load it was measured under (None: one call at a time, not under load)."""
     load = metrics.get("load")
-    return {"streams": candidate.streams, "requests": candidate.in_flight, "batch_size": candidate.batch_size,
-            "threads": int(metrics["threads"]), "runtime": (load or {}).get("serving"),
-            "load": {"closed_in_flight": candidate.in_flight, **load["policy"], "open_rate_per_s": load["open"]["rate"],
-                     "open_arrivals": "poisson"} if load else None}
+    return {
+        "streams": candidate.streams,
+        "requests": candidate.in_flight,
+        "batch_size": candidate.batch_size,
+        "threads": int(metrics["threads"]),
+        "runtime": (load or {}).get("serving"),
+        "load": {
+            "closed_in_flight": candidate.in_flight,
+            **load["policy"],
+            "open_rate_per_s": load["open"]["rate"],
+            "open_arrivals": "poisson",
+        }
+        if load
+        else None,
+    }
 
 
 def _holdout(workload: Any, built: Any) -> dict[str, Any] | None:
@@ -290,9 +363,14 @@ def _holdout(workload: Any, built: Any) -> dict[str, Any] | None:
     worst = int(guards.pop("worst_class"))
     guards.pop("class_accuracy")
     guards.pop("flipped")  # indices into the held-out split: the report's thumbnails are the study's
-    return {"images": len(data.holdout), "accuracy": accuracy, "reference_accuracy": reference,
-            "accuracy_drop": drop_points(reference, accuracy), **guards,
-            "worst_class": data.classes[worst] if worst >= 0 else None}
+    return {
+        "images": len(data.holdout),
+        "accuracy": accuracy,
+        "reference_accuracy": reference,
+        "accuracy_drop": drop_points(reference, accuracy),
+        **guards,
+        "worst_class": data.classes[worst] if worst >= 0 else None,
+    }
 
 
 def latency_trust(now: dict[str, Any], study: dict[str, Any], again: dict[str, Any] | None) -> dict[str, Any]:
@@ -314,14 +392,23 @@ def latency_trust(now: dict[str, Any], study: dict[str, Any], again: dict[str, A
         notes.append("the study timed this point on a contended host")
     outside = {k: v for k, v in figures.items() if k != "study" and not lo <= v <= hi}
     if outside:
-        notes.append(f"outside the study's within-process 95% CI {lo:.4f}-{hi:.4f} ms/batch: " + ", ".join(
-            f"{k} {v:.4f}" for k, v in outside.items()) + f" (study {figures['study']:.4f}); one process's timing "
-            "is one draw of this machine's speed")
+        notes.append(
+            f"outside the study's within-process 95% CI {lo:.4f}-{hi:.4f} ms/batch: "
+            + ", ".join(f"{k} {v:.4f}" for k, v in outside.items())
+            + f" (study {figures['study']:.4f}); one process's timing "
+            "is one draw of this machine's speed"
+        )
     if rounds and not min(fresh) <= figures["study"] <= max(fresh):
-        notes.append(f"the study's own figure {figures['study']:.4f} ms/batch is outside what fresh processes measured "
-                     f"({min(fresh):.4f}-{max(fresh):.4f}): the acceptance range is theirs")
-    return {"quiet": bool(now.get("latency_quiet", True)), "figures_ms": figures,
-            "range_ms": [min(fresh), max(fresh)], "notes": notes}
+        notes.append(
+            f"the study's own figure {figures['study']:.4f} ms/batch is outside what fresh processes measured "
+            f"({min(fresh):.4f}-{max(fresh):.4f}): the acceptance range is theirs"
+        )
+    return {
+        "quiet": bool(now.get("latency_quiet", True)),
+        "figures_ms": figures,
+        "range_ms": [min(fresh), max(fresh)],
+        "notes": notes,
+    }
 
 
 def _partial_prefix(out: Path) -> str:

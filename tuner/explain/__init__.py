@@ -10,5 +10,15 @@ from tuner.explain.compare import Comparison, render
 from tuner.explain.layers import LayerProfile, LayerTime, NodeTime
 from tuner.explain.trials import cached_profile, costliest, explain_study, read_trials, write_profile
 
-__all__ = ["Comparison", "LayerProfile", "LayerTime", "NodeTime", "cached_profile", "costliest", "explain_study",
-           "read_trials", "render", "write_profile"]
+__all__ = [
+    "Comparison",
+    "LayerProfile",
+    "LayerTime",
+    "NodeTime",
+    "cached_profile",
+    "costliest",
+    "explain_study",
+    "read_trials",
+    "render",
+    "write_profile",
+]

@@ -19,7 +19,9 @@ class NodeTime:
 
     node: str  # the runtime's node name
     op: str  # its type as the runtime names it (Convolution, QLinearConv, Conv2d)
-    kernel: str  # the implementation the runtime chose (brgconv_avx512_I8; QLinearConv on CPU; aten::mkldnn_convolution)
+    kernel: (
+        str  # the implementation the runtime chose (brgconv_avx512_I8; QLinearConv on CPU; aten::mkldnn_convolution)
+    )
     precision: str  # what it executed in: fp32 | bf16 | fp16 | int8 ("" where the runtime does not say)
     ms: float  # median time per call across the repeats
     status: str  # executed | optimized out (fused into another node, or folded away)
@@ -76,13 +78,27 @@ class LayerProfile:
         out = []
         for module, nodes in groups.items():
             ms = sum(n.ms for n in nodes)
-            compute = [n for n in nodes if n.kind == COMPUTE and n.status == EXECUTED] or \
-                [n for n in nodes if n.status == EXECUTED] or nodes
+            compute = (
+                [n for n in nodes if n.kind == COMPUTE and n.status == EXECUTED]
+                or [n for n in nodes if n.status == EXECUTED]
+                or nodes
+            )
             ran = any(n.status == EXECUTED for n in nodes)
             precision = "+".join(sorted({n.precision for n in compute if n.precision})) if ran else "-"
             kernels = tuple(dict.fromkeys(n.kernel for n in nodes if n.status == EXECUTED and n.kernel))
-            out.append(LayerTime(module, ms, ms / self.total_ms if self.total_ms else 0.0, precision, kernels,
-                                 len(nodes), self.channels.get(module), any(n.kind == COMPUTE for n in nodes), ran))
+            out.append(
+                LayerTime(
+                    module,
+                    ms,
+                    ms / self.total_ms if self.total_ms else 0.0,
+                    precision,
+                    kernels,
+                    len(nodes),
+                    self.channels.get(module),
+                    any(n.kind == COMPUTE for n in nodes),
+                    ran,
+                )
+            )
         return out
 
     def unmatched(self) -> list[NodeTime]:

@@ -19,12 +19,33 @@ OVERHEAD_KINDS = (REORDER, CONVERT, QUANTIZE)
 
 _COMPUTE_OPS = {
     # OpenVINO CPU plugin
-    "Convolution", "GroupConvolution", "Deconvolution", "FullyConnected", "MatMul",
+    "Convolution",
+    "GroupConvolution",
+    "Deconvolution",
+    "FullyConnected",
+    "MatMul",
     # ONNX Runtime
-    "Conv", "FusedConv", "ConvTranspose", "Gemm", "FusedGemm", "FusedMatMul", "QLinearConv", "QLinearMatMul",
-    "QGemm", "ConvInteger", "MatMulInteger", "NhwcFusedConv", "QAttention", "Attention",
+    "Conv",
+    "FusedConv",
+    "ConvTranspose",
+    "Gemm",
+    "FusedGemm",
+    "FusedMatMul",
+    "QLinearConv",
+    "QLinearMatMul",
+    "QGemm",
+    "ConvInteger",
+    "MatMulInteger",
+    "NhwcFusedConv",
+    "QAttention",
+    "Attention",
     # torch modules
-    "Conv1d", "Conv2d", "Conv3d", "ConvTranspose2d", "Linear", "MultiheadAttention",
+    "Conv1d",
+    "Conv2d",
+    "Conv3d",
+    "ConvTranspose2d",
+    "Linear",
+    "MultiheadAttention",
 }
 _REORDER_OPS = {"Reorder", "Transpose", "ReorderInput", "ReorderOutput"}
 _CONVERT_OPS = {"Convert", "Cast"}
@@ -42,8 +63,9 @@ def kind_of(op: str, name: str = "") -> str:
         return REORDER
     if op in _CONVERT_OPS:
         return CONVERT
-    if op in _QUANTIZE_OPS or (op == "Subgraph" and name.endswith(("QuantizeLinear", "DequantizeLinear"))
-                               and module_of(name) is None):
+    if op in _QUANTIZE_OPS or (
+        op == "Subgraph" and name.endswith(("QuantizeLinear", "DequantizeLinear")) and module_of(name) is None
+    ):
         return QUANTIZE
     return OTHER
 
@@ -120,8 +142,9 @@ def onnx_channels(path: Path) -> dict[str, int]:
         if shape is None or module is None:
             continue
         trans_b = next((a.i for a in n.attribute if a.name == "transB"), 0)
-        out[module] = int(shape[1] if n.op_type == "ConvTranspose" or (n.op_type == "Gemm" and not trans_b)
-                          else shape[0])
+        out[module] = int(
+            shape[1] if n.op_type == "ConvTranspose" or (n.op_type == "Gemm" and not trans_b) else shape[0]
+        )
     return out
 
 

@@ -15,7 +15,6 @@ add up, and what is left of the profiled call is outside every node: the runtime
 copies, and for torch the Python between modules.
 """
 
-
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -39,12 +38,20 @@ def refuse(placement: str) -> str | None:
     """Why a placement is not profiled here, or None."""
     if placement in READERS:
         return None
-    return (f"{placement} is not profiled per layer: tuner explain reads the profilers of ov-cpu, ort-cpu and "
-            f"torch-cpu (CUDA and TensorRT kernels run asynchronously; their profilers are not wired in)")
+    return (
+        f"{placement} is not profiled per layer: tuner explain reads the profilers of ov-cpu, ort-cpu and "
+        f"torch-cpu (CUDA and TensorRT kernels run asynchronously; their profilers are not wired in)"
+    )
 
 
-def profile(built: Built, data: Dataset, repeats: int = 30, warmup: int = 5, policy: LatencyPolicy = QUICK,
-            modules: Iterable[str] | None = None) -> LayerProfile:
+def profile(
+    built: Built,
+    data: Dataset,
+    repeats: int = 30,
+    warmup: int = 5,
+    policy: LatencyPolicy = QUICK,
+    modules: Iterable[str] | None = None,
+) -> LayerProfile:
     """The per-layer profile of ``built`` on a batch of real validation images. ``modules``: the model's module
     names, to match runtime nodes against (default: the built torch module's; an ONNX build reads them from its
     node names alone)."""
@@ -69,5 +76,15 @@ def profile(built: Built, data: Dataset, repeats: int = 30, warmup: int = 5, pol
         assert built.onnx_path is not None
         channels = onnx_channels(built.onnx_path)
     nodes, total_ms = READERS[c.placement](built, data.example(c.batch_size), warmup, repeats, known)
-    return LayerProfile(c.placement, c.precision, c.batch_size, threads, repeats, tuple(nodes),
-                        total_ms, latency.median_ms, COUNTED[c.placement], channels)
+    return LayerProfile(
+        c.placement,
+        c.precision,
+        c.batch_size,
+        threads,
+        repeats,
+        tuple(nodes),
+        total_ms,
+        latency.median_ms,
+        COUNTED[c.placement],
+        channels,
+    )

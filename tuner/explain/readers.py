@@ -46,8 +46,9 @@ def ov_precision(exec_type: str) -> str:
     return _OV_PRECISIONS.get(tail, "")
 
 
-def _profile_openvino(built: Built, x: np.ndarray, warmup: int, repeats: int,
-                      modules: set[str] | None) -> tuple[list[NodeTime], float]:
+def _profile_openvino(
+    built: Built, x: np.ndarray, warmup: int, repeats: int, modules: set[str] | None
+) -> tuple[list[NodeTime], float]:
     from tuner.measure import open_session
 
     session = open_session(built)
@@ -85,19 +86,42 @@ def _profile_openvino(built: Built, x: np.ndarray, warmup: int, repeats: int,
         if op in _OV_SKIP:
             continue
         kind = kind_of(op, name)
-        module = None if kind == "reorder" else (module_of(name, modules) or module_of_fused(fused.get(name, ()),
-                                                                                           modules))
-        nodes.append(NodeTime(name, op, kernel if kernel != "undef" else "", ov_precision(kernel),
-                              means[name] / 1000.0, EXECUTED if ran else NOT_RUN, module, kind))
+        module = (
+            None if kind == "reorder" else (module_of(name, modules) or module_of_fused(fused.get(name, ()), modules))
+        )
+        nodes.append(
+            NodeTime(
+                name,
+                op,
+                kernel if kernel != "undef" else "",
+                ov_precision(kernel),
+                means[name] / 1000.0,
+                EXECUTED if ran else NOT_RUN,
+                module,
+                kind,
+            )
+        )
     return nodes, statistics.fmean(walls)
 
 
 # --- ONNX Runtime -----------------------------------------------------------------------------------------------
 
 _ORT_TYPES = {"float": "fp32", "float16": "fp16", "bfloat16": "bf16", "uint8": "int8", "int8": "int8"}
-_ORT_INT8_OPS = {"QLinearConv", "QLinearMatMul", "QGemm", "ConvInteger", "MatMulInteger", "QLinearAdd",
-                 "QLinearMul", "QLinearGlobalAveragePool", "QLinearAveragePool", "QLinearSigmoid",
-                 "QLinearLeakyRelu", "QLinearConcat", "QLinearSoftmax"}
+_ORT_INT8_OPS = {
+    "QLinearConv",
+    "QLinearMatMul",
+    "QGemm",
+    "ConvInteger",
+    "MatMulInteger",
+    "QLinearAdd",
+    "QLinearMul",
+    "QLinearGlobalAveragePool",
+    "QLinearAveragePool",
+    "QLinearSigmoid",
+    "QLinearLeakyRelu",
+    "QLinearConcat",
+    "QLinearSoftmax",
+}
 
 
 def ort_precision(op: str, input_types: list[dict[str, Any]]) -> str:
@@ -109,8 +133,9 @@ def ort_precision(op: str, input_types: list[dict[str, Any]]) -> str:
     return _ORT_TYPES.get(first, first)
 
 
-def _profile_ort(built: Built, x: np.ndarray, warmup: int, repeats: int,
-                 modules: set[str] | None) -> tuple[list[NodeTime], float]:
+def _profile_ort(
+    built: Built, x: np.ndarray, warmup: int, repeats: int, modules: set[str] | None
+) -> tuple[list[NodeTime], float]:
     import onnxruntime as ort
 
     from tuner.measure import open_session
@@ -134,8 +159,9 @@ def _profile_ort(built: Built, x: np.ndarray, warmup: int, repeats: int,
             session.run([OUTPUT], feed)
         events = json.loads(Path(session.end_profiling()).read_text())
         del session
-    runs = sorted((e["ts"], e["ts"] + e["dur"]) for e in events if e.get("cat") == "Session"
-                  and e.get("name") == "model_run")[-repeats:]
+    runs = sorted(
+        (e["ts"], e["ts"] + e["dur"]) for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"
+    )[-repeats:]
     kept = quiet_runs([b - a for a, b in runs])
     times: dict[str, list[float]] = defaultdict(lambda: [0.0] * len(runs))
     meta: dict[str, tuple[str, str, str]] = {}
@@ -148,16 +174,20 @@ def _profile_ort(built: Built, x: np.ndarray, warmup: int, repeats: int,
         name, args = e["name"][: -len("_kernel_time")], e.get("args", {})
         times[name][i] += e["dur"]
         op = args.get("op_name", "")
-        meta[name] = (op, f"{op} ({args.get('provider', '').replace('ExecutionProvider', '')})",
-                      ort_precision(op, args.get("input_type_shape", [])))
+        meta[name] = (
+            op,
+            f"{op} ({args.get('provider', '').replace('ExecutionProvider', '')})",
+            ort_precision(op, args.get("input_type_shape", [])),
+        )
     sources = compute_sources(built.onnx_path) if built.onnx_path is not None else {}
     nodes = []
     for name, (op, kernel, precision) in meta.items():
         kind = kind_of(op, name)
         source = ort_source(name, sources) if kind == COMPUTE else name
         module = None if kind == REORDER else module_of(source, modules)
-        nodes.append(NodeTime(name, op, kernel, precision, _median_us([times[name][i] for i in kept]), EXECUTED,
-                              module, kind))
+        nodes.append(
+            NodeTime(name, op, kernel, precision, _median_us([times[name][i] for i in kept]), EXECUTED, module, kind)
+        )
     return nodes, _median_us([runs[i][1] - runs[i][0] for i in kept])  # ORT's own model_run: the nodes' clock
 
 
@@ -174,6 +204,7 @@ def _torch_ranges(model: Any, dtypes: dict[str, str]) -> list[Any]:
 
     handles, open_ranges = [], defaultdict(list)
     for name, m in model.named_modules():
+
         def pre(mod: Any, args: Any, name: str = name) -> None:
             if name not in dtypes and args and isinstance(args[0], torch.Tensor):
                 params = [p.dtype for p in mod.parameters(recurse=False) if p.is_floating_point()]
@@ -196,6 +227,7 @@ def _torch_clocks(model: Any, found: dict[str, float]) -> list[Any]:
     stack: list[list[float]] = []  # per open module: [start ns, time of its children ns]
     handles = []
     for name, m in model.named_modules():
+
         def pre(mod: Any, args: Any) -> None:
             stack.append([time.perf_counter_ns(), 0.0])
 
@@ -238,14 +270,15 @@ def _torch_kernels(session: Any, prepared: Any, model: Any) -> tuple[dict[str, s
         if e.name.startswith(_MODULE):
             own = [c for c in e.cpu_children if not c.name.startswith(_MODULE)]
             if any(c.name.startswith(_MODULE) for c in e.cpu_children):  # a container: its own ops, if any
-                kernels.setdefault(e.name[len(_MODULE):], ", ".join(dict.fromkeys(c.name for c in own)))
+                kernels.setdefault(e.name[len(_MODULE) :], ", ".join(dict.fromkeys(c.name for c in own)))
             else:
-                kernels.setdefault(e.name[len(_MODULE):], _kernel(e))
+                kernels.setdefault(e.name[len(_MODULE) :], _kernel(e))
     return kernels, dtypes
 
 
-def _profile_torch(built: Built, x: np.ndarray, warmup: int, repeats: int,
-                   modules: set[str] | None) -> tuple[list[NodeTime], float]:
+def _profile_torch(
+    built: Built, x: np.ndarray, warmup: int, repeats: int, modules: set[str] | None
+) -> tuple[list[NodeTime], float]:
     from tuner.measure import open_session
 
     session = open_session(built)
@@ -278,9 +311,18 @@ def _profile_torch(built: Built, x: np.ndarray, warmup: int, repeats: int,
         leaf = name in leaves
         op = types[name] if leaf else f"{types[name]} (own ops + Python)"
         module = (name or None) if modules is None or name in modules else None
-        nodes.append(NodeTime(name or "(model forward)", op, kernels.get(name, ""), dtypes.get(name, ""),
-                              _median_us([per_run[i].get(name, 0.0) for i in kept]), EXECUTED, module,
-                              kind_of(types[name]) if leaf else "other"))
+        nodes.append(
+            NodeTime(
+                name or "(model forward)",
+                op,
+                kernels.get(name, ""),
+                dtypes.get(name, ""),
+                _median_us([per_run[i].get(name, 0.0) for i in kept]),
+                EXECUTED,
+                module,
+                kind_of(types[name]) if leaf else "other",
+            )
+        )
     return nodes, statistics.median(walls[i] for i in kept)
 
 
@@ -290,10 +332,15 @@ READERS: dict[str, Callable[..., tuple[list[NodeTime], float]]] = {
     "torch-cpu": _profile_torch,
 }
 COUNTED = {
-    "ov-cpu": ("OpenVINO's real time per node (PERF_COUNT), one stream: nodes run one after another; its counters "
-               "are averages since compile, so each node's figure and the total are means over the repeats"),
-    "ort-cpu": ("ONNX Runtime's kernel time per node (enable_profiling), sequential executor; the total is its "
-                "model_run"),
-    "torch-cpu": ("each module's own wall time per call (forward hooks: a container's own ops and the Python between "
-                  "its children count as its own), kernels and dtypes from one torch.profiler call"),
+    "ov-cpu": (
+        "OpenVINO's real time per node (PERF_COUNT), one stream: nodes run one after another; its counters "
+        "are averages since compile, so each node's figure and the total are means over the repeats"
+    ),
+    "ort-cpu": (
+        "ONNX Runtime's kernel time per node (enable_profiling), sequential executor; the total is its model_run"
+    ),
+    "torch-cpu": (
+        "each module's own wall time per call (forward hooks: a container's own ops and the Python between "
+        "its children count as its own), kernels and dtypes from one torch.profiler call"
+    ),
 }

@@ -37,12 +37,19 @@ def profile_key(built: Built, repeats: int) -> str:
     else:
         assert built.model is not None
         artifact = tensor_hash(built.model.state_dict())
-    return make_key(stage="profile", artifact=artifact, candidate=built.candidate.to_dict(), repeats=repeats,
-                    host=hardware.fingerprint_id(), code=code_id("tuner.explain.profile", "tuner.explain.match"))
+    return make_key(
+        stage="profile",
+        artifact=artifact,
+        candidate=built.candidate.to_dict(),
+        repeats=repeats,
+        host=hardware.fingerprint_id(),
+        code=code_id("tuner.explain.profile", "tuner.explain.match"),
+    )
 
 
 def cached_profile(w: Workload, built: Built, repeats: int = REPEATS) -> LayerProfile:
     """``profile`` of ``built``, kept in the workload's cache under ``profile_key`` (profile.json)."""
+
     def make(d: Any) -> None:
         modules = None  # an ONNX build's nodes matched against the reference model's own module names
         if built.model is None and w.builder is not None and not built.candidate.student:
@@ -73,8 +80,13 @@ def read_trials(study: optuna.Study, trial: int | None, against: int | None) -> 
     return explained, other
 
 
-def explain_study(study: optuna.Study, trial: int | None = None, against: int | None = None,
-                  studies_dir: str = DEFAULTS.studies_dir, repeats: int = REPEATS) -> Comparison:
+def explain_study(
+    study: optuna.Study,
+    trial: int | None = None,
+    against: int | None = None,
+    studies_dir: str = DEFAULTS.studies_dir,
+    repeats: int = REPEATS,
+) -> Comparison:
     """Rebuild the trial (the pick by default) and the one it is held against (the baseline), profile both,
     compare them."""
     from tuner.candidate import label
@@ -103,18 +115,26 @@ def explain_study(study: optuna.Study, trial: int | None = None, against: int | 
         _log.info(f"profiling trial #{t.number}: {label(c.to_dict())}")
         profiles.append(cached_profile(workload, build(workload, c), repeats))
     assert profiles[0] is not None
-    done = compare(profiles[0], profiles[1], explained.number, other.number if other else None,
-                   label(explained.to_candidate()), label(other.to_candidate()) if other else "")
+    done = compare(
+        profiles[0],
+        profiles[1],
+        explained.number,
+        other.number if other else None,
+        label(explained.to_candidate()),
+        label(other.to_candidate()) if other else "",
+    )
     write_explain(study, done.to_record())  # the report's layer view draws the last one
     return done
-
 
 
 def costliest(p: LayerProfile, n: int = 3) -> list[str]:
     """README lines naming the ``n`` costliest layers of a profile: time per call, share, precision, kernel."""
     layers = sorted(p.layers(), key=lambda la: -la.ms)[:n]
-    return [f"- `{la.module}`: {la.ms:.3f} ms per call of batch {p.batch_size} ({la.share:.0%} of the profiled call), "
-            f"runs {la.precision}" + (f" ({', '.join(la.kernels[:2])})" if la.kernels else "") for la in layers]
+    return [
+        f"- `{la.module}`: {la.ms:.3f} ms per call of batch {p.batch_size} ({la.share:.0%} of the profiled call), "
+        f"runs {la.precision}" + (f" ({', '.join(la.kernels[:2])})" if la.kernels else "")
+        for la in layers
+    ]
 
 
 def write_profile(out: Any, p: LayerProfile) -> list[str]:
@@ -125,4 +145,3 @@ def write_profile(out: Any, p: LayerProfile) -> list[str]:
     (Path(out) / PROFILE_FILE).write_text(json.dumps(p.to_dict(), indent=1))
     head = f"Where the time goes ({p.placement} {p.precision}; {PROFILE_FILE} has every node):"
     return [head, *costliest(p)]
-

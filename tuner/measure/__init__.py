@@ -7,9 +7,17 @@ from __future__ import annotations
 
 from typing import Any
 
-_HOMES = {"Metrics": "measurement", "resolve_threads": "measurement", "open_session": "measurement",
-          "serve_session": "measurement", "time_session": "measurement", "holdout_accuracy": "measurement",
-          "measure": "measurement", "LoadPolicy": "load", "LatencyPolicy": "latency"}
+_HOMES = {
+    "Metrics": "measurement",
+    "resolve_threads": "measurement",
+    "open_session": "measurement",
+    "serve_session": "measurement",
+    "time_session": "measurement",
+    "holdout_accuracy": "measurement",
+    "measure": "measurement",
+    "LoadPolicy": "load",
+    "LatencyPolicy": "latency",
+}
 __all__ = sorted(_HOMES)
 
 

@@ -10,8 +10,15 @@ from tuner.guardrails import Tally
 from tuner.runtimes.base import Session
 
 
-def top1(session: Session, data: Dataset, batch_size: int, min_accuracy: float | None = None,
-         split: Split | None = None, keep: list[np.ndarray] | None = None, tally: Tally | None = None) -> float:
+def top1(
+    session: Session,
+    data: Dataset,
+    batch_size: int,
+    min_accuracy: float | None = None,
+    split: Split | None = None,
+    keep: list[np.ndarray] | None = None,
+    tally: Tally | None = None,
+) -> float:
     """Top-1 over ``split`` (the validation split); with ``min_accuracy``, stop as soon as even a perfect rest
     of the split could not reach it (Optuna's pruners refuse multi-objective studies: this is ours).
     ``keep`` collects each batch's logits (for a metric of the user's, scored by the study's process); ``tally``
@@ -28,6 +35,8 @@ def top1(session: Session, data: Dataset, batch_size: int, min_accuracy: float |
         if broken:
             raise HopelessCandidate(broken)
         if min_accuracy is not None and (correct + total - seen) / total < min_accuracy:
-            raise HopelessCandidate(f"stopped after {seen} of {total} validation images: at most "
-                                    f"{(correct + total - seen) / total:.2%}, below the {min_accuracy:.2%} required")
+            raise HopelessCandidate(
+                f"stopped after {seen} of {total} validation images: at most "
+                f"{(correct + total - seen) / total:.2%}, below the {min_accuracy:.2%} required"
+            )
     return correct / total

@@ -104,7 +104,9 @@ def probe() -> HostState:
 def pin_process(cpus: Collection[int]) -> None:
     """Move every thread of this process (the runtime's pools included) onto ``cpus``."""
     for tid in os.listdir("/proc/self/task"):
-        with contextlib.suppress(ProcessLookupError, PermissionError):  # a thread that just ended, or one we may not move
+        with contextlib.suppress(
+            ProcessLookupError, PermissionError
+        ):  # a thread that just ended, or one we may not move
             os.sched_setaffinity(int(tid), cpus)
 
 
@@ -125,8 +127,9 @@ class QuietestCpus:
             return None
         if self.current is None or not state.quiet_on(self.current):
             best = state.quietest(self.n)
-            if best != self.current and (self.current is None or
-                                         state.slowdown_on(best) < state.slowdown_on(self.current)):
+            if best != self.current and (
+                self.current is None or state.slowdown_on(best) < state.slowdown_on(self.current)
+            ):
                 pin_process(best)
                 self.current = best
         return self.current

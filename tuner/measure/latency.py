@@ -63,8 +63,9 @@ def median_ci(sorted_ms: np.ndarray, confidence: float = 0.95) -> tuple[float, f
     return quantile_ci(sorted_ms, 0.5, confidence)
 
 
-def grouped_quantile(samples_ms: list[float] | np.ndarray, q: float,
-                     groups: list[list[float]] | None = None) -> tuple[float, float, float]:
+def grouped_quantile(
+    samples_ms: list[float] | np.ndarray, q: float, groups: list[list[float]] | None = None
+) -> tuple[float, float, float]:
     """The ``q`` quantile of all samples and its 95% CI: over the samples as independent draws, widened to the CI of
     the median of the groups' own quantiles where there are two or more groups (samples timed together share the
     host's state of that moment, so the draws-alone CI is too narrow; the batch means method, as
@@ -79,8 +80,12 @@ def grouped_quantile(samples_ms: list[float] | np.ndarray, q: float,
     return value, min(lo, value), max(hi, value)
 
 
-def summarize_latency(samples_ms: list[float] | np.ndarray, contended_share: float = 0.0, quiet: bool = True,
-                      block_medians_ms: list[float] | None = None) -> LatencyStats:
+def summarize_latency(
+    samples_ms: list[float] | np.ndarray,
+    contended_share: float = 0.0,
+    quiet: bool = True,
+    block_medians_ms: list[float] | None = None,
+) -> LatencyStats:
     """One set of call latencies summarized: median, p95, mean, spread and the 95% CI of the median.
 
     With ``block_medians_ms`` (two or more) the CI is that of the median of the block medians (the batch
@@ -93,8 +98,17 @@ def summarize_latency(samples_ms: list[float] | np.ndarray, contended_share: flo
         lo, hi = min(lo, median), max(hi, median)
     else:
         lo, hi = median_ci(s)
-    return LatencyStats(median, float(np.percentile(s, 95)), lo, hi, float(s.mean()),
-                        float(s.std(ddof=1)) if len(s) > 1 else 0.0, len(s), contended_share, quiet)
+    return LatencyStats(
+        median,
+        float(np.percentile(s, 95)),
+        lo,
+        hi,
+        float(s.mean()),
+        float(s.std(ddof=1)) if len(s) > 1 else 0.0,
+        len(s),
+        contended_share,
+        quiet,
+    )
 
 
 Block = tuple[bool, float, list[float]]  # (host quiet when it began, median, samples) of one block of calls
@@ -114,8 +128,13 @@ def _tight(blocks: list[Block], rel_ci: float) -> bool:
     return (stats.ci_high_ms - stats.ci_low_ms) / 2 <= rel_ci * stats.median_ms
 
 
-def time_calls(run: Callable[[Any], Any], prepared: Any, policy: LatencyPolicy = LatencyPolicy(),
-               probe: Callable[[], host.HostState] = host.probe, threads: int | None = None) -> LatencyStats:
+def time_calls(
+    run: Callable[[Any], Any],
+    prepared: Any,
+    policy: LatencyPolicy = LatencyPolicy(),
+    probe: Callable[[], host.HostState] = host.probe,
+    threads: int | None = None,
+) -> LatencyStats:
     """Time ``run(prepared)`` alone (inputs were prepared beforehand) until the CI is tight.
 
     Calls are timed in blocks, the host probed before each. With ``quiet_host`` a block counts when
@@ -136,8 +155,13 @@ def time_calls(run: Callable[[Any], Any], prepared: Any, policy: LatencyPolicy =
         return _time_blocks(run, prepared, policy, probe, cpus)
 
 
-def _time_blocks(run: Callable[[Any], Any], prepared: Any, policy: LatencyPolicy,
-                 probe: Callable[[], host.HostState], cpus: host.QuietestCpus) -> LatencyStats:
+def _time_blocks(
+    run: Callable[[Any], Any],
+    prepared: Any,
+    policy: LatencyPolicy,
+    probe: Callable[[], host.HostState],
+    cpus: host.QuietestCpus,
+) -> LatencyStats:
     blocks: list[Block] = []
 
     def select(chosen: list[Block]) -> list[Block]:
@@ -164,8 +188,11 @@ def _time_blocks(run: Callable[[Any], Any], prepared: Any, policy: LatencyPolicy
         waited = elapsed >= policy.min_seconds + policy.max_wait_seconds
         kept = quiet if _count(quiet) >= policy.min_samples or not waited else select(blocks)
         n = _count(kept)
-        if n >= policy.min_samples and (n >= policy.max_samples or elapsed >= policy.max_seconds
-                                        or (elapsed >= policy.min_seconds and _tight(kept, policy.rel_ci))):
+        if n >= policy.min_samples and (
+            n >= policy.max_samples
+            or elapsed >= policy.max_seconds
+            or (elapsed >= policy.min_seconds and _tight(kept, policy.rel_ci))
+        ):
             break
         if elapsed >= policy.max_seconds + policy.max_wait_seconds:
             break

@@ -72,11 +72,15 @@ class LoadPolicy:
 
     def __post_init__(self) -> None:
         if not 0 < self.utilisation <= 1:  # NaN too
-            raise ConfigError(f"`0 < utilisation <= 1` must hold (--utilisation: a share of the closed loop's rate), "
-                              f"but got utilisation={self.utilisation!r}.")
+            raise ConfigError(
+                f"`0 < utilisation <= 1` must hold (--utilisation: a share of the closed loop's rate), "
+                f"but got utilisation={self.utilisation!r}."
+            )
         if self.open_rate is not None and not 0 < self.open_rate < math.inf:
-            raise ConfigError(f"open_rate (--rate) must be a finite number > 0 of requests per second, but got "
-                              f"open_rate={self.open_rate!r}.")
+            raise ConfigError(
+                f"open_rate (--rate) must be a finite number > 0 of requests per second, but got "
+                f"open_rate={self.open_rate!r}."
+            )
 
 
 def replaying(metrics: dict[str, Any]) -> LoadPolicy | None:
@@ -177,6 +181,7 @@ def closed_window(lanes: list[Lane], in_flight: int, seconds: float) -> tuple[li
                         return
                     _call(lane, errors)
                     out.append((clock() - t0) / 1e6)
+
             return run
 
         _run_threads([loop(lane, out) for lane, out in zip(lanes, per_lane)], errors)
@@ -206,14 +211,16 @@ def closed_window(lanes: list[Lane], in_flight: int, seconds: float) -> tuple[li
                 elif next(retired) == in_flight:  # the last one outstanding: release every worker
                     for _ in lanes:
                         tokens.put(None)
+
         return run
 
     _run_threads([worker(lane) for lane in lanes], errors)
     return found, next(issued) - 1, False
 
 
-def open_window(lanes: list[Lane], rate: float, seconds: float, seed: int,
-                max_wait_ms: float = float("inf")) -> tuple[list[float], int, bool]:
+def open_window(
+    lanes: list[Lane], rate: float, seconds: float, seed: int, max_wait_ms: float = float("inf")
+) -> tuple[list[float], int, bool]:
     """Requests arriving at Poisson times, ``rate`` per second, for ``seconds`` (then the backlog served to the last):
     (latencies in ms, issued, overloaded). The workers take the arrivals in order, each when it is free (one
     queue, first come first served); there is no dispatcher thread to hand them over. Once a request has waited
@@ -251,6 +258,7 @@ def open_window(lanes: list[Lane], rate: float, seconds: float, seed: int,
                     t0 = clock()
                 _call(lane, errors)
                 found.append((clock() - t0) / 1e6)
+
         return run
 
     _run_threads([worker(lane) for lane in lanes], errors)
@@ -276,8 +284,13 @@ _libc: Any = None
 # ---------------------------------------------------------------- windows on a quiet host, then the figures
 
 
-def _windows(run: Callable[[int], tuple[list[float], int, bool]], policy: LoadPolicy, cpus: host.QuietestCpus,
-             probe: Callable[[], host.HostState], used: int) -> list[_Window]:
+def _windows(
+    run: Callable[[int], tuple[list[float], int, bool]],
+    policy: LoadPolicy,
+    cpus: host.QuietestCpus,
+    probe: Callable[[], host.HostState],
+    used: int,
+) -> list[_Window]:
     windows: list[_Window] = []
     waited = 0.0
 
@@ -302,8 +315,9 @@ def _windows(run: Callable[[int], tuple[list[float], int, bool]], policy: LoadPo
             return windows
 
 
-def summarize_load(mode: str, windows: list[_Window], batch_size: int, in_flight: int,
-                   rate: float | None = None) -> LoadStats:
+def summarize_load(
+    mode: str, windows: list[_Window], batch_size: int, in_flight: int, rate: float | None = None
+) -> LoadStats:
     """The figures over every request of every window (quantiles' CIs widened by the windows' spread)."""
     groups = [w.latencies_ms for w in windows]
     every = [ms for g in groups for ms in g]
@@ -316,20 +330,37 @@ def summarize_load(mode: str, windows: list[_Window], batch_size: int, in_flight
     seen = [*per_window, throughput]
     spread = (min(seen), max(seen)) if len(per_window) >= 2 else (throughput, throughput)
     contended = sum(not w.quiet for w in windows) / len(windows)
-    return LoadStats(mode=mode, in_flight=in_flight, rate=rate, issued=sum(w.issued for w in windows),
-                     answered=len(every), seconds=seconds, throughput=throughput,
-                     requests_per_second=len(every) / seconds, p50_ms=quantiles["p50"][0],
-                     p95_ms=quantiles["p95"][0], p99_ms=quantiles["p99"][0], mean_ms=float(np.mean(every)),
-                     max_ms=float(np.max(every)), ci={**{k: v[1:] for k, v in quantiles.items()},
-                                                         "throughput": spread},
-                     windows=len(windows), contended_share=contended, quiet=contended == 0,
-                     others_runnable=max(w.others_runnable for w in windows),
-                     overloaded=any(w.overloaded for w in windows))
+    return LoadStats(
+        mode=mode,
+        in_flight=in_flight,
+        rate=rate,
+        issued=sum(w.issued for w in windows),
+        answered=len(every),
+        seconds=seconds,
+        throughput=throughput,
+        requests_per_second=len(every) / seconds,
+        p50_ms=quantiles["p50"][0],
+        p95_ms=quantiles["p95"][0],
+        p99_ms=quantiles["p99"][0],
+        mean_ms=float(np.mean(every)),
+        max_ms=float(np.max(every)),
+        ci={**{k: v[1:] for k, v in quantiles.items()}, "throughput": spread},
+        windows=len(windows),
+        contended_share=contended,
+        quiet=contended == 0,
+        others_runnable=max(w.others_runnable for w in windows),
+        overloaded=any(w.overloaded for w in windows),
+    )
 
 
-def run_load(lanes: list[Lane], batch_size: int, in_flight: int, threads: int | None,
-             policy: LoadPolicy = LoadPolicy(), probe: Callable[[], host.HostState] = host.probe,
-             ) -> tuple[LoadStats, LoadStats]:
+def run_load(
+    lanes: list[Lane],
+    batch_size: int,
+    in_flight: int,
+    threads: int | None,
+    policy: LoadPolicy = LoadPolicy(),
+    probe: Callable[[], host.HostState] = host.probe,
+) -> tuple[LoadStats, LoadStats]:
     """The closed loop at ``in_flight`` requests, then the open loop at ``policy``'s rate, on ``lanes``.
     ``threads``: the CPUs the candidate uses (threads x streams), to keep it on the quietest ones when fewer than
     the machine has (None: no pinning)."""
@@ -338,13 +369,28 @@ def run_load(lanes: list[Lane], batch_size: int, in_flight: int, threads: int | 
     with host.QuietestCpus(threads if policy.quiet_host else None) as cpus:
         closed_window(lanes, in_flight, policy.warmup_seconds)
         used = threads or _CPUS
-        closed = summarize_load("closed", _windows(lambda i: closed_window(lanes, in_flight, policy.window_seconds),
-                                                   policy, cpus, probe, used), batch_size, in_flight)
+        closed = summarize_load(
+            "closed",
+            _windows(lambda i: closed_window(lanes, in_flight, policy.window_seconds), policy, cpus, probe, used),
+            batch_size,
+            in_flight,
+        )
         rate = policy.open_rate or policy.utilisation * closed.requests_per_second
         max_wait = max(1000 * policy.max_queue_seconds, OVERLOAD_FACTOR * closed.p50_ms)
-        open_policy = dataclasses.replace(policy, min_requests=policy.open_min_requests,
-                                          max_seconds=policy.open_max_seconds)
-        opened = summarize_load("open", _windows(lambda i: open_window(lanes, rate, policy.window_seconds,
-                                                                       policy.seed + i, max_wait),
-                                                 open_policy, cpus, probe, used), batch_size, len(lanes), rate)
+        open_policy = dataclasses.replace(
+            policy, min_requests=policy.open_min_requests, max_seconds=policy.open_max_seconds
+        )
+        opened = summarize_load(
+            "open",
+            _windows(
+                lambda i: open_window(lanes, rate, policy.window_seconds, policy.seed + i, max_wait),
+                open_policy,
+                cpus,
+                probe,
+                used,
+            ),
+            batch_size,
+            len(lanes),
+            rate,
+        )
     return closed, opened

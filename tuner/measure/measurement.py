@@ -94,12 +94,14 @@ def resolve_threads(threads: int, streams: int = 1) -> int:
 def open_session(built: Built) -> Session:
     """The built artifact loaded in its candidate's runtime, configured as the candidate says."""
     c = built.candidate
-    return PLACEMENTS[c.placement].open(built.model, built.onnx_path, c.precision, c.graph_opt,
-                                                  resolve_threads(c.threads, c.streams), c.streams)
+    return PLACEMENTS[c.placement].open(
+        built.model, built.onnx_path, c.precision, c.graph_opt, resolve_threads(c.threads, c.streams), c.streams
+    )
 
 
-def serve_session(session: Session, data: Dataset, candidate: Candidate,
-                  policy: LoadPolicy | None = None) -> dict[str, Any]:
+def serve_session(
+    session: Session, data: Dataset, candidate: Candidate, policy: LoadPolicy | None = None
+) -> dict[str, Any]:
     """The candidate under load (``tuner.measure.load``) on a batch of real validation images: the closed loop at its
     requests in flight, then the open loop; the flat figures of ``Metrics`` plus the whole record under ``load``."""
     c = candidate
@@ -107,16 +109,35 @@ def serve_session(session: Session, data: Dataset, candidate: Candidate,
     threads = resolve_threads(c.threads, c.streams) * c.streams
     policy = policy or LoadPolicy()
     closed, opened = run_load(lanes, c.batch_size, c.in_flight, threads, policy)
-    record = {"closed": closed.to_dict(), "open": opened.to_dict(), "serving": session.serving_settings(),
-              "lanes": len(lanes), "quiet": closed.quiet and opened.quiet,
-              "policy": {"utilisation": policy.utilisation, "open_rate": policy.open_rate}}
-    return {"load_throughput": closed.throughput, "load_p50_ms": closed.p50_ms, "load_p95_ms": closed.p95_ms,
-            "load_p99_ms": closed.p99_ms, "open_throughput": opened.throughput, "open_p50_ms": opened.p50_ms,
-            "open_p95_ms": opened.p95_ms, "open_p99_ms": opened.p99_ms, "load": record}
+    record = {
+        "closed": closed.to_dict(),
+        "open": opened.to_dict(),
+        "serving": session.serving_settings(),
+        "lanes": len(lanes),
+        "quiet": closed.quiet and opened.quiet,
+        "policy": {"utilisation": policy.utilisation, "open_rate": policy.open_rate},
+    }
+    return {
+        "load_throughput": closed.throughput,
+        "load_p50_ms": closed.p50_ms,
+        "load_p95_ms": closed.p95_ms,
+        "load_p99_ms": closed.p99_ms,
+        "open_throughput": opened.throughput,
+        "open_p50_ms": opened.p50_ms,
+        "open_p95_ms": opened.p95_ms,
+        "open_p99_ms": opened.p99_ms,
+        "load": record,
+    }
 
 
-def time_session(session: Session, data: Dataset, batch_size: int, threads: int,
-                 policy: LatencyPolicy = LatencyPolicy(), warm_for: float = 0.0) -> LatencyStats:
+def time_session(
+    session: Session,
+    data: Dataset,
+    batch_size: int,
+    threads: int,
+    policy: LatencyPolicy = LatencyPolicy(),
+    warm_for: float = 0.0,
+) -> LatencyStats:
     """Time ``session.run`` on a prepared batch of real validation images (prepared outside the timed loop).
     ``warm_for`` seconds of calls first stand in for an accuracy pass where none ran before."""
     prepared = session.prepare(data.example(batch_size))
@@ -138,11 +159,18 @@ def holdout_accuracy(built: Built, data: Dataset, tally: guardrails.Tally | None
         session.close()
 
 
-def measure(built: Built, data: Dataset, policy: LatencyPolicy = LatencyPolicy(),
-            min_accuracy: float | None = None, keep_logits: list[np.ndarray] | None = None,
-            load: LoadPolicy | None = None, baseline: guardrails.Predictions | None = None,
-            limits: dict[str, float] | None = None, corrupted: Corrupted | None = None,
-            min_corruption: float | None = None) -> Metrics:
+def measure(
+    built: Built,
+    data: Dataset,
+    policy: LatencyPolicy = LatencyPolicy(),
+    min_accuracy: float | None = None,
+    keep_logits: list[np.ndarray] | None = None,
+    load: LoadPolicy | None = None,
+    baseline: guardrails.Predictions | None = None,
+    limits: dict[str, float] | None = None,
+    corrupted: Corrupted | None = None,
+    min_corruption: float | None = None,
+) -> Metrics:
     """Accuracy and single-call latency; ``keep_logits`` collects the validation logits, batch by batch
     (``tuner.measure.accuracy.top1``); with ``load``, the figures under load too (``serve_session``); with the
     ``baseline``'s validation predictions, the guardrail figures against it (stopped early past ``limits``); with
@@ -171,14 +199,32 @@ def measure(built: Built, data: Dataset, policy: LatencyPolicy = LatencyPolicy()
         session.close()
     guards = None if tally is None or baseline is None else guardrails.figures(tally.predictions(), baseline)
     return Metrics(
-        accuracy=accuracy, latency_ms=lat.median_ms, latency_p95_ms=lat.p95_ms,
-        latency_ci_ms=(lat.ci_low_ms, lat.ci_high_ms), samples=lat.samples,
-        latency_contended_share=lat.contended_share, latency_quiet=lat.quiet, host_reference_ms=host.reference_ms(),
-        per_sample_ms=lat.median_ms / c.batch_size, throughput=1000.0 * c.batch_size / lat.median_ms,
-        batch_size=c.batch_size, params=built.params, macs=built.macs, size_mb=built.artifact_mb,
-        compressed_mb=built.compressed_mb, executed_precision=executed, layer_precisions=layers,
-        float_layers=built.float_layers, threads=threads, measure_seconds=time.perf_counter() - start,
-        dropped_blocks=tuple(built.compression.get("dropped_blocks", ())), recovery=built.compression.get("recovery"),
-        streams=c.streams, requests=c.in_flight, accuracy_seconds=accuracy_seconds, **served,
-        guardrails=guards, corruption=robust,
+        accuracy=accuracy,
+        latency_ms=lat.median_ms,
+        latency_p95_ms=lat.p95_ms,
+        latency_ci_ms=(lat.ci_low_ms, lat.ci_high_ms),
+        samples=lat.samples,
+        latency_contended_share=lat.contended_share,
+        latency_quiet=lat.quiet,
+        host_reference_ms=host.reference_ms(),
+        per_sample_ms=lat.median_ms / c.batch_size,
+        throughput=1000.0 * c.batch_size / lat.median_ms,
+        batch_size=c.batch_size,
+        params=built.params,
+        macs=built.macs,
+        size_mb=built.artifact_mb,
+        compressed_mb=built.compressed_mb,
+        executed_precision=executed,
+        layer_precisions=layers,
+        float_layers=built.float_layers,
+        threads=threads,
+        measure_seconds=time.perf_counter() - start,
+        dropped_blocks=tuple(built.compression.get("dropped_blocks", ())),
+        recovery=built.compression.get("recovery"),
+        streams=c.streams,
+        requests=c.in_flight,
+        accuracy_seconds=accuracy_seconds,
+        **served,
+        guardrails=guards,
+        corruption=robust,
     )

@@ -15,8 +15,9 @@ from tuner.errors import HopelessCandidate
 from tuner.runtimes.base import Session
 
 
-def corruption_top1(session: Session, data: Dataset, corrupted: Corrupted, batch_size: int,
-                    min_accuracy: float | None = None) -> dict[str, Any]:
+def corruption_top1(
+    session: Session, data: Dataset, corrupted: Corrupted, batch_size: int, min_accuracy: float | None = None
+) -> dict[str, Any]:
     """``corruption_accuracy`` (0..1, over every corrupted image), ``corruption_by_kind`` (each corruption's top-1),
     ``corruption_images`` and ``corruption_seconds`` (the pass's wall time: what corruptions cost per trial)."""
     start = time.perf_counter()
@@ -25,12 +26,19 @@ def corruption_top1(session: Session, data: Dataset, corrupted: Corrupted, batch
     total, seen = len(corrupted.split), 0
     for x, y in data.batches(corrupted.split, batch_size):
         hit = session.predict(x).argmax(axis=1) == y
-        right += np.bincount(corrupted.kind_of(slice(seen, seen + len(y))), weights=hit, minlength=kinds).astype(np.int64)
+        right += np.bincount(corrupted.kind_of(slice(seen, seen + len(y))), weights=hit, minlength=kinds).astype(
+            np.int64
+        )
         seen += len(y)
         at_most = (int(right.sum()) + total - seen) / total
         if min_accuracy is not None and at_most < min_accuracy:
-            raise HopelessCandidate(f"stopped after {seen} of {total} corrupted images: corruption top-1 at most "
-                                    f"{at_most:.2%}, below the {min_accuracy:.2%} required")
-    return {"corruption_accuracy": float(right.sum()) / total,
-            "corruption_by_kind": {k: round(float(r) / corrupted.per_kind, 6) for k, r in zip(corrupted.kinds, right)},
-            "corruption_images": total, "corruption_seconds": time.perf_counter() - start}
+            raise HopelessCandidate(
+                f"stopped after {seen} of {total} corrupted images: corruption top-1 at most "
+                f"{at_most:.2%}, below the {min_accuracy:.2%} required"
+            )
+    return {
+        "corruption_accuracy": float(right.sum()) / total,
+        "corruption_by_kind": {k: round(float(r) / corrupted.per_kind, 6) for k, r in zip(corrupted.kinds, right)},
+        "corruption_images": total,
+        "corruption_seconds": time.perf_counter() - start,
+    }

@@ -53,14 +53,21 @@ def compress(ctx: StepContext) -> Compressed:
             blocks = student.ranking(w, model, start_key)
             dropped = student.choose(blocks, c.drop_blocks)
         if len(dropped) < c.drop_blocks:
-            raise UnsupportedCombination(f"drop_blocks {c.drop_blocks} is refused: this model has {len(dropped)} "
-                                         "blocks whose output has their input's shape (droppable ones)")
+            raise UnsupportedCombination(
+                f"drop_blocks {c.drop_blocks} is refused: this model has {len(dropped)} "
+                "blocks whose output has their input's shape (droppable ones)"
+            )
     short = _key(start_key, c, dropped, "short", w.spec.seed, w.spec.recover_steps)
     entry = short_entry = w.cache.entry(short, lambda out: _recover(ctx, out, dropped, "short"))
     key = short
     if c.recovery == "long":  # continues the short recovery: the short one is built (or found) first
-        key = make_key(stage="recover-long", input=short, steps=w.spec.recover_steps, seed=w.spec.seed,
-                       code=code_id("tuner.passes.recover", "tuner.train"))
+        key = make_key(
+            stage="recover-long",
+            input=short,
+            steps=w.spec.recover_steps,
+            seed=w.spec.seed,
+            code=code_id("tuner.passes.recover", "tuner.train"),
+        )
         entry = w.cache.entry(key, lambda out: _recover(ctx, out, dropped, "long", warm=short_entry))
     with ctx.timed("recover"):
         state = torch.load(entry / WEIGHTS, map_location="cpu", weights_only=True)
@@ -75,9 +82,11 @@ def reshape(model: nn.Module, c: Candidate, example: torch.Tensor, state: dict[s
     compressed ``state``: each droppable block with none of its tensors in the state replaced by the identity,
     every group pruned to the state's widths."""
     if c.drop_blocks:
-        gone = [n for n in student.droppable(model, example)
-                if not any(k.startswith(n + ".") for k in state)
-                and any(True for _ in model.get_submodule(n).state_dict())]
+        gone = [
+            n
+            for n in student.droppable(model, example)
+            if not any(k.startswith(n + ".") for k in state) and any(True for _ in model.get_submodule(n).state_dict())
+        ]
         student.drop(model, student.choose([student.Block(n, 0.0, 1.0) for n in sorted(gone)], len(gone)))
     if c.prune_ratio:
         prune_to(model, example, state)
@@ -85,12 +94,23 @@ def reshape(model: nn.Module, c: Candidate, example: torch.Tensor, state: dict[s
 
 
 def _key(model_key: str, c: Candidate, dropped: tuple[str, ...], fidelity: str, seed: int, steps: int) -> str:
-    return make_key(stage="compress", input=model_key, dropped=list(dropped), ratio=c.prune_ratio,
-                    profile=c.prune_profile if c.prune_ratio else None, multiple=hardware.channel_multiple(),
-                    sparsity=c.sparsity, fidelity=fidelity,
-                    steps=steps, seed=seed, tp=torch_pruning.__version__, torch=torch.__version__,
-                    code=code_id("tuner.passes.prune", "tuner.passes.student", "tuner.passes.sparsify",
-                                 "tuner.passes.recover", "tuner.train"))
+    return make_key(
+        stage="compress",
+        input=model_key,
+        dropped=list(dropped),
+        ratio=c.prune_ratio,
+        profile=c.prune_profile if c.prune_ratio else None,
+        multiple=hardware.channel_multiple(),
+        sparsity=c.sparsity,
+        fidelity=fidelity,
+        steps=steps,
+        seed=seed,
+        tp=torch_pruning.__version__,
+        torch=torch.__version__,
+        code=code_id(
+            "tuner.passes.prune", "tuner.passes.student", "tuner.passes.sparsify", "tuner.passes.recover", "tuner.train"
+        ),
+    )
 
 
 def _recover(ctx: StepContext, out: Path, dropped: tuple[str, ...], fidelity: str, warm: Path | None = None) -> None:
@@ -117,13 +137,25 @@ def _recover(ctx: StepContext, out: Path, dropped: tuple[str, ...], fidelity: st
         removed = removed_share(macs, ref_macs, c.sparsity)
         # a fresh student (--student) keeps none of the teacher's weights: budgeted as if all compute were removed
         budget = budget_steps(1.0 if c.student else removed, w.spec.recover_steps, fidelity, len(w.data.train))
-        record = recover(model, reference, w.data, removed, budget, fidelity, w.spec.seed, before, fresh=c.student,
-                         after_step=(lambda: sparsify.apply(model, keep)) if keep else None)
+        record = recover(
+            model,
+            reference,
+            w.data,
+            removed,
+            budget,
+            fidelity,
+            w.spec.seed,
+            before,
+            fresh=c.student,
+            after_step=(lambda: sparsify.apply(model, keep)) if keep else None,
+        )
     torch.save(model.state_dict(), out / WEIGHTS)
     (out / RECORD).write_text(json.dumps(record.to_dict(), indent=1))
 
 
 def describe(compressed: Compressed) -> dict[str, Any]:
     """What a measurement records of the compression."""
-    return {"dropped_blocks": list(compressed.dropped),
-            "recovery": compressed.recovery.to_dict() if compressed.recovery else None}
+    return {
+        "dropped_blocks": list(compressed.dropped),
+        "recovery": compressed.recovery.to_dict() if compressed.recovery else None,
+    }

@@ -15,7 +15,7 @@ def fold_bn(model: nn.Module) -> nn.Module:
         folded = fuse(model.eval(), inplace=False)
     except Exception as err:  # noqa: BLE001 - fx cannot trace data-dependent control flow, and says so variously
         first = first_line(err, 160) or type(err).__name__
-        raise CandidateBuildError(f"fold_bn needs a model torch.fx can trace ({first}); "
-                                  "search with fold_bn: false for this model.") from None
+        raise CandidateBuildError(
+            f"fold_bn needs a model torch.fx can trace ({first}); search with fold_bn: false for this model."
+        ) from None
     return folded
-

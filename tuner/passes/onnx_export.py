@@ -28,8 +28,13 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: Path) -> Path:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
             torch.onnx.export(
-                model.eval(), (example,), str(path), dynamo=False, opset_version=OPSET,
-                input_names=[INPUT], output_names=[OUTPUT],
+                model.eval(),
+                (example,),
+                str(path),
+                dynamo=False,
+                opset_version=OPSET,
+                input_names=[INPUT],
+                output_names=[OUTPUT],
                 dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}},
             )
     except Exception as err:  # noqa: BLE001 - the user's model meets the exporter: any failure fails the trial
@@ -44,8 +49,14 @@ def onnx_fp32_step(ctx: StepContext, model: nn.Module | None, key: str) -> Artif
     if ctx.workload.onnx is not None:
         return Artifact(None, ctx.workload.onnx.path, ctx.workload.key)
     assert model is not None
-    key = make_key(stage="onnx", input=key, fold_bn=ctx.candidate.fold_bn, opset=OPSET, torch=torch.__version__,
-                   code=code_id("tuner.passes.fuse"))
+    key = make_key(
+        stage="onnx",
+        input=key,
+        fold_bn=ctx.candidate.fold_bn,
+        opset=OPSET,
+        torch=torch.__version__,
+        code=code_id("tuner.passes.fuse"),
+    )
     with ctx.timed("export"):
         entry = ctx.workload.cache.entry(key, lambda d: export_onnx(model, ctx.example, d / ONNX_NAME))
     return Artifact(None, entry / ONNX_NAME, key)

@@ -33,8 +33,11 @@ MAX_GROUP_RATIO = 0.9  # global profile: the most any one group loses
 def output_layer(model: nn.Module, example: torch.Tensor) -> nn.Module | None:
     """The last conv/linear layer to run: its outputs are the classes and must stay whole."""
     order: list[nn.Module] = []
-    hooks = [m.register_forward_hook(lambda m, i, o: order.append(m))
-             for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d))]
+    hooks = [
+        m.register_forward_hook(lambda m, i, o: order.append(m))
+        for m in model.modules()
+        if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d))
+    ]
     try:
         with torch.no_grad():
             model(example)
@@ -44,8 +47,9 @@ def output_layer(model: nn.Module, example: torch.Tensor) -> nn.Module | None:
     return order[-1] if order else None
 
 
-def prune(model: nn.Module, ratio: float, example: torch.Tensor, profile: str = "uniform",
-          round_to: int | None = None) -> nn.Module:
+def prune(
+    model: nn.Module, ratio: float, example: torch.Tensor, profile: str = "uniform", round_to: int | None = None
+) -> nn.Module:
     """Remove channels of every prunable group, in place, as ``profile`` allots ``ratio``.
 
     Deterministic: the same weights, ratio and profile give the same architecture, which lets the cache
@@ -79,8 +83,9 @@ def _pruner(model: nn.Module, example: torch.Tensor) -> tp.pruner.BasePruner:
     model.eval()
     head = output_layer(model, example)
     importance = tp.importance.GroupMagnitudeImportance(p=2)  # normalizer="mean": comparable across groups
-    return tp.pruner.BasePruner(model, example, importance=importance, pruning_ratio=0.0,
-                                ignored_layers=[head] if head is not None else [])
+    return tp.pruner.BasePruner(
+        model, example, importance=importance, pruning_ratio=0.0, ignored_layers=[head] if head is not None else []
+    )
 
 
 def _cut(pruner: tp.pruner.BasePruner, plan: list[tuple[Any, Tensor, int, int]]) -> None:
@@ -88,7 +93,7 @@ def _cut(pruner: tp.pruner.BasePruner, plan: list[tuple[Any, Tensor, int, int]])
     for group, scores, ch_groups, kept in plan:
         if kept == len(scores):
             continue
-        drop = torch.argsort(scores, stable=True)[:len(scores) - kept]
+        drop = torch.argsort(scores, stable=True)[: len(scores) - kept]
         width = len(scores)
         idxs = torch.cat([drop + g * width for g in range(ch_groups)]) if ch_groups > 1 else drop
         dep = group[0].dep
@@ -98,18 +103,22 @@ def _cut(pruner: tp.pruner.BasePruner, plan: list[tuple[Any, Tensor, int, int]])
 def _groups(pruner: tp.pruner.BasePruner) -> list[tuple[Any, Tensor, int]]:
     """Every prunable group with its channel importances (one per channel of a channel group) and channel groups."""
     found = []
-    for group in pruner.DG.get_all_groups(ignored_layers=pruner.ignored_layers,
-                                          root_module_types=pruner.root_module_types):
+    for group in pruner.DG.get_all_groups(
+        ignored_layers=pruner.ignored_layers, root_module_types=pruner.root_module_types
+    ):
         scores = pruner.estimate_importance(group)
         if scores is None:
             continue
         ch_groups = pruner._get_channel_groups(group)  # grouped convs: channels are pruned alike in every group
-        found.append((group, (scores.view(ch_groups, -1).mean(0) if ch_groups > 1 else scores).float().cpu(),
-                      ch_groups))
+        found.append(
+            (group, (scores.view(ch_groups, -1).mean(0) if ch_groups > 1 else scores).float().cpu(), ch_groups)
+        )
     return found
 
 
-def _plan(pruner: tp.pruner.BasePruner, ratio: float, profile: str, round_to: int) -> list[tuple[Any, Tensor, int, int]]:
+def _plan(
+    pruner: tp.pruner.BasePruner, ratio: float, profile: str, round_to: int
+) -> list[tuple[Any, Tensor, int, int]]:
     """Each prunable group with its channel importances, its channel groups and the channels it keeps."""
     groups = _groups(pruner)
     if profile == "global":

@@ -53,9 +53,16 @@ def preprocess(fp32_onnx: Path, out: Path) -> Path:
     return out
 
 
-def quantize_qdq(prepared: Path, out: Path, reader: Any, reduce_range: bool, method: str = "minmax",
-                 nodes_to_quantize: Sequence[str] | None = None, keep_float: Sequence[str] = (),
-                 ops: str = "all") -> Path:
+def quantize_qdq(
+    prepared: Path,
+    out: Path,
+    reader: Any,
+    reduce_range: bool,
+    method: str = "minmax",
+    nodes_to_quantize: Sequence[str] | None = None,
+    keep_float: Sequence[str] = (),
+    ops: str = "all",
+) -> Path:
     """ORT static QDQ: QUInt8 activations, per-channel QInt8 weights, ranges by ``method``; ``ops`` as int8_ops.
 
     ``reduce_range`` (7-bit weights) is for CPUs without VNNI, whose u8 x s8 kernels sum pairs in
@@ -63,8 +70,11 @@ def quantize_qdq(prepared: Path, out: Path, reader: Any, reduce_range: bool, met
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-               "percentile": CalibrationMethod.Percentile}
+    methods = {
+        "minmax": CalibrationMethod.MinMax,
+        "entropy": CalibrationMethod.Entropy,
+        "percentile": CalibrationMethod.Percentile,
+    }
     # The quantizer warns on the root logger for every 1-D weight it cannot quantize per channel (a transformer's
     # LayerNorm scales: one line each) and quantizes them per tensor, as it should; errors still show.
     root = logging.getLogger()
@@ -72,9 +82,16 @@ def quantize_qdq(prepared: Path, out: Path, reader: Any, reduce_range: bool, met
     root.setLevel(logging.ERROR)
     try:
         quantize_static(
-            str(prepared), str(out), reader, quant_format=QuantFormat.QDQ, per_channel=True,
-            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, reduce_range=reduce_range,
-            calibrate_method=methods[method], nodes_to_quantize=list(nodes_to_quantize or []),
+            str(prepared),
+            str(out),
+            reader,
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            reduce_range=reduce_range,
+            calibrate_method=methods[method],
+            nodes_to_quantize=list(nodes_to_quantize or []),
             nodes_to_exclude=list(keep_float),
             **({"op_types_to_quantize": list(COMPUTE_OPS)} if ops == "compute" else {}),
         )
@@ -114,8 +131,9 @@ def _float_inputs(path: Path, nodes: set[str]) -> None:
             info = np.iinfo(zero.dtype)
             bounds = [(float(b) - float(zero)) * float(scale) for b in (info.min, info.max)]
             names = [f"{node.name}_in{i}_{side}" for side in ("lo", "hi")]
-            model.graph.initializer.extend(numpy_helper.from_array(np.asarray(b, np.float32), n)
-                                           for b, n in zip(bounds, names))
+            model.graph.initializer.extend(
+                numpy_helper.from_array(np.asarray(b, np.float32), n) for b, n in zip(bounds, names)
+            )
             clipped = f"{node.name}_in{i}_float"
             added.append(helper.make_node("Clip", [q.input[0], *names], [clipped], name=clipped))
             node.input[i] = clipped
@@ -125,15 +143,22 @@ def _float_inputs(path: Path, nodes: set[str]) -> None:
     onnx.save(model, str(path))
 
 
-def quantize_int8(fp32_onnx: Path, data: Dataset, out: Path, reduce_range: bool, method: str = "minmax",
-                  keep_float: Sequence[str] = (), ops: str = "all", images: int | None = None) -> Path:
+def quantize_int8(
+    fp32_onnx: Path,
+    data: Dataset,
+    out: Path,
+    reduce_range: bool,
+    method: str = "minmax",
+    keep_float: Sequence[str] = (),
+    ops: str = "all",
+    images: int | None = None,
+) -> Path:
     """Static int8 of the whole model (but ``keep_float``; only its compute layers where ``ops`` is compute),
     calibrated on the calib split (its first ``images``)."""
     prepared = out.with_name("preprocessed.onnx")
     try:
         reader = CalibrationReader(data, images, equal_batches=method != "minmax")
-        quantize_qdq(preprocess(fp32_onnx, prepared), out, reader, reduce_range, method,
-                     keep_float=keep_float, ops=ops)
+        quantize_qdq(preprocess(fp32_onnx, prepared), out, reader, reduce_range, method, keep_float=keep_float, ops=ops)
     except Exception as err:  # noqa: BLE001 - any quantizer failure fails this candidate only
         first = first_line(err, 200) or type(err).__name__
         raise CandidateBuildError(f"int8 static quantization failed ({first}); try another precision.") from None

@@ -46,13 +46,27 @@ def int8_step(ctx: StepContext, model: nn.Module | None, key: str) -> Artifact:
     if c.float_layers:
         with ctx.timed("sensitivity"):
             keep_float = most_sensitive(ctx, fp32, c.float_layers, reduce_range)
-    key = make_key(stage="int8", input=fp32.key, calib=data.fingerprint, ort=onnxruntime.__version__,
-                   reduce_range=reduce_range, method=c.calibration, ops=c.int8_ops, calib_images=images,
-                   calib_batch=CALIBRATION_BATCH, keep_float=list(keep_float), libraries=library_versions("onnx"),
-                   code=code_id("tuner.passes.qdq"))
+    key = make_key(
+        stage="int8",
+        input=fp32.key,
+        calib=data.fingerprint,
+        ort=onnxruntime.__version__,
+        reduce_range=reduce_range,
+        method=c.calibration,
+        ops=c.int8_ops,
+        calib_images=images,
+        calib_batch=CALIBRATION_BATCH,
+        keep_float=list(keep_float),
+        libraries=library_versions("onnx"),
+        code=code_id("tuner.passes.qdq"),
+    )
     with ctx.timed("calibrate"):
-        entry = ctx.workload.cache.entry(key, lambda d: quantize_int8(
-            fp32.path, data, d / ONNX_NAME, reduce_range, c.calibration, keep_float, c.int8_ops, images))
+        entry = ctx.workload.cache.entry(
+            key,
+            lambda d: quantize_int8(
+                fp32.path, data, d / ONNX_NAME, reduce_range, c.calibration, keep_float, c.int8_ops, images
+            ),
+        )
     return Artifact(None, entry / ONNX_NAME, key, keep_float)
 
 

@@ -108,7 +108,7 @@ def proxy_loss(student: nn.Module, teacher: nn.Module, data: Dataset, idx: np.nd
     train split."""
     loss = correct = 0.0
     for i in range(0, len(idx), 256):
-        part = idx[i:i + 256]
+        part = idx[i : i + 256]
         x = torch.from_numpy(data.normalize(data.train.images[part]))
         y = torch.from_numpy(data.train.labels[part])
         logits, soft = student(x), F.softmax(teacher(x) / TEMPERATURE, dim=1)
@@ -118,9 +118,18 @@ def proxy_loss(student: nn.Module, teacher: nn.Module, data: Dataset, idx: np.nd
     return loss / len(idx), correct / len(idx)
 
 
-def recover(student: nn.Module, teacher: nn.Module, data: Dataset, removed: float, budget: int,
-            fidelity: str, seed: int = 0, before: int = 0,
-            after_step: Callable[[], None] | None = None, fresh: bool = False) -> RecoveryRecord:
+def recover(
+    student: nn.Module,
+    teacher: nn.Module,
+    data: Dataset,
+    removed: float,
+    budget: int,
+    fidelity: str,
+    seed: int = 0,
+    before: int = 0,
+    after_step: Callable[[], None] | None = None,
+    fresh: bool = False,
+) -> RecoveryRecord:
     """Distil ``teacher`` into ``student`` in place up to ``budget`` steps in all (``budget_steps``), stopping
     early when the proxy stops improving (the best weights are kept); ``before`` steps were trained before (the
     long fidelity continues the short one). A ``fresh`` student keeps none of the teacher's weights: it is
@@ -145,17 +154,43 @@ def recover(student: nn.Module, teacher: nn.Module, data: Dataset, removed: floa
         return best["since"] >= PATIENCE
 
     start = time.perf_counter()
-    losses = train(student, data, planned, lr=lr, seed=seed + before, teacher=teacher, after_step=after_step,
-                   what=f"{fidelity} recovery ({removed:.0%} of the compute removed)", pool=pool,
-                   check=check if len(held) else None, check_every=max(CHECK_MIN, planned // CHECKS)) if planned else []
+    losses = (
+        train(
+            student,
+            data,
+            planned,
+            lr=lr,
+            seed=seed + before,
+            teacher=teacher,
+            after_step=after_step,
+            what=f"{fidelity} recovery ({removed:.0%} of the compute removed)",
+            pool=pool,
+            check=check if len(held) else None,
+            check_every=max(CHECK_MIN, planned // CHECKS),
+        )
+        if planned
+        else []
+    )
     seconds = time.perf_counter() - start
     if best["state"] is not None and best["step"] != before + len(losses):
         student.load_state_dict(best["state"])  # the proxy's best, not the weights the run ended on
     stopped = "none" if not planned else "plateau" if len(losses) < planned else "budget"
     tenth, fifth = max(1, len(losses) // 10), max(1, len(losses) // 5)
-    last, earlier = losses[-fifth:], losses[-2 * fifth:-fifth]
+    last, earlier = losses[-fifth:], losses[-2 * fifth : -fifth]
     improving = bool(earlier) and float(np.mean(last)) < (1 - STILL_IMPROVING) * float(np.mean(earlier))
-    return RecoveryRecord(fidelity, len(losses), planned, stopped, round(seconds, 3), removed, lr,
-                          float(np.mean(losses[:tenth])) if losses else 0.0,
-                          float(np.mean(losses[-tenth:])) if losses else 0.0, improving, fresh, before, curve,
-                          best["step"] if best["state"] is not None else before + len(losses))
+    return RecoveryRecord(
+        fidelity,
+        len(losses),
+        planned,
+        stopped,
+        round(seconds, 3),
+        removed,
+        lr,
+        float(np.mean(losses[:tenth])) if losses else 0.0,
+        float(np.mean(losses[-tenth:])) if losses else 0.0,
+        improving,
+        fresh,
+        before,
+        curve,
+        best["step"] if best["state"] is not None else before + len(losses),
+    )

@@ -49,8 +49,14 @@ def ranking(ctx: StepContext, fp32: Artifact, reduce_range: bool) -> list[LayerS
     import onnxruntime
 
     data = ctx.workload.data
-    key = make_key(stage="sensitivity", input=fp32.key, calib=data.fingerprint, ort=onnxruntime.__version__,
-                   reduce_range=reduce_range, images=IMAGES)
+    key = make_key(
+        stage="sensitivity",
+        input=fp32.key,
+        calib=data.fingerprint,
+        ort=onnxruntime.__version__,
+        reduce_range=reduce_range,
+        images=IMAGES,
+    )
     assert fp32.path is not None
     entry = ctx.workload.cache.entry(key, lambda d: _write(d / FILE, measure_layers(fp32.path, data, reduce_range)))
     return [LayerSensitivity(**row) for row in json.loads((entry / FILE).read_text())]
@@ -73,12 +79,18 @@ def measure_layers(fp32_onnx: Path, data: Dataset, reduce_range: bool) -> list[L
         for node in onnx.load(str(prepared)).graph.node:
             if node.op_type not in COMPUTE_OPS:
                 continue
-            one = quantize_qdq(prepared, tmp / "one.onnx", CalibrationReader(data, IMAGES), reduce_range,
-                               nodes_to_quantize=[node.name])
+            one = quantize_qdq(
+                prepared, tmp / "one.onnx", CalibrationReader(data, IMAGES), reduce_range, nodes_to_quantize=[node.name]
+            )
             logits = _logits(one, x)
-            layers.append(LayerSensitivity(
-                node.name, node.op_type, float(np.mean((logits - reference) ** 2)) / scale,
-                float(np.mean(logits.argmax(1) == reference.argmax(1)))))
+            layers.append(
+                LayerSensitivity(
+                    node.name,
+                    node.op_type,
+                    float(np.mean((logits - reference) ** 2)) / scale,
+                    float(np.mean(logits.argmax(1) == reference.argmax(1))),
+                )
+            )
         return sorted(layers, key=lambda s: (-s.error, s.node))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -91,4 +103,4 @@ def _logits(path: Path, x: np.ndarray) -> np.ndarray:
     opts.intra_op_num_threads = 1  # deterministic sums: the ranking must not depend on the thread count
     opts.log_severity_level = 3
     session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    return np.concatenate([session.run([OUTPUT], {INPUT: x[i:i + 64]})[0] for i in range(0, len(x), 64)])
+    return np.concatenate([session.run([OUTPUT], {INPUT: x[i : i + 64]})[0] for i in range(0, len(x), 64)])

@@ -54,5 +54,7 @@ def compressed_bytes(path: Path | None, state: dict[str, torch.Tensor] | None = 
     if path is not None:
         return len(zlib.compress(path.read_bytes(), 6))
     assert state is not None
-    return sum(len(zlib.compress(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes(), 6))
-               for t in state.values())
+    return sum(
+        len(zlib.compress(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes(), 6))
+        for t in state.values()
+    )

@@ -41,13 +41,22 @@ def droppable(model: nn.Module, example: torch.Tensor) -> list[str]:
 
     def hook(name: str):  # type: ignore[no-untyped-def]
         def record(module: nn.Module, args: tuple, output: object) -> None:
-            same = (len(args) == 1 and isinstance(args[0], torch.Tensor) and isinstance(output, torch.Tensor)
-                    and output.shape == args[0].shape and output.dtype == args[0].dtype)
+            same = (
+                len(args) == 1
+                and isinstance(args[0], torch.Tensor)
+                and isinstance(output, torch.Tensor)
+                and output.shape == args[0].shape
+                and output.dtype == args[0].dtype
+            )
             calls.setdefault(name, []).append(same)
+
         return record
 
-    handles = [m.register_forward_hook(hook(name)) for name, m in model.named_modules()
-               if name and any(True for _ in m.children())]
+    handles = [
+        m.register_forward_hook(hook(name))
+        for name, m in model.named_modules()
+        if name and any(True for _ in m.children())
+    ]
     try:
         with torch.no_grad():
             model.eval()(example)
@@ -79,17 +88,29 @@ def measure_blocks(model: nn.Module, data: Dataset) -> list[Block]:
                 continue
             if logits.shape != reference.shape:
                 continue
-            blocks.append(Block(name, float((logits - reference).pow(2).mean()) / scale,
-                                float((logits.argmax(1) == reference.argmax(1)).float().mean())))
+            blocks.append(
+                Block(
+                    name,
+                    float((logits - reference).pow(2).mean()) / scale,
+                    float((logits.argmax(1) == reference.argmax(1)).float().mean()),
+                )
+            )
     return sorted(blocks, key=lambda b: (b.error, b.name))
 
 
 def ranking(w: Workload, model: nn.Module, model_key: str) -> list[Block]:
     """``measure_blocks`` of ``model`` (whose content key is ``model_key``), cached."""
-    key = make_key(stage="blocks", input=model_key, calib=w.data.fingerprint, images=IMAGES,
-                   torch=torch.__version__, code=code_id("tuner.passes.student"))
-    entry = w.cache.entry(key, lambda d: (d / FILE).write_text(
-        json.dumps([asdict(b) for b in measure_blocks(model, w.data)], indent=1)))
+    key = make_key(
+        stage="blocks",
+        input=model_key,
+        calib=w.data.fingerprint,
+        images=IMAGES,
+        torch=torch.__version__,
+        code=code_id("tuner.passes.student"),
+    )
+    entry = w.cache.entry(
+        key, lambda d: (d / FILE).write_text(json.dumps([asdict(b) for b in measure_blocks(model, w.data)], indent=1))
+    )
     return [Block(**row) for row in json.loads((entry / FILE).read_text())]
 
 

@@ -135,19 +135,31 @@ class RemeasureSummary:
         return sum(bool(e.within_5pct) for e in q) / len(q) if q else None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"rounds": self.rounds, "fraction_within_5pct": self.fraction_within_5pct,
-                "fraction_outside_ci": self.fraction_outside_ci, "pareto_points": len(self.pareto_points),
-                "quiet_points": len(self.quiet), "fraction_within_5pct_quiet": self.fraction_within_5pct_quiet,
-                "hardware_matches": self.hardware_matches, "seconds": self.seconds,
-                "trials": {str(e.number): e.to_dict() for e in self.entries}}
+        return {
+            "rounds": self.rounds,
+            "fraction_within_5pct": self.fraction_within_5pct,
+            "fraction_outside_ci": self.fraction_outside_ci,
+            "pareto_points": len(self.pareto_points),
+            "quiet_points": len(self.quiet),
+            "fraction_within_5pct_quiet": self.fraction_within_5pct_quiet,
+            "hardware_matches": self.hardware_matches,
+            "seconds": self.seconds,
+            "trials": {str(e.number): e.to_dict() for e in self.entries},
+        }
 
 
 # ---------------------------------------------------------------- the parent: choose, interleave, compare, store
 
 
-def remeasure_pareto(study: optuna.Study, cache_dir: str | None, rounds: int = 3,
-                     *, policy: LatencyPolicy = LatencyPolicy(),
-                     timeout: float = TIMEOUT_SECONDS, deadline: float | None = None) -> RemeasureSummary:
+def remeasure_pareto(
+    study: optuna.Study,
+    cache_dir: str | None,
+    rounds: int = 3,
+    *,
+    policy: LatencyPolicy = LatencyPolicy(),
+    timeout: float = TIMEOUT_SECONDS,
+    deadline: float | None = None,
+) -> RemeasureSummary:
     """Re-time the study's front (``results.front``) and the baseline in fresh processes, ``rounds`` interleaved rounds.
 
     ``cache_dir`` is the build cache the study used (``WorkloadSpec.cache_dir``, ``<studies-dir>/cache``),
@@ -166,8 +178,10 @@ def remeasure_pareto(study: optuna.Study, cache_dir: str | None, rounds: int = 3
     for t in trials:
         groups.setdefault(json.dumps(t.candidate, sort_keys=True), []).append(t)
     if trials:
-        _log.info(f"re-measuring latency of {len(trials)} trials ({len(groups)} distinct builds: the Pareto set and the "
-            f"baseline) in fresh processes, {rounds} interleaved rounds")
+        _log.info(
+            f"re-measuring latency of {len(trials)} trials ({len(groups)} distinct builds: the Pareto set and the "
+            f"baseline) in fresh processes, {rounds} interleaved rounds"
+        )
     timings: dict[str, list[float]] = {k: [] for k in groups}
     loads: dict[str, list[dict[str, Any]]] = {k: [] for k in groups}  # per round: the load figures
     contended: dict[str, list[bool]] = {k: [] for k in groups}  # per round: no quiet period came
@@ -188,8 +202,9 @@ def remeasure_pareto(study: optuna.Study, cache_dir: str | None, rounds: int = 3
         label = "/".join(f"#{t.number}" for t in groups[key])
         began = time.monotonic()
         try:
-            out = measure_in_fresh_process(spec, candidate, policy, min(timeout, max(1.0, left)), full_speed,
-                                           replaying(first.metrics))
+            out = measure_in_fresh_process(
+                spec, candidate, policy, min(timeout, max(1.0, left)), full_speed, replaying(first.metrics)
+            )
         except MeasurementError as err:
             errors[key] = str(err)
             _log.info(f"  {step} {label} {candidate_label(candidate)}: failed: {err}")
@@ -200,10 +215,18 @@ def remeasure_pareto(study: optuna.Study, cache_dir: str | None, rounds: int = 3
         if out.get("load"):
             loads[key].append({**{m: out[m] for m in LOAD_METRICS}, "quiet": out["load"]["quiet"]})
         full_speed = min(filter(None, (full_speed, out["host_reference_ms"])), default=None)
-        _log.info(f"  {step} {label} {candidate_label(candidate)}: {out['median_ms'] / candidate['batch_size']:.4f} ms/sample "
-            f"(n={out['samples']}" + ("" if out["quiet"] else ", host contended throughout") + ")"
-            + (f"; under load {out['load_throughput']:.0f} samples/s p95 {out['load_p95_ms']:.3f} ms, open loop "
-               f"{out['open_throughput']:.0f} samples/s p95 {out['open_p95_ms']:.3f} ms" if out.get("load") else ""))
+        _log.info(
+            f"  {step} {label} {candidate_label(candidate)}: {out['median_ms'] / candidate['batch_size']:.4f} ms/sample "
+            f"(n={out['samples']}"
+            + ("" if out["quiet"] else ", host contended throughout")
+            + ")"
+            + (
+                f"; under load {out['load_throughput']:.0f} samples/s p95 {out['load_p95_ms']:.3f} ms, open loop "
+                f"{out['open_throughput']:.0f} samples/s p95 {out['open_p95_ms']:.3f} ms"
+                if out.get("load")
+                else ""
+            )
+        )
 
     slowest_round = 0.0
     for r in range(rounds):
@@ -230,8 +253,12 @@ def remeasure_pareto(study: optuna.Study, cache_dir: str | None, rounds: int = 3
     entries = []
     for key, group in groups.items():
         for t in group:
-            entries.append(dataclasses.replace(_entry(t, t.number in pareto, timings[key], contended[key],
-                                                      errors.get(key)), load=_load_entry(t, loads[key])))
+            entries.append(
+                dataclasses.replace(
+                    _entry(t, t.number in pareto, timings[key], contended[key], errors.get(key)),
+                    load=_load_entry(t, loads[key]),
+                )
+            )
     entries.sort(key=lambda e: e.number)
     summary = RemeasureSummary(rounds + extra, tuple(entries), None, hardware_matches, time.perf_counter() - start)
     points = summary.pareto_points
@@ -239,9 +266,11 @@ def remeasure_pareto(study: optuna.Study, cache_dir: str | None, rounds: int = 3
     summary = dataclasses.replace(summary, fraction_within_5pct=fraction)
     write_remeasure(study, {**summary.to_dict(), "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
     if fraction is not None:
-        _log.info(f"re-measured {len(summary.measured)} points in {summary.seconds:.0f} s: {fraction:.0%} of the "
+        _log.info(
+            f"re-measured {len(summary.measured)} points in {summary.seconds:.0f} s: {fraction:.0%} of the "
             f"{len(points)} Pareto points within 5% of the study's figure, {summary.fraction_outside_ci:.0%} outside "
-            f"its 95% CI")
+            f"its 95% CI"
+        )
     return summary
 
 
@@ -277,24 +306,40 @@ def _study_full_speed(study: optuna.Study) -> float | None:
     return min((float(x) for x in seen if isinstance(x, (int, float)) and x > 0), default=None)
 
 
-def _entry(t: TrialRecord, pareto: bool, round_ms: list[float], contended: list[bool],
-           error: str | None) -> RemeasureEntry:
+def _entry(
+    t: TrialRecord, pareto: bool, round_ms: list[float], contended: list[bool], error: str | None
+) -> RemeasureEntry:
     m = t.metrics or {}
     study_ms = float(m["latency_ms"])
     lo, hi = (float(x) for x in m.get("latency_ci_ms", (study_ms, study_ms)))
-    base = dict(number=t.number, baseline=t.baseline, pareto=pareto,
-                candidate=dict(t.candidate or {}), study_ms=study_ms, study_ci_ms=(lo, hi),
-                round_ms=tuple(round_ms), study_quiet=bool(m.get("latency_quiet", True)))
+    base = dict(
+        number=t.number,
+        baseline=t.baseline,
+        pareto=pareto,
+        candidate=dict(t.candidate or {}),
+        study_ms=study_ms,
+        study_ci_ms=(lo, hi),
+        round_ms=tuple(round_ms),
+        study_quiet=bool(m.get("latency_quiet", True)),
+    )
     if not round_ms:
         return RemeasureEntry(**base, error=error or "not measured")
     quiet = [ms for ms, busy in zip(round_ms, contended) if not busy]
     used = quiet or round_ms  # the quiet rounds; all of them where none was quiet
     median = _median(used)
     rel = (median - study_ms) / study_ms
-    return RemeasureEntry(**base, median_ms=median, min_ms=min(used), max_ms=max(used), rel_diff=rel,
-                          rounds_used=len(used), contended_rounds=0 if quiet else len(used),
-                          outside_ci=not lo <= median <= hi, within_5pct=abs(rel) <= WITHIN,
-                          error=error)  # an error after some rounds: the figures cover the rounds that ran
+    return RemeasureEntry(
+        **base,
+        median_ms=median,
+        min_ms=min(used),
+        max_ms=max(used),
+        rel_diff=rel,
+        rounds_used=len(used),
+        contended_rounds=0 if quiet else len(used),
+        outside_ci=not lo <= median <= hi,
+        within_5pct=abs(rel) <= WITHIN,
+        error=error,
+    )  # an error after some rounds: the figures cover the rounds that ran
 
 
 def _load_entry(t: TrialRecord, rounds: list[dict[str, Any]]) -> dict[str, dict[str, Any]] | None:
@@ -307,8 +352,13 @@ def _load_entry(t: TrialRecord, rounds: list[dict[str, Any]]) -> dict[str, dict[
         study, values = float(m[metric]), [float(r[metric]) for r in rounds]
         median = _median(values)
         rel = (median - study) / study if study else 0.0
-        out[metric] = {"study": study, "rounds": values, "median": median, "rel_diff": rel,
-                       "within_10pct": abs(rel) <= LOAD_WITHIN}
+        out[metric] = {
+            "study": study,
+            "rounds": values,
+            "median": median,
+            "rel_diff": rel,
+            "within_10pct": abs(rel) <= LOAD_WITHIN,
+        }
     out["host"] = {"contended_rounds": sum(not r["quiet"] for r in rounds), "rounds": len(rounds)}
     return out
 
@@ -324,8 +374,7 @@ def _median(values: list[float]) -> float:
 
 def format_remeasure(summary: RemeasureSummary) -> str:
     """The re-measurement as a table: one row per trial, then the share that agrees within 5%."""
-    rows = [("trial", "placement/precision/bs", "study ms/sample", "re-measured ms/sample (min-max)", "diff %",
-             "flag")]
+    rows = [("trial", "placement/precision/bs", "study ms/sample", "re-measured ms/sample (min-max)", "diff %", "flag")]
     for e in summary.entries:
         bs = e.batch_size
         c = e.candidate
@@ -348,23 +397,28 @@ def format_remeasure(summary: RemeasureSummary) -> str:
         diff = f"{100 * e.rel_diff:+.1f}"  # type: ignore[operator]
         rows.append((tag, what, study, now, diff, ", ".join(flags) or "ok"))
     lines = aligned(rows) + _load_lines(summary)
-    head = (f"Latency re-measured in fresh processes ({summary.rounds} interleaved rounds, a contended one run again; "
-            "median of the quiet rounds' medians"
-            + ("" if summary.hardware_matches else "; NOTE: the study ran on other hardware") + "):")
+    head = (
+        f"Latency re-measured in fresh processes ({summary.rounds} interleaved rounds, a contended one run again; "
+        "median of the quiet rounds' medians"
+        + ("" if summary.hardware_matches else "; NOTE: the study ran on other hardware")
+        + "):"
+    )
     if summary.fraction_within_5pct is None:
         tail = "no Pareto point could be re-measured"
     else:
         n = len(summary.pareto_points)
-        tail = (f"{round(summary.fraction_within_5pct * n)} of {n} Pareto points within 5% of the study's figure "
-                f"({summary.fraction_within_5pct:.0%}); {summary.fraction_outside_ci:.0%} outside the study's 95% CI")
+        tail = (
+            f"{round(summary.fraction_within_5pct * n)} of {n} Pareto points within 5% of the study's figure "
+            f"({summary.fraction_within_5pct:.0%}); {summary.fraction_outside_ci:.0%} outside the study's 95% CI"
+        )
         if len(summary.quiet) < n:
             q = summary.quiet
-            tail += (f"\n{len(q)} of {n} timed on a quiet host (the study and the rounds used)" + (
-                f", {round(summary.fraction_within_5pct_quiet * len(q))} of them within 5%" if q else "")
-                + " (the host was contended by other tenants during the rest; see tuner/measure/host.py)")
+            tail += (
+                f"\n{len(q)} of {n} timed on a quiet host (the study and the rounds used)"
+                + (f", {round(summary.fraction_within_5pct_quiet * len(q))} of them within 5%" if q else "")
+                + " (the host was contended by other tenants during the rest; see tuner/measure/host.py)"
+            )
     return "\n".join([head, *lines, tail])
-
-
 
 
 def _load_lines(summary: RemeasureSummary) -> list[str]:
@@ -373,12 +427,20 @@ def _load_lines(summary: RemeasureSummary) -> list[str]:
     for e in summary.measured:
         if not e.load:
             continue
-        parts = [f"{what} {e.load[m]['study']:{fmt}} -> {e.load[m]['median']:{fmt}} "
-                 f"({100 * e.load[m]['rel_diff']:+.1f}%" + ("" if e.load[m]["within_10pct"] else ", >10% off") + ")"
-                 for m, what, fmt in (("load_throughput", "samples/s", ".0f"), ("load_p95_ms", "p95 ms", ".3f"),
-                                      ("open_throughput", "open loop samples/s", ".0f"),
-                                      ("open_p95_ms", "p95 ms", ".3f"))]
+        parts = [
+            f"{what} {e.load[m]['study']:{fmt}} -> {e.load[m]['median']:{fmt}} "
+            f"({100 * e.load[m]['rel_diff']:+.1f}%" + ("" if e.load[m]["within_10pct"] else ", >10% off") + ")"
+            for m, what, fmt in (
+                ("load_throughput", "samples/s", ".0f"),
+                ("load_p95_ms", "p95 ms", ".3f"),
+                ("open_throughput", "open loop samples/s", ".0f"),
+                ("open_p95_ms", "p95 ms", ".3f"),
+            )
+        ]
         host = e.load["host"]
-        lines.append(f"  #{e.number} under load, median of {host['rounds']} rounds: " + ", ".join(parts)
-                     + (f"; {host['contended_rounds']} rounds on a contended host" if host["contended_rounds"] else ""))
+        lines.append(
+            f"  #{e.number} under load, median of {host['rounds']} rounds: "
+            + ", ".join(parts)
+            + (f"; {host['contended_rounds']} rounds on a contended host" if host["contended_rounds"] else "")
+        )
     return ["Under load (closed loop, then the open loop at the study's share of its rate):", *lines] if lines else []

@@ -19,8 +19,21 @@ from tuner.metric import chance_warning, metric_words
 from tuner.record import read_study, read_trials
 from tuner.report.serving import ServingInfo, serving_info
 
-PARAMS = ("placement", "precision", "prune_ratio", "batch_size", "fold_bn", "graph_opt", "threads", "streams", "requests",
-          "calibration", "calibration_images", "float_layers", "int8_ops")
+PARAMS = (
+    "placement",
+    "precision",
+    "prune_ratio",
+    "batch_size",
+    "fold_bn",
+    "graph_opt",
+    "threads",
+    "streams",
+    "requests",
+    "calibration",
+    "calibration_images",
+    "float_layers",
+    "int8_ops",
+)
 
 
 @dataclass(frozen=True)
@@ -35,7 +48,9 @@ class TrialRow:
     speedup: float | None  # baseline per-sample latency / this one (in a study under load: its throughput's ratio)
     duplicate_of: int | None  # the earlier trial whose figures it reused
     note: str  # why it failed or was refused
-    remeasure: dict[str, Any] | None = None  # the end-of-study re-measure (tuner.remeasure.orchestrate.RemeasureEntry.to_dict())
+    remeasure: dict[str, Any] | None = (
+        None  # the end-of-study re-measure (tuner.remeasure.orchestrate.RemeasureEntry.to_dict())
+    )
     short_recovery: dict[str, Any] | None = None  # promoted to the long recovery: what the short one had reached
     speed: str | None = None  # a study under load: the throughput objective it ranks by (results.speed_metric)
 
@@ -54,8 +69,9 @@ class TrialRow:
     @property
     def ms_ci(self) -> tuple[float, float]:
         """95% CI of the per-sample median."""
-        return results.per_sample_ci({**self.metrics, "batch_size": self.params.get("batch_size")
-                                      or self.metrics.get("batch_size")})
+        return results.per_sample_ci(
+            {**self.metrics, "batch_size": self.params.get("batch_size") or self.metrics.get("batch_size")}
+        )
 
     @property
     def remeasured_ms(self) -> float | None:
@@ -73,8 +89,14 @@ class TrialRow:
         """As the study's rules see it: by per-sample latency, or in a study under load by its throughput."""
         cost = results.cost_ms(self.metrics, self.speed) if self.speed else self.ms
         again = results.remeasured_cost_ms(self.remeasure, self.speed) if self.speed else self.remeasured_ms
-        return results.Point(self.number, self.accuracy, float(self.metrics.get("accuracy_drop", 0.0)),
-                             cost if cost is not None else self.ms, self.feasible, again)
+        return results.Point(
+            self.number,
+            self.accuracy,
+            float(self.metrics.get("accuracy_drop", 0.0)),
+            cost if cost is not None else self.ms,
+            self.feasible,
+            again,
+        )
 
     def label(self) -> str:
         return f"#{self.number} {label(self.params)}"
@@ -131,12 +153,23 @@ def trial_rows(study: optuna.Study) -> list[TrialRow]:
     rows = []
     for t in read_trials(study):
         metrics = dict(t.metrics or {})
-        rows.append(TrialRow(number=t.number, state=t.state, params=t.filled,
-                             metrics=metrics, feasible=results.is_feasible(t) and bool(metrics),
-                             pareto=t.number in front, baseline=t.baseline,
-                             speedup=results.speedup_over(base, t, speed, remeasured) if metrics else None,
-                             duplicate_of=t.duplicate_of, remeasure=remeasured.get(t.number),
-                             short_recovery=t.short_recovery, speed=speed, note=first_line(t.error, 200)))
+        rows.append(
+            TrialRow(
+                number=t.number,
+                state=t.state,
+                params=t.filled,
+                metrics=metrics,
+                feasible=results.is_feasible(t) and bool(metrics),
+                pareto=t.number in front,
+                baseline=t.baseline,
+                speedup=results.speedup_over(base, t, speed, remeasured) if metrics else None,
+                duplicate_of=t.duplicate_of,
+                remeasure=remeasured.get(t.number),
+                short_recovery=t.short_recovery,
+                speed=speed,
+                note=first_line(t.error, 200),
+            )
+        )
     return rows
 
 
@@ -147,17 +180,31 @@ def collect(study: optuna.Study) -> ReportInfo:
     front = {t.number for t in results.front(study)}
     rows = trial_rows(study)
     reference = kept.reference
-    objectives = dict(zip(study.metric_names or [f"objective {i}" for i in range(len(study.directions))],
-                          (d.name.lower() for d in study.directions)))
+    objectives = dict(
+        zip(
+            study.metric_names or [f"objective {i}" for i in range(len(study.directions))],
+            (d.name.lower() for d in study.directions),
+        )
+    )
     info = ReportInfo(
-        study=study.study_name, objectives=objectives,
-        reference_accuracy=reference.get("accuracy"), validation_images=reference.get("validation_images"),
-        hardware=kept.fingerprint or {}, workload=kept.workload or {},
-        trials=rows, pareto=[], baseline=base.number if base is not None else None, hypervolume=[],
-        hypervolume_reference=None, importances={}, importance_notes=[], findings=[],
+        study=study.study_name,
+        objectives=objectives,
+        reference_accuracy=reference.get("accuracy"),
+        validation_images=reference.get("validation_images"),
+        hardware=kept.fingerprint or {},
+        workload=kept.workload or {},
+        trials=rows,
+        pareto=[],
+        baseline=base.number if base is not None else None,
+        hypervolume=[],
+        hypervolume_reference=None,
+        importances={},
+        importance_notes=[],
+        findings=[],
         states=dict(Counter(r.state for r in rows)),
         reference_warning=chance_warning(reference) if {"num_classes", "validation_images"} <= set(reference) else None,
-        metric=metric_words(kept.metric), constraints=kept.constraints,
+        metric=metric_words(kept.metric),
+        constraints=kept.constraints,
         reference_guardrails=dict(reference.get("guardrails") or {}),
         layers=kept.explain if kept.explain and any(r.number == kept.explain.get("trial") for r in rows) else None,
     )
@@ -165,11 +212,16 @@ def collect(study: optuna.Study) -> ReportInfo:
     hv, hv_ref = _hypervolume_history(info)
     importances, notes = _importances(study, rows)
     pick = results.fastest_feasible(r.point for r in info.completed)
-    serving = serving_info(objectives, list(kept.constraints), info.completed,
-                           pick.point.number if pick else None)
-    return replace(info, pareto=sorted(front, key=lambda n: (float(info.row(n).metrics.get(x, 0.0)), n)),
-                   hypervolume=hv, hypervolume_reference=hv_ref, importances=importances, importance_notes=notes,
-                   serving=serving)
+    serving = serving_info(objectives, list(kept.constraints), info.completed, pick.point.number if pick else None)
+    return replace(
+        info,
+        pareto=sorted(front, key=lambda n: (float(info.row(n).metrics.get(x, 0.0)), n)),
+        hypervolume=hv,
+        hypervolume_reference=hv_ref,
+        importances=importances,
+        importance_notes=notes,
+        serving=serving,
+    )
 
 
 def group_by(rows: Iterable[TrialRow], key: Callable[[TrialRow], Any]) -> dict[Any, list[TrialRow]]:
@@ -195,16 +247,17 @@ def _hypervolume_history(info: ReportInfo) -> tuple[list[tuple[int, float]], tup
     done = [r for r in info.completed if all(isinstance(r.metrics.get(m), (int, float)) for m in info.axes)]
     if not done:
         return [], None
-    signs = [-1.0 if info.objectives.get(m) == "maximize" or (m == "accuracy" and m not in info.objectives)
-             else 1.0 for m in info.axes]
+    signs = [
+        -1.0 if info.objectives.get(m) == "maximize" or (m == "accuracy" and m not in info.objectives) else 1.0
+        for m in info.axes
+    ]
 
     def as_min(r: TrialRow) -> tuple[float, float]:
         return signs[0] * float(r.metrics[info.axes[0]]), signs[1] * float(r.metrics[info.axes[1]])
 
     # Reference point: a little worse than the worst completed trial on both axes.
     worst = [max(as_min(r)[i] for r in done) for i in (0, 1)]
-    spread = [max(as_min(r)[i] for r in done) - min(as_min(r)[i] for r in done) or abs(worst[i]) or 1.0
-              for i in (0, 1)]
+    spread = [max(as_min(r)[i] for r in done) - min(as_min(r)[i] for r in done) or abs(worst[i]) or 1.0 for i in (0, 1)]
     ref = (worst[0] + 0.1 * spread[0], worst[1] + 0.1 * spread[1])
     history, seen = [], []
     for r in sorted(done, key=lambda r: r.number):
@@ -228,8 +281,12 @@ def _importances(study: optuna.Study, rows: list[TrialRow]) -> tuple[dict[str, d
     if len(done) < 4 or not varied:
         why = "vary no parameter" if done and not varied else "are too few (4 needed)"
         return {}, [f"no parameter importances: {len(done)} distinct completed trials {why}"]
-    distributions = {p: optuna.distributions.CategoricalDistribution(
-        sorted({r.params[p] for r in done}, key=lambda v: (str(type(v)), v))) for p in varied}
+    distributions = {
+        p: optuna.distributions.CategoricalDistribution(
+            sorted({r.params[p] for r in done}, key=lambda v: (str(type(v)), v))
+        )
+        for p in varied
+    }
     out: dict[str, dict[str, float]] = {}
     notes: list[str] = []
     for name, direction in zip(names, study.directions):
@@ -238,12 +295,18 @@ def _importances(study: optuna.Study, rows: list[TrialRow]) -> tuple[dict[str, d
             notes.append(f"no importances for {name}: some trials did not record it")
             continue
         shadow = optuna.create_study(direction=direction)
-        shadow.add_trials([optuna.trial.create_trial(params={p: r.params[p] for p in varied},
-                                                     distributions=distributions, value=float(v))
-                           for r, v in zip(done, values)])
+        shadow.add_trials(
+            [
+                optuna.trial.create_trial(
+                    params={p: r.params[p] for p in varied}, distributions=distributions, value=float(v)
+                )
+                for r, v in zip(done, values)
+            ]
+        )
         try:
             found = optuna.importance.get_param_importances(
-                shadow, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0), target=lambda t: t.value)
+                shadow, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0), target=lambda t: t.value
+            )
             out[name] = {k: float(v) for k, v in found.items()}
         except Exception as err:  # noqa: BLE001 - fANOVA needs variation in the target; a few trials may lack it
             notes.append(f"no importances for {name}: {one_line(err, 120)}")

@@ -45,15 +45,19 @@ def budget_of(constraints: Iterable[str], metric: str) -> float | None:
     return None
 
 
-def serving_info(objectives: dict[str, str], constraints: Iterable[str], rows: Iterable[Any],
-                 best: int | None) -> ServingInfo | None:
+def serving_info(
+    objectives: dict[str, str], constraints: Iterable[str], rows: Iterable[Any], best: int | None
+) -> ServingInfo | None:
     """From the report's completed rows (``TrialRow``s); None unless the study ranks by a throughput under load."""
     speed = next((m for m in SPEED_UNDER_LOAD if m in objectives), None)
     if speed is None:
         return None
     p95 = SPEED_UNDER_LOAD[speed]
-    points = tuple(ServingPoint(r.number, float(r.metrics[speed]), float(r.metrics[p95]), r.feasible, r.pareto,
-                                r.baseline, dict(r.params))
-                   for r in rows if isinstance(r.metrics.get(speed), (int, float))
-                   and isinstance(r.metrics.get(p95), (int, float)))
+    points = tuple(
+        ServingPoint(
+            r.number, float(r.metrics[speed]), float(r.metrics[p95]), r.feasible, r.pareto, r.baseline, dict(r.params)
+        )
+        for r in rows
+        if isinstance(r.metrics.get(speed), (int, float)) and isinstance(r.metrics.get(p95), (int, float))
+    )
     return ServingInfo(speed, p95, budget_of(constraints, p95), points, best)

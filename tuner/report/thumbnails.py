@@ -44,9 +44,15 @@ def _validation_images(workload: dict[str, Any], studies_dir: str | Path) -> tup
     from tuner.data import load_dataset
 
     with logs.to(lambda line: None):  # the report says nothing of reading the cache
-        data = load_dataset(workload["data"], workload.get("resolution"), workload.get("mean"), workload.get("std"),
-                            int(workload.get("seed", 0)), Path(studies_dir) / "cache",
-                            float(workload.get("holdout") or 0.0))
+        data = load_dataset(
+            workload["data"],
+            workload.get("resolution"),
+            workload.get("mean"),
+            workload.get("std"),
+            int(workload.get("seed", 0)),
+            Path(studies_dir) / "cache",
+            float(workload.get("holdout") or 0.0),
+        )
     return data.val, data.classes
 
 
@@ -67,8 +73,10 @@ def flipped_thumbnails(info: ReportInfo, studies_dir: str | Path | None) -> tupl
         def name(k: int) -> str:
             return str(names[k]) if 0 <= k < len(names) else f"class {k}"
 
-        return [Thumb(int(i), name(int(split.labels[i])), name(ref), name(mine), _png(split.images[i]))
-                for i, ref, mine in sample], None
+        return [
+            Thumb(int(i), name(int(split.labels[i])), name(ref), name(mine), _png(split.images[i]))
+            for i, ref, mine in sample
+        ], None
     except Exception as err:  # noqa: BLE001 - the page is written without them, saying why
         return [], f"the flipped images cannot be shown here ({type(err).__name__}: {str(err)[:160]})"
 
@@ -84,8 +92,11 @@ def thumbnails_html(info: ReportInfo, thumbs: list[Thumb], note: str | None) -> 
     cells = "".join(
         f'<figure class="flip"><img alt="validation image {t.index}" width="{SHOWN_PX}" height="{SHOWN_PX}" '
         f'src="data:image/png;base64,{t.png}"><figcaption>#{t.index} ({html.escape(t.truth)})<br>'
-        f'reference: {html.escape(t.reference)}<br>#{number}: {html.escape(t.pick)}</figcaption></figure>'
-        for t in thumbs)
-    return (f'<h3>Images the pick predicts otherwise</h3><p class="note">A sample of the validation images trial '
-            f"#{number} predicts otherwise than the reference (true class in brackets).</p>"
-            f'<div class="flips">{cells}</div>')
+        f"reference: {html.escape(t.reference)}<br>#{number}: {html.escape(t.pick)}</figcaption></figure>"
+        for t in thumbs
+    )
+    return (
+        f'<h3>Images the pick predicts otherwise</h3><p class="note">A sample of the validation images trial '
+        f"#{number} predicts otherwise than the reference (true class in brackets).</p>"
+        f'<div class="flips">{cells}</div>'
+    )

@@ -19,11 +19,24 @@ def trial_table(rows: list[TrialRow]) -> list[dict[str, Any]]:
         metrics = dict(r.metrics)
         lo, hi = metrics.pop("latency_ci_ms", None) or (None, None)
         again = r.remeasure or {}
-        out.append({"trial": r.number, "state": r.state, "baseline": r.baseline, "pareto": r.pareto,
-                    "feasible": r.feasible, "duplicate_of": r.duplicate_of, **r.params, **_flat(metrics),
-                    "latency_ci_low_ms": lo, "latency_ci_high_ms": hi,
-                    "remeasured_per_sample_ms": r.remeasured_ms, "remeasure_diff": again.get("rel_diff"),
-                    "speedup": r.speedup, "note": r.note})
+        out.append(
+            {
+                "trial": r.number,
+                "state": r.state,
+                "baseline": r.baseline,
+                "pareto": r.pareto,
+                "feasible": r.feasible,
+                "duplicate_of": r.duplicate_of,
+                **r.params,
+                **_flat(metrics),
+                "latency_ci_low_ms": lo,
+                "latency_ci_high_ms": hi,
+                "remeasured_per_sample_ms": r.remeasured_ms,
+                "remeasure_diff": again.get("rel_diff"),
+                "speedup": r.speedup,
+                "note": r.note,
+            }
+        )
     return out
 
 

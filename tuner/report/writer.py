@@ -24,8 +24,9 @@ def report_info(study: optuna.Study, studies_dir: str | Path | None = None) -> R
     return replace(info, findings=findings(info), flips=flips, flips_note=note)
 
 
-def write_report(study: optuna.Study, out: str | Path, csv: str | Path | None = None,
-                 studies_dir: str | Path | None = None) -> ReportInfo:
+def write_report(
+    study: optuna.Study, out: str | Path, csv: str | Path | None = None, studies_dir: str | Path | None = None
+) -> ReportInfo:
     """Write the HTML page (and the CSV), each whole or not at all: a bad path is one line, nothing left behind."""
     targets = [Path(out)] + ([Path(csv)] if csv is not None else [])
     for path in targets:
@@ -48,4 +49,3 @@ def _write_whole(path: Path, write: Callable[[Path], object]) -> None:
         raise ConfigError(f"cannot write {path}: {err.strerror or err}; pass a writable path.") from None
     finally:
         tmp.unlink(missing_ok=True)
-

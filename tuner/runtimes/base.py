@@ -89,8 +89,10 @@ class Placement(ABC):
         """Why this placement cannot serve ``streams`` at once with ``requests`` in flight, or None. Checked before any
         build work, as precisions are."""
         if self.info.gpu and streams > 1:
-            return (f"{self.name} serves one stream: several would each hold the model on the one GPU and contend for "
-                    "it; use streams 1 (more requests in flight queue for it)")
+            return (
+                f"{self.name} serves one stream: several would each hold the model on the one GPU and contend for "
+                "it; use streams 1 (more requests in flight queue for it)"
+            )
         return None
 
     def artifact(self, precision: str) -> str:
@@ -98,6 +100,13 @@ class Placement(ABC):
         return artifact_kind(self.name, precision)
 
     @abstractmethod
-    def open(self, model: nn.Module | None, onnx_path: Path | None, precision: str, graph_opt: str,
-             threads: int, streams: int = 1) -> Session:
+    def open(
+        self,
+        model: nn.Module | None,
+        onnx_path: Path | None,
+        precision: str,
+        graph_opt: str,
+        threads: int,
+        streams: int = 1,
+    ) -> Session:
         """Load the built artifact into the runtime, configured as the candidate says (``threads`` per stream)."""

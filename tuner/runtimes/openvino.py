@@ -99,8 +99,9 @@ def hint_precision(compiled: Any) -> str:
     return _PRECISION_NAMES.get(name, name)
 
 
-def compile_config(precision: str, threads: int, streams: int = 1, cpus: int | None = None,
-                   float_layers: bool = False) -> dict[str, Any]:
+def compile_config(
+    precision: str, threads: int, streams: int = 1, cpus: int | None = None, float_layers: bool = False
+) -> dict[str, Any]:
     """The CPU plugin's compile config for a candidate (``threads`` per stream): what every ov-cpu session compiles
     with. One stream: the LATENCY hint, as before streams were searched; several: THROUGHPUT, their number explicit.
     Pinned where the threads cover all ``cpus`` (default: the CPUs this process may run on; see the module doc).
@@ -108,11 +109,19 @@ def compile_config(precision: str, threads: int, streams: int = 1, cpus: int | N
     hint = MIXED_HINT if precision == "int8" and float_layers and hardware.native_bf16() else HINTS[precision]
     pin = int(threads) * int(streams) >= (cpus or hardware.cores())
     if streams == 1:
-        return {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY",
-                "INFERENCE_NUM_THREADS": int(threads), "ENABLE_CPU_PINNING": pin}
-    return {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "THROUGHPUT",
-            "NUM_STREAMS": int(streams), "INFERENCE_NUM_THREADS": int(threads) * int(streams),
-            "ENABLE_CPU_PINNING": pin}
+        return {
+            "INFERENCE_PRECISION_HINT": hint,
+            "PERFORMANCE_HINT": "LATENCY",
+            "INFERENCE_NUM_THREADS": int(threads),
+            "ENABLE_CPU_PINNING": pin,
+        }
+    return {
+        "INFERENCE_PRECISION_HINT": hint,
+        "PERFORMANCE_HINT": "THROUGHPUT",
+        "NUM_STREAMS": int(streams),
+        "INFERENCE_NUM_THREADS": int(threads) * int(streams),
+        "ENABLE_CPU_PINNING": pin,
+    }
 
 
 def has_float_layers(model: Any) -> bool:
@@ -133,9 +142,11 @@ def has_float_layers(model: Any) -> bool:
 
 def read_back(compiled: Any) -> dict[str, int]:
     """The streams, threads and optimal number of infer requests the compiled model ended up with."""
-    return {"NUM_STREAMS": int(compiled.get_property("NUM_STREAMS")),
-            "INFERENCE_NUM_THREADS": int(compiled.get_property("INFERENCE_NUM_THREADS")),
-            "OPTIMAL_NUMBER_OF_INFER_REQUESTS": int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))}
+    return {
+        "NUM_STREAMS": int(compiled.get_property("NUM_STREAMS")),
+        "INFERENCE_NUM_THREADS": int(compiled.get_property("INFERENCE_NUM_THREADS")),
+        "OPTIMAL_NUMBER_OF_INFER_REQUESTS": int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")),
+    }
 
 
 def model_config(model: Any, precision: str, threads: int, streams: int = 1) -> dict[str, Any]:
@@ -187,8 +198,10 @@ class OpenVinoSession(Session):
         got = read_back(compiled)
         for key in ("NUM_STREAMS", "INFERENCE_NUM_THREADS"):
             if key in self.config and got[key] != self.config[key]:
-                raise MeasurementError(f"OpenVINO compiled {key}={got[key]}, not the {self.config[key]} asked for; "
-                                       "this machine cannot run that many: use fewer streams or threads")
+                raise MeasurementError(
+                    f"OpenVINO compiled {key}={got[key]}, not the {self.config[key]} asked for; "
+                    "this machine cannot run that many: use fewer streams or threads"
+                )
         self._compiled[batch] = compiled
         self._requests[batch] = compiled.create_infer_request()
 
@@ -238,7 +251,7 @@ class OpenVinoSession(Session):
 
     def to_numpy(self, outputs: Any) -> np.ndarray:
         logits = outputs.request.get_output_tensor(0).data
-        return np.array(logits[:outputs.n], dtype=np.float32)  # a copy: the next infer reuses the buffer
+        return np.array(logits[: outputs.n], dtype=np.float32)  # a copy: the next infer reuses the buffer
 
     def serve(self, x: np.ndarray, requests: int) -> list[Any]:
         """One lane per request in flight, each an infer request of its own on the model compiled for this batch."""
@@ -247,14 +260,18 @@ class OpenVinoSession(Session):
         first = self.prepare(x)
         compiled = self._compiled[len(first.inputs[0])]
         self._lanes = [compiled.create_infer_request() for _ in range(requests)]
-        return [functools.partial(r.infer, dict(first.inputs), share_inputs=True, share_outputs=True)
-                for r in self._lanes]
+        return [
+            functools.partial(r.infer, dict(first.inputs), share_inputs=True, share_outputs=True) for r in self._lanes
+        ]
 
     def serving_settings(self) -> dict[str, Any]:
         if not self._compiled:
             self._compile(1)
-        return {"streams": self.streams, **read_back(next(iter(self._compiled.values()))),
-                "infer_requests": len(self._lanes) or 1}
+        return {
+            "streams": self.streams,
+            **read_back(next(iter(self._compiled.values()))),
+            "infer_requests": len(self._lanes) or 1,
+        }
 
     def close(self) -> None:
         self._lanes.clear()
@@ -278,7 +295,14 @@ class OpenVinoPlacement(Placement):
             return why
         return super().refuse(precision)
 
-    def open(self, model: nn.Module | None, onnx_path: Path | None, precision: str, graph_opt: str,
-             threads: int, streams: int = 1) -> Session:
+    def open(
+        self,
+        model: nn.Module | None,
+        onnx_path: Path | None,
+        precision: str,
+        graph_opt: str,
+        threads: int,
+        streams: int = 1,
+    ) -> Session:
         assert onnx_path is not None  # the ONNX file, or an export's IR .xml
         return OpenVinoSession(onnx_path, precision, threads, streams)  # graph_opt: no OpenVINO equivalent, ignored

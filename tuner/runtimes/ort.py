@@ -29,8 +29,12 @@ def graph_level(name: str) -> Any:
     import onnxruntime as ort
 
     levels = ort.GraphOptimizationLevel
-    return {"disable": levels.ORT_DISABLE_ALL, "basic": levels.ORT_ENABLE_BASIC,
-            "extended": levels.ORT_ENABLE_EXTENDED, "all": levels.ORT_ENABLE_ALL}[name]
+    return {
+        "disable": levels.ORT_DISABLE_ALL,
+        "basic": levels.ORT_ENABLE_BASIC,
+        "extended": levels.ORT_ENABLE_EXTENDED,
+        "all": levels.ORT_ENABLE_ALL,
+    }[name]
 
 
 def layer_precisions(onnx_path: Path) -> dict[str, int]:
@@ -61,8 +65,16 @@ def executed_precision(onnx_path: Path) -> str:
 
 
 class OrtSession(Session):
-    def __init__(self, onnx_path: Path, provider: str, provider_options: dict[str, Any], graph_opt: str,
-                 threads: int, requested: str, streams: int = 1):
+    def __init__(
+        self,
+        onnx_path: Path,
+        provider: str,
+        provider_options: dict[str, Any],
+        graph_opt: str,
+        threads: int,
+        requested: str,
+        streams: int = 1,
+    ):
         import onnxruntime as ort
 
         self.streams, self.threads = streams, threads
@@ -87,8 +99,10 @@ class OrtSession(Session):
         opts.optimized_model_filepath = ""  # the other streams' sessions: the same options, nothing saved
         self._open_another = lambda: ort.InferenceSession(str(onnx_path), opts, providers=providers)
         if self.session.get_providers()[0] != provider:
-            raise MeasurementError(f"ONNX Runtime could not start {provider} (got {self.session.get_providers()}); "
-                                   "install onnxruntime-gpu with matching CUDA/TensorRT libraries.")
+            raise MeasurementError(
+                f"ONNX Runtime could not start {provider} (got {self.session.get_providers()}); "
+                "install onnxruntime-gpu with matching CUDA/TensorRT libraries."
+            )
         self.on_gpu = provider != _PROVIDERS["cpu"]
 
     def prepare(self, x: np.ndarray) -> Any:
@@ -118,9 +132,13 @@ class OrtSession(Session):
         return lanes
 
     def serving_settings(self) -> dict[str, Any]:
-        return {"streams": self.streams, "sessions": 1 + len(self._more),
-                "intra_op_threads": [int(s.get_session_options().intra_op_num_threads)
-                                     for s in [self.session, *self._more]]}
+        return {
+            "streams": self.streams,
+            "sessions": 1 + len(self._more),
+            "intra_op_threads": [
+                int(s.get_session_options().intra_op_num_threads) for s in [self.session, *self._more]
+            ],
+        }
 
     def close(self) -> None:
         self._more.clear()
@@ -147,16 +165,29 @@ class OrtPlacement(Placement):
 
     def refuse(self, precision: str) -> str | None:
         if self.device == "cpu" and precision in ("fp16", "bf16"):
-            return (f"ONNX Runtime's CPU provider has no {precision} kernels for most ops (it would insert casts "
-                    "and run fp32); use torch-cpu for bf16, or int8/fp32 on ort-cpu")
+            return (
+                f"ONNX Runtime's CPU provider has no {precision} kernels for most ops (it would insert casts "
+                "and run fp32); use torch-cpu for bf16, or int8/fp32 on ort-cpu"
+            )
         return super().refuse(precision)
 
-    def open(self, model: nn.Module | None, onnx_path: Path | None, precision: str, graph_opt: str,
-             threads: int, streams: int = 1) -> Session:
+    def open(
+        self,
+        model: nn.Module | None,
+        onnx_path: Path | None,
+        precision: str,
+        graph_opt: str,
+        threads: int,
+        streams: int = 1,
+    ) -> Session:
         assert onnx_path is not None
         options: dict[str, Any] = {}
         if self.device == "tensorrt":
             cache = onnx_path.parent / "trt"
-            options = {"trt_fp16_enable": precision == "fp16", "trt_int8_enable": precision == "int8",
-                       "trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache)}
+            options = {
+                "trt_fp16_enable": precision == "fp16",
+                "trt_int8_enable": precision == "int8",
+                "trt_engine_cache_enable": True,
+                "trt_engine_cache_path": str(cache),
+            }
         return OrtSession(onnx_path, self.provider, options, graph_opt, threads, precision, streams)

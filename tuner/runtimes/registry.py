@@ -35,12 +35,13 @@ def check_supported(candidate: Candidate) -> Placement:
         raise UnsupportedCombination(f"{candidate.precision} on {candidate.placement} is refused: {reason}.")
     reason = placement.refuse_serving(candidate.streams, candidate.in_flight)
     if reason:
-        raise UnsupportedCombination(f"streams {candidate.streams} with {candidate.in_flight} requests on "
-                                     f"{candidate.placement} is refused: {reason}.")
+        raise UnsupportedCombination(
+            f"streams {candidate.streams} with {candidate.in_flight} requests on "
+            f"{candidate.placement} is refused: {reason}."
+        )
     return placement
 
 
 def available() -> dict[str, str | None]:
     """Every placement with the reason it is unavailable here (None when it runs)."""
     return {name: p.unavailable() for name, p in PLACEMENTS.items()}
-

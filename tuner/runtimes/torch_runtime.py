@@ -32,8 +32,9 @@ class TorchSession(Session):
         self.streams = streams
         self.device, self.dtype = torch.device(device), dtype
         self.model = _eval(model.to(self.device))
-        found = {PRECISION_OF_DTYPE.get(str(p.dtype), str(p.dtype)) for p in self.model.parameters()
-                 if p.is_floating_point()}
+        found = {
+            PRECISION_OF_DTYPE.get(str(p.dtype), str(p.dtype)) for p in self.model.parameters() if p.is_floating_point()
+        }
         self.executed_precision = found.pop() if len(found) == 1 else "mixed"
 
     def prepare(self, x: np.ndarray) -> torch.Tensor:
@@ -73,13 +74,24 @@ class TorchPlacement(Placement):
             return f"{self.name} does not run int8; int8 runs through ONNX Runtime (placement ort-cpu)"
         if self.device == "cpu" and precision == "bf16" and (why := hardware.bf16_refusal(self.name)):
             return why
-        if self.device == "cuda" and precision == "bf16" and torch.cuda.is_available() \
-                and not torch.cuda.is_bf16_supported():
+        if (
+            self.device == "cuda"
+            and precision == "bf16"
+            and torch.cuda.is_available()
+            and not torch.cuda.is_bf16_supported()
+        ):
             return "bf16 on torch-cuda needs an Ampere or newer GPU"
         return super().refuse(precision)
 
-    def open(self, model: nn.Module | None, onnx_path: Path | None, precision: str, graph_opt: str,
-             threads: int, streams: int = 1) -> Session:
+    def open(
+        self,
+        model: nn.Module | None,
+        onnx_path: Path | None,
+        precision: str,
+        graph_opt: str,
+        threads: int,
+        streams: int = 1,
+    ) -> Session:
         assert model is not None
         return TorchSession(model, self.device, torch_dtype(precision), threads, streams)
 

@@ -40,8 +40,9 @@ def parse_budget(value: Any) -> float | None:
         if found:
             seconds = float(found[1]) * UNITS[found[2] or "s"]
     if not math.isfinite(seconds) or seconds <= 0:
-        raise TunerError(f"--budget must be a duration above 0 such as 90s, 20m or 1.5h (a number alone is seconds), "
-                         f"got {value!r}.")
+        raise TunerError(
+            f"--budget must be a duration above 0 such as 90s, 20m or 1.5h (a number alone is seconds), got {value!r}."
+        )
     return seconds
 
 
@@ -89,8 +90,14 @@ class Plan:
 
     def record(self) -> dict[str, Any]:
         """What the study keeps of this run (``tuner.record.StudyRecord.time``, read by ``costs.account``)."""
-        return {"budget_s": self.seconds, "started_at": self.started_at, "setup_s": self.setup_s,
-                "remeasure_s": self.remeasure_s, "wall_s": time.monotonic() - self.started, "ended": self.ended}
+        return {
+            "budget_s": self.seconds,
+            "started_at": self.started_at,
+            "setup_s": self.setup_s,
+            "remeasure_s": self.remeasure_s,
+            "wall_s": time.monotonic() - self.started,
+            "ended": self.ended,
+        }
 
 
 def _points(study: optuna.Study) -> list[TrialRecord]:

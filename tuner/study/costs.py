@@ -35,8 +35,11 @@ class Prior:
     @classmethod
     def read(cls, reference: dict[str, Any]) -> Prior | None:
         found = reference.get("recovery_prior")
-        return cls(**{k: float(found[k]) for k in ("step_seconds", "short_steps", "long_extra")}) \
-            if isinstance(found, dict) else None
+        return (
+            cls(**{k: float(found[k]) for k in ("step_seconds", "short_steps", "long_extra")})
+            if isinstance(found, dict)
+            else None
+        )
 
 
 @dataclass(frozen=True)
@@ -52,15 +55,23 @@ class Estimate:
 def architecture(c: dict[str, Any]) -> tuple[Any, ...]:
     """What a recovery is cached by, beside the workload: the same tuple means the same recovered weights."""
     f = Candidate.fill(c)
-    return f["student"], f["drop_blocks"], f["prune_ratio"], f["prune_profile"] if f["prune_ratio"] else None, \
-        f["sparsity"]
+    return (
+        f["student"],
+        f["drop_blocks"],
+        f["prune_ratio"],
+        f["prune_profile"] if f["prune_ratio"] else None,
+        f["sparsity"],
+    )
 
 
 def recovered(trials: list[TrialRecord], c: dict[str, Any]) -> set[str]:
     """The recoveries (short, long) of ``c``'s architecture that some finished trial of the study built."""
     arch = architecture(c)
-    found = {str(Candidate.fill(t.candidate)["recovery"]) for t in trials
-             if t.candidate is not None and (t.complete or t.stopped_early) and architecture(t.candidate) == arch}
+    found = {
+        str(Candidate.fill(t.candidate)["recovery"])
+        for t in trials
+        if t.candidate is not None and (t.complete or t.stopped_early) and architecture(t.candidate) == arch
+    }
     return found | ({"short"} if "long" in found else set())  # the long recovery continues the short one
 
 
@@ -78,8 +89,10 @@ def step_seconds(trials: list[TrialRecord], prior: Prior | None) -> float:
 
 def cheap_seconds(trials: list[TrialRecord], int8: bool) -> float:
     """A build and measurement without a new recovery: the slowest of the same kind so far (any kind, else a prior)."""
+
     def cost(t: TrialRecord) -> float:
         return max(0.0, (t.seconds or 0.0) - sum(t.build_seconds.get(k, 0.0) for k in RECOVERY_STEPS))
+
     done = [t for t in trials if t.complete and t.seconds is not None and not t.repeat]
     same = [cost(t) for t in done if (Candidate.fill(t.candidate or {})["precision"] == "int8") == int8]
     return max(same or [cost(t) for t in done] or [CHEAP_PRIOR_S])
@@ -109,17 +122,21 @@ def long_recovery_seconds(short_steps: int, trials: list[TrialRecord], prior: Pr
 def remeasure_seconds(points: list[TrialRecord], rounds: int) -> float:
     """The end-of-study re-measure of ``points`` (the front and the baseline): one fresh process per point and
     round, each timing it as long as its trial's latency took."""
+
     def one(t: TrialRecord) -> float:
         m = t.metrics or {}
         return PROCESS_S + max(0.0, float(m.get("measure_seconds") or 0.0) - float(m.get("accuracy_seconds") or 0.0))
+
     return rounds * sum(one(t) for t in points)
 
 
 def spent(t: TrialRecord) -> dict[str, float]:
     """One finished trial's time by category; what no step accounts for (the process, the storage) is overhead."""
     b, m = t.build_seconds, t.metrics or {}
-    out = {"recovery": sum(b.get(k, 0.0) for k in RECOVERY_STEPS),
-           "calibration": sum(b.get(k, 0.0) for k in CALIBRATION_STEPS)}
+    out = {
+        "recovery": sum(b.get(k, 0.0) for k in RECOVERY_STEPS),
+        "calibration": sum(b.get(k, 0.0) for k in CALIBRATION_STEPS),
+    }
     out["export"] = sum(b.values()) - out["recovery"] - out["calibration"]  # fold, export, convert
     measured, accuracy = float(m.get("measure_seconds") or 0.0), float(m.get("accuracy_seconds") or 0.0)
     out["accuracy"], out["latency"] = accuracy, max(0.0, measured - accuracy)
@@ -141,5 +158,11 @@ def account(trials: list[TrialRecord], record: dict[str, Any]) -> dict[str, Any]
     wall = float(record.get("wall_s") or 0.0)
     parts["overhead"] += max(0.0, wall - sum(parts.values()))
     skipped = sum(t.budget_skip for t in ran)
-    return {"budget_s": record.get("budget_s"), "wall_s": wall, "parts": parts, "trials": len(ran) - skipped,
-            "skipped": skipped, "ended": record.get("ended") or ""}
+    return {
+        "budget_s": record.get("budget_s"),
+        "wall_s": wall,
+        "parts": parts,
+        "trials": len(ran) - skipped,
+        "skipped": skipped,
+        "ended": record.get("ended") or "",
+    }

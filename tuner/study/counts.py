@@ -21,8 +21,9 @@ class TrialCounts(NamedTuple):
 
 def _retried(trials: list[TrialRecord]) -> set[int]:
     """Numbers of failed trials that were queued again (by the stale-trial callback or after a crash)."""
-    return {t.stale_retry_of for t in trials if t.stale_retry_of is not None} | \
-           {t.retry_of for t in trials if t.retry_of is not None}
+    return {t.stale_retry_of for t in trials if t.stale_retry_of is not None} | {
+        t.retry_of for t in trials if t.retry_of is not None
+    }
 
 
 def count_trials(study: optuna.Study) -> TrialCounts:
@@ -34,9 +35,13 @@ def count_trials(study: optuna.Study) -> TrialCounts:
     finished = sorted((t for t in trials if t.state in FINISHED and t.number not in retried), key=lambda t: t.number)
     is_repeat = [t.repeat for t in finished]
     streak = next((i for i, r in enumerate(reversed(is_repeat)) if not r), len(is_repeat))
-    return TrialCounts(len(finished) - sum(is_repeat) - sum(t.budget_skip for t in finished),
-                       sum(t.state == "running" for t in trials),
-                       sum(t.state == "waiting" for t in trials), sum(is_repeat), streak)
+    return TrialCounts(
+        len(finished) - sum(is_repeat) - sum(t.budget_skip for t in finished),
+        sum(t.state == "running" for t in trials),
+        sum(t.state == "waiting" for t in trials),
+        sum(is_repeat),
+        streak,
+    )
 
 
 def space_exhausted(repeat_streak: int, n_trials: int) -> bool:

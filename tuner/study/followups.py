@@ -36,8 +36,14 @@ def recipe(c: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in Candidate.fill(c).items() if k not in COMPRESSION}
 
 
-def follow_ups(trials: list[TrialRecord], new: TrialRecord, space: SearchSpace, floor: float | None,
-               speed: str | None = None, most: int = MOST) -> list[dict[str, Any]]:
+def follow_ups(
+    trials: list[TrialRecord],
+    new: TrialRecord,
+    space: SearchSpace,
+    floor: float | None,
+    speed: str | None = None,
+    most: int = MOST,
+) -> list[dict[str, Any]]:
     """The params to queue after ``new`` finished: the fastest feasible recipes applied to its architecture,
     where it is the first of its architecture in the study and came close enough to the floor."""
     if not new.complete or new.follow_up_of is not None or new.repeat:
@@ -46,14 +52,21 @@ def follow_ups(trials: list[TrialRecord], new: TrialRecord, space: SearchSpace, 
     if not Candidate(**c).compresses or any(t.follow_up_of == new.number for t in trials):
         return []
     arch = architecture(c)
-    if any(t.number < new.number and t.candidate is not None and (t.complete or t.stopped_early)
-           and architecture(t.candidate) == arch for t in trials):
+    if any(
+        t.number < new.number
+        and t.candidate is not None
+        and (t.complete or t.stopped_early)
+        and architecture(t.candidate) == arch
+        for t in trials
+    ):
         return []  # an architecture recovered before: its follow-ups were queued then
     if floor is not None and float((new.metrics or {})["accuracy"]) < floor - PROMOTE_MARGIN:
         return []  # far below: another precision or placement only loses more
     measured = {_key(Candidate.fill(t.sampled or t.candidate or {})) for t in trials if t.candidate is not None}
-    fastest = sorted((t for t in trials if t.complete and results.is_feasible(t) and not t.repeat),
-                     key=lambda t: results.cost_ms(t.metrics or {}, speed) or float("inf"))
+    fastest = sorted(
+        (t for t in trials if t.complete and results.is_feasible(t) and not t.repeat),
+        key=lambda t: results.cost_ms(t.metrics or {}, speed) or float("inf"),
+    )
     out: list[dict[str, Any]] = []
     seen = {_key(recipe(c))}
     for t in fastest:
@@ -74,16 +87,19 @@ def follow_ups(trials: list[TrialRecord], new: TrialRecord, space: SearchSpace, 
     return out
 
 
-def instead(trials: list[TrialRecord], skipped: TrialRecord, space: SearchSpace,
-            speed: str | None = None) -> list[dict[str, Any]]:
+def instead(
+    trials: list[TrialRecord], skipped: TrialRecord, space: SearchSpace, speed: str | None = None
+) -> list[dict[str, Any]]:
     """The params of the skipped proposal's recipe on the fastest feasible architecture already built where that
     candidate is new to the study (none: [])."""
     if not skipped.budget_skip or skipped.sampled is None:
         return []
     want = recipe(skipped.sampled)
     measured = {_key(Candidate.fill(t.sampled or t.candidate or {})) for t in trials if t.candidate is not None}
-    fastest = sorted((t for t in trials if t.complete and results.is_feasible(t) and not t.repeat),
-                     key=lambda t: results.cost_ms(t.metrics or {}, speed) or float("inf"))
+    fastest = sorted(
+        (t for t in trials if t.complete and results.is_feasible(t) and not t.repeat),
+        key=lambda t: results.cost_ms(t.metrics or {}, speed) or float("inf"),
+    )
     for t in fastest:
         shrink = {k: v for k, v in Candidate.fill(t.sampled or t.candidate or {}).items() if k in COMPRESSION}
         candidate = Candidate(**{**want, **shrink})

@@ -34,6 +34,7 @@ _log = logging.getLogger(__name__)
 if TYPE_CHECKING:
     from tuner.space import SearchSpace
 
+
 @dataclass
 class Progress:
     """What the screen shows after each trial (kept apart from how it is drawn)."""
@@ -66,16 +67,22 @@ def open_study(s: StudySettings, storage: optuna.storages.BaseStorage | None = N
         study = optuna.load_study(study_name=s.name, storage=storage)
         created = False
         if [d.name.lower() for d in study.directions] != directions:
-            raise ConfigError(f"study {s.name} optimizes {study.metric_names} with other directions; "
-                              "use its objectives file again, or a new --study name.") from None
+            raise ConfigError(
+                f"study {s.name} optimizes {study.metric_names} with other directions; "
+                "use its objectives file again, or a new --study name."
+            ) from None
         if study.metric_names and list(study.metric_names) != list(s.objectives.names):
-            raise ConfigError(f"study {s.name} optimizes {', '.join(study.metric_names)}, not "
-                              f"{', '.join(s.objectives.names)}; use its objectives, or a new --study name.") from None
+            raise ConfigError(
+                f"study {s.name} optimizes {', '.join(study.metric_names)}, not "
+                f"{', '.join(s.objectives.names)}; use its objectives, or a new --study name."
+            ) from None
         _check_same_hardware(study, s)
         recorded = read_study(study).metric
         if (recorded or TOP1_METRIC.record()) != s.metric.record():
-            raise ConfigError(f"study {s.name} scores accuracy by {recorded}, not by "
-                              f"{s.metric.record()}; pass the same metric, or a new study name.") from None
+            raise ConfigError(
+                f"study {s.name} scores accuracy by {recorded}, not by "
+                f"{s.metric.record()}; pass the same metric, or a new study name."
+            ) from None
         check_space(study, s.space, s.name)  # before any trial: a parameter Optuna cannot merge fails each one
     if created:  # only the creator enqueues: a resumed or joined study never gets a second baseline
         study.set_metric_names(list(s.objectives.names))
@@ -112,8 +119,11 @@ def anchor_params(space: SearchSpace) -> list[dict[str, Any]]:
             if params is not None:
                 found.append(params)
                 break
-        streams = space.params_of(Candidate(precision="int8", placement=placement, batch_size=1, threads=1,
-                                            streams=cores)) if cores > 1 else None
+        streams = (
+            space.params_of(Candidate(precision="int8", placement=placement, batch_size=1, threads=1, streams=cores))
+            if cores > 1
+            else None
+        )
         if streams is not None:
             found.append(streams)
     return found
@@ -125,8 +135,10 @@ def _check_same_hardware(study: optuna.Study, s: StudySettings) -> None:
     if theirs is None or theirs == ours or s.allow_mixed_hardware:
         return
     diff = ", ".join(f"{k}: {theirs.get(k)} here {ours.get(k)}" for k in ours if theirs.get(k) != ours.get(k))
-    raise ConfigError(f"study {s.name} was started on other hardware ({diff[:300]}); its latencies would not be "
-                      "comparable: run on the same kind of machine, or pass --allow-mixed-hardware.")
+    raise ConfigError(
+        f"study {s.name} was started on other hardware ({diff[:300]}); its latencies would not be "
+        "comparable: run on the same kind of machine, or pass --allow-mixed-hardware."
+    )
 
 
 def _retry_after_crash(study: optuna.Study, trial: optuna.trial.FrozenTrial, max_retries: int) -> None:
@@ -143,8 +155,12 @@ def _retry_after_crash(study: optuna.Study, trial: optuna.trial.FrozenTrial, max
         study.enqueue_trial(failed.params, user_attrs={**read_enqueued(trial).attrs(), "retry_of": failed.number})
 
 
-def run_study(s: StudySettings, on_progress: Callable[[Progress], None] = lambda p: None,
-              announce: Callable[[StudySettings], None] = lambda s: None, plan: Plan | None = None) -> optuna.Study:
+def run_study(
+    s: StudySettings,
+    on_progress: Callable[[Progress], None] = lambda p: None,
+    announce: Callable[[StudySettings], None] = lambda s: None,
+    plan: Plan | None = None,
+) -> optuna.Study:
     """Run (or resume) the study until it holds ``n_trials`` finished trials, the timeout passes or the time budget
     (``plan``) has no room for another trial. ``announce`` is called once the workload loaded and the study opened
     (setup can no longer fail on input), with the settings as the model narrowed them (``fit_to_model``)."""
@@ -208,8 +224,15 @@ def run_study(s: StudySettings, on_progress: Callable[[Progress], None] = lambda
             progress.last = results.describe_trial(record)
             on_progress(progress)
 
-        objective = Objective(s, worker, reference_accuracy, trial_timeout, int(reference["resolution"]), plan,
-                              reference_corruption=reference.get("corruption"))
+        objective = Objective(
+            s,
+            worker,
+            reference_accuracy,
+            trial_timeout,
+            int(reference["resolution"]),
+            plan,
+            reference_corruption=reference.get("corruption"),
+        )
         deadline = time.monotonic() + s.timeout if s.timeout else float("inf")
         plan.setup_s = time.monotonic() - plan.started
         signal.signal(signal.SIGINT, on_sigint)
@@ -230,17 +253,26 @@ def run_study(s: StudySettings, on_progress: Callable[[Progress], None] = lambda
                     _log.info(plan.ended)
                     break
                 study.sampler = next_sampler(sampler, explore, s.seed + counts.accounted + counts.repeats)
-                study.optimize(objective, n_trials=1, callbacks=[after_trial], gc_after_trial=False,
-                               catch=(CandidateBuildError, MeasurementError))
+                study.optimize(
+                    objective,
+                    n_trials=1,
+                    callbacks=[after_trial],
+                    gc_after_trial=False,
+                    catch=(CandidateBuildError, MeasurementError),
+                )
         finally:
             signal.signal(signal.SIGINT, previous)
         counts = count_trials(study)
         if progress.stop_requested:  # the study is saved; what it holds is partial, not the study's result
-            _log.info(f"stopped by Ctrl-C after {counts.accounted} {_of(s.n_trials)}trials; run the same command to resume")
+            _log.info(
+                f"stopped by Ctrl-C after {counts.accounted} {_of(s.n_trials)}trials; run the same command to resume"
+            )
             raise KeyboardInterrupt
         elif counts.accounted < s.n_trials and space_exhausted(counts.repeat_streak, s.n_trials):
-            _log.info(f"stopped after {counts.repeat_streak} proposals in a row of candidates measured before: "
-                f"the search space holds few more than the {counts.accounted} measured")
+            _log.info(
+                f"stopped after {counts.repeat_streak} proposals in a row of candidates measured before: "
+                f"the search space holds few more than the {counts.accounted} measured"
+            )
         return study
     finally:
         worker.close()
@@ -249,11 +281,13 @@ def run_study(s: StudySettings, on_progress: Callable[[Progress], None] = lambda
 def corruption_cost(found: dict[str, Any], validation_images: int) -> str:
     """What the corruption set costs, said once per run: its images, the baseline's top-1 there and its pass."""
     made = found.get("made_seconds")
-    return (f"corruption set: {', '.join(found['kinds'])} of the {validation_images:,} validation images "
-            f"({found['images']:,} images, "
-            + (f"made once in {made:.1f} s and cached" if made is not None else "from the cache")
-            + f"); the baseline's top-1 there {found['accuracy']:.2%}, its pass {found['seconds']:.1f} s; every trial "
-            f"adds a pass over them ({found['images'] / max(validation_images, 1):.0f}x its accuracy pass)")
+    return (
+        f"corruption set: {', '.join(found['kinds'])} of the {validation_images:,} validation images "
+        f"({found['images']:,} images, "
+        + (f"made once in {made:.1f} s and cached" if made is not None else "from the cache")
+        + f"); the baseline's top-1 there {found['accuracy']:.2%}, its pass {found['seconds']:.1f} s; every trial "
+        f"adds a pass over them ({found['images'] / max(validation_images, 1):.0f}x its accuracy pass)"
+    )
 
 
 def _of(n_trials: int) -> str:
@@ -286,11 +320,15 @@ def _queue_follow_ups(study: optuna.Study, record: TrialRecord, s: StudySettings
     for params in queued + cheaper:
         study.enqueue_trial(params, user_attrs={"follow_up_of": record.number})
     if queued:
-        _log.info(f"queued {len(queued)} cheap follow-up{'s' * (len(queued) > 1)} of #{record.number}'s architecture "
-            "(its recovery is cached): the fastest recipes so far")
+        _log.info(
+            f"queued {len(queued)} cheap follow-up{'s' * (len(queued) > 1)} of #{record.number}'s architecture "
+            "(its recovery is cached): the fastest recipes so far"
+        )
     if cheaper:
-        _log.info(f"queued #{record.number}'s recipe on the fastest architecture already built instead (seconds, not a "
-            "recovery)")
+        _log.info(
+            f"queued #{record.number}'s recipe on the fastest architecture already built instead (seconds, not a "
+            "recovery)"
+        )
 
 
 def fit_to_model(s: StudySettings, reference: dict[str, Any]) -> StudySettings:

@@ -39,15 +39,24 @@ def baseline_candidate(workload: WorkloadSpec | None = None) -> Candidate:
     """The reference point every speedup is against: what the user has before tuning. For an ONNX file (no torch
     graph to run) that is the file as given, on ONNX Runtime's CPU provider in fp32."""
     placement = "ort-cpu" if workload is not None and workload.onnx else "torch-cpu"
-    return Candidate(prune_ratio=0.0, precision="fp32", fold_bn=False, batch_size=1, placement=placement,
-                     threads=hardware.cores())
+    return Candidate(
+        prune_ratio=0.0, precision="fp32", fold_bn=False, batch_size=1, placement=placement, threads=hardware.cores()
+    )
 
 
 class Objective:
     """Optuna's objective: sample -> evaluate in the worker -> record."""
 
-    def __init__(self, settings: StudySettings, worker: Worker, reference_accuracy: float, trial_timeout: float,
-                 resolution: int, plan: Plan | None = None, reference_corruption: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        settings: StudySettings,
+        worker: Worker,
+        reference_accuracy: float,
+        trial_timeout: float,
+        resolution: int,
+        plan: Plan | None = None,
+        reference_corruption: dict[str, Any] | None = None,
+    ):
         self.s = settings
         # the reference's pass over the corruption set, where scored (tuner.pipeline.reference_corruption)
         self.corruption = reference_corruption
@@ -82,8 +91,13 @@ class Objective:
             from tuner.runtimes.registry import check_supported  # the parent loads the runtimes only when it samples
 
             check_supported(candidate)
-            too_big = hardware.check_fits(candidate.batch_size, self.resolution, candidate.threads,
-                                          streams=candidate.streams, requests=candidate.in_flight)
+            too_big = hardware.check_fits(
+                candidate.batch_size,
+                self.resolution,
+                candidate.threads,
+                streams=candidate.streams,
+                requests=candidate.in_flight,
+            )
             if too_big:
                 raise UnsupportedCombination(too_big)
         except UnsupportedCombination as err:  # refused before any work; the sampler learns from it
@@ -106,8 +120,9 @@ class Objective:
                 raise optuna.TrialPruned(str(err)) from None
             except ResourceExhausted as err:  # the machine's, not the candidate's: run again when the study resumes
                 trial.set_user_attr("error", str(err))
-                trial.study.enqueue_trial(trial.params, user_attrs={**read_enqueued(trial).attrs(),
-                                                                    "retry_of": trial.number})
+                trial.study.enqueue_trial(
+                    trial.params, user_attrs={**read_enqueued(trial).attrs(), "retry_of": trial.number}
+                )
                 raise
             except UnsupportedCombination as err:  # a refusal only the build could see: this candidate only
                 trial.set_user_attr("error", str(err))
@@ -143,14 +158,24 @@ class Objective:
         robust = None if baseline else self.s.objectives.min_corruption(self.reference_corruption)  # likewise
         # The baseline is the reference unchanged: its corruption top-1 is the reference's pass (five times the
         # validation images at batch 1 would cost the baseline trial more than all its other work).
-        ev = self.worker.evaluate(candidate, fidelity.screening_floor(floor) if promotable else floor,
-                                  timeout=self._timeout(trial), load=load, limits={} if promotable else limits,
-                                  min_corruption=None if promotable else robust,
-                                  corruptions=False if baseline and self.corruption else None)
+        ev = self.worker.evaluate(
+            candidate,
+            fidelity.screening_floor(floor) if promotable else floor,
+            timeout=self._timeout(trial),
+            load=load,
+            limits={} if promotable else limits,
+            min_corruption=None if promotable else robust,
+            corruptions=False if baseline and self.corruption else None,
+        )
         if baseline and self.corruption:
             c = self.corruption
-            ev.metrics.update(corruption_accuracy=c["accuracy"], corruption_by_kind=c["by_kind"],
-                              corruption_images=c["images"], corruption_seconds=0.0, corruption_of="reference")
+            ev.metrics.update(
+                corruption_accuracy=c["accuracy"],
+                corruption_by_kind=c["by_kind"],
+                corruption_images=c["images"],
+                corruption_seconds=0.0,
+                corruption_of="reference",
+            )
         seconds = self.seconds = dict(ev.build_seconds)
         hits, misses = ev.cache_hits, ev.cache_misses
         if promotable and fidelity.should_promote(ev.metrics, floor, _fastest_feasible_ms(trial.study)):
@@ -158,13 +183,16 @@ class Objective:
             trial.set_user_attr("short_recovery", {k: ev.metrics[k] for k in ("accuracy", "per_sample_ms", "recovery")})
             candidate = fidelity.promoted(candidate)
             trial.set_user_attr("candidate", candidate.to_dict())
-            ev = self.worker.evaluate(candidate, floor, timeout=self._timeout(trial), load=load, limits=limits,
-                                      min_corruption=robust)
+            ev = self.worker.evaluate(
+                candidate, floor, timeout=self._timeout(trial), load=load, limits=limits, min_corruption=robust
+            )
             seconds = self.seconds = _added(seconds, ev.build_seconds)
             hits, misses = hits + ev.cache_hits, misses + ev.cache_misses
         elif floor is not None and ev.metrics["accuracy"] < floor:
-            raise HopelessCandidate(f"{ev.metrics['accuracy']:.2%} after the short recovery, below the {floor:.2%} "
-                                    "required, and not promoted to the long one (not faster than the feasible points)")
+            raise HopelessCandidate(
+                f"{ev.metrics['accuracy']:.2%} after the short recovery, below the {floor:.2%} "
+                "required, and not promoted to the long one (not faster than the feasible points)"
+            )
         trial.set_user_attr("build_seconds", seconds)
         trial.set_user_attr("cache", {"hits": hits, "misses": misses})
         return dict(ev.metrics)
@@ -193,13 +221,18 @@ class Objective:
         left = self.plan.left_for_trials(trial.study)
         need = est.seconds + (costs.cheap_seconds(trials, True) if est.recovery else 0.0)
         if need > left:
-            reason = (f"not started: {est.words()}" + (" and its fastest follow-up" if est.recovery else "")
-                      + f" would not end within the {duration(max(0.0, left))} the budget leaves before the re-measure")
+            reason = (
+                f"not started: {est.words()}"
+                + (" and its fastest follow-up" if est.recovery else "")
+                + f" would not end within the {duration(max(0.0, left))} the budget leaves before the re-measure"
+            )
             trial.set_user_attr("budget_skip", True)
             trial.set_user_attr("error", reason)
             raise optuna.TrialPruned(reason)
-        _log.info(f"#{trial.number} {label(candidate)}: started, {est.words()}; {duration(left)} of the budget left "
-                 "for trials")
+        _log.info(
+            f"#{trial.number} {label(candidate)}: started, {est.words()}; {duration(left)} of the budget left "
+            "for trials"
+        )
 
     def _promote_within_budget(self, trial: optuna.Trial, metrics: dict[str, Any], floor: float) -> None:
         """Under a budget, the long recovery only where it ends before the trials' share of the budget runs out."""
@@ -210,9 +243,11 @@ class Objective:
         need = costs.long_recovery_seconds(steps, trials, self.plan.prior) + costs.cheap_seconds(trials, False)
         left = self.plan.left_for_trials(trial.study)
         if need > left:
-            raise HopelessCandidate(f"{metrics['accuracy']:.2%} after the short recovery, below the {floor:.2%} "
-                                    f"required; the long one (about {need:.0f} s) would not end within the "
-                                    f"{duration(max(0.0, left))} the budget leaves")
+            raise HopelessCandidate(
+                f"{metrics['accuracy']:.2%} after the short recovery, below the {floor:.2%} "
+                f"required; the long one (about {need:.0f} s) would not end within the "
+                f"{duration(max(0.0, left))} the budget leaves"
+            )
 
     @staticmethod
     def _outcome_before(trial: optuna.Trial, candidate: Candidate) -> TrialRecord | None:
@@ -220,8 +255,13 @@ class Objective:
         wanted = candidate.to_dict()
         for t in read_trials(trial.study, (TrialState.COMPLETE, TrialState.PRUNED)):
             recorded = t.sampled if t.sampled is not None else t.candidate
-            if recorded is not None and Candidate.fill(recorded) == wanted and not t.repeat and not t.budget_skip and (
-                    t.state == "pruned" or t.metrics is not None):
+            if (
+                recorded is not None
+                and Candidate.fill(recorded) == wanted
+                and not t.repeat
+                and not t.budget_skip
+                and (t.state == "pruned" or t.metrics is not None)
+            ):
                 return t
         return None
 

@@ -26,7 +26,6 @@ if TYPE_CHECKING:
     from tuner.workload import WorkloadSpec
 
 
-
 # ---------------------------------------------------------------- the workload
 
 
@@ -40,21 +39,29 @@ def check_workload(study: optuna.Study, name: str, identity: dict[str, Any], spe
     changes = workload_changes(kept.identity, identity, kept.workload or {}, spec)
     if changes:
         what, fixes = zip(*changes)
-        raise ConfigError(f"study {name} was made on another workload: {'; '.join(what)}; pass --study NEW to start "
-                          f"a new study, or {', '.join(dict.fromkeys(fixes))} to resume it.")
+        raise ConfigError(
+            f"study {name} was made on another workload: {'; '.join(what)}; pass --study NEW to start "
+            f"a new study, or {', '.join(dict.fromkeys(fixes))} to resume it."
+        )
 
 
-def workload_changes(old: dict[str, Any], new: dict[str, Any], old_spec: dict[str, Any],
-                     spec: WorkloadSpec) -> list[tuple[str, str]]:
+def workload_changes(
+    old: dict[str, Any], new: dict[str, Any], old_spec: dict[str, Any], spec: WorkloadSpec
+) -> list[tuple[str, str]]:
     """(what changed, how to get the study's back) for each part of the identity that differs. The data's hash
     covers the resolution and the split: a change of those is named, not the data's."""
     found = []
     if old.get("resolution") != new.get("resolution"):
-        found.append((f"--resolution {new.get('resolution')} (the study's: {old.get('resolution')})",
-                      f"pass --resolution {old.get('resolution')}"))
+        found.append(
+            (
+                f"--resolution {new.get('resolution')} (the study's: {old.get('resolution')})",
+                f"pass --resolution {old.get('resolution')}",
+            )
+        )
     if old.get("normalization") != new.get("normalization"):
-        found.append((f"--mean/--std {_mean_std(new)} (the study's: {_mean_std(old)})",
-                      "pass the study's --mean and --std"))
+        found.append(
+            (f"--mean/--std {_mean_std(new)} (the study's: {_mean_std(old)})", "pass the study's --mean and --std")
+        )
     if old.get("split") != new.get("split"):
         then, now = (" ".join(f"--{k} {v}" for k, v in (d.get("split") or {}).items()) for d in (old, new))
         found.append((f"{now} (the study's: {then})", "pass the study's --seed and --holdout"))
@@ -64,12 +71,16 @@ def workload_changes(old: dict[str, Any], new: dict[str, Any], old_spec: dict[st
         found.append((f"the --student ({spec.student or 'none'})", "pass the study's --student"))
     if spec.onnx and old.get("weights") != new.get("weights"):  # the file holds the weights
         found.append((f"the content of {spec.model}", "restore the model file it was made with"))
-    elif old.get("weights") != new.get("weights") and (spec.weights or old_spec.get("weights")
-                                                       or old.get("model") == new.get("model")):
+    elif old.get("weights") != new.get("weights") and (
+        spec.weights or old_spec.get("weights") or old.get("model") == new.get("model")
+    ):
         found.append((_weights_change(old_spec.get("weights"), spec), "restore the weights it was made with"))
     if old.get("data") != new.get("data") and not any(w.startswith(("--resolution", "--seed")) for w, _ in found):
-        count = (f"{new.get('images')} images, the study's {old.get('images')}" if old.get("images") != new.get("images")
-                 else "as many images, other content")
+        count = (
+            f"{new.get('images')} images, the study's {old.get('images')}"
+            if old.get("images") != new.get("images")
+            else "as many images, other content"
+        )
         found.append((f"the data in {spec.data} differ ({count})", "restore the data it was made with"))
     return found
 
@@ -105,10 +116,12 @@ def check_space(study: optuna.Study, space: SearchSpace, name: str) -> None:
         try:
             check_distribution_compatibility(stored[param], dist)
         except ValueError:
-            raise ConfigError(f"{space.source}: {param} gives {_describe(dist)} but study {name} sampled it from "
-                              f"{_describe(stored[param])}, which Optuna cannot change within a study (a range's "
-                              "bounds it can); pass --study NEW to start a new study, or restore the study's "
-                              f"{param} to resume it.") from None
+            raise ConfigError(
+                f"{space.source}: {param} gives {_describe(dist)} but study {name} sampled it from "
+                f"{_describe(stored[param])}, which Optuna cannot change within a study (a range's "
+                "bounds it can); pass --study NEW to start a new study, or restore the study's "
+                f"{param} to resume it."
+            ) from None
 
 
 def space_distributions(space: SearchSpace) -> dict[str, BaseDistribution]:

@@ -25,8 +25,22 @@ if TYPE_CHECKING:
 
 # The figures a user sorts trials by, each also kept as a plain trial user attr (beside the "metrics" dict), so that
 # optuna-dashboard and trials_dataframe() show them as numbers.
-FLAT_METRICS = ("accuracy", "accuracy_drop", "per_sample_ms", "latency_ms", "latency_p95_ms", "throughput", "size_mb",
-                "compressed_mb", "macs", "params", "worst_class_drop", "flip_rate", "ece", "corruption_drop")
+FLAT_METRICS = (
+    "accuracy",
+    "accuracy_drop",
+    "per_sample_ms",
+    "latency_ms",
+    "latency_p95_ms",
+    "throughput",
+    "size_mb",
+    "compressed_mb",
+    "macs",
+    "params",
+    "worst_class_drop",
+    "flip_rate",
+    "ece",
+    "corruption_drop",
+)
 FLAT_LOAD_METRICS = ("load_throughput", "load_p95_ms", "open_throughput", "open_p95_ms")  # where measured under load
 REMEASURED_PREFIX = "remeasured_per_sample_ms #"  # study user attr per re-timed trial: its re-measured figure
 CONSTRAINT_PREFIX = "constraint: "  # trial user attr per constraint: its violation, for optuna-dashboard's table
@@ -49,13 +63,16 @@ def quiet_optuna() -> Iterator[None]:
 
 def check_study_name(name: str) -> str:
     if not _NAME.match(name) or ".." in name:
-        raise ConfigError(f"study name {name!r} is not allowed; use letters, digits, '.', '_' and '-' only "
-                          "(no path separators), at most 128 characters.")
+        raise ConfigError(
+            f"study name {name!r} is not allowed; use letters, digits, '.', '_' and '-' only "
+            "(no path separators), at most 128 characters."
+        )
     return name
 
 
-def default_study_name(spec: WorkloadSpec, resolution: int, model_name: str | None = None,
-                       studies_dir: str | None = None) -> str:
+def default_study_name(
+    spec: WorkloadSpec, resolution: int, model_name: str | None = None, studies_dir: str | None = None
+) -> str:
     """model-data-resolution-hardware; ``model_name`` names a model the spec holds as a saved file (tune()). Where a
     model or data set is given by path, a short hash of the full resolved paths follows, so that distinct folders
     never share a study (``фото`` and ``猫猫``: both "_" in ASCII; ``a/cats`` and ``b/cats``) and the same one always
@@ -69,8 +86,12 @@ def default_study_name(spec: WorkloadSpec, resolution: int, model_name: str | No
     name = f"{readable}-{hashlib.sha256('|'.join(paths).encode('utf-8', 'surrogatepass')).hexdigest()[:8]}"
     legacy = f"{model}-{data}-{resolution}px-{hardware.fingerprint_id()}"  # lossless only where nothing was replaced
     lossless = all(re.fullmatch(r"[A-Za-z0-9._-]+", part) for part in (model, data)) and _NAME.match(legacy)
-    if studies_dir is not None and lossless and (Path(studies_dir) / f"{legacy}.db").is_file() \
-            and not (Path(studies_dir) / f"{name}.db").exists():
+    if (
+        studies_dir is not None
+        and lossless
+        and (Path(studies_dir) / f"{legacy}.db").is_file()
+        and not (Path(studies_dir) / f"{name}.db").exists()
+    ):
         return legacy
     return name
 
@@ -119,8 +140,10 @@ def check_storage_url(url: str) -> None:
     """What can be told of a --storage URL without connecting: a database scheme, and for SQLite a file path
     whose directory exists (else the error would come only after the workload loaded)."""
     if not re.match(r"^(sqlite|postgresql|mysql)(\+\w+)?://", url):
-        raise ConfigError(f"--storage {mask_url(url)} is not a database URL; use sqlite:///PATH.db or "
-                          "postgresql://USER:PASSWORD@HOST/DB.")
+        raise ConfigError(
+            f"--storage {mask_url(url)} is not a database URL; use sqlite:///PATH.db or "
+            "postgresql://USER:PASSWORD@HOST/DB."
+        )
     if url.startswith("sqlite") and "://" in url:
         path = url.split("://", 1)[1].split("?", 1)[0]
         path = path[1:] if path.startswith("/") else path  # sqlite:///rel.db, sqlite:////abs.db
@@ -128,8 +151,9 @@ def check_storage_url(url: str) -> None:
             return
         file = Path(path)
         if file.is_dir():
-            raise ConfigError(f"--storage {url}: {file} is a directory; name a database file such as "
-                              f"{file / 'studies.db'}.")
+            raise ConfigError(
+                f"--storage {url}: {file} is a directory; name a database file such as {file / 'studies.db'}."
+            )
         if not file.parent.is_dir():
             raise ConfigError(f"--storage {url}: the directory {file.parent} does not exist; create it first.")
 
@@ -150,8 +174,10 @@ SCHEMA_TRIES = 3  # opening a storage whose tables another worker is creating at
 def make_storage(url: str, heartbeat: float, max_retries: int) -> optuna.storages.BaseStorage:
     """An RDB storage with heartbeats: a dead worker's RUNNING trial is failed and re-queued."""
     if not re.match(r"^(sqlite|postgresql|mysql)(\+\w+)?://", url):
-        raise ConfigError(f"--storage {mask_url(url)} is not a database URL; use sqlite:///PATH.db or "
-                          "postgresql://USER:PASSWORD@HOST/DB.")
+        raise ConfigError(
+            f"--storage {mask_url(url)} is not a database URL; use sqlite:///PATH.db or "
+            "postgresql://USER:PASSWORD@HOST/DB."
+        )
     # SQLite: a write waits up to 60 s for another process's lock (the URL's own ?timeout=SECONDS wins), then the
     # study stops in one line (``storage_failure``), resumable.
     engine: dict[str, Any] = {"pool_pre_ping": True}
@@ -163,10 +189,13 @@ def make_storage(url: str, heartbeat: float, max_retries: int) -> optuna.storage
         for attempt in range(SCHEMA_TRIES):
             try:
                 return optuna.storages.RDBStorage(
-                    url, engine_kwargs=engine, heartbeat_interval=max(1, round(heartbeat)),
+                    url,
+                    engine_kwargs=engine,
+                    heartbeat_interval=max(1, round(heartbeat)),
                     grace_period=max(3, round(3 * heartbeat)),
                     heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
-                        max_retry=max_retries),
+                        max_retry=max_retries
+                    ),
                 )
             except Exception as err:
                 # Workers started together on an empty database all create its tables; PostgreSQL refuses all but
@@ -177,15 +206,19 @@ def make_storage(url: str, heartbeat: float, max_retries: int) -> optuna.storage
                 raise
         raise AssertionError("unreachable")
     except ImportError:
-        raise ConfigError(f"--storage {mask_url(url)} needs its database driver; for PostgreSQL: "
-                          "pip install 'psycopg[binary]' (or the tuner[postgres] extra).") from None
+        raise ConfigError(
+            f"--storage {mask_url(url)} needs its database driver; for PostgreSQL: "
+            "pip install 'psycopg[binary]' (or the tuner[postgres] extra)."
+        ) from None
     except Exception as err:  # noqa: BLE001 - server down, bad credentials: one line
         failure = storage_failure(err, url)
         if failure is not None and ("full" in failure or "locked" in failure):
             raise ResourceExhausted(failure) from None
         first = first_line(err, 160) or type(err).__name__
-        raise ConfigError(f"cannot open storage {mask_url(url)}: {mask_url(first)}; check the URL and that the "
-                          "database server is reachable.") from None
+        raise ConfigError(
+            f"cannot open storage {mask_url(url)}: {mask_url(first)}; check the URL and that the "
+            "database server is reachable."
+        ) from None
 
 
 def _schema_race(err: Exception) -> bool:
@@ -193,7 +226,8 @@ def _schema_race(err: Exception) -> bool:
     import sqlalchemy.exc
 
     return isinstance(err, sqlalchemy.exc.IntegrityError) or (
-        isinstance(err, sqlalchemy.exc.ProgrammingError) and "already exists" in str(err))
+        isinstance(err, sqlalchemy.exc.ProgrammingError) and "already exists" in str(err)
+    )
 
 
 def existing_storage(name: str, storage: str | None, studies_dir: str) -> str:
@@ -204,13 +238,17 @@ def existing_storage(name: str, storage: str | None, studies_dir: str) -> str:
         path = _sqlite_file(storage)
         if path is not None and (not path.is_file() or not path.stat().st_size):  # opening it would write a database
             what = "an empty file" if path.is_file() else "which does not exist"
-            raise ConfigError(f"no study {name!r}: --storage {mask_url(storage)} names {path}, {what}; pass the "
-                              "--storage URL that `tuner run` printed.")
+            raise ConfigError(
+                f"no study {name!r}: --storage {mask_url(storage)} names {path}, {what}; pass the "
+                "--storage URL that `tuner run` printed."
+            )
         return storage
     path = Path(studies_dir) / f"{name}.db"
     if not path.is_file():  # optuna would silently create an empty database here
-        raise ConfigError(f"no study {name!r}: {path} does not exist; pass the --study name that `tuner run` "
-                          "printed, and its --studies-dir or --storage.")
+        raise ConfigError(
+            f"no study {name!r}: {path} does not exist; pass the --study name that `tuner run` "
+            "printed, and its --studies-dir or --storage."
+        )
     return f"sqlite:///{path}"
 
 
@@ -223,11 +261,13 @@ def load_existing_study(name: str, storage: str | None, studies_dir: str) -> opt
             known = [s.study_name for s in optuna.get_all_study_summaries(storage=url)]
         except Exception:  # noqa: BLE001 - only a hint for the message
             known = []
-        raise ConfigError(f"no study {name!r} in {mask_url(url)}"
-                          + (f"; it holds {', '.join(known)}." if known else ".")) from None
+        raise ConfigError(
+            f"no study {name!r} in {mask_url(url)}" + (f"; it holds {', '.join(known)}." if known else ".")
+        ) from None
     except Exception as err:  # noqa: BLE001 - any storage failure is one line for the user
-        raise ConfigError(f"cannot open storage {mask_url(url)} ({type(err).__name__}); "
-                          "check the --storage URL.") from None
+        raise ConfigError(
+            f"cannot open storage {mask_url(url)} ({type(err).__name__}); check the --storage URL."
+        ) from None
 
 
 # ---------------------------------------------------------------- what a running trial records
@@ -276,9 +316,11 @@ def write_remeasure(study: optuna.Study, record: dict[str, Any]) -> None:
     re-timed trial's per-sample figure as a plain study user attr of its own (``remeasured_per_sample_ms #7``);
     one from an earlier re-measure that this one did not re-time is set to None."""
     study.set_user_attr(REMEASURE_ATTR, record)
-    figures = {f"{REMEASURED_PREFIX}{int(n)}": float(e["per_sample_ms"])
-               for n, e in (record.get("trials") or {}).items()
-               if isinstance(e, dict) and isinstance(e.get("per_sample_ms"), (int, float))}
+    figures = {
+        f"{REMEASURED_PREFIX}{int(n)}": float(e["per_sample_ms"])
+        for n, e in (record.get("trials") or {}).items()
+        if isinstance(e, dict) and isinstance(e.get("per_sample_ms"), (int, float))
+    }
     for key in study.user_attrs:
         if key.startswith(REMEASURED_PREFIX) and key not in figures:
             study.set_user_attr(key, None)
@@ -290,8 +332,9 @@ def storage_failure(err: BaseException, url: str | None = None) -> str | None:
     """One line for an error of the study's database itself (full, locked past its wait, gone), or None for any
     other error. Optuna wraps SQLAlchemy's errors in StorageInternalError; the driver's own first words (``database
     or disk is full``, ``database is locked``) say what happened."""
-    if not isinstance(err, optuna.exceptions.StorageInternalError) and \
-            not type(err).__module__.startswith(("sqlalchemy", "sqlite3", "psycopg")):
+    if not isinstance(err, optuna.exceptions.StorageInternalError) and not type(err).__module__.startswith(
+        ("sqlalchemy", "sqlite3", "psycopg")
+    ):
         return None
     cause: BaseException | None = err
     while cause is not None and (cause.__cause__ or cause.__context__) is not None:
@@ -300,6 +343,8 @@ def storage_failure(err: BaseException, url: str | None = None) -> str | None:
     text = text.split("[SQL:")[0].strip()[:200] or type(err).__name__
     what = f"the study's database {mask_url(url)}" if url else "the study's database"
     if "locked" in text:
-        return (f"{what} stayed locked by another process past its wait ({text}); run the same command to resume "
-                "once that process is done (a SQLite URL's ?timeout=SECONDS sets the wait, 60 s by default).")
+        return (
+            f"{what} stayed locked by another process past its wait ({text}); run the same command to resume "
+            "once that process is done (a SQLite URL's ?timeout=SECONDS sets the wait, 60 s by default)."
+        )
     return f"{what} failed: {text}; free disk space where it lives, then run the same command to resume."

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from tuner.passes.chain import Built
     from tuner.workload import WorkloadSpec
 
+
 @dataclass(frozen=True)
 class SaveJob:
     """What a kind may save from: the rebuilt candidate, the data it was measured on, the export's measured

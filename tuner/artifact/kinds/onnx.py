@@ -17,8 +17,12 @@ if TYPE_CHECKING:
     from tuner.passes.chain import Built
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
-_ORT_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
-               "all": "ORT_ENABLE_ALL"}
+_ORT_LEVELS = {
+    "disable": "ORT_DISABLE_ALL",
+    "basic": "ORT_ENABLE_BASIC",
+    "extended": "ORT_ENABLE_EXTENDED",
+    "all": "ORT_ENABLE_ALL",
+}
 
 
 def load_onnx(directory: Path, config: dict[str, Any], candidate: Candidate) -> Built:
@@ -47,30 +51,42 @@ class Onnx(ExportKind):
         c = config["candidate"]
         device = PLACEMENTS[c["placement"]].device
         threads = int(config["metrics"]["export"].get("threads") or c.get("threads") or 0)
-        return [*prelude(config, ["import numpy as np", "import onnxruntime as ort"]),
-                "options = ort.SessionOptions()",
-                f"options.graph_optimization_level = ort.GraphOptimizationLevel.{_ORT_LEVELS[c['graph_opt']]}",
-                f"options.intra_op_num_threads = {threads}",
-                (f'session = ort.InferenceSession("{config["artifact"]["file"]}", options, '
-                f'providers=["{PROVIDERS[device]}"])'),
-                f'logits = session.run(["{OUTPUT}"], {{"{INPUT}": x}})[0]',
-                "print([classes[i] for i in logits.argmax(1)])"]
+        return [
+            *prelude(config, ["import numpy as np", "import onnxruntime as ort"]),
+            "options = ort.SessionOptions()",
+            f"options.graph_optimization_level = ort.GraphOptimizationLevel.{_ORT_LEVELS[c['graph_opt']]}",
+            f"options.intra_op_num_threads = {threads}",
+            (
+                f'session = ort.InferenceSession("{config["artifact"]["file"]}", options, '
+                f'providers=["{PROVIDERS[device]}"])'
+            ),
+            f'logits = session.run(["{OUTPUT}"], {{"{INPUT}": x}})[0]',
+            "print([classes[i] for i in logits.argmax(1)])",
+        ]
 
     def serve_code(self, config: dict[str, Any]) -> list[str]:
         c, streams = config["candidate"], int(config["serving"]["streams"])
-        return ["import queue", "from concurrent.futures import ThreadPoolExecutor", "",
-                "sessions = queue.SimpleQueue()  # one session per stream, each with its own intra-op threads",
-                f"for _ in range({streams}):",
-                (f'    sessions.put(ort.InferenceSession("{config["artifact"]["file"]}", options, '
-                 f'providers=["{PROVIDERS[PLACEMENTS[c["placement"]].device]}"]))'),
-                "",
-                "def infer(batch):",
-                "    s = sessions.get()",
-                "    try:",
-                f'        return s.run(["{OUTPUT}"], {{"{INPUT}": batch}})[0]',
-                "    finally:",
-                "        sessions.put(s)",
-                "",
-                (f"with ThreadPoolExecutor({int(config['serving']['requests'])}) as pool:  "
-                "# requests beyond the streams wait for a session"),
-                "    answers = list(pool.map(infer, batches))"]
+        return [
+            "import queue",
+            "from concurrent.futures import ThreadPoolExecutor",
+            "",
+            "sessions = queue.SimpleQueue()  # one session per stream, each with its own intra-op threads",
+            f"for _ in range({streams}):",
+            (
+                f'    sessions.put(ort.InferenceSession("{config["artifact"]["file"]}", options, '
+                f'providers=["{PROVIDERS[PLACEMENTS[c["placement"]].device]}"]))'
+            ),
+            "",
+            "def infer(batch):",
+            "    s = sessions.get()",
+            "    try:",
+            f'        return s.run(["{OUTPUT}"], {{"{INPUT}": batch}})[0]',
+            "    finally:",
+            "        sessions.put(s)",
+            "",
+            (
+                f"with ThreadPoolExecutor({int(config['serving']['requests'])}) as pool:  "
+                "# requests beyond the streams wait for a session"
+            ),
+            "    answers = list(pool.map(infer, batches))",
+        ]

@@ -35,13 +35,16 @@ def torch_module(job: SaveJob) -> tuple[Any, Any, str]:
 def torch_serve_code(config: dict[str, Any]) -> list[str]:
     """README lines serving ``batches`` from threads that share the loaded ``module``."""
     dtype, streams = config["artifact"]["input"]["dtype"], int(config["serving"]["streams"])
-    return ["from concurrent.futures import ThreadPoolExecutor", "",
-            "def infer(batch):  # the threads share the module (inference only reads it)",
-            "    with torch.inference_mode():",
-            f"        return module(torch.from_numpy(batch).to(torch.{dtype})).float().numpy()",
-            "",
-            f"with ThreadPoolExecutor({streams}) as pool:  # {streams} stream(s), each with torch's intra-op threads",
-            "    answers = list(pool.map(infer, batches))"]
+    return [
+        "from concurrent.futures import ThreadPoolExecutor",
+        "",
+        "def infer(batch):  # the threads share the module (inference only reads it)",
+        "    with torch.inference_mode():",
+        f"        return module(torch.from_numpy(batch).to(torch.{dtype})).float().numpy()",
+        "",
+        f"with ThreadPoolExecutor({streams}) as pool:  # {streams} stream(s), each with torch's intra-op threads",
+        "    answers = list(pool.map(infer, batches))",
+    ]
 
 
 class TorchProgram(ExportKind):
@@ -68,8 +71,10 @@ class TorchProgram(ExportKind):
                         raise RuntimeError("the reloaded program's outputs differ from the module's")
             return Saved(PROGRAM_FILE, input_dtype)
         except Exception as err:  # noqa: BLE001 - torch.export fails in many ways; the state_dict always works
-            _log.info(f"torch.export did not work ({one_line(err, 160)}); writing a state_dict and the "
-                    "config to rebuild the module instead")
+            _log.info(
+                f"torch.export did not work ({one_line(err, 160)}); writing a state_dict and the "
+                "config to rebuild the module instead"
+            )
             (directory / PROGRAM_FILE).unlink(missing_ok=True)
             return None
 
@@ -84,12 +89,14 @@ class TorchProgram(ExportKind):
     def code(self, config: dict[str, Any]) -> list[str]:
         dtype = config["artifact"]["input"]["dtype"]
         threads = int(config["metrics"]["export"].get("threads") or config["candidate"].get("threads") or 0)
-        return [*prelude(config, ["import numpy as np", "import torch"]),
-                *([f"torch.set_num_threads({threads})"] if threads else []),
-                f'module = torch.export.load("{config["artifact"]["file"]}").module()',
-                "with torch.inference_mode():",
-                f"    logits = module(torch.from_numpy(x).to(torch.{dtype})).float().numpy()",
-                "print([classes[i] for i in logits.argmax(1)])"]
+        return [
+            *prelude(config, ["import numpy as np", "import torch"]),
+            *([f"torch.set_num_threads({threads})"] if threads else []),
+            f'module = torch.export.load("{config["artifact"]["file"]}").module()',
+            "with torch.inference_mode():",
+            f"    logits = module(torch.from_numpy(x).to(torch.{dtype})).float().numpy()",
+            "print([classes[i] for i in logits.argmax(1)])",
+        ]
 
     def serve_code(self, config: dict[str, Any]) -> list[str]:
         return torch_serve_code(config)

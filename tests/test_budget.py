@@ -3,6 +3,8 @@ follow-ups of a newly recovered architecture, and the account of where a run's t
 
 from __future__ import annotations
 
+import dataclasses
+
 import optuna
 import pytest
 
@@ -154,6 +156,14 @@ def test_a_new_architecture_gets_the_fastest_recipes_as_follow_ups():
     assert follow_ups([*trials[:-1], far], far, SPACE, floor=0.89) == []  # far below the floor
     unpruned = record(7, Candidate(placement="ort-cpu", threads=2, batch_size=8))
     assert follow_ups([*trials, unpruned], unpruned, SPACE, floor=0.89) == []  # nothing recovered
+    # Stopped after its short recovery, close to the floor but slow as sampled: the faster recipes follow it
+    # (they may earn the long recovery); stopped during its validation pass (nothing screened): none.
+    screened = dataclasses.replace(
+        trials[-1], state="pruned", metrics=None, stopped_early=True, screened={"accuracy": 0.88, "per_sample_ms": 1.5}
+    )
+    assert follow_ups([*trials[:-1], screened], screened, SPACE, floor=0.89) == queued
+    hopeless = dataclasses.replace(screened, screened=None)
+    assert follow_ups([*trials[:-1], hopeless], hopeless, SPACE, floor=0.89) == []
 
 
 def test_the_account_says_where_the_time_went_and_the_rest_is_overhead():

@@ -49,6 +49,7 @@ class TrialRecord:
     retry_of: int | None = None  # the crashed trial it runs again
     stale_retry_of: int | None = None  # the trial whose worker died, re-queued by Optuna's heartbeat callback
     short_recovery: dict[str, Any] | None = None  # promoted: what the short recovery had reached
+    screened: dict[str, Any] | None = None  # stopped after its short recovery, not promoted: what it reached
     build_seconds: dict[str, float] = field(default_factory=dict)  # per build step
     cache_hits: int | None = None
     cache_misses: int | None = None
@@ -155,6 +156,7 @@ def read_trial(t: FrozenTrial) -> TrialRecord:
         retry_of=_int(a.get("retry_of")),
         stale_retry_of=_int(stale),
         short_recovery=_dict(a.get("short_recovery")),
+        screened=_dict(a.get("screened")),
         build_seconds={str(k): float(v) for k, v in (_dict(a.get("build_seconds")) or {}).items()},
         cache_hits=_int(cache.get("hits")),
         cache_misses=_int(cache.get("misses")),

@@ -44,9 +44,15 @@ def follow_ups(
     speed: str | None = None,
     most: int = MOST,
 ) -> list[dict[str, Any]]:
-    """The params to queue after ``new`` finished: the fastest feasible recipes applied to its architecture,
-    where it is the first of its architecture in the study and came close enough to the floor."""
-    if not new.complete or new.follow_up_of is not None or new.repeat:
+    """The params to queue after ``new`` finished (or was stopped after its short recovery): the fastest feasible
+    recipes applied to its architecture, where it is the first of its architecture in the study and came close
+    enough to the floor."""
+    if new.follow_up_of is not None or new.repeat:
+        return []
+    # What its recovery reached: measured, or screened by the short recovery and stopped (not faster than the
+    # feasible points as sampled: a faster recipe of the same weights may be, and may then earn the long one).
+    reached = (new.metrics or {}).get("accuracy") if new.complete else (new.screened or {}).get("accuracy")
+    if reached is None:
         return []
     c = Candidate.fill(new.candidate or {})
     if not Candidate(**c).compresses or any(t.follow_up_of == new.number for t in trials):
@@ -60,7 +66,7 @@ def follow_ups(
         for t in trials
     ):
         return []  # an architecture recovered before: its follow-ups were queued then
-    if floor is not None and float((new.metrics or {})["accuracy"]) < floor - PROMOTE_MARGIN:
+    if floor is not None and float(reached) < floor - PROMOTE_MARGIN:
         return []  # far below: another precision or placement only loses more
     measured = {_key(Candidate.fill(t.sampled or t.candidate or {})) for t in trials if t.candidate is not None}
     fastest = sorted(

@@ -189,6 +189,8 @@ class Objective:
             seconds = self.seconds = _added(seconds, ev.build_seconds)
             hits, misses = hits + ev.cache_hits, misses + ev.cache_misses
         elif floor is not None and ev.metrics["accuracy"] < floor:
+            if promotable:  # close but slow as sampled: its faster recipes may still earn the long recovery
+                trial.set_user_attr("screened", {k: ev.metrics[k] for k in ("accuracy", "per_sample_ms")})
             raise HopelessCandidate(
                 f"{ev.metrics['accuracy']:.2%} after the short recovery, below the {floor:.2%} "
                 "required, and not promoted to the long one (not faster than the feasible points)"

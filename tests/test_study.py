@@ -4,6 +4,7 @@ import json
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import optuna
@@ -163,14 +164,20 @@ def test_ctrl_c_during_the_baselines_training_exits_at_once(tmp_path):
             ]
         )
         assert proc.stderr is not None
-        seen = next(line for line in proc.stderr if "training a" in line or "Error" in line)
-        assert "training a" in seen, seen  # "no --weights given: training a ... baseline": it trains now
-        time.sleep(1.0)
-        sent = time.monotonic()
-        for _ in range(presses):
-            proc.send_signal(signal.SIGINT)
-            time.sleep(0.1)
-        _out, err = proc.communicate(timeout=60)
+        watchdog = threading.Timer(180, proc.kill)  # a failure below must not leave a 100,000-step run behind
+        watchdog.start()
+        try:
+            seen = next((line for line in proc.stderr if "training a" in line or "Error" in line), "(no line)")
+            assert "training a" in seen, seen  # "no --weights given: training a ... baseline": it trains now
+            time.sleep(1.0)
+            sent = time.monotonic()
+            for _ in range(presses):
+                proc.send_signal(signal.SIGINT)
+                time.sleep(0.1)
+            _out, err = proc.communicate(timeout=60)
+        finally:
+            watchdog.cancel()
+            proc.kill()
         # 130, or killed by the second SIGINT once Python's exit has put the default handler back (a shell
         # shows that as 130 too)
         assert time.monotonic() - sent < 10 and proc.returncode in (130, -signal.SIGINT), err

@@ -235,7 +235,10 @@ def run_study(
         )
         deadline = time.monotonic() + s.timeout if s.timeout else float("inf")
         plan.setup_s = time.monotonic() - plan.started
-        signal.signal(signal.SIGINT, on_sigint)
+        # A process started with Ctrl-C ignored (a script's background job) keeps ignoring it, as Python does
+        # while the baseline trains; a terminal's foreground run gets the two-step stop.
+        if previous is not signal.SIG_IGN:
+            signal.signal(signal.SIGINT, on_sigint)
         try:
             # One trial at a time until the study holds n_trials accounted for. Other workers may share
             # the study: when the rest are running elsewhere, wait, since one of them may die and its

@@ -78,7 +78,7 @@ def workload_cli_args(args: argparse.Namespace, studies_dir: str | None = None) 
 
 
 def workload_spec(args: argparse.Namespace) -> Any:
-    """The WorkloadSpec the CLI would build from these arguments (tuner.cli.workload_spec)."""
+    """The WorkloadSpec the CLI would build from these arguments (tuner.cli.arguments.workload_spec)."""
     from tuner.workload import WorkloadSpec
 
     d = WorkloadSpec()

@@ -79,7 +79,7 @@ def workload_cli_args(args: argparse.Namespace, studies_dir: str | None = None) 
 
 def workload_spec(args: argparse.Namespace) -> Any:
     """The WorkloadSpec the CLI would build from these arguments (tuner.cli.arguments.workload_spec)."""
-    from tuner.workload import WorkloadSpec
+    from tuner.workload_spec import WorkloadSpec
 
     d = WorkloadSpec()
     return WorkloadSpec(
@@ -97,7 +97,7 @@ def workload_spec(args: argparse.Namespace) -> Any:
 
 def describe_workload(args: argparse.Namespace) -> str:
     from tuner.data import DEFAULT_RESOLUTION
-    from tuner.workload import WorkloadSpec
+    from tuner.workload_spec import WorkloadSpec
 
     d = WorkloadSpec()
     res = args.resolution or DEFAULT_RESOLUTION.get(args.data, 224)

@@ -90,7 +90,8 @@ def _run_child() -> None:
     else:
         from tuner.candidate import Candidate
         from tuner.pipeline import evaluate
-        from tuner.workload import WorkloadSpec, load_workload
+        from tuner.workload import load_workload
+        from tuner.workload_spec import WorkloadSpec
 
         spec = WorkloadSpec(model=TINY, data=folder, resolution=resolution, weights=weights, cache_dir=cache)
         workload = load_workload(spec)

@@ -127,7 +127,8 @@ def build_artifacts(
     from tuner import logs
     from tuner.candidate import Candidate
     from tuner.passes.chain import build
-    from tuner.workload import WorkloadSpec, load_workload
+    from tuner.workload import load_workload
+    from tuner.workload_spec import WorkloadSpec
 
     spec = WorkloadSpec(
         model=args.model,

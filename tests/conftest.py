@@ -82,7 +82,8 @@ def studies_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def workload(studies_dir: Path):
     """The tiny CNN on digits at 16 px with a short trained baseline, shared by build/measure tests."""
-    from tuner.workload import WorkloadSpec, load_workload
+    from tuner.workload import load_workload
+    from tuner.workload_spec import WorkloadSpec
 
     spec = WorkloadSpec(
         model=f"{TINY}:conv_net",

@@ -155,6 +155,7 @@ LAYERS = (
         "tuner.guardrails",
         "tuner.corruptions",
         "tuner.train",
+        "tuner.workload_spec",
         "tuner.workload",
         "tuner.paths",
         "tuner.hardware",

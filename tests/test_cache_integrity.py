@@ -24,7 +24,8 @@ pytestmark = pytest.mark.slow  # end to end: studies, exports and processes (pyt
 
 
 def _load(cache: Path, lines: list[str]):
-    from tuner.workload import WorkloadSpec, load_workload
+    from tuner.workload import load_workload
+    from tuner.workload_spec import WorkloadSpec
 
     spec = WorkloadSpec(model=f"{TINY}:conv_net", data="digits", resolution=16, train_steps=5, cache_dir=str(cache))
     with to(lines.append):

@@ -68,7 +68,8 @@ def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def build_with(recorder: list[Entry], model_file: Path, tmp_path_factory: pytest.TempPathFactory):
     from tuner.passes.chain import build
-    from tuner.workload import WorkloadSpec, load_workload
+    from tuner.workload import load_workload
+    from tuner.workload_spec import WorkloadSpec
 
     base = WorkloadSpec(
         model=f"{model_file}:conv_net",
@@ -158,7 +159,8 @@ def test_other_weights_change_the_workload_key(build_with, original, tmp_path):
     assert tensor_hash(state) != tensor_hash(other)
     torch.save(state, tmp_path / "a.pt")
     torch.save(other, tmp_path / "b.pt")
-    from tuner.workload import WorkloadSpec, load_workload
+    from tuner.workload import load_workload
+    from tuner.workload_spec import WorkloadSpec
 
     keys = [
         load_workload(

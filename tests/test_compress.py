@@ -28,7 +28,8 @@ pytestmark = pytest.mark.slow  # end to end: studies, exports and processes (pyt
 
 @pytest.fixture(scope="module")
 def mobile(studies_dir):
-    from tuner.workload import WorkloadSpec, load_workload
+    from tuner.workload import load_workload
+    from tuner.workload_spec import WorkloadSpec
 
     spec = WorkloadSpec(
         model=f"{TINY}:mobile_net",
@@ -198,7 +199,7 @@ def test_study_promotes_a_close_candidate_to_the_long_recovery(tmp_path, studies
     from tuner.space import load_space
     from tuner.study.loop import run_study
     from tuner.study.settings import StudySettings
-    from tuner.workload import WorkloadSpec
+    from tuner.workload_spec import WorkloadSpec
 
     monkeypatch.setattr(fidelity, "PROMOTE_MARGIN", 1.0)  # every miss is "close": the rule itself is tested above
     space, objectives = tmp_path / "space.yaml", tmp_path / "objectives.yaml"

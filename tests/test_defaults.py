@@ -17,7 +17,7 @@ from tuner.artifact.export import export
 from tuner.artifact.verify import verify
 from tuner.errors import KEYWORD_OF_FLAG
 from tuner.explain.trials import explain_study
-from tuner.workload import make_spec
+from tuner.workload_spec import make_spec
 
 # Each command, the fewest arguments it parses with, and the Python entry points that take its settings.
 CASES = [

@@ -325,7 +325,8 @@ def test_report_or_export_on_a_missing_sqlite_file_creates_nothing(tmp_path, com
 def test_a_model_whose_outputs_vary_is_warned_about_once_where_the_reference_is_scored(tmp_path):
     from tuner.logs import to
     from tuner.pipeline import reference
-    from tuner.workload import WorkloadSpec, load_workload
+    from tuner.workload import load_workload
+    from tuner.workload_spec import WorkloadSpec
 
     lines: list[str] = []
     for model in (f"{HOSTILE}:dropout_always_on", f"{TINY}:conv_net"):

@@ -23,7 +23,8 @@ QUICK = LatencyPolicy(min_seconds=0.2, max_seconds=0.4, warmup_seconds=0.05, qui
 @pytest.fixture(scope="module")
 def mobile(studies_dir):
     """The tests' depthwise / squeeze-excite / hardswish model: 11 convs and a Gemm to rank."""
-    from tuner.workload import WorkloadSpec, load_workload
+    from tuner.workload import load_workload
+    from tuner.workload_spec import WorkloadSpec
 
     spec = WorkloadSpec(
         model=f"{TINY}:mobile_net",

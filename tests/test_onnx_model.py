@@ -216,7 +216,8 @@ class _FlattensByItsBatch(torch.nn.Module):
 
 def test_a_file_relying_on_its_batch_is_refused_with_an_export_line_of_its_own_names_that_works(tmp_path, monkeypatch):
     from tuner.errors import ModelError
-    from tuner.workload import WorkloadSpec, load_workload
+    from tuner.workload import load_workload
+    from tuner.workload_spec import WorkloadSpec
 
     model, x = _FlattensByItsBatch().eval(), torch.zeros(1, 3, 16, 16)
     spec = dict(data="digits", resolution=16, cache_dir=str(tmp_path / "cache"))
@@ -311,7 +312,7 @@ def test_export_from_another_folder_of_a_study_that_recorded_a_relative_path_say
 
     from tuner.candidate import Candidate
     from tuner.study.objective import baseline_candidate
-    from tuner.workload import WorkloadSpec
+    from tuner.workload_spec import WorkloadSpec
 
     storage = f"sqlite:///{tmp_path / 'old.db'}"
     study = optuna.create_study(study_name="old", storage=storage, directions=["maximize", "minimize"])

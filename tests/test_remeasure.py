@@ -184,7 +184,7 @@ def test_a_failing_measurement_is_one_error_line():
     from tuner.candidate import Candidate
     from tuner.errors import MeasurementError
     from tuner.remeasure.runner import measure_in_fresh_process
-    from tuner.workload import WorkloadSpec
+    from tuner.workload_spec import WorkloadSpec
 
     spec = WorkloadSpec(model="no_such_model_xyz", data="digits", resolution=16, cache_dir=None)
     with pytest.raises(MeasurementError, match="ModelError"):

@@ -24,7 +24,7 @@ from tuner.errors import ConfigError
 from tuner.record import IDENTITY_ATTR
 from tuner.study.resume import check_space, check_workload
 from tuner.study.storage import default_study_name
-from tuner.workload import WorkloadSpec
+from tuner.workload_spec import WorkloadSpec
 
 pytestmark = pytest.mark.slow  # end to end: studies, exports and processes (pytest -m "not slow" skips)
 

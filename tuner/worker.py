@@ -30,7 +30,8 @@ from tuner.errors import (
 from tuner.guardrails import Predictions
 from tuner.metric import TOP1_METRIC, Metric
 from tuner.pipeline import Evaluation
-from tuner.workload import Workload, WorkloadSpec
+from tuner.workload import Workload
+from tuner.workload_spec import WorkloadSpec
 
 _log = logging.getLogger(__name__)
 

@@ -70,7 +70,7 @@ def measure_config(
     from tuner.data import DEFAULT_RESOLUTION
     from tuner.logs import to
     from tuner.measure.load import LoadPolicy
-    from tuner.workload import make_spec
+    from tuner.workload_spec import make_spec
 
     # Everything the user gave is checked before torch loads or anything is allocated.
     source = str(config) if isinstance(config, (str, Path)) else "the config"

@@ -107,7 +107,7 @@ def tune(
         default_study_name,
         quiet_optuna,
     )
-    from tuner.workload import check_student, make_spec, resolve_spec
+    from tuner.workload_spec import check_student, make_spec, resolve_spec
 
     with to(log):  # the library's lines (logging) shown as print showed them, where ``log`` says
         if sampler not in SAMPLERS:

@@ -36,7 +36,7 @@ from tuner.names import CONFIG_FILE, EXPORT_FORMAT, INPUT, OUTPUT, README_FILE
 from tuner.record import StudyRecord, TrialRecord, read_study
 from tuner.study.storage import mask_url
 from tuner.summary import guard_words
-from tuner.workload import WorkloadSpec, check_recorded_paths
+from tuner.workload_spec import WorkloadSpec, check_recorded_paths
 
 _log = logging.getLogger(__name__)
 

@@ -60,7 +60,7 @@ def add_workload_args(p: argparse.ArgumentParser) -> None:
 
 
 def workload_spec(args: argparse.Namespace) -> Any:
-    from tuner.workload import make_spec
+    from tuner.workload_spec import make_spec
 
     return make_spec(
         args.model,

@@ -95,7 +95,8 @@ def explain_study(
     from tuner.record import read_study
     from tuner.runtimes.registry import check_supported
     from tuner.study.storage import write_explain
-    from tuner.workload import WorkloadSpec, load_workload
+    from tuner.workload import load_workload
+    from tuner.workload_spec import WorkloadSpec
 
     explained, other = read_trials(study, trial, against)
     for t in (explained, other):

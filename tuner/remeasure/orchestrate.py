@@ -38,7 +38,7 @@ from tuner.record import TrialRecord, read_study, read_trials
 from tuner.remeasure.runner import measure_in_fresh_process
 from tuner.study.storage import write_remeasure
 from tuner.table import aligned
-from tuner.workload import WorkloadSpec
+from tuner.workload_spec import WorkloadSpec
 
 _log = logging.getLogger(__name__)
 

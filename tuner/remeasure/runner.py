@@ -22,7 +22,7 @@ from tuner.child import describe_death, init_child
 from tuner.errors import MeasurementError, one_line
 from tuner.measure.latency import LatencyPolicy
 from tuner.measure.load import LoadPolicy
-from tuner.workload import WorkloadSpec
+from tuner.workload_spec import WorkloadSpec
 
 WARMUP_SECONDS = 0.5  # the study's figure came after a whole accuracy pass: warm up for a while too
 

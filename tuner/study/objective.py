@@ -32,7 +32,7 @@ _log = logging.getLogger(__name__)
 if TYPE_CHECKING:
     from tuner.study.budget import Plan
     from tuner.study.settings import StudySettings
-    from tuner.workload import WorkloadSpec
+    from tuner.workload_spec import WorkloadSpec
 
 
 def baseline_candidate(workload: WorkloadSpec | None = None) -> Candidate:

@@ -23,7 +23,7 @@ from tuner.record import IDENTITY_ATTR, read_study
 
 if TYPE_CHECKING:
     from tuner.space import SearchSpace
-    from tuner.workload import WorkloadSpec
+    from tuner.workload_spec import WorkloadSpec
 
 
 # ---------------------------------------------------------------- the workload

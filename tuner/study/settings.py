@@ -10,7 +10,7 @@ from tuner.metric import TOP1_METRIC, Metric
 if TYPE_CHECKING:
     from tuner.objectives import Objectives
     from tuner.space import SearchSpace
-    from tuner.workload import WorkloadSpec
+    from tuner.workload_spec import WorkloadSpec
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from tuner.record import DROP_UNIT_ATTR, EXPLAIN_ATTR, REMEASURE_ATTR
 
 if TYPE_CHECKING:
     from tuner.objectives import Constraint
-    from tuner.workload import WorkloadSpec
+    from tuner.workload_spec import WorkloadSpec
 
 # The figures a user sorts trials by, each also kept as a plain trial user attr (beside the "metrics" dict), so that
 # optuna-dashboard and trials_dataframe() show them as numbers.

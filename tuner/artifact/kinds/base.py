@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from tuner.candidate import Candidate
     from tuner.data import Dataset
     from tuner.passes.chain import Built
-    from tuner.workload import WorkloadSpec
+    from tuner.workload_spec import WorkloadSpec
 
 
 @dataclass(frozen=True)

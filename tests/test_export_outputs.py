@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from tuner.artifact import export, latency_reproduces
-from tuner.artifact.export import latency_trust
+from tuner.artifact.rebuild import latency_trust
 from tuner.record import read_trial
 
 pytestmark = pytest.mark.slow  # end to end: studies, exports and processes (pytest -m "not slow" skips)

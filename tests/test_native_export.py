@@ -13,7 +13,7 @@ import yaml
 
 from tests.conftest import TINY, run_tuner
 from tuner.artifact import checks_table, export, verify
-from tuner.artifact.export import sha256_file
+from tuner.cache import sha256_file
 from tuner.errors import ConfigError
 from tuner.record import read_trial
 from tuner.runtimes.registry import PLACEMENTS

@@ -34,7 +34,7 @@ class ExportConfig:
     artifact: dict[str, Any]  # the model file, its kind, runtime, sha256 of every file, input, output, kind's own
     serving: dict[str, Any]  # streams, requests, batch, threads, the load it was measured under
     metrics: dict[str, Any]  # {"study": as the trial recorded them, "export": measured again here}
-    latency_trust: dict[str, Any]  # tuner.artifact.export.latency_trust
+    latency_trust: dict[str, Any]  # tuner.artifact.rebuild.latency_trust
     reference_accuracy: float | None
     holdout: dict[str, Any] | None  # the held-out split's figures, where the study kept one
     workload: dict[str, Any]  # WorkloadSpec.to_record(): what verify loads the data by

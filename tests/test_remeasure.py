@@ -13,7 +13,9 @@ from tuner.artifact import select_trial
 from tuner.logs import to
 from tuner.measure.latency import LatencyPolicy
 from tuner.record import read_remeasure, read_trial
-from tuner.remeasure.orchestrate import RemeasureEntry, RemeasureSummary, format_remeasure, remeasure_pareto
+from tuner.remeasure.orchestrate import remeasure_pareto
+from tuner.remeasure.outcome import RemeasureEntry, RemeasureSummary
+from tuner.remeasure.text import format_remeasure
 from tuner.report.figures import _hover
 from tuner.report.writer import report_info
 from tuner.study.storage import write_remeasure
@@ -193,7 +195,7 @@ def test_a_failing_measurement_is_one_error_line():
 
 def test_a_contended_round_does_not_make_the_figure():
     """Rounds whose process never found the host quiet are left out where quiet rounds exist."""
-    from tuner.remeasure.orchestrate import _entry
+    from tuner.remeasure.outcome import entry_from_rounds
 
     t = optuna.trial.create_trial(
         values=[0.9, 1.0],
@@ -203,8 +205,8 @@ def test_a_contended_round_does_not_make_the_figure():
         },
     )
     t = read_trial(t)
-    e = _entry(t, True, [1.5, 1.0, 1.04], [True, False, False], None)
+    e = entry_from_rounds(t, True, [1.5, 1.0, 1.04], [True, False, False], None)
     assert e.median_ms == pytest.approx(1.02) and e.rounds_used == 2 and e.contended_rounds == 0
     assert e.max_ms == 1.04 and e.within_5pct and e.round_ms == (1.5, 1.0, 1.04)
-    busy = _entry(t, True, [1.5, 1.3, 1.4], [True, True, True], None)  # none quiet: all of them, and said so
+    busy = entry_from_rounds(t, True, [1.5, 1.3, 1.4], [True, True, True], None)  # none quiet: all of them, and said so
     assert busy.median_ms == pytest.approx(1.4) and busy.contended_rounds == 3 and not busy.within_5pct

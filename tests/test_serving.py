@@ -16,7 +16,8 @@ from tuner import hardware, results
 from tuner.artifact import checks_table, verify
 from tuner.measure.latency import LatencyPolicy
 from tuner.names import LOAD_METRICS
-from tuner.remeasure.orchestrate import format_remeasure, remeasure_pareto
+from tuner.remeasure.orchestrate import remeasure_pareto
+from tuner.remeasure.text import format_remeasure
 from tuner.report.serving import budget_of
 from tuner.report.writer import report_info
 

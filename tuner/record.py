@@ -19,9 +19,7 @@ from optuna.trial import FrozenTrial, TrialState
 from tuner.candidate import Candidate
 from tuner.names import DROP_UNIT
 
-REMEASURE_ATTR = (
-    "remeasure"  # study user attr: the end-of-study re-measure (tuner.remeasure.orchestrate.RemeasureSummary)
-)
+REMEASURE_ATTR = "remeasure"  # study user attr: the end-of-study re-measure (tuner.remeasure.outcome.RemeasureSummary)
 DROP_UNIT_ATTR = "drop_unit"  # trial user attr: the unit of its accuracy_drop (tuner.names.DROP_UNIT)
 TIME_ATTR = "time"  # study user attr: where the last run's time went (tuner.study.budget.Plan.record)
 IDENTITY_ATTR = "workload_identity"  # study user attr: what its reference rests on (tuner.study.resume)

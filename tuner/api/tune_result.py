@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from tuner.artifact import Exported
     from tuner.explain.compare import Comparison
     from tuner.objectives import Objectives
-    from tuner.remeasure.orchestrate import RemeasureSummary
+    from tuner.remeasure.outcome import RemeasureSummary
     from tuner.report.data import ReportInfo
 
 

@@ -111,7 +111,7 @@ class Run(Command):
             allow_mixed_hardware=args.allow_mixed_hardware,
             corruptions=args.corruptions,
         )
-        from tuner.remeasure.orchestrate import format_remeasure  # loads torch: after the study
+        from tuner.remeasure.text import format_remeasure
 
         found, name, storage = result.summary(), result.study.study_name, mask_url(result.storage)
         if args.json:

@@ -49,7 +49,7 @@ class TrialRow:
     duplicate_of: int | None  # the earlier trial whose figures it reused
     note: str  # why it failed or was refused
     remeasure: dict[str, Any] | None = (
-        None  # the end-of-study re-measure (tuner.remeasure.orchestrate.RemeasureEntry.to_dict())
+        None  # the end-of-study re-measure (tuner.remeasure.outcome.RemeasureEntry.to_dict())
     )
     short_recovery: dict[str, Any] | None = None  # promoted to the long recovery: what the short one had reached
     speed: str | None = None  # a study under load: the throughput objective it ranks by (results.speed_metric)

@@ -511,7 +511,7 @@ def test_the_layer_view_renders_in_headless_chromium(small_study, tmp_path):
     pick and the baseline, bar by bar (before it, a note says how to get them)."""
     from tuner.explain.trials import explain_study
     from tuner.record import EXPLAIN_ATTR
-    from tuner.report.figures import LAYER_VIEW_ROWS
+    from tuner.report.layer_figure import LAYER_VIEW_ROWS
     from tuner.report.page import render_html
     from tuner.report.writer import write_report
 

@@ -9,14 +9,10 @@ from typing import Any
 
 from tuner.candidate import int8_settings
 from tuner.report.data import ReportInfo
-from tuner.report.figures import (
-    hypervolume_figure,
-    importance_figure,
-    layers_figure,
-    pareto_figure,
-    serving_figure,
-)
+from tuner.report.figures import hypervolume_figure, importance_figure, pareto_figure
 from tuner.report.guardrails import class_table_html
+from tuner.report.layer_figure import layers_figure
+from tuner.report.serving_figure import serving_figure
 from tuner.report.thumbnails import thumbnails_html
 from tuner.report.trials import trial_table
 

@@ -1,6 +1,6 @@
 """The report's serving data, for studies measured under load (``tuner.measure.load``): each completed trial's
 throughput against its p95 under the same load, the study's p95 budget (its constraint on that p95) and the point
-that serves the most within it. Drawn by ``figures.serving_figure``; computed here once, tested as data."""
+that serves the most within it. Drawn by ``serving_figure.serving_figure``; computed here once, tested as data."""
 
 from __future__ import annotations
 

@@ -149,6 +149,7 @@ LAYERS = (
         "tuner.decoded",
         "tuner.images",
         "tuner.models",
+        "tuner.weights",
         "tuner.zoo",
         "tuner.onnx_model",
         "tuner.metric",

@@ -6,6 +6,7 @@ from tests.conftest import make_image_folder
 from tuner import models
 from tuner.data import load_dataset
 from tuner.errors import DataError, ModelError
+from tuner.weights import classifier_classes, load_weights, read_state_dict
 
 # A sample of torchvision's resnet18 state_dict keys (and its size): the built-in must match them.
 TORCHVISION_RESNET18_KEYS = [
@@ -32,22 +33,22 @@ def test_weights_round_trip_and_mismatch(tmp_path):
     model = models.create_model("resnet18", 10)
     path = tmp_path / "w.pt"
     torch.save({"state_dict": model.state_dict()}, path)
-    state = models.read_state_dict(path)
-    assert models.classifier_classes(state) == 10
+    state = read_state_dict(path)
+    assert classifier_classes(state) == 10
     other = models.create_model("resnet18", 10)
-    models.load_weights(other, state, str(path))
+    load_weights(other, state, str(path))
     assert torch.equal(other.fc.weight, model.fc.weight)
     with pytest.raises(ModelError, match="do not match the model"):
-        models.load_weights(models.create_model("resnet34", 10), state, str(path))
+        load_weights(models.create_model("resnet34", 10), state, str(path))
 
 
 def test_bad_weights_files(tmp_path):
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a checkpoint")
     with pytest.raises(ModelError, match="not a loadable PyTorch state_dict"):
-        models.read_state_dict(junk)
+        read_state_dict(junk)
     with pytest.raises(ModelError, match="does not exist"):
-        models.read_state_dict(tmp_path / "missing.pt")
+        read_state_dict(tmp_path / "missing.pt")
 
 
 def test_user_callable_and_unknown_names():

@@ -132,13 +132,14 @@ def load_workload(spec: WorkloadSpec) -> Workload:
     import torch
 
     from tuner import models
+    from tuner.weights import classifier_classes, load_weights, read_state_dict
 
     cache_root = Path(spec.cache_dir) if spec.cache_dir else None
     if spec.onnx:
         return _onnx_workload(spec, cache_root)
     for name in filter(None, (spec.model, spec.student)):  # an unknown model or bad weights fail before a large
         models.resolve_builder(name)  # data set is decoded
-    state = models.read_state_dict(spec.weights) if spec.weights else None
+    state = read_state_dict(spec.weights) if spec.weights else None
     data = load_dataset(spec.data, spec.resolution, spec.mean, spec.std, spec.seed, cache_root, spec.holdout)
     torch.manual_seed(spec.seed)  # the baseline's initial weights, so a trained baseline is reproducible
     model = models.create_model(spec.model, data.num_classes)
@@ -151,13 +152,13 @@ def load_workload(spec: WorkloadSpec) -> Workload:
     baseline_key = None
     if state is not None:
         assert spec.weights is not None
-        n = models.classifier_classes(state)
+        n = classifier_classes(state)
         if n is not None and n != data.num_classes:
             raise ModelError(
                 f"weights {spec.weights} have a {n}-class classifier but the data has "
                 f"{data.num_classes} classes; pass weights trained on this data's classes."
             )
-        models.load_weights(model, state, spec.weights)
+        load_weights(model, state, spec.weights)
     elif models.carries_weights(spec.model):  # a module given in memory: its own weights are the reference
         state = model.state_dict()
     else:

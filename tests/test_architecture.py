@@ -145,7 +145,9 @@ LAYERS = (
         "tuner.streams",
     ),
     (
+        "tuner.dataset",
         "tuner.data",
+        "tuner.image_folder",
         "tuner.decoded",
         "tuner.images",
         "tuner.models",

@@ -308,7 +308,8 @@ def test_a_study_without_guardrails_is_read_against_guarded_yaml():
 def _flip_images(root: Path) -> Path:
     """400 validation images of 3 classes saved as a study's arrays (``tuner.data.save_arrays``), each 8 x 8 px of
     one colour that names it: red = index % 256, green = index // 256, blue = 100 x its class (index % 3)."""
-    from tuner.data import Split, save_arrays
+    from tuner.data import save_arrays
+    from tuner.dataset import Split
 
     def split(n: int) -> Split:
         images = np.zeros((n, 3, 8, 8), np.uint8)

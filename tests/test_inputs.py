@@ -153,7 +153,7 @@ def test_a_16_bit_data_set_gives_the_same_top1_as_its_8_bit_twin(tmp_path):
 
 
 def test_a_decoded_data_set_is_bounded_by_memory_before_allocation():
-    from tuner.data import DECODE_PEAK, check_decoded_fits
+    from tuner.dataset import DECODE_PEAK, check_decoded_fits
     from tuner.errors import DataError
 
     gib = 2**30

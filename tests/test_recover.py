@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from tuner.candidate import Candidate
-from tuner.data import Split
+from tuner.dataset import Split
 from tuner.passes.compress import _key
 from tuner.passes.prune import count, prune
 from tuner.passes.recover import (

@@ -19,7 +19,7 @@ import numpy as np
 
 from tuner import progress
 from tuner.cache import Cache, code_id, make_key
-from tuner.data import Dataset, Split
+from tuner.dataset import Dataset, Split
 from tuner.errors import ConfigError
 
 FORMAT = "tuner-corruptions/1"

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
     from tuner.candidate import Candidate
     from tuner.corruptions import Corrupted
-    from tuner.data import Split
+    from tuner.dataset import Split
     from tuner.guardrails import Predictions, Tally
     from tuner.runtimes.base import Session
     from tuner.workload import Workload

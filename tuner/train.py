@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tuner.data import Dataset, Split
+from tuner.dataset import Dataset, Split
 from tuner.progress import Tracker
 
 BATCH_SIZE = 64

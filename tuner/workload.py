@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tuner.cache import Cache, code_id, make_key, sha256_file, tensor_hash
-from tuner.data import Dataset, Split, load_dataset
+from tuner.data import load_dataset
+from tuner.dataset import Dataset, Split
 from tuner.errors import ModelError, UnsupportedCombination
 from tuner.hardware import library_versions
 from tuner.paths import model_id

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tuner.data import HOLDOUT_SHARE, check_inputs
+from tuner.data import HOLDOUT_SHARE
+from tuner.dataset import check_inputs
 from tuner.defaults import DEFAULTS
 from tuner.errors import ConfigError, check_number
 from tuner.paths import absolute, check_studies_dir

@@ -179,7 +179,8 @@ def data_reference(
             f"the labels go up to {n - 1} but there are {len(names)} class names; pass classes= with one "
             "name per label (at least 2)."
         )
-    from tuner.data import Split, save_arrays
+    from tuner.data import save_arrays
+    from tuner.dataset import Split
 
     digest = hashlib.sha256(repr(names).encode())
     for a in (tx, ty, vx, vy):

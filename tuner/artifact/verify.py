@@ -24,7 +24,7 @@ from tuner.table import aligned
 _log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
-    from tuner.data import Dataset
+    from tuner.dataset import Dataset
     from tuner.passes.chain import Built
 
 LATENCY_TOLERANCE = DEFAULTS.latency_tolerance  # latency reproduces within the recorded 95% CI or this share

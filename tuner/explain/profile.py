@@ -28,7 +28,7 @@ from tuner.measure.latency import LatencyPolicy
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-    from tuner.data import Dataset
+    from tuner.dataset import Dataset
     from tuner.passes.chain import Built
 
 QUICK = LatencyPolicy(min_seconds=0.5, max_seconds=1.0, max_wait_seconds=0.5)  # the end-to-end figure beside a profile

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tuner.data import Dataset, Split
+from tuner.dataset import Dataset, Split
 from tuner.errors import HopelessCandidate
 from tuner.guardrails import Tally
 from tuner.runtimes.base import Session

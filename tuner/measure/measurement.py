@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
     from tuner.candidate import Candidate
     from tuner.corruptions import Corrupted
-    from tuner.data import Dataset
+    from tuner.dataset import Dataset
     from tuner.passes.chain import Built
     from tuner.runtimes.base import Session
 

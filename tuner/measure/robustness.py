@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from tuner.corruptions import Corrupted
-from tuner.data import Dataset
+from tuner.dataset import Dataset
 from tuner.errors import HopelessCandidate
 from tuner.runtimes.base import Session
 

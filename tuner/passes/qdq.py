@@ -14,7 +14,7 @@ from tuner.errors import CandidateBuildError, first_line
 from tuner.names import INPUT
 
 if TYPE_CHECKING:
-    from tuner.data import Dataset
+    from tuner.dataset import Dataset
 
 CALIBRATION_BATCH = 32
 # int8_ops=compute quantizes these ops' inputs only. With every op quantized (int8_ops=all), activations stay int8

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tuner.data import Dataset
+from tuner.dataset import Dataset
 from tuner.train import BATCH_SIZE, TEMPERATURE, train
 from tuner.workload import BASELINE_LR
 

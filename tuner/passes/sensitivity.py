@@ -24,7 +24,7 @@ from tuner.names import INPUT, OUTPUT
 from tuner.passes.qdq import COMPUTE_OPS, CalibrationReader, preprocess, quantize_qdq
 
 if TYPE_CHECKING:
-    from tuner.data import Dataset
+    from tuner.dataset import Dataset
     from tuner.passes.step import Artifact, StepContext
 
 IMAGES = 128  # calibration images per layer: enough to rank, cheap enough for ~50 layers

@@ -21,7 +21,7 @@ from torch import nn
 from tuner.cache import code_id, make_key
 
 if TYPE_CHECKING:
-    from tuner.data import Dataset
+    from tuner.dataset import Dataset
     from tuner.workload import Workload
 
 IMAGES = 128  # calibration images to rank on: a ranking, not an accuracy

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from tuner.artifact.check import Check
     from tuner.candidate import Candidate
-    from tuner.data import Dataset
+    from tuner.dataset import Dataset
     from tuner.passes.chain import Built
     from tuner.workload_spec import WorkloadSpec
 

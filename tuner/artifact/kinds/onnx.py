@@ -13,7 +13,7 @@ from tuner.names import EXPORT_ONNX, INPUT, ONNX_FILE, OUTPUT, PLACEMENTS
 
 if TYPE_CHECKING:
     from tuner.candidate import Candidate
-    from tuner.data import Dataset
+    from tuner.dataset import Dataset
     from tuner.passes.chain import Built
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}

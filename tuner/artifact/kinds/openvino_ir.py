@@ -15,7 +15,7 @@ from tuner.names import EXPORT_OPENVINO_IR, INPUT, IR_BIN_FILE, IR_XML_FILE, ONN
 
 if TYPE_CHECKING:
     from tuner.candidate import Candidate
-    from tuner.data import Dataset
+    from tuner.dataset import Dataset
     from tuner.passes.chain import Built
 
 

@@ -13,7 +13,7 @@ from tuner.names import EXPORT_STATE_DICT, STATE_FILE
 
 if TYPE_CHECKING:
     from tuner.candidate import Candidate
-    from tuner.data import Dataset
+    from tuner.dataset import Dataset
     from tuner.passes.chain import Built
 
 

@@ -17,7 +17,7 @@ _log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from tuner.candidate import Candidate
-    from tuner.data import Dataset
+    from tuner.dataset import Dataset
     from tuner.passes.chain import Built
 
 

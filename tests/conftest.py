@@ -18,6 +18,10 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+# Timing windows a fifth as long (tuner.measure.latency.QUICK_TIMING): a small trial's cost is mostly its timing.
+# Set before anything imports the tuner; the subprocesses the tests start inherit it. A test of the timing's own
+# statistics passes its policy explicitly.
+os.environ.setdefault("TUNER_TIMING", "quick")
 TINY = str(ROOT / "tests" / "tiny_models.py")
 
 

@@ -5,6 +5,7 @@ claim: lock files in the cache directory and PostgreSQL advisory locks (the stud
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -207,7 +208,13 @@ def test_two_workers_on_postgres_train_a_recovery_they_both_meet_once(tmp_path, 
     trials = optuna.load_study(study_name="claimed", storage=postgres_url).get_trials(deepcopy=False)
     pruned = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE and not t.user_attrs.get("baseline")]
     assert len({t.user_attrs["worker"] for t in pruned}) == 2, "both workers ran the pruned model"
+    # A recovery is trained by one worker: one that meets another's build waits for it and reuses it. There may be
+    # two recoveries (the short screen, and the long one a close candidate earns), each trained by either worker.
+    for err in errs:
+        for key in re.findall(r"cache entry (\w+): another worker .* waiting to reuse it", err):
+            assert f"cache entry {key}: reusing what another worker built" in err, err
+    recoveries = list((tmp_path / "shared" / "cache").glob("*/recovery.json"))
     trained = [t.number for t in pruned if "prune" in t.user_attrs["build_seconds"]]  # timed only when it trains
-    assert len(trained) == 1, f"the recovery was trained once, by trial {trained}"
+    assert 1 <= len(trained) <= len(recoveries), f"{len(recoveries)} recoveries trained by trials {trained}"
     waited = [t for t in pruned if t.user_attrs["build_seconds"].get(CLAIM_WAIT, 0) > 0]
-    assert waited and waited[0].number not in trained, "the other worker's trial waited for it, then reused it"
+    assert waited, "the other worker's trial waited for the recovery, then reused it"

@@ -257,6 +257,7 @@ def _run(s: Any, log: Callable[[str], None], progress: bool, plan: Any) -> Any:
     from tuner import summary
     from tuner.guardrails import GUARD_METRICS
     from tuner.logs import to
+    from tuner.measure.latency import QUICK_TIMING
     from tuner.study.budget import NO_CAP
     from tuner.study.loop import run_study
     from tuner.study.storage import mask_url
@@ -270,6 +271,8 @@ def _run(s: Any, log: Callable[[str], None], progress: bool, plan: Any) -> Any:
             }
         )  # tuner.guardrails: ECE, or a min bound
         _log.info(f"study {s.name} on {mask_url(s.storage)}")
+        if QUICK_TIMING:
+            _log.info("timing: quick (TUNER_TIMING=quick): windows a fifth as long, rough figures; not for a pick")
         _log.info(f"placements: {', '.join(s.space.placements)}" + "".join(f"\n  dropped {d}" for d in s.space.dropped))
         _log.info(
             f"objectives: {', '.join(f'{d} {n}' for n, d in zip(s.objectives.names, s.objectives.directions))}"

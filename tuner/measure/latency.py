@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -12,6 +13,15 @@ import numpy as np
 
 from tuner.measure import host
 
+# TUNER_TIMING=quick: every timing window a fifth as long (warm-up kept), for smoke runs and the test suite,
+# where timing is most of a small trial's cost. The figures keep their CI, wider; never pick a deployment from them.
+QUICK_TIMING = os.environ.get("TUNER_TIMING") == "quick"
+
+
+def window(seconds: float) -> float:
+    """A timing window's length under the timing mode of this process (``QUICK_TIMING``)."""
+    return seconds / 5 if QUICK_TIMING else seconds
+
 
 @dataclass(frozen=True)
 class LatencyPolicy:
@@ -20,13 +30,13 @@ class LatencyPolicy:
     # for its first 0.2-0.3 s (OpenVINO int8, 0.57 vs 0.38 ms), longer than a fast model's 5 calls take
     min_samples: int = 30
     max_samples: int = 100_000  # a memory cap; time and the CI end the timing first
-    min_seconds: float = 1.5  # observe at least this long, so that a quiet phase of the host can show: slow
+    min_seconds: float = window(1.5)  # observe at least this long, so that a quiet phase of the host can show: slow
     # phases the probe cannot see (+20-30%) came and went for 0.2-1.5 s at a time on the 2-vCPU CI host
-    max_seconds: float = 3.0  # timing budget per candidate, warm-up excluded
+    max_seconds: float = window(3.0)  # timing budget per candidate, warm-up excluded
     rel_ci: float = 0.02  # stop once the 95% CI of the median is within +-2% of it
     block_seconds: float = 0.05  # calls timed between two host probes (at least BLOCK_CALLS)
     quiet_host: bool = True  # keep only blocks timed while every CPU ran at full speed (tuner.measure.host)
-    max_wait_seconds: float = 1.0  # beyond min_seconds, wait this long for a quiet host, then time it as it is
+    max_wait_seconds: float = window(1.0)  # beyond min_seconds, wait this long for a quiet host, then time it as it is
 
 
 BLOCK_CALLS = 5

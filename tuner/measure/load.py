@@ -43,7 +43,7 @@ import numpy as np
 from tuner.defaults import DEFAULTS
 from tuner.errors import ConfigError, MeasurementError
 from tuner.measure import host
-from tuner.measure.latency import grouped_quantile
+from tuner.measure.latency import grouped_quantile, window
 
 Lane = Callable[[], Any]
 QUANTILES = {"p50": 0.50, "p95": 0.95, "p99": 0.99}
@@ -55,16 +55,16 @@ OVERLOAD_FACTOR = 20  # open loop: a wait of this many closed-loop medians (and 
 @dataclass(frozen=True)
 class LoadPolicy:
     warmup_seconds: float = 0.3  # every lane busy this long first (a freshly compiled model runs slow for a while)
-    min_seconds: float = 1.0  # each loop runs at least this long under load ...
-    max_seconds: float = 2.0  # ... and at most this long (waits for a quiet host not counted)
+    min_seconds: float = window(1.0)  # each loop runs at least this long under load ...
+    max_seconds: float = window(2.0)  # ... and at most this long (waits for a quiet host not counted)
     min_requests: int = 200  # between the two, until this many requests were answered
     # The open loop's p95 is what a budget constrains: it runs until 2,000 requests, at most 5 s, so that the p95
     # rests on the 100 slowest (on 400, measured: a 95% CI of 4.3-9.3 ms around 6.4; on 2,000: 4.7-5.4 around 5.1).
     open_min_requests: int = 2000
-    open_max_seconds: float = 5.0
+    open_max_seconds: float = window(5.0)
     window_seconds: float = 0.25  # the host is probed between windows
     quiet_host: bool = True  # start each window on a quiet host where one comes within max_wait_seconds
-    max_wait_seconds: float = 1.0
+    max_wait_seconds: float = window(1.0)
     utilisation: float = DEFAULTS.utilisation  # open loop: arrivals at this share of the closed loop's throughput ...
     open_rate: float | None = None  # ... unless a rate (requests/s) is given: a re-check under a recorded load
     seed: int = 0  # of the Poisson arrival times

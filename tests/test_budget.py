@@ -103,6 +103,27 @@ def test_a_cached_architecture_costs_a_build_and_a_new_one_a_recovery_at_the_stu
     assert long.recovery == pytest.approx(0.25 * 40 * 3)  # continues the cached short one
 
 
+def test_a_promoted_trials_short_and_long_recoveries_replace_the_prior():
+    """The figures of a real study (resnet18 on imagenette at 96 px): the setup priced a step at 1.83 s, the first
+    recovery ran 141 short steps in 87.2 s and 282 long ones in 200.2 s (it continued the short one): the next new
+    architecture is priced at 0.68 s a step, not the prior's pace three times slower."""
+    prior = costs.Prior(step_seconds=1.83, short_steps=141.0, long_extra=3.0)
+    promoted = record(
+        3,
+        Candidate(prune_ratio=0.6, drop_blocks=3, recovery="long"),
+        seconds=300.0,
+        build={"prune": 0.5, "recover": 287.4},
+        short_recovery={"accuracy": 0.675, "recovery": {"steps": 141, "before": 0, "seconds": 87.2}},
+    )
+    promoted.metrics["recovery"] = {"steps": 423, "before": 141, "seconds": 200.2}
+    new = costs.estimate(Candidate(prune_ratio=0.4, drop_blocks=2), [record(0, Candidate()), promoted], prior)
+    assert new.recovery == pytest.approx((87.2 + 200.2) / 423 * 141)
+    # a follow-up that continued a cached short recovery counts only the steps it added
+    follow = record(4, Candidate(prune_ratio=0.6, recovery="long"), build={"prune": 0.4, "recover": 100.0})
+    follow.metrics["recovery"] = {"steps": 423, "before": 141}
+    assert costs.step_seconds([follow], prior) == pytest.approx(100.0 / 282)
+
+
 def test_a_trial_stopped_early_still_recovered_its_architecture():
     hopeless = TrialRecord(
         number=3,

@@ -76,15 +76,33 @@ def recovered(trials: list[TrialRecord], c: dict[str, Any]) -> set[str]:
 
 
 def step_seconds(trials: list[TrialRecord], prior: Prior | None) -> float:
-    """Seconds per distillation step, as the study's recoveries ran (before any: the prior)."""
-    spent = steps = 0.0
-    for t in trials:
-        record = (t.metrics or {}).get("recovery")
-        if t.trained and t.short_recovery is None and isinstance(record, dict) and record.get("steps"):
-            spent, steps = spent + t.build_seconds.get("recover", 0.0), steps + float(record["steps"])
-    if steps:
-        return spent / steps
+    """Seconds per distillation step, as the study's recoveries ran (before any: the prior, which a cold or busy
+    setup can price 3x too high, so the first recovery a trial trains replaces it)."""
+    done = [r for t in trials for r in _recoveries(t)]
+    if done:
+        return sum(seconds for seconds, _ in done) / sum(steps for _, steps in done)
     return prior.step_seconds if prior is not None else CHEAP_PRIOR_S / 10
+
+
+def _recoveries(t: TrialRecord) -> list[tuple[float, float]]:
+    """(seconds, steps) of each recovery ``t`` trained itself: a promoted trial's short one and its long one, each
+    over the steps it added (a long recovery continues a short one, maybe another trial's cached one)."""
+    if not t.trained:
+        return []
+    short = (t.short_recovery or {}).get("recovery")
+    records = (
+        [short, (t.metrics or {}).get("recovery")] if isinstance(short, dict) else [(t.metrics or {}).get("recovery")]
+    )
+    found = []
+    for r in records:
+        if not isinstance(r, dict) or not r.get("steps"):
+            continue
+        added = float(r["steps"]) - float(r.get("before") or 0.0)
+        # a record's own seconds; the build's "recover" step where one recovery is all the trial trained
+        seconds = float(r.get("seconds") or (t.build_seconds.get("recover", 0.0) if len(records) == 1 else 0.0))
+        if added > 0 and seconds > 0:
+            found.append((seconds, added))
+    return found
 
 
 def cheap_seconds(trials: list[TrialRecord], int8: bool) -> float:

@@ -59,23 +59,29 @@ def add_workload_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--studies-dir", default=DEFAULTS.studies_dir, help="where studies, caches and artifacts live")
 
 
+WORKLOAD_FLAGS = (
+    "weights",
+    "student",
+    "resolution",
+    "mean",
+    "std",
+    "seed",
+    "holdout",
+    "train_steps",
+    "recover_steps",
+    "studies_dir",
+)  # what add_workload_args adds beside the model and the data: keywords of tune(), measure_config() and make_spec()
+
+
+def workload_keywords(args: argparse.Namespace) -> dict[str, Any]:
+    """The workload's flags as the keywords the Python API takes (the model and the data are positional)."""
+    return {name: getattr(args, name) for name in WORKLOAD_FLAGS}
+
+
 def workload_spec(args: argparse.Namespace) -> Any:
     from tuner.workload_spec import make_spec
 
-    return make_spec(
-        args.model,
-        args.data,
-        args.weights,
-        args.resolution,
-        args.mean,
-        args.std,
-        args.seed,
-        train_steps=args.train_steps,
-        recover_steps=args.recover_steps,
-        holdout=args.holdout,
-        student=args.student,
-        studies_dir=args.studies_dir,
-    )
+    return make_spec(args.model, args.data, **workload_keywords(args))
 
 
 class Command:

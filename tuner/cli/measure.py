@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from tuner.cli.arguments import Command, add_workload_args
+from tuner.cli.arguments import Command, add_workload_args, workload_keywords
 from tuner.defaults import DEFAULTS
 
 
@@ -40,16 +40,7 @@ class Measure(Command):
             args.config,
             args.model,
             args.data,
-            weights=args.weights,
-            student=args.student,
-            resolution=args.resolution,
-            mean=args.mean,
-            std=args.std,
-            seed=args.seed,
-            holdout=args.holdout,
-            train_steps=args.train_steps,
-            recover_steps=args.recover_steps,
-            studies_dir=args.studies_dir,
+            **workload_keywords(args),
             load=args.load,
             utilisation=args.utilisation,
             rate=args.rate,

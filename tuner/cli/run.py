@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from tuner.cli.arguments import Command, add_workload_args
+from tuner.cli.arguments import Command, add_workload_args, workload_keywords
 from tuner.defaults import DEFAULTS
 
 
@@ -86,22 +86,13 @@ class Run(Command):
         result = tune(
             args.model,
             args.data,
-            weights=args.weights,
-            resolution=args.resolution,
-            mean=args.mean,
-            std=args.std,
-            seed=args.seed,
-            holdout=args.holdout,
-            train_steps=args.train_steps,
-            recover_steps=args.recover_steps,
-            student=args.student,
+            **workload_keywords(args),
             space=args.space,
             objectives=args.objectives,
             n_trials=args.n_trials,
             budget=args.budget,
             study=args.study,
             storage=args.storage,
-            studies_dir=args.studies_dir,
             sampler=args.sampler,
             timeout=args.timeout,
             heartbeat=args.heartbeat,

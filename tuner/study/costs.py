@@ -89,10 +89,8 @@ def _recoveries(t: TrialRecord) -> list[tuple[float, float]]:
     over the steps it added (a long recovery continues a short one, maybe another trial's cached one)."""
     if not t.trained:
         return []
-    short = (t.short_recovery or {}).get("recovery")
-    records = (
-        [short, (t.metrics or {}).get("recovery")] if isinstance(short, dict) else [(t.metrics or {}).get("recovery")]
-    )
+    short, final = (t.short_recovery or {}).get("recovery"), (t.metrics or {}).get("recovery")
+    records = [short, final] if isinstance(short, dict) else [final]
     found = []
     for r in records:
         if not isinstance(r, dict) or not r.get("steps"):

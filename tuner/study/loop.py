@@ -317,9 +317,11 @@ def _queue_follow_ups(study: optuna.Study, record: TrialRecord, s: StudySettings
     """After a trial that recovered a new architecture: its cheap follow-ups, queued to run next; after a proposal
     the budget did not start: its recipe on an architecture already built."""
     floor = s.objectives.min_accuracy(reference_accuracy)
-    trials, speed = read_trials(study), results.speed_metric(study)
-    queued = follow_ups(trials, record, s.space, floor, speed)
-    cheaper = instead(trials, record, s.space, speed)
+    trials, speed, counts = read_trials(study), results.speed_metric(study), count_trials(study)
+    # no more than the study has trials left: one queued beyond them would stay waiting once the study ends
+    room = max(0, s.n_trials - counts.accounted - counts.running - counts.waiting)
+    queued = follow_ups(trials, record, s.space, floor, speed)[:room]
+    cheaper = instead(trials, record, s.space, speed)[: room - len(queued)]
     for params in queued + cheaper:
         study.enqueue_trial(params, user_attrs={"follow_up_of": record.number})
     if queued:

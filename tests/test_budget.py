@@ -15,7 +15,7 @@ from tuner.record import TrialRecord
 from tuner.space import load_space
 from tuner.study import costs
 from tuner.study.budget import parse_budget
-from tuner.study.followups import follow_ups
+from tuner.study.followups import carried, follow_ups
 from tuner.summary import time_table
 
 PRIOR = costs.Prior(step_seconds=0.5, short_steps=40.0, long_extra=3.0)
@@ -185,6 +185,32 @@ def test_a_new_architecture_gets_the_fastest_recipes_as_follow_ups():
     assert follow_ups([*trials[:-1], screened], screened, SPACE, floor=0.89) == queued
     hopeless = dataclasses.replace(screened, screened=None)
     assert follow_ups([*trials[:-1], hopeless], hopeless, SPACE, floor=0.89) == []
+
+
+def test_a_new_fastest_recipe_is_carried_back_to_the_more_accurate_architectures_built_before():
+    slow = dict(placement="torch-cpu", threads=2)
+    trials = [
+        record(0, Candidate(**slow), ms=2.0, accuracy=0.95),
+        record(1, Candidate(prune_ratio=0.2, **slow), ms=1.5, accuracy=0.94),
+        record(2, Candidate(prune_ratio=0.2, placement="ort-cpu", threads=2), ms=0.9, accuracy=0.94),
+        record(3, Candidate(prune_ratio=0.4, **slow), ms=1.0, accuracy=0.90),  # less accurate than the new point
+        record(4, Candidate(prune_ratio=0.2, placement="ort-cpu", threads=1), ms=0.6, accuracy=0.8, drop=0.3),
+    ]
+    fast = dict(placement="ort-cpu", precision="int8", threads=1, batch_size=8)
+    new = record(5, Candidate(prune_ratio=0.4, **fast), ms=0.3, accuracy=0.92)
+    queued = carried([*trials, new], new, SPACE)
+    built = [SPACE.sample(optuna.trial.FixedTrial(p)) for p in queued]
+    # its recipe on the architectures more accurate than it, the fastest first, each once; not on its own, not on
+    # the less accurate one, and an infeasible trial (#4) does not count as built
+    assert [c.prune_ratio for c in built] == [0.2, 0.0]
+    assert {(c.placement, c.precision, c.threads, c.batch_size) for c in built} == {("ort-cpu", "int8", 1, 8)}
+    assert carried([*trials, new], new, SPACE, most=1) == queued[:1]
+    done = record(6, Candidate(prune_ratio=0.2, **fast), ms=0.5, accuracy=0.93, follow_up_of=5)
+    assert carried([*trials, new, done], new, SPACE) == queued[1:]  # measured already: not again
+    slower = dataclasses.replace(new, metrics={**new.metrics, "per_sample_ms": 0.95})
+    assert carried([*trials, slower], slower, SPACE) == []  # not the fastest: nothing new to carry
+    infeasible = dataclasses.replace(new, constraints={"accuracy_drop": 0.5})
+    assert carried([*trials, infeasible], infeasible, SPACE) == []
 
 
 def test_the_account_says_where_the_time_went_and_the_rest_is_overhead():

@@ -51,8 +51,10 @@ def test_recover_restores_accuracy(workload):
     pruned_acc = torch_accuracy(student, workload.data)
     budget = budget_steps(0.75, 30, "short", len(workload.data.train))
     record = recover(student, reference, workload.data, removed=0.75, budget=budget, fidelity="short")
-    assert record.planned == budget == 45 and record.loss_end < record.loss_start  # 30 steps per half removed
-    assert 0 < record.steps <= 45 and record.seconds > 0 and record.proxy  # it learned, judged by its proxy
+    # 30 steps per half removed (45), capped at MAX_EPOCHS passes over the train split (43 on digits' 898 images)
+    assert record.planned == budget == min(45, budget_steps(1.0, 10**6, "short", len(workload.data.train)))
+    assert record.loss_end < record.loss_start
+    assert 0 < record.steps <= budget and record.seconds > 0 and record.proxy  # it learned, judged by its proxy
     recovered = torch_accuracy(student, workload.data)
     assert recovered > pruned_acc or recovered >= base_acc - 0.05
     assert recovered >= base_acc - 0.1

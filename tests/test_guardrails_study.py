@@ -79,7 +79,7 @@ def test_a_guarded_study_honours_every_bound_on_digits(studies_dir):
 
 def test_a_real_measurement_bound_to_flip_too_many_stops_early(workload):
     """The tiny CNN measured against a designed baseline that answered every image with another class than the
-    model does: the first batch already flips more than the 10% allowed, and the rest is never run."""
+    model does: the first batch already flips more than the 5% allowed, and the rest is never run."""
     from tuner.candidate import Candidate
     from tuner.errors import HopelessCandidate
     from tuner.measure import measure
@@ -94,7 +94,7 @@ def test_a_real_measurement_bound_to_flip_too_many_stops_early(workload):
         match=rf"stopped after 32 of {len(workload.data.val)} validation images: "
         r"flip_rate is at least",
     ):
-        measure(built, workload.data, baseline=other, limits={"flip_rate": 0.1})
+        measure(built, workload.data, baseline=other, limits={"flip_rate": 0.05})  # 32 of 579 images: 5.5%
     # ECE bounds nothing from a partial count: the same limit on it measures the whole split
     whole = measure(built, workload.data, baseline=other, limits={"ece_increase": 0.0}).to_dict()
     assert whole["flip_rate"] == 1.0

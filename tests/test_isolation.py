@@ -69,3 +69,19 @@ def test_a_raising_and_a_hanging_trial_fail_alone(tmp_path, studies_dir):
     assert by_batch[8] == {TrialState.FAIL} and "ValueError: this model cannot take a batch of 8" in reasons[8]
     assert by_batch[32] == {TrialState.FAIL} and "no result within 20 s" in reasons[32]
     assert not study.trials[-1].user_attrs.get("crashed")  # a timeout is not retried as a crash
+
+
+def test_ctrl_c_between_two_trials_stops_the_next_one_as_interrupted(workload):
+    """Ctrl-C while the child waits between trials kills it, and the pool is broken before the next trial is even
+    submitted: that trial is interrupted (run again on resume), not a traceback (seen once in the Ctrl-C test)."""
+    from tuner.candidate import Candidate
+    from tuner.worker import TrialInterrupted, Worker
+
+    worker = Worker(workload.spec)
+    try:
+        assert worker.evaluate(Candidate(threads=1)).metrics["accuracy"] > 0.5
+        worker.interrupt()  # the child is idle: nothing runs, yet it is gone
+        with pytest.raises(TrialInterrupted, match="Ctrl-C"):
+            worker.evaluate(Candidate(threads=1))
+    finally:
+        worker.close()

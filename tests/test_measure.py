@@ -1,4 +1,7 @@
 import dataclasses
+import os
+import sys
+import threading
 import time
 
 import numpy as np
@@ -230,3 +233,49 @@ def test_a_runtime_on_fewer_threads_follows_the_quietest_cpu():
         assert every.follow(host.HostState((0.2, 0.1), 0.1, (a, b))) is None
     assert host.HostState((0.2, 0.1), 0.1, (a, b)).quiet_on((b,)) and not host.HostState((0.2, 0.1), 0.1).quiet
     pool.join()
+
+
+def test_a_cpu_shared_by_time_slices_is_crowded_though_the_canary_reads_full_speed():
+    """Other processes' runnable threads plus the CPUs a runtime holds, more than the CPUs there are: some wait for
+    a time slice (a tiny CNN on 2 threads went from 0.13 to 76 ms a call beside a 2-thread matmul, canary 1.2x)."""
+    both = host.HostState((0.1, 0.1), 0.1, (0, 1), others=1)
+    assert both.quiet and both.crowded() and both.crowded((0, 1)) and not both.crowded((1,))  # 1 CPU held: room
+    assert not host.HostState((0.1, 0.1), 0.1, (0, 1)).crowded()
+    crowded = dataclasses.replace(both, others=2)
+    assert crowded.crowded((1,))
+    # the timing takes such blocks for contended ones: never quiet, however fast the canary
+    stats = time_calls(
+        lambda _: _spin(1.0),
+        None,
+        LatencyPolicy(warmup=1, min_samples=10, max_seconds=0.2, max_wait_seconds=0.2, block_seconds=0.01),
+        probe=lambda: crowded,
+    )
+    assert not stats.quiet and stats.contended_share == 1.0
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="reads Linux's /proc")
+def test_runnable_others_counts_other_processes_threads_and_not_this_ones():
+    import subprocess
+
+    import torch
+
+    # this process's own busy threads (a runtime's pool mid-call) are not others
+    big = torch.randn(1024, 1024)
+    busy = threading.Thread(target=lambda: [big @ big for _ in range(40)])
+    busy.start()
+    time.sleep(0.05)
+    own = host._own_running()
+    busy.join()
+    assert own >= 2  # the asking thread and the one multiplying
+    # two busy processes beside it are
+    spin = [sys.executable, "-c", "while True: pass"]
+    children = [subprocess.Popen(spin) for _ in range(2)]
+    try:
+        time.sleep(0.3)
+        seen = [host.runnable_others() for _ in range(5)]
+        state = host.probe()
+    finally:
+        for c in children:
+            c.kill()
+            c.wait()
+    assert max(seen) >= 2 and state.others >= 1 and state.crowded()

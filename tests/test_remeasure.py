@@ -54,8 +54,11 @@ def test_remeasure_real_study(small_study, tmp_path):
         # 2 rounds, and once more for each that never found the host quiet
         assert 2 <= len(e.round_ms) <= 4
         # per batch as the study's figure: a fresh process times the same candidate at the same batch within a
-        # few times the study's figure (a per-sample figure at batch 8 would be 8x off)
-        assert 0.25 < e.median_ms / e.study_ms < 4, (e.number, e.median_ms, e.study_ms)
+        # few times the study's figure (a per-sample figure at batch 8 would be 8x off), unless either was timed on
+        # a host crowded by the other tests (a 2-thread model beside another worker's training: 0.2 vs 80 ms), which
+        # is then flagged: a figure that far off is never unflagged
+        agree = 0.25 < e.median_ms / e.study_ms < 4
+        assert agree or not e.study_quiet or e.contended_rounds, (e.number, e.median_ms, e.study_ms)
         assert e.per_sample_ms == pytest.approx(e.median_ms / e.candidate["batch_size"])
         assert isinstance(e.outside_ci, bool) and isinstance(e.within_5pct, bool)
     points = summary.pareto_points

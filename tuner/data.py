@@ -30,6 +30,10 @@ _log = logging.getLogger(__name__)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 DEFAULT_RESOLUTION = {"digits": 32}  # digits are 8x8 scans: 32 px keeps the default study fast
+# digits' split, train / calibration / validation: 50 / 10 / 40. A larger validation share than usual: at 20%
+# (292 images once the held-out ones are apart) top-1 moved in 0.34-point steps, a third of the default 1-point
+# bound, so the compressed models tied at two levels; at 40% (579 images) a step is 0.17 points.
+DIGITS_SPLIT = (0.5, 0.1, 0.4)
 # The share of each class's validation images held out from the search (a `test/` folder, when there is one,
 # is the held-out split instead): the study picks on the rest, so the pick's accuracy there is optimistic;
 # export re-scores the pick on the held-out images, which nothing before it saw.
@@ -98,12 +102,12 @@ def _digits(resolution: int, mean: tuple[float, ...] | None, std: tuple[float, .
         images[i : i + step] = big.clamp_(0, 255).round_().to(torch.uint8).numpy()
     labels = target.astype(np.int64)
     order = np.random.default_rng(seed).permutation(len(labels))
-    n_val, n_calib = len(labels) // 5, len(labels) // 10  # 70 / 10 / 20 train / calibration / validation
+    n_calib, n_val = (int(len(labels) * share) for share in DIGITS_SPLIT[1:])
     val, calib, train = order[:n_val], order[n_val : n_val + n_calib], order[n_val + n_calib :]
     pixel = images[train].astype(np.float32) / 255.0
     mean = mean or tuple(float(pixel[:, c].mean()) for c in range(3))
     std = std or tuple(float(pixel[:, c].std()) for c in range(3))
-    fp = data_fingerprint("digits", resolution, seed, mean, std)  # the 1797 scans never change; torch is in every key
+    fp = data_fingerprint("digits", resolution, seed, mean, std, DIGITS_SPLIT)  # the scans never change
     return Dataset(
         "digits",
         tuple(str(c) for c in range(10)),

@@ -143,10 +143,12 @@ class Worker:
             self._drainer = threading.Thread(target=self._drain, args=(reader,), daemon=True)
             self._drainer.start()
             self._pool = ProcessPoolExecutor(1, context, initializer=init_child, initargs=(writer,))
-        with main_module_hidden():  # the child starts here (spawn): it must not run the caller's script again
-            future = self._pool.submit(fn, self.spec, *args)
-        processes = list((self._pool._processes or {}).values())  # to read exit codes, and stop a hung child
+        processes: list[Any] = []
         try:
+            # a Ctrl-C between two trials killed the idle child: the pool is broken before anything is submitted
+            with main_module_hidden():  # the child starts here (spawn): it must not run the caller's script again
+                future = self._pool.submit(fn, self.spec, *args)
+            processes = list((self._pool._processes or {}).values())  # to read exit codes, and stop a hung child
             return future.result(timeout=timeout)
         except FutureTimeout:
             self.close()  # a hung child: stopped; the next trial starts a fresh one

@@ -39,6 +39,7 @@ class HostState:
     canary_ms: tuple[float, ...]  # per CPU this process may run on
     reference_ms: float  # full speed, as known when probed
     cpus: tuple[int, ...] = ()  # the CPU of each canary reading (empty where CPUs cannot be told apart)
+    others: int = 0  # threads of other processes runnable as it was probed (``runnable_others``)
 
     def slowdown_on(self, cpus: Collection[int] | None = None) -> float:
         """How much slower than full speed the slowest of ``cpus`` (default: every CPU) is now (1.0 = quiet)."""
@@ -55,6 +56,14 @@ class HostState:
     @property
     def quiet(self) -> bool:
         return self.quiet_on()
+
+    def crowded(self, cpus: Collection[int] | None = None) -> bool:
+        """Other processes' runnable threads and the ones ``cpus`` hold (default: every CPU) outnumber the CPUs:
+        some share a CPU by time slices, which the canary cannot see (a shared CPU is not a slower one). Measured
+        here: a 2-thread torch matmul loop in another process took a tiny CNN on 2 threads from 0.134 to 76 ms a
+        call (each of its parallel regions waited a time slice for its descheduled thread), canary 1.2x."""
+        total = len(self.cpus) or len(self.canary_ms)
+        return self.others + (len(cpus) if cpus else total) > total
 
     def quietest(self, n: int) -> tuple[int, ...]:
         """The ``n`` CPUs whose canary ran fastest, in CPU order."""
@@ -98,7 +107,7 @@ def probe() -> HostState:
     fastest = min(readings)
     if _fastest_ms is None or fastest < _fastest_ms:
         _fastest_ms = fastest
-    return HostState(tuple(readings), _fastest_ms, ALLOWED or ())
+    return HostState(tuple(readings), _fastest_ms, ALLOWED or (), runnable_others() or 0)
 
 
 def pin_process(cpus: Collection[int]) -> None:
@@ -144,17 +153,30 @@ class QuietestCpus:
 
 
 def runnable_others() -> int | None:
-    """Threads runnable on this machine right now besides the one asking (``procs_running`` of /proc/stat, less 1).
-    The canary cannot see a CPU shared by time slices, since a shared CPU is not a slower one; this count can: more
-    runnable threads than free CPUs means that some wait for one. None where it cannot be read (not Linux)."""
+    """Threads of other processes runnable on this machine right now: ``procs_running`` of /proc/stat less this
+    process's own running threads (a runtime's pool spins on after a call: measured here, torch's for 5 ms and ONNX
+    Runtime's past 20 ms). The canary cannot see a CPU shared by time slices, since a shared CPU is not a slower
+    one; this count can: more runnable threads than free CPUs means that some wait for one. None where it cannot be
+    read (not Linux)."""
     try:
+        own = _own_running()
         with open("/proc/stat") as f:
-            for line in f:
-                if line.startswith("procs_running "):
-                    return max(0, int(line.split()[1]) - 1)
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
+            total = next(int(line.split()[1]) for line in f if line.startswith("procs_running "))
+        return max(0, total - max(own, _own_running()))  # the larger count: one of ours may spin at either read
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+
+
+def _own_running() -> int:
+    """This process's threads in state R (the asking one included), from /proc/self/task/*/stat."""
+    running = 0
+    for tid in os.listdir("/proc/self/task"):
+        with contextlib.suppress(OSError):  # a thread that just ended
+            with open(f"/proc/self/task/{tid}/stat", "rb") as f:
+                stat = f.read()
+            end = stat.rfind(b")")  # the name, in parentheses, may hold spaces and parentheses
+            running += stat[end + 2 : end + 3] == b"R"
+    return running
 
 
 def reference_ms() -> float | None:

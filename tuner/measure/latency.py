@@ -148,7 +148,8 @@ def time_calls(
     """Time ``run(prepared)`` alone (inputs were prepared beforehand) until the CI is tight.
 
     Calls are timed in blocks, the host probed before each. With ``quiet_host`` a block counts when
-    every CPU it ran on was at full speed and the block is not clearly slower (> FAST_CLUSTER) than the
+    every CPU it ran on was at full speed, no other process's runnable thread had to share them (host.crowded),
+    and the block is not clearly slower (> FAST_CLUSTER) than the
     fastest such block: contention the scalar canary cannot see (memory bandwidth, caches) shows only as
     a slow block. A runtime on ``threads`` CPUs, fewer than the host has, is kept on the quietest ones
     (host.QuietestCpus), then only those need to be at full speed. Stops once the kept blocks' CI is tight
@@ -189,7 +190,8 @@ def _time_blocks(
             t0 = time.perf_counter_ns()
             run(prepared)
             block.append((time.perf_counter_ns() - t0) / 1e6)
-        blocks.append((state is None or state.quiet_on(in_use), float(np.median(block)), block))
+        calm = state is None or (state.quiet_on(in_use) and not state.crowded(in_use))
+        blocks.append((calm, float(np.median(block)), block))
         elapsed = time.perf_counter() - start
         timed += len(block)
         if elapsed < min(policy.min_seconds, policy.max_seconds) and timed < policy.max_samples:

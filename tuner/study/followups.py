@@ -7,6 +7,11 @@ architecture where it can reach the front before it pays for another recovery.
 Only an architecture that came close to the accuracy floor gets them (within the promotion margin: the long
 recovery may still lift it); the recipes go by the study's own speed figure, each queued once per study.
 
+A recipe found late is carried back (``carried``): when a trial becomes the study's fastest feasible point, its
+recipe is queued on the architectures already built that were more accurate, each of which may become a front
+point between the two (on digits the fastest recipe, OpenVINO int8 at batch 8, was found by the fourth
+architecture and never tried on the three before it).
+
 The same holds when the budget cannot start a proposal (a new recovery would not end in time): its recipe is
 queued on the fastest feasible architecture already recovered instead (``instead``), so that the budget left
 is spent on what still fits rather than on proposals it must refuse.
@@ -80,14 +85,40 @@ def follow_ups(
         if _key(want) in seen:
             continue
         seen.add(_key(want))
-        candidate = Candidate(**{**c, **want})
-        for option in (candidate, dataclasses.replace(candidate, recovery="short")):  # a space without `recovery`
-            params = space.params_of(option)
-            if params is not None:
-                break
-        if params is None or _key(dataclasses.asdict(option)) in measured:
+        params = _params(space, Candidate(**{**c, **want}), measured)
+        if params is not None:
+            out.append(params)
+        if len(out) == most:
+            break
+    return out
+
+
+def carried(
+    trials: list[TrialRecord], new: TrialRecord, space: SearchSpace, speed: str | None = None, most: int = MOST
+) -> list[dict[str, Any]]:
+    """The params to queue after ``new`` became the study's fastest feasible point: its recipe on the fastest few
+    compressions already built (each its architecture and recovery) that were more accurate than it."""
+    if not new.complete or new.repeat or new.candidate is None or not results.is_feasible(new):
+        return []
+    feasible = [t for t in trials if t.complete and t.candidate is not None and results.is_feasible(t) and not t.repeat]
+
+    def ms(t: TrialRecord) -> float:
+        return results.cost_ms(t.metrics or {}, speed) or float("inf")
+
+    if any(ms(t) <= ms(new) for t in feasible if t.number != new.number):
+        return []  # not the fastest: its recipe is not news
+    want, accuracy = recipe(new.candidate), float((new.metrics or {})["accuracy"])
+    measured = {_key(Candidate.fill(t.sampled or t.candidate or {})) for t in trials if t.candidate is not None}
+    out: list[dict[str, Any]] = []
+    seen = {_key(_compression(new.candidate))}
+    for t in sorted(feasible, key=ms):
+        shrink = _compression(t.candidate or {})
+        if _key(shrink) in seen or float((t.metrics or {})["accuracy"]) <= accuracy:
             continue
-        out.append(params)
+        seen.add(_key(shrink))
+        params = _params(space, Candidate(**{**want, **shrink}), measured)
+        if params is not None:
+            out.append(params)
         if len(out) == most:
             break
     return out
@@ -107,12 +138,27 @@ def instead(
         key=lambda t: results.cost_ms(t.metrics or {}, speed) or float("inf"),
     )
     for t in fastest:
-        shrink = {k: v for k, v in Candidate.fill(t.sampled or t.candidate or {}).items() if k in COMPRESSION}
+        shrink = _compression(t.sampled or t.candidate or {})
         candidate = Candidate(**{**want, **shrink})
         params = space.params_of(candidate)
         if params is not None and _key(candidate.to_dict()) not in measured:
             return [params]
     return []
+
+
+def _compression(c: dict[str, Any]) -> dict[str, Any]:
+    """How a candidate's model was made smaller (its recovery included): the complement of ``recipe``."""
+    return {k: v for k, v in Candidate.fill(c).items() if k in COMPRESSION}
+
+
+def _params(space: SearchSpace, candidate: Candidate, measured: set[str]) -> dict[str, Any] | None:
+    """``candidate`` as the space's params (None: the space cannot say it, or the study measured it already). A
+    long recovery is asked for as the short one, which the study promotes again (its long one is cached)."""
+    for option in (candidate, dataclasses.replace(candidate, recovery="short")):  # a space without `recovery`
+        params = space.params_of(option)
+        if params is not None:
+            return None if _key(dataclasses.asdict(option)) in measured else params
+    return None
 
 
 def _key(c: dict[str, Any]) -> str:

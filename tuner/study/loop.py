@@ -21,7 +21,7 @@ from tuner.record import TrialRecord, read_enqueued, read_study, read_trial, rea
 from tuner.study import costs
 from tuner.study.budget import NO_CAP, SKIPS_IN_A_ROW, Plan, duration
 from tuner.study.counts import FINISHED, count_trials, space_exhausted, study_complete
-from tuner.study.followups import follow_ups, instead
+from tuner.study.followups import carried, follow_ups, instead
 from tuner.study.objective import Objective, baseline_candidate
 from tuner.study.resume import check_space, check_workload
 from tuner.study.samplers import make_sampler, next_sampler
@@ -314,20 +314,27 @@ def _out_of_budget(study: optuna.Study, plan: Plan, skipped: int, waiting: int) 
 
 
 def _queue_follow_ups(study: optuna.Study, record: TrialRecord, s: StudySettings, reference_accuracy: float) -> None:
-    """After a trial that recovered a new architecture: its cheap follow-ups, queued to run next; after a proposal
-    the budget did not start: its recipe on an architecture already built."""
+    """After a trial that recovered a new architecture: its cheap follow-ups, queued to run next; after one that
+    became the fastest feasible point: its recipe on the more accurate architectures already built; after a
+    proposal the budget did not start: its recipe on an architecture already built."""
     floor = s.objectives.min_accuracy(reference_accuracy)
     trials, speed, counts = read_trials(study), results.speed_metric(study), count_trials(study)
     # no more than the study has trials left: one queued beyond them would stay waiting once the study ends
     room = max(0, s.n_trials - counts.accounted - counts.running - counts.waiting)
     queued = follow_ups(trials, record, s.space, floor, speed)[:room]
-    cheaper = instead(trials, record, s.space, speed)[: room - len(queued)]
-    for params in queued + cheaper:
+    back = carried(trials, record, s.space, speed)[: room - len(queued)]
+    cheaper = instead(trials, record, s.space, speed)[: room - len(queued) - len(back)]
+    for params in queued + back + cheaper:
         study.enqueue_trial(params, user_attrs={"follow_up_of": record.number})
     if queued:
         _log.info(
             f"queued {len(queued)} cheap follow-up{'s' * (len(queued) > 1)} of #{record.number}'s architecture "
             "(its recovery is cached): the fastest recipes so far"
+        )
+    if back:
+        _log.info(
+            f"queued #{record.number}'s recipe, the fastest so far, on {len(back)} more accurate "
+            f"architecture{'s' * (len(back) > 1)} already built (seconds each, not a recovery)"
         )
     if cheaper:
         _log.info(

@@ -198,6 +198,7 @@ def test_a_new_fastest_recipe_is_carried_back_to_the_more_accurate_architectures
     ]
     fast = dict(placement="ort-cpu", precision="int8", threads=1, batch_size=8)
     new = record(5, Candidate(prune_ratio=0.4, **fast), ms=0.3, accuracy=0.92)
+    trials.append(record(7, Candidate(prune_ratio=0.4, recovery="long", **slow), ms=1.2, accuracy=0.93))  # its own
     queued = carried([*trials, new], new, SPACE)
     built = [SPACE.sample(optuna.trial.FixedTrial(p)) for p in queued]
     # its recipe on the architectures more accurate than it, the fastest first, each once; not on its own, not on

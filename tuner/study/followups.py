@@ -110,10 +110,11 @@ def carried(
     want, accuracy = recipe(new.candidate), float((new.metrics or {})["accuracy"])
     measured = {_key(Candidate.fill(t.sampled or t.candidate or {})) for t in trials if t.candidate is not None}
     out: list[dict[str, Any]] = []
-    seen = {_key(_compression(new.candidate))}
+    seen: set[str] = set()
     for t in sorted(feasible, key=ms):
         shrink = _compression(t.candidate or {})
-        if _key(shrink) in seen or float((t.metrics or {})["accuracy"]) <= accuracy:
+        mine = architecture(t.candidate or {}) == architecture(new.candidate)  # its other recovery too: the same
+        if mine or _key(shrink) in seen or float((t.metrics or {})["accuracy"]) <= accuracy:
             continue
         seen.add(_key(shrink))
         params = _params(space, Candidate(**{**want, **shrink}), measured)

@@ -250,3 +250,35 @@ def test_study_promotes_a_close_candidate_to_the_long_recovery(tmp_path, studies
     variant = optuna.load_study(study_name="fidelity", storage=storage).trials[2]
     assert variant.params["threads"] != pruned.params["threads"]
     assert variant.user_attrs["candidate"]["recovery"] == "long" and "short_recovery" not in variant.user_attrs
+
+
+def test_a_short_recovery_stopped_far_below_the_floor_names_the_floor(tmp_path, studies_dir):
+    """The screen stops a short recovery the long one could not lift to the floor; its reason names both bars, since
+    the screen's alone (the floor less the promotion margin) reads like a wrong floor."""
+    import yaml
+
+    from tuner.objectives import load_objectives
+    from tuner.space import load_space
+    from tuner.study.loop import run_study
+    from tuner.study.settings import StudySettings
+    from tuner.workload_spec import WorkloadSpec
+
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump({"placement": "torch-cpu", "prune_ratio": 0.8, "batch_size": 32, "threads": 1}))
+    spec = WorkloadSpec(
+        model=f"{TINY}:conv_net",
+        data="digits",
+        resolution=16,
+        train_steps=80,
+        recover_steps=0,  # pruned and not fine-tuned: far below any floor
+        cache_dir=str(studies_dir / "cache"),
+    )
+    storage = f"sqlite:///{tmp_path / 'screen.db'}"
+    settings = StudySettings(
+        "screen", storage, load_space(str(space)), load_objectives("accuracy_latency"), spec, n_trials=2
+    )
+    study = run_study(settings)
+    trial, floor = study.trials[1], study.user_attrs["reference"]["accuracy"] - 0.01
+    assert trial.state == optuna.trial.TrialState.PRUNED
+    assert trial.user_attrs["error"].startswith("stopped after "), trial.user_attrs["error"]
+    assert trial.user_attrs["error"].endswith(f"the floor is {floor:.2%}, out of the long recovery's reach")

@@ -158,15 +158,23 @@ class Objective:
         robust = None if baseline else self.s.objectives.min_corruption(self.reference_corruption)  # likewise
         # The baseline is the reference unchanged: its corruption top-1 is the reference's pass (five times the
         # validation images at batch 1 would cost the baseline trial more than all its other work).
-        ev = self.worker.evaluate(
-            candidate,
-            fidelity.screening_floor(floor) if promotable else floor,
-            timeout=self._timeout(trial),
-            load=load,
-            limits={} if promotable else limits,
-            min_corruption=None if promotable else robust,
-            corruptions=False if baseline and self.corruption else None,
-        )
+        try:
+            ev = self.worker.evaluate(
+                candidate,
+                fidelity.screening_floor(floor) if promotable else floor,
+                timeout=self._timeout(trial),
+                load=load,
+                limits={} if promotable else limits,
+                min_corruption=None if promotable else robust,
+                corruptions=False if baseline and self.corruption else None,
+            )
+        except HopelessCandidate as err:
+            if not promotable:
+                raise
+            # the bar it missed is the screen's, not the floor: say both, or "93% required" reads like a bug
+            raise HopelessCandidate(
+                f"{err} after the short recovery: the floor is {floor:.2%}, out of the long recovery's reach"
+            ) from None
         if baseline and self.corruption:
             c = self.corruption
             ev.metrics.update(

@@ -98,6 +98,35 @@ def test_an_interrupted_export_leaves_nothing_once_the_next_export_ran(small_stu
     assert ("removed the unfinished exports" in r.stderr) == (sig == signal.SIGKILL)
 
 
+def test_a_sigterm_the_moment_the_partial_directory_appears_still_removes_it(small_study, study, tmp_path, monkeypatch):
+    """The window the subprocess test above hits only on a loaded host, made certain: SIGTERM lands as the partial
+    directory is created (before the export has its name to remove): it is held until the name is kept."""
+    import importlib
+
+    from tuner.artifact import select_trial
+    from tuner.cli.export import _exit_on_sigterm
+
+    exporting = importlib.import_module("tuner.artifact.export")  # the module (the package's `export` is the function)
+    made, real = [], exporting.owned_temp_dir
+
+    def created_then_terminated(parent: Path, prefix: str) -> Path:
+        made.append(real(parent, prefix))
+        os.kill(os.getpid(), signal.SIGTERM)  # delivered at once, unless held
+        return made[-1]
+
+    monkeypatch.setattr(exporting, "owned_temp_dir", created_then_terminated)
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    optuna_study = optuna.load_study(study_name=small_study["name"], storage=small_study["storage"])
+    trial, why = select_trial(optuna_study, _trial(study, "ort-cpu"), None, None)
+    try:
+        with pytest.raises(SystemExit) as exited:
+            exporting.export(optuna_study, trial, why, tmp_path / "model", small_study["studies_dir"])
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert exited.value.code == 128 + signal.SIGTERM
+    assert made and not made[0].exists() and list(tmp_path.iterdir()) == []
+
+
 def test_a_running_exports_partial_directory_is_not_removed(small_study, study, tmp_path):
     """A partial sibling whose writer still runs (here: this test's process) is left alone by another export."""
     out = tmp_path / "model"

@@ -9,10 +9,14 @@ are removed by the next one."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import shutil
+import signal
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -97,11 +101,13 @@ def export(
     again = rebuild_and_measure(study, trial, why, studies_dir, metric)
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = owned_temp_dir(out.parent, _partial_prefix(out))
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the export is an ordinary directory
+    tmp: Path | None = None
     try:
+        with _signals_held():  # a SIGTERM right after the directory appears must find its name kept for removal
+            tmp = owned_temp_dir(out.parent, _partial_prefix(out))
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the export is an ordinary directory
         kind, saved = save_model(again, tmp, torch_format)
         config = export_config(study, trial, why, storage, metric, again, kind, saved, tmp)
         readme = readme_text(config.to_dict())
@@ -112,7 +118,8 @@ def export(
         config.write(tmp / CONFIG_FILE)
         _move_into_place(tmp, out)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
         raise
     return Exported(out, trial.number, saved.file, kind.name, config.to_dict())
 
@@ -155,9 +162,10 @@ def _move_into_place(tmp: Path, out: Path) -> None:
         raise ConfigError(f"--out {out} is not empty and not a previous export; pass a new directory.")
     replaced = (*registry.model_files(), *EXPORT_FILES)
     if {p.name for p in out.iterdir()} <= set(replaced):
-        aside = owned_temp_dir(out.parent, _partial_prefix(out))  # a kill in between leaves a partial: removed later
-        os.replace(out, aside)
-        os.replace(tmp, out)
+        with _signals_held():  # a SIGTERM between the renames would leave no export at out
+            aside = owned_temp_dir(out.parent, _partial_prefix(out))  # a kill -9 here leaves a partial: removed later
+            os.replace(out, aside)
+            os.replace(tmp, out)
         shutil.rmtree(aside, ignore_errors=True)
         return
     new = {p.name for p in tmp.iterdir()}
@@ -167,3 +175,24 @@ def _move_into_place(tmp: Path, out: Path) -> None:
     for name in sorted(new, key=lambda n: n == CONFIG_FILE):  # config.yaml last: it marks the export complete
         os.replace(tmp / name, out / name)
     tmp.rmdir()
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """SIGTERM and SIGINT that arrive inside are acted on as it ends, for a few file operations that must happen
+    together (a directory made and its name kept; two renames). Python runs a handler in the main thread between
+    bytecodes whichever thread the kernel chose (a runtime's pool, say), so masking the signal in this thread would
+    not hold it: the handlers are swapped instead, which only the main thread may do."""
+    held = (signal.SIGTERM, signal.SIGINT)
+    if threading.current_thread() is not threading.main_thread() or None in map(signal.getsignal, held):
+        yield  # elsewhere, or a handler Python did not install (it could not be put back)
+        return
+    caught: list[int] = []
+    before = {s: signal.signal(s, lambda signum, frame: caught.append(signum)) for s in held}
+    try:
+        yield
+    finally:
+        for s, handler in before.items():
+            signal.signal(s, handler)
+        for signum in caught:
+            signal.raise_signal(signum)  # now handled as it would have been

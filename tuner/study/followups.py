@@ -73,11 +73,7 @@ def follow_ups(
         return []  # an architecture recovered before: its follow-ups were queued then
     if floor is not None and float(reached) < floor - PROMOTE_MARGIN:
         return []  # far below: another precision or placement only loses more
-    measured = {_key(Candidate.fill(t.sampled or t.candidate or {})) for t in trials if t.candidate is not None}
-    fastest = sorted(
-        (t for t in trials if t.complete and results.is_feasible(t) and not t.repeat),
-        key=lambda t: results.cost_ms(t.metrics or {}, speed) or float("inf"),
-    )
+    measured, fastest = _measured(trials), _fastest_feasible(trials, speed)
     out: list[dict[str, Any]] = []
     seen = {_key(recipe(c))}
     for t in fastest:
@@ -100,18 +96,13 @@ def carried(
     compressions already built (each its architecture and recovery) that were more accurate than it."""
     if not new.complete or new.repeat or new.candidate is None or not results.is_feasible(new):
         return []
-    feasible = [t for t in trials if t.complete and t.candidate is not None and results.is_feasible(t) and not t.repeat]
-
-    def ms(t: TrialRecord) -> float:
-        return results.cost_ms(t.metrics or {}, speed) or float("inf")
-
-    if any(ms(t) <= ms(new) for t in feasible if t.number != new.number):
+    fastest = _fastest_feasible(trials, speed)
+    if not fastest or fastest[0].number != new.number:
         return []  # not the fastest: its recipe is not news
-    want, accuracy = recipe(new.candidate), float((new.metrics or {})["accuracy"])
-    measured = {_key(Candidate.fill(t.sampled or t.candidate or {})) for t in trials if t.candidate is not None}
+    want, accuracy, measured = recipe(new.candidate), float((new.metrics or {})["accuracy"]), _measured(trials)
     out: list[dict[str, Any]] = []
     seen: set[str] = set()
-    for t in sorted(feasible, key=ms):
+    for t in fastest[1:]:
         shrink = _compression(t.candidate or {})
         mine = architecture(t.candidate or {}) == architecture(new.candidate)  # its other recovery too: the same
         if mine or _key(shrink) in seen or float((t.metrics or {})["accuracy"]) <= accuracy:
@@ -133,11 +124,7 @@ def instead(
     if not skipped.budget_skip or skipped.sampled is None:
         return []
     want = recipe(skipped.sampled)
-    measured = {_key(Candidate.fill(t.sampled or t.candidate or {})) for t in trials if t.candidate is not None}
-    fastest = sorted(
-        (t for t in trials if t.complete and results.is_feasible(t) and not t.repeat),
-        key=lambda t: results.cost_ms(t.metrics or {}, speed) or float("inf"),
-    )
+    measured, fastest = _measured(trials), _fastest_feasible(trials, speed)
     for t in fastest:
         shrink = _compression(t.sampled or t.candidate or {})
         candidate = Candidate(**{**want, **shrink})
@@ -145,6 +132,19 @@ def instead(
         if params is not None and _key(candidate.to_dict()) not in measured:
             return [params]
     return []
+
+
+def _measured(trials: list[TrialRecord]) -> set[str]:
+    """The candidates the study built (as sampled: a promoted one was asked for with its short recovery)."""
+    return {_key(Candidate.fill(t.sampled or t.candidate or {})) for t in trials if t.candidate is not None}
+
+
+def _fastest_feasible(trials: list[TrialRecord], speed: str | None) -> list[TrialRecord]:
+    """The feasible points the study measured (repeats left out), fastest first by its own speed figure."""
+    return sorted(
+        (t for t in trials if t.complete and t.candidate is not None and results.is_feasible(t) and not t.repeat),
+        key=lambda t: results.cost_ms(t.metrics or {}, speed) or float("inf"),
+    )
 
 
 def _compression(c: dict[str, Any]) -> dict[str, Any]:

@@ -5,7 +5,14 @@ from __future__ import annotations
 
 from tuner.artifact.export import Exported, check_out, export, is_export
 from tuner.artifact.select import select_trial
-from tuner.artifact.verify import Check, checks_table, latency_reproduces, read_config, verify
+from tuner.artifact.verify import (
+    Check,
+    checks_table,
+    latency_reproduces,
+    not_compared_for_a_busy_host,
+    read_config,
+    verify,
+)
 
 __all__ = [
     "Check",
@@ -15,6 +22,7 @@ __all__ = [
     "export",
     "is_export",
     "latency_reproduces",
+    "not_compared_for_a_busy_host",
     "read_config",
     "select_trial",
     "verify",

@@ -25,11 +25,19 @@ class Verify(Command):
         )
 
     def run(self, args: argparse.Namespace) -> int:
-        from tuner.artifact import checks_table, read_config, verify
+        from tuner.artifact import checks_table, not_compared_for_a_busy_host, read_config, verify
 
         check_number("--latency-tolerance", args.latency_tolerance, 0, why=" (a fraction: 0.10 = 10%)")
         read_config(args.dir)  # a broken or incomplete export is refused before torch loads
         ok, checks = verify(args.dir, args.latency_tolerance)
         print(checks_table(checks))
-        print("reproduces" if ok else "does NOT reproduce")
+        busy = not_compared_for_a_busy_host(checks)
+        print(
+            ("does NOT reproduce" if not ok else "reproduces")
+            + (
+                f"; not compared, the host being busy: {', '.join(busy)} (run verify again on a quiet host)"
+                if busy
+                else ""
+            )
+        )
         return 0 if ok else EXIT_NOT_REPRODUCED

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tuner import hardware
+
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "tuner"
 # Formatted lines, as ruff format leaves them (CI checks the format): a module past this is split along its seams.
@@ -125,6 +127,20 @@ def test_light_entry_points_load_no_torch(code):
     check = (
         f"import sys; {code}; heavy = [m for m in ('torch', 'onnxruntime', 'openvino') if m in sys.modules]; "
         "assert not heavy, heavy"
+    )
+    r = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert r.returncode == 0, r.stderr[-1000:]
+
+
+@pytest.mark.skipif(hardware.cuda_available(), reason="with a GPU driver present, torch is asked about the GPU")
+def test_a_studys_parent_loads_no_torch_to_learn_what_runs_here():
+    """The study's parent process reads the space (what runs here) and the hardware fingerprint; its trials run in
+    a child. Importing torch there cost every `tuner` command a second of CPU before its first line (an error
+    included), and the suite a ninth of its time."""
+    check = (
+        "import sys; from tuner import hardware; from tuner.space import load_space; "
+        "space = load_space('default'); hardware.fingerprint_id(); "
+        "assert 'torch-cpu' in space.placements and 'torch' not in sys.modules, sorted(sys.modules)"
     )
     r = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert r.returncode == 0, r.stderr[-1000:]

@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import platform
+import sys
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -103,11 +104,29 @@ def cores() -> int:
         return os.cpu_count() or 1
 
 
+# What a GPU driver leaves on Linux: NVIDIA's kernel module (a container given a GPU has these too) or ROCm's
+# /dev/kfd (a ROCm torch answers torch.cuda). Without any, no torch build can see a GPU, and importing torch (a
+# second of CPU) only to hear so is left out: the parent process of a study needs torch for nothing else.
+_GPU_DRIVER_PATHS = ("/proc/driver/nvidia", "/dev/nvidiactl", "/dev/nvidia0", "/dev/kfd")
+
+
 @functools.lru_cache(maxsize=1)
-def gpu_name() -> str | None:
+def cuda_available() -> bool:
+    """Whether torch sees a CUDA (or ROCm) GPU; asked of torch only where a driver is present."""
+    if sys.platform == "linux" and not any(os.path.exists(p) for p in _GPU_DRIVER_PATHS):
+        return False
     import torch
 
-    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return torch.cuda.is_available()
+
+
+@functools.lru_cache(maxsize=1)
+def gpu_name() -> str | None:
+    if not cuda_available():
+        return None
+    import torch
+
+    return torch.cuda.get_device_name(0)
 
 
 def library_versions(*names: str) -> dict[str, str]:

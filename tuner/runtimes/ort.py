@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from tuner import hardware
 from tuner.errors import MeasurementError
 from tuner.names import INPUT, OUTPUT
 from tuner.runtimes.base import Placement, Session, executed_of
@@ -156,11 +157,8 @@ class OrtPlacement(Placement):
 
         if self.provider not in ort.get_available_providers():
             return f"{self.name} needs onnxruntime's {self.provider}; install onnxruntime-gpu on a machine with a GPU"
-        if self.device != "cpu":
-            import torch
-
-            if not torch.cuda.is_available():
-                return f"{self.name} needs a CUDA GPU; none found"
+        if self.device != "cpu" and not hardware.cuda_available():
+            return f"{self.name} needs a CUDA GPU; none found"
         return None
 
     def refuse(self, precision: str) -> str | None:

@@ -10,23 +10,33 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch import nn
 
 from tuner import hardware
 from tuner.names import PRECISION_OF_DTYPE, TORCH_DTYPES
 from tuner.runtimes.base import Placement, Session
 
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+# torch is imported where a session is made or run, never at import: the registry (and so the study's parent
+# process, which only asks what is available here) imports this module without it, as ort.py and openvino.py do
+# their runtimes.
+
 
 def torch_dtype(precision: str) -> torch.dtype:
+    import torch
+
     return getattr(torch, TORCH_DTYPES[precision])
 
 
 class TorchSession(Session):
     def __init__(self, model: nn.Module, device: str, dtype: torch.dtype, threads: int, streams: int = 1):
+        import torch
+
         if device == "cpu":
             torch.set_num_threads(threads)  # process-wide: trials run one at a time per process
         self.streams = streams
@@ -38,9 +48,13 @@ class TorchSession(Session):
         self.executed_precision = found.pop() if len(found) == 1 else "mixed"
 
     def prepare(self, x: np.ndarray) -> torch.Tensor:
+        import torch
+
         return torch.from_numpy(x).to(self.device, self.dtype)
 
     def run(self, prepared: torch.Tensor) -> torch.Tensor:
+        import torch  # a lookup in sys.modules: tens of nanoseconds against a forward pass
+
         with torch.inference_mode():
             out = self.model(prepared)
         if self.device.type == "cuda":
@@ -56,6 +70,8 @@ class TorchSession(Session):
         return [functools.partial(self.run, prepared) for _ in range(self.streams)]
 
     def serving_settings(self) -> dict[str, Any]:
+        import torch
+
         return {"streams": self.streams, "intra_op_threads": torch.get_num_threads()}
 
 
@@ -65,7 +81,7 @@ class TorchPlacement(Placement):
         self.device = device
 
     def unavailable(self) -> str | None:
-        if self.device == "cuda" and not torch.cuda.is_available():
+        if self.device == "cuda" and not hardware.cuda_available():
             return "torch-cuda needs a CUDA GPU and a CUDA build of torch; none found"
         return None
 
@@ -74,13 +90,11 @@ class TorchPlacement(Placement):
             return f"{self.name} does not run int8; int8 runs through ONNX Runtime (placement ort-cpu)"
         if self.device == "cpu" and precision == "bf16" and (why := hardware.bf16_refusal(self.name)):
             return why
-        if (
-            self.device == "cuda"
-            and precision == "bf16"
-            and torch.cuda.is_available()
-            and not torch.cuda.is_bf16_supported()
-        ):
-            return "bf16 on torch-cuda needs an Ampere or newer GPU"
+        if self.device == "cuda" and precision == "bf16" and hardware.cuda_available():
+            import torch
+
+            if not torch.cuda.is_bf16_supported():
+                return "bf16 on torch-cuda needs an Ampere or newer GPU"
         return super().refuse(precision)
 
     def open(

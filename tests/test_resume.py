@@ -126,6 +126,8 @@ CASES = [
     Case("other-resolution", lambda d: [*_run(d), "--resolution", "20"], "--resolution 20 (the study's: 16)"),
     Case("space-choices-added", _space(SPACE.replace("[1, 8]", "[1, 4, 8]")), "batch_size"),
     Case("space-choice-to-range", _space(SPACE.replace("{choices: [1, 8]}", "{low: 1, high: 8}")), "batch_size"),
+    # a guardrail added on resume: the trials before it were never judged by it (nor scored on what it reads)
+    Case("constraint-added", lambda d: [*_run(d), "--objectives", "guarded"], "flip_rate <= 0.03"),
 ]
 
 

@@ -76,6 +76,7 @@ def open_study(s: StudySettings, storage: optuna.storages.BaseStorage | None = N
                 f"study {s.name} optimizes {', '.join(study.metric_names)}, not "
                 f"{', '.join(s.objectives.names)}; use its objectives, or a new --study name."
             ) from None
+        _check_same_constraints(study, s)
         _check_same_hardware(study, s)
         recorded = read_study(study).metric
         if (recorded or TOP1_METRIC.record()) != s.metric.record():
@@ -127,6 +128,20 @@ def anchor_params(space: SearchSpace) -> list[dict[str, Any]]:
         if streams is not None:
             found.append(streams)
     return found
+
+
+def _check_same_constraints(study: optuna.Study, s: StudySettings) -> None:
+    """A resume under other constraints is refused: each trial recorded its violations of the constraints it ran
+    under, and feasibility (the front, the pick, export) reads those, so old and new trials would be judged by
+    different rules, and a constraint added later (corruption_drop, flip_rate) never by the trials before it. Order
+    does not matter. A study from before the tuner recorded them is not checked."""
+    recorded = study.user_attrs.get("constraints")
+    wanted = [str(c) for c in s.objectives.constraints]
+    if isinstance(recorded, list) and sorted(recorded) != sorted(wanted):
+        raise ConfigError(
+            f"study {s.name} judged its trials by {', '.join(recorded) or 'no constraints'}, not by "
+            f"{', '.join(wanted) or 'no constraints'}; pass --study NEW to start a new study, or its objectives again."
+        )
 
 
 def _check_same_hardware(study: optuna.Study, s: StudySettings) -> None:

@@ -1,6 +1,6 @@
 """Resume under another workload or another search space, as a user meets it: images added to --data, --weights
-pointing to another file, another --resolution, choices added to the space or a choice turned into a range, and two
-data folders with non-ASCII names. Each refusal runs the real CLI on its own copy of one small finished study and
+pointing to another file, another --resolution, choices added to the space or a choice turned into a range, a
+guardrail added to the objectives, and two data folders with non-ASCII names. Each refusal runs the real CLI on its own copy of one small finished study and
 must end with exit 2, exactly one line on stderr that starts "tuner: error:" and names what changed and the fix
 (--study NEW), no traceback, nothing on stdout, and the study's database byte for byte as before (no trial added,
 FAIL or other). What is merged (a range's new bounds) and what an old study without a recorded workload gets are

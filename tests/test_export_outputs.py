@@ -81,10 +81,15 @@ def _under_load(throughput, p95, open_p95, quiet):
     }
 
 
-@pytest.mark.parametrize("quiet", [True, False])
-def test_a_timing_outside_its_band_fails_verify_only_when_taken_on_a_quiet_host(quiet):
+@pytest.mark.parametrize(
+    "quiet_runs,verdict",
+    [((True, True, True), False), ((False, False, False), None), ((True, False, False), False)],
+    ids=["quiet", "busy", "quiet-then-busy"],
+)
+def test_a_timing_outside_its_band_fails_verify_only_when_taken_on_a_quiet_host(quiet_runs, verdict):
     """CI: a loaded host's open-loop p95 came out 6x the export's, and verify called the export not reproduced. A
-    figure taken beside another process's threads says nothing about the export: not compared, and said why."""
+    figure taken beside another process's threads says nothing about the export: not compared, and said why. One
+    attempt on a quiet host that found it outside is evidence, whatever the later attempts met."""
     from tuner.artifact import not_compared_for_a_busy_host
     from tuner.artifact.verify import _load_checks
 
@@ -93,12 +98,13 @@ def test_a_timing_outside_its_band_fails_verify_only_when_taken_on_a_quiet_host(
 
     def serve(policy):
         runs.append(policy)
-        return _under_load(9100.0, 0.31, 2.85, quiet=quiet)  # the open loop's tail 6x the recorded one
+        return _under_load(9100.0, 0.31, 2.85, quiet=quiet_runs[len(runs) - 1])  # the open loop's tail 6x the recorded
 
     checks = {ch.name: ch for ch in _load_checks(serve, {"runtime": {"NUM_STREAMS": 1}}, recorded, True, 0.10)}
     assert len(runs) == 3 and runs[0].utilisation == 0.5  # measured again, under the recorded load, before judging
     assert checks["samples/s under load"].ok is True and checks["p95 ms under load"].ok is True
     open_loop = checks["p95 ms, open loop"]
-    assert open_loop.ok is (False if quiet else None)
-    assert not_compared_for_a_busy_host(list(checks.values())) == ([] if quiet else ["p95 ms, open loop"])
-    assert ("busy" in open_loop.note) is (not quiet) and "3 runs" in open_loop.note
+    assert open_loop.ok is verdict
+    busy = verdict is None
+    assert not_compared_for_a_busy_host(list(checks.values())) == (["p95 ms, open loop"] if busy else [])
+    assert ("host was busy" in open_loop.note) is busy and "3 runs" in open_loop.note

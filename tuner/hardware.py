@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import glob
 import hashlib
 import json
 import os
@@ -104,16 +105,17 @@ def cores() -> int:
         return os.cpu_count() or 1
 
 
-# What a GPU driver leaves on Linux: NVIDIA's kernel module (a container given a GPU has these too) or ROCm's
-# /dev/kfd (a ROCm torch answers torch.cuda). Without any, no torch build can see a GPU, and importing torch (a
-# second of CPU) only to hear so is left out: the parent process of a study needs torch for nothing else.
-_GPU_DRIVER_PATHS = ("/proc/driver/nvidia", "/dev/nvidiactl", "/dev/nvidia0", "/dev/kfd")
+# What a GPU driver leaves on Linux: NVIDIA's kernel module (a container given a GPU has these too), WSL2's
+# /dev/dxg, Jetson's /dev/nvhost-* or ROCm's /dev/kfd (a ROCm torch answers torch.cuda). Without any, no torch
+# build can see a GPU, and importing torch (a second of CPU) only to hear so is left out: the parent process of a
+# study needs torch for nothing else.
+_GPU_DRIVER_PATHS = ("/proc/driver/nvidia", "/dev/nvidiactl", "/dev/nvidia0", "/dev/dxg", "/dev/kfd", "/dev/nvhost-*")
 
 
 @functools.lru_cache(maxsize=1)
 def cuda_available() -> bool:
     """Whether torch sees a CUDA (or ROCm) GPU; asked of torch only where a driver is present."""
-    if sys.platform == "linux" and not any(os.path.exists(p) for p in _GPU_DRIVER_PATHS):
+    if sys.platform == "linux" and not any(glob.glob(p) for p in _GPU_DRIVER_PATHS):
         return False
     import torch
 
